@@ -1,0 +1,3 @@
+//! agency: a Makefile-compatible task runner for isolated tenants on a shared Docker host.
+
+pub mod drivers;
