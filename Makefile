@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client setup-log-segmentation
+AGENCY_TASKS := create-client delete-client list-clients setup-log-segmentation
 
 -include dev.mk
 
@@ -10,6 +10,14 @@ AGENCY ?= agency
 
 .PHONY: create-client
 create-client:
+	+@$(AGENCY) $@
+
+.PHONY: delete-client
+delete-client:
+	+@$(AGENCY) $@
+
+.PHONY: list-clients
+list-clients:
 	+@$(AGENCY) $@
 
 .PHONY: setup-log-segmentation

@@ -10,6 +10,7 @@ pub mod envfile;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod inventory;
 pub mod layout;
 pub mod listing;
 pub mod lock;
