@@ -145,6 +145,12 @@ pub fn run(
     for ((task, vars), ast) in resolved.iter().zip(&compiled) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
+        *host.secret_values.borrow_mut() = task
+            .vars
+            .iter()
+            .filter(|(_, spec)| spec.secret)
+            .filter_map(|(name, _)| vars.get(name).filter(|v| !v.is_empty()).cloned())
+            .collect();
         let first_change = host.effects.len();
         let result = engine.run(ast, vars, Limits { timeout: task.timeout, max_operations: task.max_operations });
         let changes = host.effects.changes_since(first_change);

@@ -2,9 +2,13 @@
 
 mod test;
 
+mod audit_trail;
 mod cli;
 mod create_client;
 mod definitions;
+mod delete_client;
+mod list_clients;
+mod log_segmentation;
 mod make;
 mod sandbox;
 mod variables;

@@ -3,7 +3,7 @@
 //!
 //! | function | mutates | returns |
 //! |---|---|---|
-//! | `audit::append(client_id, event)` | yes | appends `{time, task, user, outcome: "event", event}` as one JSON line to the client's audit.log; any of the client's secret values inside `event` is redacted; "updated" |
+//! | `audit::append(client_id, event)` | yes | appends `{time, task, user, outcome: "event", event}` as one JSON line to the client's audit.log; any of the client's secrets and the task's secret variables inside `event` is redacted; "updated" |
 //!
 //! ```rhai
 //! audit::append(CLIENT_ID, #{ action: "db password applied", container: "acme-db" });
@@ -28,7 +28,11 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
         let mut event: serde_json::Value = rhai::serde::from_dynamic(&event)?;
         let secrets = crate::host::secrets::read(&layout.secrets_file).map_err(script_error)?;
-        audit::redact(&mut event, &secrets.into_values().collect::<Vec<_>>());
+        // A hand-set value shorter than 8 characters is not treated as a secret here: it
+        // would blank out ordinary words. Secret task variables are redacted whatever their length.
+        let mut secrets: Vec<String> = secrets.into_values().filter(|v| v.len() >= 8).collect();
+        secrets.extend(h.secret_values.borrow().iter().cloned());
+        audit::redact(&mut event, &secrets);
         let task = h.effects.task();
         let target = layout.audit_log.display().to_string();
         h.effects

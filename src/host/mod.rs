@@ -21,6 +21,9 @@ pub struct Host {
     pub roots: Roots,
     pub effects: Effects,
     pub output: Rc<Output>,
+    /// Values of the running task's secret variables, redacted wherever a host function
+    /// writes script data out (audit events).
+    pub secret_values: std::cell::RefCell<Vec<String>>,
 }
 
 impl Host {
@@ -30,6 +33,7 @@ impl Host {
             settings,
             effects: Effects::new(dry_run, output.clone()),
             output,
+            secret_values: Default::default(),
         }
     }
 }

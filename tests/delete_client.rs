@@ -1,0 +1,187 @@
+//! delete-client (SPEC §7, issue 7): confirmation, config and secrets archived (0700),
+//! logs kept, audited; a later create-client with the same id starts fresh.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    create_client::{bash_value, create},
+    test::{Site, audit_lines},
+};
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+}
+
+pub fn delete(site: &Site, id: &str) -> crate::test::Output {
+    site.test().args(["--yes", "delete-client", &format!("CLIENT_ID={id}")]).run()
+}
+
+/// The archive dirs of a client, oldest first.
+pub fn archives(site: &Site, id: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(site.root().join("archive"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{id}-")))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn refuses_without_yes_when_stdin_is_not_a_terminal() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let before = site.snapshot();
+    site.test()
+        .args(["delete-client", "CLIENT_ID=acme"])
+        .status(1)
+        .stderr_contains("asks for confirmation and stdin is not a terminal")
+        .stderr_contains("--yes")
+        .run();
+    assert_eq!(site.snapshot(), before, "a refused delete changed something");
+}
+
+#[test]
+fn dry_run_plans_the_moves_and_changes_nothing() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let before = site.snapshot();
+    site.test()
+        .args(["-n", "delete-client", "CLIENT_ID=acme"])
+        .stdout_contains("would move")
+        .stdout_contains(&site.client_dir("acme").display().to_string())
+        .stdout_contains("nothing was changed")
+        .run();
+    assert_eq!(site.snapshot(), before);
+}
+
+#[test]
+fn archives_config_and_secrets_and_keeps_the_logs() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    create(&site, "beta", "Beta");
+    let env_before = fs::read_to_string(site.client_dir("acme").join("client.env")).unwrap();
+    let secrets_before = fs::read_to_string(site.secrets_file("acme")).unwrap();
+    let beta = |s: Vec<(String, u32, Option<Vec<u8>>)>| {
+        s.into_iter().filter(|(p, _, _)| p.contains("/beta") || p.contains("-beta")).collect::<Vec<_>>()
+    };
+    let beta_before = beta(site.snapshot());
+
+    let output = site.test().args(["--json", "--yes", "delete-client", "CLIENT_ID=acme"]).run();
+    let result = &output.json()["tasks"][0]["result"];
+
+    assert!(!site.client_dir("acme").exists());
+    assert!(!site.secrets_file("acme").parent().unwrap().exists());
+    let archived = archives(&site, "acme");
+    assert_eq!(archived.len(), 1);
+    let archive = &archived[0];
+    assert_eq!(result["archive"], archive.display().to_string());
+    assert_eq!(mode(&site.root().join("archive")), 0o700);
+    assert_eq!(mode(archive), 0o700);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let stamp = name.strip_prefix("acme-").unwrap();
+    assert!(stamp.len() == 16 && stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T', "{name}");
+
+    // Moved whole, modes kept: the secrets still 0600 in a 0700 dir.
+    assert_eq!(fs::read_to_string(archive.join("config/client.env")).unwrap(), env_before);
+    assert!(archive.join("config/keycloak/realm.json").is_file());
+    assert_eq!(fs::read_to_string(archive.join("secrets/secrets.env")).unwrap(), secrets_before);
+    assert_eq!(mode(&archive.join("secrets")), 0o700);
+    assert_eq!(mode(&archive.join("secrets/secrets.env")), 0o600);
+    let manifest = archive.join("archive.env");
+    assert_eq!(mode(&manifest), 0o600);
+    assert_eq!(bash_value(&manifest, "CLIENT_ID"), "acme");
+    assert!(bash_value(&manifest, "RESTIC_REPOSITORY").ends_with("/client-acme"));
+    assert_eq!(
+        bash_value(&manifest, "RESTIC_PASSWORD_FILE"),
+        archive.join("secrets/secrets.env").display().to_string()
+    );
+
+    // Logs stay, and the last audit line records the delete.
+    let logs = site.log_root().join("clients/acme");
+    for log in ["access.log", "error.log", "audit.log", "backup.log"] {
+        assert!(logs.join(log).is_file(), "{log} kept");
+    }
+    let line = audit_lines(&site, "acme").pop().unwrap();
+    assert_eq!(line["task"], "delete-client");
+    assert_eq!(line["outcome"], "ok");
+    let moved: Vec<&str> = line["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "moved")
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(moved.len(), 2, "{line}");
+
+    // The other tenant is untouched, and the listing no longer shows acme.
+    assert_eq!(beta(site.snapshot()), beta_before);
+    site.test().arg("list-clients").stdout_contains("beta").stdout_lacks("acme").run();
+}
+
+#[test]
+fn a_client_that_does_not_exist_is_an_error() {
+    let site = Site::new();
+    site.test()
+        .args(["--yes", "delete-client", "CLIENT_ID=ghost"])
+        .status(1)
+        .stderr_contains("client ghost does not exist")
+        .run();
+    assert!(!site.root().join("archive").exists());
+}
+
+#[test]
+fn recreating_the_same_id_starts_fresh_with_new_secrets() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let old_secrets = fs::read_to_string(site.secrets_file("acme")).unwrap();
+    delete(&site, "acme");
+    create(&site, "acme", "ACME Again");
+
+    assert_eq!(bash_value(&site.client_dir("acme").join("client.env"), "CLIENT_NAME"), "ACME Again");
+    let new_secrets = fs::read_to_string(site.secrets_file("acme")).unwrap();
+    for line in old_secrets.lines() {
+        let (key, value) = line.split_once('=').unwrap();
+        let value = value.trim_matches('\'');
+        assert!(!new_secrets.contains(value), "{key} reused after delete");
+        assert_eq!(bash_value(&site.secrets_file("acme"), key).len(), 43, "{key} regenerated");
+    }
+    // The archived copy is untouched by the new client.
+    assert_eq!(fs::read_to_string(archives(&site, "acme")[0].join("secrets/secrets.env")).unwrap(), old_secrets);
+    site.test().arg("list-clients").stdout_contains("ACME Again").run();
+
+    // And it can be deleted again: a second archive beside the first.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // archive names have one-second resolution
+    delete(&site, "acme");
+    assert_eq!(archives(&site, "acme").len(), 2);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_interrupted_delete_is_completed_by_a_rerun() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    // Mutations: mkdir archive root, mkdir archive, archive.env, move config (4), move secrets.
+    let output = site
+        .test()
+        .args(["--yes", "delete-client", "CLIENT_ID=acme"])
+        .env("AGENCY_FAULT_CRASH_AFTER", "4")
+        .status(-1)
+        .run();
+    assert!(output.stderr.contains("injected crash"), "{}", output.stderr);
+    assert!(!site.client_dir("acme").exists());
+    assert!(site.secrets_file("acme").exists(), "crashed before the secrets moved");
+
+    delete(&site, "acme");
+    assert!(!site.secrets_file("acme").parent().unwrap().exists());
+    let archived: Vec<PathBuf> = archives(&site, "acme");
+    assert!(archived.iter().any(|a| a.join("config/client.env").is_file()));
+    assert!(archived.iter().any(|a| a.join("secrets/secrets.env").is_file()));
+    site.test().arg("list-clients").stdout_lacks("acme").run();
+}
