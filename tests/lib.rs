@@ -5,6 +5,7 @@ mod test;
 mod cli;
 mod create_client;
 mod definitions;
+mod hostile;
 mod make;
 mod sandbox;
 mod variables;
