@@ -7,6 +7,7 @@ mod cli;
 mod create_client;
 mod definitions;
 mod delete_client;
+mod hostile;
 mod list_clients;
 mod log_segmentation;
 mod make;
