@@ -4,7 +4,9 @@
 use std::{env, fs, path::Path};
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
@@ -14,7 +16,12 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
             path.extension().and_then(|e| e.to_str()),
             Some("toml" | "rhai" | "md")
         ) {
-            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
 }

@@ -33,8 +33,7 @@ impl Output {
 
 /// Finds `program` on PATH, or says what to install.
 pub fn locate(program: &str, install_hint: &str) -> Result<PathBuf> {
-    which::which(program)
-        .map_err(|_| anyhow!("`{program}` was not found on PATH; {install_hint}"))
+    which::which(program).map_err(|_| anyhow!("`{program}` was not found on PATH; {install_hint}"))
 }
 
 /// A command line: the program, its (non-secret) arguments, extra environment and stdin.
@@ -48,7 +47,12 @@ pub struct Command {
 
 impl Command {
     pub fn new(program: &Path) -> Self {
-        Self { program: program.to_path_buf(), args: Vec::new(), env: Vec::new(), stdin: None }
+        Self {
+            program: program.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+        }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -110,14 +114,24 @@ impl Command {
         if output.success() {
             Ok(output)
         } else {
-            let name = self.program.file_name().unwrap_or_default().to_string_lossy();
-            Err(anyhow!("{name} failed (exit {}): {}", output.code, output.first_error_line()))
+            let name = self
+                .program
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            Err(anyhow!(
+                "{name} failed (exit {}): {}",
+                output.code,
+                output.first_error_line()
+            ))
         }
     }
 
     /// Starts the child with stdout as a pipe, for progress streams (e.g. `restic --json`).
     pub fn spawn_reader(&self) -> Result<duct::ReaderHandle> {
-        let mut expression = duct::cmd(&self.program, &self.args).stderr_capture().unchecked();
+        let mut expression = duct::cmd(&self.program, &self.args)
+            .stderr_capture()
+            .unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
         }
