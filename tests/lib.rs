@@ -1,1 +1,2 @@
-
+mod keycloak;
+mod support;
