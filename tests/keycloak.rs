@@ -5,7 +5,7 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use agency::{
     drivers::{
-        keycloak::{Keycloak, Outcome, Secret, Settings},
+        keycloak::{IfExists, Keycloak, Outcome, Secret, Settings},
         process,
     },
     realm::{RealmSpec, RoleSpec},
@@ -501,6 +501,62 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
         fake.user_password("acme", "acme-admin").as_deref(),
         Some("rotated-Secret-value-123")
     );
+}
+
+#[test]
+fn partial_import_of_realm_json() {
+    let fake = FakeKeycloak::start();
+    let kc = client(&fake);
+    kc.create_realm(&json!({"realm": "acme", "enabled": true}))
+        .unwrap();
+    kc.create_realm_role("acme", &json!({"name": "viewer", "description": "theirs"}))
+        .unwrap();
+    let rep = spec().to_json();
+
+    let err = kc
+        .partial_import("acme", &rep, IfExists::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 409 Realm role 'viewer' already exists."),
+        "{err}"
+    );
+    assert_eq!(
+        fake.realm_role_names("acme")
+            .iter()
+            .filter(|r| r.as_str() == "editor")
+            .count(),
+        0
+    );
+
+    let summary = kc.partial_import("acme", &rep, IfExists::Skip).unwrap();
+    assert_eq!(
+        (summary.added, summary.skipped, summary.overwritten),
+        (3, 1, 0),
+        "{summary:?}"
+    );
+    assert_eq!(
+        fake.composite_names("acme", "realm_admin"),
+        vec!["editor", "realm-management/realm-admin"]
+    );
+    assert_eq!(
+        fake.user_realm_role_names("acme", "acme-admin"),
+        vec!["default-roles-acme", "realm_admin"]
+    );
+    let request = fake.mutations().into_iter().last().unwrap();
+    assert_eq!(request.path, "/admin/realms/acme/partialImport");
+    assert_eq!(request.json()["ifResourceExists"], "SKIP");
+
+    let summary = kc
+        .partial_import("acme", &rep, IfExists::Overwrite)
+        .unwrap();
+    assert_eq!(
+        (summary.added, summary.skipped, summary.overwritten),
+        (0, 0, 4),
+        "{summary:?}"
+    );
+    assert_eq!(IfExists::parse("skip").unwrap(), IfExists::Skip);
+    assert!(IfExists::parse("merge").is_err());
 }
 
 #[test]

@@ -273,6 +273,43 @@ enum Action {
     },
 }
 
+/// What a partial import does with a resource that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Fail,
+    Skip,
+    Overwrite,
+}
+
+impl IfExists {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfExists::Fail => "FAIL",
+            IfExists::Skip => "SKIP",
+            IfExists::Overwrite => "OVERWRITE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "FAIL" => Ok(IfExists::Fail),
+            "SKIP" => Ok(IfExists::Skip),
+            "OVERWRITE" => Ok(IfExists::Overwrite),
+            _ => bail!("unknown partial import policy {text:?}; use FAIL, SKIP or OVERWRITE"),
+        }
+    }
+}
+
+/// What a partial import did.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    pub added: u64,
+    pub skipped: u64,
+    pub overwritten: u64,
+    /// `{"action": "ADDED", "resourceType": "REALM_ROLE", "resourceName": .., "id": ..}` each.
+    pub results: Vec<Value>,
+}
+
 /// One line of a realm setup: what it is about and the change it needs (`None`: unchanged).
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -1007,6 +1044,36 @@ impl Keycloak {
             &what,
         )?;
         Ok(())
+    }
+
+    /// `POST /admin/realms/{realm}/partialImport`: adds the realm roles and users (and the rest
+    /// Keycloak's partial import knows) of `rep` to an existing realm. `if_exists` is `FAIL`
+    /// (409, nothing imported), `SKIP` or `OVERWRITE`.
+    pub fn partial_import(
+        &self,
+        realm: &str,
+        rep: &Value,
+        if_exists: IfExists,
+    ) -> Result<ImportSummary> {
+        let mut body = rep.clone();
+        let Some(fields) = body.as_object_mut() else {
+            bail!("a partial import needs a JSON object (a realm representation)");
+        };
+        fields.insert("ifResourceExists".into(), json!(if_exists.as_str()));
+        // The realm's own attributes are not part of a partial import.
+        fields.remove("realm");
+        let path = format!("{}/partialImport", realm_path(realm));
+        let what = format!("import into realm {realm}");
+        let answer = self
+            .call("POST", &path, Some(&body), &[200], &what)?
+            .json()?;
+        let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+        Ok(ImportSummary {
+            added: count("added"),
+            skipped: count("skipped"),
+            overwritten: count("overwritten"),
+            results: answer["results"].as_array().cloned().unwrap_or_default(),
+        })
     }
 
     // ---- checks: read-only, return the change still needed --------------------------------

@@ -906,6 +906,204 @@ impl Realm {
         realm
     }
 
+    /// Realm roles of a representation: all created first, then their composites (as
+    /// `RepresentationToModel.importRoles`). An unknown composite fails like Keycloak: 500.
+    fn import_roles(&mut self, roles: &[Value]) -> Result<(), Answer> {
+        let server_error = || {
+            Answer::oauth(
+                500,
+                "unknown_error",
+                "For more on this error consult the server log.",
+            )
+        };
+        for role in roles {
+            let Some(name) = role["name"].as_str() else {
+                return Err(server_error());
+            };
+            if self.realm_role(name).is_none() {
+                self.add_role(name, role["description"].as_str(), None);
+            }
+        }
+        for role in roles {
+            let name = role["name"].as_str().unwrap_or_default();
+            let mut ids = BTreeSet::new();
+            for composite in role["composites"]["realm"].as_array().into_iter().flatten() {
+                let found = self
+                    .realm_role(composite.as_str().unwrap_or_default())
+                    .ok_or_else(server_error)?;
+                ids.insert(found.id.clone());
+            }
+            for (client_id, names) in role["composites"]["client"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let client = self
+                    .client_by_client_id(client_id)
+                    .cloned()
+                    .ok_or_else(server_error)?;
+                for composite in names.as_array().into_iter().flatten() {
+                    let found = self
+                        .client_role(&client.id, composite.as_str().unwrap_or_default())
+                        .ok_or_else(server_error)?;
+                    ids.insert(found.id.clone());
+                }
+            }
+            let id = self.realm_role(name).unwrap().id.clone();
+            self.roles
+                .iter_mut()
+                .find(|r| r.id == id)
+                .unwrap()
+                .composites
+                .extend(ids);
+        }
+        Ok(())
+    }
+
+    /// A user of a representation, with its credentials and `realmRoles`.
+    fn import_user(&mut self, user: &Value) -> Result<String, Answer> {
+        let id = self.insert_user(user)?;
+        let mut ids = BTreeSet::new();
+        for name in user["realmRoles"].as_array().into_iter().flatten() {
+            let found = self
+                .realm_role(name.as_str().unwrap_or_default())
+                .ok_or_else(|| {
+                    Answer::oauth(
+                        500,
+                        "unknown_error",
+                        "For more on this error consult the server log.",
+                    )
+                })?;
+            ids.insert(found.id.clone());
+        }
+        self.users
+            .iter_mut()
+            .find(|u| u.id == id)
+            .unwrap()
+            .roles
+            .extend(ids);
+        Ok(id)
+    }
+
+    fn remove_role(&mut self, id: &str) {
+        self.roles.retain(|r| r.id != id);
+        for other in &mut self.roles {
+            other.composites.remove(id);
+        }
+        for user in &mut self.users {
+            user.roles.remove(id);
+        }
+    }
+
+    /// `POST /admin/realms/{realm}/partialImport` for realm roles and users
+    /// (`PartialImportManager`): FAIL answers 409 at the first existing resource and changes
+    /// nothing; SKIP and OVERWRITE report each resource.
+    fn partial_import(&mut self, body: &Value) -> Answer {
+        let policy = body["ifResourceExists"]
+            .as_str()
+            .unwrap_or("FAIL")
+            .to_string();
+        let roles = body["roles"]["realm"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let users = body["users"].as_array().cloned().unwrap_or_default();
+        let role_exists = |realm: &Realm, role: &Value| {
+            realm
+                .realm_role(role["name"].as_str().unwrap_or_default())
+                .is_some()
+        };
+        let user_exists = |realm: &Realm, user: &Value| {
+            realm
+                .user_by_name(user["username"].as_str().unwrap_or_default())
+                .is_some()
+        };
+        if policy == "FAIL" {
+            if let Some(role) = roles.iter().find(|r| role_exists(self, r)) {
+                return Answer::error_message(
+                    409,
+                    &format!(
+                        "Realm role '{}' already exists.",
+                        role["name"].as_str().unwrap_or_default()
+                    ),
+                );
+            }
+            if let Some(user) = users.iter().find(|u| user_exists(self, u)) {
+                return Answer::error_message(
+                    409,
+                    &format!(
+                        "User with user name {} already exists.",
+                        user["username"].as_str().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        let mut backup = self.clone();
+        let mut results = Vec::new();
+        let (mut added, mut skipped, mut overwritten) = (0, 0, 0);
+        let mut to_create = Vec::new();
+        for role in &roles {
+            let name = role["name"].as_str().unwrap_or_default().to_string();
+            let action = if role_exists(self, role) {
+                if policy == "SKIP" {
+                    skipped += 1;
+                    "SKIPPED"
+                } else {
+                    let id = self.realm_role(&name).unwrap().id.clone();
+                    self.remove_role(&id);
+                    to_create.push(role.clone());
+                    overwritten += 1;
+                    "OVERWRITTEN"
+                }
+            } else {
+                to_create.push(role.clone());
+                added += 1;
+                "ADDED"
+            };
+            results.push((action, "REALM_ROLE", name));
+        }
+        if let Err(answer) = self.import_roles(&to_create) {
+            std::mem::swap(self, &mut backup);
+            return answer;
+        }
+        for user in &users {
+            let name = user["username"].as_str().unwrap_or_default().to_lowercase();
+            let action = if user_exists(self, user) {
+                if policy == "SKIP" {
+                    skipped += 1;
+                    results.push(("SKIPPED", "USER", name));
+                    continue;
+                }
+                let id = self.user_by_name(&name).unwrap().id.clone();
+                self.users.retain(|u| u.id != id);
+                overwritten += 1;
+                "OVERWRITTEN"
+            } else {
+                added += 1;
+                "ADDED"
+            };
+            if let Err(answer) = self.import_user(user) {
+                std::mem::swap(self, &mut backup);
+                return answer;
+            }
+            results.push((action, "USER", name));
+        }
+        let results: Vec<Value> = results
+            .into_iter()
+            .map(|(action, kind, name)| {
+                let id = match kind {
+                    "USER" => self.user_by_name(&name).map(|u| u.id.clone()),
+                    _ => self.realm_role(&name).map(|r| r.id.clone()),
+                };
+                json!({"action": action, "resourceType": kind, "resourceName": name, "id": id})
+            })
+            .collect();
+        Answer::json(
+            200,
+            json!({"overwritten": overwritten, "added": added, "skipped": skipped, "results": results}),
+        )
+    }
+
     fn default_role_id(&self) -> Option<String> {
         self.rep
             .get("defaultRole")
@@ -1297,96 +1495,17 @@ impl State {
                 }
             }
         }
-        // roles.realm: create all, then the composites (as RepresentationToModel.importRoles).
         let roles = rep["roles"]["realm"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        for role in &roles {
-            let Some(role_name) = role["name"].as_str() else {
-                continue;
-            };
-            if realm.realm_role(role_name).is_none() {
-                realm.add_role(role_name, role["description"].as_str(), None);
-            }
-        }
-        for role in &roles {
-            let Some(role_name) = role["name"].as_str() else {
-                continue;
-            };
-            let mut ids = BTreeSet::new();
-            for composite in role["composites"]["realm"].as_array().into_iter().flatten() {
-                let name = composite.as_str().unwrap_or_default();
-                match realm.realm_role(name) {
-                    Some(found) => ids.insert(found.id.clone()),
-                    None => {
-                        return Answer::oauth(
-                            500,
-                            "unknown_error",
-                            "For more on this error consult the server log.",
-                        );
-                    }
-                };
-            }
-            for (client_id, names) in role["composites"]["client"]
-                .as_object()
-                .into_iter()
-                .flatten()
-            {
-                let Some(client) = realm.client_by_client_id(client_id).cloned() else {
-                    return Answer::oauth(
-                        500,
-                        "unknown_error",
-                        "For more on this error consult the server log.",
-                    );
-                };
-                for name in names.as_array().into_iter().flatten() {
-                    match realm.client_role(&client.id, name.as_str().unwrap_or_default()) {
-                        Some(found) => ids.insert(found.id.clone()),
-                        None => {
-                            return Answer::oauth(
-                                500,
-                                "unknown_error",
-                                "For more on this error consult the server log.",
-                            );
-                        }
-                    };
-                }
-            }
-            let id = realm.realm_role(role_name).unwrap().id.clone();
-            realm
-                .roles
-                .iter_mut()
-                .find(|r| r.id == id)
-                .unwrap()
-                .composites
-                .extend(ids);
+        if let Err(answer) = realm.import_roles(&roles) {
+            return answer;
         }
         for user in rep["users"].as_array().into_iter().flatten() {
-            let id = match realm.insert_user(user) {
-                Ok(id) => id,
-                Err(answer) => return answer,
-            };
-            let mut ids = BTreeSet::new();
-            for name in user["realmRoles"].as_array().into_iter().flatten() {
-                match realm.realm_role(name.as_str().unwrap_or_default()) {
-                    Some(found) => ids.insert(found.id.clone()),
-                    None => {
-                        return Answer::oauth(
-                            500,
-                            "unknown_error",
-                            "For more on this error consult the server log.",
-                        );
-                    }
-                };
+            if let Err(answer) = realm.import_user(user) {
+                return answer;
             }
-            realm
-                .users
-                .iter_mut()
-                .find(|u| u.id == id)
-                .unwrap()
-                .roles
-                .extend(ids);
         }
         let location = format!("{}/admin/realms/{}", self.base_url, encode_segment(name));
         self.realms.insert(name.to_string(), realm);
@@ -1452,6 +1571,8 @@ fn realm_resource(
             }
             Answer::empty(204)
         }
+
+        ("POST", ["partialImport"]) => realm.partial_import(body),
 
         // ---- realm roles
         ("GET", ["roles"]) => {
@@ -1591,13 +1712,7 @@ fn role_resource(
             Answer::empty(204)
         }
         ("DELETE", []) => {
-            realm.roles.retain(|r| r.id != role.id);
-            for other in &mut realm.roles {
-                other.composites.remove(&role.id);
-            }
-            for user in &mut realm.users {
-                user.roles.remove(&role.id);
-            }
+            realm.remove_role(&role.id);
             Answer::empty(204)
         }
         ("GET", ["composites"]) => {
