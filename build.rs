@@ -4,24 +4,14 @@
 use std::{env, fs, path::Path};
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             collect(root, &path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("toml" | "rhai" | "md")
-        ) {
-            out.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "rhai" | "md")) {
+            out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
         }
     }
 }

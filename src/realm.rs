@@ -26,10 +26,7 @@ pub struct ClientRole {
 
 impl ClientRole {
     pub fn new(client_id: &str, role: &str) -> Self {
-        Self {
-            client_id: client_id.to_string(),
-            role: role.to_string(),
-        }
+        Self { client_id: client_id.to_string(), role: role.to_string() }
     }
 }
 
@@ -102,10 +99,7 @@ pub fn standard_roles() -> Vec<RoleSpec> {
             name: ROLE_REALM_ADMIN.into(),
             description: "Administers this realm (users, roles, clients); includes editor".into(),
             composites: vec![ROLE_EDITOR.into()],
-            client_composites: vec![ClientRole::new(
-                REALM_MANAGEMENT_CLIENT,
-                REALM_MANAGEMENT_ADMIN_ROLE,
-            )],
+            client_composites: vec![ClientRole::new(REALM_MANAGEMENT_CLIENT, REALM_MANAGEMENT_ADMIN_ROLE)],
         },
     ]
 }
@@ -173,9 +167,7 @@ impl RealmSpec {
             if !role.client_composites.is_empty() {
                 let mut clients: Map<String, Value> = Map::new();
                 for client_role in &role.client_composites {
-                    let entry = clients
-                        .entry(client_role.client_id.clone())
-                        .or_insert_with(|| Value::Array(vec![]));
+                    let entry = clients.entry(client_role.client_id.clone()).or_insert_with(|| Value::Array(vec![]));
                     if let Value::Array(list) = entry {
                         list.push(Value::String(client_role.role.clone()));
                     }
@@ -206,10 +198,7 @@ impl RealmSpec {
     /// roles and no credentials.
     pub fn to_json(&self) -> Value {
         let mut realm = self.settings();
-        realm.insert(
-            "roles".into(),
-            json!({ "realm": self.roles.iter().map(Self::role_json).collect::<Vec<_>>() }),
-        );
+        realm.insert("roles".into(), json!({ "realm": self.roles.iter().map(Self::role_json).collect::<Vec<_>>() }));
         let mut user = Self::user_json(&self.admin);
         user["realmRoles"] = json!(self.admin.realm_roles);
         realm.insert("users".into(), json!([user]));
@@ -238,11 +227,7 @@ impl RealmSpec {
         if !roles.is_object() {
             bail!("realm.json: `roles` is not an object");
         }
-        let list = roles
-            .as_object_mut()
-            .unwrap()
-            .entry("realm")
-            .or_insert_with(|| json!([]));
+        let list = roles.as_object_mut().unwrap().entry("realm").or_insert_with(|| json!([]));
         let Value::Array(list) = list else {
             bail!("realm.json: `roles.realm` is not a list");
         };
@@ -258,11 +243,7 @@ impl RealmSpec {
             bail!("realm.json: `users` is not a list");
         };
         let wanted = self.admin.username.to_lowercase();
-        let found = users.iter_mut().find(|u| {
-            u["username"]
-                .as_str()
-                .is_some_and(|name| name.to_lowercase() == wanted)
-        });
+        let found = users.iter_mut().find(|u| u["username"].as_str().is_some_and(|name| name.to_lowercase() == wanted));
         match found {
             None => {
                 let mut user = Self::user_json(&self.admin);
@@ -273,9 +254,7 @@ impl RealmSpec {
                 if let Some(fields) = user.as_object_mut() {
                     fields.remove("credentials");
                 }
-                let roles = user
-                    .as_object_mut()
-                    .map(|u| u.entry("realmRoles").or_insert_with(|| json!([])));
+                let roles = user.as_object_mut().map(|u| u.entry("realmRoles").or_insert_with(|| json!([])));
                 if let Some(Value::Array(roles)) = roles {
                     for role in &self.admin.realm_roles {
                         if !roles.iter().any(|r| r == role.as_str()) {
@@ -309,10 +288,7 @@ fn merge_role(role: &mut Value, spec: &RoleSpec) {
         if !composites.get("client").is_some_and(Value::is_object) {
             composites["client"] = json!({});
         }
-        add_unique(
-            &mut composites["client"][client_role.client_id.as_str()],
-            &client_role.role,
-        );
+        add_unique(&mut composites["client"][client_role.client_id.as_str()], &client_role.role);
     }
 }
 
@@ -359,35 +335,25 @@ mod tests {
         assert!(realm.get("displayNameHtml").is_none());
 
         assert_eq!(role(&realm, "viewer")["composite"], false);
-        assert_eq!(
-            role(&realm, "editor")["composites"]["realm"],
-            json!(["viewer"])
-        );
+        assert_eq!(role(&realm, "editor")["composites"]["realm"], json!(["viewer"]));
         let admin = role(&realm, "realm_admin");
         assert_eq!(admin["composite"], true);
         assert_eq!(admin["composites"]["realm"], json!(["editor"]));
-        assert_eq!(
-            admin["composites"]["client"]["realm-management"],
-            json!(["realm-admin"])
-        );
+        assert_eq!(admin["composites"]["client"]["realm-management"], json!(["realm-admin"]));
 
         let users = realm["users"].as_array().unwrap();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0]["username"], "acme-admin");
         assert_eq!(users[0]["realmRoles"], json!(["realm_admin"]));
         assert!(users[0].get("credentials").is_none());
-        assert!(
-            !text.to_lowercase().contains("password\":"),
-            "no password field: {text}"
-        );
+        assert!(!text.to_lowercase().contains("password\":"), "no password field: {text}");
         assert!(text.ends_with("}\n"));
     }
 
     #[test]
     fn hostile_display_name_stays_one_json_string() {
         let name = "Evil\", \"enabled\": false, \"x\": \"</script><img src=x>\\\n\u{7}";
-        let realm: Value =
-            serde_json::from_str(&RealmSpec::for_client("evil", name).render()).unwrap();
+        let realm: Value = serde_json::from_str(&RealmSpec::for_client("evil", name).render()).unwrap();
         assert_eq!(realm["displayName"], name);
         assert_eq!(realm["enabled"], true);
         assert!(realm.get("x").is_none());
@@ -418,10 +384,7 @@ mod tests {
         assert_eq!(role(&updated, "auditor")["description"], "theirs");
         let admin = role(&updated, "realm_admin");
         assert_eq!(admin["composites"]["realm"], json!(["auditor", "editor"]));
-        assert_eq!(
-            admin["composites"]["client"]["realm-management"],
-            json!(["realm-admin"])
-        );
+        assert_eq!(admin["composites"]["client"]["realm-management"], json!(["realm-admin"]));
         assert_eq!(admin["composite"], true);
         assert!(role(&updated, "viewer").is_object());
         let users = updated["users"].as_array().unwrap();

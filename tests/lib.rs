@@ -1,2 +1,12 @@
+//! Integration tests: one binary, each module a part of the spec.
+
+mod test;
+
+mod cli;
+mod create_client;
+mod definitions;
 mod keycloak;
+mod make;
+mod sandbox;
 mod support;
+mod variables;

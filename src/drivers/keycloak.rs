@@ -127,11 +127,7 @@ impl Settings {
 /// `auth`, `/auth/` → `/auth`; `/`, `` → ``.
 pub fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim().trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("/{trimmed}")
-    }
+    if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
 }
 
 fn normalize_url(url: &str) -> Result<String> {
@@ -145,9 +141,7 @@ fn normalize_url(url: &str) -> Result<String> {
         bail!("KEYCLOAK_URL has no host: {url:?}");
     }
     if authority.contains('@') {
-        bail!(
-            "KEYCLOAK_URL must not carry credentials; use KEYCLOAK_ADMIN and KEYCLOAK_ADMIN_PASSWORD"
-        );
+        bail!("KEYCLOAK_URL must not carry credentials; use KEYCLOAK_ADMIN and KEYCLOAK_ADMIN_PASSWORD");
     }
     if rest.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!("KEYCLOAK_URL must be a plain base URL without query, fragment or spaces: {url:?}");
@@ -161,9 +155,7 @@ pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -233,44 +225,14 @@ impl Change {
 #[derive(Debug, Clone)]
 enum Action {
     CreateRealm(Value),
-    UpdateRealm {
-        realm: String,
-        rep: Value,
-    },
-    CreateRole {
-        realm: String,
-        rep: Value,
-    },
-    UpdateRole {
-        realm: String,
-        name: String,
-        rep: Value,
-    },
-    AddComposites {
-        realm: String,
-        role: String,
-        realm_roles: Vec<String>,
-        client_roles: Vec<ClientRole>,
-    },
-    CreateUser {
-        realm: String,
-        rep: Value,
-    },
-    UpdateUser {
-        realm: String,
-        username: String,
-        rep: Value,
-    },
-    SetPassword {
-        realm: String,
-        username: String,
-        password: Secret,
-    },
-    MapRealmRoles {
-        realm: String,
-        username: String,
-        roles: Vec<String>,
-    },
+    UpdateRealm { realm: String, rep: Value },
+    CreateRole { realm: String, rep: Value },
+    UpdateRole { realm: String, name: String, rep: Value },
+    AddComposites { realm: String, role: String, realm_roles: Vec<String>, client_roles: Vec<ClientRole> },
+    CreateUser { realm: String, rep: Value },
+    UpdateUser { realm: String, username: String, rep: Value },
+    SetPassword { realm: String, username: String, password: Secret },
+    MapRealmRoles { realm: String, username: String, roles: Vec<String> },
 }
 
 /// What a partial import does with a resource that exists already.
@@ -319,9 +281,7 @@ pub struct Step {
 
 impl Step {
     pub fn outcome(&self) -> Outcome {
-        self.change
-            .as_ref()
-            .map_or(Outcome::Unchanged, |c| c.outcome)
+        self.change.as_ref().map_or(Outcome::Unchanged, |c| c.outcome)
     }
 }
 
@@ -335,19 +295,12 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
     pub fn json(&self) -> Result<Value> {
         serde_json::from_str(&self.body).with_context(|| {
-            format!(
-                "Keycloak answered HTTP {} with a body that is not JSON: {}",
-                self.status,
-                self.snippet()
-            )
+            format!("Keycloak answered HTTP {} with a body that is not JSON: {}", self.status, self.snippet())
         })
     }
 
@@ -355,11 +308,7 @@ impl HttpResponse {
     /// (OAuth and exception mapper), else the start of a non-JSON body.
     pub fn message(&self) -> String {
         if let Ok(Value::Object(body)) = serde_json::from_str::<Value>(&self.body) {
-            let text = |key: &str| {
-                body.get(key)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-            };
+            let text = |key: &str| body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
             if let Some(message) = text("errorMessage") {
                 return message.to_string();
             }
@@ -370,32 +319,19 @@ impl HttpResponse {
                 (None, None) => {}
             }
         }
-        if self.body.trim().is_empty() {
-            "no details in the answer".into()
-        } else {
-            self.snippet()
-        }
+        if self.body.trim().is_empty() { "no details in the answer".into() } else { self.snippet() }
     }
 
     fn snippet(&self) -> String {
         let text: String = self.body.split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.chars().count() > 160 {
-            format!("{}...", text.chars().take(160).collect::<String>())
-        } else {
-            text
-        }
+        if text.chars().count() > 160 { format!("{}...", text.chars().take(160).collect::<String>()) } else { text }
     }
 }
 
 /// Splits curl's stdout (`dump-header -`, the body, then `\n<http_code>` from `write-out`).
 fn parse_curl_output(stdout: &str) -> Result<HttpResponse> {
-    let (mut rest, code) = stdout
-        .rsplit_once('\n')
-        .ok_or_else(|| anyhow!("curl printed no HTTP status"))?;
-    let status: u16 = code
-        .trim()
-        .parse()
-        .map_err(|_| anyhow!("curl printed no HTTP status (got {code:?})"))?;
+    let (mut rest, code) = stdout.rsplit_once('\n').ok_or_else(|| anyhow!("curl printed no HTTP status"))?;
+    let status: u16 = code.trim().parse().map_err(|_| anyhow!("curl printed no HTTP status (got {code:?})"))?;
     let mut headers = Vec::new();
     // One header block per response received (a `100 Continue` comes before the final one).
     while rest.starts_with("HTTP/") {
@@ -421,11 +357,7 @@ fn parse_curl_output(stdout: &str) -> Result<HttpResponse> {
             break;
         }
     }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: rest.to_string(),
-    })
+    Ok(HttpResponse { status, headers, body: rest.to_string() })
 }
 
 enum Body {
@@ -450,10 +382,7 @@ impl Token {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| anyhow!("Keycloak's token answer holds no access_token"))?;
         let lifetime = Duration::from_secs(value["expires_in"].as_u64().unwrap_or(60));
-        let refresh = value["refresh_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(Secret::new);
+        let refresh = value["refresh_token"].as_str().filter(|t| !t.is_empty()).map(Secret::new);
         let refresh_renew_at = match value["refresh_expires_in"].as_u64() {
             Some(0) | None => None,
             Some(secs) => Some(now + renew_after(Duration::from_secs(secs))),
@@ -498,9 +427,7 @@ pub struct Keycloak {
 
 impl fmt::Debug for Keycloak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keycloak")
-            .field("url", &self.settings.url)
-            .finish_non_exhaustive()
+        f.debug_struct("Keycloak").field("url", &self.settings.url).finish_non_exhaustive()
     }
 }
 
@@ -512,12 +439,7 @@ impl Keycloak {
     }
 
     pub fn with_curl(settings: Settings, curl: &Path) -> Self {
-        Self {
-            settings,
-            curl: curl.to_path_buf(),
-            state: Mutex::new(State::default()),
-            requests: AtomicUsize::new(0),
-        }
+        Self { settings, curl: curl.to_path_buf(), state: Mutex::new(State::default()), requests: AtomicUsize::new(0) }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -530,20 +452,12 @@ impl Keycloak {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     // ---- transport ----------------------------------------------------------------------
 
-    fn execute(
-        &self,
-        method: &str,
-        url: &str,
-        body: &Body,
-        bearer: Option<&Secret>,
-    ) -> Result<HttpResponse> {
+    fn execute(&self, method: &str, url: &str, body: &Body, bearer: Option<&Secret>) -> Result<HttpResponse> {
         let mut config = String::new();
         let mut line = |key: &str, value: &str| {
             config.push_str(key);
@@ -557,10 +471,7 @@ impl Keycloak {
         // No `Expect: 100-continue` round trip for larger bodies.
         line("header", "Expect:");
         if let Some(token) = bearer {
-            line(
-                "header",
-                &format!("Authorization: Bearer {}", token.expose()),
-            );
+            line("header", &format!("Authorization: Bearer {}", token.expose()));
         }
         match body {
             Body::None => {}
@@ -582,10 +493,8 @@ impl Keycloak {
         }
 
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let output = process::Command::new(&self.curl)
-            .args(["-q", "-sS", "-K", "-"])
-            .stdin(config.into_bytes())
-            .output()?;
+        let output =
+            process::Command::new(&self.curl).args(["-q", "-sS", "-K", "-"]).stdin(config.into_bytes()).output()?;
         if !output.success() {
             bail!(
                 "could not reach Keycloak at {}: {} (curl exit {})",
@@ -608,20 +517,11 @@ impl Keycloak {
         }
         let mut tried = Vec::new();
         for candidate in ["", "/auth"] {
-            let path = format!(
-                "{candidate}/realms/{}/.well-known/openid-configuration",
-                encode(&self.settings.admin_realm)
-            );
-            let response = self.execute(
-                "GET",
-                &format!("{}{path}", self.settings.url),
-                &Body::None,
-                None,
-            )?;
-            let is_discovery = response.status == 200
-                && response
-                    .json()
-                    .is_ok_and(|doc| doc.get("token_endpoint").is_some());
+            let path =
+                format!("{candidate}/realms/{}/.well-known/openid-configuration", encode(&self.settings.admin_realm));
+            let response = self.execute("GET", &format!("{}{path}", self.settings.url), &Body::None, None)?;
+            let is_discovery =
+                response.status == 200 && response.json().is_ok_and(|doc| doc.get("token_endpoint").is_some());
             if is_discovery {
                 self.state().prefix = Some(candidate.to_string());
                 return Ok(candidate.to_string());
@@ -643,11 +543,7 @@ impl Keycloak {
     // ---- token --------------------------------------------------------------------------
 
     fn token_url(&self) -> Result<String> {
-        Ok(format!(
-            "{}/realms/{}/protocol/openid-connect/token",
-            self.base()?,
-            encode(&self.settings.admin_realm)
-        ))
+        Ok(format!("{}/realms/{}/protocol/openid-connect/token", self.base()?, encode(&self.settings.admin_realm)))
     }
 
     /// A valid admin access token: the cached one, a refreshed one, or a new login.
@@ -723,11 +619,7 @@ impl Keycloak {
         let now = Instant::now();
         let response = self.execute("POST", url, &Body::Form(Secret::new(form)), None)?;
         if response.status != 200 {
-            bail!(
-                "token refresh answered HTTP {} {}",
-                response.status,
-                response.message()
-            );
+            bail!("token refresh answered HTTP {} {}", response.status, response.message());
         }
         Token::from_response(&response.json()?, now)
     }
@@ -739,12 +631,7 @@ impl Keycloak {
 
     /// One Admin API call with the admin token; a 401 (token expired or revoked on the server)
     /// is retried once after a new login.
-    pub fn admin_call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<HttpResponse> {
+    pub fn admin_call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<HttpResponse> {
         let url = format!("{}{path}", self.base()?);
         let body = match body {
             Some(value) => Body::Json(value.to_string()),
@@ -759,49 +646,28 @@ impl Keycloak {
         let token = self.token()?;
         let response = self.execute(method, &url, &body, Some(&token))?;
         if response.status == 401 {
-            bail!(
-                "Keycloak refused a fresh admin token for {method} {path}: HTTP 401 {}",
-                response.message()
-            );
+            bail!("Keycloak refused a fresh admin token for {method} {path}: HTTP 401 {}", response.message());
         }
         Ok(response)
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        ok: &[u16],
-        what: &str,
-    ) -> Result<HttpResponse> {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, ok: &[u16], what: &str) -> Result<HttpResponse> {
         let response = self.admin_call(method, path, body)?;
         if ok.contains(&response.status) {
             return Ok(response);
         }
         let hint = if response.status == 403 {
-            format!(
-                "; the admin user {} lacks the permission",
-                self.settings.admin_user
-            )
+            format!("; the admin user {} lacks the permission", self.settings.admin_user)
         } else {
             String::new()
         };
-        bail!(
-            "Keycloak refused to {what}: HTTP {} {} ({method} {path}){hint}",
-            response.status,
-            response.message()
-        )
+        bail!("Keycloak refused to {what}: HTTP {} {} ({method} {path}){hint}", response.status, response.message())
     }
 
     /// A GET whose 404 means "absent".
     fn get_optional(&self, path: &str, what: &str) -> Result<Option<Value>> {
         let response = self.call("GET", path, None, &[200, 404], what)?;
-        if response.status == 404 {
-            Ok(None)
-        } else {
-            response.json().map(Some)
-        }
+        if response.status == 404 { Ok(None) } else { response.json().map(Some) }
     }
 
     /// A GET of a list whose 404 (its parent is absent) means "empty".
@@ -832,136 +698,72 @@ impl Keycloak {
     /// The roles a realm role contains (realm and client roles, brief representations).
     pub fn role_composites(&self, realm: &str, role: &str) -> Result<Vec<Value>> {
         let path = format!("{}/roles/{}/composites", realm_path(realm), encode(role));
-        self.get_list(
-            &path,
-            &format!("list the composites of role {role} in realm {realm}"),
-        )
+        self.get_list(&path, &format!("list the composites of role {role} in realm {realm}"))
     }
 
     /// A client of the realm by its `clientId`.
     pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<Value>> {
-        let path = format!(
-            "{}/clients?clientId={}",
-            realm_path(realm),
-            encode(client_id)
-        );
+        let path = format!("{}/clients?clientId={}", realm_path(realm), encode(client_id));
         let clients = self.get_list(&path, &format!("find client {client_id} in realm {realm}"))?;
         Ok(clients.into_iter().find(|c| c["clientId"] == client_id))
     }
 
     /// A role of a client, the client given by its internal id.
     pub fn client_role(&self, realm: &str, client_uuid: &str, role: &str) -> Result<Option<Value>> {
-        let path = format!(
-            "{}/clients/{}/roles/{}",
-            realm_path(realm),
-            encode(client_uuid),
-            encode(role)
-        );
+        let path = format!("{}/clients/{}/roles/{}", realm_path(realm), encode(client_uuid), encode(role));
         self.get_optional(&path, &format!("read client role {role} in realm {realm}"))
     }
 
     /// The user with exactly this username (Keycloak compares usernames in lower case).
     pub fn user(&self, realm: &str, username: &str) -> Result<Option<Value>> {
         let wanted = username.to_lowercase();
-        let path = format!(
-            "{}/users?username={}&exact=true",
-            realm_path(realm),
-            encode(&wanted)
-        );
+        let path = format!("{}/users?username={}&exact=true", realm_path(realm), encode(&wanted));
         let users = self.get_list(&path, &format!("find user {username} in realm {realm}"))?;
         // Servers older than the `exact` parameter answer a substring search: filter here.
-        Ok(users.into_iter().find(|u| {
-            u["username"]
-                .as_str()
-                .is_some_and(|name| name.to_lowercase() == wanted)
-        }))
+        Ok(users.into_iter().find(|u| u["username"].as_str().is_some_and(|name| name.to_lowercase() == wanted)))
     }
 
     pub fn user_credentials(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
-        let path = format!(
-            "{}/users/{}/credentials",
-            realm_path(realm),
-            encode(user_id)
-        );
-        self.get_list(
-            &path,
-            &format!("list the credentials of a user in realm {realm}"),
-        )
+        let path = format!("{}/users/{}/credentials", realm_path(realm), encode(user_id));
+        self.get_list(&path, &format!("list the credentials of a user in realm {realm}"))
     }
 
     /// The realm roles mapped directly to a user.
     pub fn user_realm_roles(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
-        let path = format!(
-            "{}/users/{}/role-mappings/realm",
-            realm_path(realm),
-            encode(user_id)
-        );
-        self.get_list(
-            &path,
-            &format!("list the realm roles of a user in realm {realm}"),
-        )
+        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), encode(user_id));
+        self.get_list(&path, &format!("list the realm roles of a user in realm {realm}"))
     }
 
     // ---- writes -------------------------------------------------------------------------
 
     pub fn create_realm(&self, rep: &Value) -> Result<()> {
         let name = rep["realm"].as_str().unwrap_or("");
-        self.call(
-            "POST",
-            "/admin/realms",
-            Some(rep),
-            &[201],
-            &format!("create realm {name}"),
-        )?;
+        self.call("POST", "/admin/realms", Some(rep), &[201], &format!("create realm {name}"))?;
         Ok(())
     }
 
     /// Sets the given attributes of a realm (the others are left as they are).
     pub fn update_realm(&self, realm: &str, rep: &Value) -> Result<()> {
-        self.call(
-            "PUT",
-            &realm_path(realm),
-            Some(rep),
-            &[204],
-            &format!("update realm {realm}"),
-        )?;
+        self.call("PUT", &realm_path(realm), Some(rep), &[204], &format!("update realm {realm}"))?;
         Ok(())
     }
 
     /// Deletes a realm; `false` when there was none.
     pub fn delete_realm(&self, realm: &str) -> Result<bool> {
-        let response = self.call(
-            "DELETE",
-            &realm_path(realm),
-            None,
-            &[204, 404],
-            &format!("delete realm {realm}"),
-        )?;
+        let response = self.call("DELETE", &realm_path(realm), None, &[204, 404], &format!("delete realm {realm}"))?;
         Ok(response.status == 204)
     }
 
     pub fn create_realm_role(&self, realm: &str, rep: &Value) -> Result<()> {
         let name = rep["name"].as_str().unwrap_or("");
         let path = format!("{}/roles", realm_path(realm));
-        self.call(
-            "POST",
-            &path,
-            Some(rep),
-            &[201],
-            &format!("create role {name} in realm {realm}"),
-        )?;
+        self.call("POST", &path, Some(rep), &[201], &format!("create role {name} in realm {realm}"))?;
         Ok(())
     }
 
     pub fn update_realm_role(&self, realm: &str, role: &str, rep: &Value) -> Result<()> {
         let path = format!("{}/roles/{}", realm_path(realm), encode(role));
-        self.call(
-            "PUT",
-            &path,
-            Some(rep),
-            &[204],
-            &format!("update role {role} in realm {realm}"),
-        )?;
+        self.call("PUT", &path, Some(rep), &[204], &format!("update role {role} in realm {realm}"))?;
         Ok(())
     }
 
@@ -969,13 +771,7 @@ impl Keycloak {
     pub fn add_role_composites(&self, realm: &str, role: &str, roles: &[Value]) -> Result<()> {
         let path = format!("{}/roles/{}/composites", realm_path(realm), encode(role));
         let what = format!("add composites to role {role} in realm {realm}");
-        self.call(
-            "POST",
-            &path,
-            Some(&Value::Array(roles.to_vec())),
-            &[204],
-            &what,
-        )?;
+        self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;
         Ok(())
     }
 
@@ -992,69 +788,38 @@ impl Keycloak {
         {
             return Ok(id.to_string());
         }
-        let user = self.user(realm, username)?.ok_or_else(|| {
-            anyhow!("Keycloak created user {username} in realm {realm} but cannot find it")
-        })?;
+        let user = self
+            .user(realm, username)?
+            .ok_or_else(|| anyhow!("Keycloak created user {username} in realm {realm} but cannot find it"))?;
         user_id(&user)
     }
 
     pub fn update_user(&self, realm: &str, user_id: &str, rep: &Value) -> Result<()> {
         let path = format!("{}/users/{}", realm_path(realm), encode(user_id));
-        self.call(
-            "PUT",
-            &path,
-            Some(rep),
-            &[204],
-            &format!("update a user of realm {realm}"),
-        )?;
+        self.call("PUT", &path, Some(rep), &[204], &format!("update a user of realm {realm}"))?;
         Ok(())
     }
 
     /// Sets a user's password (not temporary). The password travels only in curl's stdin.
     pub fn reset_password(&self, realm: &str, user_id: &str, password: &Secret) -> Result<()> {
-        let path = format!(
-            "{}/users/{}/reset-password",
-            realm_path(realm),
-            encode(user_id)
-        );
+        let path = format!("{}/users/{}/reset-password", realm_path(realm), encode(user_id));
         let body = json!({"type": "password", "value": password.expose(), "temporary": false});
-        self.call(
-            "PUT",
-            &path,
-            Some(&body),
-            &[204],
-            &format!("set a password in realm {realm}"),
-        )?;
+        self.call("PUT", &path, Some(&body), &[204], &format!("set a password in realm {realm}"))?;
         Ok(())
     }
 
     /// Maps realm roles (representations with `id` and `name`) to a user.
     pub fn add_user_realm_roles(&self, realm: &str, user_id: &str, roles: &[Value]) -> Result<()> {
-        let path = format!(
-            "{}/users/{}/role-mappings/realm",
-            realm_path(realm),
-            encode(user_id)
-        );
+        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), encode(user_id));
         let what = format!("map realm roles to a user of realm {realm}");
-        self.call(
-            "POST",
-            &path,
-            Some(&Value::Array(roles.to_vec())),
-            &[204],
-            &what,
-        )?;
+        self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;
         Ok(())
     }
 
     /// `POST /admin/realms/{realm}/partialImport`: adds the realm roles and users (and the rest
     /// Keycloak's partial import knows) of `rep` to an existing realm. `if_exists` is `FAIL`
     /// (409, nothing imported), `SKIP` or `OVERWRITE`.
-    pub fn partial_import(
-        &self,
-        realm: &str,
-        rep: &Value,
-        if_exists: IfExists,
-    ) -> Result<ImportSummary> {
+    pub fn partial_import(&self, realm: &str, rep: &Value, if_exists: IfExists) -> Result<ImportSummary> {
         let mut body = rep.clone();
         let Some(fields) = body.as_object_mut() else {
             bail!("a partial import needs a JSON object (a realm representation)");
@@ -1064,9 +829,7 @@ impl Keycloak {
         fields.remove("realm");
         let path = format!("{}/partialImport", realm_path(realm));
         let what = format!("import into realm {realm}");
-        let answer = self
-            .call("POST", &path, Some(&body), &[200], &what)?
-            .json()?;
+        let answer = self.call("POST", &path, Some(&body), &[200], &what)?.json()?;
         let count = |key: &str| answer[key].as_u64().unwrap_or(0);
         Ok(ImportSummary {
             added: count("added"),
@@ -1102,10 +865,7 @@ impl Keycloak {
         Ok(Some(Change {
             outcome: Outcome::Updated,
             description: format!("update realm {} ({})", spec.realm, keys.join(", ")),
-            action: Action::UpdateRealm {
-                realm: spec.realm.clone(),
-                rep: Value::Object(differing),
-            },
+            action: Action::UpdateRealm { realm: spec.realm.clone(), rep: Value::Object(differing) },
         }))
     }
 
@@ -1116,25 +876,13 @@ impl Keycloak {
             None => Ok(Some(Change {
                 outcome: Outcome::Created,
                 description: format!("create role {} in realm {realm}", role.name),
-                action: Action::CreateRole {
-                    realm: realm.into(),
-                    rep,
-                },
+                action: Action::CreateRole { realm: realm.into(), rep },
             })),
-            Some(current) if current["description"] != role.description.as_str() => {
-                Ok(Some(Change {
-                    outcome: Outcome::Updated,
-                    description: format!(
-                        "update the description of role {} in realm {realm}",
-                        role.name
-                    ),
-                    action: Action::UpdateRole {
-                        realm: realm.into(),
-                        name: role.name.clone(),
-                        rep,
-                    },
-                }))
-            }
+            Some(current) if current["description"] != role.description.as_str() => Ok(Some(Change {
+                outcome: Outcome::Updated,
+                description: format!("update the description of role {} in realm {realm}", role.name),
+                action: Action::UpdateRole { realm: realm.into(), name: role.name.clone(), rep },
+            })),
             Some(_) => Ok(None),
         }
     }
@@ -1148,11 +896,7 @@ impl Keycloak {
         let missing_realm: Vec<String> = role
             .composites
             .iter()
-            .filter(|name| {
-                !current
-                    .iter()
-                    .any(|c| c["clientRole"] != true && c["name"] == name.as_str())
-            })
+            .filter(|name| !current.iter().any(|c| c["clientRole"] != true && c["name"] == name.as_str()))
             .cloned()
             .collect();
         let mut missing_client = Vec::new();
@@ -1163,8 +907,7 @@ impl Keycloak {
                 None => {
                     // No client role among the composites yet: nothing to look up.
                     let uuid = if current.iter().any(|c| c["clientRole"] == true) {
-                        self.client(realm, &wanted.client_id)?
-                            .and_then(|c| c["id"].as_str().map(String::from))
+                        self.client(realm, &wanted.client_id)?.and_then(|c| c["id"].as_str().map(String::from))
                     } else {
                         None
                     };
@@ -1174,9 +917,7 @@ impl Keycloak {
             };
             let present = uuid.is_some_and(|uuid| {
                 current.iter().any(|c| {
-                    c["clientRole"] == true
-                        && c["containerId"] == uuid.as_str()
-                        && c["name"] == wanted.role.as_str()
+                    c["clientRole"] == true && c["containerId"] == uuid.as_str() && c["name"] == wanted.role.as_str()
                 })
             });
             if !present {
@@ -1186,22 +927,11 @@ impl Keycloak {
         if missing_realm.is_empty() && missing_client.is_empty() {
             return Ok(None);
         }
-        let names: Vec<String> = missing_realm
-            .iter()
-            .cloned()
-            .chain(missing_client.iter().map(ToString::to_string))
-            .collect();
+        let names: Vec<String> =
+            missing_realm.iter().cloned().chain(missing_client.iter().map(ToString::to_string)).collect();
         Ok(Some(Change {
-            outcome: if current.is_empty() {
-                Outcome::Created
-            } else {
-                Outcome::Updated
-            },
-            description: format!(
-                "add {} to role {} in realm {realm}",
-                names.join(", "),
-                role.name
-            ),
+            outcome: if current.is_empty() { Outcome::Created } else { Outcome::Updated },
+            description: format!("add {} to role {} in realm {realm}", names.join(", "), role.name),
             action: Action::AddComposites {
                 realm: realm.into(),
                 role: role.name.clone(),
@@ -1231,12 +961,7 @@ impl Keycloak {
     }
 
     /// The user has the realm roles directly mapped.
-    pub fn check_role_mappings(
-        &self,
-        realm: &str,
-        username: &str,
-        roles: &[String],
-    ) -> Result<Option<Change>> {
+    pub fn check_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<Option<Change>> {
         let current = self.user(realm, username)?;
         self.mapping_change(realm, username, current.as_ref(), roles)
     }
@@ -1251,30 +976,17 @@ impl Keycloak {
     ) -> Result<Option<Change>> {
         let has_password = match user {
             None => false,
-            Some(user) => self
-                .user_credentials(realm, &user_id(user)?)?
-                .iter()
-                .any(|c| c["type"] == "password"),
+            Some(user) => self.user_credentials(realm, &user_id(user)?)?.iter().any(|c| c["type"] == "password"),
         };
         let (outcome, description) = match (has_password, reset) {
             (true, false) => return Ok(None),
-            (true, true) => (
-                Outcome::Updated,
-                format!("reset the password of user {username} in realm {realm}"),
-            ),
-            (false, _) => (
-                Outcome::Created,
-                format!("set the password of user {username} in realm {realm}"),
-            ),
+            (true, true) => (Outcome::Updated, format!("reset the password of user {username} in realm {realm}")),
+            (false, _) => (Outcome::Created, format!("set the password of user {username} in realm {realm}")),
         };
         Ok(Some(Change {
             outcome,
             description,
-            action: Action::SetPassword {
-                realm: realm.into(),
-                username: username.into(),
-                password: password.clone(),
-            },
+            action: Action::SetPassword { realm: realm.into(), username: username.into(), password: password.clone() },
         }))
     }
 
@@ -1289,51 +1001,26 @@ impl Keycloak {
             None => Vec::new(),
             Some(user) => self.user_realm_roles(realm, &user_id(user)?)?,
         };
-        let missing: Vec<String> = roles
-            .iter()
-            .filter(|role| !current.iter().any(|c| c["name"] == role.as_str()))
-            .cloned()
-            .collect();
+        let missing: Vec<String> =
+            roles.iter().filter(|role| !current.iter().any(|c| c["name"] == role.as_str())).cloned().collect();
         if missing.is_empty() {
             return Ok(None);
         }
         Ok(Some(Change {
-            outcome: if user.is_none() {
-                Outcome::Created
-            } else {
-                Outcome::Updated
-            },
-            description: format!(
-                "give user {username} the realm roles {} in realm {realm}",
-                missing.join(", ")
-            ),
-            action: Action::MapRealmRoles {
-                realm: realm.into(),
-                username: username.into(),
-                roles: missing,
-            },
+            outcome: if user.is_none() { Outcome::Created } else { Outcome::Updated },
+            description: format!("give user {username} the realm roles {} in realm {realm}", missing.join(", ")),
+            action: Action::MapRealmRoles { realm: realm.into(), username: username.into(), roles: missing },
         }))
     }
 
     /// Every step of a realm setup, in order, with the change each still needs. Only reads.
     /// `password`: the admin user's password (`None` leaves passwords alone); `reset_password`
     /// sets it even when the user already has one.
-    pub fn plan(
-        &self,
-        spec: &RealmSpec,
-        password: Option<&Secret>,
-        reset_password: bool,
-    ) -> Result<Vec<Step>> {
+    pub fn plan(&self, spec: &RealmSpec, password: Option<&Secret>, reset_password: bool) -> Result<Vec<Step>> {
         let realm = spec.realm.as_str();
-        let mut steps = vec![Step {
-            subject: format!("realm {realm}"),
-            change: self.check_realm(spec)?,
-        }];
+        let mut steps = vec![Step { subject: format!("realm {realm}"), change: self.check_realm(spec)? }];
         for role in &spec.roles {
-            steps.push(Step {
-                subject: format!("role {}", role.name),
-                change: self.check_role(realm, role)?,
-            });
+            steps.push(Step { subject: format!("role {}", role.name), change: self.check_role(realm, role)? });
         }
         for role in spec.roles.iter().filter(|r| r.is_composite()) {
             steps.push(Step {
@@ -1350,23 +1037,12 @@ impl Keycloak {
         if let Some(password) = password {
             steps.push(Step {
                 subject: format!("password of {}", admin.username),
-                change: self.password_change(
-                    realm,
-                    &admin.username,
-                    user.as_ref(),
-                    password,
-                    reset_password,
-                )?,
+                change: self.password_change(realm, &admin.username, user.as_ref(), password, reset_password)?,
             });
         }
         steps.push(Step {
             subject: format!("realm roles of {}", admin.username),
-            change: self.mapping_change(
-                realm,
-                &admin.username,
-                user.as_ref(),
-                &admin.realm_roles,
-            )?,
+            change: self.mapping_change(realm, &admin.username, user.as_ref(), &admin.realm_roles)?,
         });
         Ok(steps)
     }
@@ -1396,59 +1072,33 @@ impl Keycloak {
             Action::UpdateRealm { realm, rep } => self.update_realm(realm, rep),
             Action::CreateRole { realm, rep } => self.create_realm_role(realm, rep),
             Action::UpdateRole { realm, name, rep } => self.update_realm_role(realm, name, rep),
-            Action::AddComposites {
-                realm,
-                role,
-                realm_roles,
-                client_roles,
-            } => {
+            Action::AddComposites { realm, role, realm_roles, client_roles } => {
                 let mut reps = Vec::new();
                 for name in realm_roles {
                     reps.push(self.require_realm_role(realm, name)?);
                 }
                 for wanted in client_roles {
                     let client = self.client(realm, &wanted.client_id)?.ok_or_else(|| {
-                        anyhow!(
-                            "realm {realm} has no client {} (needed for role {role})",
-                            wanted.client_id
-                        )
+                        anyhow!("realm {realm} has no client {} (needed for role {role})", wanted.client_id)
                     })?;
                     let uuid = client["id"].as_str().unwrap_or_default();
-                    let found = self
-                        .client_role(realm, uuid, &wanted.role)?
-                        .ok_or_else(|| {
-                            anyhow!(
-                                "client {} of realm {realm} has no role {}",
-                                wanted.client_id,
-                                wanted.role
-                            )
-                        })?;
+                    let found = self.client_role(realm, uuid, &wanted.role)?.ok_or_else(|| {
+                        anyhow!("client {} of realm {realm} has no role {}", wanted.client_id, wanted.role)
+                    })?;
                     reps.push(brief_role(&found));
                 }
                 self.add_role_composites(realm, role, &reps)
             }
             Action::CreateUser { realm, rep } => self.create_user(realm, rep).map(drop),
-            Action::UpdateUser {
-                realm,
-                username,
-                rep,
-            } => {
+            Action::UpdateUser { realm, username, rep } => {
                 let id = self.require_user(realm, username)?;
                 self.update_user(realm, &id, rep)
             }
-            Action::SetPassword {
-                realm,
-                username,
-                password,
-            } => {
+            Action::SetPassword { realm, username, password } => {
                 let id = self.require_user(realm, username)?;
                 self.reset_password(realm, &id, password)
             }
-            Action::MapRealmRoles {
-                realm,
-                username,
-                roles,
-            } => {
+            Action::MapRealmRoles { realm, username, roles } => {
                 let id = self.require_user(realm, username)?;
                 let mut reps = Vec::new();
                 for name in roles {
@@ -1486,36 +1136,21 @@ impl Keycloak {
         self.ensure(self.check_user(realm, user)?)
     }
 
-    pub fn ensure_password(
-        &self,
-        realm: &str,
-        username: &str,
-        password: &Secret,
-        reset: bool,
-    ) -> Result<Outcome> {
+    pub fn ensure_password(&self, realm: &str, username: &str, password: &Secret, reset: bool) -> Result<Outcome> {
         self.ensure(self.check_password(realm, username, password, reset)?)
     }
 
-    pub fn ensure_role_mappings(
-        &self,
-        realm: &str,
-        username: &str,
-        roles: &[String],
-    ) -> Result<Outcome> {
+    pub fn ensure_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<Outcome> {
         self.ensure(self.check_role_mappings(realm, username, roles)?)
     }
 
     fn require_realm_role(&self, realm: &str, name: &str) -> Result<Value> {
-        let role = self
-            .realm_role(realm, name)?
-            .ok_or_else(|| anyhow!("realm {realm} has no role {name}"))?;
+        let role = self.realm_role(realm, name)?.ok_or_else(|| anyhow!("realm {realm} has no role {name}"))?;
         Ok(brief_role(&role))
     }
 
     fn require_user(&self, realm: &str, username: &str) -> Result<String> {
-        let user = self
-            .user(realm, username)?
-            .ok_or_else(|| anyhow!("realm {realm} has no user {username}"))?;
+        let user = self.user(realm, username)?.ok_or_else(|| anyhow!("realm {realm} has no user {username}"))?;
         user_id(&user)
     }
 }
@@ -1525,10 +1160,7 @@ fn realm_path(realm: &str) -> String {
 }
 
 fn user_id(user: &Value) -> Result<String> {
-    user["id"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| anyhow!("Keycloak's user representation holds no id"))
+    user["id"].as_str().map(String::from).ok_or_else(|| anyhow!("Keycloak's user representation holds no id"))
 }
 
 /// The part of a role representation the role-mapping and composite endpoints need.
@@ -1548,10 +1180,7 @@ fn user_change(realm: &str, user: &UserSpec, current: Option<&Value>) -> Option<
         return Some(Change {
             outcome: Outcome::Created,
             description: format!("create user {} in realm {realm}", user.username),
-            action: Action::CreateUser {
-                realm: realm.into(),
-                rep: desired,
-            },
+            action: Action::CreateUser { realm: realm.into(), rep: desired },
         });
     };
     // Only names and email are converged; `enabled` is the operator's (a disabled admin stays so).
@@ -1569,11 +1198,7 @@ fn user_change(realm: &str, user: &UserSpec, current: Option<&Value>) -> Option<
     let keys: Vec<_> = differing.keys().cloned().collect();
     Some(Change {
         outcome: Outcome::Updated,
-        description: format!(
-            "update user {} in realm {realm} ({})",
-            user.username,
-            keys.join(", ")
-        ),
+        description: format!("update user {} in realm {realm} ({})", user.username, keys.join(", ")),
         action: Action::UpdateUser {
             realm: realm.into(),
             username: user.username.clone(),
@@ -1605,53 +1230,31 @@ mod tests {
         let out = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nLocation: http://kc/admin/realms/acme/users/42\r\nContent-Length: 0\r\n\r\n\n201";
         let response = parse_curl_output(out).unwrap();
         assert_eq!(response.status, 201);
-        assert_eq!(
-            response.header("location"),
-            Some("http://kc/admin/realms/acme/users/42")
-        );
+        assert_eq!(response.header("location"), Some("http://kc/admin/realms/acme/users/42"));
         assert_eq!(response.body, "");
 
         let out = "HTTP/2 409 \r\ncontent-type: application/json\r\n\r\n{\"errorMessage\":\"Conflict detected. See logs for details\"}\n409";
         let response = parse_curl_output(out).unwrap();
         assert_eq!(response.status, 409);
-        assert_eq!(
-            response.message(),
-            "Conflict detected. See logs for details"
-        );
+        assert_eq!(response.message(), "Conflict detected. See logs for details");
     }
 
     #[test]
     fn quotes_keycloak_error_fields() {
-        let response = |body: &str| HttpResponse {
-            status: 401,
-            headers: vec![],
-            body: body.into(),
-        };
+        let response = |body: &str| HttpResponse { status: 401, headers: vec![], body: body.into() };
         assert_eq!(
-            response(r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#)
-                .message(),
+            response(r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#).message(),
             "Invalid user credentials (invalid_grant)"
         );
-        assert_eq!(
-            response(r#"{"error":"Realm not found."}"#).message(),
-            "Realm not found."
-        );
-        assert_eq!(
-            response("<html><body>Not   Found</body></html>").message(),
-            "<html><body>Not Found</body></html>"
-        );
+        assert_eq!(response(r#"{"error":"Realm not found."}"#).message(), "Realm not found.");
+        assert_eq!(response("<html><body>Not   Found</body></html>").message(), "<html><body>Not Found</body></html>");
         assert_eq!(response("").message(), "no details in the answer");
     }
 
     #[test]
     fn settings_from_vars() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
         };
         assert!(Settings::from_vars(vars(&[])).unwrap().is_none());
         let err = Settings::from_vars(vars(&[("KEYCLOAK_URL", "http://kc:8080")])).unwrap_err();
@@ -1673,14 +1276,8 @@ mod tests {
 
     #[test]
     fn tokens_renew_before_they_expire() {
-        assert_eq!(
-            renew_after(Duration::from_secs(60)),
-            Duration::from_secs(45)
-        );
-        assert_eq!(
-            renew_after(Duration::from_secs(300)),
-            Duration::from_secs(285)
-        );
+        assert_eq!(renew_after(Duration::from_secs(60)), Duration::from_secs(45));
+        assert_eq!(renew_after(Duration::from_secs(300)), Duration::from_secs(285));
         assert_eq!(renew_after(Duration::from_secs(4)), Duration::from_secs(3));
         let now = Instant::now();
         let token = Token::from_response(

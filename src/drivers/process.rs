@@ -23,11 +23,7 @@ impl Output {
 
     /// The first non-empty stderr line, for one-line error messages.
     pub fn first_error_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty())
-            .unwrap_or("")
+        self.stderr.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
     }
 }
 
@@ -47,12 +43,7 @@ pub struct Command {
 
 impl Command {
     pub fn new(program: &Path) -> Self {
-        Self {
-            program: program.to_path_buf(),
-            args: Vec::new(),
-            env: Vec::new(),
-            stdin: None,
-        }
+        Self { program: program.to_path_buf(), args: Vec::new(), env: Vec::new(), stdin: None }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -82,10 +73,7 @@ impl Command {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut expression = duct::cmd(&self.program, &self.args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
+        let mut expression = duct::cmd(&self.program, &self.args).stdout_capture().stderr_capture().unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
         }
@@ -97,10 +85,7 @@ impl Command {
 
     /// Runs to completion and returns the output whatever the exit code.
     pub fn output(&self) -> Result<Output> {
-        let output = self
-            .expression()
-            .run()
-            .with_context(|| format!("could not start {}", self.program.display()))?;
+        let output = self.expression().run().with_context(|| format!("could not start {}", self.program.display()))?;
         Ok(Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -114,24 +99,14 @@ impl Command {
         if output.success() {
             Ok(output)
         } else {
-            let name = self
-                .program
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            Err(anyhow!(
-                "{name} failed (exit {}): {}",
-                output.code,
-                output.first_error_line()
-            ))
+            let name = self.program.file_name().unwrap_or_default().to_string_lossy();
+            Err(anyhow!("{name} failed (exit {}): {}", output.code, output.first_error_line()))
         }
     }
 
     /// Starts the child with stdout as a pipe, for progress streams (e.g. `restic --json`).
     pub fn spawn_reader(&self) -> Result<duct::ReaderHandle> {
-        let mut expression = duct::cmd(&self.program, &self.args)
-            .stderr_capture()
-            .unchecked();
+        let mut expression = duct::cmd(&self.program, &self.args).stderr_capture().unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
         }
@@ -139,8 +114,6 @@ impl Command {
             Some(bytes) => expression.stdin_bytes(bytes.clone()),
             None => expression.stdin_null(),
         };
-        expression
-            .reader()
-            .with_context(|| format!("could not start {}", self.program.display()))
+        expression.reader().with_context(|| format!("could not start {}", self.program.display()))
     }
 }

@@ -55,10 +55,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// A call that can change the server's state: a POST, PUT or DELETE of the Admin API.
@@ -72,10 +69,7 @@ impl Request {
 
     /// A decoded query parameter.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        form_params(&self.query)
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        form_params(&self.query).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     pub fn json(&self) -> Value {
@@ -84,11 +78,7 @@ impl Request {
 
     /// `POST /admin/realms`-style one-line summary, for assertion messages.
     pub fn line(&self) -> String {
-        let query = if self.query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", self.query)
-        };
+        let query = if self.query.is_empty() { String::new() } else { format!("?{}", self.query) };
         format!("{} {}{} -> {}", self.method, self.path, query, self.status)
     }
 }
@@ -165,13 +155,7 @@ impl Builder {
                 }
             })
         };
-        FakeKeycloak {
-            addr,
-            prefix: self.prefix,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        FakeKeycloak { addr, prefix: self.prefix, shared, stop, thread: Some(thread) }
     }
 }
 
@@ -231,10 +215,7 @@ impl FakeKeycloak {
 
     /// The requests that could change state (POST/PUT/DELETE of the Admin API).
     pub fn mutations(&self) -> Vec<Request> {
-        self.requests()
-            .into_iter()
-            .filter(Request::is_mutation)
-            .collect()
+        self.requests().into_iter().filter(Request::is_mutation).collect()
     }
 
     pub fn clear_requests(&self) {
@@ -262,10 +243,7 @@ impl FakeKeycloak {
     /// The stored realm representation (settings only).
     pub fn realm(&self, realm: &str) -> Option<Value> {
         let state = self.state();
-        state
-            .realms
-            .get(realm)
-            .map(|r| Value::Object(r.rep.clone()))
+        state.realms.get(realm).map(|r| Value::Object(r.rep.clone()))
     }
 
     pub fn realm_names(&self) -> Vec<String> {
@@ -278,11 +256,7 @@ impl FakeKeycloak {
         let Some(r) = state.realms.get(realm) else {
             return vec![];
         };
-        r.roles
-            .iter()
-            .filter(|role| role.client.is_none())
-            .map(|role| role.name.clone())
-            .collect()
+        r.roles.iter().filter(|role| role.client.is_none()).map(|role| role.name.clone()).collect()
     }
 
     /// The direct composites of a realm role: realm roles by name, client roles as
@@ -295,12 +269,8 @@ impl FakeKeycloak {
         let Some(role) = r.realm_role(role) else {
             return vec![];
         };
-        let mut names: Vec<String> = role
-            .composites
-            .iter()
-            .filter_map(|id| r.role_by_id(id))
-            .map(|c| r.qualified(c))
-            .collect();
+        let mut names: Vec<String> =
+            role.composites.iter().filter_map(|id| r.role_by_id(id)).map(|c| r.qualified(c)).collect();
         names.sort();
         names
     }
@@ -314,12 +284,7 @@ impl FakeKeycloak {
 
     pub fn user_password(&self, realm: &str, username: &str) -> Option<String> {
         let state = self.state();
-        state
-            .realms
-            .get(realm)?
-            .user_by_name(username)?
-            .password
-            .clone()
+        state.realms.get(realm)?.user_by_name(username)?.password.clone()
     }
 
     /// The realm roles mapped directly to a user, sorted.
@@ -351,11 +316,7 @@ impl FakeKeycloak {
         let Some(user) = r.user_by_name(username) else {
             return BTreeSet::new();
         };
-        r.effective(&user.roles)
-            .iter()
-            .filter_map(|id| r.role_by_id(id))
-            .map(|role| r.qualified(role))
-            .collect()
+        r.effective(&user.roles).iter().filter_map(|id| r.role_by_id(id)).map(|role| r.qualified(role)).collect()
     }
 }
 
@@ -370,30 +331,15 @@ struct Answer {
 
 impl Answer {
     fn json(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            headers: vec![],
-            content_type: "application/json",
-            body: body.to_string(),
-        }
+        Self { status, headers: vec![], content_type: "application/json", body: body.to_string() }
     }
 
     fn empty(status: u16) -> Self {
-        Self {
-            status,
-            headers: vec![],
-            content_type: "",
-            body: String::new(),
-        }
+        Self { status, headers: vec![], content_type: "", body: String::new() }
     }
 
     fn created(location: String) -> Self {
-        Self {
-            status: 201,
-            headers: vec![("Location".into(), location)],
-            content_type: "",
-            body: String::new(),
-        }
+        Self { status: 201, headers: vec![("Location".into(), location)], content_type: "", body: String::new() }
     }
 
     /// The exception mapper's shape: `{"error": message}`.
@@ -407,17 +353,12 @@ impl Answer {
     }
 
     fn oauth(status: u16, error: &str, description: &str) -> Self {
-        Self::json(
-            status,
-            json!({ "error": error, "error_description": description }),
-        )
+        Self::json(status, json!({ "error": error, "error_description": description }))
     }
 
     fn unauthorized() -> Self {
         let mut answer = Self::error(401, "HTTP 401 Unauthorized");
-        answer
-            .headers
-            .push(("WWW-Authenticate".into(), "Bearer".into()));
+        answer.headers.push(("WWW-Authenticate".into(), "Bearer".into()));
         answer
     }
 
@@ -479,18 +420,11 @@ fn serve(stream: TcpStream, shared: &Mutex<State>) {
             headers.push((key.trim().to_string(), value.trim().to_string()));
         }
     }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     if header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
-    let length: usize = header("Content-Length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let length: usize = header("Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).is_err() {
         return;
@@ -525,10 +459,7 @@ fn serve(stream: TcpStream, shared: &Mutex<State>) {
     for (key, value) in &answer.headers {
         head.push_str(&format!("{key}: {value}\r\n"));
     }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        answer.body.len()
-    ));
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", answer.body.len()));
     let _ = writer.write_all(head.as_bytes());
     let _ = writer.write_all(answer.body.as_bytes());
     let _ = writer.flush();
@@ -573,14 +504,7 @@ fn new_id() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 fn new_token(kind: &str) -> String {
@@ -591,10 +515,7 @@ fn new_token(kind: &str) -> String {
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 // ---- model --------------------------------------------------------------------------------
@@ -701,9 +622,7 @@ impl Realm {
     }
 
     fn realm_role(&self, name: &str) -> Option<&Role> {
-        self.roles
-            .iter()
-            .find(|r| r.client.is_none() && r.name == name)
+        self.roles.iter().find(|r| r.client.is_none() && r.name == name)
     }
 
     fn role_by_id(&self, id: &str) -> Option<&Role> {
@@ -715,9 +634,7 @@ impl Realm {
     }
 
     fn client_role(&self, client_uuid: &str, name: &str) -> Option<&Role> {
-        self.roles
-            .iter()
-            .find(|r| r.client.as_deref() == Some(client_uuid) && r.name == name)
+        self.roles.iter().find(|r| r.client.as_deref() == Some(client_uuid) && r.name == name)
     }
 
     fn user_by_name(&self, username: &str) -> Option<&User> {
@@ -729,12 +646,7 @@ impl Realm {
         match &role.client {
             None => role.name.clone(),
             Some(uuid) => {
-                let client = self
-                    .clients
-                    .iter()
-                    .find(|c| &c.id == uuid)
-                    .map(|c| c.client_id.as_str())
-                    .unwrap_or("?");
+                let client = self.clients.iter().find(|c| &c.id == uuid).map(|c| c.client_id.as_str()).unwrap_or("?");
                 format!("{client}/{}", role.name)
             }
         }
@@ -755,12 +667,7 @@ impl Realm {
 
     fn add_client(&mut self, client_id: &str, public: bool, bearer_only: bool) -> String {
         let id = new_id();
-        self.clients.push(Client {
-            id: id.clone(),
-            client_id: client_id.into(),
-            public,
-            bearer_only,
-        });
+        self.clients.push(Client { id: id.clone(), client_id: client_id.into(), public, bearer_only });
         id
     }
 
@@ -835,13 +742,7 @@ impl Realm {
         ] {
             rep.insert(key.into(), value);
         }
-        let mut realm = Realm {
-            id: new_id(),
-            rep,
-            roles: vec![],
-            clients: vec![],
-            users: vec![],
-        };
+        let mut realm = Realm { id: new_id(), rep, roles: vec![], clients: vec![], users: vec![] };
         realm.rep.insert("id".into(), json!(realm.id));
 
         let offline = realm.add_role("offline_access", Some("${role_offline-access}"), None);
@@ -852,17 +753,8 @@ impl Realm {
         for role in REALM_MANAGEMENT_ROLES {
             all.insert(realm.add_role(role, Some(&format!("${{role_{role}}}")), Some(&management)));
         }
-        let admin = realm.add_role(
-            "realm-admin",
-            Some("${role_realm-admin}"),
-            Some(&management),
-        );
-        realm
-            .roles
-            .iter_mut()
-            .find(|r| r.id == admin)
-            .unwrap()
-            .composites = all;
+        let admin = realm.add_role("realm-admin", Some("${role_realm-admin}"), Some(&management));
+        realm.roles.iter_mut().find(|r| r.id == admin).unwrap().composites = all;
 
         let account = realm.add_client("account", true, false);
         let mut account_defaults = BTreeSet::new();
@@ -886,36 +778,18 @@ impl Realm {
         realm.add_role("read-token", Some("${role_read-token}"), Some(&broker));
         realm.add_client("security-admin-console", true, false);
 
-        let default_role = realm.add_role(
-            &format!("default-roles-{name}"),
-            Some("${role_default-roles}"),
-            None,
-        );
+        let default_role = realm.add_role(&format!("default-roles-{name}"), Some("${role_default-roles}"), None);
         let mut defaults: BTreeSet<String> = [offline, uma].into_iter().collect();
         defaults.extend(account_defaults);
-        realm
-            .roles
-            .iter_mut()
-            .find(|r| r.id == default_role)
-            .unwrap()
-            .composites = defaults;
-        realm.rep.insert(
-            "defaultRole".into(),
-            json!({"id": default_role, "name": format!("default-roles-{name}")}),
-        );
+        realm.roles.iter_mut().find(|r| r.id == default_role).unwrap().composites = defaults;
+        realm.rep.insert("defaultRole".into(), json!({"id": default_role, "name": format!("default-roles-{name}")}));
         realm
     }
 
     /// Realm roles of a representation: all created first, then their composites (as
     /// `RepresentationToModel.importRoles`). An unknown composite fails like Keycloak: 500.
     fn import_roles(&mut self, roles: &[Value]) -> Result<(), Answer> {
-        let server_error = || {
-            Answer::oauth(
-                500,
-                "unknown_error",
-                "For more on this error consult the server log.",
-            )
-        };
+        let server_error = || Answer::oauth(500, "unknown_error", "For more on this error consult the server log.");
         for role in roles {
             let Some(name) = role["name"].as_str() else {
                 return Err(server_error());
@@ -928,20 +802,11 @@ impl Realm {
             let name = role["name"].as_str().unwrap_or_default();
             let mut ids = BTreeSet::new();
             for composite in role["composites"]["realm"].as_array().into_iter().flatten() {
-                let found = self
-                    .realm_role(composite.as_str().unwrap_or_default())
-                    .ok_or_else(server_error)?;
+                let found = self.realm_role(composite.as_str().unwrap_or_default()).ok_or_else(server_error)?;
                 ids.insert(found.id.clone());
             }
-            for (client_id, names) in role["composites"]["client"]
-                .as_object()
-                .into_iter()
-                .flatten()
-            {
-                let client = self
-                    .client_by_client_id(client_id)
-                    .cloned()
-                    .ok_or_else(server_error)?;
+            for (client_id, names) in role["composites"]["client"].as_object().into_iter().flatten() {
+                let client = self.client_by_client_id(client_id).cloned().ok_or_else(server_error)?;
                 for composite in names.as_array().into_iter().flatten() {
                     let found = self
                         .client_role(&client.id, composite.as_str().unwrap_or_default())
@@ -950,12 +815,7 @@ impl Realm {
                 }
             }
             let id = self.realm_role(name).unwrap().id.clone();
-            self.roles
-                .iter_mut()
-                .find(|r| r.id == id)
-                .unwrap()
-                .composites
-                .extend(ids);
+            self.roles.iter_mut().find(|r| r.id == id).unwrap().composites.extend(ids);
         }
         Ok(())
     }
@@ -967,21 +827,10 @@ impl Realm {
         for name in user["realmRoles"].as_array().into_iter().flatten() {
             let found = self
                 .realm_role(name.as_str().unwrap_or_default())
-                .ok_or_else(|| {
-                    Answer::oauth(
-                        500,
-                        "unknown_error",
-                        "For more on this error consult the server log.",
-                    )
-                })?;
+                .ok_or_else(|| Answer::oauth(500, "unknown_error", "For more on this error consult the server log."))?;
             ids.insert(found.id.clone());
         }
-        self.users
-            .iter_mut()
-            .find(|u| u.id == id)
-            .unwrap()
-            .roles
-            .extend(ids);
+        self.users.iter_mut().find(|u| u.id == id).unwrap().roles.extend(ids);
         Ok(id)
     }
 
@@ -999,42 +848,24 @@ impl Realm {
     /// (`PartialImportManager`): FAIL answers 409 at the first existing resource and changes
     /// nothing; SKIP and OVERWRITE report each resource.
     fn partial_import(&mut self, body: &Value) -> Answer {
-        let policy = body["ifResourceExists"]
-            .as_str()
-            .unwrap_or("FAIL")
-            .to_string();
-        let roles = body["roles"]["realm"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let policy = body["ifResourceExists"].as_str().unwrap_or("FAIL").to_string();
+        let roles = body["roles"]["realm"].as_array().cloned().unwrap_or_default();
         let users = body["users"].as_array().cloned().unwrap_or_default();
-        let role_exists = |realm: &Realm, role: &Value| {
-            realm
-                .realm_role(role["name"].as_str().unwrap_or_default())
-                .is_some()
-        };
-        let user_exists = |realm: &Realm, user: &Value| {
-            realm
-                .user_by_name(user["username"].as_str().unwrap_or_default())
-                .is_some()
-        };
+        let role_exists =
+            |realm: &Realm, role: &Value| realm.realm_role(role["name"].as_str().unwrap_or_default()).is_some();
+        let user_exists =
+            |realm: &Realm, user: &Value| realm.user_by_name(user["username"].as_str().unwrap_or_default()).is_some();
         if policy == "FAIL" {
             if let Some(role) = roles.iter().find(|r| role_exists(self, r)) {
                 return Answer::error_message(
                     409,
-                    &format!(
-                        "Realm role '{}' already exists.",
-                        role["name"].as_str().unwrap_or_default()
-                    ),
+                    &format!("Realm role '{}' already exists.", role["name"].as_str().unwrap_or_default()),
                 );
             }
             if let Some(user) = users.iter().find(|u| user_exists(self, u)) {
                 return Answer::error_message(
                     409,
-                    &format!(
-                        "User with user name {} already exists.",
-                        user["username"].as_str().unwrap_or_default()
-                    ),
+                    &format!("User with user name {} already exists.", user["username"].as_str().unwrap_or_default()),
                 );
             }
         }
@@ -1098,26 +929,16 @@ impl Realm {
                 json!({"action": action, "resourceType": kind, "resourceName": name, "id": id})
             })
             .collect();
-        Answer::json(
-            200,
-            json!({"overwritten": overwritten, "added": added, "skipped": skipped, "results": results}),
-        )
+        Answer::json(200, json!({"overwritten": overwritten, "added": added, "skipped": skipped, "results": results}))
     }
 
     fn default_role_id(&self) -> Option<String> {
-        self.rep
-            .get("defaultRole")
-            .and_then(|d| d["id"].as_str())
-            .map(String::from)
+        self.rep.get("defaultRole").and_then(|d| d["id"].as_str()).map(String::from)
     }
 
     /// Creates a user from a representation (Admin API or import). Returns its id.
     fn insert_user(&mut self, rep: &Value) -> Result<String, Answer> {
-        let Some(username) = rep["username"]
-            .as_str()
-            .map(str::to_lowercase)
-            .filter(|u| !u.trim().is_empty())
-        else {
+        let Some(username) = rep["username"].as_str().map(str::to_lowercase).filter(|u| !u.trim().is_empty()) else {
             return Err(Answer::json(
                 400,
                 json!({"field": "username", "errorMessage": "error-user-attribute-required", "params": ["username"]}),
@@ -1126,10 +947,7 @@ impl Realm {
         if self.user_by_name(&username).is_some() {
             return Err(Answer::error_message(409, "User exists with same username"));
         }
-        let email = rep["email"]
-            .as_str()
-            .filter(|e| !e.is_empty())
-            .map(str::to_lowercase);
+        let email = rep["email"].as_str().filter(|e| !e.is_empty()).map(str::to_lowercase);
         if let Some(email) = &email
             && self.users.iter().any(|u| u.email.as_ref() == Some(email))
         {
@@ -1206,15 +1024,11 @@ impl State {
         let admin_role = master.add_role("admin", Some("${role_admin}"), None);
         master.add_role("create-realm", Some("${role_create-realm}"), None);
         let id = master
-            .insert_user(&json!({"username": user, "enabled": true, "credentials": [{"type": "password", "value": password}]}))
+            .insert_user(
+                &json!({"username": user, "enabled": true, "credentials": [{"type": "password", "value": password}]}),
+            )
             .unwrap_or_else(|_| panic!("master admin"));
-        master
-            .users
-            .iter_mut()
-            .find(|u| u.id == id)
-            .unwrap()
-            .roles
-            .insert(admin_role);
+        master.users.iter_mut().find(|u| u.id == id).unwrap().roles.insert(admin_role);
         self.realms.insert("master".into(), master);
     }
 
@@ -1225,19 +1039,13 @@ impl State {
         if !path.starts_with('/') {
             return Answer::html_not_found();
         }
-        let segments: Vec<String> = path
-            .split('/')
-            .skip(1)
-            .map(|s| percent_decode(s, false))
-            .collect();
+        let segments: Vec<String> = path.split('/').skip(1).map(|s| percent_decode(s, false)).collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match segments.as_slice() {
             ["realms", realm, ".well-known", "openid-configuration"] if request.method == "GET" => {
                 self.discovery(realm)
             }
-            ["realms", realm, "protocol", "openid-connect", "token"]
-                if request.method == "POST" =>
-            {
+            ["realms", realm, "protocol", "openid-connect", "token"] if request.method == "POST" => {
                 self.token(realm, request)
             }
             ["admin", "realms", rest @ ..] => {
@@ -1287,11 +1095,7 @@ impl State {
             .and_then(|id| realm.client_by_client_id(&id).cloned())
             .is_some_and(|client| client.public && !client.bearer_only);
         if !client_ok {
-            return Answer::oauth(
-                401,
-                "invalid_client",
-                "Invalid client or Invalid client credentials",
-            );
+            return Answer::oauth(401, "invalid_client", "Invalid client or Invalid client credentials");
         }
         let username = match grant_type.as_str() {
             "password" => {
@@ -1334,12 +1138,7 @@ impl State {
         );
         self.refresh_tokens.insert(
             refresh.clone(),
-            TokenInfo {
-                realm: realm_name.into(),
-                username,
-                expires: now + Duration::from_secs(1800),
-                uses_left: None,
-            },
+            TokenInfo { realm: realm_name.into(), username, expires: now + Duration::from_secs(1800), uses_left: None },
         );
         self.issued.push(access.clone());
         self.issued.push(refresh.clone());
@@ -1359,10 +1158,7 @@ impl State {
     }
 
     fn authenticate(&mut self, request: &Request) -> Result<Caller, Answer> {
-        let Some(token) = request
-            .header("Authorization")
-            .and_then(|h| h.strip_prefix("Bearer "))
-        else {
+        let Some(token) = request.header("Authorization").and_then(|h| h.strip_prefix("Bearer ")) else {
             return Err(Answer::unauthorized());
         };
         let Some(info) = self.tokens.get_mut(token.trim()) else {
@@ -1382,22 +1178,14 @@ impl State {
             return Err(Answer::unauthorized());
         };
         let effective = realm.effective(&user.roles);
-        if realm_name == "master"
-            && realm
-                .realm_role("admin")
-                .is_some_and(|r| effective.contains(&r.id))
-        {
+        if realm_name == "master" && realm.realm_role("admin").is_some_and(|r| effective.contains(&r.id)) {
             return Ok(Caller::SuperAdmin);
         }
         let admin = realm
             .client_by_client_id("realm-management")
             .and_then(|c| realm.client_role(&c.id, "realm-admin"))
             .is_some_and(|r| effective.contains(&r.id));
-        Ok(if admin {
-            Caller::RealmAdmin(realm_name)
-        } else {
-            Caller::Nobody
-        })
+        Ok(if admin { Caller::RealmAdmin(realm_name) } else { Caller::Nobody })
     }
 
     fn admin(&mut self, caller: &Caller, request: &Request, rest: &[&str]) -> Answer {
@@ -1407,16 +1195,9 @@ impl State {
                 "GET" => match caller {
                     Caller::SuperAdmin => Answer::json(
                         200,
-                        json!(
-                            self.realms
-                                .values()
-                                .map(|r| Value::Object(r.rep.clone()))
-                                .collect::<Vec<_>>()
-                        ),
+                        json!(self.realms.values().map(|r| Value::Object(r.rep.clone())).collect::<Vec<_>>()),
                     ),
-                    Caller::RealmAdmin(realm) => {
-                        Answer::json(200, json!([self.realms[realm].rep.clone()]))
-                    }
+                    Caller::RealmAdmin(realm) => Answer::json(200, json!([self.realms[realm].rep.clone()])),
                     Caller::Nobody => Answer::error(403, "HTTP 403 Forbidden"),
                 },
                 "POST" => {
@@ -1454,18 +1235,11 @@ impl State {
                     }
                 };
                 if matches!(method, "POST" | "PUT")
-                    && !request
-                        .header("Content-Type")
-                        .unwrap_or("")
-                        .starts_with("application/json")
+                    && !request.header("Content-Type").unwrap_or("").starts_with("application/json")
                 {
                     return Answer::error(415, "HTTP 415 Unsupported Media Type");
                 }
-                let base = format!(
-                    "{}/admin/realms/{}",
-                    self.base_url,
-                    encode_segment(&realm_name)
-                );
+                let base = format!("{}/admin/realms/{}", self.base_url, encode_segment(&realm_name));
                 if tail.is_empty() && method == "DELETE" {
                     self.realms.remove(&realm_name);
                     return Answer::empty(204);
@@ -1487,18 +1261,12 @@ impl State {
         let mut realm = Realm::new(name);
         if let Some(fields) = rep.as_object() {
             for (key, value) in fields {
-                if !matches!(
-                    key.as_str(),
-                    "id" | "roles" | "users" | "clients" | "defaultRole"
-                ) {
+                if !matches!(key.as_str(), "id" | "roles" | "users" | "clients" | "defaultRole") {
                     realm.rep.insert(key.clone(), value.clone());
                 }
             }
         }
-        let roles = rep["roles"]["realm"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let roles = rep["roles"]["realm"].as_array().cloned().unwrap_or_default();
         if let Err(answer) = realm.import_roles(&roles) {
             return answer;
         }
@@ -1516,9 +1284,7 @@ impl State {
 fn encode_segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -1527,11 +1293,7 @@ fn encode_segment(text: &str) -> String {
 /// Resolves role representations (`id` required, as Keycloak does) to role ids.
 fn resolve_by_id(realm: &Realm, body: &Value, missing: &str) -> Result<Vec<String>, Answer> {
     let Some(list) = body.as_array() else {
-        return Err(Answer::oauth(
-            400,
-            "invalid_request",
-            "Cannot parse the JSON",
-        ));
+        return Err(Answer::oauth(400, "invalid_request", "Cannot parse the JSON"));
     };
     let mut ids = Vec::new();
     for rep in list {
@@ -1543,21 +1305,9 @@ fn resolve_by_id(realm: &Realm, body: &Value, missing: &str) -> Result<Vec<Strin
     Ok(ids)
 }
 
-fn realm_resource(
-    realm: &mut Realm,
-    method: &str,
-    tail: &[&str],
-    body: &Value,
-    query: &str,
-    base: &str,
-) -> Answer {
+fn realm_resource(realm: &mut Realm, method: &str, tail: &[&str], body: &Value, query: &str, base: &str) -> Answer {
     let query = form_params(query);
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     match (method, tail) {
         ("GET", []) => Answer::json(200, Value::Object(realm.rep.clone())),
         ("PUT", []) => {
@@ -1576,12 +1326,8 @@ fn realm_resource(
 
         // ---- realm roles
         ("GET", ["roles"]) => {
-            let list: Vec<Value> = realm
-                .roles
-                .iter()
-                .filter(|r| r.client.is_none())
-                .map(|r| realm.role_rep(r, false))
-                .collect();
+            let list: Vec<Value> =
+                realm.roles.iter().filter(|r| r.client.is_none()).map(|r| realm.role_rep(r, false)).collect();
             Answer::json(200, json!(list))
         }
         ("POST", ["roles"]) => {
@@ -1589,10 +1335,7 @@ fn realm_resource(
                 return Answer::error(400, "HTTP 400 Bad Request");
             };
             if realm.realm_role(name).is_some() {
-                return Answer::error_message(
-                    409,
-                    &format!("Role with name {name} already exists"),
-                );
+                return Answer::error_message(409, &format!("Role with name {name} already exists"));
             }
             realm.add_role(name, body["description"].as_str(), None);
             Answer::created(format!("{base}/roles/{}", encode_segment(name)))
@@ -1635,17 +1378,10 @@ fn realm_resource(
                         return Answer::error(400, "HTTP 400 Bad Request");
                     };
                     if realm.client_role(&client.id, name).is_some() {
-                        return Answer::error_message(
-                            409,
-                            &format!("Role with name {name} already exists"),
-                        );
+                        return Answer::error_message(409, &format!("Role with name {name} already exists"));
                     }
                     realm.add_role(name, body["description"].as_str(), Some(&client.id));
-                    Answer::created(format!(
-                        "{base}/clients/{}/roles/{}",
-                        client.id,
-                        encode_segment(name)
-                    ))
+                    Answer::created(format!("{base}/clients/{}/roles/{}", client.id, encode_segment(name)))
                 }
                 (_, ["roles", name, rest @ ..]) => {
                     let Some(role) = realm.client_role(&client.id, name).cloned() else {
@@ -1670,11 +1406,7 @@ fn realm_resource(
                     Some(wanted) => u.username.contains(wanted.as_str()),
                     None => true,
                 })
-                .filter(|u| {
-                    search
-                        .as_ref()
-                        .is_none_or(|s| u.username.contains(s.as_str()))
-                })
+                .filter(|u| search.as_ref().is_none_or(|s| u.username.contains(s.as_str())))
                 .map(|u| u.rep(true))
                 .collect();
             Answer::json(200, json!(list))
@@ -1694,13 +1426,7 @@ fn realm_resource(
     }
 }
 
-fn role_resource(
-    realm: &mut Realm,
-    role: &Role,
-    method: &str,
-    rest: &[&str],
-    body: &Value,
-) -> Answer {
+fn role_resource(realm: &mut Realm, role: &Role, method: &str, rest: &[&str], body: &Value) -> Answer {
     match (method, rest) {
         ("GET", []) => Answer::json(200, realm.role_rep(role, true)),
         ("PUT", []) => {
@@ -1724,44 +1450,28 @@ fn role_resource(
                 .collect();
             Answer::json(200, json!(list))
         }
-        ("POST", ["composites"]) => {
-            match resolve_by_id(realm, body, "Could not find composite role") {
-                Ok(ids) => {
-                    realm
-                        .roles
-                        .iter_mut()
-                        .find(|r| r.id == role.id)
-                        .unwrap()
-                        .composites
-                        .extend(ids);
-                    Answer::empty(204)
-                }
-                Err(answer) => answer,
+        ("POST", ["composites"]) => match resolve_by_id(realm, body, "Could not find composite role") {
+            Ok(ids) => {
+                realm.roles.iter_mut().find(|r| r.id == role.id).unwrap().composites.extend(ids);
+                Answer::empty(204)
             }
-        }
-        ("DELETE", ["composites"]) => {
-            match resolve_by_id(realm, body, "Could not find composite role") {
-                Ok(ids) => {
-                    let entry = realm.roles.iter_mut().find(|r| r.id == role.id).unwrap();
-                    for id in ids {
-                        entry.composites.remove(&id);
-                    }
-                    Answer::empty(204)
+            Err(answer) => answer,
+        },
+        ("DELETE", ["composites"]) => match resolve_by_id(realm, body, "Could not find composite role") {
+            Ok(ids) => {
+                let entry = realm.roles.iter_mut().find(|r| r.id == role.id).unwrap();
+                for id in ids {
+                    entry.composites.remove(&id);
                 }
-                Err(answer) => answer,
+                Answer::empty(204)
             }
-        }
+            Err(answer) => answer,
+        },
         _ => Answer::error(405, "HTTP 405 Method Not Allowed"),
     }
 }
 
-fn user_resource(
-    realm: &mut Realm,
-    index: usize,
-    method: &str,
-    rest: &[&str],
-    body: &Value,
-) -> Answer {
+fn user_resource(realm: &mut Realm, index: usize, method: &str, rest: &[&str], body: &Value) -> Answer {
     match (method, rest) {
         ("GET", []) => Answer::json(200, realm.users[index].rep(false)),
         ("PUT", []) => {
@@ -1794,19 +1504,10 @@ fn user_resource(
             if value.trim().is_empty() {
                 return Answer::error(400, "Empty password not allowed");
             }
-            let policy = realm
-                .rep
-                .get("passwordPolicy")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let policy = realm.rep.get("passwordPolicy").and_then(Value::as_str).unwrap_or("").to_string();
             if let Some(min) = policy
                 .split(" and ")
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("length(")
-                        .and_then(|n| n.strip_suffix(')'))
-                })
+                .find_map(|p| p.trim().strip_prefix("length(").and_then(|n| n.strip_suffix(')')))
                 .and_then(|n| n.parse::<usize>().ok())
                 && value.chars().count() < min
             {
