@@ -74,10 +74,8 @@ pub struct RealmSpec {
     pub admin: UserSpec,
 }
 
-/// The realm admin's username for a client.
-pub fn realm_admin_username(client_id: &str) -> String {
-    format!("{}-admin", client_id.to_lowercase())
-}
+/// The username of the realm admin in every client's realm.
+pub const REALM_ADMIN_USER: &str = "realm-admin";
 
 /// The three standard roles: `realm_admin` (editor + the realm's own admin permissions),
 /// `editor` (viewer), `viewer`. Listed so that a role comes after the roles it contains.
@@ -112,7 +110,7 @@ impl RealmSpec {
             display_name: client_name.to_string(),
             roles: standard_roles(),
             admin: UserSpec {
-                username: realm_admin_username(client_id),
+                username: REALM_ADMIN_USER.into(),
                 email: None,
                 first_name: "Realm".into(),
                 last_name: "Administrator".into(),
@@ -343,7 +341,7 @@ mod tests {
 
         let users = realm["users"].as_array().unwrap();
         assert_eq!(users.len(), 1);
-        assert_eq!(users[0]["username"], "acme-admin");
+        assert_eq!(users[0]["username"], "realm-admin");
         assert_eq!(users[0]["realmRoles"], json!(["realm_admin"]));
         assert!(users[0].get("credentials").is_none());
         assert!(!text.to_lowercase().contains("password\":"), "no password field: {text}");
@@ -371,7 +369,7 @@ mod tests {
                 {"name": "realm_admin", "composites": {"realm": ["auditor"]}}
             ]},
             "users": [
-                {"username": "Acme-Admin", "credentials": [{"type": "password", "value": "leaked"}],
+                {"username": "Realm-Admin", "credentials": [{"type": "password", "value": "leaked"}],
                  "realmRoles": ["auditor"]},
                 {"username": "bob"}
             ],

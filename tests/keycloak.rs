@@ -42,11 +42,11 @@ fn assert_realm_set_up(fake: &FakeKeycloak) {
     assert_eq!(fake.composite_names("acme", "viewer"), Vec::<String>::new());
     assert_eq!(fake.composite_names("acme", "editor"), vec!["viewer"]);
     assert_eq!(fake.composite_names("acme", "realm_admin"), vec!["editor", "realm-management/realm-admin"]);
-    let user = fake.user("acme", "acme-admin").expect("realm admin user exists");
+    let user = fake.user("acme", "realm-admin").expect("realm admin user exists");
     assert_eq!(user["enabled"], true);
-    assert_eq!(fake.user_password("acme", "acme-admin").as_deref(), Some(REALM_ADMIN_PASSWORD));
-    assert_eq!(fake.user_realm_role_names("acme", "acme-admin"), vec!["default-roles-acme", "realm_admin"]);
-    let effective = fake.effective_role_names("acme", "acme-admin");
+    assert_eq!(fake.user_password("acme", "realm-admin").as_deref(), Some(REALM_ADMIN_PASSWORD));
+    assert_eq!(fake.user_realm_role_names("acme", "realm-admin"), vec!["default-roles-acme", "realm_admin"]);
+    let effective = fake.effective_role_names("acme", "realm-admin");
     for role in ["viewer", "editor", "realm-management/manage-users", "realm-management/manage-realm"] {
         assert!(effective.contains(role), "realm admin lacks {role}: {effective:?}");
     }
@@ -62,15 +62,15 @@ fn setup_twice(prefix: &str) {
     assert_eq!(
         subjects,
         [
-            "realm acme",
-            "role viewer",
-            "role editor",
-            "role realm_admin",
-            "composites of editor",
-            "composites of realm_admin",
-            "user acme-admin",
-            "password of acme-admin",
-            "realm roles of acme-admin",
+            "keycloak realm acme",
+            "keycloak role acme/viewer",
+            "keycloak role acme/editor",
+            "keycloak role acme/realm_admin",
+            "keycloak composites acme/editor",
+            "keycloak composites acme/realm_admin",
+            "keycloak user acme/realm-admin",
+            "keycloak password acme/realm-admin",
+            "keycloak role mapping acme/realm-admin",
         ]
     );
     assert!(first.iter().all(|(_, o)| *o == Outcome::Created), "{first:?}");
@@ -114,11 +114,11 @@ fn realm_admin_administers_its_own_realm_only() {
     client(&fake).setup_realm(&spec(), Some(&Secret::new(REALM_ADMIN_PASSWORD)), false).unwrap();
     client(&fake).ensure_realm(&RealmSpec::for_client("other", "Other")).unwrap();
 
-    let mut settings = Settings::new(&fake.url(), "acme-admin", Secret::new(REALM_ADMIN_PASSWORD)).unwrap();
+    let mut settings = Settings::new(&fake.url(), "realm-admin", Secret::new(REALM_ADMIN_PASSWORD)).unwrap();
     settings.admin_realm = "acme".into();
     let realm_admin = Keycloak::new(settings).unwrap();
     assert!(realm_admin.realm("acme").unwrap().is_some());
-    assert!(realm_admin.user("acme", "acme-admin").unwrap().is_some());
+    assert!(realm_admin.user("acme", "realm-admin").unwrap().is_some());
     let err = realm_admin.realm("other").unwrap_err().to_string();
     assert!(err.contains("HTTP 403"), "{err}");
 }
@@ -288,14 +288,14 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
     let fake = FakeKeycloak::start();
     // realm.json as `kc.sh import` would load it: the admin user has no credentials.
     fake.import_realm(&spec().to_json());
-    assert!(fake.user_password("acme", "acme-admin").is_none());
+    assert!(fake.user_password("acme", "realm-admin").is_none());
     assert_eq!(fake.composite_names("acme", "realm_admin"), vec!["editor", "realm-management/realm-admin"]);
 
     let kc = client(&fake);
     let password = Secret::new(REALM_ADMIN_PASSWORD);
     let report = kc.setup_realm(&spec(), Some(&password), false).unwrap();
     let changed: Vec<_> = report.iter().filter(|(_, o)| *o != Outcome::Unchanged).collect();
-    assert_eq!(changed, [&("password of acme-admin".to_string(), Outcome::Created)], "{report:?}");
+    assert_eq!(changed, [&("keycloak password acme/realm-admin".to_string(), Outcome::Created)], "{report:?}");
     assert_realm_set_up(&fake);
 
     // Someone changes the display name and drops a composite: the next run puts them back.
@@ -308,15 +308,18 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
     let report = kc.setup_realm(&spec(), Some(&password), false).unwrap();
     let changed: Vec<_> =
         report.iter().filter(|(_, o)| *o != Outcome::Unchanged).map(|(s, o)| (s.as_str(), *o)).collect();
-    assert_eq!(changed, [("realm acme", Outcome::Updated), ("composites of editor", Outcome::Created)]);
+    assert_eq!(
+        changed,
+        [("keycloak realm acme", Outcome::Updated), ("keycloak composites acme/editor", Outcome::Created)]
+    );
     let put = fake.mutations().into_iter().find(|r| r.method == "PUT").unwrap();
     assert_eq!(put.json(), json!({"realm": "acme", "displayName": "ACME Corporation", "bruteForceProtected": true}));
     assert_realm_set_up(&fake);
 
     // Rotation: asked explicitly, the password is reset (an update, always).
     let rotated = Secret::new("rotated-Secret-value-123");
-    assert_eq!(kc.ensure_password("acme", "acme-admin", &rotated, true).unwrap(), Outcome::Updated);
-    assert_eq!(fake.user_password("acme", "acme-admin").as_deref(), Some("rotated-Secret-value-123"));
+    assert_eq!(kc.ensure_password("acme", "realm-admin", &rotated, true).unwrap(), Outcome::Updated);
+    assert_eq!(fake.user_password("acme", "realm-admin").as_deref(), Some("rotated-Secret-value-123"));
 }
 
 #[test]
@@ -334,7 +337,7 @@ fn partial_import_of_realm_json() {
     let summary = kc.partial_import("acme", &rep, IfExists::Skip).unwrap();
     assert_eq!((summary.added, summary.skipped, summary.overwritten), (3, 1, 0), "{summary:?}");
     assert_eq!(fake.composite_names("acme", "realm_admin"), vec!["editor", "realm-management/realm-admin"]);
-    assert_eq!(fake.user_realm_role_names("acme", "acme-admin"), vec!["default-roles-acme", "realm_admin"]);
+    assert_eq!(fake.user_realm_role_names("acme", "realm-admin"), vec!["default-roles-acme", "realm_admin"]);
     let request = fake.mutations().into_iter().last().unwrap();
     assert_eq!(request.path, "/admin/realms/acme/partialImport");
     assert_eq!(request.json()["ifResourceExists"], "SKIP");

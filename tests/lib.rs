@@ -8,5 +8,6 @@ mod definitions;
 mod keycloak;
 mod make;
 mod sandbox;
+mod setup_roles;
 mod support;
 mod variables;

@@ -275,11 +275,24 @@ pub struct ImportSummary {
 /// One line of a realm setup: what it is about and the change it needs (`None`: unchanged).
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub subject: String,
+    /// `keycloak realm`, `keycloak role`, `keycloak composites`, `keycloak user`,
+    /// `keycloak password`, `keycloak role mapping`.
+    pub action: &'static str,
+    /// `acme`, `acme/editor`, `acme/realm-admin`: the realm, and the role or user in it.
+    pub target: String,
     pub change: Option<Change>,
 }
 
 impl Step {
+    fn new(action: &'static str, target: String, change: Option<Change>) -> Self {
+        Self { action, target, change }
+    }
+
+    /// `keycloak role acme/editor`.
+    pub fn subject(&self) -> String {
+        format!("{} {}", self.action, self.target)
+    }
+
     pub fn outcome(&self) -> Outcome {
         self.change.as_ref().map_or(Outcome::Unchanged, |c| c.outcome)
     }
@@ -1018,32 +1031,24 @@ impl Keycloak {
     /// sets it even when the user already has one.
     pub fn plan(&self, spec: &RealmSpec, password: Option<&Secret>, reset_password: bool) -> Result<Vec<Step>> {
         let realm = spec.realm.as_str();
-        let mut steps = vec![Step { subject: format!("realm {realm}"), change: self.check_realm(spec)? }];
+        let within = |name: &str| format!("{realm}/{name}");
+        let mut steps = vec![Step::new("keycloak realm", realm.to_string(), self.check_realm(spec)?)];
         for role in &spec.roles {
-            steps.push(Step { subject: format!("role {}", role.name), change: self.check_role(realm, role)? });
+            steps.push(Step::new("keycloak role", within(&role.name), self.check_role(realm, role)?));
         }
         for role in spec.roles.iter().filter(|r| r.is_composite()) {
-            steps.push(Step {
-                subject: format!("composites of {}", role.name),
-                change: self.check_composites(realm, role)?,
-            });
+            steps.push(Step::new("keycloak composites", within(&role.name), self.check_composites(realm, role)?));
         }
         let admin = &spec.admin;
         let user = self.user(realm, &admin.username)?;
-        steps.push(Step {
-            subject: format!("user {}", admin.username),
-            change: user_change(realm, admin, user.as_ref()),
-        });
+        let target = within(&admin.username);
+        steps.push(Step::new("keycloak user", target.clone(), user_change(realm, admin, user.as_ref())));
         if let Some(password) = password {
-            steps.push(Step {
-                subject: format!("password of {}", admin.username),
-                change: self.password_change(realm, &admin.username, user.as_ref(), password, reset_password)?,
-            });
+            let change = self.password_change(realm, &admin.username, user.as_ref(), password, reset_password)?;
+            steps.push(Step::new("keycloak password", target.clone(), change));
         }
-        steps.push(Step {
-            subject: format!("realm roles of {}", admin.username),
-            change: self.mapping_change(realm, &admin.username, user.as_ref(), &admin.realm_roles)?,
-        });
+        let change = self.mapping_change(realm, &admin.username, user.as_ref(), &admin.realm_roles)?;
+        steps.push(Step::new("keycloak role mapping", target, change));
         Ok(steps)
     }
 
@@ -1060,7 +1065,7 @@ impl Keycloak {
             if let Some(change) = &step.change {
                 self.apply(change)?;
             }
-            report.push((step.subject.clone(), step.outcome()));
+            report.push((step.subject(), step.outcome()));
         }
         Ok(report)
     }
