@@ -218,3 +218,24 @@ fn quiet_run_prints_nothing_on_success() {
         .run();
     assert!(site.client_dir("acme").join("client.env").exists());
 }
+
+#[test]
+fn a_held_client_lock_fails_fast_with_no_wait() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let lock = fs::File::open(site.root().join(".locks/client-acme.lock")).unwrap();
+    lock.lock().unwrap();
+    site.test()
+        .args(["--no-wait", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .status(1)
+        .stderr_contains("another agency run is working on client acme")
+        .run();
+    // Another client is not blocked by acme's lock.
+    site.test()
+        .args(["--no-wait", "create-client", "CLIENT_ID=other", "CLIENT_NAME=O", "CLIENT_DOMAIN=other.example.com"])
+        .run();
+    lock.unlock().unwrap();
+    site.test()
+        .args(["--no-wait", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .run();
+}

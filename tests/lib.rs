@@ -5,6 +5,7 @@ mod test;
 mod cli;
 mod create_client;
 mod definitions;
+mod hostile;
 mod keycloak;
 mod make;
 mod sandbox;
