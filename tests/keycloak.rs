@@ -437,3 +437,28 @@ fn real_keycloak_setup_twice() {
     let realm_admin = Keycloak::new(settings).unwrap();
     assert!(realm_admin.user(&id, &spec.admin.username).unwrap().is_some());
 }
+
+/// Every value of the hostile corpus as a realm's display name and a role description: what
+/// Keycloak stores is exactly the value (curl's config quoting and the JSON body hold).
+#[test]
+fn hostile_values_reach_keycloak_intact() {
+    let fake = FakeKeycloak::start();
+    let kc = client(&fake);
+    let values: Vec<String> = crate::hostile::corpus().into_iter().filter(|v| !v.contains('\0')).collect();
+    assert!(values.len() > 50);
+    for (i, value) in values.iter().enumerate() {
+        let realm = format!("hostile{i}");
+        assert_eq!(kc.ensure_realm(&RealmSpec::for_client(&realm, value)).unwrap(), Outcome::Created, "{value:?}");
+        assert_eq!(fake.realm(&realm).unwrap()["displayName"], value.as_str(), "{value:?}");
+        assert_eq!(kc.ensure_realm(&RealmSpec::for_client(&realm, value)).unwrap(), Outcome::Unchanged, "{value:?}");
+    }
+    // A hostile name in a URL path segment, too.
+    let role = RoleSpec {
+        name: values[3].clone(),
+        description: values[4].clone(),
+        composites: vec![],
+        client_composites: vec![],
+    };
+    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), Outcome::Created);
+    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), Outcome::Unchanged);
+}

@@ -162,6 +162,15 @@ pub fn encode(text: &str) -> String {
     out
 }
 
+/// Encodes one path segment. A segment of dots alone (`.`, `..`) would be a relative-path
+/// step that curl and servers squash; its dots are percent-encoded too.
+pub fn segment(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c == '.') {
+        return "%2E".repeat(text.len());
+    }
+    encode(text)
+}
+
 /// Quotes a value for a curl config file: inside double quotes curl understands `\\`, `\"`,
 /// `\n`, `\r`, `\t`; every other byte stands for itself.
 fn config_quote(value: &str) -> String {
@@ -471,7 +480,8 @@ impl Keycloak {
     // ---- transport ----------------------------------------------------------------------
 
     fn execute(&self, method: &str, url: &str, body: &Body, bearer: Option<&Secret>) -> Result<HttpResponse> {
-        let mut config = String::new();
+        // The path is sent as built (no dot-segment squashing by curl).
+        let mut config = String::from("path-as-is\n");
         let mut line = |key: &str, value: &str| {
             config.push_str(key);
             config.push_str(" = ");
@@ -531,7 +541,7 @@ impl Keycloak {
         let mut tried = Vec::new();
         for candidate in ["", "/auth"] {
             let path =
-                format!("{candidate}/realms/{}/.well-known/openid-configuration", encode(&self.settings.admin_realm));
+                format!("{candidate}/realms/{}/.well-known/openid-configuration", segment(&self.settings.admin_realm));
             let response = self.execute("GET", &format!("{}{path}", self.settings.url), &Body::None, None)?;
             let is_discovery =
                 response.status == 200 && response.json().is_ok_and(|doc| doc.get("token_endpoint").is_some());
@@ -556,7 +566,7 @@ impl Keycloak {
     // ---- token --------------------------------------------------------------------------
 
     fn token_url(&self) -> Result<String> {
-        Ok(format!("{}/realms/{}/protocol/openid-connect/token", self.base()?, encode(&self.settings.admin_realm)))
+        Ok(format!("{}/realms/{}/protocol/openid-connect/token", self.base()?, segment(&self.settings.admin_realm)))
     }
 
     /// A valid admin access token: the cached one, a refreshed one, or a new login.
@@ -699,7 +709,7 @@ impl Keycloak {
     }
 
     pub fn realm_role(&self, realm: &str, role: &str) -> Result<Option<Value>> {
-        let path = format!("{}/roles/{}", realm_path(realm), encode(role));
+        let path = format!("{}/roles/{}", realm_path(realm), segment(role));
         self.get_optional(&path, &format!("read role {role} of realm {realm}"))
     }
 
@@ -710,7 +720,7 @@ impl Keycloak {
 
     /// The roles a realm role contains (realm and client roles, brief representations).
     pub fn role_composites(&self, realm: &str, role: &str) -> Result<Vec<Value>> {
-        let path = format!("{}/roles/{}/composites", realm_path(realm), encode(role));
+        let path = format!("{}/roles/{}/composites", realm_path(realm), segment(role));
         self.get_list(&path, &format!("list the composites of role {role} in realm {realm}"))
     }
 
@@ -723,7 +733,7 @@ impl Keycloak {
 
     /// A role of a client, the client given by its internal id.
     pub fn client_role(&self, realm: &str, client_uuid: &str, role: &str) -> Result<Option<Value>> {
-        let path = format!("{}/clients/{}/roles/{}", realm_path(realm), encode(client_uuid), encode(role));
+        let path = format!("{}/clients/{}/roles/{}", realm_path(realm), segment(client_uuid), segment(role));
         self.get_optional(&path, &format!("read client role {role} in realm {realm}"))
     }
 
@@ -737,13 +747,13 @@ impl Keycloak {
     }
 
     pub fn user_credentials(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
-        let path = format!("{}/users/{}/credentials", realm_path(realm), encode(user_id));
+        let path = format!("{}/users/{}/credentials", realm_path(realm), segment(user_id));
         self.get_list(&path, &format!("list the credentials of a user in realm {realm}"))
     }
 
     /// The realm roles mapped directly to a user.
     pub fn user_realm_roles(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
-        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), encode(user_id));
+        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), segment(user_id));
         self.get_list(&path, &format!("list the realm roles of a user in realm {realm}"))
     }
 
@@ -775,14 +785,14 @@ impl Keycloak {
     }
 
     pub fn update_realm_role(&self, realm: &str, role: &str, rep: &Value) -> Result<()> {
-        let path = format!("{}/roles/{}", realm_path(realm), encode(role));
+        let path = format!("{}/roles/{}", realm_path(realm), segment(role));
         self.call("PUT", &path, Some(rep), &[204], &format!("update role {role} in realm {realm}"))?;
         Ok(())
     }
 
     /// Adds roles (representations with their `id`) to a realm role's composites.
     pub fn add_role_composites(&self, realm: &str, role: &str, roles: &[Value]) -> Result<()> {
-        let path = format!("{}/roles/{}/composites", realm_path(realm), encode(role));
+        let path = format!("{}/roles/{}/composites", realm_path(realm), segment(role));
         let what = format!("add composites to role {role} in realm {realm}");
         self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;
         Ok(())
@@ -808,14 +818,14 @@ impl Keycloak {
     }
 
     pub fn update_user(&self, realm: &str, user_id: &str, rep: &Value) -> Result<()> {
-        let path = format!("{}/users/{}", realm_path(realm), encode(user_id));
+        let path = format!("{}/users/{}", realm_path(realm), segment(user_id));
         self.call("PUT", &path, Some(rep), &[204], &format!("update a user of realm {realm}"))?;
         Ok(())
     }
 
     /// Sets a user's password (not temporary). The password travels only in curl's stdin.
     pub fn reset_password(&self, realm: &str, user_id: &str, password: &Secret) -> Result<()> {
-        let path = format!("{}/users/{}/reset-password", realm_path(realm), encode(user_id));
+        let path = format!("{}/users/{}/reset-password", realm_path(realm), segment(user_id));
         let body = json!({"type": "password", "value": password.expose(), "temporary": false});
         self.call("PUT", &path, Some(&body), &[204], &format!("set a password in realm {realm}"))?;
         Ok(())
@@ -823,7 +833,7 @@ impl Keycloak {
 
     /// Maps realm roles (representations with `id` and `name`) to a user.
     pub fn add_user_realm_roles(&self, realm: &str, user_id: &str, roles: &[Value]) -> Result<()> {
-        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), encode(user_id));
+        let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), segment(user_id));
         let what = format!("map realm roles to a user of realm {realm}");
         self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;
         Ok(())
@@ -1161,7 +1171,7 @@ impl Keycloak {
 }
 
 fn realm_path(realm: &str) -> String {
-    format!("/admin/realms/{}", encode(realm))
+    format!("/admin/realms/{}", segment(realm))
 }
 
 fn user_id(user: &Value) -> Result<String> {
@@ -1222,6 +1232,8 @@ mod tests {
         assert_eq!(encode("realm_admin-1.x~"), "realm_admin-1.x~");
         assert_eq!(encode("a b/c?d&e=f#g%"), "a%20b%2Fc%3Fd%26e%3Df%23g%25");
         assert_eq!(encode("é"), "%C3%A9");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("a.b"), "a.b");
     }
 
     #[test]
