@@ -400,3 +400,53 @@ fn real_keycloak_setup_roles_twice() {
     assert_eq!(realm["displayName"], "Agency \"test\"");
     assert!(cleanup.0.user(&id, "realm-admin").unwrap().is_some());
 }
+
+/// `keycloak::realm_status`, the realm check of multi-tenancy-status, from a site task.
+#[test]
+fn realm_status_checks_the_file_and_the_live_realm() {
+    let site = Site::new();
+    site.site_file(
+        "tasks/realm-status.toml",
+        r#"description = "realm check"
+lock = "none"
+script = '''
+let c = layout::client(CLIENT_ID);
+keycloak::realm_status(CLIENT_ID, c.realm_file)
+'''
+[vars.CLIENT_ID]
+required = true
+kind = "client_id"
+"#,
+    );
+    // A map with `ok: false` makes the task exit 1, as multi-tenancy-status does.
+    let status = |test: Test| {
+        let output = test.args(["--json", "realm-status", "CLIENT_ID=acme"]).run_unchecked();
+        let result = output.json()["tasks"][0]["result"].clone();
+        assert_eq!(output.status, if result["ok"] == true { 0 } else { 1 }, "{}", output.stdout);
+        result
+    };
+
+    let result = status(site.test());
+    assert_eq!(result["ok"], false);
+    assert!(result["problems"][0].as_str().unwrap().contains("realm.json is missing"), "{result}");
+
+    create(&site, "acme", "ACME");
+    let result = status(site.test());
+    assert_eq!(result, serde_json::json!({"ok": true, "source": "file", "problems": []}));
+
+    let fake = fake();
+    let result = status(live(site.test(), &fake));
+    assert_eq!(result["source"], "live");
+    assert_eq!(result["problems"], serde_json::json!(["realm acme does not exist in Keycloak"]));
+    assert!(fake.mutations().is_empty());
+
+    live(site.test(), &fake).args(["setup-roles", "CLIENT_ID=acme"]).run();
+    assert_eq!(status(live(site.test(), &fake)), serde_json::json!({"ok": true, "source": "live", "problems": []}));
+
+    // A role removed in Keycloak shows.
+    use agency::drivers::keycloak::{Keycloak, Secret, Settings};
+    let kc = Keycloak::new(Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
+    kc.admin_call("DELETE", "/admin/realms/acme/roles/viewer", None).unwrap();
+    let result = status(live(site.test(), &fake));
+    assert_eq!(result["problems"], serde_json::json!(["realm acme lacks role viewer in Keycloak"]));
+}
