@@ -519,12 +519,13 @@ impl Keycloak {
         let output =
             process::Command::new(&self.curl).args(["-q", "-sS", "-K", "-"]).stdin(config.into_bytes()).output()?;
         if !output.success() {
-            bail!(
-                "could not reach Keycloak at {}: {} (curl exit {})",
-                self.settings.url,
-                output.first_error_line().trim_start_matches("curl: "),
-                output.code
-            );
+            // `curl: (7) Failed to connect ...` -> `Failed to connect ...`
+            let line = output.first_error_line().trim_start_matches("curl: ");
+            let reason = match line.split_once(") ") {
+                Some((code, rest)) if code.starts_with('(') => rest,
+                _ => line,
+            };
+            bail!("could not reach Keycloak at {}: {reason} (curl exit {})", self.settings.url, output.code);
         }
         parse_curl_output(&output.stdout)
     }
