@@ -5,6 +5,7 @@ mod test;
 mod cli;
 mod create_client;
 mod definitions;
+mod fuzz_seeds;
 mod hostile;
 mod keycloak;
 mod make;
