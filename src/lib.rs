@@ -15,6 +15,7 @@ pub mod listing;
 pub mod lock;
 pub mod makefile;
 pub mod output;
+pub mod plugin;
 pub mod run;
 pub mod runner;
 pub mod script;

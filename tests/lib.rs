@@ -6,5 +6,6 @@ mod cli;
 mod create_client;
 mod definitions;
 mod make;
+mod plugins;
 mod sandbox;
 mod variables;
