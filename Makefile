@@ -2,11 +2,15 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client setup-log-segmentation
+AGENCY_TASKS := client-report create-client setup-log-segmentation
 
 -include dev.mk
 
 AGENCY ?= agency
+
+.PHONY: client-report
+client-report:
+	+@$(AGENCY) $@
 
 .PHONY: create-client
 create-client:

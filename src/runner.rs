@@ -164,7 +164,13 @@ pub fn run(
                     Ok(true) => hooks_ran.push(format!("{}: {name}", plugin.name)),
                     Ok(false) => {}
                     Err(e) => {
-                        return Err(Error { message: format!("plugin {}: {name}: {}", plugin.name, e.message), ..e });
+                        let file = plugin.hooks.as_ref().map(|h| h.path.display()).unwrap_or_default();
+                        let mut error =
+                            Error { message: format!("plugin {}: {name}: {}", plugin.name, e.message), ..e };
+                        if error.span.is_none() && error.detail.is_none() {
+                            error.detail = Some(format!("  --> {file}"));
+                        }
+                        return Err(error);
                     }
                 }
             }

@@ -3,9 +3,13 @@
 mod test;
 
 mod cli;
+mod compose;
+mod containers;
 mod create_client;
+mod db_passwords;
 mod definitions;
 mod make;
 mod plugins;
 mod sandbox;
+mod traefik;
 mod variables;

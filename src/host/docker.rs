@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | `docker::available()` | no | whether a `docker` program is on PATH (the engine may still be down) |
 //! | `docker::list_containers(labels)` | no | containers, running or not, carrying every `label: value` of the map (`""` matches any value): array of `#{ id, name, image, state, labels }` |
-//! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run) |
+//! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
+//! | `docker::exec_with_stdin(container, argv, stdin, secrets)` | yes | the same; errors mask exactly the values of the array `secrets` (so the tool's message stays readable) |
 //!
 //! These call `docker` through `drivers::process` directly; when the Docker driver
 //! (`drivers::docker`) lands they become thin wrappers of its `list_containers` and
@@ -15,9 +16,9 @@
 use std::{cell::RefCell, path::PathBuf, rc::Rc};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rhai::{Array, Dynamic, Map, Module};
+use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
-use super::{Host, ScriptResult, script_error};
+use super::{Host, ScriptResult, located_error};
 use crate::{drivers::process, effects::Outcome};
 
 const INSTALL_HINT: &str = "install Docker Engine (Debian: apt-get install docker.io) or put `docker` on PATH";
@@ -109,8 +110,8 @@ pub fn list_containers(labels: &[(String, String)]) -> Result<Vec<Container>> {
 }
 
 /// `docker exec -i CONTAINER ARGV...` with `stdin` fed to the process; its stdout. A failure
-/// quotes the tool's error line with every word of `stdin` masked.
-pub fn exec_with_stdin(container: &str, argv: &[String], stdin: &str) -> Result<String> {
+/// quotes the tool's error line with every word of each of `secrets` masked.
+pub fn exec_with_stdin(container: &str, argv: &[String], stdin: &str, secrets: &[&str]) -> Result<String> {
     if argv.is_empty() {
         bail!("nothing to run in container {container}: the command is empty");
     }
@@ -122,7 +123,7 @@ pub fn exec_with_stdin(container: &str, argv: &[String], stdin: &str) -> Result<
     if output.success() {
         return Ok(output.stdout);
     }
-    let line = redact(&docker_line(&output.stderr), stdin);
+    let line = secrets.iter().fold(docker_line(&output.stderr), |line, secret| redact(&line, secret));
     if [
         "No such container",
         "is not running",
@@ -148,31 +149,62 @@ fn container_map(container: Container) -> Map {
     map
 }
 
+/// `docker exec` through the effects layer: recorded in a dry run, done otherwise. The step
+/// names the program and the size of its input, never the input.
+fn exec_effect(
+    context: &NativeCallContext,
+    host: &Host,
+    container: &str,
+    argv: Array,
+    stdin: &str,
+    secrets: &[&str],
+) -> ScriptResult<String> {
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let program = argv.first().cloned().unwrap_or_default();
+    let detail = format!("{program}; {} bytes on stdin", stdin.len());
+    let stdout = RefCell::new(String::new());
+    host.effects
+        .apply("docker exec", container, &detail, Outcome::Updated, || {
+            *stdout.borrow_mut() = exec_with_stdin(container, &argv, stdin, secrets)?;
+            Ok(())
+        })
+        .map_err(|e| located_error(context, e))?;
+    Ok(stdout.into_inner())
+}
+
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
 
     module.set_native_fn("available", || -> ScriptResult<bool> { Ok(docker().is_ok()) });
 
-    module.set_native_fn("list_containers", |labels: Map| -> ScriptResult<Array> {
+    module.set_native_fn("list_containers", |context: NativeCallContext, labels: Map| -> ScriptResult<Array> {
         let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let containers = list_containers(&labels).map_err(script_error)?;
+        let containers = list_containers(&labels).map_err(|e| located_error(&context, e))?;
         Ok(containers.into_iter().map(|c| Dynamic::from(container_map(c))).collect())
     });
 
     let h = host.clone();
-    module.set_native_fn("exec_with_stdin", move |container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
-        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let program = argv.first().cloned().unwrap_or_default();
-        let detail = format!("{program}; {} bytes on stdin", stdin.len());
-        let stdout = RefCell::new(String::new());
-        h.effects
-            .apply("docker exec", container, &detail, Outcome::Updated, || {
-                *stdout.borrow_mut() = exec_with_stdin(container, &argv, stdin)?;
-                Ok(())
-            })
-            .map_err(script_error)?;
-        Ok(stdout.into_inner())
-    });
+    module.set_native_fn(
+        "exec_with_stdin",
+        move |context: NativeCallContext, container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
+            exec_effect(&context, &h, container, argv, stdin, &[stdin])
+        },
+    );
+
+    let h = host.clone();
+    module.set_native_fn(
+        "exec_with_stdin",
+        move |context: NativeCallContext,
+              container: &str,
+              argv: Array,
+              stdin: &str,
+              secrets: Array|
+              -> ScriptResult<String> {
+            let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            exec_effect(&context, &h, container, argv, stdin, &secrets)
+        },
+    );
 
     module
 }
