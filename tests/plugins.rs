@@ -440,3 +440,42 @@ fn client_report_plugin_adds_a_read_only_task() {
         assert!(!json.to_string().contains(value), "a secret value in client-report's output");
     }
 }
+
+/// plugins/README.md's host API reference and the tables in src/host/*.rs stay in step with
+/// what the host modules really register.
+#[test]
+fn plugin_readme_documents_every_host_function() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = fs::read_to_string(format!("{root}/plugins/README.md")).unwrap();
+    let registered_re = regex::Regex::new(r#"(?:set_native_fn|register_fn)\(\s*"([a-z_]+)""#).unwrap();
+    let mut registered = Vec::new();
+    for entry in fs::read_dir(format!("{root}/src/host")).unwrap() {
+        let path = entry.unwrap().path();
+        let namespace = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let source = fs::read_to_string(&path).unwrap();
+        let documented: Vec<&str> =
+            source.lines().filter_map(|l| l.strip_prefix("//! | `")).filter_map(|l| l.split('`').next()).collect();
+        for signature in &documented {
+            assert!(readme.contains(&format!("| `{signature}` |")), "plugins/README.md lacks {signature}");
+        }
+        for name in registered_re.captures_iter(&source).map(|c| c[1].to_string()) {
+            let qualified = if namespace == "mod" { format!("{name}(") } else { format!("{namespace}::{name}(") };
+            if namespace != "mod" {
+                assert!(
+                    documented.iter().any(|s| s.starts_with(&qualified)),
+                    "{} registers {qualified}...) but its doc table lacks it",
+                    path.display()
+                );
+            }
+            assert!(readme.contains(&format!("| `{qualified}")), "plugins/README.md lacks {qualified}...)");
+            registered.push(qualified);
+        }
+    }
+    let row_re = regex::Regex::new(r"(?m)^\| `([a-z_]+::[a-z_]+\()").unwrap();
+    for documented in row_re.captures_iter(&readme).map(|c| c[1].to_string()) {
+        assert!(
+            registered.contains(&documented),
+            "plugins/README.md documents {documented}...) which no host module registers"
+        );
+    }
+}
