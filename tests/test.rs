@@ -208,6 +208,13 @@ impl<'a> Test<'a> {
 
     /// Runs the binary and checks every expectation; returns the output for more.
     pub fn run(self) -> Output {
+        let result = self.run_unchecked();
+        self.check(&result);
+        result
+    }
+
+    /// Runs the binary and only returns what it did (for tests that branch on the outcome).
+    pub fn run_unchecked(&self) -> Output {
         let site = self.site();
         let mut command = Command::new(env!("CARGO_BIN_EXE_agency"));
         command.args(&self.args).env_clear().envs(site.env()).envs(self.env.iter().cloned());
@@ -218,11 +225,14 @@ impl<'a> Test<'a> {
         // Never a terminal: confirmations must refuse, not wait.
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let output = command.output().expect("agency starts");
-        let result = Output {
+        Output {
             status: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
+        }
+    }
+
+    fn check(&self, result: &Output) {
         let context = format!("agency {:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.args, result.stdout, result.stderr);
         assert_eq!(result.status, self.status, "exit status\n{context}");
         if let Some(expected) = &self.stdout {
@@ -237,6 +247,5 @@ impl<'a> Test<'a> {
         for text in &self.stderr_contains {
             assert!(result.stderr.contains(text), "stderr lacks {text:?}\n{context}");
         }
-        result
     }
 }

@@ -1,1 +1,2 @@
+pub mod keycloak;
 pub mod process;
