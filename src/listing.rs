@@ -73,16 +73,21 @@ fn task_hooks<'a>(catalog: &'a Catalog, task: &str) -> Result<Vec<(plugin::Phase
 }
 
 fn explain_plugin(catalog: &Catalog, plugin: &Plugin, json: bool) -> Result<String> {
-    let functions = plugin.functions()?;
-    let hooked: Vec<String> = catalog
-        .tasks
-        .keys()
-        .flat_map(|task| [plugin::Phase::Before, plugin::Phase::After].map(|phase| plugin::hook_name(phase, task)))
-        .filter(|name| functions.contains(name))
+    // Hook-shaped functions, and whether a task of this catalog would call them.
+    let hooked: Vec<(String, bool)> = plugin
+        .functions()?
+        .into_iter()
+        .filter(|f| f.starts_with("before_") || f.starts_with("after_"))
+        .map(|f| {
+            let known = catalog.tasks.keys().any(|task| {
+                [plugin::Phase::Before, plugin::Phase::After].iter().any(|phase| plugin::hook_name(*phase, task) == f)
+            });
+            (f, known)
+        })
         .collect();
     if json {
         let mut value = plugin_json(plugin);
-        value["hook_functions"] = json!(hooked);
+        value["hook_functions"] = json!(hooked.iter().filter(|(_, known)| *known).map(|(f, _)| f).collect::<Vec<_>>());
         return Ok(serde_json::to_string_pretty(&value).expect("serializes") + "\n");
     }
     let mut out = String::new();
@@ -95,7 +100,11 @@ fn explain_plugin(catalog: &Catalog, plugin: &Plugin, json: bool) -> Result<Stri
     let position = catalog.plugins.iter().position(|p| p.name == plugin.name).unwrap_or(0) + 1;
     let _ = writeln!(out, "  order:    {position} of {} (hooks run in loading order)", catalog.plugins.len());
     if let Some(hooks) = &plugin.hooks {
-        let shown = if hooked.is_empty() { "none for a known task".to_string() } else { hooked.join(", ") };
+        let shown: Vec<String> = hooked
+            .iter()
+            .map(|(f, known)| if *known { f.clone() } else { format!("{f} (no such task here)") })
+            .collect();
+        let shown = if shown.is_empty() { "none".to_string() } else { shown.join(", ") };
         let _ = writeln!(out, "  hooks:    {shown} ({})", hooks.path.display());
     }
     if !plugin.task_names.is_empty() {

@@ -234,7 +234,7 @@ impl Plugin {
             .collect()
     }
 
-    /// Names of the functions `plugin.rhai` defines, found by parsing it without running
+    /// Names of the functions `plugin.rhai` defines, sorted, found by parsing it without running
     /// anything (for `--explain`; the runner checks the real compiled script).
     pub fn functions(&self) -> Result<Vec<String>> {
         let Some(script) = &self.hooks else { return Ok(Vec::new()) };
@@ -248,7 +248,10 @@ impl Plugin {
             }
             error
         })?;
-        Ok(ast.iter_functions().map(|f| f.name.to_string()).collect())
+        let mut names: Vec<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// The hooks `plugin.rhai` defines for `task`.

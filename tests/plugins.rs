@@ -291,7 +291,7 @@ fn explain_lists_the_hooks_a_task_gets() {
     site.test()
         .args(["--explain", "alpha"])
         .stdout_contains("plugin alpha 1.2.3 - test plugin alpha")
-        .stdout_contains("hooks:    before_greet, after_greet, before_prep")
+        .stdout_contains("hooks:    after_greet, before_greet, before_prep (")
         .run();
     // Built-in example plugin: its hook shows on the task it hooks when that task exists.
     site.site_file(
