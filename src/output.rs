@@ -85,8 +85,9 @@ impl Output {
             (false, outcome) => (outcome.as_str(), GREEN),
         };
         let detail = if change.detail.is_empty() { String::new() } else { format!("  ({})", change.detail) };
+        let plugin = change.plugin.as_ref().map(|p| format!("  [plugin {p}]")).unwrap_or_default();
         self.line(&format!(
-            "  {} {} {}{detail}",
+            "  {} {} {}{detail}{plugin}",
             self.paint(code, &format!("{word:<12}")),
             change.action,
             change.target

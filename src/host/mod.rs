@@ -3,6 +3,7 @@
 //! Mutating functions go through [`Effects`]; none decides dry-run by itself.
 
 pub mod audit;
+pub mod docker;
 pub mod envfile;
 pub mod format;
 pub mod fs;
@@ -48,6 +49,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());
+    engine.register_static_module("docker", docker::create_module(host).into());
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
     engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(|e| e.into())
@@ -60,6 +62,13 @@ pub fn script_error(error: anyhow::Error) -> Box<EvalAltResult> {
 }
 
 pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Like [`script_error`], at the position of the call (Rhai leaves errors of module-qualified
+/// native calls such as `docker::exec_with_stdin(..)` without one), so the message can
+/// point at the script's line.
+pub fn located_error(context: &rhai::NativeCallContext, error: anyhow::Error) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(format!("{error:#}").into(), context.call_position()).into()
+}
 
 /// Modes arrive from scripts as integers (`0o640`).
 pub fn mode_arg(mode: rhai::INT) -> ScriptResult<u32> {
