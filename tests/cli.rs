@@ -102,3 +102,28 @@ fn version_and_help() {
     Test::new().arg("--version").stdout_contains("agency ").run();
     Test::new().arg("--help").stdout_contains("--dry-run").stdout_contains("Exit codes").run();
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let site = crate::test::Site::new();
+    // Enough output to outlast the pipe buffer after `head` has gone.
+    for i in 0..400 {
+        site.site_file(
+            &format!("tasks/t{i}.toml"),
+            &format!("description = \"task {i} {}\"\nscript = '1'\n", "x".repeat(200)),
+        );
+    }
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} --list --json | head -c 10 >/dev/null; echo \"status=${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_agency")
+        ))
+        .envs(site.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("status=0"), "{stdout}{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
