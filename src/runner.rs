@@ -16,7 +16,7 @@ use crate::{
     host::Host,
     layout::{ClientLayout, Roots},
     lock,
-    output::{Output, Verbosity},
+    output::{Output, Verbosity, print_stdout},
     plugin::{self, Phase, Plugin},
     script::{Limits, ScriptEngine},
     settings::Settings,
@@ -232,7 +232,7 @@ pub fn run(
             tasks: reports,
             error: failure.as_ref().map(error_json),
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"));
         return match failure {
             Some(e) => Err(Error { message: String::new(), ..e }),
             None => Ok(()),
