@@ -129,7 +129,13 @@ fn all_clients_when_client_id_is_omitted() {
     fs::remove_file(site.logrotate_dir().join("agency_stack-beta")).unwrap();
     let acme_lines = audit_lines(&site, "acme").len();
 
-    site.test().arg("setup-log-segmentation").stdout_contains("6 created, 0 updated").run();
+    // A stray directory that is no client id is named and skipped, not fatal.
+    fs::create_dir_all(site.root().join("clients/Not_A_Client")).unwrap();
+    site.test()
+        .arg("setup-log-segmentation")
+        .stdout_contains("skipping Not_A_Client")
+        .stdout_contains("6 created, 0 updated")
+        .run();
     // beta's log dir is back with its files and policy
     let beta = site.log_root().join("clients/beta");
     assert_eq!(mode(&beta), 0o750);
@@ -147,6 +153,12 @@ fn all_clients_when_client_id_is_omitted() {
         line["changes"].as_array().unwrap().iter().map(|c| c["target"].as_str().unwrap()).collect();
     assert!(targets.iter().any(|t| t.ends_with("agency_stack-beta")), "{targets:?}");
     assert!(targets.iter().all(|t| !t.contains("acme")), "acme's steps in beta's audit line: {targets:?}");
+}
+
+#[test]
+fn no_clients_is_said_plainly() {
+    let site = Site::new();
+    site.test().arg("setup-log-segmentation").stdout_contains("no clients under").run();
 }
 
 #[test]
