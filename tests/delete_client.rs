@@ -167,11 +167,20 @@ fn recreating_the_same_id_starts_fresh_with_new_secrets() {
 fn an_interrupted_delete_is_completed_by_a_rerun() {
     let site = Site::new();
     create(&site, "acme", "ACME");
-    // Mutations: mkdir archive root, mkdir archive, archive.env, move config (4), move secrets.
+    // Crash right after the config dir moved: its number among the run's mutations is its
+    // place among the changes the plan lists.
+    let plan = site.test().args(["--json", "-n", "delete-client", "CLIENT_ID=acme"]).run().json();
+    let planned: Vec<serde_json::Value> =
+        plan["tasks"][0]["changes"].as_array().unwrap().iter().filter(|c| c["planned"] == true).cloned().collect();
+    let config = site.client_dir("acme").display().to_string();
+    let number = 1 + planned
+        .iter()
+        .position(|c| c["action"] == "rename" && c["target"] == config.as_str())
+        .unwrap_or_else(|| panic!("no rename of {config} in the plan: {planned:?}"));
     let output = site
         .test()
         .args(["--yes", "delete-client", "CLIENT_ID=acme"])
-        .env("AGENCY_FAULT_CRASH_AFTER", "4")
+        .env("AGENCY_FAULT_CRASH_AFTER", &number.to_string())
         .status(-1)
         .run();
     assert!(output.stderr.contains("injected crash"), "{}", output.stderr);
