@@ -98,6 +98,14 @@ fn json_errors_are_json() {
 }
 
 #[test]
+fn json_bad_flag_is_json() {
+    let output = Test::new().args(["--json", "--bogus"]).status(2).run();
+    let json = output.json();
+    assert_eq!(json["error"]["exit_code"], 2);
+    assert!(json["error"]["message"].as_str().unwrap().contains("--bogus"));
+}
+
+#[test]
 fn version_and_help() {
     Test::new().arg("--version").stdout_contains("agency ").run();
     Test::new().arg("--help").stdout_contains("--dry-run").stdout_contains("Exit codes").run();
