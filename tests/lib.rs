@@ -1,4 +1,13 @@
-//! Integration tests: one binary.
+//! Integration tests: one binary, each module a part of the spec.
 
+mod test;
+
+mod cli;
+mod create_client;
+mod definitions;
 mod docker_driver;
+mod hostile;
+mod make;
+mod sandbox;
 mod support;
+mod variables;
