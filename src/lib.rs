@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod drivers;
 pub mod effects;
@@ -10,6 +11,7 @@ pub mod envfile;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod isolation;
 pub mod layout;
 pub mod listing;
 pub mod lock;

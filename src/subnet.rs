@@ -37,11 +37,7 @@ pub struct Ipv4Net {
 }
 
 fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
 }
 
 impl Ipv4Net {
@@ -61,10 +57,7 @@ impl Ipv4Net {
     /// Like [`Ipv4Net::new`] but clears host bits (`10.0.0.5/24` becomes `10.0.0.0/24`).
     pub fn truncating(address: Ipv4Addr, prefix: u8) -> Self {
         let prefix = prefix.min(32);
-        Self {
-            base: u32::from(address) & mask(prefix),
-            prefix,
-        }
+        Self { base: u32::from(address) & mask(prefix), prefix }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -90,11 +83,7 @@ impl Ipv4Net {
 
     /// The first usable address, which Docker gives the bridge (the gateway) when none is set.
     pub fn first_host(&self) -> Ipv4Addr {
-        if self.prefix >= 31 {
-            self.network()
-        } else {
-            Ipv4Addr::from(self.base + 1)
-        }
+        if self.prefix >= 31 { self.network() } else { Ipv4Addr::from(self.base + 1) }
     }
 
     pub fn contains(&self, address: Ipv4Addr) -> bool {
@@ -172,9 +161,7 @@ impl Pool {
             );
         }
         if prefix > MAX_PREFIX {
-            bail!(
-                "AGENCY_SUBNET_PREFIX /{prefix} leaves no room for containers; use /{MAX_PREFIX} or less"
-            );
+            bail!("AGENCY_SUBNET_PREFIX /{prefix} leaves no room for containers; use /{MAX_PREFIX} or less");
         }
         Ok(Self { net, prefix })
     }
@@ -182,13 +169,8 @@ impl Pool {
     /// The pool from the values of `AGENCY_SUBNET_POOL` and `AGENCY_SUBNET_PREFIX`
     /// (unset or empty means the default).
     pub fn from_settings(pool: Option<&str>, prefix: Option<&str>) -> Result<Self> {
-        let pool_text = pool
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .unwrap_or(DEFAULT_POOL);
-        let net = pool_text
-            .parse::<Ipv4Net>()
-            .map_err(|e| anyhow::anyhow!("AGENCY_SUBNET_POOL: {e}"))?;
+        let pool_text = pool.map(str::trim).filter(|p| !p.is_empty()).unwrap_or(DEFAULT_POOL);
+        let net = pool_text.parse::<Ipv4Net>().map_err(|e| anyhow::anyhow!("AGENCY_SUBNET_POOL: {e}"))?;
         let prefix = match prefix.map(str::trim).filter(|p| !p.is_empty()) {
             Some(text) => parse_prefix(text)?,
             None => DEFAULT_PREFIX,
@@ -211,10 +193,7 @@ impl Pool {
 
     fn block(&self, index: u64) -> Ipv4Net {
         let step = 1u64 << (32 - u32::from(self.prefix));
-        Ipv4Net {
-            base: self.net.base + (index * step) as u32,
-            prefix: self.prefix,
-        }
+        Ipv4Net { base: self.net.base + (index * step) as u32, prefix: self.prefix }
     }
 
     /// True when `net` is exactly one of this pool's blocks.
@@ -225,11 +204,7 @@ impl Pool {
     /// Up to `count` free blocks in address order, skipping every block that overlaps `taken`.
     /// Fails, saying how full the pool is, when fewer than `count` blocks are free.
     pub fn next_free(&self, taken: &[Ipv4Net], count: usize) -> Result<Vec<Ipv4Net>> {
-        let mut relevant: Vec<Ipv4Net> = taken
-            .iter()
-            .copied()
-            .filter(|t| t.overlaps(&self.net))
-            .collect();
+        let mut relevant: Vec<Ipv4Net> = taken.iter().copied().filter(|t| t.overlaps(&self.net)).collect();
         relevant.sort();
         let mut found = Vec::with_capacity(count);
         let mut index = 0u64;
@@ -237,12 +212,7 @@ impl Pool {
         // Walk the blocks; jump over a taken range in one step so a nearly full pool stays cheap.
         while found.len() < count && index < capacity {
             let block = self.block(index);
-            match relevant
-                .iter()
-                .filter(|t| t.overlaps(&block))
-                .map(|t| t.last())
-                .max()
-            {
+            match relevant.iter().filter(|t| t.overlaps(&block)).map(|t| t.last()).max() {
                 None => {
                     found.push(block);
                     index += 1;
@@ -250,22 +220,21 @@ impl Pool {
                 Some(last) => {
                     let step = 1u64 << (32 - u32::from(self.prefix));
                     let next_base = u64::from(last) + 1;
-                    index = next_base
-                        .saturating_sub(u64::from(self.net.base))
-                        .div_ceil(step)
-                        .max(index + 1);
+                    index = next_base.saturating_sub(u64::from(self.net.base)).div_ceil(step).max(index + 1);
                 }
             }
         }
         if found.len() < count {
             let usage = self.usage(taken);
+            let what = if found.is_empty() {
+                format!("has no free /{} block left ({} of {} in use)", self.prefix, usage.used, usage.total)
+            } else {
+                format!("has only {} free /{} block(s) left and {count} are needed", found.len(), self.prefix)
+            };
             bail!(
-                "the subnet pool {} is full: {} of {} /{} blocks are in use and {count} more are needed; \
-                 set AGENCY_SUBNET_POOL to a larger or another free range",
-                self.net,
-                usage.used,
-                usage.total,
-                self.prefix
+                "the subnet pool {} {what}; set AGENCY_SUBNET_POOL to a larger or another free range, \
+                 or AGENCY_SUBNET_PREFIX to smaller blocks",
+                self.net
             );
         }
         Ok(found)
@@ -273,11 +242,7 @@ impl Pool {
 
     /// How many blocks overlap one of `taken`.
     pub fn usage(&self, taken: &[Ipv4Net]) -> PoolUsage {
-        let mut relevant: Vec<Ipv4Net> = taken
-            .iter()
-            .copied()
-            .filter(|t| t.overlaps(&self.net))
-            .collect();
+        let mut relevant: Vec<Ipv4Net> = taken.iter().copied().filter(|t| t.overlaps(&self.net)).collect();
         relevant.sort();
         let step = 1u64 << (32 - u32::from(self.prefix));
         let mut used = 0u64;
@@ -291,10 +256,7 @@ impl Pool {
                 next_free_index = last + 1;
             }
         }
-        PoolUsage {
-            used,
-            total: self.capacity(),
-        }
+        PoolUsage { used, total: self.capacity() }
     }
 }
 
@@ -307,10 +269,7 @@ pub struct Allocator {
 
 impl Allocator {
     pub fn new(pool: Pool, taken: impl IntoIterator<Item = Ipv4Net>) -> Self {
-        Self {
-            pool,
-            taken: taken.into_iter().collect(),
-        }
+        Self { pool, taken: taken.into_iter().collect() }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -371,15 +330,7 @@ mod tests {
     fn rejects_bad_cidrs_with_a_reason() {
         let err = "10.201.0.5/16".parse::<Ipv4Net>().unwrap_err().to_string();
         assert!(err.contains("did you mean 10.201.0.0/16"), "{err}");
-        for bad in [
-            "10.0.0.0",
-            "10.0.0/8",
-            "10.0.0.0/33",
-            "10.0.0.0/-1",
-            "10.0.0.0/+8",
-            "fd00::/64",
-            "",
-        ] {
+        for bad in ["10.0.0.0", "10.0.0/8", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/+8", "fd00::/64", ""] {
             assert!(bad.parse::<Ipv4Net>().is_err(), "{bad} parsed");
         }
     }
@@ -400,23 +351,12 @@ mod tests {
         assert_eq!(pool.net(), net(DEFAULT_POOL));
         assert_eq!(pool.block_prefix(), 26);
         assert_eq!(pool.capacity(), 1024);
-        assert_eq!(
-            Pool::from_settings(Some(""), Some("/27"))
-                .unwrap()
-                .block_prefix(),
-            27
-        );
-        let err = Pool::from_settings(Some("10.0.0.0/24"), Some("16"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(Pool::from_settings(Some(""), Some("/27")).unwrap().block_prefix(), 27);
+        let err = Pool::from_settings(Some("10.0.0.0/24"), Some("16")).unwrap_err().to_string();
         assert!(err.contains("larger than the pool"), "{err}");
-        let err = Pool::from_settings(Some("10.0.0.0/24"), Some("30"))
-            .unwrap_err()
-            .to_string();
+        let err = Pool::from_settings(Some("10.0.0.0/24"), Some("30")).unwrap_err().to_string();
         assert!(err.contains("no room"), "{err}");
-        let err = Pool::from_settings(Some("nonsense"), None)
-            .unwrap_err()
-            .to_string();
+        let err = Pool::from_settings(Some("nonsense"), None).unwrap_err().to_string();
         assert!(err.starts_with("AGENCY_SUBNET_POOL: "), "{err}");
         assert!(Pool::from_settings(None, Some("x")).is_err());
     }
@@ -424,38 +364,19 @@ mod tests {
     #[test]
     fn next_free_skips_taken_and_partial_overlaps() {
         let pool = Pool::new(net("10.201.0.0/24"), 26).unwrap();
-        assert_eq!(
-            pool.next_free(&[], 2).unwrap(),
-            vec![net("10.201.0.0/26"), net("10.201.0.64/26")]
-        );
+        assert_eq!(pool.next_free(&[], 2).unwrap(), vec![net("10.201.0.0/26"), net("10.201.0.64/26")]);
         // A foreign /28 inside the second block and a /25 covering the third and fourth.
-        let taken = [
-            net("10.201.0.0/26"),
-            net("10.201.0.80/28"),
-            net("172.17.0.0/16"),
-        ];
-        let err = pool
-            .next_free(&[taken.as_slice(), &[net("10.201.0.128/25")]].concat(), 1)
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("pool 10.201.0.0/24 is full: 4 of 4 /26 blocks"),
-            "{err}"
-        );
-        assert_eq!(
-            pool.next_free(&taken, 2).unwrap(),
-            vec![net("10.201.0.128/26"), net("10.201.0.192/26")]
-        );
+        let taken = [net("10.201.0.0/26"), net("10.201.0.80/28"), net("172.17.0.0/16")];
+        let err = pool.next_free(&[taken.as_slice(), &[net("10.201.0.128/25")]].concat(), 1).unwrap_err();
+        assert!(err.to_string().contains("pool 10.201.0.0/24 has no free /26 block left (4 of 4 in use)"), "{err}");
+        assert_eq!(pool.next_free(&taken, 2).unwrap(), vec![net("10.201.0.128/26"), net("10.201.0.192/26")]);
     }
 
     #[test]
     fn a_bigger_network_covering_the_pool_fills_it() {
         let pool = Pool::new(net("10.201.0.0/24"), 26).unwrap();
         assert!(pool.next_free(&[net("10.0.0.0/8")], 1).is_err());
-        assert_eq!(
-            pool.usage(&[net("10.0.0.0/8")]),
-            PoolUsage { used: 4, total: 4 }
-        );
+        assert_eq!(pool.usage(&[net("10.0.0.0/8")]), PoolUsage { used: 4, total: 4 });
     }
 
     #[test]
@@ -469,23 +390,14 @@ mod tests {
             net("10.201.1.16/28"),
             net("192.168.0.0/16"),
         ];
-        assert_eq!(
-            pool.usage(&taken),
-            PoolUsage {
-                used: 5,
-                total: 1024
-            }
-        );
+        assert_eq!(pool.usage(&taken), PoolUsage { used: 5, total: 1024 });
     }
 
     #[test]
     fn next_free_on_a_large_fragmented_pool() {
         let pool = Pool::new(net("10.0.0.0/8"), 29).unwrap();
         let taken = [net("10.0.0.0/9"), net("10.128.0.8/29")];
-        assert_eq!(
-            pool.next_free(&taken, 2).unwrap(),
-            vec![net("10.128.0.0/29"), net("10.128.0.16/29")]
-        );
+        assert_eq!(pool.next_free(&taken, 2).unwrap(), vec![net("10.128.0.0/29"), net("10.128.0.16/29")]);
     }
 
     #[test]
@@ -498,7 +410,10 @@ mod tests {
         assert_eq!(allocator.take().unwrap(), net("10.201.0.64/26"));
         assert!(!allocator.is_free(&net("10.201.0.64/26")));
         let err = allocator.take().unwrap_err().to_string();
-        assert!(err.contains("is full: 2 of 2"), "{err}");
+        assert!(err.contains("has no free /26 block left (2 of 2 in use)"), "{err}");
+        let pool = Pool::new(net("10.201.0.0/24"), 26).unwrap();
+        let err = pool.next_free(&[net("10.201.0.0/25")], 4).unwrap_err().to_string();
+        assert!(err.contains("has only 2 free /26 block(s) left and 4 are needed"), "{err}");
         assert_eq!(allocator.usage(), PoolUsage { used: 2, total: 2 });
     }
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use agency::{
     drivers::docker::{
-        self, ConnectError, CreateNetworkError, Docker, LABEL_CLIENT, LABEL_MANAGED, NetworkSpec,
-        ProbeSpec, ProbeTarget, TcpOutcome,
+        self, ConnectError, CreateNetworkError, Docker, LABEL_CLIENT, LABEL_MANAGED, NetworkSpec, ProbeSpec,
+        ProbeTarget, TcpOutcome,
     },
     subnet::{Allocator, Ipv4Net, Pool},
 };
@@ -28,27 +28,16 @@ fn engine_answers_and_an_unreachable_daemon_is_named() {
     let socket = format!("unix://{}/none.sock", dir.path().display());
     let down = Docker::with_program(docker.program()).env("DOCKER_HOST", &socket);
     let error = down.server_version().unwrap_err();
-    let connect = error
-        .downcast_ref::<ConnectError>()
-        .expect("a connection error");
-    assert_eq!(
-        connect,
-        &ConnectError::DaemonDown {
-            endpoint: socket.clone()
-        }
-    );
+    let connect = error.downcast_ref::<ConnectError>().expect("a connection error");
+    assert_eq!(connect, &ConnectError::DaemonDown { endpoint: socket.clone() });
     assert!(error.to_string().contains("start it"), "{error}");
     // Any later call says the same, not a parse error.
     let error = down.list_networks().unwrap_err().to_string();
     assert!(error.contains("not running or not reachable"), "{error}");
 
-    let bad_context =
-        Docker::with_program(docker.program()).env("DOCKER_CONTEXT", "agency-no-such-context");
+    let bad_context = Docker::with_program(docker.program()).env("DOCKER_CONTEXT", "agency-no-such-context");
     let error = bad_context.server_version().unwrap_err().to_string();
-    assert!(
-        error.starts_with("the Docker engine could not be reached: "),
-        "{error}"
-    );
+    assert!(error.starts_with("the Docker engine could not be reached: "), "{error}");
 }
 
 #[test]
@@ -58,15 +47,8 @@ fn network_lifecycle_with_labels_subnet_and_typed_errors() {
     let name = scratch.network(&unique("agt-net"));
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
     let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
-    let wanted = NetworkSpec {
-        internal: true,
-        ..spec(&name)
-    }
-    .label(LABEL_MANAGED, "true")
-    .label(LABEL_CLIENT, "x");
-    let (id, subnet) = docker
-        .create_network_in_pool(&wanted, &mut allocator)
-        .unwrap();
+    let wanted = NetworkSpec { internal: true, ..spec(&name) }.label(LABEL_MANAGED, "true").label(LABEL_CLIENT, "x");
+    let (id, subnet) = docker.create_network_in_pool(&wanted, &mut allocator).unwrap();
     assert!(pool.is_block(&subnet));
 
     // ls: one call, Internal and labels included.
@@ -89,23 +71,12 @@ fn network_lifecycle_with_labels_subnet_and_typed_errors() {
 
     // Same name again: typed "name taken".
     let again = docker.create_network(&spec(&name)).unwrap_err();
-    assert!(
-        matches!(again, CreateNetworkError::NameTaken { .. }),
-        "{again}"
-    );
+    assert!(matches!(again, CreateNetworkError::NameTaken { .. }), "{again}");
 
     // Another name on the same subnet: typed "overlap".
     let other = scratch.network(&unique("agt-net"));
-    let overlap = docker
-        .create_network(&NetworkSpec {
-            subnet: Some(subnet),
-            ..spec(&other)
-        })
-        .unwrap_err();
-    assert!(
-        matches!(overlap, CreateNetworkError::SubnetOverlaps { .. }),
-        "{overlap}"
-    );
+    let overlap = docker.create_network(&NetworkSpec { subnet: Some(subnet), ..spec(&other) }).unwrap_err();
+    assert!(matches!(overlap, CreateNetworkError::SubnetOverlaps { .. }), "{overlap}");
     assert!(docker.inspect_networks(&[&other]).unwrap().is_empty());
 
     assert!(docker.remove_network(&name).unwrap());
@@ -122,9 +93,7 @@ fn concurrent_allocations_from_one_snapshot_never_fail_on_overlap() {
     // they all propose the same first blocks and must recover from Docker's overlap errors.
     let taken = docker.used_subnets().unwrap();
     let calls_before = docker.calls();
-    let names: Vec<String> = (0..6)
-        .map(|_| scratch.network(&unique("agt-race")))
-        .collect();
+    let names: Vec<String> = (0..6).map(|_| scratch.network(&unique("agt-race"))).collect();
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = names
             .iter()
@@ -133,18 +102,13 @@ fn concurrent_allocations_from_one_snapshot_never_fail_on_overlap() {
                 let taken = taken.clone();
                 scope.spawn(move || {
                     let mut allocator = Allocator::new(pool, taken);
-                    docker
-                        .create_network_in_pool(&spec(name), &mut allocator)
-                        .map(|(_, subnet)| subnet)
+                    docker.create_network_in_pool(&spec(name), &mut allocator).map(|(_, subnet)| subnet)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let subnets: Vec<Ipv4Net> = results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
-        .collect();
+    let subnets: Vec<Ipv4Net> = results.into_iter().map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect();
     for (i, a) in subnets.iter().enumerate() {
         assert!(pool.is_block(a));
         for b in &subnets[i + 1..] {
@@ -152,13 +116,8 @@ fn concurrent_allocations_from_one_snapshot_never_fail_on_overlap() {
         }
     }
     // Later threads really met Docker's overlap error and moved on.
-    assert!(
-        docker.calls() - calls_before > names.len(),
-        "no overlap was retried"
-    );
-    let inspected = docker
-        .inspect_networks(&names.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
+    assert!(docker.calls() - calls_before > names.len(), "no overlap was retried");
+    let inspected = docker.inspect_networks(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     assert_eq!(inspected.len(), names.len());
 }
 
@@ -179,10 +138,7 @@ fn a_full_pool_is_a_clear_error() {
         assert!(created <= 2, "a /27 pool gave more than two /28 blocks");
     };
     let message = error.to_string();
-    assert!(
-        message.contains(&format!("the subnet pool {} is full", pool.net())),
-        "{message}"
-    );
+    assert!(message.contains(&format!("the subnet pool {} is full", pool.net())), "{message}");
     assert!(message.contains("AGENCY_SUBNET_POOL"), "{message}");
 }
 
@@ -195,24 +151,13 @@ fn containers_list_their_networks_and_networks_their_containers() {
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
     let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
     for name in [&a, &b] {
-        docker
-            .create_network_in_pool(
-                &NetworkSpec {
-                    internal: true,
-                    ..spec(name)
-                },
-                &mut allocator,
-            )
-            .unwrap();
+        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(name) }, &mut allocator).unwrap();
     }
     let server = scratch.server(&unique("agt-srv"), &a, &[(LABEL_CLIENT, "a")]);
     scratch.docker(&["network", "connect", &b, &server]);
 
     let containers = docker.list_containers().unwrap();
-    let found = containers
-        .iter()
-        .find(|c| c.name == server)
-        .expect("listed");
+    let found = containers.iter().find(|c| c.name == server).expect("listed");
     let mut networks = found.networks.clone();
     networks.sort();
     let mut expected = vec![a.clone(), b.clone()];
@@ -224,10 +169,7 @@ fn containers_list_their_networks_and_networks_their_containers() {
     let details = docker.inspect_networks(&[&a]).unwrap();
     assert_eq!(details[0].containers.len(), 1);
     assert_eq!(details[0].containers[0].name, server);
-    assert_eq!(
-        details[0].containers[0].ipv4,
-        Some(scratch.address(&server, &a))
-    );
+    assert_eq!(details[0].containers[0].ipv4, Some(scratch.address(&server, &a)));
 
     let error = docker.remove_network(&a).unwrap_err().to_string();
     assert!(error.contains("still has containers attached"), "{error}");
@@ -242,38 +184,22 @@ fn exec_feeds_stdin_and_masks_it_in_errors() {
         Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap(),
         docker.used_subnets().unwrap(),
     );
-    docker
-        .create_network_in_pool(&spec(&net), &mut allocator)
-        .unwrap();
+    docker.create_network_in_pool(&spec(&net), &mut allocator).unwrap();
     let server = scratch.server(&unique("agt-exec"), &net, &[]);
 
-    let out = docker
-        .exec_with_stdin(
-            &server,
-            &["sh", "-c", "read line; echo got:$line"],
-            b"Secret-Value-42\n",
-        )
-        .unwrap();
+    let out =
+        docker.exec_with_stdin(&server, &["sh", "-c", "read line; echo got:$line"], b"Secret-Value-42\n").unwrap();
     assert_eq!(out.trim(), "got:Secret-Value-42");
 
     let out = docker
-        .exec(
-            &server,
-            &["sh", "-c", "echo $DB_PASSWORD | wc -c"],
-            &[("DB_PASSWORD", "0123456789")],
-            None,
-        )
+        .exec(&server, &["sh", "-c", "echo $DB_PASSWORD | wc -c"], &[("DB_PASSWORD", "0123456789")], None)
         .unwrap();
     assert_eq!(out.trim(), "11");
 
     let error = docker
         .exec_with_stdin(
             &server,
-            &[
-                "sh",
-                "-c",
-                "read line; echo \"bad input: $line\" >&2; exit 3",
-            ],
+            &["sh", "-c", "read line; echo \"bad input: $line\" >&2; exit 3"],
             b"Secret-Value-42\n",
         )
         .unwrap_err()
@@ -289,23 +215,11 @@ fn volumes_are_listed_by_label_with_mountpoints() {
     let client = unique("agtvol");
     let name = scratch.volume(&format!("{client}_data"));
     let label = format!("{LABEL_CLIENT}={client}");
-    scratch.docker(&[
-        "volume",
-        "create",
-        "--label",
-        &label,
-        "--label",
-        &format!("{TEST_LABEL}=true"),
-        &name,
-    ]);
+    scratch.docker(&["volume", "create", "--label", &label, "--label", &format!("{TEST_LABEL}=true"), &name]);
     let volumes = docker.list_volumes(Some(&label)).unwrap();
     assert_eq!(volumes.len(), 1);
     assert_eq!(volumes[0].name, name);
-    assert!(
-        volumes[0].mountpoint.contains(&name),
-        "{}",
-        volumes[0].mountpoint
-    );
+    assert!(volumes[0].mountpoint.contains(&name), "{}", volumes[0].mountpoint);
     assert_eq!(volumes[0].labels.get(LABEL_CLIENT), Some(&client));
 }
 
@@ -318,71 +232,30 @@ fn probe_on_an_internal_network_reaches_the_host_but_not_another_network() {
     let b = scratch.network(&unique("agt-pb"));
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
     let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
-    let (_, subnet_a) = docker
-        .create_network_in_pool(
-            &NetworkSpec {
-                internal: true,
-                ..spec(&a)
-            },
-            &mut allocator,
-        )
-        .unwrap();
-    let (_, subnet_b) = docker
-        .create_network_in_pool(
-            &NetworkSpec {
-                internal: true,
-                ..spec(&b)
-            },
-            &mut allocator,
-        )
-        .unwrap();
+    let (_, subnet_a) =
+        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(&a) }, &mut allocator).unwrap();
+    let (_, subnet_b) =
+        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(&b) }, &mut allocator).unwrap();
     let neighbour = scratch.server(&unique("agt-pn"), &a, &[]);
     let stranger = scratch.server(&unique("agt-ps"), &b, &[]);
     let neighbour_ip = scratch.address(&neighbour, &a);
     let stranger_ip = scratch.address(&stranger, &b);
 
     let host = docker.host_net_info(image).unwrap();
-    assert!(
-        host.addresses
-            .iter()
-            .any(|h| h.address == subnet_a.first_host()),
-        "{host:?}"
-    );
+    assert!(host.addresses.iter().any(|h| h.address == subnet_a.first_host()), "{host:?}");
     let host_ip = host
         .addresses
         .iter()
-        .find(|h| {
-            !h.address.is_loopback() && !h.interface.starts_with("br-") && h.interface != "docker0"
-        })
+        .find(|h| !h.address.is_loopback() && !h.interface.starts_with("br-") && h.interface != "docker0")
         .map(|h| h.address);
 
     let mut targets = vec![
-        ProbeTarget {
-            address: neighbour_ip,
-            icmp: true,
-            ports: vec![80],
-        },
-        ProbeTarget {
-            address: stranger_ip,
-            icmp: true,
-            ports: vec![80],
-        },
-        ProbeTarget {
-            address: subnet_a.first_host(),
-            icmp: true,
-            ports: vec![],
-        },
-        ProbeTarget {
-            address: subnet_b.first_host(),
-            icmp: true,
-            ports: vec![],
-        },
+        ProbeTarget { address: neighbour_ip, icmp: true, ports: vec![80] },
+        ProbeTarget { address: stranger_ip, icmp: true, ports: vec![80] },
+        ProbeTarget { address: subnet_a.first_host(), icmp: true, ports: vec![] },
+        ProbeTarget { address: subnet_b.first_host(), icmp: true, ports: vec![] },
     ];
-    targets.extend(host_ip.map(|address| ProbeTarget {
-        address,
-        icmp: true,
-        ports: vec![],
-    }));
+    targets.extend(host_ip.map(|address| ProbeTarget { address, icmp: true, ports: vec![] }));
     let probe = ProbeSpec {
         image: image.to_string(),
         network: a.clone(),
@@ -407,35 +280,14 @@ fn probe_on_an_internal_network_reaches_the_host_but_not_another_network() {
     }
 
     // The probe removed itself.
-    let left: Vec<_> = docker
-        .list_containers()
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.networks.contains(&a))
-        .collect();
+    let left: Vec<_> = docker.list_containers().unwrap().into_iter().filter(|c| c.networks.contains(&a)).collect();
     assert_eq!(left.len(), 1, "{left:?}");
 
     // Several probes at once keep their order.
-    let reports = docker.run_probes(
-        &[
-            probe.clone(),
-            ProbeSpec {
-                network: b.clone(),
-                ..probe
-            },
-        ],
-        2,
-    );
+    let reports = docker.run_probes(&[probe.clone(), ProbeSpec { network: b.clone(), ..probe }], 2);
     assert_eq!(reports[0].as_ref().unwrap().network, a);
     assert_eq!(reports[1].as_ref().unwrap().network, b);
-    assert!(
-        reports[1]
-            .as_ref()
-            .unwrap()
-            .result(stranger_ip)
-            .unwrap()
-            .reachable()
-    );
+    assert!(reports[1].as_ref().unwrap().result(stranger_ip).unwrap().reachable());
 }
 
 #[test]
@@ -443,10 +295,6 @@ fn the_test_image_is_static_busybox() {
     let docker = require_docker!();
     let image = busybox_image(&docker);
     assert!(docker.image_exists(image).unwrap());
-    assert!(
-        !docker
-            .image_exists(&unique("agency-no-such-image"))
-            .unwrap()
-    );
+    assert!(!docker.image_exists(&unique("agency-no-such-image")).unwrap());
     assert!(docker::find_static_busybox().is_ok());
 }

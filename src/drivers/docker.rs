@@ -89,12 +89,7 @@ impl std::error::Error for ConnectError {}
 /// Reads a failed `docker` invocation's stderr: a connection problem, or `None` for an
 /// ordinary command error.
 pub fn classify_connect_failure(stderr: &str) -> Option<ConnectError> {
-    let line = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string();
+    let line = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
     let endpoint = |text: &str| -> String {
         // "… daemon at unix:///var/run/docker.sock. Is …" / "… daemon socket at unix:///…: Get …"
         text.split_once(" at ")
@@ -107,17 +102,13 @@ pub fn classify_connect_failure(stderr: &str) -> Option<ConnectError> {
     };
     let lower = stderr.to_lowercase();
     if lower.contains("permission denied") && lower.contains("docker") {
-        return Some(ConnectError::PermissionDenied {
-            endpoint: endpoint(&line),
-        });
+        return Some(ConnectError::PermissionDenied { endpoint: endpoint(&line) });
     }
     if lower.contains("cannot connect to the docker daemon")
         || lower.contains("is the docker daemon running")
         || lower.contains("error during connect")
     {
-        return Some(ConnectError::DaemonDown {
-            endpoint: endpoint(&line),
-        });
+        return Some(ConnectError::DaemonDown { endpoint: endpoint(&line) });
     }
     if lower.contains("failed to initialize") || lower.contains("context not found") {
         return Some(ConnectError::Other(line));
@@ -172,6 +163,8 @@ pub struct Endpoint {
 pub struct NetworkDetails {
     pub id: String,
     pub name: String,
+    /// Creation time as Docker prints it (RFC 3339, UTC).
+    pub created: String,
     pub driver: String,
     pub scope: String,
     pub internal: bool,
@@ -224,12 +217,7 @@ impl NetworkSpec {
     }
 
     fn create_args(&self, subnet: Option<Ipv4Net>) -> Vec<String> {
-        let mut args = vec![
-            "network".to_string(),
-            "create".to_string(),
-            "--driver".to_string(),
-            self.driver.clone(),
-        ];
+        let mut args = vec!["network".to_string(), "create".to_string(), "--driver".to_string(), self.driver.clone()];
         if self.internal {
             args.push("--internal".to_string());
         }
@@ -256,10 +244,7 @@ pub enum CreateNetworkError {
     /// A network of that name exists (ours or not): inspect it and decide.
     NameTaken { name: String },
     /// The subnet overlaps a network Docker knows (in the same address space): try another.
-    SubnetOverlaps {
-        name: String,
-        subnet: Option<Ipv4Net>,
-    },
+    SubnetOverlaps { name: String, subnet: Option<Ipv4Net> },
     /// An overlay network needs this node to be a Swarm manager.
     SwarmRequired { name: String },
     /// Anything else, as one sentence.
@@ -272,13 +257,9 @@ impl fmt::Display for CreateNetworkError {
             CreateNetworkError::NameTaken { name } => {
                 write!(f, "a Docker network named {name} already exists")
             }
-            CreateNetworkError::SubnetOverlaps {
-                name,
-                subnet: Some(subnet),
-            } => write!(
-                f,
-                "could not create network {name}: subnet {subnet} overlaps an existing Docker network"
-            ),
+            CreateNetworkError::SubnetOverlaps { name, subnet: Some(subnet) } => {
+                write!(f, "could not create network {name}: subnet {subnet} overlaps an existing Docker network")
+            }
             CreateNetworkError::SubnetOverlaps { name, subnet: None } => write!(
                 f,
                 "could not create network {name}: Docker found no free, non-overlapping address pool \
@@ -297,37 +278,20 @@ impl fmt::Display for CreateNetworkError {
 impl std::error::Error for CreateNetworkError {}
 
 /// Reads `docker network create`'s stderr into a typed error.
-pub fn classify_create_failure(
-    name: &str,
-    subnet: Option<Ipv4Net>,
-    stderr: &str,
-) -> CreateNetworkError {
+pub fn classify_create_failure(name: &str, subnet: Option<Ipv4Net>, stderr: &str) -> CreateNetworkError {
     let lower = stderr.to_lowercase();
     if lower.contains("already exists") {
-        CreateNetworkError::NameTaken {
-            name: name.to_string(),
-        }
+        CreateNetworkError::NameTaken { name: name.to_string() }
     } else if lower.contains("pool overlaps") || lower.contains("overlaps with") {
-        CreateNetworkError::SubnetOverlaps {
-            name: name.to_string(),
-            subnet,
-        }
+        CreateNetworkError::SubnetOverlaps { name: name.to_string(), subnet }
     } else if lower.contains("non-overlapping") && subnet.is_none() {
-        CreateNetworkError::SubnetOverlaps {
-            name: name.to_string(),
-            subnet: None,
-        }
+        CreateNetworkError::SubnetOverlaps { name: name.to_string(), subnet: None }
     } else if lower.contains("not a swarm manager") {
-        CreateNetworkError::SwarmRequired {
-            name: name.to_string(),
-        }
+        CreateNetworkError::SwarmRequired { name: name.to_string() }
     } else if let Some(connect) = classify_connect_failure(stderr) {
         CreateNetworkError::Failed(connect.into())
     } else {
-        CreateNetworkError::Failed(anyhow!(
-            "could not create network {name}: {}",
-            docker_line(stderr)
-        ))
+        CreateNetworkError::Failed(anyhow!("could not create network {name}: {}", docker_line(stderr)))
     }
 }
 
@@ -437,11 +401,7 @@ impl ProbeResult {
 
     /// Ports that accepted a connection.
     pub fn open_ports(&self) -> Vec<u16> {
-        self.tcp
-            .iter()
-            .filter(|(_, o)| *o == TcpOutcome::Open)
-            .map(|(p, _)| *p)
-            .collect()
+        self.tcp.iter().filter(|(_, o)| *o == TcpOutcome::Open).map(|(p, _)| *p).collect()
     }
 }
 
@@ -477,14 +437,26 @@ pub struct HostNetInfo {
 
 /// Docker's error line without the "Error response from daemon: " prefix.
 fn docker_line(stderr: &str) -> String {
-    let line = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(no error output)");
-    line.strip_prefix("Error response from daemon: ")
-        .unwrap_or(line)
-        .to_string()
+    let line = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no error output)");
+    line.strip_prefix("Error response from daemon: ").unwrap_or(line).to_string()
+}
+
+/// Orders networks by creation time (then ID): Docker prints RFC 3339 times with a variable
+/// number of fraction digits, so the fraction is padded before comparing.
+fn network_age_key(network: &NetworkDetails) -> (String, String) {
+    let created = &network.created;
+    let key = match created.split_once('.') {
+        Some((seconds, rest)) => {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let zone = &rest[digits.len()..];
+            format!("{seconds}.{digits:0<9}{zone}")
+        }
+        None => match created.find(['Z', '+']) {
+            Some(at) => format!("{}.000000000{}", &created[..at], &created[at..]),
+            None => created.clone(),
+        },
+    };
+    (key, network.id.clone())
 }
 
 /// "network x not found" (daemon) or "No such network: x" (newer CLIs).
@@ -510,8 +482,7 @@ fn json_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str) -> Result<
         .lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
-            serde_json::from_str(line)
-                .with_context(|| format!("could not read the output of `docker {what}`: {line}"))
+            serde_json::from_str(line).with_context(|| format!("could not read the output of `docker {what}`: {line}"))
         })
         .collect()
 }
@@ -552,6 +523,8 @@ pub fn parse_network_ls(stdout: &str) -> Result<Vec<NetworkSummary>> {
 struct RawNetwork {
     name: String,
     id: String,
+    #[serde(default)]
+    created: String,
     #[serde(default)]
     driver: String,
     #[serde(default)]
@@ -600,8 +573,8 @@ pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    let raws: Vec<RawNetwork> = serde_json::from_str(trimmed)
-        .context("could not read the output of `docker network inspect`")?;
+    let raws: Vec<RawNetwork> =
+        serde_json::from_str(trimmed).context("could not read the output of `docker network inspect`")?;
     Ok(raws
         .into_iter()
         .map(|raw| {
@@ -611,18 +584,12 @@ pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
                 let Some((address, prefix)) = config.subnet.split_once('/') else {
                     continue;
                 };
-                let (Ok(address), Ok(prefix)) = (address.parse::<Ipv4Addr>(), prefix.parse::<u8>())
-                else {
+                let (Ok(address), Ok(prefix)) = (address.parse::<Ipv4Addr>(), prefix.parse::<u8>()) else {
                     continue;
                 };
                 let net = Ipv4Net::truncating(address, prefix);
                 subnets.push(net);
-                gateways.push(
-                    config
-                        .gateway
-                        .parse::<Ipv4Addr>()
-                        .unwrap_or_else(|_| net.first_host()),
-                );
+                gateways.push(config.gateway.parse::<Ipv4Addr>().unwrap_or_else(|_| net.first_host()));
             }
             let containers = raw
                 .containers
@@ -633,16 +600,13 @@ pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
                 .map(|(id, endpoint)| Endpoint {
                     container_id: id,
                     name: endpoint.name,
-                    ipv4: endpoint
-                        .ipv4_address
-                        .split('/')
-                        .next()
-                        .and_then(|a| a.parse().ok()),
+                    ipv4: endpoint.ipv4_address.split('/').next().and_then(|a| a.parse().ok()),
                 })
                 .collect();
             NetworkDetails {
                 id: raw.id,
                 name: raw.name,
+                created: raw.created,
                 driver: raw.driver,
                 scope: raw.scope,
                 internal: raw.internal,
@@ -684,12 +648,7 @@ pub fn parse_ps(stdout: &str) -> Result<Vec<ContainerSummary>> {
             image: raw.image,
             state: raw.state,
             labels: parse_label_list(&raw.labels),
-            networks: raw
-                .networks
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .collect(),
+            networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
         })
         .collect())
 }
@@ -747,14 +706,8 @@ pub fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
 /// Parses a probe's output into a report, in the order of `targets`.
 pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) -> ProbeReport {
     let mut source = Vec::new();
-    let mut results: Vec<ProbeResult> = targets
-        .iter()
-        .map(|t| ProbeResult {
-            address: t.address,
-            icmp: None,
-            tcp: Vec::new(),
-        })
-        .collect();
+    let mut results: Vec<ProbeResult> =
+        targets.iter().map(|t| ProbeResult { address: t.address, icmp: None, tcp: Vec::new() }).collect();
     for line in stdout.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -764,10 +717,7 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
                 }
             }
             ["icmp", address, outcome] => {
-                if let Some(result) = results
-                    .iter_mut()
-                    .find(|r| r.address.to_string() == *address)
-                {
+                if let Some(result) = results.iter_mut().find(|r| r.address.to_string() == *address) {
                     result.icmp = Some(*outcome == "ok");
                 }
             }
@@ -782,10 +732,7 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
                     "unreachable" => TcpOutcome::Unreachable,
                     _ => TcpOutcome::Error,
                 };
-                if let Some(result) = results
-                    .iter_mut()
-                    .find(|r| r.address.to_string() == *address)
-                {
+                if let Some(result) = results.iter_mut().find(|r| r.address.to_string() == *address) {
                     result.tcp.push((port, outcome));
                 }
             }
@@ -794,15 +741,9 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
     }
     for (result, target) in results.iter_mut().zip(targets) {
         // Keep the ports in the order asked for.
-        result
-            .tcp
-            .sort_by_key(|(port, _)| target.ports.iter().position(|p| p == port));
+        result.tcp.sort_by_key(|(port, _)| target.ports.iter().position(|p| p == port));
     }
-    ProbeReport {
-        network: network.to_string(),
-        source,
-        results,
-    }
+    ProbeReport { network: network.to_string(), source, results }
 }
 
 /// Parses `ip -4 -o addr` and `ip -4 route`, separated by a `---` line.
@@ -823,11 +764,7 @@ pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
             && let Some((address, prefix)) = cidr.split_once('/')
             && let (Ok(address), Ok(prefix)) = (address.parse(), prefix.parse())
         {
-            info.addresses.push(HostAddress {
-                interface: interface.to_string(),
-                address,
-                prefix,
-            });
+            info.addresses.push(HostAddress { interface: interface.to_string(), address, prefix });
         }
     }
     info
@@ -858,20 +795,22 @@ impl Docker {
     /// Finds `docker` on PATH and checks that the engine answers; errors say what to install
     /// or start.
     pub fn connect() -> Result<Docker> {
-        let program = process::locate("docker", INSTALL_HINT)
-            .map_err(|e| ConnectError::Missing(e.to_string()))?;
+        let program = process::locate("docker", INSTALL_HINT).map_err(|e| ConnectError::Missing(e.to_string()))?;
         let docker = Docker::with_program(program);
         docker.check()?;
         Ok(docker)
     }
 
+    /// Finds `docker` on PATH without asking the engine anything (the first real call reports
+    /// an unreachable daemon in the same words as [`Docker::connect`]).
+    pub fn locate() -> Result<Docker> {
+        let program = process::locate("docker", INSTALL_HINT).map_err(|e| ConnectError::Missing(e.to_string()))?;
+        Ok(Docker::with_program(program))
+    }
+
     /// A client for a given `docker` program, without checking the engine.
     pub fn with_program(program: impl Into<PathBuf>) -> Docker {
-        Docker {
-            program: program.into(),
-            env: Vec::new(),
-            calls: Arc::new(AtomicUsize::new(0)),
-        }
+        Docker { program: program.into(), env: Vec::new(), calls: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Sets a variable for every `docker` process of this client (e.g. `DOCKER_HOST` for one
@@ -942,10 +881,7 @@ impl Docker {
 
     /// Every network, in one `docker network ls` call.
     pub fn list_networks(&self) -> Result<Vec<NetworkSummary>> {
-        let output = self.checked(
-            "network ls",
-            &["network", "ls", "--no-trunc", "--format", "{{json .}}"],
-        )?;
+        let output = self.checked("network ls", &["network", "ls", "--no-trunc", "--format", "{{json .}}"])?;
         parse_network_ls(&output.stdout)
     }
 
@@ -960,12 +896,7 @@ impl Docker {
         args.extend_from_slice(names);
         let output = self.run(&self.command(&args))?;
         if !output.success() {
-            let unexpected = output
-                .stderr
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .find(|l| !is_not_found(l));
+            let unexpected = output.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).find(|l| !is_not_found(l));
             if let Some(line) = unexpected {
                 return Err(self.failure("network inspect", line));
             }
@@ -990,18 +921,11 @@ impl Docker {
 
     /// Every IPv4 subnet in use by any network of the engine (for the allocator).
     pub fn used_subnets(&self) -> Result<Vec<Ipv4Net>> {
-        Ok(self
-            .inspect_all_networks()?
-            .into_iter()
-            .flat_map(|n| n.subnets)
-            .collect())
+        Ok(self.inspect_all_networks()?.into_iter().flat_map(|n| n.subnets).collect())
     }
 
     /// Creates a network and returns its ID.
-    pub fn create_network(
-        &self,
-        spec: &NetworkSpec,
-    ) -> std::result::Result<String, CreateNetworkError> {
+    pub fn create_network(&self, spec: &NetworkSpec) -> std::result::Result<String, CreateNetworkError> {
         self.create_with_subnet(spec, spec.subnet)
     }
 
@@ -1010,9 +934,7 @@ impl Docker {
         spec: &NetworkSpec,
         subnet: Option<Ipv4Net>,
     ) -> std::result::Result<String, CreateNetworkError> {
-        let output = self
-            .run(&self.command(spec.create_args(subnet)))
-            .map_err(CreateNetworkError::Failed)?;
+        let output = self.run(&self.command(spec.create_args(subnet))).map_err(CreateNetworkError::Failed)?;
         if output.success() {
             Ok(output.stdout.trim().to_string())
         } else {
@@ -1031,11 +953,37 @@ impl Docker {
         loop {
             let subnet = allocator.peek().map_err(CreateNetworkError::Failed)?;
             allocator.mark_taken(subnet);
-            match self.create_with_subnet(spec, Some(subnet)) {
-                Ok(id) => return Ok((id, subnet)),
+            let id = match self.create_with_subnet(spec, Some(subnet)) {
+                Ok(id) => id,
                 Err(CreateNetworkError::SubnetOverlaps { .. }) => continue,
                 Err(other) => return Err(other),
+            };
+            if spec.driver == "bridge" {
+                return Ok((id, subnet));
             }
+            // Swarm does not refuse overlapping subnets (nor does it compare overlay and
+            // bridge networks), so check afterwards: when an older network claims the block,
+            // give it up and take the next one. Both racers apply the same rule, so exactly
+            // one keeps the block.
+            let networks = self.inspect_all_networks().map_err(CreateNetworkError::Failed)?;
+            let ours = networks.iter().find(|n| n.id == id);
+            let loses = |other: &NetworkDetails| match ours {
+                Some(ours) => network_age_key(other) < network_age_key(ours),
+                None => false,
+            };
+            let older = networks
+                .iter()
+                .filter(|n| n.id != id && n.subnets.iter().any(|s| s.overlaps(&subnet)))
+                .any(|other| loses(other) || ours.is_none());
+            if !older {
+                return Ok((id, subnet));
+            }
+            for network in &networks {
+                for other in &network.subnets {
+                    allocator.mark_taken(*other);
+                }
+            }
+            self.remove_network(&id).map_err(CreateNetworkError::Failed)?;
         }
     }
 
@@ -1068,12 +1016,8 @@ impl Docker {
         if output.success() {
             return Ok(());
         }
-        let failures: Vec<&str> = output
-            .stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !is_not_found(l))
-            .collect();
+        let failures: Vec<&str> =
+            output.stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !is_not_found(l)).collect();
         match failures.first() {
             None => Ok(()),
             Some(first) => Err(self.failure("network rm", first)),
@@ -1110,13 +1054,7 @@ impl Docker {
     /// Runs `argv` in a running container. `env` values reach the process through the docker
     /// CLI's environment (`docker exec -e NAME`), never its argument list; `stdin`, if any, is
     /// fed to it. Secrets in `env` or `stdin` are masked in error messages.
-    pub fn exec(
-        &self,
-        container: &str,
-        argv: &[&str],
-        env: &[(&str, &str)],
-        stdin: Option<&[u8]>,
-    ) -> Result<String> {
+    pub fn exec(&self, container: &str, argv: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Result<String> {
         if argv.is_empty() {
             bail!("nothing to run in container {container}: the command is empty");
         }
@@ -1155,21 +1093,13 @@ impl Docker {
         if let Some(connect) = classify_connect_failure(&output.stderr) {
             return Err(connect.into());
         }
-        bail!(
-            "`{}` in container {container} failed (exit {}): {message}",
-            argv[0],
-            output.code
-        )
+        bail!("`{}` in container {container} failed (exit {}): {message}", argv[0], output.code)
     }
 
     /// Runs one throwaway probe container (`--rm`, no capabilities but NET_RAW for ping, never
     /// pulls) on `spec.network` and reports what it reached.
     pub fn run_probe(&self, spec: &ProbeSpec) -> Result<ProbeReport> {
-        let name = format!(
-            "agency-probe-{}-{}",
-            std::process::id(),
-            PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("agency-probe-{}-{}", std::process::id(), PROBE_COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut args: Vec<String> = [
             "run",
             "--rm",
@@ -1196,11 +1126,7 @@ impl Docker {
             args.push("--label".into());
             args.push(format!("{key}={value}"));
         }
-        args.extend(
-            ["--entrypoint", "/bin/sh", &spec.image, "-c"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
+        args.extend(["--entrypoint", "/bin/sh", &spec.image, "-c"].iter().map(|s| s.to_string()));
         args.push(probe_script(&spec.targets, spec.timeout_secs));
         let output = self.run(&self.command(args))?;
         if !output.success() {
@@ -1214,11 +1140,7 @@ impl Docker {
                 ),
             });
         }
-        Ok(parse_probe_output(
-            &spec.network,
-            &spec.targets,
-            &output.stdout,
-        ))
+        Ok(parse_probe_output(&spec.network, &spec.targets, &output.stdout))
     }
 
     /// Runs several probes, at most `parallel` at a time; results in the order of `specs`.
@@ -1227,26 +1149,17 @@ impl Docker {
         let mut results: Vec<Option<Result<ProbeReport>>> = specs.iter().map(|_| None).collect();
         for (chunk_index, chunk) in specs.chunks(parallel).enumerate() {
             let chunk_results: Vec<Result<ProbeReport>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|spec| scope.spawn(move || self.run_probe(spec)))
-                    .collect();
+                let handles: Vec<_> = chunk.iter().map(|spec| scope.spawn(move || self.run_probe(spec))).collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow!("a probe thread panicked")))
-                    })
+                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a probe thread panicked"))))
                     .collect()
             });
             for (offset, result) in chunk_results.into_iter().enumerate() {
                 results[chunk_index * parallel + offset] = Some(result);
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(anyhow!("probe did not run"))))
-            .collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow!("probe did not run")))).collect()
     }
 
     /// The engine host's own IPv4 addresses and default gateway, read by a throwaway container
@@ -1305,8 +1218,7 @@ pub fn find_static_busybox() -> Result<PathBuf> {
 /// Fails unless `path` is an ELF executable without a program interpreter (statically
 /// linked), which is what runs in a `FROM scratch` image.
 pub fn check_static_elf(path: &Path) -> Result<()> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
         bail!("{} is not an ELF executable", path.display());
     }
@@ -1356,17 +1268,13 @@ impl Docker {
         std::fs::write(context.path().join("Dockerfile"), BUSYBOX_DOCKERFILE)
             .context("could not write the Dockerfile")?;
         let dir = context.path().to_string_lossy().into_owned();
-        let output = self.checked(
-            &format!("build -t {tag}"),
-            &["build", "-q", "-t", tag, &dir],
-        )?;
+        let output = self.checked(&format!("build -t {tag}"), &["build", "-q", "-t", tag, &dir])?;
         Ok(output.stdout.trim().to_string())
     }
 
     /// True when the engine has an image of that name.
     pub fn image_exists(&self, image: &str) -> Result<bool> {
-        let output =
-            self.run(&self.command(["image", "inspect", "--format", "{{.Id}}", "--", image]))?;
+        let output = self.run(&self.command(["image", "inspect", "--format", "{{.Id}}", "--", image]))?;
         if output.success() {
             return Ok(true);
         }
@@ -1387,12 +1295,7 @@ mod tests {
             "Cannot connect to the Docker daemon at unix:///tmp/x.sock. Is the docker daemon running?\n",
         )
         .unwrap();
-        assert_eq!(
-            down,
-            ConnectError::DaemonDown {
-                endpoint: "unix:///tmp/x.sock".into()
-            }
-        );
+        assert_eq!(down, ConnectError::DaemonDown { endpoint: "unix:///tmp/x.sock".into() });
         assert!(down.to_string().contains("systemctl start docker"));
 
         let denied = classify_connect_failure(
@@ -1400,40 +1303,26 @@ mod tests {
              Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.50/version\": dial unix /var/run/docker.sock: connect: permission denied",
         )
         .unwrap();
-        assert_eq!(
-            denied,
-            ConnectError::PermissionDenied {
-                endpoint: "unix:///var/run/docker.sock".into()
-            }
-        );
+        assert_eq!(denied, ConnectError::PermissionDenied { endpoint: "unix:///var/run/docker.sock".into() });
         assert!(denied.to_string().contains("docker` group"));
 
         let old_denied = classify_connect_failure(
             "Got permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: ...",
         );
-        assert!(matches!(
-            old_denied,
-            Some(ConnectError::PermissionDenied { .. })
-        ));
+        assert!(matches!(old_denied, Some(ConnectError::PermissionDenied { .. })));
 
         let context = classify_connect_failure(
             "Failed to initialize: unable to resolve docker endpoint: context \"nope\": context not found: open ...",
         );
         assert!(matches!(context, Some(ConnectError::Other(_))));
 
-        assert_eq!(
-            classify_connect_failure("Error response from daemon: network x not found"),
-            None
-        );
+        assert_eq!(classify_connect_failure("Error response from daemon: network x not found"), None);
     }
 
     #[test]
     fn classifies_create_failures_from_real_messages() {
-        let taken = classify_create_failure(
-            "a",
-            None,
-            "Error response from daemon: network with name a already exists\n",
-        );
+        let taken =
+            classify_create_failure("a", None, "Error response from daemon: network with name a already exists\n");
         assert!(matches!(taken, CreateNetworkError::NameTaken { .. }));
         let subnet: Ipv4Net = "10.201.0.0/26".parse().unwrap();
         let overlap = classify_create_failure(
@@ -1441,9 +1330,7 @@ mod tests {
             Some(subnet),
             "Error response from daemon: Pool overlaps with other one on this address space\n",
         );
-        assert!(
-            matches!(overlap, CreateNetworkError::SubnetOverlaps { subnet: Some(s), .. } if s == subnet)
-        );
+        assert!(matches!(overlap, CreateNetworkError::SubnetOverlaps { subnet: Some(s), .. } if s == subnet));
         assert!(overlap.to_string().contains("10.201.0.0/26 overlaps"));
         let newer = classify_create_failure(
             "a",
@@ -1456,25 +1343,15 @@ mod tests {
             None,
             "Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network",
         );
-        assert!(
-            exhausted.to_string().contains("explicit subnet"),
-            "{exhausted}"
-        );
+        assert!(exhausted.to_string().contains("explicit subnet"), "{exhausted}");
         let swarm = classify_create_failure(
             "a",
             None,
             "Error response from daemon: This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
         );
         assert!(matches!(swarm, CreateNetworkError::SwarmRequired { .. }));
-        let other = classify_create_failure(
-            "a",
-            None,
-            "Error response from daemon: plugin \"x\" not found",
-        );
-        assert_eq!(
-            other.to_string(),
-            "could not create network a: plugin \"x\" not found"
-        );
+        let other = classify_create_failure("a", None, "Error response from daemon: plugin \"x\" not found");
+        assert_eq!(other.to_string(), "could not create network a: plugin \"x\" not found");
     }
 
     #[test]
@@ -1511,11 +1388,7 @@ mod tests {
         assert!(networks[0].attachable);
         assert_eq!(
             networks[0].containers,
-            vec![Endpoint {
-                container_id: "c1".into(),
-                name: "web".into(),
-                ipv4: Some(Ipv4Addr::new(10, 250, 0, 2))
-            }]
+            vec![Endpoint { container_id: "c1".into(), name: "web".into(), ipv4: Some(Ipv4Addr::new(10, 250, 0, 2)) }]
         );
         assert!(networks[1].internal);
         assert!(networks[1].labels.is_empty());
@@ -1538,24 +1411,14 @@ mod tests {
             r#"{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"agency.client=zz","Links":"N/A","Mountpoint":"/var/lib/docker/volumes/zz_vol/_data","Name":"zz_vol","Scope":"local","Size":"N/A","Status":"N/A"}"#,
         )
         .unwrap();
-        assert_eq!(
-            volumes[0].mountpoint,
-            "/var/lib/docker/volumes/zz_vol/_data"
-        );
-        assert_eq!(
-            volumes[0].labels.get("agency.client").map(String::as_str),
-            Some("zz")
-        );
+        assert_eq!(volumes[0].mountpoint, "/var/lib/docker/volumes/zz_vol/_data");
+        assert_eq!(volumes[0].labels.get("agency.client").map(String::as_str), Some("zz"));
     }
 
     #[test]
     fn create_args_put_the_name_last_after_a_separator() {
-        let spec = NetworkSpec {
-            internal: true,
-            attachable: true,
-            ..NetworkSpec::bridge("acme_database")
-        }
-        .label("agency.tier", "database");
+        let spec = NetworkSpec { internal: true, attachable: true, ..NetworkSpec::bridge("acme_database") }
+            .label("agency.tier", "database");
         let args = spec.create_args(Some("10.201.0.0/26".parse().unwrap()));
         assert_eq!(
             args.join(" "),
@@ -1566,21 +1429,11 @@ mod tests {
     #[test]
     fn probe_script_and_output() {
         let targets = vec![
-            ProbeTarget {
-                address: Ipv4Addr::new(10, 0, 0, 1),
-                icmp: true,
-                ports: vec![80, 22],
-            },
-            ProbeTarget {
-                address: Ipv4Addr::new(10, 0, 1, 2),
-                icmp: true,
-                ports: vec![],
-            },
+            ProbeTarget { address: Ipv4Addr::new(10, 0, 0, 1), icmp: true, ports: vec![80, 22] },
+            ProbeTarget { address: Ipv4Addr::new(10, 0, 1, 2), icmp: true, ports: vec![] },
         ];
         let script = probe_script(&targets, 2);
-        assert!(script.contains(
-            "icmp 10.0.0.1 &\ntcp 10.0.0.1 80 &\ntcp 10.0.0.1 22 &\nicmp 10.0.1.2 &\nwait\n"
-        ));
+        assert!(script.contains("icmp 10.0.0.1 &\ntcp 10.0.0.1 80 &\ntcp 10.0.0.1 22 &\nicmp 10.0.1.2 &\nwait\n"));
         let report = parse_probe_output(
             "a_database",
             &targets,
@@ -1588,10 +1441,7 @@ mod tests {
         );
         assert_eq!(report.source, vec![Ipv4Addr::new(10, 0, 0, 3)]);
         let gateway = report.result(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
-        assert_eq!(
-            gateway.tcp,
-            vec![(80, TcpOutcome::Refused), (22, TcpOutcome::Open)]
-        );
+        assert_eq!(gateway.tcp, vec![(80, TcpOutcome::Refused), (22, TcpOutcome::Open)]);
         assert!(gateway.reachable());
         assert_eq!(gateway.open_ports(), vec![22]);
         let other = report.result(Ipv4Addr::new(10, 0, 1, 2)).unwrap();
@@ -1612,11 +1462,7 @@ mod tests {
         assert_eq!(info.addresses.len(), 3);
         assert_eq!(
             info.addresses[1],
-            HostAddress {
-                interface: "eth0".into(),
-                address: Ipv4Addr::new(192, 0, 2, 2),
-                prefix: 24
-            }
+            HostAddress { interface: "eth0".into(), address: Ipv4Addr::new(192, 0, 2, 2), prefix: 24 }
         );
     }
 
@@ -1631,24 +1477,38 @@ mod tests {
     }
 
     #[test]
+    fn network_age_pads_fractions() {
+        let at = |created: &str, id: &str| NetworkDetails {
+            id: id.into(),
+            name: String::new(),
+            created: created.into(),
+            driver: String::new(),
+            scope: String::new(),
+            internal: false,
+            attachable: false,
+            ingress: false,
+            subnets: Vec::new(),
+            gateways: Vec::new(),
+            labels: BTreeMap::new(),
+            containers: Vec::new(),
+        };
+        let a = network_age_key(&at("2026-11-27T12:33:03.8Z", "b"));
+        let b = network_age_key(&at("2026-11-27T12:33:03.80000001Z", "a"));
+        assert!(a < b);
+        let c = network_age_key(&at("2026-11-27T12:33:03Z", "z"));
+        assert!(c < a);
+        assert!(network_age_key(&at("2026-11-27T12:33:03Z", "a")) < c);
+    }
+
+    #[test]
     fn static_elf_check() {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("script");
         std::fs::write(&text, "#!/bin/sh\n").unwrap();
-        assert!(
-            check_static_elf(&text)
-                .unwrap_err()
-                .to_string()
-                .contains("not an ELF")
-        );
+        assert!(check_static_elf(&text).unwrap_err().to_string().contains("not an ELF"));
         // The test binary itself is dynamically linked.
         let me = std::env::current_exe().unwrap();
-        assert!(
-            check_static_elf(&me)
-                .unwrap_err()
-                .to_string()
-                .contains("dynamically linked")
-        );
+        assert!(check_static_elf(&me).unwrap_err().to_string().contains("dynamically linked"));
     }
 
     #[test]

@@ -52,10 +52,7 @@ pub fn busybox_image(docker: &Docker) -> &'static str {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = BUILT.get_or_init(|| {
         let busybox = docker::find_static_busybox().map_err(|e| format!("{e:#}"))?;
-        docker
-            .build_busybox_image(TEST_IMAGE, &busybox)
-            .map(drop)
-            .map_err(|e| format!("{e:#}"))
+        docker.build_busybox_image(TEST_IMAGE, &busybox).map(drop).map_err(|e| format!("{e:#}"))
     });
     if let Err(error) = result {
         panic!("could not build the test image {TEST_IMAGE}: {error}");
@@ -67,25 +64,14 @@ pub fn busybox_image(docker: &Docker) -> &'static str {
 /// lowercase, valid as a client id.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}{:x}{:x}{}",
-        std::process::id(),
-        nanos % 0xffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}{:x}{:x}{}", std::process::id(), nanos % 0xffff, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A random-ish /N inside 10.224.0.0/11 for tests that need their own address range (the
 /// allocator copes with a collision anyway).
 pub fn scratch_pool(prefix: u8) -> String {
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0) as u64
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) as u64
         ^ (u64::from(std::process::id()) << 20);
     let span = 1u64 << (prefix - 11);
     let index = (seed.wrapping_mul(6364136223846793005) >> 20) % span;
@@ -129,16 +115,8 @@ impl Scratch {
     /// Runs `docker ARGS` (test plumbing: containers, connects) and panics with its stderr on
     /// failure.
     pub fn docker(&self, args: &[&str]) -> String {
-        let output = process::Command::new(self.docker.program())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.success(),
-            "docker {} failed: {}",
-            args.join(" "),
-            output.stderr
-        );
+        let output = process::Command::new(self.docker.program()).args(args).output().unwrap();
+        assert!(output.success(), "docker {} failed: {}", args.join(" "), output.stderr);
         output.stdout
     }
 
@@ -175,10 +153,7 @@ impl Scratch {
     /// The IPv4 address of `container` on `network`.
     pub fn address(&self, container: &str, network: &str) -> std::net::Ipv4Addr {
         let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-        self.docker(&["inspect", "--format", &template, container])
-            .trim()
-            .parse()
-            .unwrap()
+        self.docker(&["inspect", "--format", &template, container]).trim().parse().unwrap()
     }
 }
 
@@ -188,23 +163,17 @@ impl Drop for Scratch {
         let run = |args: Vec<String>| {
             let _ = process::Command::new(&program).args(args).output();
         };
-        let containers =
-            std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
+        let containers = std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
         if !containers.is_empty() {
             run([vec!["rm".to_string(), "-f".into(), "-v".into()], containers].concat());
         }
-        let networks =
-            std::mem::take(&mut *self.networks.lock().unwrap_or_else(|e| e.into_inner()));
+        let networks = std::mem::take(&mut *self.networks.lock().unwrap_or_else(|e| e.into_inner()));
         if !networks.is_empty() {
             run([vec!["network".to_string(), "rm".into()], networks].concat());
         }
         let volumes = std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|e| e.into_inner()));
         if !volumes.is_empty() {
-            run([
-                vec!["volume".to_string(), "rm".into(), "-f".into()],
-                volumes,
-            ]
-            .concat());
+            run([vec!["volume".to_string(), "rm".into(), "-f".into()], volumes].concat());
         }
     }
 }

@@ -1,0 +1,574 @@
+//! `docker::` — the Docker engine through the `docker` CLI. Reads run in dry runs too (so a
+//! plan is exact); every change goes through the effects layer. `DOCKER_HOST` and
+//! `DOCKER_CONTEXT` pass through, so one runner can drive a remote engine.
+//!
+//! | function | mutates | returns |
+//! |---|---|---|
+//! | `docker::version()` | no | the engine's version; fails with what to install or start |
+//! | `docker::networks()` | no | every network: maps of `id name driver scope internal labels` (one `network ls`) |
+//! | `docker::network(name)` | no | `name id driver internal attachable subnets gateways labels containers`, or `()` |
+//! | `docker::containers()` | no | every container: `id name image state labels networks` (one `ps -a`) |
+//! | `docker::attached(network)` | no | names of the containers (running or not) attached to it |
+//! | `docker::volumes(label)` | no | volumes with that label (`key` or `key=value`; `""` for all): `name driver labels mountpoint` |
+//! | `docker::snapshot()` | no | a `DockerSnapshot` of all networks and containers (three docker calls, any number of clients) |
+//! | `docker::network_check(snap, id, env)` | no | the `networks` check of a client (`env`: its client.env map) |
+//! | `docker::cross_tenant_check(snap, id)` | no | the `cross_tenant` check of a client |
+//! | `docker::pool_usage(snap)` | no | `#{ pool, prefix, used, total }` of `AGENCY_SUBNET_POOL` |
+//! | `docker::probe(snap, [ids], options)` | no¹ | map id → `probe` check; options `image ports beyond timeout` |
+//! | `docker::calls()` | no | docker processes started so far in this run |
+//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
+//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
+//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
+//! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
+//! | `docker::exec(container, argv, stdin)` | yes | stdout of `argv` run in the container, `stdin` fed to it (the place for passwords) |
+//!
+//! ¹ a probe starts and removes throwaway containers; dry runs skip it.
+
+use std::{cell::RefCell, collections::BTreeMap, net::Ipv4Addr, rc::Rc};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rhai::{Array, Dynamic, INT, Map, Module};
+
+use super::{Host, ScriptResult, script_error};
+use crate::{
+    check::{Check, Status},
+    drivers::docker::{
+        self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, NetworkDetails, NetworkSpec, NetworkSummary,
+    },
+    effects::Outcome,
+    isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
+    layout::ClientLayout,
+    subnet::{Allocator, Ipv4Net, Pool},
+};
+
+/// The image `PROBE=1` uses unless `PROBE_IMAGE` names another; built on first use from the
+/// host's static busybox (`apt-get install busybox-static`).
+pub const DEFAULT_PROBE_IMAGE: &str = "agency-probe-busybox:latest";
+
+/// A snapshot handed to scripts (cheap to copy).
+#[derive(Clone)]
+pub struct DockerSnapshot(pub Rc<Snapshot>);
+
+/// The engine client, found on first use, and what this run learned that never changes.
+#[derive(Default)]
+struct DockerState {
+    docker: RefCell<Option<Docker>>,
+    host_info: RefCell<Option<HostNetInfo>>,
+    images_ready: RefCell<Vec<String>>,
+}
+
+impl DockerState {
+    fn docker(&self) -> Result<Docker> {
+        let mut slot = self.docker.borrow_mut();
+        if let Some(docker) = slot.as_ref() {
+            return Ok(docker.clone());
+        }
+        let docker = Docker::locate()?;
+        *slot = Some(docker.clone());
+        Ok(docker)
+    }
+}
+
+fn map_of(entries: &BTreeMap<String, String>) -> Map {
+    entries.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect()
+}
+
+fn strings(items: impl IntoIterator<Item = String>) -> Array {
+    items.into_iter().map(Dynamic::from).collect()
+}
+
+fn summary_map(network: &NetworkSummary) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), network.id.clone().into());
+    map.insert("name".into(), network.name.clone().into());
+    map.insert("driver".into(), network.driver.clone().into());
+    map.insert("scope".into(), network.scope.clone().into());
+    map.insert("internal".into(), network.internal.into());
+    map.insert("labels".into(), map_of(&network.labels).into());
+    map
+}
+
+fn details_map(network: &NetworkDetails) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), network.id.clone().into());
+    map.insert("name".into(), network.name.clone().into());
+    map.insert("driver".into(), network.driver.clone().into());
+    map.insert("scope".into(), network.scope.clone().into());
+    map.insert("internal".into(), network.internal.into());
+    map.insert("attachable".into(), network.attachable.into());
+    map.insert("subnets".into(), strings(network.subnets.iter().map(ToString::to_string)).into());
+    map.insert("gateways".into(), strings(network.gateways.iter().map(ToString::to_string)).into());
+    map.insert("labels".into(), map_of(&network.labels).into());
+    map.insert("containers".into(), strings(network.containers.iter().map(|c| c.name.clone())).into());
+    map
+}
+
+fn container_map(container: &ContainerSummary) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), container.id.clone().into());
+    map.insert("name".into(), container.name.clone().into());
+    map.insert("image".into(), container.image.clone().into());
+    map.insert("state".into(), container.state.clone().into());
+    map.insert("labels".into(), map_of(&container.labels).into());
+    map.insert("networks".into(), strings(container.networks.clone()).into());
+    map
+}
+
+/// A script's client.env map as strings.
+fn env_of(env: &Map) -> BTreeMap<String, String> {
+    env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub fn check_dynamic(check: &Check) -> ScriptResult<Dynamic> {
+    rhai::serde::to_dynamic(check)
+}
+
+fn pool(host: &Host) -> Result<Pool> {
+    Pool::from_settings(Some(host.settings.get("AGENCY_SUBNET_POOL")), Some(host.settings.get("AGENCY_SUBNET_PREFIX")))
+}
+
+/// Creates `expected` with `preferred` if that block is free, else with the next free block
+/// of the pool; Docker's overlap answer (another runner was faster) moves on to the next.
+fn create_in_pool(
+    docker: &Docker,
+    expected: &Expected,
+    preferred: Option<Ipv4Net>,
+    allocator: &mut Allocator,
+) -> Result<Ipv4Net> {
+    if let Some(subnet) = preferred.filter(|s| allocator.is_free(s)) {
+        allocator.mark_taken(subnet);
+        match docker.create_network(&expected.spec(Some(subnet))) {
+            Ok(_) => return Ok(subnet),
+            Err(CreateNetworkError::SubnetOverlaps { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    docker.create_network_in_pool(&expected.spec(None), allocator).map(|(_, subnet)| subnet).map_err(Into::into)
+}
+
+/// The block a network to be created would get (for plans), marked taken.
+fn planned_subnet(expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let subnet = match expected.subnet.filter(|s| allocator.is_free(s)) {
+        Some(subnet) => subnet,
+        None => allocator.peek()?,
+    };
+    allocator.mark_taken(subnet);
+    Ok(subnet)
+}
+
+/// Creates one missing network through the effects layer; returns the subnet it got (the
+/// planned one in a dry run).
+fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let mut probe_allocator = allocator.clone();
+    let planned = planned_subnet(expected, &mut probe_allocator)?;
+    let mut actual = planned;
+    host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
+        actual = create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator)?;
+        Ok(())
+    })?;
+    if host.effects.dry_run() {
+        *allocator = probe_allocator;
+    } else if actual != planned {
+        host.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
+    }
+    Ok(actual)
+}
+
+fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Result<Map> {
+    ClientLayout::new(&host.roots, id)?;
+    let recorded = env_of(env);
+    let setting = host.settings.get("NETWORK_DRIVER");
+    let driver = if setting.is_empty() { isolation::client_driver(&recorded, "") } else { setting.to_string() };
+    isolation::check_driver(&driver)?;
+    let docker = state.docker()?;
+    let expected = isolation::expected_networks(id, &driver, &recorded);
+    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+    let existing = docker.inspect_networks(&names)?;
+    let mut allocator: Option<Allocator> = None;
+    let mut problems = Vec::new();
+    let mut subnets = Map::new();
+    let mut networks = Map::new();
+    for expected in &expected {
+        networks.insert(expected.tier.name.into(), expected.name.clone().into());
+        let actual = existing.iter().find(|n| n.name == expected.name);
+        let subnet = match isolation::assess(expected, actual) {
+            State::Ok => {
+                let network = actual.expect("ok implies a network");
+                let subnet = network.subnets.first().copied();
+                host.effects.unchanged("network", &expected.name, &expected.describe(subnet));
+                subnet
+            }
+            State::Foreign => {
+                let labels = actual
+                    .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "a Docker network named {} already exists and is not {id}'s (labels: {}); rename or remove it, \
+                     or choose another CLIENT_ID",
+                    expected.name,
+                    if labels.is_empty() { "none".to_string() } else { labels }
+                ));
+                None
+            }
+            State::Drift(drift) => {
+                problems.push(format!(
+                    "network {} {} (drift); `agency multi-tenancy-status CLIENT_ID={id} FIX=1` recreates it when no \
+                     container is attached",
+                    expected.name,
+                    drift.join(", ")
+                ));
+                actual.and_then(|n| n.subnets.first().copied())
+            }
+            State::Missing => {
+                if allocator.is_none() {
+                    allocator = Some(Allocator::new(pool(host)?, docker.used_subnets()?));
+                }
+                let allocator = allocator.as_mut().expect("just set");
+                Some(create_effect(host, &docker, expected, allocator)?)
+            }
+        };
+        if let Some(subnet) = subnet {
+            subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    let mut result = Map::new();
+    result.insert("driver".into(), driver.into());
+    result.insert("networks".into(), networks.into());
+    result.insert("subnets".into(), subnets.into());
+    Ok(result)
+}
+
+fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &str, env: &Map) -> Result<Map> {
+    ClientLayout::new(&host.roots, id)?;
+    let recorded = env_of(env);
+    let driver = isolation::client_driver(&recorded, host.settings.get("NETWORK_DRIVER"));
+    isolation::check_driver(&driver)?;
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded);
+    let mut messages = Vec::new();
+    let mut subnets = Map::new();
+    let mut changed = false;
+    if repairs.is_empty() {
+        return Ok(Map::from_iter([
+            ("repairs".into(), Array::new().into()),
+            ("subnets".into(), subnets.into()),
+            ("changed".into(), false.into()),
+        ]));
+    }
+    let docker = state.docker()?;
+    let mut allocator = Allocator::new(pool(host)?, snapshot.used_subnets());
+    let would = if host.effects.dry_run() { "would " } else { "" };
+    for repair in repairs {
+        match repair {
+            Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
+            Repair::Create(expected) => {
+                let subnet = create_effect(host, &docker, &expected, &mut allocator)?;
+                messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
+                subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+                changed = true;
+            }
+            Repair::Recreate { expected, id: network_id, subnet } => {
+                let old = snapshot.network(&expected.name).cloned();
+                let planned = match subnet {
+                    Some(subnet) => subnet,
+                    None => allocator.peek()?,
+                };
+                let mut actual = planned;
+                host.effects.apply(
+                    "network",
+                    &expected.name,
+                    &format!("recreated: removed {network_id}, created {}", expected.describe(Some(planned))),
+                    Outcome::Updated,
+                    || {
+                        docker.remove_network(&network_id)?;
+                        // Its own old subnet is free again.
+                        let mut free = Allocator::new(
+                            *allocator.pool(),
+                            allocator.taken().iter().copied().filter(|t| Some(*t) != subnet),
+                        );
+                        actual = create_in_pool(&docker, &expected, subnet, &mut free)?;
+                        allocator = free;
+                        Ok(())
+                    },
+                )?;
+                let was = old
+                    .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
+                    .unwrap_or_default();
+                messages.push(format!(
+                    "{would}recreate {} as {} (was: {was})",
+                    expected.name,
+                    expected.describe(Some(actual))
+                ));
+                subnets.insert(expected.tier.name.into(), actual.to_string().into());
+                changed = true;
+            }
+        }
+    }
+    Ok(Map::from_iter([
+        ("repairs".into(), strings(messages).into()),
+        ("subnets".into(), subnets.into()),
+        ("changed".into(), changed.into()),
+    ]))
+}
+
+fn probe_settings(options: &Map) -> Result<ProbeSettings> {
+    let get = |key: &str| options.get(key).map(|v| v.to_string()).filter(|v| !v.is_empty());
+    let image = get("image").unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_string());
+    let ports = isolation::parse_ports(&get("ports").unwrap_or_else(|| "22,53,80,443".to_string()))?;
+    let beyond = get("beyond")
+        .unwrap_or_else(|| "1.1.1.1".to_string())
+        .split([',', ' '])
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse::<Ipv4Addr>().map_err(|_| anyhow!("PROBE_BEYOND: {a:?} is not an IPv4 address")))
+        .collect::<Result<Vec<_>>>()?;
+    let timeout = match get("timeout") {
+        Some(t) => t.parse::<u32>().map_err(|_| anyhow!("probe timeout {t:?} is not a number of seconds"))?,
+        None => 2,
+    };
+    Ok(ProbeSettings { image, ports, beyond, timeout_secs: timeout.clamp(1, 30), max_tenant_targets: 32 })
+}
+
+fn ensure_probe_image(host: &Host, state: &DockerState, docker: &Docker, image: &str) -> Result<()> {
+    if state.images_ready.borrow().iter().any(|i| i == image) {
+        return Ok(());
+    }
+    if !docker.image_exists(image)? {
+        if image != DEFAULT_PROBE_IMAGE {
+            bail!(
+                "the probe image {image} is not on the engine; pull or build it (it needs busybox's sh, ping, nc, \
+                 timeout and ip), or leave PROBE_IMAGE unset to have {DEFAULT_PROBE_IMAGE} built from busybox-static"
+            );
+        }
+        let busybox = docker::find_static_busybox().context("PROBE=1 builds its probe image from a static busybox")?;
+        host.effects.apply(
+            "image build",
+            image,
+            &format!("FROM scratch + {}", busybox.display()),
+            Outcome::Created,
+            || docker.build_busybox_image(image, &busybox),
+        )?;
+    }
+    state.images_ready.borrow_mut().push(image.to_string());
+    Ok(())
+}
+
+fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], options: &Map) -> Result<Map> {
+    let mut result = Map::new();
+    if host.effects.dry_run() {
+        for id in ids {
+            let check = Check::new("probe", Status::Skip, "not probed in a dry run (a probe starts containers)");
+            result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+        }
+        return Ok(result);
+    }
+    let settings = probe_settings(options)?;
+    let docker = state.docker()?;
+    ensure_probe_image(host, state, &docker, &settings.image)?;
+    if state.host_info.borrow().is_none() {
+        let info = docker.host_net_info(&settings.image)?;
+        *state.host_info.borrow_mut() = Some(info);
+    }
+    let host_info = state.host_info.borrow().clone().unwrap_or_default();
+    let plans: Vec<Vec<isolation::ProbePlan>> =
+        ids.iter().map(|id| isolation::plan_probes(snapshot, id, &host_info, &settings)).collect();
+    let specs: Vec<docker::ProbeSpec> = plans.iter().flatten().map(|p| p.spec.clone()).collect();
+    host.output.begin("probe", &format!("{} network(s)", specs.len()));
+    let mut reports = docker.run_probes(&specs, 8).into_iter();
+    for (id, plans) in ids.iter().zip(&plans) {
+        let answers: Vec<_> = reports.by_ref().take(plans.len()).collect();
+        let check = isolation::probe_check(plans, &answers);
+        result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+    }
+    Ok(result)
+}
+
+fn network_spec(spec: &Map) -> Result<NetworkSpec> {
+    let get = |key: &str| spec.get(key).map(|v| v.to_string());
+    let flag = |key: &str| spec.get(key).and_then(|v| v.as_bool().ok()).unwrap_or(false);
+    let name = get("name").filter(|n| !n.is_empty()).ok_or_else(|| anyhow!("network_create needs a name"))?;
+    let labels = match spec.get("labels") {
+        Some(value) => value
+            .read_lock::<Map>()
+            .ok_or_else(|| anyhow!("labels of {name} must be a map"))?
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let subnet = match get("subnet").filter(|s| !s.is_empty()) {
+        Some(text) => Some(text.parse::<Ipv4Net>()?),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        name,
+        driver: get("driver").filter(|d| !d.is_empty()).unwrap_or_else(|| "bridge".into()),
+        internal: flag("internal"),
+        attachable: flag("attachable"),
+        labels,
+        subnet,
+    })
+}
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+    let state = Rc::new(DockerState::default());
+
+    let s = state.clone();
+    module.set_native_fn("version", move || -> ScriptResult<String> {
+        s.docker().and_then(|d| d.server_version()).map_err(script_error)
+    });
+
+    let s = state.clone();
+    module.set_native_fn("networks", move || -> ScriptResult<Array> {
+        let networks = s.docker().and_then(|d| d.list_networks()).map_err(script_error)?;
+        Ok(networks.iter().map(|n| summary_map(n).into()).collect())
+    });
+
+    let s = state.clone();
+    module.set_native_fn("network", move |name: &str| -> ScriptResult<Dynamic> {
+        let found = s.docker().and_then(|d| d.inspect_networks(&[name])).map_err(script_error)?;
+        Ok(found.first().map_or(Dynamic::UNIT, |n| details_map(n).into()))
+    });
+
+    let s = state.clone();
+    module.set_native_fn("containers", move || -> ScriptResult<Array> {
+        let containers = s.docker().and_then(|d| d.list_containers()).map_err(script_error)?;
+        Ok(containers.iter().map(|c| container_map(c).into()).collect())
+    });
+
+    let s = state.clone();
+    module.set_native_fn("attached", move |network: &str| -> ScriptResult<Array> {
+        let containers = s.docker().and_then(|d| d.list_containers()).map_err(script_error)?;
+        Ok(strings(containers.into_iter().filter(|c| c.networks.iter().any(|n| n == network)).map(|c| c.name)))
+    });
+
+    let s = state.clone();
+    module.set_native_fn("volumes", move |label: &str| -> ScriptResult<Array> {
+        let filter = (!label.is_empty()).then_some(label);
+        let volumes = s.docker().and_then(|d| d.list_volumes(filter)).map_err(script_error)?;
+        Ok(volumes
+            .iter()
+            .map(|v| {
+                let mut map = Map::new();
+                map.insert("name".into(), v.name.clone().into());
+                map.insert("driver".into(), v.driver.clone().into());
+                map.insert("labels".into(), map_of(&v.labels).into());
+                map.insert("mountpoint".into(), v.mountpoint.clone().into());
+                map.into()
+            })
+            .collect())
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("snapshot", move || -> ScriptResult<DockerSnapshot> {
+        let docker = s.docker().map_err(script_error)?;
+        let networks = docker.inspect_all_networks().map_err(script_error)?;
+        let containers = docker.list_containers().map_err(script_error)?;
+        Ok(DockerSnapshot(Rc::new(Snapshot::new(networks, containers, &h.roots.client_ids()))))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("network_check", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Dynamic> {
+        let recorded = env_of(&env);
+        let driver = isolation::client_driver(&recorded, h.settings.get("NETWORK_DRIVER"));
+        check_dynamic(&snap.0.network_check(id, &driver, &recorded))
+    });
+
+    module.set_native_fn("cross_tenant_check", move |snap: DockerSnapshot, id: &str| -> ScriptResult<Dynamic> {
+        check_dynamic(&snap.0.cross_tenant_check(id))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("pool_usage", move |snap: DockerSnapshot| -> ScriptResult<Map> {
+        let pool = pool(&h).map_err(script_error)?;
+        let usage = snap.0.pool_usage(&pool);
+        Ok(Map::from_iter([
+            ("pool".into(), pool.net().to_string().into()),
+            ("prefix".into(), (pool.block_prefix() as INT).into()),
+            ("used".into(), (usage.used as INT).into()),
+            ("total".into(), (usage.total as INT).into()),
+        ]))
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("probe", move |snap: DockerSnapshot, ids: Array, options: Map| -> ScriptResult<Map> {
+        let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+        probe(&h, &s, &snap.0, &ids, &options).map_err(script_error)
+    });
+
+    let s = state.clone();
+    module.set_native_fn("calls", move || -> ScriptResult<INT> {
+        Ok(s.docker.borrow().as_ref().map_or(0, |d| d.calls() as INT))
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("ensure_networks", move |id: &str, env: Map| -> ScriptResult<Map> {
+        ensure_networks(&h, &s, id, &env).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("repair_networks", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Map> {
+        repair_networks(&h, &s, &snap.0, id, &env).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_create", move |spec: Map| -> ScriptResult<String> {
+        let spec = network_spec(&spec).map_err(script_error)?;
+        let docker = s.docker().map_err(script_error)?;
+        let exists = !docker.inspect_networks(&[&spec.name]).map_err(script_error)?.is_empty();
+        let needed = if exists { Outcome::Unchanged } else { Outcome::Created };
+        let detail = format!(
+            "{}{}{}{}",
+            spec.driver,
+            if spec.internal { ", internal" } else { "" },
+            if spec.attachable { ", attachable" } else { "" },
+            spec.subnet.map(|s| format!(", subnet {s}")).unwrap_or_default()
+        );
+        h.effects
+            .apply("network", &spec.name, &detail, needed, || docker.create_network(&spec).map_err(Into::into))
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_remove", move |name: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        let found = docker.inspect_networks(&[name]).map_err(script_error)?;
+        let Some(network) = found.first() else {
+            h.effects.unchanged("network", name, "absent");
+            return Ok(Outcome::Unchanged.as_str().into());
+        };
+        let id = network.id.clone();
+        h.effects
+            .apply("network", name, &format!("id {id}"), Outcome::Removed, || {
+                docker.remove_network(&id)?;
+                Ok(())
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("exec", move |container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let docker = s.docker().map_err(script_error)?;
+        let detail = format!(
+            "{}{}",
+            argv.join(" "),
+            if stdin.is_empty() { String::new() } else { format!(" <stdin {} bytes>", stdin.len()) }
+        );
+        let mut out = String::new();
+        h.effects
+            .apply("docker exec", container, &detail, Outcome::Updated, || {
+                out = docker.exec(container, &args, &[], (!stdin.is_empty()).then_some(stdin.as_bytes()))?;
+                Ok(())
+            })
+            .map_err(script_error)?;
+        Ok(out)
+    });
+
+    module
+}
