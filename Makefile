@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client setup-log-segmentation
+AGENCY_TASKS := create-client setup-log-segmentation setup-roles
 
 -include dev.mk
 
@@ -14,5 +14,9 @@ create-client:
 
 .PHONY: setup-log-segmentation
 setup-log-segmentation:
+	+@$(AGENCY) $@
+
+.PHONY: setup-roles
+setup-roles:
 	+@$(AGENCY) $@
 

@@ -96,6 +96,13 @@ pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
                         None => bail!("line {line}: dangling backslash in the value of {key}"),
                     }
                 }
+                '\r' => {
+                    // A CR outside quotes is only a Windows line ending; inside quotes it is data.
+                    chars.next();
+                    if !matches!(chars.peek(), None | Some('\n')) {
+                        value.push('\r');
+                    }
+                }
                 '"' | '$' | '`' => bail!("line {line}: the value of {key} must be single-quoted"),
                 _ => {
                     value.push(c);
@@ -103,7 +110,7 @@ pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
                 }
             }
         }
-        entries.insert(key, value.trim_end_matches('\r').to_string());
+        entries.insert(key, value);
     }
 }
 
@@ -113,8 +120,19 @@ mod tests {
 
     #[test]
     fn round_trips_hostile_values() {
-        let values =
-            ["plain", "it's", "'''", "$(id) `id` $HOME", "a\nb\n", "back\\slash", "", " spaced ", "ünï\u{202e}"];
+        let values = [
+            "\r",
+            "a\r\n",
+            "plain",
+            "it's",
+            "'''",
+            "$(id) `id` $HOME",
+            "a\nb\n",
+            "back\\slash",
+            "",
+            " spaced ",
+            "ünï\u{202e}",
+        ];
         for value in values {
             let text = render([("KEY", value)]).unwrap();
             let parsed = parse(&text).unwrap();
