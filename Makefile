@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client setup-log-segmentation setup-roles
+AGENCY_TASKS := create-client multi-tenancy-status setup-log-segmentation setup-roles
 
 -include dev.mk
 
@@ -10,6 +10,10 @@ AGENCY ?= agency
 
 .PHONY: create-client
 create-client:
+	+@$(AGENCY) $@
+
+.PHONY: multi-tenancy-status
+multi-tenancy-status:
 	+@$(AGENCY) $@
 
 .PHONY: setup-log-segmentation

@@ -138,7 +138,7 @@ fn a_full_pool_is_a_clear_error() {
         assert!(created <= 2, "a /27 pool gave more than two /28 blocks");
     };
     let message = error.to_string();
-    assert!(message.contains(&format!("the subnet pool {} is full", pool.net())), "{message}");
+    assert!(message.contains(&format!("the subnet pool {} has no free /28 block left", pool.net())), "{message}");
     assert!(message.contains("AGENCY_SUBNET_POOL"), "{message}");
 }
 

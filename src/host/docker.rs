@@ -163,7 +163,19 @@ fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &
     let planned = planned_subnet(expected, &mut probe_allocator)?;
     let mut actual = planned;
     host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
-        actual = create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator)?;
+        actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
+            Ok(subnet) => subnet,
+            // Another run (another root, or a site without the client lock) made it meanwhile:
+            // fine if it is what this run would have made.
+            Err(error) if matches!(error.downcast_ref(), Some(CreateNetworkError::NameTaken { .. })) => {
+                let found = docker.inspect_networks(&[&expected.name])?;
+                match (isolation::assess(expected, found.first()), found.first()) {
+                    (State::Ok, Some(network)) => network.subnets.first().copied().unwrap_or(planned),
+                    _ => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        };
         Ok(())
     })?;
     if host.effects.dry_run() {

@@ -177,3 +177,62 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// The four network names of a client.
+pub fn client_networks(id: &str) -> [String; 4] {
+    ["frontend", "backend", "database", "network"].map(|tier| format!("{id}_{tier}"))
+}
+
+impl Scratch {
+    /// Registers a client's four networks (and nothing else) for removal.
+    pub fn client(&self, id: &str) -> String {
+        for name in client_networks(id) {
+            self.network(&name);
+        }
+        id.to_string()
+    }
+}
+
+/// A client's report in a status `--json` document.
+pub fn report<'a>(json: &'a serde_json::Value, client: &str) -> &'a serde_json::Value {
+    json["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["task"] == "multi-tenancy-status"))
+        .and_then(|task| task["result"]["clients"].as_array())
+        .and_then(|clients| clients.iter().find(|c| c["client"] == client))
+        .unwrap_or_else(|| panic!("no report for {client} in {json:#}"))
+}
+
+/// One named check of a client report.
+pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+/// Names of the checks of a report that have `status`.
+pub fn checks_with(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .map(|checks| {
+            checks.iter().filter(|c| c["status"] == status).map(|c| c["name"].as_str().unwrap().to_string()).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many docker processes a status run reported starting.
+pub fn docker_calls(json: &serde_json::Value) -> i64 {
+    json["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["task"] == "multi-tenancy-status"))
+        .and_then(|task| task["result"]["docker_calls"].as_i64())
+        .unwrap_or_else(|| panic!("no docker_calls in {json:#}"))
+}
+
+impl Scratch {
+    /// Runs `docker ARGS`; true when it exits 0 (for probing from the test itself).
+    pub fn docker_status(&self, args: &[&str]) -> bool {
+        process::Command::new(self.docker.program()).args(args).output().unwrap().success()
+    }
+}
