@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::{
     check::{Check, Status},
     drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, ProbeReport, ProbeSpec,
-        ProbeTarget,
+        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
+        ProbeReport, ProbeSpec, ProbeTarget,
     },
     subnet::{Ipv4Net, Pool, PoolUsage},
 };
@@ -185,11 +185,20 @@ pub fn assess(expected: &Expected, actual: Option<&NetworkDetails>) -> State {
     if problems.is_empty() { State::Ok } else { State::Drift(problems) }
 }
 
-/// Every network and container of the engine, indexed for per-client questions.
+/// Every network and container of the engine, indexed for per-client questions. A light
+/// snapshot comes from `network ls` (names, labels, driver, internal) and `ps -a` alone: two
+/// docker calls whatever the number of networks. Inspecting costs the engine ≈2.5 ms per
+/// network (measured), so only a detailed snapshot (`INSPECT=1`, `PROBE=1`) has every
+/// network's subnets, gateways and endpoints; a light one has them only for the networks in
+/// `inspected` (overlay networks of clients, whose `attachable` flag `ls` does not show).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub networks: Vec<NetworkDetails>,
     pub containers: Vec<ContainerSummary>,
+    /// True when every network was inspected.
+    pub detailed: bool,
+    /// Networks with full details in a light snapshot.
+    inspected: BTreeSet<String>,
     by_name: HashMap<String, usize>,
     containers_by_network: HashMap<String, Vec<usize>>,
     /// Network name → (client, tier), from labels or from the `<client>_<tier>` name of a known client.
@@ -227,7 +236,51 @@ impl Snapshot {
                 containers_by_network.entry(network.clone()).or_default().push(index);
             }
         }
-        Self { networks, containers, by_name, containers_by_network, owners, client_networks }
+        let inspected = networks.iter().map(|n| n.name.clone()).collect();
+        Self {
+            networks,
+            containers,
+            detailed: true,
+            inspected,
+            by_name,
+            containers_by_network,
+            owners,
+            client_networks,
+        }
+    }
+
+    /// A light snapshot from `network ls` output, with the details of the networks in
+    /// `inspected` (a subset) merged in.
+    pub fn from_list(
+        listed: Vec<NetworkSummary>,
+        inspected: Vec<NetworkDetails>,
+        containers: Vec<ContainerSummary>,
+        known_clients: &[String],
+    ) -> Self {
+        let names: BTreeSet<String> = inspected.iter().map(|n| n.name.clone()).collect();
+        let mut networks: Vec<NetworkDetails> =
+            listed.into_iter().filter(|n| !names.contains(&n.name)).map(details_from_summary).collect();
+        networks.extend(inspected);
+        let mut snapshot = Self::new(networks, containers, known_clients);
+        snapshot.detailed = false;
+        snapshot.inspected = names;
+        snapshot
+    }
+
+    /// Names of the overlay networks that belong to clients (for [`Snapshot::from_list`]).
+    pub fn client_overlays(listed: &[NetworkSummary], known_clients: &[String]) -> Vec<String> {
+        let light = Self::new(listed.iter().cloned().map(details_from_summary).collect(), Vec::new(), known_clients);
+        light
+            .networks
+            .iter()
+            .filter(|n| n.driver == "overlay" && light.owner(&n.name).is_some())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// True when this network's subnets, gateways and endpoints are known.
+    pub fn is_inspected(&self, network: &str) -> bool {
+        self.inspected.contains(network)
     }
 
     pub fn network(&self, name: &str) -> Option<&NetworkDetails> {
@@ -291,16 +344,18 @@ impl Snapshot {
                     }
                 }
             }
-            let actual_subnets: Vec<String> =
-                actual.map(|n| n.subnets.iter().map(ToString::to_string).collect()).unwrap_or_default();
+            let inspected = self.is_inspected(&expected.name);
+            let actual_subnets: Option<Vec<String>> =
+                actual.filter(|_| inspected).map(|n| n.subnets.iter().map(ToString::to_string).collect());
             if let (Some(network), Some(recorded_subnet)) = (actual, expected.subnet)
+                && inspected
                 && state != State::Foreign
                 && !network.subnets.contains(&recorded_subnet)
             {
                 notes.push(format!(
                     "{} has subnet {} but client.env records {recorded_subnet}",
                     expected.name,
-                    actual_subnets.join(",")
+                    actual_subnets.clone().unwrap_or_default().join(",")
                 ));
             }
             if let Some(text) = recorded.get(expected.tier.env_subnet)
@@ -321,7 +376,7 @@ impl Snapshot {
                 "id": actual.map(|n| n.id.clone()),
                 "driver": actual.map(|n| n.driver.clone()),
                 "internal": actual.map(|n| n.internal),
-                "attachable": actual.map(|n| n.attachable),
+                "attachable": actual.filter(|_| inspected).map(|n| n.attachable),
                 "subnets": actual_subnets,
                 "recorded_subnet": expected.subnet.map(|s| s.to_string()),
                 "labels": actual.map(|n| n.labels.clone()),
@@ -476,6 +531,25 @@ impl Snapshot {
             }
         }
         targets
+    }
+}
+
+/// What `network ls` says about a network, in the shape of an inspected one (no subnets,
+/// gateways or endpoints; `attachable` unknown, taken as false).
+fn details_from_summary(summary: NetworkSummary) -> NetworkDetails {
+    NetworkDetails {
+        id: summary.id,
+        name: summary.name,
+        created: String::new(),
+        driver: summary.driver,
+        scope: summary.scope,
+        internal: summary.internal,
+        attachable: false,
+        ingress: false,
+        subnets: Vec::new(),
+        gateways: Vec::new(),
+        labels: summary.labels,
+        containers: Vec::new(),
     }
 }
 
@@ -652,6 +726,9 @@ pub fn probe_check(plans: &[ProbePlan], reports: &[anyhow::Result<ProbeReport>])
     let mut warnings = Vec::new();
     let mut evidence = Vec::new();
     let mut tenants_probed = 0usize;
+    let mut reaching_host: Vec<(String, bool)> = Vec::new();
+    let mut host_addresses: Vec<Ipv4Addr> = Vec::new();
+    let mut open_ports: BTreeMap<u16, Vec<Ipv4Addr>> = BTreeMap::new();
     for (plan, report) in plans.iter().zip(reports) {
         let report = match report {
             Ok(report) => report,
@@ -689,26 +766,22 @@ pub fn probe_check(plans: &[ProbePlan], reports: &[anyhow::Result<ProbeReport>])
                         "open_ports": r.map(|r| r.open_ports()).unwrap_or_default() })
             })
             .collect();
-        let reached_host: Vec<String> = plan
-            .host
-            .iter()
-            .filter_map(|(address, _)| {
-                let r = result(*address)?;
-                r.reachable().then(|| {
-                    let open = r.open_ports();
-                    if open.is_empty() {
-                        address.to_string()
-                    } else {
-                        format!(
-                            "{address} (open: {})",
-                            open.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
-                        )
-                    }
-                })
-            })
-            .collect();
-        if !reached_host.is_empty() {
-            warnings.push(format!("{} reaches the host at {}", plan.network, reached_host.join(", ")));
+        let mut reached_any = false;
+        for (address, _) in &plan.host {
+            let Some(r) = result(*address).filter(|r| r.reachable()) else { continue };
+            reached_any = true;
+            if !host_addresses.contains(address) {
+                host_addresses.push(*address);
+            }
+            for port in r.open_ports() {
+                let listeners = open_ports.entry(port).or_default();
+                if !listeners.contains(address) {
+                    listeners.push(*address);
+                }
+            }
+        }
+        if reached_any {
+            reaching_host.push((plan.network.clone(), plan.internal));
         }
         let beyond: Vec<serde_json::Value> = plan
             .beyond
@@ -739,6 +812,29 @@ pub fn probe_check(plans: &[ProbePlan], reports: &[anyhow::Result<ProbeReport>])
     }
     if plans.is_empty() {
         return Check::new("probe", Status::Skip, "no network of this client exists to probe");
+    }
+    if !reaching_host.is_empty() {
+        let who = if reaching_host.len() == plans.len() {
+            if reaching_host.iter().any(|(_, internal)| *internal) {
+                "every network, internal ones too,".to_string()
+            } else {
+                "every network".to_string()
+            }
+        } else {
+            reaching_host.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        let list = |addresses: &[Ipv4Addr]| {
+            let shown: Vec<String> = addresses.iter().take(4).map(ToString::to_string).collect();
+            let more = addresses.len().saturating_sub(4);
+            if more > 0 { format!("{} and {more} more", shown.join(", ")) } else { shown.join(", ") }
+        };
+        let mut text = format!("{who} reaches the host's own addresses ({})", list(&host_addresses));
+        if !open_ports.is_empty() {
+            let ports: Vec<String> =
+                open_ports.iter().map(|(port, addresses)| format!("{port} on {}", list(addresses))).collect();
+            text.push_str(&format!("; listening there: {}", ports.join("; ")));
+        }
+        warnings.push(text);
     }
     if tenants_probed == 0 {
         warnings.push("no other client has a running container, so tenant isolation was not exercised".into());
@@ -869,6 +965,30 @@ mod tests {
         let check = snapshot.network_check("acme", "bridge", &recorded(7));
         assert_eq!(check.status, Status::Warn);
         assert!(check.summary.contains("client.env records 10.201.7.0/26"), "{}", check.summary);
+    }
+
+    #[test]
+    fn a_light_snapshot_checks_everything_but_subnets() {
+        let listed: Vec<NetworkSummary> = client_networks("acme", 0)
+            .into_iter()
+            .map(|n| NetworkSummary {
+                id: n.id,
+                name: n.name,
+                driver: n.driver,
+                scope: n.scope,
+                internal: n.internal,
+                labels: n.labels,
+            })
+            .collect();
+        let mut listed = listed;
+        listed[2].internal = false;
+        let snapshot = Snapshot::from_list(listed, vec![], vec![], &ids(&["acme"]));
+        assert!(!snapshot.detailed);
+        // Recorded subnets that differ cannot be seen, drift can.
+        let check = snapshot.network_check("acme", "bridge", &recorded(9));
+        assert_eq!(check.status, Status::Fail);
+        assert_eq!(check.summary, "acme_database is not internal");
+        assert!(check.evidence[0]["subnets"].is_null());
     }
 
     #[test]
@@ -1010,10 +1130,13 @@ mod tests {
         let check = probe_check(&plans, &reports);
         assert_eq!(check.status, Status::Warn, "{check:?}");
         assert!(
-            check.summary.contains("a_database reaches the host at 10.201.0.129, 192.0.2.2 (open: 22)"),
+            check
+                .summary
+                .starts_with("every network, internal ones too, reaches the host's own addresses (10.201.0.1, "),
             "{}",
             check.summary
         );
+        assert!(check.summary.contains("listening there: 22 on 192.0.2.2"), "{}", check.summary);
         assert_eq!(check.evidence[2]["other_tenants"][0]["reachable"], false);
 
         // Another tenant answering fails, and so does an internal network reaching outside.

@@ -9,7 +9,7 @@ use agency::subnet::Ipv4Net;
 use crate::{
     create_client::bash_value,
     require_docker,
-    support::docker::{Scratch, busybox_image, client_networks, docker_calls, report, scratch_pool, unique},
+    support::docker::{Scratch, busybox_image, check, client_networks, docker_calls, report, scratch_pool, unique},
     test::{Output, Site},
 };
 
@@ -250,9 +250,27 @@ fn ten_clients_exceed_the_default_pools_and_status_stays_o1() {
     for id in &ids {
         assert_eq!(report(&json, id)["verdict"], "isolated", "{id}");
     }
+    let pool = &json["tasks"][0]["result"]["pool"];
+    assert_eq!(pool["source"], "client.env");
+    assert_eq!(pool["used"], 40);
     let calls_all = docker_calls(&json);
     let one = site.test().args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={}", ids[0])]).run().json();
     assert_eq!(calls_all, docker_calls(&one), "docker calls grow with the number of clients");
+
+    // INSPECT=1 compares every network's subnet with client.env and counts the whole engine.
+    let inspected = site.test().args(["--json", "multi-tenancy-status", "INSPECT=1"]).run().json();
+    let pool = &inspected["tasks"][0]["result"]["pool"];
+    assert_eq!(pool["source"], "engine");
+    assert!(pool["used"].as_i64().unwrap() >= 40, "{pool}");
+    for id in &ids {
+        let networks = check(report(&inspected, id), "networks");
+        assert_eq!(networks["status"], "ok", "{networks:#}");
+        let subnets = recorded_subnets(&site, id);
+        for entry in networks["evidence"].as_array().unwrap() {
+            let tier = entry["tier"].as_str().unwrap();
+            assert_eq!(entry["subnets"][0], subnets[tier].to_string().as_str(), "{entry:#}");
+        }
+    }
 }
 
 /// Leaves the swarm (and removes the bridge it made) when dropped, if this test joined it.

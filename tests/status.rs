@@ -117,7 +117,7 @@ fn two_clients_are_isolated_by_real_packets_and_probe_reports_what_a_database_re
     let reached_host = hosts.iter().any(|h| h["reachable"] == true);
     assert_eq!(probe["status"], if reached_host { "warn" } else { "ok" }, "{probe:#}");
     if reached_host {
-        assert!(probe["summary"].as_str().unwrap().contains(&format!("{a_database} reaches the host at")), "{probe:#}");
+        assert!(probe["summary"].as_str().unwrap().contains("reaches the host's own addresses"), "{probe:#}");
     }
     // Probe containers removed themselves.
     assert!(docker.list_containers().unwrap().iter().all(|c| !c.is_probe() || !c.networks.contains(&a_database)));

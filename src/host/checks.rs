@@ -1,21 +1,29 @@
-//! `checks::` — building status reports from named checks (see `crate::check`). A check is a
-//! map `#{ name, status, summary, evidence, fix }`; a client report collects them and gets a
-//! verdict; `table` renders reports for people, the maps themselves go to `--json`.
+//! `checks::` — status reports built from named checks (see `crate::check`). A check is a map
+//! `#{ name, status, summary, evidence, fix }`; a `StatusReport` collects them per client,
+//! gives each client a verdict, renders the people's table and the `--json` list.
 //!
 //! | function | returns |
 //! |---|---|
 //! | `checks::ok(name, summary)` / `checks::ok(name, summary, evidence)` | a passing check |
 //! | `checks::warn(...)`, `checks::fail(...)`, `checks::skip(...)` | same shape, other status |
-//! | `checks::client(id, [checks], [repairs])` | `#{ client, valid, isolated, verdict, checks, repairs }` |
-//! | `checks::invalid(id, reason)` | the report of a directory that is not a valid client |
-//! | `checks::table([reports])` | the people's table: a row per client, a line per problem |
+//! | `checks::report()` | an empty `StatusReport` |
+//! | `report.add(id, [checks])` | adds a client's checks (and repairs noted for it) |
+//! | `report.repairs(id, [texts])` | notes what FIX=1 did (or refused) for a client |
+//! | `report.invalid(id, reason)` | a directory that is not a valid client |
+//! | `report.table()` | a row per client, a column per check, the verdict; a line per problem and repair |
+//! | `report.isolated()` | true when every client is valid and no check failed |
+//! | `report.message()` | the one-line verdict for the exit status |
+//! | `report.clients()` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` |
 //! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
 //!
-//! Other modules add their own checks to a client's list (`backup`, `realm` ...); a `fail`
-//! makes the client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes.
+//! Other modules add their own checks to a client's list (`backup` ...): a `fail` makes the
+//! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes. The report
+//! lives in Rust, so thousands of clients cost no re-scan of a growing script array.
 
-use rhai::{Array, Dynamic, INT, Map, Module};
+use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+
+use rhai::{Array, Dynamic, Engine, INT, Map, Module};
 
 use super::ScriptResult;
 use crate::check::{Check, ClientReport, Status, render_table};
@@ -41,25 +49,74 @@ fn parse_check(value: &Dynamic) -> ScriptResult<Check> {
     Ok(Check::new(&name, status, text("summary")).evidence(evidence).fix(text("fix")))
 }
 
-fn parse_report(value: &Dynamic) -> ScriptResult<ClientReport> {
-    let map = value.read_lock::<Map>().ok_or("a client report must be a map (from checks::client)")?;
-    let client = map.get("client").map(|v| v.to_string()).unwrap_or_default();
-    let valid = map.get("valid").and_then(|v| v.as_bool().ok()).unwrap_or(false);
-    let checks = match map.get("checks").and_then(|v| v.read_lock::<Array>().map(|a| a.clone())) {
-        Some(checks) => checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?,
-        None => Vec::new(),
-    };
-    let repairs = map
-        .get("repairs")
-        .and_then(|v| v.read_lock::<Array>().map(|a| a.iter().map(|r| r.to_string()).collect()))
-        .unwrap_or_default();
-    Ok(ClientReport::new(&client, valid, checks, repairs))
+#[derive(Default)]
+struct ReportState {
+    clients: Vec<ClientReport>,
+    pending_repairs: BTreeMap<String, Vec<String>>,
 }
 
-fn client(id: &str, checks: Array, repairs: Array) -> ScriptResult<Dynamic> {
-    let checks = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
-    let repairs = repairs.iter().map(|r| r.to_string()).collect();
-    rhai::serde::to_dynamic(ClientReport::new(id, true, checks, repairs))
+/// The clients' reports of one status run (shared by every copy a script makes).
+#[derive(Clone, Default)]
+pub struct StatusReport(Rc<RefCell<ReportState>>);
+
+impl StatusReport {
+    fn add(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
+        let checks = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
+        let mut state = self.0.borrow_mut();
+        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
+        state.clients.push(ClientReport::new(id, true, checks, repairs));
+        Ok(())
+    }
+
+    fn invalid(&mut self, id: &str, reason: &str) {
+        let mut state = self.0.borrow_mut();
+        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
+        state.clients.push(ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs));
+    }
+
+    fn repairs(&mut self, id: &str, repairs: Array) {
+        self.0
+            .borrow_mut()
+            .pending_repairs
+            .entry(id.to_string())
+            .or_default()
+            .extend(repairs.iter().map(|r| r.to_string()));
+    }
+
+    fn isolated(&mut self) -> bool {
+        self.0.borrow().clients.iter().all(|c| c.isolated)
+    }
+
+    fn message(&mut self) -> String {
+        let state = self.0.borrow();
+        let bad: Vec<&str> = state.clients.iter().filter(|c| !c.isolated).map(|c| c.client.as_str()).collect();
+        if bad.is_empty() {
+            return format!("{} client(s), all isolated", state.clients.len());
+        }
+        let shown: Vec<&str> = bad.iter().take(10).copied().collect();
+        let more = if bad.len() > 10 { format!(" and {} more", bad.len() - 10) } else { String::new() };
+        format!("{} of {} client(s) not fully isolated: {}{more}", bad.len(), state.clients.len(), shown.join(", "))
+    }
+
+    fn clients(&mut self) -> ScriptResult<Dynamic> {
+        rhai::serde::to_dynamic(&self.0.borrow().clients)
+    }
+}
+
+/// Registers `StatusReport` and its methods on the engine (methods need the global namespace).
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<StatusReport>("StatusReport");
+    engine.register_fn("add", StatusReport::add);
+    engine.register_fn("invalid", StatusReport::invalid);
+    engine.register_fn("repairs", StatusReport::repairs);
+    engine.register_fn("table", |r: &mut StatusReport| render_table(&r.0.borrow().clients));
+    engine.register_fn("isolated", StatusReport::isolated);
+    engine.register_fn("message", StatusReport::message);
+    engine.register_fn("clients", StatusReport::clients);
+    engine.register_fn("len", |r: &mut StatusReport| r.0.borrow().clients.len() as INT);
+    engine.register_fn("isolated_count", |r: &mut StatusReport| {
+        r.0.borrow().clients.iter().filter(|c| c.isolated).count() as INT
+    });
 }
 
 pub fn create_module() -> Module {
@@ -72,15 +129,7 @@ pub fn create_module() -> Module {
             check(check_name, status, summary, evidence)
         });
     }
-    module.set_native_fn("client", |id: &str, checks: Array| client(id, checks, Array::new()));
-    module.set_native_fn("client", |id: &str, checks: Array, repairs: Array| client(id, checks, repairs));
-    module.set_native_fn("invalid", |id: &str, reason: &str| -> ScriptResult<Dynamic> {
-        rhai::serde::to_dynamic(ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], vec![]))
-    });
-    module.set_native_fn("table", |reports: Array| -> ScriptResult<String> {
-        let reports = reports.iter().map(parse_report).collect::<ScriptResult<Vec<_>>>()?;
-        Ok(render_table(&reports))
-    });
+    module.set_native_fn("report", || -> ScriptResult<StatusReport> { Ok(StatusReport::default()) });
     module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(Into::into)
     });
