@@ -2,11 +2,15 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client multi-tenancy-status setup-log-segmentation setup-roles
+AGENCY_TASKS := client-report create-client multi-tenancy-status setup-log-segmentation setup-roles
 
 -include dev.mk
 
 AGENCY ?= agency
+
+.PHONY: client-report
+client-report:
+	+@$(AGENCY) $@
 
 .PHONY: create-client
 create-client:

@@ -17,6 +17,7 @@ pub mod listing;
 pub mod lock;
 pub mod makefile;
 pub mod output;
+pub mod plugin;
 pub mod realm;
 pub mod run;
 pub mod runner;

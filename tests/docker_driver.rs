@@ -187,12 +187,18 @@ fn exec_feeds_stdin_and_masks_it_in_errors() {
     docker.create_network_in_pool(&spec(&net), &mut allocator).unwrap();
     let server = scratch.server(&unique("agt-exec"), &net, &[]);
 
-    let out =
-        docker.exec_with_stdin(&server, &["sh", "-c", "read line; echo got:$line"], b"Secret-Value-42\n").unwrap();
+    let out = docker
+        .exec_with_stdin(
+            &server,
+            &["sh", "-c", "read line; echo got:$line"],
+            b"Secret-Value-42\n",
+            &["Secret-Value-42"],
+        )
+        .unwrap();
     assert_eq!(out.trim(), "got:Secret-Value-42");
 
     let out = docker
-        .exec(&server, &["sh", "-c", "echo $DB_PASSWORD | wc -c"], &[("DB_PASSWORD", "0123456789")], None)
+        .exec(&server, &["sh", "-c", "echo $DB_PASSWORD | wc -c"], &[("DB_PASSWORD", "0123456789")], None, &[])
         .unwrap();
     assert_eq!(out.trim(), "11");
 
@@ -201,6 +207,7 @@ fn exec_feeds_stdin_and_masks_it_in_errors() {
             &server,
             &["sh", "-c", "read line; echo \"bad input: $line\" >&2; exit 3"],
             b"Secret-Value-42\n",
+            &["Secret-Value-42\n"],
         )
         .unwrap_err()
         .to_string();

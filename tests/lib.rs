@@ -3,7 +3,10 @@
 mod test;
 
 mod cli;
+mod compose;
+mod containers;
 mod create_client;
+mod db_passwords;
 mod definitions;
 mod docker_driver;
 mod fuzz_seeds;
@@ -11,8 +14,10 @@ mod hostile;
 mod keycloak;
 mod make;
 mod networks;
+mod plugins;
 mod sandbox;
 mod setup_roles;
 mod status;
 mod support;
+mod traefik;
 mod variables;

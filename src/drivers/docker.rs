@@ -770,23 +770,13 @@ pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
     info
 }
 
-/// Replaces every word of `secret` (longer than 3 bytes) found in `text`, so a child's error
-/// output that echoes its stdin cannot leak a password into an error message.
-pub fn redact(text: &str, secret: &[u8]) -> String {
-    let secret = String::from_utf8_lossy(secret);
-    let mut words: Vec<&str> = secret
-        .split(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == ';')
-        .filter(|w| w.len() > 3)
-        .collect();
+/// Masks every word of `secret` (longer than 3 bytes) found in `text`, so a tool that echoes
+/// its input in an error cannot leak a password into a message.
+pub fn redact(text: &str, secret: &str) -> String {
+    let mut words: Vec<&str> = secret.split(|c: char| c.is_whitespace() || "'\";".contains(c)).collect();
+    words.retain(|w| w.len() > 3);
     words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    let mut out = text.to_string();
-    if !secret.trim().is_empty() {
-        out = out.replace(secret.trim(), "***");
-    }
-    for word in words {
-        out = out.replace(word, "***");
-    }
-    out
+    words.into_iter().fold(text.to_string(), |text, word| text.replace(word, "<redacted>"))
 }
 
 static PROBE_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -1030,6 +1020,23 @@ impl Docker {
         parse_ps(&output.stdout)
     }
 
+    /// Containers (running or not) carrying every label of `labels` (an empty value matches any
+    /// value), in one `docker ps -a` call filtered by the engine.
+    pub fn list_containers_with_labels(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>> {
+        let mut args: Vec<String> = vec!["ps".into(), "-a".into(), "--no-trunc".into()];
+        for (key, value) in labels {
+            if key.is_empty() || key.contains(['=', ',', '\n']) || value.contains([',', '\n']) {
+                bail!("label filter {key:?}={value:?} is not a valid Docker label");
+            }
+            args.push("--filter".into());
+            args.push(if value.is_empty() { format!("label={key}") } else { format!("label={key}={value}") });
+        }
+        args.extend(["--format".into(), "{{json .}}".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = self.checked("ps", &args)?;
+        parse_ps(&output.stdout)
+    }
+
     /// Volumes, optionally filtered by label (`key` or `key=value`), with their mountpoints,
     /// in one `docker volume ls` call.
     pub fn list_volumes(&self, label: Option<&str>) -> Result<Vec<Volume>> {
@@ -1044,17 +1051,25 @@ impl Docker {
         parse_volume_ls(&output.stdout)
     }
 
-    /// Runs `argv` in a running container with `stdin` fed to it (the way to hand a password
-    /// to a tool inside the container) and returns its stdout. A non-zero exit is an error
-    /// quoting its stderr with any word of `stdin` masked.
-    pub fn exec_with_stdin(&self, container: &str, argv: &[&str], stdin: &[u8]) -> Result<String> {
-        self.exec(container, argv, &[], Some(stdin))
+    /// Runs `argv` in a running container with `stdin` fed to it (`docker exec -i`, the way to
+    /// hand a password to a tool inside the container) and returns its stdout. A non-zero exit
+    /// is an error quoting the tool's error line with every word of each of `secrets` masked
+    /// (pass `&[stdin]` to mask all of the input).
+    pub fn exec_with_stdin(&self, container: &str, argv: &[&str], stdin: &[u8], secrets: &[&str]) -> Result<String> {
+        self.exec(container, argv, &[], Some(stdin), secrets)
     }
 
     /// Runs `argv` in a running container. `env` values reach the process through the docker
     /// CLI's environment (`docker exec -e NAME`), never its argument list; `stdin`, if any, is
-    /// fed to it. Secrets in `env` or `stdin` are masked in error messages.
-    pub fn exec(&self, container: &str, argv: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Result<String> {
+    /// fed to it. The values of `env` and every word of `secrets` are masked in errors.
+    pub fn exec(
+        &self,
+        container: &str,
+        argv: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+        secrets: &[&str],
+    ) -> Result<String> {
         if argv.is_empty() {
             bail!("nothing to run in container {container}: the command is empty");
         }
@@ -1083,15 +1098,16 @@ impl Docker {
         if output.success() {
             return Ok(output.stdout);
         }
-        let mut message = docker_line(&output.stderr);
-        if let Some(bytes) = stdin {
-            message = redact(&message, bytes);
-        }
-        for (_, value) in env {
-            message = redact(&message, value.as_bytes());
-        }
         if let Some(connect) = classify_connect_failure(&output.stderr) {
             return Err(connect.into());
+        }
+        let mut message = docker_line(&output.stderr);
+        for secret in secrets.iter().copied().chain(env.iter().map(|(_, v)| *v)) {
+            message = redact(&message, secret);
+        }
+        // Docker's own refusals (no such container, not running) are not the tool's failure.
+        if message.contains("No such container") || message.contains("is not running") {
+            bail!("`docker exec` in container {container} failed: {message}");
         }
         bail!("`{}` in container {container} failed (exit {}): {message}", argv[0], output.code)
     }
@@ -1470,10 +1486,13 @@ mod tests {
     fn redaction_masks_stdin_words() {
         let message = redact(
             "ERROR: syntax error at LINE 1: ALTER USER app PASSWORD 's3cr3t-Pa55'",
-            b"ALTER USER app PASSWORD 's3cr3t-Pa55';\n",
+            "ALTER USER app PASSWORD 's3cr3t-Pa55';\n",
         );
         assert!(!message.contains("s3cr3t-Pa55"), "{message}");
-        assert_eq!(redact("plain", b""), "plain");
+        assert_eq!(redact("plain", ""), "plain");
+        let text = "ERROR 1064: near 'IDENTIFIED BY s3cretValue' at line 1";
+        let shown = redact(text, "old-pass\n\nALTER USER 'root' IDENTIFIED BY 's3cretValue';");
+        assert!(!shown.contains("s3cretValue"), "{shown}");
     }
 
     #[test]

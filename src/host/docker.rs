@@ -4,10 +4,11 @@
 //!
 //! | function | mutates | returns |
 //! |---|---|---|
+//! | `docker::available()` | no | whether a `docker` program is on PATH (the engine may still be down) |
 //! | `docker::version()` | no | the engine's version; fails with what to install or start |
 //! | `docker::networks()` | no | every network: maps of `id name driver scope internal labels` (one `network ls`) |
 //! | `docker::network(name)` | no | `name id driver internal attachable subnets gateways labels containers`, or `()` |
-//! | `docker::containers()` | no | every container: `id name image state labels networks` (one `ps -a`) |
+//! | `docker::list_containers(labels)` | no | containers, running or not, carrying every `label: value` of the map (`""` matches any value; `#{}` for all): `#{ id, name, image, state, labels, networks }` (one `ps -a`) |
 //! | `docker::attached(network)` | no | names of the containers (running or not) attached to it |
 //! | `docker::volumes(label)` | no | volumes with that label (`key` or `key=value`; `""` for all): `name driver labels mountpoint` |
 //! | `docker::snapshot()` | no | a light `DockerSnapshot` of all networks and containers: `network ls` + `ps -a`, two docker calls for any number of clients (no subnets) |
@@ -21,16 +22,17 @@
 //! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
 //! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
-//! | `docker::exec(container, argv, stdin)` | yes | stdout of `argv` run in the container, `stdin` fed to it (the place for passwords) |
+//! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
+//! | `docker::exec_with_stdin(container, argv, stdin, secrets)` | yes | the same; errors mask exactly the values of the array `secrets` (so the tool's message stays readable) |
 //!
 //! ¹ a probe starts and removes throwaway containers; dry runs skip it.
 
 use std::{cell::RefCell, collections::BTreeMap, net::Ipv4Addr, rc::Rc};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rhai::{Array, Dynamic, INT, Map, Module};
+use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
 
-use super::{Host, ScriptResult, script_error};
+use super::{Host, ScriptResult, located_error, script_error};
 use crate::{
     check::{Check, Status},
     drivers::docker::{
@@ -415,6 +417,32 @@ fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
     subnets
 }
 
+/// `docker exec -i` through the effects layer: recorded in a dry run (returning `""`), done
+/// otherwise. The step names the program and the size of its input, never the input.
+fn exec_effect(
+    context: &NativeCallContext,
+    host: &Host,
+    state: &DockerState,
+    container: &str,
+    argv: Array,
+    stdin: &str,
+    secrets: &[&str],
+) -> ScriptResult<String> {
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let program = argv.first().cloned().unwrap_or_default();
+    let detail = format!("{program}; {} bytes on stdin", stdin.len());
+    let docker = state.docker().map_err(|e| located_error(context, e))?;
+    let mut stdout = String::new();
+    host.effects
+        .apply("docker exec", container, &detail, Outcome::Updated, || {
+            stdout = docker.exec_with_stdin(container, &args, stdin.as_bytes(), secrets)?;
+            Ok(())
+        })
+        .map_err(|e| located_error(context, e))?;
+    Ok(stdout)
+}
+
 /// A light snapshot (`network ls` + `ps -a`, plus one inspect of client overlay networks if
 /// there are any), or a detailed one (`network ls -q` + `network inspect` of all + `ps -a`).
 fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<DockerSnapshot> {
@@ -481,9 +509,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(found.first().map_or(Dynamic::UNIT, |n| details_map(n).into()))
     });
 
+    module.set_native_fn("available", || -> ScriptResult<bool> { Ok(Docker::locate().is_ok()) });
+
     let s = state.clone();
-    module.set_native_fn("containers", move || -> ScriptResult<Array> {
-        let containers = s.docker().and_then(|d| d.list_containers()).map_err(script_error)?;
+    module.set_native_fn("list_containers", move |context: NativeCallContext, labels: Map| -> ScriptResult<Array> {
+        let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let containers =
+            s.docker().and_then(|d| d.list_containers_with_labels(&labels)).map_err(|e| located_error(&context, e))?;
         Ok(containers.iter().map(|c| container_map(c).into()).collect())
     });
 
@@ -609,24 +641,27 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let (h, s) = (host.clone(), state.clone());
-    module.set_native_fn("exec", move |container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
-        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let docker = s.docker().map_err(script_error)?;
-        let detail = format!(
-            "{}{}",
-            argv.join(" "),
-            if stdin.is_empty() { String::new() } else { format!(" <stdin {} bytes>", stdin.len()) }
-        );
-        let mut out = String::new();
-        h.effects
-            .apply("docker exec", container, &detail, Outcome::Updated, || {
-                out = docker.exec(container, &args, &[], (!stdin.is_empty()).then_some(stdin.as_bytes()))?;
-                Ok(())
-            })
-            .map_err(script_error)?;
-        Ok(out)
-    });
+    module.set_native_fn(
+        "exec_with_stdin",
+        move |context: NativeCallContext, container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
+            exec_effect(&context, &h, &s, container, argv, stdin, &[stdin])
+        },
+    );
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn(
+        "exec_with_stdin",
+        move |context: NativeCallContext,
+              container: &str,
+              argv: Array,
+              stdin: &str,
+              secrets: Array|
+              -> ScriptResult<String> {
+            let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            exec_effect(&context, &h, &s, container, argv, stdin, &secrets)
+        },
+    );
 
     module
 }

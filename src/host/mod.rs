@@ -58,6 +58,13 @@ pub fn script_error(error: anyhow::Error) -> Box<EvalAltResult> {
 
 pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// Like [`script_error`], at the position of the call (Rhai leaves errors of module-qualified
+/// native calls such as `docker::exec_with_stdin(..)` without one), so the message can
+/// point at the script's line.
+pub fn located_error(context: &rhai::NativeCallContext, error: anyhow::Error) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(format!("{error:#}").into(), context.call_position()).into()
+}
+
 /// Modes arrive from scripts as integers (`0o640`).
 pub fn mode_arg(mode: rhai::INT) -> ScriptResult<u32> {
     u32::try_from(mode).ok().filter(|m| *m <= 0o7777).ok_or_else(|| format!("invalid file mode {mode:#o}").into())
