@@ -4,26 +4,30 @@
 //!
 //! | function | returns |
 //! |---|---|
-//! | `checks::ok(name, summary)` / `checks::ok(name, summary, evidence)` | a passing check |
-//! | `checks::warn(...)`, `checks::fail(...)`, `checks::skip(...)` | same shape, other status |
-//! | `checks::report()` | an empty `StatusReport` |
-//! | `report.add(id, [checks])` | adds a client's checks (and repairs noted for it) |
-//! | `report.repairs(id, [texts])` | notes what FIX=1 did (or refused) for a client |
-//! | `report.invalid(id, reason)` | a directory that is not a valid client |
-//! | `report.table()` | a row per client, a column per check, the verdict; a line per problem and repair |
-//! | `report.isolated()` | true when every client is valid and no check failed |
-//! | `report.message()` | the one-line verdict for the exit status |
-//! | `report.clients()` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` |
+//! | `checks::ok(name, summary)` | a passing check |
+//! | `checks::ok(name, summary, evidence)` | the same, with evidence (any map or array) for `--json` |
+//! | `checks::warn(name, summary, evidence)` | a warning: shown, does not break isolation (also without evidence) |
+//! | `checks::fail(name, summary, evidence)` | a failure: the client is not isolated (also without evidence) |
+//! | `checks::skip(name, summary, evidence)` | not checked; the summary says why (also without evidence) |
+//! | `checks::report()` | an empty `StatusReport` (kept in Rust: thousands of clients cost no re-scan of a growing script array) |
+//! | `checks::add(report, id, checks)` | adds a client's array of checks (and the repairs noted for it) |
+//! | `checks::repairs(report, id, texts)` | notes what FIX=1 did (or refused) for a client |
+//! | `checks::invalid(report, id, reason)` | a directory that is not a valid client |
+//! | `checks::table(report)` | a row per client, a column per check, the verdict; a line per problem and repair |
+//! | `checks::isolated(report)` | true when every client is valid and no check failed |
+//! | `checks::count(report)` | clients reported |
+//! | `checks::isolated_count(report)` | clients isolated |
+//! | `checks::message(report)` | the one-line verdict for the exit status |
+//! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` |
 //! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
 //!
 //! Other modules add their own checks to a client's list (`backup` ...): a `fail` makes the
-//! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes. The report
-//! lives in Rust, so thousands of clients cost no re-scan of a growing script array.
+//! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes.
 
 use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
 
-use rhai::{Array, Dynamic, Engine, INT, Map, Module};
+use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::ScriptResult;
 use crate::check::{Check, ClientReport, Status, render_table};
@@ -103,33 +107,42 @@ impl StatusReport {
     }
 }
 
-/// Registers `StatusReport` and its methods on the engine (methods need the global namespace).
-pub fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<StatusReport>("StatusReport");
-    engine.register_fn("add", StatusReport::add);
-    engine.register_fn("invalid", StatusReport::invalid);
-    engine.register_fn("repairs", StatusReport::repairs);
-    engine.register_fn("table", |r: &mut StatusReport| render_table(&r.0.borrow().clients));
-    engine.register_fn("isolated", StatusReport::isolated);
-    engine.register_fn("message", StatusReport::message);
-    engine.register_fn("clients", StatusReport::clients);
-    engine.register_fn("len", |r: &mut StatusReport| r.0.borrow().clients.len() as INT);
-    engine.register_fn("isolated_count", |r: &mut StatusReport| {
-        r.0.borrow().clients.iter().filter(|c| c.isolated).count() as INT
-    });
-}
-
 pub fn create_module() -> Module {
     let mut module = Module::new();
-    for (name, status) in [("ok", Status::Ok), ("warn", Status::Warn), ("fail", Status::Fail), ("skip", Status::Skip)] {
-        module.set_native_fn(name, move |check_name: &str, summary: &str| {
-            check(check_name, status, summary, Dynamic::UNIT)
-        });
-        module.set_native_fn(name, move |check_name: &str, summary: &str, evidence: Dynamic| {
-            check(check_name, status, summary, evidence)
-        });
-    }
+    module.set_native_fn("ok", |name: &str, summary: &str| check(name, Status::Ok, summary, Dynamic::UNIT));
+    module
+        .set_native_fn("ok", |name: &str, summary: &str, evidence: Dynamic| check(name, Status::Ok, summary, evidence));
+    module.set_native_fn("warn", |name: &str, summary: &str| check(name, Status::Warn, summary, Dynamic::UNIT));
+    module.set_native_fn("warn", |name: &str, summary: &str, evidence: Dynamic| {
+        check(name, Status::Warn, summary, evidence)
+    });
+    module.set_native_fn("fail", |name: &str, summary: &str| check(name, Status::Fail, summary, Dynamic::UNIT));
+    module.set_native_fn("fail", |name: &str, summary: &str, evidence: Dynamic| {
+        check(name, Status::Fail, summary, evidence)
+    });
+    module.set_native_fn("skip", |name: &str, summary: &str| check(name, Status::Skip, summary, Dynamic::UNIT));
+    module.set_native_fn("skip", |name: &str, summary: &str, evidence: Dynamic| {
+        check(name, Status::Skip, summary, evidence)
+    });
     module.set_native_fn("report", || -> ScriptResult<StatusReport> { Ok(StatusReport::default()) });
+    module.set_native_fn("add", |mut r: StatusReport, id: &str, checks: Array| r.add(id, checks));
+    module.set_native_fn("repairs", |mut r: StatusReport, id: &str, repairs: Array| -> ScriptResult<()> {
+        r.repairs(id, repairs);
+        Ok(())
+    });
+    module.set_native_fn("invalid", |mut r: StatusReport, id: &str, reason: &str| -> ScriptResult<()> {
+        r.invalid(id, reason);
+        Ok(())
+    });
+    module
+        .set_native_fn("table", |r: StatusReport| -> ScriptResult<String> { Ok(render_table(&r.0.borrow().clients)) });
+    module.set_native_fn("isolated", |mut r: StatusReport| -> ScriptResult<bool> { Ok(r.isolated()) });
+    module.set_native_fn("count", |r: StatusReport| -> ScriptResult<INT> { Ok(r.0.borrow().clients.len() as INT) });
+    module.set_native_fn("isolated_count", |r: StatusReport| -> ScriptResult<INT> {
+        Ok(r.0.borrow().clients.iter().filter(|c| c.isolated).count() as INT)
+    });
+    module.set_native_fn("message", |mut r: StatusReport| -> ScriptResult<String> { Ok(r.message()) });
+    module.set_native_fn("clients", |mut r: StatusReport| r.clients());
     module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(Into::into)
     });
