@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := client-report create-client delete-client list-clients setup-log-segmentation setup-roles
+AGENCY_TASKS := client-report create-client delete-client list-clients multi-tenancy-status setup-log-segmentation setup-roles
 
 -include dev.mk
 
@@ -22,6 +22,10 @@ delete-client:
 
 .PHONY: list-clients
 list-clients:
+	+@$(AGENCY) $@
+
+.PHONY: multi-tenancy-status
+multi-tenancy-status:
 	+@$(AGENCY) $@
 
 .PHONY: setup-log-segmentation

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod drivers;
 pub mod effects;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host;
 pub mod inventory;
+pub mod isolation;
 pub mod layout;
 pub mod listing;
 pub mod lock;
@@ -22,6 +24,7 @@ pub mod run;
 pub mod runner;
 pub mod script;
 pub mod settings;
+pub mod subnet;
 pub mod suggest;
 pub mod taskfile;
 pub mod validate;

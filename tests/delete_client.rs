@@ -194,3 +194,118 @@ fn an_interrupted_delete_is_completed_by_a_rerun() {
     assert!(archived.iter().any(|a| a.join("secrets/secrets.env").is_file()));
     site.test().arg("list-clients").stdout_lacks("acme").run();
 }
+
+// ---- the real engine --------------------------------------------------
+
+mod engine {
+    use super::{archives, mode};
+    use crate::{
+        create_client::bash_value,
+        require_docker,
+        support::docker::{Scratch, client_networks, scratch_pool, unique},
+        test::Site,
+    };
+
+    fn create(site: &Site, id: &str, pool: &str) {
+        let output = site
+            .test()
+            .args([
+                "create-client",
+                &format!("CLIENT_ID={id}"),
+                "CLIENT_NAME=Delete Me",
+                &format!("CLIENT_DOMAIN={id}.example.com"),
+                &format!("AGENCY_SUBNET_POOL={pool}"),
+            ])
+            .run_unchecked();
+        assert_eq!(output.status, 0, "create-client {id}:\n{}\n{}", output.stdout, output.stderr);
+    }
+
+    /// Whether `multi-tenancy-status --json` reports on the client.
+    fn status_lists(site: &Site, id: &str) -> bool {
+        let status = site.test().args(["--json", "multi-tenancy-status"]).run_unchecked().json();
+        let reported = status["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["task"] == "multi-tenancy-status"))
+            .and_then(|task| task["result"]["clients"].as_array())
+            .unwrap_or_else(|| panic!("no client list in the status report: {status:#}"));
+        reported.iter().any(|c| c["client"] == id)
+    }
+
+    fn networks_left(scratch: &Scratch, id: &str) -> Vec<String> {
+        client_networks(id).into_iter().filter(|n| scratch.docker_status(&["network", "inspect", n])).collect()
+    }
+
+    #[test]
+    fn full_delete_removes_networks_and_archives() {
+        let docker = require_docker!();
+        let scratch = Scratch::new(&docker);
+        let site = Site::with_docker();
+        let id = scratch.client(&unique("del"));
+        create(&site, &id, &scratch_pool(24));
+        // A shared ingress (Traefik) on the frontend does not block the delete.
+        let ingress =
+            scratch.server(&unique("ingress"), &format!("{id}_frontend"), &[("agency.shared-ingress", "true")]);
+
+        assert!(status_lists(&site, &id));
+
+        let output = site.test().args(["--json", "--yes", "delete-client", &format!("CLIENT_ID={id}")]).run();
+        let result = &output.json()["tasks"][0]["result"];
+
+        assert_eq!(networks_left(&scratch, &id), Vec::<String>::new(), "networks left on the engine");
+        assert!(scratch.docker_status(&["inspect", &ingress]), "the ingress container itself stays");
+
+        let archive = &archives(&site, &id)[0];
+        assert_eq!(mode(archive), 0o700);
+        assert_eq!(mode(&site.root().join("archive")), 0o700);
+        let secrets = archive.join("secrets/secrets.env");
+        assert_eq!(mode(&secrets), 0o600);
+
+        assert_eq!(result["archive"], archive.display().to_string());
+
+        // Gone from the status report and the listing; the audit line lists the removals.
+        assert!(!status_lists(&site, &id), "status still reports {id}");
+        site.test().arg("list-clients").stdout_lacks(&id).run();
+        let line = crate::test::audit_lines(&site, &id).pop().unwrap();
+        let removed = line["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] == "network" && c["outcome"] == "removed")
+            .count();
+        assert_eq!(removed, 4, "{line}");
+
+        // Re-created with the same id: new networks, a new repository, new secrets.
+        create(&site, &id, &scratch_pool(24));
+        let new_secrets = site.secrets_file(&id);
+        assert_ne!(bash_value(&new_secrets, "RESTIC_PASSWORD"), bash_value(&secrets, "RESTIC_PASSWORD"));
+        assert_eq!(networks_left(&scratch, &id).len(), 4);
+    }
+
+    #[test]
+    fn refuses_while_containers_are_attached_unless_forced() {
+        let docker = require_docker!();
+        let scratch = Scratch::new(&docker);
+        let site = Site::with_docker();
+        let id = scratch.client(&unique("att"));
+        create(&site, &id, &scratch_pool(24));
+        let app = scratch.server(&unique("app"), &format!("{id}_backend"), &[]);
+        let audit = site.log_root().join(format!("clients/{id}/audit.log")).display().to_string();
+        let files = || site.snapshot().into_iter().filter(|(p, _, _)| *p != audit).collect::<Vec<_>>();
+        let before = files();
+
+        site.test()
+            .args(["--yes", "delete-client", &format!("CLIENT_ID={id}")])
+            .status(1)
+            .stderr_contains(&format!("{app} ({id}_backend)"))
+            .stderr_contains("FORCE=1")
+            .run();
+        assert_eq!(files(), before, "a refused delete changed files");
+        assert_eq!(crate::test::audit_lines(&site, &id).pop().unwrap()["outcome"], "failed");
+        assert_eq!(networks_left(&scratch, &id).len(), 4, "a refused delete removed networks");
+
+        site.test().args(["--yes", "delete-client", &format!("CLIENT_ID={id}"), "FORCE=1"]).run();
+        assert!(networks_left(&scratch, &id).is_empty());
+        assert!(scratch.docker_status(&["inspect", &app]), "FORCE disconnects, it does not remove containers");
+        assert!(!site.client_dir(&id).exists());
+    }
+}

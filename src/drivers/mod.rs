@@ -1,2 +1,3 @@
+pub mod docker;
 pub mod keycloak;
 pub mod process;

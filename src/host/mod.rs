@@ -3,6 +3,7 @@
 //! Mutating functions go through [`Effects`]; none decides dry-run by itself.
 
 pub mod audit;
+pub mod checks;
 pub mod docker;
 pub mod envfile;
 pub mod format;
@@ -50,6 +51,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
+    engine.register_static_module("checks", checks::create_module().into());
+    engine.register_type_with_name::<checks::StatusReport>("StatusReport");
+    engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
     engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(|e| e.into())
