@@ -10,10 +10,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for path in entries {
         if path.is_dir() {
             collect(root, &path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("toml" | "rhai" | "md")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "rhai" | "md")) {
             out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
         }
     }

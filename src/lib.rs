@@ -1,3 +1,28 @@
-//! agency: a Makefile-compatible task runner for isolated tenants on a shared Docker host.
+//! agency: a Makefile-compatible task runner that provisions and audits isolated tenants
+//! on a shared Docker host. TOML tasks with Rhai bodies call the host modules in `host/`.
 
+pub mod audit;
+pub mod catalog;
+pub mod cli;
 pub mod drivers;
+pub mod effects;
+pub mod envfile;
+pub mod error;
+pub mod fsutil;
+pub mod host;
+pub mod layout;
+pub mod listing;
+pub mod lock;
+pub mod makefile;
+pub mod output;
+pub mod run;
+pub mod runner;
+pub mod script;
+pub mod settings;
+pub mod suggest;
+pub mod taskfile;
+pub mod validate;
+pub mod vars;
+pub mod yaml;
+
+pub use run::run;

@@ -23,18 +23,13 @@ impl Output {
 
     /// The first non-empty stderr line, for one-line error messages.
     pub fn first_error_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty())
-            .unwrap_or("")
+        self.stderr.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
     }
 }
 
 /// Finds `program` on PATH, or says what to install.
 pub fn locate(program: &str, install_hint: &str) -> Result<PathBuf> {
-    which::which(program)
-        .map_err(|_| anyhow!("`{program}` was not found on PATH; {install_hint}"))
+    which::which(program).map_err(|_| anyhow!("`{program}` was not found on PATH; {install_hint}"))
 }
 
 /// A command line: the program, its (non-secret) arguments, extra environment and stdin.
@@ -78,10 +73,7 @@ impl Command {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut expression = duct::cmd(&self.program, &self.args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
+        let mut expression = duct::cmd(&self.program, &self.args).stdout_capture().stderr_capture().unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
         }
@@ -93,10 +85,7 @@ impl Command {
 
     /// Runs to completion and returns the output whatever the exit code.
     pub fn output(&self) -> Result<Output> {
-        let output = self
-            .expression()
-            .run()
-            .with_context(|| format!("could not start {}", self.program.display()))?;
+        let output = self.expression().run().with_context(|| format!("could not start {}", self.program.display()))?;
         Ok(Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -125,8 +114,6 @@ impl Command {
             Some(bytes) => expression.stdin_bytes(bytes.clone()),
             None => expression.stdin_null(),
         };
-        expression
-            .reader()
-            .with_context(|| format!("could not start {}", self.program.display()))
+        expression.reader().with_context(|| format!("could not start {}", self.program.display()))
     }
 }

@@ -1,0 +1,92 @@
+//! File primitives with the guarantees the spec asks for: writes are atomic (temp file,
+//! fsync, rename, fsync of the directory) and a file's mode is set before it has a name.
+
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+/// The permission bits of `path`, or None when it does not exist.
+pub fn mode(path: &Path) -> Option<u32> {
+    fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// Writes `bytes` to `path` atomically, the file having `mode` from its creation.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    // The umask may have narrowed the temp file; set exactly `mode` before it gets its name.
+    temp.as_file().set_permissions(Permissions::from_mode(mode))?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `path` and missing parents with `mode`; returns whether anything was created.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
+    if path.is_dir() {
+        return Ok(false);
+    }
+    DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    // Exactly `mode`, whatever the umask; the directory is still empty.
+    fs::set_permissions(path, Permissions::from_mode(mode))?;
+    Ok(true)
+}
+
+/// Creates an empty file with `mode` unless it exists; returns whether it was created.
+pub fn create_file(path: &Path, mode: u32) -> io::Result<bool> {
+    match OpenOptions::new().write(true).create_new(true).mode(mode).open(path) {
+        Ok(file) => {
+            file.set_permissions(Permissions::from_mode(mode))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends one line with a single `write` on an `O_APPEND` descriptor, so concurrent
+/// writers never interleave inside a line. The file is created with `mode` if missing.
+pub fn append_line(path: &Path, line: &str, mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new().append(true).create(true).mode(mode).open(path)?;
+    let mut bytes = line.trim_end_matches('\n').as_bytes().to_vec();
+    bytes.push(b'\n');
+    file.write_all(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.env");
+        write_atomic(&path, b"A='1'\n", 0o600).unwrap();
+        write_atomic(&path, b"A='2'\n", 0o600).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "A='2'\n");
+        assert_eq!(mode(&path), Some(0o600));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dirs_and_files_get_exact_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        assert!(create_dir(&sub, 0o700).unwrap());
+        assert!(!create_dir(&sub, 0o700).unwrap());
+        assert_eq!(mode(&sub), Some(0o700));
+        let file = sub.join("x.log");
+        assert!(create_file(&file, 0o640).unwrap());
+        assert!(!create_file(&file, 0o640).unwrap());
+        assert_eq!(mode(&file), Some(0o640));
+    }
+}

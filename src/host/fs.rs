@@ -1,0 +1,145 @@
+//! `fs::` — files and directories inside the configured roots.
+//!
+//! | function | mutates | returns |
+//! |---|---|---|
+//! | `fs::mkdir(path, mode)` | yes | "created" / "updated" (mode repaired) / "unchanged" |
+//! | `fs::write(path, text, mode)` | yes | atomic write, mode set at creation |
+//! | `fs::touch(path, mode)` | yes | creates an empty file if missing, repairs its mode |
+//! | `fs::chmod(path, mode)` | yes | repairs a mode |
+//! | `fs::remove(path)` | yes | removes a file |
+//! | `fs::read(path)` | no | the file's text |
+//! | `fs::exists(path)` | no | bool |
+//! | `fs::mode(path)` | no | permission bits, or -1 when missing |
+//! | `fs::list(dir)` | no | sorted entry names, `[]` when missing |
+
+use std::{fs, rc::Rc};
+
+use anyhow::Context;
+use rhai::{Array, Dynamic, INT, Module};
+
+use super::{Host, ScriptResult, mode_arg, script_error};
+use crate::{effects::Outcome, fsutil};
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+
+    let h = host.clone();
+    module.set_native_fn("mkdir", move |path: &str, mode: INT| -> ScriptResult<String> {
+        let mode = mode_arg(mode)?;
+        let path = h.roots.confine(path).map_err(script_error)?;
+        let target = path.display().to_string();
+        let needed = match fsutil::mode(&path) {
+            None => Outcome::Created,
+            Some(current) if current != mode => Outcome::Updated,
+            Some(_) => Outcome::Unchanged,
+        };
+        let outcome = h
+            .effects
+            .apply("mkdir", &target, &format!("mode {mode:04o}"), needed, || {
+                fsutil::create_dir(&path, mode)?;
+                fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+                Ok(())
+            })
+            .map_err(script_error)?;
+        Ok(outcome.as_str().into())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("write", move |path: &str, text: &str, mode: INT| -> ScriptResult<String> {
+        write_file(&h, path, text.as_bytes(), mode_arg(mode)?, "").map(|o| o.as_str().into())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("touch", move |path: &str, mode: INT| -> ScriptResult<String> {
+        let mode = mode_arg(mode)?;
+        let path = h.roots.confine(path).map_err(script_error)?;
+        let (needed, detail) = match fsutil::mode(&path) {
+            None => (Outcome::Created, format!("mode {mode:04o}")),
+            Some(current) if current != mode => (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}")),
+            Some(_) => (Outcome::Unchanged, format!("mode {mode:04o}")),
+        };
+        h.effects
+            .apply("create file", &path.display().to_string(), &detail, needed, || {
+                fsutil::create_file(&path, mode)?;
+                Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("chmod", move |path: &str, mode: INT| -> ScriptResult<String> {
+        let mode = mode_arg(mode)?;
+        let path = h.roots.confine(path).map_err(script_error)?;
+        let current = fsutil::mode(&path).ok_or_else(|| format!("{} does not exist", path.display()))?;
+        let needed = if current == mode { Outcome::Unchanged } else { Outcome::Updated };
+        h.effects
+            .apply("chmod", &path.display().to_string(), &format!("{current:04o} -> {mode:04o}"), needed, || {
+                Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("remove", move |path: &str| -> ScriptResult<String> {
+        let path = h.roots.confine(path).map_err(script_error)?;
+        let needed = if path.exists() { Outcome::Removed } else { Outcome::Unchanged };
+        h.effects
+            .apply("remove", &path.display().to_string(), "", needed, || Ok(fs::remove_file(&path)?))
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("read", move |path: &str| -> ScriptResult<String> {
+        let path = h.roots.confine(path).map_err(script_error)?;
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())).map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("exists", move |path: &str| -> ScriptResult<bool> {
+        Ok(h.roots.confine(path).map_err(script_error)?.exists())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("mode", move |path: &str| -> ScriptResult<INT> {
+        let path = h.roots.confine(path).map_err(script_error)?;
+        Ok(fsutil::mode(&path).map_or(-1, INT::from))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("list", move |path: &str| -> ScriptResult<Array> {
+        let path = h.roots.confine(path).map_err(script_error)?;
+        let mut names: Vec<String> = fs::read_dir(&path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names.into_iter().map(Dynamic::from).collect())
+    });
+
+    module
+}
+
+/// Atomic write through the effects layer; `detail` replaces the default "mode NNNN"
+/// (env files list their keys there, never their values).
+pub fn write_file(host: &Host, path: &str, bytes: &[u8], mode: u32, detail: &str) -> ScriptResult<Outcome> {
+    let path = host.roots.confine(path).map_err(script_error)?;
+    let needed = match (fs::read(&path), fsutil::mode(&path)) {
+        (Ok(current), Some(current_mode)) if current == bytes && current_mode == mode => Outcome::Unchanged,
+        (Ok(_), _) => Outcome::Updated,
+        (Err(_), _) => Outcome::Created,
+    };
+    let detail = if detail.is_empty() { format!("mode {mode:04o}") } else { format!("mode {mode:04o}; {detail}") };
+    host.effects
+        .apply("write", &path.display().to_string(), &detail, needed, || {
+            if let Some(parent) = path.parent() {
+                anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
+            }
+            Ok(fsutil::write_atomic(&path, bytes, mode)?)
+        })
+        .map_err(script_error)
+}

@@ -1,0 +1,89 @@
+//! `layout::` — where things live (read-only).
+//!
+//! | function | returns |
+//! |---|---|
+//! | `layout::client(id)` | map of the client's paths: `config_dir`, `env_file`, `compose_override`, `keycloak_dir`, `realm_file`, `backup_dir`, `backup_config`, `traefik_file`, `secrets_dir`, `secrets_file`, `secrets_history_dir`, `log_dir`, `audit_log`, `logrotate_file`, `repository`, and `networks` (tier → network name) |
+//! | `layout::clients()` | ids of the clients that have a config dir, sorted |
+//! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
+//! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
+//! | `layout::dry_run()` | whether this run only plans |
+
+use std::{path::Path, rc::Rc};
+
+use rhai::{Array, Dynamic, Map, Module};
+
+use super::{Host, ScriptResult, script_error};
+use crate::layout::ClientLayout;
+
+fn path(p: &Path) -> Dynamic {
+    Dynamic::from(p.display().to_string())
+}
+
+/// The Rhai map of a client's layout.
+pub fn client_map(layout: &ClientLayout) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), Dynamic::from(layout.id.clone()));
+    for (key, value) in [
+        ("config_dir", &layout.config_dir),
+        ("env_file", &layout.env_file),
+        ("compose_override", &layout.compose_override),
+        ("keycloak_dir", &layout.keycloak_dir),
+        ("realm_file", &layout.realm_file),
+        ("backup_dir", &layout.backup_dir),
+        ("backup_config", &layout.backup_config),
+        ("traefik_file", &layout.traefik_file),
+        ("secrets_dir", &layout.secrets_dir),
+        ("secrets_file", &layout.secrets_file),
+        ("secrets_history_dir", &layout.secrets_history_dir),
+        ("log_dir", &layout.log_dir),
+        ("audit_log", &layout.audit_log),
+        ("logrotate_file", &layout.logrotate_file),
+    ] {
+        map.insert(key.into(), path(value));
+    }
+    map.insert("repository".into(), Dynamic::from(layout.repository.clone()));
+    let networks: Map = layout.networks().into_iter().map(|(tier, name)| (tier.into(), Dynamic::from(name))).collect();
+    map.insert("networks".into(), networks.into());
+    map
+}
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+
+    let h = host.clone();
+    module.set_native_fn("client", move |id: &str| -> ScriptResult<Map> {
+        Ok(client_map(&ClientLayout::new(&h.roots, id).map_err(script_error)?))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("clients", move || -> ScriptResult<Array> {
+        Ok(h.roots.client_ids().into_iter().map(Dynamic::from).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("roots", move || -> ScriptResult<Map> {
+        let r = &h.roots;
+        Ok([
+            ("root", &r.root),
+            ("log_root", &r.log_root),
+            ("backup_root", &r.backup_root),
+            ("logrotate_dir", &r.logrotate_dir),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), path(v)))
+        .collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("setting", move |name: &str| -> ScriptResult<String> {
+        if !crate::settings::Settings::is_setting(name) {
+            return Err(format!("unknown setting {name}").into());
+        }
+        Ok(h.settings.get(name).to_string())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("dry_run", move || -> ScriptResult<bool> { Ok(h.effects.dry_run()) });
+
+    module
+}

@@ -1,0 +1,56 @@
+//! What task scripts can call: one Rhai module per namespace (`fs::`, `layout::`, ...),
+//! each built by `create_module(&Rc<Host>)` from closures sharing the run's state.
+//! Mutating functions go through [`Effects`]; none decides dry-run by itself.
+
+pub mod envfile;
+pub mod format;
+pub mod fs;
+pub mod layout;
+pub mod secrets;
+
+use std::rc::Rc;
+
+use rhai::{Engine, EvalAltResult};
+
+use crate::{effects::Effects, layout::Roots, output::Output, settings::Settings};
+
+/// The state host functions share during one run.
+pub struct Host {
+    pub settings: Settings,
+    pub roots: Roots,
+    pub effects: Effects,
+    pub output: Rc<Output>,
+}
+
+impl Host {
+    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>) -> Self {
+        Self {
+            roots: Roots::from_settings(&settings),
+            settings,
+            effects: Effects::new(dry_run, output.clone()),
+            output,
+        }
+    }
+}
+
+/// Registers every host module on `engine`.
+pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+    engine.register_static_module("fs", fs::create_module(host).into());
+    engine.register_static_module("layout", layout::create_module(host).into());
+    engine.register_static_module("envfile", envfile::create_module(host).into());
+    engine.register_static_module("secrets", secrets::create_module(host).into());
+    engine.register_static_module("format", format::create_module().into());
+    engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
+}
+
+/// Host errors reach the script as runtime errors carrying the whole context chain.
+pub fn script_error(error: anyhow::Error) -> Box<EvalAltResult> {
+    format!("{error:#}").into()
+}
+
+pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Modes arrive from scripts as integers (`0o640`).
+pub fn mode_arg(mode: rhai::INT) -> ScriptResult<u32> {
+    u32::try_from(mode).ok().filter(|m| *m <= 0o7777).ok_or_else(|| format!("invalid file mode {mode:#o}").into())
+}

@@ -1,0 +1,180 @@
+//! Where a client's files live (SPEC §6). Every root is a setting, so tests and sites can
+//! move them; every path is built from a validated client id, so none leaves its root.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use crate::{settings::Settings, validate};
+
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub root: PathBuf,
+    pub log_root: PathBuf,
+    pub backup_root: PathBuf,
+    pub logrotate_dir: PathBuf,
+    /// `s3:...`, `rest:...`: repositories live there instead of under `backup_root`.
+    pub repository_base: String,
+}
+
+impl Roots {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            root: settings.path("AGENCY_ROOT"),
+            log_root: settings.path("AGENCY_LOG_ROOT"),
+            backup_root: settings.path("AGENCY_BACKUP_ROOT"),
+            logrotate_dir: settings.path("LOGROTATE_DIR"),
+            repository_base: settings.get("RESTIC_REPOSITORY_BASE").to_string(),
+        }
+    }
+
+    pub fn clients_dir(&self) -> PathBuf {
+        self.root.join("clients")
+    }
+
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join(".locks")
+    }
+
+    /// The directories scripts may touch.
+    pub fn all(&self) -> [&Path; 4] {
+        [&self.root, &self.log_root, &self.backup_root, &self.logrotate_dir]
+    }
+
+    /// Ids of the clients that have a config dir, sorted.
+    pub fn client_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.clients_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Resolves `path` if it lies inside one of the roots, following no `..` and no
+    /// symlink out of the root.
+    pub fn confine(&self, path: &str) -> Result<PathBuf> {
+        let candidate = Path::new(path);
+        if !candidate.is_absolute() {
+            bail!("path {path:?} must be absolute");
+        }
+        if candidate.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+            bail!("path {path:?} must not contain '.' or '..'");
+        }
+        let Some(root) = self.all().into_iter().find(|root| candidate.starts_with(root)) else {
+            bail!("path {path:?} is outside the configured roots ({})", self.describe());
+        };
+        // A symlink inside the root must not lead out of it: check the deepest existing ancestor.
+        let existing = candidate.ancestors().find(|a| a.exists()).unwrap_or(root);
+        if let (Ok(real), Ok(real_root)) = (existing.canonicalize(), root.canonicalize())
+            && !real.starts_with(&real_root)
+        {
+            bail!("path {path:?} leads outside {} through a symlink", root.display());
+        }
+        Ok(candidate.to_path_buf())
+    }
+
+    fn describe(&self) -> String {
+        self.all().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Every path of one client.
+#[derive(Debug, Clone)]
+pub struct ClientLayout {
+    pub id: String,
+    pub config_dir: PathBuf,
+    pub env_file: PathBuf,
+    pub compose_override: PathBuf,
+    pub keycloak_dir: PathBuf,
+    pub realm_file: PathBuf,
+    pub backup_dir: PathBuf,
+    pub backup_config: PathBuf,
+    pub traefik_file: PathBuf,
+    pub secrets_dir: PathBuf,
+    pub secrets_file: PathBuf,
+    pub secrets_history_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub logrotate_file: PathBuf,
+    /// A local path or a remote restic repository URL.
+    pub repository: String,
+}
+
+/// The log files every client has, created 0640 by setup-log-segmentation.
+pub const LOG_FILES: &[&str] = &["access.log", "error.log", "audit.log", "backup.log"];
+
+impl ClientLayout {
+    pub fn new(roots: &Roots, id: &str) -> Result<Self> {
+        if let Err(e) = validate::client_id(id) {
+            bail!("invalid client id: {e}");
+        }
+        let config_dir = roots.clients_dir().join(id);
+        let secrets_dir = roots.root.join("secrets").join(id);
+        let log_dir = roots.log_root.join("clients").join(id);
+        let repository = if roots.repository_base.is_empty() {
+            roots.backup_root.join(format!("client-{id}")).display().to_string()
+        } else {
+            format!("{}/client-{id}", roots.repository_base.trim_end_matches('/'))
+        };
+        Ok(Self {
+            id: id.to_string(),
+            env_file: config_dir.join("client.env"),
+            compose_override: config_dir.join("docker-compose.override.yml"),
+            keycloak_dir: config_dir.join("keycloak"),
+            realm_file: config_dir.join("keycloak/realm.json"),
+            backup_dir: config_dir.join("backup"),
+            backup_config: config_dir.join("backup/config.sh"),
+            traefik_file: config_dir.join("traefik.yml"),
+            config_dir,
+            secrets_file: secrets_dir.join("secrets.env"),
+            secrets_history_dir: secrets_dir.join("history"),
+            secrets_dir,
+            audit_log: log_dir.join("audit.log"),
+            log_dir,
+            logrotate_file: roots.logrotate_dir.join(format!("agency_stack-{id}")),
+            repository,
+        })
+    }
+
+    /// The Docker networks of the client, by tier.
+    pub fn networks(&self) -> [(&'static str, String); 4] {
+        ["frontend", "backend", "database", "network"].map(|tier| (tier, format!("{}_{tier}", self.id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Roots {
+        Roots {
+            root: "/srv/a".into(),
+            log_root: "/srv/log".into(),
+            backup_root: "/srv/bk".into(),
+            logrotate_dir: "/srv/lr".into(),
+            repository_base: String::new(),
+        }
+    }
+
+    #[test]
+    fn confines_paths_to_roots() {
+        let roots = roots();
+        assert!(roots.confine("/srv/a/clients/acme/client.env").is_ok());
+        assert!(roots.confine("/srv/a/../etc/passwd").is_err());
+        assert!(roots.confine("/etc/passwd").is_err());
+        assert!(roots.confine("relative/path").is_err());
+        assert!(roots.confine("/srv/ab/x").is_err());
+    }
+
+    #[test]
+    fn layout_rejects_hostile_ids() {
+        assert!(ClientLayout::new(&roots(), "../etc").is_err());
+        let layout = ClientLayout::new(&roots(), "acme").unwrap();
+        assert_eq!(layout.secrets_file, Path::new("/srv/a/secrets/acme/secrets.env"));
+        assert_eq!(layout.repository, "/srv/bk/client-acme");
+    }
+}

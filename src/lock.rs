@@ -1,0 +1,85 @@
+//! Locks that keep two runs from interleaving on one client (SPEC §7): an exclusive lock
+//! per client, taken under a shared lock on "all clients"; tasks that change every
+//! client take "all clients" exclusively.
+
+use std::{
+    fs::{File, OpenOptions, TryLockError},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+use crate::{
+    error::{Error, Result},
+    fsutil,
+    output::Output,
+};
+
+/// Held locks; dropping it releases them.
+pub struct LockGuard {
+    _files: Vec<File>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+fn take(dir: &Path, name: &str, mode: Mode, no_wait: bool, output: &Output, what: &str) -> Result<File> {
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::failure(format!("cannot open lock file {}: {e}", path.display())))?;
+    let attempt = match mode {
+        Mode::Shared => file.try_lock_shared(),
+        Mode::Exclusive => file.try_lock(),
+    };
+    match attempt {
+        Ok(()) => return Ok(file),
+        Err(TryLockError::Error(e)) => return Err(Error::failure(format!("cannot lock {}: {e}", path.display()))),
+        Err(TryLockError::WouldBlock) if no_wait => {
+            return Err(Error::failure(format!("another agency run is working on {what}; not waiting (--no-wait)")));
+        }
+        Err(TryLockError::WouldBlock) => output.note(&format!("waiting for another agency run working on {what} ...")),
+    }
+    let locked = match mode {
+        Mode::Shared => file.lock_shared(),
+        Mode::Exclusive => file.lock(),
+    };
+    locked.map_err(|e| Error::failure(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(file)
+}
+
+/// Locks one client (`Some(id)`) or every client (`None`). In a dry run nothing may be
+/// created, so locks are only taken when the lock directory already exists.
+pub fn acquire(
+    locks_dir: &Path,
+    client: Option<&str>,
+    dry_run: bool,
+    no_wait: bool,
+    output: &Output,
+) -> Result<LockGuard> {
+    if dry_run && !locks_dir.is_dir() {
+        return Ok(LockGuard { _files: Vec::new() });
+    }
+    // The root itself must stay traversable for the group that reads client configs.
+    if let Some(root) = locks_dir.parent() {
+        fsutil::create_dir(root, 0o755)
+            .map_err(|e| Error::failure(format!("cannot create {}: {e}", root.display())))?;
+    }
+    fsutil::create_dir(locks_dir, 0o700)
+        .map_err(|e| Error::failure(format!("cannot create lock directory {}: {e}", locks_dir.display())))?;
+    let files = match client {
+        Some(id) => vec![
+            take(locks_dir, "all.lock", Mode::Shared, no_wait, output, "all clients")?,
+            take(locks_dir, &format!("client-{id}.lock"), Mode::Exclusive, no_wait, output, &format!("client {id}"))?,
+        ],
+        None => vec![take(locks_dir, "all.lock", Mode::Exclusive, no_wait, output, "all clients")?],
+    };
+    Ok(LockGuard { _files: files })
+}

@@ -1,0 +1,157 @@
+//! Everything the runner prints: step lines (a spinner on a TTY, plain lines otherwise),
+//! script `print()` output, notes and warnings. `--json` keeps stdout for the final document.
+
+use std::{
+    cell::RefCell,
+    io::{IsTerminal, Write},
+    time::Duration,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::effects::{Change, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+pub struct Output {
+    pub json: bool,
+    pub verbosity: Verbosity,
+    color: bool,
+    spinner: RefCell<Option<ProgressBar>>,
+    /// Script output captured for `--json` (it goes to stderr there as well).
+    captured: RefCell<Vec<String>>,
+}
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+impl Output {
+    pub fn new(json: bool, verbosity: Verbosity) -> Self {
+        let tty = std::io::stdout().is_terminal();
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let spinner = (tty && !json && verbosity != Verbosity::Quiet).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { json, verbosity, color, spinner: RefCell::new(spinner), captured: RefCell::default() }
+    }
+
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("{code}{text}{RESET}") } else { text.to_string() }
+    }
+
+    fn line(&self, text: &str) {
+        if self.json {
+            eprintln!("{text}");
+        } else if let Some(spinner) = self.spinner.borrow().as_ref() {
+            spinner.println(text);
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
+    /// Shows what is being done right now (spinner message on a TTY).
+    pub fn begin(&self, action: &str, target: &str) {
+        if let Some(spinner) = self.spinner.borrow().as_ref() {
+            spinner.set_message(format!("{action} {target}"));
+        }
+    }
+
+    pub fn step(&self, change: &Change) {
+        if self.json || self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let (word, code) = match (change.planned, change.outcome) {
+            (_, Outcome::Failed) => ("failed", RED),
+            (true, outcome) => (outcome.planned(), YELLOW),
+            (false, Outcome::Unchanged) => ("unchanged", DIM),
+            (false, Outcome::Updated) => ("updated", YELLOW),
+            (false, outcome) => (outcome.as_str(), GREEN),
+        };
+        let detail = if change.detail.is_empty() { String::new() } else { format!("  ({})", change.detail) };
+        self.line(&format!(
+            "  {} {} {}{detail}",
+            self.paint(code, &format!("{word:<12}")),
+            change.action,
+            change.target
+        ));
+    }
+
+    /// A heading for one task of the run.
+    pub fn task_heading(&self, task: &str, dry_run: bool) {
+        if self.json || self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let suffix = if dry_run { " (dry run: nothing is changed)" } else { "" };
+        self.line(&self.paint(BOLD, &format!("{task}{suffix}")));
+    }
+
+    /// Output of a script's `print()`: the operator's terminal, stderr under `--json`.
+    pub fn script_print(&self, text: &str) {
+        if self.json {
+            self.captured.borrow_mut().push(text.to_string());
+        }
+        self.line(text);
+    }
+
+    pub fn take_captured(&self) -> Vec<String> {
+        std::mem::take(&mut self.captured.borrow_mut())
+    }
+
+    /// Runner notes (waiting for a lock, skipped steps): stderr, hidden by `-q`.
+    pub fn note(&self, text: &str) {
+        if self.verbosity > Verbosity::Quiet {
+            match self.spinner.borrow().as_ref() {
+                Some(spinner) => spinner.suspend(|| eprintln!("{text}")),
+                None => eprintln!("{text}"),
+            }
+        }
+    }
+
+    /// The closing line of a run: stdout, hidden by `-q` and `--json`.
+    pub fn summary(&self, text: &str) {
+        if !self.json && self.verbosity > Verbosity::Quiet {
+            self.clear();
+            println!("{text}");
+        }
+    }
+
+    pub fn verbose(&self, text: &str) {
+        if self.verbosity == Verbosity::Verbose {
+            self.note(text);
+        }
+    }
+
+    pub fn warn(&self, text: &str) {
+        self.clear();
+        eprintln!("{} {text}", self.paint(YELLOW, "warning:"));
+    }
+
+    pub fn error(&self, text: &str) {
+        self.clear();
+        eprintln!("{} {text}", self.paint(RED, "error:"));
+    }
+
+    /// Removes the spinner before anything else is printed for good.
+    pub fn clear(&self) {
+        if let Some(spinner) = self.spinner.borrow_mut().take() {
+            spinner.finish_and_clear();
+        }
+    }
+}

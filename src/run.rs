@@ -1,0 +1,100 @@
+//! Parses the command line, does one thing, prints any error once and maps it to an exit code.
+
+use std::{ffi::OsString, io::Write, path::PathBuf};
+
+use clap::{CommandFactory, Parser};
+
+use crate::{
+    catalog::Catalog,
+    cli::Opts,
+    error::{Error, ExitCode, Result},
+    listing, makefile,
+    output::Verbosity,
+    runner::{self, RunOptions},
+    vars::Invocation,
+};
+
+const DEFAULT_SITE_DIR: &str = "/etc/agency_stack";
+
+/// Runs `agency` with `args` (program name first) and returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let opts = match Opts::try_parse_from(args) {
+        Ok(opts) => opts,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::Usage as i32 } else { ExitCode::Success as i32 };
+        }
+    };
+    let json = opts.json;
+    match dispatch(opts) {
+        Ok(()) => ExitCode::Success as i32,
+        Err(error) => {
+            report(&error, json);
+            error.code as i32
+        }
+    }
+}
+
+fn report(error: &Error, json: bool) {
+    if error.message.is_empty() {
+        return; // Already reported inside a --json run report.
+    }
+    if json {
+        let value = serde_json::json!({ "ok": false, "error": runner::error_json(error) });
+        println!("{}", serde_json::to_string_pretty(&value).expect("serializes"));
+    } else {
+        let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let label = if color { "\x1b[31merror:\x1b[0m" } else { "error:" };
+        eprintln!("{label} {error}");
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn dispatch(opts: Opts) -> Result<()> {
+    if let Some(shell) = opts.completions {
+        let mut command = Opts::command();
+        clap_complete::generate(shell, &mut command, "agency", &mut std::io::stdout());
+        return Ok(());
+    }
+    let site_dir = opts
+        .dir
+        .clone()
+        .or_else(|| env("AGENCY_HOME").filter(|d| !d.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SITE_DIR));
+    if opts.dir.is_some() && !site_dir.is_dir() {
+        return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
+    }
+    let catalog = Catalog::load(&site_dir)?;
+    let print = |text: String| {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    };
+    if opts.makefile {
+        print(makefile::render(&catalog));
+        return Ok(());
+    }
+    if opts.list {
+        print(listing::list(&catalog, opts.json));
+        return Ok(());
+    }
+    if let Some(target) = &opts.explain {
+        print(listing::explain(&catalog, target, opts.json)?);
+        return Ok(());
+    }
+    let invocation = Invocation::parse(&opts.args, env("MAKEFLAGS").as_deref(), env)?;
+    let options = RunOptions {
+        dry_run: opts.dry_run || invocation.make_dry_run,
+        json: opts.json,
+        yes: opts.yes,
+        no_wait: opts.no_wait,
+        verbosity: match (opts.quiet, opts.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, _) => Verbosity::Verbose,
+        },
+    };
+    runner::run(&catalog, &invocation, &options, &env)
+}

@@ -1,0 +1,249 @@
+//! Runs a target: its deps first (each once, same variables), under the client lock, each
+//! task's script in the sandboxed engine; then the report (steps, summary or `--json`)
+//! and one audit line per task for the client it touched.
+
+use std::{io::IsTerminal, rc::Rc};
+
+use indexmap::IndexMap;
+use rhai::Dynamic;
+use serde::Serialize;
+
+use crate::{
+    audit::{self, AuditRecord},
+    catalog::Catalog,
+    effects::{Change, Outcome},
+    error::{Error, Result},
+    host::Host,
+    layout::{ClientLayout, Roots},
+    lock,
+    output::{Output, Verbosity},
+    script::{Limits, ScriptEngine},
+    settings::Settings,
+    taskfile::{LockScope, Task},
+    vars::Invocation,
+};
+
+/// How this run was asked to behave (from the command line, without clap).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub json: bool,
+    pub yes: bool,
+    pub no_wait: bool,
+    pub verbosity: Verbosity,
+}
+
+#[derive(Serialize)]
+struct TaskReport {
+    task: String,
+    ok: bool,
+    vars: serde_json::Map<String, serde_json::Value>,
+    changes: Vec<Change>,
+    result: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    output: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    target: String,
+    ok: bool,
+    dry_run: bool,
+    tasks: Vec<TaskReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+/// Variables as JSON for reports and the audit log, secret ones redacted.
+fn shown_vars(task: &Task, vars: &IndexMap<String, String>) -> serde_json::Map<String, serde_json::Value> {
+    vars.iter()
+        .map(|(name, value)| {
+            let secret = task.vars.get(name).is_some_and(|spec| spec.secret);
+            let shown = if secret && !value.is_empty() { "<redacted>".to_string() } else { value.clone() };
+            (name.clone(), serde_json::Value::String(shown))
+        })
+        .collect()
+}
+
+fn confirm(task: &Task, vars: &IndexMap<String, String>, options: &RunOptions) -> Result<()> {
+    if !task.confirm || options.yes || options.dry_run {
+        return Ok(());
+    }
+    let client = vars.get("CLIENT_ID").map(|c| format!(" for {c}")).unwrap_or_default();
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::failure(format!(
+            "{}{client} asks for confirmation and stdin is not a terminal; re-run with --yes to proceed",
+            task.name
+        )));
+    }
+    eprint!("{}{client}: {}. Proceed? [y/N] ", task.name, task.description);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::failure(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::failure(format!("{} cancelled; nothing was changed", task.name)))
+    }
+}
+
+/// The client a task touched, for locking and the audit log.
+fn client_of(vars: &IndexMap<String, String>) -> Option<&str> {
+    vars.get("CLIENT_ID").map(String::as_str).filter(|id| !id.is_empty())
+}
+
+/// A task reports a problem (exit 1) by ending with a map holding `ok: false`.
+fn reported_problem(result: &Dynamic, task: &str) -> Option<String> {
+    let map = result.read_lock::<rhai::Map>()?;
+    let ok = map.get("ok")?.as_bool().ok()?;
+    (!ok).then(|| map.get("message").map(|m| m.to_string()).unwrap_or_else(|| format!("{task} reported a problem")))
+}
+
+pub fn run(
+    catalog: &Catalog,
+    invocation: &Invocation,
+    options: &RunOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let target =
+        invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
+    let plan = catalog.plan(target)?;
+    invocation.check_known(&plan)?;
+    let settings = Settings::resolve(&invocation.assignments, env);
+    let resolved: Vec<(&Task, IndexMap<String, String>)> =
+        plan.iter().map(|task| Ok((*task, invocation.resolve(task, env)?))).collect::<Result<_>>()?;
+    for (task, vars) in &resolved {
+        confirm(task, vars, options)?;
+    }
+
+    let output = Rc::new(Output::new(options.json, options.verbosity));
+    let host = Rc::new(Host::new(settings, options.dry_run, output.clone()));
+    let target_vars = &resolved.last().expect("plan holds the target").1;
+    let lock_client = if plan.iter().any(|t| t.lock == LockScope::All) {
+        Some(None)
+    } else if plan.iter().any(|t| t.lock == LockScope::Client) {
+        Some(client_of(target_vars))
+    } else {
+        None
+    };
+    let _lock = match lock_client {
+        Some(client) => {
+            Some(lock::acquire(&host.roots.locks_dir(), client, options.dry_run, options.no_wait, &output)?)
+        }
+        None => None,
+    };
+
+    // The engine is built only now, so --list and --explain never pay for it; every
+    // script is compiled before the first runs, so a syntax error changes nothing.
+    let mut engine = ScriptEngine::new(&host);
+    let compiled =
+        resolved.iter().map(|(task, vars)| engine.compile(&task.script, vars)).collect::<Result<Vec<_>>>()?;
+
+    let mut reports = Vec::new();
+    let mut failure: Option<Error> = None;
+    for ((task, vars), ast) in resolved.iter().zip(&compiled) {
+        output.task_heading(&task.name, options.dry_run);
+        host.effects.begin_task(&task.name);
+        let first_change = host.effects.len();
+        let result = engine.run(ast, vars, Limits { timeout: task.timeout, max_operations: task.max_operations });
+        let changes = host.effects.changes_since(first_change);
+        let (ok, error, value) = match &result {
+            Ok(value) => match reported_problem(value, &task.name) {
+                Some(problem) => (false, Some(problem), value.clone()),
+                None => (true, None, value.clone()),
+            },
+            Err(e) => (false, Some(e.to_string()), Dynamic::UNIT),
+        };
+        if !options.dry_run {
+            record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
+        }
+        reports.push(TaskReport {
+            task: task.name.clone(),
+            ok,
+            vars: shown_vars(task, vars),
+            changes,
+            result: rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null),
+            output: output.take_captured(),
+            error: error.clone(),
+        });
+        if let Err(e) = result {
+            failure = Some(Error { message: format!("{} failed: {}", task.name, e.message), ..e });
+            break;
+        }
+        if let Some(problem) = error {
+            failure = Some(Error::failure(problem));
+            break;
+        }
+    }
+    output.clear();
+
+    if options.json {
+        let report = RunReport {
+            target: target.to_string(),
+            ok: failure.is_none(),
+            dry_run: options.dry_run,
+            tasks: reports,
+            error: failure.as_ref().map(error_json),
+        };
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        return match failure {
+            Some(e) => Err(Error { message: String::new(), ..e }),
+            None => Ok(()),
+        };
+    }
+    if failure.is_none() {
+        print_summary(&output, target, &host.effects.changes(), options.dry_run);
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn record_audit(
+    roots: &Roots,
+    task: &Task,
+    vars: &IndexMap<String, String>,
+    ok: bool,
+    error: Option<&str>,
+    changes: &[Change],
+    output: &Output,
+) {
+    let Some(layout) = client_of(vars).and_then(|id| ClientLayout::new(roots, id).ok()) else { return };
+    let record = AuditRecord {
+        time: audit::now_rfc3339(),
+        task: &task.name,
+        vars: shown_vars(task, vars),
+        user: audit::current_user(),
+        outcome: if ok { "ok" } else { "failed" },
+        error: error.map(str::to_string),
+        changes,
+    };
+    if let Err(e) = audit::append(&layout, &record) {
+        output.warn(&format!("could not append to {}: {e}", layout.audit_log.display()));
+    }
+}
+
+pub fn error_json(error: &Error) -> serde_json::Value {
+    let mut value = serde_json::json!({ "message": error.message, "exit_code": error.code as i32 });
+    if let Some(span) = &error.span {
+        value["location"] = serde_json::json!(format!("{}:{}:{}", span.file.display(), span.line, span.column));
+    }
+    if let Some(detail) = &error.detail {
+        value["detail"] = serde_json::json!(detail);
+    }
+    value
+}
+
+fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool) {
+    let count = |outcome| changes.iter().filter(|c| c.outcome == outcome).count();
+    let (created, updated, removed, unchanged) =
+        (count(Outcome::Created), count(Outcome::Updated), count(Outcome::Removed), count(Outcome::Unchanged));
+    let changed = created + updated + removed;
+    let line = if dry_run {
+        format!(
+            "{target}: dry run, {changed} change(s) planned ({created} create, {updated} update, {removed} remove), {unchanged} unchanged; nothing was changed"
+        )
+    } else {
+        format!("{target}: {created} created, {updated} updated, {removed} removed, {unchanged} unchanged")
+    };
+    output.summary(&line);
+}

@@ -1,0 +1,206 @@
+//! The Rhai engine and its sandbox (SPEC §3): operation and call-depth limits, an optional
+//! wall-clock deadline per task, no `eval`, strict variables, imports only from beside the
+//! importing script, and no system access except through host modules.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use indexmap::IndexMap;
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Module, ModuleResolver, ParseError, Position, Scope, Shared};
+
+use crate::{
+    catalog::read_source,
+    error::{Error, SourceSpan},
+    host::{self, Host},
+    taskfile::{Script, SourcePath},
+};
+
+const MAX_CALL_LEVELS: usize = 64;
+
+/// Per-task resource limits from the task file.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    pub max_operations: u64,
+}
+
+/// Scripts compiled so far, by the source name Rhai reports in errors and import requests.
+type SourceTable = Rc<RefCell<HashMap<String, (SourcePath, usize)>>>;
+
+pub struct ScriptEngine {
+    engine: Engine,
+    deadline: Rc<Cell<Option<Instant>>>,
+    sources: SourceTable,
+}
+
+impl ScriptEngine {
+    /// Builds the sandboxed engine with every host module registered.
+    pub fn new(host: &Rc<Host>) -> Self {
+        let mut engine = Engine::new();
+        engine.set_max_call_levels(MAX_CALL_LEVELS);
+        engine.set_max_expr_depths(128, 64);
+        engine.set_max_string_size(16 * 1024 * 1024);
+        engine.set_max_array_size(1_000_000);
+        engine.set_max_map_size(1_000_000);
+        engine.set_max_modules(64);
+        engine.set_strict_variables(true);
+        engine.disable_symbol("eval");
+
+        let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
+        let watch = deadline.clone();
+        engine.on_progress(move |operations| {
+            // Reading the clock is cheap but not free: look every 4096 operations.
+            if operations % 4096 == 0 && watch.get().is_some_and(|d| Instant::now() > d) {
+                Some(Dynamic::from("the task's timeout expired"))
+            } else {
+                None
+            }
+        });
+
+        let output = host.output.clone();
+        engine.on_print(move |text| output.script_print(text));
+        let output = host.output.clone();
+        engine.on_debug(move |text, _, _| output.verbose(text));
+
+        let sources: SourceTable = Rc::default();
+        engine.set_module_resolver(ConfinedResolver { sources: sources.clone() });
+        host::register(&mut engine, host);
+        Self { engine, deadline, sources }
+    }
+
+    /// Compiles a task script with its variables known (strict variables need them).
+    pub fn compile(&self, script: &Script, vars: &IndexMap<String, String>) -> Result<AST, Error> {
+        let scope = task_scope(vars);
+        let name = script.path.display();
+        self.sources.borrow_mut().insert(name.clone(), (script.path.clone(), script.line_offset));
+        let mut ast = self
+            .engine
+            .compile_with_scope(&scope, &script.text)
+            .map_err(|e| parse_error(&name, &script.text, script.line_offset, &e))?;
+        ast.set_source(name);
+        Ok(ast)
+    }
+
+    /// Runs a compiled task script; the value it ends with is the task's result.
+    pub fn run(&mut self, ast: &AST, vars: &IndexMap<String, String>, limits: Limits) -> Result<Dynamic, Error> {
+        let mut scope = task_scope(vars);
+        let timeout = limits.timeout;
+        self.engine.set_max_operations(limits.max_operations);
+        self.deadline.set(timeout.map(|t| Instant::now() + t));
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        self.deadline.set(None);
+        result.map_err(|e| self.runtime_error(&e, ast.source()))
+    }
+
+    /// Calls a hook function (`before_<task>`, `after_<task>`) if the AST defines it.
+    pub fn call_hook(&self, ast: &AST, name: &str, args: Vec<Dynamic>) -> Result<bool, Error> {
+        if !ast.iter_functions().any(|f| f.name == name && f.params.len() == args.len()) {
+            return Ok(false);
+        }
+        let mut scope = Scope::new();
+        self.engine
+            .call_fn::<Dynamic>(&mut scope, ast, name, args)
+            .map(|_| true)
+            .map_err(|e| self.runtime_error(&e, ast.source()))
+    }
+
+    /// Compiles a plugin's hook file (no task variables in scope).
+    pub fn compile_file(&self, path: &SourcePath, text: &str) -> Result<AST, Error> {
+        self.compile(&Script { text: text.to_string(), path: path.clone(), line_offset: 0 }, &IndexMap::new())
+    }
+
+    fn runtime_error(&self, error: &EvalAltResult, script: Option<&str>) -> Error {
+        // Errors inside imported modules name the module's file.
+        let (error, source) = match error {
+            EvalAltResult::ErrorInModule(module, inner, _) => (inner.as_ref(), Some(module.clone())),
+            EvalAltResult::ErrorInFunctionCall(_, src, inner, _) if !src.is_empty() => {
+                (inner.as_ref(), Some(src.clone()))
+            }
+            _ => (error, None),
+        };
+        let message = match error {
+            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+            EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
+            other => other.to_string().split(" (line ").next().unwrap_or_default().to_string(),
+        };
+        let position = error.position();
+        let mut result = Error::failure(message);
+        if let (Some(line), Some(column)) = (position.line(), position.position()) {
+            let sources = self.sources.borrow();
+            let entry = source.as_deref().or(script).and_then(|s| sources.get(s));
+            if let Some((path, offset)) = entry
+                && let Some(text) = read_source(path)
+            {
+                result = result.with_span(SourceSpan::from_line_column(path.display(), &text, line + offset, column));
+            }
+        }
+        result
+    }
+}
+
+/// Task variables as constants, plus `VARS`, a map of them all (for functions and hooks).
+fn task_scope(vars: &IndexMap<String, String>) -> Scope<'static> {
+    let mut scope = Scope::new();
+    let mut map = Map::new();
+    for (name, value) in vars {
+        scope.push_constant(name.as_str(), value.clone());
+        map.insert(name.as_str().into(), Dynamic::from(value.clone()));
+    }
+    scope.push_constant("VARS", map);
+    scope
+}
+
+fn parse_error(name: &str, text: &str, line_offset: usize, error: &ParseError) -> Error {
+    let message = error.0.to_string();
+    let mut result = Error::usage(format!("invalid Rhai in {name}: {message}"));
+    if let (Some(line), Some(column)) = (error.1.line(), error.1.position()) {
+        // `text` is the script alone; show its line, numbered as in the file holding it.
+        let shown = SourceSpan::from_line_column(name, text, line, column);
+        result = result.with_span(SourceSpan { line: line + line_offset, ..shown });
+    }
+    result
+}
+
+/// Resolves `import "name"` to `name.rhai` beside the importing script, never elsewhere.
+struct ConfinedResolver {
+    sources: SourceTable,
+}
+
+impl ModuleResolver for ConfinedResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        position: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let allowed = !path.is_empty()
+            && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+            && path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
+        if !allowed {
+            return Err(format!(
+                "import {path:?} is not allowed: name a module beside the script (letters, digits, _ - /)"
+            )
+            .into());
+        }
+        let base = source
+            .and_then(|s| self.sources.borrow().get(s).map(|(p, _)| p.clone()))
+            .ok_or_else(|| Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), position)))?;
+        let file = base.sibling(&format!("{path}.rhai"));
+        let text = read_source(&file)
+            .ok_or_else(|| Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), position)))?;
+        let name = file.display();
+        self.sources.borrow_mut().insert(name.clone(), (file, 0));
+        let mut ast = engine.compile(&text).map_err(|e| {
+            let error = parse_error(&name, &text, 0, &e);
+            Box::new(EvalAltResult::ErrorInModule(name.clone(), error.to_string().into(), position))
+        })?;
+        ast.set_source(name);
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
+        Ok(module.into())
+    }
+}

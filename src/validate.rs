@@ -1,0 +1,230 @@
+//! Built-in validators for task variables (`kind = "client_id"` ...), so hostile values are
+//! stopped before they reach a path, a shell, a YAML/JSON/env file or a URL.
+
+use serde::Deserialize;
+
+/// Client ids that must never be used: Keycloak's admin realm and names the layout reserves.
+pub const RESERVED_CLIENT_IDS: &[&str] = &["master", "admin", "default", "system", "archive"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `^[a-z][a-z0-9-]{1,30}[a-z0-9]$`, not reserved.
+    ClientId,
+    /// A lowercase DNS name.
+    Domain,
+    /// Printable text, no control characters, at most 100 characters.
+    Name,
+    /// An upper-case secret key name such as `RESTIC_PASSWORD`.
+    SecretName,
+    /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, or empty (false).
+    Bool,
+    /// A decimal integer.
+    Int,
+    /// An IPv4 CIDR block such as `10.201.0.0/16`.
+    Cidr,
+    /// A duration such as `26h` or `90s`.
+    Duration,
+    /// A path (no NUL or newline).
+    Path,
+    /// Any single line of printable text.
+    Text,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClientId => "client_id",
+            Self::Domain => "domain",
+            Self::Name => "name",
+            Self::SecretName => "secret_name",
+            Self::Bool => "bool",
+            Self::Int => "int",
+            Self::Cidr => "cidr",
+            Self::Duration => "duration",
+            Self::Path => "path",
+            Self::Text => "text",
+        }
+    }
+
+    /// Checks `value`; the error completes "invalid VAR: ...".
+    pub fn check(self, value: &str) -> Result<(), String> {
+        match self {
+            Self::ClientId => client_id(value),
+            Self::Domain => domain(value),
+            Self::Name => name(value),
+            Self::SecretName => secret_name(value),
+            Self::Bool => parse_bool(value).map(drop),
+            Self::Int => value.parse::<i64>().map(drop).map_err(|_| format!("{} is not a whole number", quote(value))),
+            Self::Cidr => cidr(value),
+            Self::Duration => humantime::parse_duration(value)
+                .map(drop)
+                .map_err(|_| format!("{} is not a duration like 26h or 90s", quote(value))),
+            Self::Path => single_line(value, 4096),
+            Self::Text => single_line(value, 4096),
+        }
+    }
+}
+
+/// Quotes a value for an error message so control characters show as escapes.
+pub fn quote(value: &str) -> String {
+    let shown: String = value.chars().take(60).collect();
+    let ellipsis = if value.chars().count() > 60 { "..." } else { "" };
+    format!("{:?}{ellipsis}", shown)
+}
+
+pub fn client_id(value: &str) -> Result<(), String> {
+    let bytes = value.as_bytes();
+    let shape_ok = (3..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[bytes.len() - 1] != b'-';
+    if !shape_ok {
+        return Err(format!(
+            "{} must be 3-32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'",
+            quote(value)
+        ));
+    }
+    if RESERVED_CLIENT_IDS.contains(&value) {
+        return Err(format!("{} is reserved (reserved ids: {})", quote(value), RESERVED_CLIENT_IDS.join(", ")));
+    }
+    Ok(())
+}
+
+pub fn domain(value: &str) -> Result<(), String> {
+    let label_ok = |label: &str| {
+        let b = label.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    let labels: Vec<&str> = value.split('.').collect();
+    if value.len() > 253 || labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
+        return Err(format!(
+            "{} is not a lowercase DNS name (labels of a-z, 0-9 and '-', separated by dots, e.g. acme.example.com)",
+            quote(value)
+        ));
+    }
+    if labels.last().is_some_and(|tld| tld.bytes().all(|c| c.is_ascii_digit())) {
+        return Err(format!("{} looks like an IP address, not a DNS name", quote(value)));
+    }
+    Ok(())
+}
+
+pub fn name(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty or only spaces".into());
+    }
+    if value.chars().count() > 100 {
+        return Err(format!("{} is longer than 100 characters", quote(value)));
+    }
+    if let Some(c) = value.chars().find(|c| is_unsafe_char(*c)) {
+        return Err(format!("{} contains the control or invisible character {:?}", quote(value), c));
+    }
+    Ok(())
+}
+
+pub fn secret_name(value: &str) -> Result<(), String> {
+    let b = value.as_bytes();
+    if b.is_empty()
+        || b.len() > 64
+        || !b[0].is_ascii_uppercase()
+        || !b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+    {
+        return Err(format!("{} is not a secret name like RESTIC_PASSWORD", quote(value)));
+    }
+    Ok(())
+}
+
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{} is not a boolean (use 1 or 0)", quote(value))),
+    }
+}
+
+pub fn cidr(value: &str) -> Result<(), String> {
+    let err = || format!("{} is not an IPv4 CIDR block like 10.201.0.0/16", quote(value));
+    let (address, prefix) = value.split_once('/').ok_or_else(err)?;
+    address.parse::<std::net::Ipv4Addr>().map_err(|_| err())?;
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= 32 && !prefix.starts_with('+') => Ok(()),
+        _ => Err(err()),
+    }
+}
+
+fn single_line(value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("is longer than {max} bytes"));
+    }
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("{} contains the control character {:?}", quote(value), c)),
+        None => Ok(()),
+    }
+}
+
+/// Control characters, and the invisible format characters (bidi overrides, zero-width
+/// joiners, BOM) that make a displayed name differ from what is stored.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{2028}' | '\u{2029}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids() {
+        for ok in ["acme", "a-1", "abc", "a234567890123456789012345678901z"] {
+            assert_eq!(client_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "Acme",
+            "1acme",
+            "acme-",
+            "ac_me",
+            "../x",
+            "master",
+            "admin",
+            "a\nb",
+            "",
+            "a2345678901234567890123456789012z",
+        ] {
+            assert!(client_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn domains() {
+        for ok in ["acme.example.com", "a-b.io", "x1.y2.z"] {
+            assert_eq!(domain(ok), Ok(()), "{ok}");
+        }
+        for bad in ["ACME.com", "acme", "-a.com", "a..com", "a.com.", "1.2.3.4", "a b.com", "a.com\n", "ex$(id).com"] {
+            assert!(domain(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name("ACME Corporation"), Ok(()));
+        assert_eq!(name("O'Brien & \"Sons\" $(id) `x` ünïcödé"), Ok(()));
+        for bad in ["", "   ", "a\nb", "a\u{0}b", "a\tb", "\u{202E}evil", &"x".repeat(101)] {
+            assert!(name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bools_and_cidrs() {
+        assert_eq!(parse_bool("1"), Ok(true));
+        assert_eq!(parse_bool(""), Ok(false));
+        assert!(parse_bool("maybe").is_err());
+        assert_eq!(cidr("10.201.0.0/16"), Ok(()));
+        assert!(cidr("10.201.0.0/33").is_err());
+        assert!(cidr("10.201.0/16").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `VAR=VALUE` assignments from the command line and from make's `MAKEFLAGS`, and their
+//! resolution against a task's declared variables.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+
+use crate::{
+    error::{Error, Result},
+    settings::Settings,
+    suggest::did_you_mean,
+    taskfile::Task,
+    validate::quote,
+};
+
+/// Variables of the generated Makefile itself, which make also passes along.
+const MAKEFILE_VARIABLES: &[&str] = &["AGENCY"];
+
+/// What the positional arguments and `MAKEFLAGS` said.
+#[derive(Debug, Default)]
+pub struct Invocation {
+    pub target: Option<String>,
+    pub assignments: BTreeMap<String, String>,
+    /// `make -n` reached us through `MAKEFLAGS`.
+    pub make_dry_run: bool,
+}
+
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Splits `NAME=value` into its parts when NAME is a variable name.
+pub fn parse_assignment(arg: &str) -> Option<(&str, &str)> {
+    arg.split_once('=').filter(|(name, _)| is_var_name(name))
+}
+
+impl Invocation {
+    /// Reads the positional arguments, then `MAKEFLAGS` (command line wins over make's copy).
+    pub fn parse(args: &[String], makeflags: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut invocation = Self::default();
+        if let Some(flags) = makeflags {
+            invocation.read_makeflags(flags, &env);
+        }
+        for arg in args {
+            if let Some((name, value)) = parse_assignment(arg) {
+                invocation.assignments.insert(name.to_string(), value.to_string());
+            } else if let Some(target) = &invocation.target {
+                return Err(Error::usage(format!("only one target may be given, got {target} and {}", quote(arg))));
+            } else if arg.contains('=') {
+                return Err(Error::usage(format!(
+                    "{} is not a VAR=VALUE assignment (variable names are letters, digits and _)",
+                    quote(arg)
+                )));
+            } else {
+                invocation.target = Some(arg.clone());
+            }
+        }
+        Ok(invocation)
+    }
+
+    /// Make passes `n` in the first word for `make -n`, and command-line variables after ` -- `
+    /// with spaces and backslashes escaped and `$` doubled. Make also exports those variables
+    /// with their final values, so the environment's copy is preferred when present.
+    fn read_makeflags(&mut self, flags: &str, env: &impl Fn(&str) -> Option<String>) {
+        let words = split_make_words(flags);
+        if words.first().is_some_and(|w| !w.starts_with('-') && !w.contains('=') && w.contains('n')) {
+            self.make_dry_run = true;
+        }
+        let Some(start) = words.iter().position(|w| w == "--") else { return };
+        for word in &words[start + 1..] {
+            if let Some((name, value)) = parse_assignment(word) {
+                if MAKEFILE_VARIABLES.contains(&name) {
+                    continue;
+                }
+                let value = env(name).unwrap_or_else(|| value.replace("$$", "$"));
+                self.assignments.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    /// Rejects assignments no task of the plan declares (settings excepted), with a suggestion.
+    pub fn check_known(&self, plan: &[&Task]) -> Result<()> {
+        let target = plan.last().map_or("", |t| t.name.as_str());
+        for name in self.assignments.keys() {
+            let declared = plan.iter().any(|t| t.vars.contains_key(name));
+            if declared || Settings::is_setting(name) {
+                continue;
+            }
+            let candidates = plan
+                .iter()
+                .flat_map(|t| t.vars.keys().map(String::as_str))
+                .chain(crate::settings::SETTINGS.iter().map(|s| s.name));
+            let hint = did_you_mean(name, candidates).map(|s| format!("; did you mean {s}?")).unwrap_or_default();
+            return Err(Error::usage(format!("unknown variable {name} for {target}{hint}")));
+        }
+        Ok(())
+    }
+
+    /// The task's variables: command line > environment > default; required ones present;
+    /// each value checked by its kind and pattern.
+    pub fn resolve(&self, task: &Task, env: impl Fn(&str) -> Option<String>) -> Result<IndexMap<String, String>> {
+        let mut values = IndexMap::new();
+        for (name, spec) in &task.vars {
+            let value = self.assignments.get(name).cloned().or_else(|| env(name)).or_else(|| spec.default.clone());
+            let value = match value {
+                Some(v) if !(spec.required && v.is_empty()) => v,
+                _ if spec.required => {
+                    let help = spec.help.as_deref().map(|h| format!(" ({h})")).unwrap_or_default();
+                    return Err(Error::usage(format!("missing required variable {name} for {}{help}", task.name)));
+                }
+                _ => String::new(),
+            };
+            if !value.is_empty() {
+                if let Some(kind) = spec.kind {
+                    kind.check(&value).map_err(|e| Error::usage(format!("invalid {name}: {e}")))?;
+                }
+                if let Some(pattern) = &spec.pattern {
+                    let anchored = regex::Regex::new(&format!("^(?:{pattern})$")).expect("checked at load");
+                    if !anchored.is_match(&value) {
+                        return Err(Error::usage(format!(
+                            "invalid {name}: {} does not match {pattern}",
+                            quote(&value)
+                        )));
+                    }
+                }
+            }
+            values.insert(name.clone(), value);
+        }
+        Ok(values)
+    }
+}
+
+/// Splits make's flag string on unescaped spaces, removing the backslash escapes.
+fn split_make_words(flags: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = flags.chars();
+    let mut in_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                in_word = true;
+            }
+            ' ' | '\t' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            _ => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn makeflags_dry_run_and_variables() {
+        let inv = Invocation::parse(&[], Some(r"n -- X=it's\ $$$$x CLIENT_ID=a AGENCY=/bin/x"), no_env).unwrap();
+        assert!(inv.make_dry_run);
+        assert_eq!(inv.assignments.get("X").unwrap(), "it's $$x");
+        assert_eq!(inv.assignments.get("CLIENT_ID").unwrap(), "a");
+        assert!(!inv.assignments.contains_key("AGENCY"));
+
+        let inv = Invocation::parse(&[], Some(r" -- CLIENT_NAME=ACME\ Corp"), no_env).unwrap();
+        assert!(!inv.make_dry_run);
+        assert_eq!(inv.assignments.get("CLIENT_NAME").unwrap(), "ACME Corp");
+
+        let inv = Invocation::parse(&[], Some("s --no-print-directory"), no_env).unwrap();
+        assert!(!inv.make_dry_run);
+    }
+
+    #[test]
+    fn environment_copy_of_make_variables_wins() {
+        let env = |name: &str| (name == "CLIENT_NAME").then(|| "ACME $x".to_string());
+        let inv = Invocation::parse(&[], Some(r" -- CLIENT_NAME=ACME\ $$x"), env).unwrap();
+        assert_eq!(inv.assignments.get("CLIENT_NAME").unwrap(), "ACME $x");
+    }
+
+    #[test]
+    fn assignments_anywhere_and_one_target() {
+        let args: Vec<String> = ["A=1", "create-client", "B=x=y"].map(String::from).to_vec();
+        let inv = Invocation::parse(&args, None, no_env).unwrap();
+        assert_eq!(inv.target.as_deref(), Some("create-client"));
+        assert_eq!(inv.assignments.get("B").unwrap(), "x=y");
+        let two: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        assert_eq!(Invocation::parse(&two, None, no_env).unwrap_err().code, crate::error::ExitCode::Usage);
+    }
+}

@@ -1,0 +1,104 @@
+//! SPEC §2: flags, listing, explain, makefile, completions, exit codes.
+
+use crate::test::Test;
+
+#[test]
+fn list_groups_tasks_with_descriptions() {
+    Test::new()
+        .arg("--list")
+        .stdout_contains("clients:\n")
+        .stdout_contains("create-client")
+        .stdout_contains("Create a new client with full isolation")
+        .run();
+}
+
+#[test]
+fn list_json_is_machine_readable() {
+    let output = Test::new().args(["--list", "--json"]).run();
+    let tasks = output.json()["tasks"].as_array().unwrap().clone();
+    let create = tasks.iter().find(|t| t["name"] == "create-client").expect("create-client listed");
+    assert_eq!(create["group"], "clients");
+    assert_eq!(create["origin"], "built-in");
+}
+
+#[test]
+fn explain_shows_variables_deps_and_origin() {
+    Test::new()
+        .args(["--explain", "create-client"])
+        .stdout_contains("CLIENT_ID (required, kind client_id) - Unique identifier")
+        .stdout_contains("deps:     setup-log-segmentation")
+        .stdout_contains("loaded:   built-in")
+        .stdout_contains("AGENCY_SUBNET_POOL")
+        .run();
+}
+
+#[test]
+fn explain_json_lists_variables() {
+    let output = Test::new().args(["--explain", "create-client", "--json"]).run();
+    let json = output.json();
+    assert_eq!(json["deps"][0], "setup-log-segmentation");
+    let names: Vec<&str> = json["vars"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["CLIENT_ID", "CLIENT_NAME", "CLIENT_DOMAIN"]);
+}
+
+#[test]
+fn unknown_task_suggests_the_closest() {
+    Test::new()
+        .arg("create-clinet")
+        .status(2)
+        .stderr_contains("unknown task create-clinet; did you mean create-client?")
+        .run();
+}
+
+#[test]
+fn no_target_is_a_usage_error() {
+    Test::new().status(2).stderr_contains("no target given").run();
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    Test::new().arg("--frobnicate").status(2).stderr_contains("--frobnicate").run();
+}
+
+#[test]
+fn two_targets_are_a_usage_error() {
+    Test::new().args(["create-client", "setup-log-segmentation"]).status(2).stderr_contains("only one target").run();
+}
+
+#[test]
+fn missing_site_dir_given_with_dash_c_is_an_error() {
+    Test::new().args(["-C", "/nonexistent/agency-site", "--list"]).status(2).stderr_contains("does not exist").run();
+}
+
+#[test]
+fn makefile_has_one_phony_target_per_task() {
+    let output = Test::new().arg("--makefile").run();
+    assert!(output.stdout.contains(".PHONY: create-client\ncreate-client:\n\t+@$(AGENCY) $@\n"));
+    assert!(output.stdout.contains("-include dev.mk"));
+}
+
+#[test]
+fn repo_makefile_is_the_generated_one() {
+    let output = Test::new().env_remove("AGENCY_HOME").args(["-C", env!("CARGO_MANIFEST_DIR"), "--makefile"]).run();
+    let makefile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile")).unwrap();
+    assert_eq!(output.stdout, makefile, "Makefile is stale: run `agency --makefile > Makefile`");
+}
+
+#[test]
+fn completions_for_bash() {
+    Test::new().args(["--completions", "bash"]).stdout_contains("_agency()").run();
+}
+
+#[test]
+fn json_errors_are_json() {
+    let output = Test::new().args(["--json", "nope"]).status(2).run();
+    let json = output.json();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["error"]["exit_code"], 2);
+}
+
+#[test]
+fn version_and_help() {
+    Test::new().arg("--version").stdout_contains("agency ").run();
+    Test::new().arg("--help").stdout_contains("--dry-run").stdout_contains("Exit codes").run();
+}

@@ -1,0 +1,53 @@
+//! The generated Makefile driven by real GNU make: variables and `make -n` reach agency.
+
+use std::process::Command;
+
+use crate::test::Site;
+
+fn make(site: &Site, args: &[&str]) -> std::process::Output {
+    let makefile = site.path().join("Makefile");
+    let generated = Command::new(env!("CARGO_BIN_EXE_agency")).arg("--makefile").envs(site.env()).output().unwrap();
+    std::fs::write(&makefile, generated.stdout).unwrap();
+    Command::new("make")
+        .arg("-f")
+        .arg(&makefile)
+        .args(args)
+        .arg(format!("AGENCY={}", env!("CARGO_BIN_EXE_agency")))
+        .env_clear()
+        .envs(site.env())
+        .current_dir(site.path())
+        .output()
+        .expect("GNU make is installed")
+}
+
+#[test]
+fn make_create_client_runs_the_task() {
+    let site = Site::new();
+    let output = make(
+        &site,
+        &["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME Corporation", "CLIENT_DOMAIN=acme.example.com"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let env = site.client_dir("acme").join("client.env");
+    assert_eq!(crate::create_client::bash_value(&env, "CLIENT_NAME"), "ACME Corporation");
+}
+
+#[test]
+fn make_dash_n_is_a_dry_run() {
+    let site = Site::new();
+    let before = site.snapshot();
+    let output =
+        make(&site, &["-n", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("would create"));
+    let after: Vec<_> = site.snapshot().into_iter().filter(|(p, _, _)| !p.ends_with("/Makefile")).collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn make_misspelt_variable_gets_did_you_mean() {
+    let site = Site::new();
+    let output = make(&site, &["create-client", "CLIENT_ID=acme", "CLIENT_NAME=A", "CLIENT_DOMIAN=a.example.com"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("did you mean CLIENT_DOMAIN?"));
+}

@@ -1,0 +1,251 @@
+//! The integration-test builder: runs the real `agency` binary in a temp root and checks
+//! what a user would see. Each test reads like a line of the spec:
+//! `Test::new().args(["--list"]).stdout_contains("create-client").run();`
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use tempfile::TempDir;
+
+/// A temp site: AGENCY_ROOT, log, backup and logrotate roots and a site dir, all inside one
+/// temp dir that is removed when the value drops.
+pub struct Site {
+    dir: TempDir,
+}
+
+impl Site {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("agency-test-").tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("site")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.path().join("root")
+    }
+
+    pub fn log_root(&self) -> PathBuf {
+        self.path().join("log")
+    }
+
+    pub fn backup_root(&self) -> PathBuf {
+        self.path().join("backup")
+    }
+
+    pub fn logrotate_dir(&self) -> PathBuf {
+        self.path().join("logrotate.d")
+    }
+
+    pub fn site_dir(&self) -> PathBuf {
+        self.path().join("site")
+    }
+
+    pub fn client_dir(&self, id: &str) -> PathBuf {
+        self.root().join("clients").join(id)
+    }
+
+    pub fn secrets_file(&self, id: &str) -> PathBuf {
+        self.root().join("secrets").join(id).join("secrets.env")
+    }
+
+    /// Writes a file under the site dir (e.g. `tasks/create-client.toml`).
+    pub fn site_file(&self, relative: &str, text: &str) -> &Self {
+        let path = self.site_dir().join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+        self
+    }
+
+    /// The environment every run gets: only PATH and HOME from outside, the roots inside.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), self.path().display().to_string()),
+            ("USER".into(), "tester".into()),
+            ("AGENCY_ROOT".into(), path(self.root())),
+            ("AGENCY_LOG_ROOT".into(), path(self.log_root())),
+            ("AGENCY_BACKUP_ROOT".into(), path(self.backup_root())),
+            ("LOGROTATE_DIR".into(), path(self.logrotate_dir())),
+            ("AGENCY_HOME".into(), path(self.site_dir())),
+        ]
+    }
+
+    /// A run of the binary in this site.
+    pub fn test(&self) -> Test<'_> {
+        Test::in_site(SiteRef::Borrowed(self))
+    }
+
+    /// Every file and dir under the site, with mode and contents (for before/after checks).
+    pub fn snapshot(&self) -> Vec<(String, u32, Option<Vec<u8>>)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut entries: Vec<_> = walkdir::WalkDir::new(self.path())
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let meta = e.metadata().unwrap();
+                let contents = meta.is_file().then(|| fs::read(e.path()).unwrap());
+                (e.path().display().to_string(), meta.permissions().mode() & 0o7777, contents)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+}
+
+enum SiteRef<'a> {
+    Owned(Box<Site>),
+    Borrowed(&'a Site),
+}
+
+/// One run of `agency` and what it must show.
+#[must_use]
+pub struct Test<'a> {
+    site: SiteRef<'a>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+    status: i32,
+    stdout: Option<String>,
+    stdout_contains: Vec<String>,
+    stdout_lacks: Vec<String>,
+    stderr_contains: Vec<String>,
+}
+
+/// What a run printed, for further assertions.
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Test<'static> {
+    /// A run in a fresh site of its own.
+    pub fn new() -> Self {
+        Test::in_site(SiteRef::Owned(Box::new(Site::new())))
+    }
+}
+
+impl<'a> Test<'a> {
+    fn in_site(site: SiteRef<'a>) -> Self {
+        Test {
+            site,
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            status: 0,
+            stdout: None,
+            stdout_contains: Vec::new(),
+            stdout_lacks: Vec::new(),
+            stderr_contains: Vec::new(),
+        }
+    }
+
+    fn site(&self) -> &Site {
+        match &self.site {
+            SiteRef::Owned(site) => site,
+            SiteRef::Borrowed(site) => site,
+        }
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn args<const N: usize>(mut self, args: [&str; N]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
+    pub fn status(mut self, status: i32) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn stdout(mut self, text: &str) -> Self {
+        self.stdout = Some(text.into());
+        self
+    }
+
+    pub fn stdout_contains(mut self, text: &str) -> Self {
+        self.stdout_contains.push(text.into());
+        self
+    }
+
+    pub fn stdout_lacks(mut self, text: &str) -> Self {
+        self.stdout_lacks.push(text.into());
+        self
+    }
+
+    pub fn stderr_contains(mut self, text: &str) -> Self {
+        self.stderr_contains.push(text.into());
+        self
+    }
+
+    /// Runs the binary and checks every expectation; returns the output for more.
+    pub fn run(self) -> Output {
+        let result = self.run_unchecked();
+        self.check(&result);
+        result
+    }
+
+    /// Runs the binary and only returns what it did (for tests that branch on the outcome).
+    pub fn run_unchecked(&self) -> Output {
+        let site = self.site();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agency"));
+        command.args(&self.args).env_clear().envs(site.env()).envs(self.env.iter().cloned());
+        for key in &self.env_remove {
+            command.env_remove(key);
+        }
+        command.current_dir(site.path());
+        // Never a terminal: confirmations must refuse, not wait.
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = command.output().expect("agency starts");
+        Output {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn check(&self, result: &Output) {
+        let context = format!("agency {:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.args, result.stdout, result.stderr);
+        assert_eq!(result.status, self.status, "exit status\n{context}");
+        if let Some(expected) = &self.stdout {
+            assert_eq!(&result.stdout, expected, "stdout\n{context}");
+        }
+        for text in &self.stdout_contains {
+            assert!(result.stdout.contains(text), "stdout lacks {text:?}\n{context}");
+        }
+        for text in &self.stdout_lacks {
+            assert!(!result.stdout.contains(text), "stdout holds {text:?}\n{context}");
+        }
+        for text in &self.stderr_contains {
+            assert!(result.stderr.contains(text), "stderr lacks {text:?}\n{context}");
+        }
+    }
+}
