@@ -102,31 +102,23 @@ fn median(times: &mut [Duration]) -> Duration {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("client");
     let bytes = write_tree(&source);
     let source_arg = source.to_str().unwrap().to_string();
     let restic = Restic::locate().unwrap();
     println!("{}", restic.version().unwrap());
-    println!(
-        "source: {:.1} MiB in {}",
-        bytes as f64 / MIB as f64,
-        source.display()
-    );
+    println!("source: {:.1} MiB in {}", bytes as f64 / MIB as f64, source.display());
 
     let mut plain_times = Times::default();
     let mut plain_no_cache = Times::default();
     let mut driver_times = Times::default();
     let mut status_lines = 0;
     for round in 0..rounds {
-        for (name, times, extra) in [
-            ("plain", &mut plain_times, None),
-            ("plain-no-cache", &mut plain_no_cache, Some("--no-cache")),
-        ] {
+        for (name, times, extra) in
+            [("plain", &mut plain_times, None), ("plain-no-cache", &mut plain_no_cache, Some("--no-cache"))]
+        {
             let repo = work.path().join(format!("{name}-{round}"));
             let target = work.path().join(format!("{name}-restore-{round}"));
             let mut args = vec!["init"];
@@ -146,10 +138,7 @@ fn main() {
 
         let repo_path = work.path().join(format!("driver-{round}"));
         let target = work.path().join(format!("driver-restore-{round}"));
-        let repo = restic.repo(
-            Location::Local(repo_path.clone()),
-            Password::new(PASSWORD).unwrap(),
-        );
+        let repo = restic.repo(Location::Local(repo_path.clone()), Password::new(PASSWORD).unwrap());
         repo.init().unwrap();
         let request = BackupRequest {
             paths: vec![source.clone()],
@@ -174,10 +163,7 @@ fn main() {
 
     let mib = bytes as f64 / MIB as f64;
     println!("median of {rounds} rounds (fresh repository each, init not timed):");
-    println!(
-        "{:<34} {:>10} {:>12} {:>10} {:>12}",
-        "", "backup", "MiB/s", "restore", "MiB/s"
-    );
+    println!("{:<34} {:>10} {:>12} {:>10} {:>12}", "", "backup", "MiB/s", "restore", "MiB/s");
     for (name, times) in [
         ("plain `restic backup`/`restore`", &mut plain_times),
         ("plain, with --no-cache", &mut plain_no_cache),
@@ -193,8 +179,5 @@ fn main() {
             mib / restore.as_secs_f64()
         );
     }
-    println!(
-        "driver progress callbacks: {} per backup",
-        status_lines / rounds
-    );
+    println!("driver progress callbacks: {} per backup", status_lines / rounds);
 }

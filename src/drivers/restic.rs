@@ -22,13 +22,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use super::process::{self, Command, Output};
 
-const INSTALL_HINT: &str =
-    "install it with `apt-get install restic` (Debian/Ubuntu) or see https://restic.net";
+const INSTALL_HINT: &str = "install it with `apt-get install restic` (Debian/Ubuntu) or see https://restic.net";
 
 /// Backends whose location is passed through to restic as it is.
-const REMOTE_SCHEMES: &[&str] = &[
-    "s3:", "rest:", "sftp:", "b2:", "azure:", "gs:", "swift:", "rclone:",
-];
+const REMOTE_SCHEMES: &[&str] = &["s3:", "rest:", "sftp:", "b2:", "azure:", "gs:", "swift:", "rclone:"];
 
 /// A repository password. Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,10 +69,7 @@ impl Location {
     pub fn parse(repository: &str) -> Self {
         if let Some(path) = repository.strip_prefix("local:") {
             Self::Local(PathBuf::from(path))
-        } else if REMOTE_SCHEMES
-            .iter()
-            .any(|scheme| repository.starts_with(scheme))
-        {
+        } else if REMOTE_SCHEMES.iter().any(|scheme| repository.starts_with(scheme)) {
             Self::Remote(repository.to_string())
         } else {
             Self::Local(PathBuf::from(repository))
@@ -88,11 +82,7 @@ impl Location {
         let name = format!("client-{client_id}");
         match base.map(str::trim).filter(|base| !base.is_empty()) {
             Some(base) => {
-                let separator = if base.ends_with('/') || base.ends_with(':') {
-                    ""
-                } else {
-                    "/"
-                };
+                let separator = if base.ends_with('/') || base.ends_with(':') { "" } else { "/" };
                 Self::parse(&format!("{base}{separator}{name}"))
             }
             None => Self::Local(backup_root.join(name)),
@@ -134,10 +124,7 @@ impl Location {
                 if self.is_initialized() == Some(true) {
                     bail!("the restic repository at {self} has no snapshots directory");
                 }
-                return Err(ResticError::RepositoryMissing {
-                    repo: self.to_string(),
-                }
-                .into());
+                return Err(ResticError::RepositoryMissing { repo: self.to_string() }.into());
             }
             Err(error) => {
                 return Err(error).with_context(|| format!("could not list {}", dir.display()));
@@ -200,30 +187,18 @@ pub enum ResticError {
     /// The snapshot asked for (an id or `latest`) does not exist.
     SnapshotNotFound { repo: String, snapshot: String },
     /// The backup finished (exit 3) but some files could not be read; the snapshot exists.
-    PartialBackup {
-        repo: String,
-        summary: Box<BackupSummary>,
-        unreadable: Vec<String>,
-    },
+    PartialBackup { repo: String, summary: Box<BackupSummary>, unreadable: Vec<String> },
     /// `restic check` found damage.
     Damaged { repo: String, detail: String },
     /// Anything else, with restic's own first error line.
-    Failed {
-        repo: String,
-        action: &'static str,
-        code: i32,
-        detail: String,
-    },
+    Failed { repo: String, action: &'static str, code: i32, detail: String },
 }
 
 impl fmt::Display for ResticError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::RepositoryMissing { repo } => {
-                write!(
-                    f,
-                    "there is no restic repository at {repo} (it was never initialized or has been moved)"
-                )
+                write!(f, "there is no restic repository at {repo} (it was never initialized or has been moved)")
             }
             Self::WrongPassword { repo } => {
                 write!(
@@ -240,16 +215,9 @@ impl fmt::Display for ResticError {
                 write!(f, "a restic repository already exists at {repo}")
             }
             Self::SnapshotNotFound { repo, snapshot } => {
-                write!(
-                    f,
-                    "snapshot {snapshot} was not found in the restic repository at {repo}"
-                )
+                write!(f, "snapshot {snapshot} was not found in the restic repository at {repo}")
             }
-            Self::PartialBackup {
-                repo,
-                summary,
-                unreadable,
-            } => {
+            Self::PartialBackup { repo, summary, unreadable } => {
                 write!(
                     f,
                     "the backup to {repo} saved snapshot {} but {} item(s) could not be read",
@@ -262,21 +230,10 @@ impl fmt::Display for ResticError {
                 Ok(())
             }
             Self::Damaged { repo, detail } => {
-                write!(
-                    f,
-                    "restic check found errors in the repository at {repo}: {detail}"
-                )
+                write!(f, "restic check found errors in the repository at {repo}: {detail}")
             }
-            Self::Failed {
-                repo,
-                action,
-                code,
-                detail,
-            } => {
-                write!(
-                    f,
-                    "restic {action} on {repo} failed (exit {code}): {detail}"
-                )
+            Self::Failed { repo, action, code, detail } => {
+                write!(f, "restic {action} on {repo} failed (exit {code}): {detail}")
             }
         }
     }
@@ -300,33 +257,23 @@ pub struct Restic {
 impl Restic {
     /// Finds `restic` on PATH, or says what to install.
     pub fn locate() -> Result<Self> {
-        Ok(Self {
-            program: process::locate("restic", INSTALL_HINT)?,
-        })
+        Ok(Self { program: process::locate("restic", INSTALL_HINT)? })
     }
 
     /// Uses a given program (tests put a logging shim here).
     pub fn with_program(program: impl Into<PathBuf>) -> Self {
-        Self {
-            program: program.into(),
-        }
+        Self { program: program.into() }
     }
 
     /// `restic version`, e.g. "restic 0.14.0 compiled with go1.19.8 on linux/amd64".
     pub fn version(&self) -> Result<String> {
-        let output = Command::new(&self.program)
-            .arg("version")
-            .checked_output()?;
+        let output = Command::new(&self.program).arg("version").checked_output()?;
         Ok(output.stdout.trim().to_string())
     }
 
     /// A handle on one repository, opened with `password` by each operation.
     pub fn repo(&self, location: Location, password: Password) -> Repo {
-        Repo {
-            program: self.program.clone(),
-            location,
-            password,
-        }
+        Repo { program: self.program.clone(), location, password }
     }
 }
 
@@ -461,11 +408,7 @@ impl Retention {
             }
         }
         if let Some(within) = &self.keep_within {
-            if within.is_empty()
-                || !within
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || "ymdh".contains(c))
-            {
+            if within.is_empty() || !within.chars().all(|c| c.is_ascii_digit() || "ymdh".contains(c)) {
                 bail!("keep-within {within:?} is not a restic duration such as 30d or 1y6m");
             }
             args.push(format!("--keep-within={within}"));
@@ -473,10 +416,7 @@ impl Retention {
         for tag in &self.tags {
             args.push(tag_arg(tag)?);
         }
-        args.push(format!(
-            "--group-by={}",
-            self.group_by.as_deref().unwrap_or("")
-        ));
+        args.push(format!("--group-by={}", self.group_by.as_deref().unwrap_or("")));
         Ok(args)
     }
 }
@@ -531,11 +471,7 @@ impl Repo {
     /// Runs a command to completion; non-zero exits are classified.
     fn run(&self, action: &'static str, command: Command) -> Result<Output> {
         let output = command.output()?;
-        if output.success() {
-            Ok(output)
-        } else {
-            Err(self.classify(action, &output).into())
-        }
+        if output.success() { Ok(output) } else { Err(self.classify(action, &output).into()) }
     }
 
     fn classify(&self, action: &'static str, output: &Output) -> ResticError {
@@ -548,22 +484,14 @@ impl Repo {
         {
             ResticError::RepositoryMissing { repo }
         } else if stderr.contains("repository is already locked") {
-            ResticError::Locked {
-                repo,
-                holder: lock_holder(stderr),
-            }
+            ResticError::Locked { repo, holder: lock_holder(stderr) }
         } else if stderr.contains("config file already exists") {
             ResticError::AlreadyInitialized { repo }
         } else if stderr.contains("no matching ID found") || stderr.contains("no snapshot found") {
             let snapshot = quoted(stderr).unwrap_or_else(|| "latest".to_string());
             ResticError::SnapshotNotFound { repo, snapshot }
         } else {
-            ResticError::Failed {
-                repo,
-                action,
-                code: output.code,
-                detail: error_line(stderr),
-            }
+            ResticError::Failed { repo, action, code: output.code, detail: error_line(stderr) }
         }
     }
 
@@ -571,10 +499,7 @@ impl Repo {
     /// [`ResticError::AlreadyInitialized`].
     pub fn init(&self) -> Result<()> {
         if self.location.is_initialized() == Some(true) {
-            return Err(ResticError::AlreadyInitialized {
-                repo: self.location.to_string(),
-            }
-            .into());
+            return Err(ResticError::AlreadyInitialized { repo: self.location.to_string() }.into());
         }
         self.run("init", self.command().arg("init"))?;
         Ok(())
@@ -588,14 +513,7 @@ impl Repo {
         }
         match self.init() {
             Ok(()) => Ok(true),
-            Err(error)
-                if matches!(
-                    ResticError::of(&error),
-                    Some(ResticError::AlreadyInitialized { .. })
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(error) if matches!(ResticError::of(&error), Some(ResticError::AlreadyInitialized { .. })) => Ok(false),
             Err(error) => Err(error),
         }
     }
@@ -635,12 +553,9 @@ impl Repo {
         let mut line = String::new();
         loop {
             line.clear();
-            let read = lines.read_line(&mut line).with_context(|| {
-                format!(
-                    "could not read the output of restic backup to {}",
-                    self.location
-                )
-            })?;
+            let read = lines
+                .read_line(&mut line)
+                .with_context(|| format!("could not read the output of restic backup to {}", self.location))?;
             if read == 0 {
                 break;
             }
@@ -654,9 +569,7 @@ impl Repo {
                 _ => {}
             }
         }
-        let output = reader
-            .try_wait()?
-            .ok_or_else(|| anyhow!("restic backup to {} did not exit", self.location))?;
+        let output = reader.try_wait()?.ok_or_else(|| anyhow!("restic backup to {} did not exit", self.location))?;
         let output = Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::new(),
@@ -688,15 +601,9 @@ impl Repo {
     /// Applies `policy` (`restic forget`), then `prune`s unreferenced data when asked.
     pub fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
         if policy.is_empty() {
-            bail!(
-                "the retention policy for {} keeps nothing explicitly; refusing to forget",
-                self.location
-            );
+            bail!("the retention policy for {} keeps nothing explicitly; refusing to forget", self.location);
         }
-        let mut command = self
-            .command()
-            .args(["forget", "--json"])
-            .args(policy.args()?);
+        let mut command = self.command().args(["forget", "--json"]).args(policy.args()?);
         if prune {
             command = command.arg("--prune");
         }
@@ -713,8 +620,7 @@ impl Repo {
             report.removed.extend(group.remove);
         }
         // restic lists each group newest first; report oldest first, like `snapshots`.
-        let oldest_first =
-            |a: &Snapshot, b: &Snapshot| a.system_time().ok().cmp(&b.system_time().ok());
+        let oldest_first = |a: &Snapshot, b: &Snapshot| a.system_time().ok().cmp(&b.system_time().ok());
         report.kept.sort_by(oldest_first);
         report.removed.sort_by(oldest_first);
         Ok(report)
@@ -737,17 +643,14 @@ impl Repo {
         let error = self.classify("check", &output);
         match error {
             ResticError::Failed { repo, .. }
-                if output.stderr.contains("repository contains errors")
-                    || output.stdout.contains("error") =>
+                if output.stderr.contains("repository contains errors") || output.stdout.contains("error") =>
             {
                 let detail = output
                     .stdout
                     .lines()
                     .chain(output.stderr.lines())
                     .map(str::trim)
-                    .find(|line| {
-                        line.to_lowercase().contains("error") && !line.starts_with("Fatal")
-                    })
+                    .find(|line| line.to_lowercase().contains("error") && !line.starts_with("Fatal"))
                     .unwrap_or("repository contains errors")
                     .to_string();
                 Err(ResticError::Damaged { repo, detail }.into())
@@ -761,10 +664,7 @@ impl Repo {
     /// under `target` with their full path (`/srv/x` → `target/srv/x`).
     pub fn restore(&self, snapshot: &str, target: &Path, include: &[String]) -> Result<()> {
         check_snapshot_id(snapshot)?;
-        let mut command = self
-            .command()
-            .args(["restore", snapshot])
-            .arg(format!("--target={}", target.display()));
+        let mut command = self.command().args(["restore", snapshot]).arg(format!("--target={}", target.display()));
         for pattern in include {
             command = command.arg(format!("--include={pattern}"));
         }
@@ -776,10 +676,7 @@ impl Repo {
     /// temporary file, removed afterwards.
     pub fn key_add(&self, new_password: &Password) -> Result<()> {
         let file = secret_file(new_password)?;
-        let command = self
-            .command()
-            .args(["key", "add"])
-            .arg(format!("--new-password-file={}", file.path().display()));
+        let command = self.command().args(["key", "add"]).arg(format!("--new-password-file={}", file.path().display()));
         self.run("key add", command)?;
         Ok(())
     }
@@ -816,9 +713,7 @@ fn tag_arg(tag: &str) -> Result<String> {
 }
 
 fn check_snapshot_id(snapshot: &str) -> Result<()> {
-    if snapshot == "latest"
-        || (!snapshot.is_empty() && snapshot.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    if snapshot == "latest" || (!snapshot.is_empty() && snapshot.chars().all(|c| c.is_ascii_hexdigit())) {
         Ok(())
     } else {
         bail!("{snapshot:?} is not a snapshot id (hex digits) or `latest`")
@@ -852,9 +747,7 @@ fn first_json<T: DeserializeOwned>(stdout: &str, action: &str, location: &Locati
         .into_iter::<T>()
         .next()
         .unwrap_or_else(|| serde_json::from_str::<T>(""))
-        .with_context(|| {
-            format!("could not parse the JSON output of restic {action} for {location}")
-        })
+        .with_context(|| format!("could not parse the JSON output of restic {action} for {location}"))
 }
 
 fn null_as_empty<'de, D, T>(deserializer: D) -> std::result::Result<Vec<T>, D::Error>
@@ -867,12 +760,7 @@ where
 
 /// restic's own error line: the `Fatal:` line without the prefix, else the first line.
 fn error_line(stderr: &str) -> String {
-    let lines = || {
-        stderr
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-    };
+    let lines = || stderr.lines().map(str::trim).filter(|line| !line.is_empty());
     lines()
         .find_map(|line| line.strip_prefix("Fatal: "))
         .or_else(|| lines().next())
@@ -885,17 +773,8 @@ fn error_line(stderr: &str) -> String {
 fn lock_holder(stderr: &str) -> String {
     stderr
         .lines()
-        .find_map(|line| {
-            line.split_once("repository is already locked ")
-                .map(|(_, rest)| rest)
-        })
-        .map(|rest| {
-            rest.split(" (UID")
-                .next()
-                .unwrap_or(rest)
-                .trim()
-                .to_string()
-        })
+        .find_map(|line| line.split_once("repository is already locked ").map(|(_, rest)| rest))
+        .map(|rest| rest.split(" (UID").next().unwrap_or(rest).trim().to_string())
         .unwrap_or_else(|| "another restic process".to_string())
 }
 
@@ -927,10 +806,7 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     let (base, offset_seconds) = if let Some(base) = text.strip_suffix('Z') {
         (base, 0i64)
     } else {
-        let sign_at = text
-            .rfind(['+', '-'])
-            .filter(|&i| i > 10)
-            .ok_or_else(invalid)?;
+        let sign_at = text.rfind(['+', '-']).filter(|&i| i > 10).ok_or_else(invalid)?;
         let (base, offset) = text.split_at(sign_at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (hours, minutes) = offset[1..].split_once(':').ok_or_else(invalid)?;
@@ -950,10 +826,7 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
         None => (base, 0),
     };
     let local = humantime::parse_rfc3339_weak(seconds_part).map_err(|_| invalid())?;
-    let local_seconds = local
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| invalid())?
-        .as_secs() as i64;
+    let local_seconds = local.duration_since(UNIX_EPOCH).map_err(|_| invalid())?.as_secs() as i64;
     let utc_seconds = u64::try_from(local_seconds - offset_seconds).map_err(|_| invalid())?;
     Ok(UNIX_EPOCH + Duration::new(utc_seconds, nanos))
 }

@@ -32,10 +32,7 @@ impl Fixture {
     fn new(restic: &Restic, secret: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = restic.repo(Location::Local(dir.path().join("repo")), password(secret));
-        assert!(
-            repo.ensure_initialized().unwrap(),
-            "a fresh repository is created"
-        );
+        assert!(repo.ensure_initialized().unwrap(), "a fresh repository is created");
         Self { dir, repo }
     }
 
@@ -80,15 +77,9 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
 /// A small client-like tree: text, binary, empty, nested, a 0600 file and a symlink.
 fn write_data(root: &Path) {
     fs::create_dir_all(root.join("keycloak/nested")).unwrap();
-    fs::write(
-        root.join("client.env"),
-        "CLIENT_ID='acme'\nCLIENT_NAME='ACME \"Corp\"'\n",
-    )
-    .unwrap();
+    fs::write(root.join("client.env"), "CLIENT_ID='acme'\nCLIENT_NAME='ACME \"Corp\"'\n").unwrap();
     fs::write(root.join("empty"), b"").unwrap();
-    let binary: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     fs::write(root.join("keycloak/nested/blob.bin"), &binary).unwrap();
     fs::write(root.join("secrets.env"), "RESTIC_PASSWORD='x'\n").unwrap();
     fs::set_permissions(root.join("secrets.env"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -104,10 +95,7 @@ fn backup_change_restore_round_trip() {
     // Cheap checks before the repository exists.
     assert_eq!(location.is_initialized(), Some(false));
     let missing = location.newest_snapshot_time().unwrap_err();
-    assert!(matches!(
-        ResticError::of(&missing),
-        Some(ResticError::RepositoryMissing { .. })
-    ));
+    assert!(matches!(ResticError::of(&missing), Some(ResticError::RepositoryMissing { .. })));
 
     let repo = restic.repo(location.clone(), password("first-password"));
     assert!(repo.ensure_initialized().unwrap());
@@ -118,13 +106,7 @@ fn backup_change_restore_round_trip() {
     let untouched = absent_program.repo(location.clone(), password("first-password"));
     assert!(!untouched.ensure_initialized().unwrap());
     let again = repo.init().unwrap_err();
-    assert!(
-        matches!(
-            ResticError::of(&again),
-            Some(ResticError::AlreadyInitialized { .. })
-        ),
-        "{again}"
-    );
+    assert!(matches!(ResticError::of(&again), Some(ResticError::AlreadyInitialized { .. })), "{again}");
 
     let data = dir.path().join("data");
     write_data(&data);
@@ -135,48 +117,25 @@ fn backup_change_restore_round_trip() {
         ..BackupRequest::default()
     };
     let mut progress = Vec::new();
-    let first = repo
-        .backup(&request, |status| progress.push(status.clone()))
-        .unwrap();
+    let first = repo.backup(&request, |status| progress.push(status.clone())).unwrap();
     assert!(!first.snapshot_id.is_empty());
     assert_eq!(first.files_new, 4, "regular files of the tree: {first:?}");
     assert!(first.total_bytes_processed > 300_000);
-    assert!(
-        !progress.is_empty(),
-        "restic --json status lines reach the callback"
-    );
-    assert!(
-        progress
-            .iter()
-            .all(|p| (0.0..=1.0).contains(&p.percent_done))
-    );
-    let after_first = location
-        .newest_snapshot_time()
-        .unwrap()
-        .expect("a snapshot file");
+    assert!(!progress.is_empty(), "restic --json status lines reach the callback");
+    assert!(progress.iter().all(|p| (0.0..=1.0).contains(&p.percent_done)));
+    let after_first = location.newest_snapshot_time().unwrap().expect("a snapshot file");
 
     // Change the live data and back up again.
-    fs::write(
-        data.join("client.env"),
-        "CLIENT_ID='acme'\nCLIENT_NAME='changed'\n",
-    )
-    .unwrap();
+    fs::write(data.join("client.env"), "CLIENT_ID='acme'\nCLIENT_NAME='changed'\n").unwrap();
     fs::write(data.join("new-file"), "added later").unwrap();
     fs::remove_file(data.join("empty")).unwrap();
     let second = repo.backup(&request, |_| {}).unwrap();
-    assert_eq!(
-        (second.files_new, second.files_changed),
-        (1, 1),
-        "{second:?}"
-    );
+    assert_eq!((second.files_new, second.files_changed), (1, 1), "{second:?}");
     assert!(location.newest_snapshot_time().unwrap().unwrap() >= after_first);
 
     let snapshots = repo.snapshots(&[]).unwrap();
     let ids: Vec<&str> = snapshots.iter().map(|s| s.short_id.as_str()).collect();
-    assert_eq!(
-        ids,
-        [first.snapshot_id.as_str(), second.snapshot_id.as_str()]
-    );
+    assert_eq!(ids, [first.snapshot_id.as_str(), second.snapshot_id.as_str()]);
     assert_eq!(snapshots[0].paths, std::slice::from_ref(&data));
     assert_eq!(snapshots[0].tags, ["agency", "client-acme"]);
     assert!(snapshots[0].system_time().unwrap() <= snapshots[1].system_time().unwrap());
@@ -223,48 +182,22 @@ fn retention_keeps_what_the_policy_says() {
     let mut scheduled = Vec::new();
     for round in 0..4 {
         fs::write(data.join("file"), format!("round {round}")).unwrap();
-        scheduled.push(
-            fixture
-                .repo
-                .backup(&tagged("scheduled"), |_| {})
-                .unwrap()
-                .snapshot_id,
-        );
+        scheduled.push(fixture.repo.backup(&tagged("scheduled"), |_| {}).unwrap().snapshot_id);
     }
-    let manual = fixture
-        .repo
-        .backup(&tagged("manual"), |_| {})
-        .unwrap()
-        .snapshot_id;
+    let manual = fixture.repo.backup(&tagged("manual"), |_| {}).unwrap().snapshot_id;
 
-    let policy = Retention {
-        keep_last: Some(2),
-        tags: vec!["scheduled".into()],
-        ..Retention::default()
-    };
+    let policy = Retention { keep_last: Some(2), tags: vec!["scheduled".into()], ..Retention::default() };
     let report = fixture.repo.forget(&policy, true).unwrap();
-    let short = |snapshots: &[Snapshot]| {
-        snapshots
-            .iter()
-            .map(|s| s.short_id.clone())
-            .collect::<Vec<_>>()
-    };
+    let short = |snapshots: &[Snapshot]| snapshots.iter().map(|s| s.short_id.clone()).collect::<Vec<_>>();
     assert_eq!(short(&report.removed), scheduled[..2]);
     assert_eq!(short(&report.kept), scheduled[2..]);
 
     let remaining = short(&fixture.repo.snapshots(&[]).unwrap());
-    assert_eq!(
-        remaining,
-        [scheduled[2].clone(), scheduled[3].clone(), manual],
-        "other tags are left alone"
-    );
+    assert_eq!(remaining, [scheduled[2].clone(), scheduled[3].clone(), manual], "other tags are left alone");
     // Pruned data is really gone and what is left is consistent.
     fixture.repo.check(Some("100%")).unwrap();
 
-    let nothing = fixture
-        .repo
-        .forget(&Retention::default(), true)
-        .unwrap_err();
+    let nothing = fixture.repo.forget(&Retention::default(), true).unwrap_err();
     assert!(nothing.to_string().contains("keeps nothing"), "{nothing}");
 }
 
@@ -275,10 +208,7 @@ struct LockHolder(Child);
 impl LockHolder {
     fn hold(fixture: &Fixture, secret: &str) -> Self {
         let fifo = fixture.path("never-written");
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(status.success());
         let restic = process::locate("restic", "").unwrap();
         let child = std::process::Command::new(restic)
@@ -316,24 +246,10 @@ fn failures_are_classified() {
 
     // Missing repository: no init needed.
     let dir = tempfile::tempdir().unwrap();
-    let missing = restic.repo(
-        Location::Local(dir.path().join("nothing-here")),
-        password("pw"),
-    );
+    let missing = restic.repo(Location::Local(dir.path().join("nothing-here")), password("pw"));
     let error = missing.snapshots(&[]).unwrap_err();
-    assert!(
-        matches!(
-            ResticError::of(&error),
-            Some(ResticError::RepositoryMissing { .. })
-        ),
-        "{error:?}"
-    );
-    assert!(
-        error
-            .to_string()
-            .starts_with("there is no restic repository at "),
-        "{error}"
-    );
+    assert!(matches!(ResticError::of(&error), Some(ResticError::RepositoryMissing { .. })), "{error:?}");
+    assert!(error.to_string().starts_with("there is no restic repository at "), "{error}");
     assert!(error.to_string().contains("nothing-here"));
 
     let fixture = Fixture::new(&restic, "right-password");
@@ -346,27 +262,10 @@ fn failures_are_classified() {
     for error in [
         wrong.open().unwrap_err(),
         wrong.snapshots(&[]).unwrap_err(),
-        wrong
-            .backup(
-                &BackupRequest {
-                    paths: vec![data.clone()],
-                    ..Default::default()
-                },
-                |_| {},
-            )
-            .unwrap_err(),
+        wrong.backup(&BackupRequest { paths: vec![data.clone()], ..Default::default() }, |_| {}).unwrap_err(),
     ] {
-        assert!(
-            matches!(
-                ResticError::of(&error),
-                Some(ResticError::WrongPassword { .. })
-            ),
-            "{error:?}"
-        );
-        assert!(
-            !error.to_string().contains("wrong-password"),
-            "no password in messages"
-        );
+        assert!(matches!(ResticError::of(&error), Some(ResticError::WrongPassword { .. })), "{error:?}");
+        assert!(!error.to_string().contains("wrong-password"), "no password in messages");
     }
     fixture.repo.open().unwrap();
 
@@ -374,31 +273,16 @@ fn failures_are_classified() {
     let target = fixture.path("target");
     for snapshot in ["deadbeef", "latest"] {
         let error = fixture.repo.restore(snapshot, &target, &[]).unwrap_err();
-        assert!(
-            matches!(
-                ResticError::of(&error),
-                Some(ResticError::SnapshotNotFound { .. })
-            ),
-            "{error:?}"
-        );
+        assert!(matches!(ResticError::of(&error), Some(ResticError::SnapshotNotFound { .. })), "{error:?}");
     }
-    assert!(
-        fixture.repo.restore("--help", &target, &[]).is_err(),
-        "not passed as a flag"
-    );
+    assert!(fixture.repo.restore("--help", &target, &[]).is_err(), "not passed as a flag");
 
     // Locked exclusively by a live process.
     {
         let _holder = LockHolder::hold(&fixture, "right-password");
         let error = fixture
             .repo
-            .backup(
-                &BackupRequest {
-                    paths: vec![data.clone()],
-                    ..Default::default()
-                },
-                |_| {},
-            )
+            .backup(&BackupRequest { paths: vec![data.clone()], ..Default::default() }, |_| {})
             .unwrap_err();
         match ResticError::of(&error) {
             Some(ResticError::Locked { holder, .. }) => assert!(holder.contains("PID"), "{holder}"),
@@ -411,17 +295,10 @@ fn failures_are_classified() {
 
     // Partial backup (exit 3): the snapshot is written, the unreadable item is named.
     // Reading /proc/self/mem at offset 0 fails with EIO, even for root.
-    let request = BackupRequest {
-        paths: vec![data.clone(), PathBuf::from("/proc/self/mem")],
-        ..Default::default()
-    };
+    let request = BackupRequest { paths: vec![data.clone(), PathBuf::from("/proc/self/mem")], ..Default::default() };
     let error = fixture.repo.backup(&request, |_| {}).unwrap_err();
     match ResticError::of(&error) {
-        Some(ResticError::PartialBackup {
-            summary,
-            unreadable,
-            ..
-        }) => {
+        Some(ResticError::PartialBackup { summary, unreadable, .. }) => {
             assert_eq!(unreadable, &["/proc/self/mem"]);
             let snapshots = fixture.repo.snapshots(&[]).unwrap();
             assert_eq!(snapshots.len(), 1);
@@ -462,15 +339,7 @@ fn keys_rotate_and_passwords_stay_out_of_argv() {
 
     let data = dir.path().join("data");
     write_data(&data);
-    let before = old
-        .backup(
-            &BackupRequest {
-                paths: vec![data.clone()],
-                ..Default::default()
-            },
-            |_| {},
-        )
-        .unwrap();
+    let before = old.backup(&BackupRequest { paths: vec![data.clone()], ..Default::default() }, |_| {}).unwrap();
 
     let keys = old.key_list().unwrap();
     assert_eq!(keys.len(), 1);
@@ -489,45 +358,25 @@ fn keys_rotate_and_passwords_stay_out_of_argv() {
     assert!(refused.to_string().contains("key remove"), "{refused}");
     new.key_remove(&old_id).unwrap();
     let error = old.open().unwrap_err();
-    assert!(
-        matches!(
-            ResticError::of(&error),
-            Some(ResticError::WrongPassword { .. })
-        ),
-        "{error:?}"
-    );
+    assert!(matches!(ResticError::of(&error), Some(ResticError::WrongPassword { .. })), "{error:?}");
     assert_eq!(new.key_list().unwrap().len(), 1);
 
     // A snapshot made before the rotation restores with the new password.
     let target = dir.path().join("restored");
     new.restore(&before.snapshot_id, &target, &[]).unwrap();
-    assert_eq!(
-        tree(&target.join(data.strip_prefix("/").unwrap())),
-        tree(&data)
-    );
+    assert_eq!(tree(&target.join(data.strip_prefix("/").unwrap())), tree(&data));
 
     // Nothing secret was ever an argument; the new password went through a file that
     // is gone again.
     let argv = fs::read_to_string(&log).unwrap();
-    assert!(
-        argv.contains("key\nadd\n"),
-        "the shim saw the calls:\n{argv}"
-    );
+    assert!(argv.contains("key\nadd\n"), "the shim saw the calls:\n{argv}");
     for secret in [old_secret, new_secret] {
         assert!(!argv.contains(secret), "password in argv:\n{argv}");
     }
-    assert!(
-        !argv.contains(&location.to_string()),
-        "the repository goes by environment too"
-    );
-    let password_file = argv
-        .lines()
-        .find_map(|line| line.strip_prefix("--new-password-file="))
-        .expect("key add got a password file");
-    assert!(
-        !Path::new(password_file).exists(),
-        "the temporary password file was removed"
-    );
+    assert!(!argv.contains(&location.to_string()), "the repository goes by environment too");
+    let password_file =
+        argv.lines().find_map(|line| line.strip_prefix("--new-password-file=")).expect("key add got a password file");
+    assert!(!Path::new(password_file).exists(), "the temporary password file was removed");
 }
 
 #[test]
@@ -535,24 +384,14 @@ fn new_password_file_is_private() {
     let file = secret_file(&password("s3cret")).unwrap();
     let metadata = file.path().metadata().unwrap();
     assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
-    assert_eq!(
-        fs::read_to_string(file.path()).unwrap(),
-        "s3cret",
-        "no trailing newline"
-    );
+    assert_eq!(fs::read_to_string(file.path()).unwrap(), "s3cret", "no trailing newline");
 }
 
 #[test]
 fn client_locations() {
     let root = Path::new("/var/backups/agency_stack");
-    assert_eq!(
-        Location::for_client("acme", None, root),
-        Location::Local(root.join("client-acme"))
-    );
-    assert_eq!(
-        Location::for_client("acme", Some("  "), root),
-        Location::Local(root.join("client-acme"))
-    );
+    assert_eq!(Location::for_client("acme", None, root), Location::Local(root.join("client-acme")));
+    assert_eq!(Location::for_client("acme", Some("  "), root), Location::Local(root.join("client-acme")));
     assert_eq!(
         Location::for_client("acme", Some("s3:https://s3.example.com/bucket"), root),
         Location::Remote("s3:https://s3.example.com/bucket/client-acme".into())
@@ -569,34 +408,18 @@ fn client_locations() {
         Location::for_client("acme", Some("/mnt/backups"), root),
         Location::Local(PathBuf::from("/mnt/backups/client-acme"))
     );
-    assert_eq!(
-        Location::parse("local:/srv/r"),
-        Location::Local(PathBuf::from("/srv/r"))
-    );
+    assert_eq!(Location::parse("local:/srv/r"), Location::Local(PathBuf::from("/srv/r")));
 
     let remote = Location::parse("rest:https://agency:hunter2@backup.example.com:8000/client-acme");
-    assert_eq!(
-        remote.to_string(),
-        "rest:https://agency:***@backup.example.com:8000/client-acme"
-    );
-    assert_eq!(
-        remote.is_initialized(),
-        None,
-        "remote repositories are only checked deep"
-    );
+    assert_eq!(remote.to_string(), "rest:https://agency:***@backup.example.com:8000/client-acme");
+    assert_eq!(remote.is_initialized(), None, "remote repositories are only checked deep");
     assert!(remote.newest_snapshot_time().is_err());
-    assert_eq!(
-        Location::parse("sftp:user@host:/srv/r").to_string(),
-        "sftp:user@host:/srv/r"
-    );
+    assert_eq!(Location::parse("sftp:user@host:/srv/r").to_string(), "sftp:user@host:/srv/r");
 }
 
 #[test]
 fn passwords_are_redacted_and_validated() {
-    assert_eq!(
-        format!("{:?}", password("visible?")),
-        "Password(<redacted>)"
-    );
+    assert_eq!(format!("{:?}", password("visible?")), "Password(<redacted>)");
     assert!(Password::new("").is_err());
     assert!(Password::new(" padded").is_err());
 }
@@ -615,19 +438,8 @@ fn arguments_are_validated() {
         keep_within: Some("30d".into()),
         ..Retention::default()
     };
-    assert_eq!(
-        policy.args().unwrap(),
-        [
-            "--keep-daily=7",
-            "--keep-weekly=4",
-            "--keep-within=30d",
-            "--group-by="
-        ]
-    );
-    let bad = Retention {
-        keep_within: Some("--prune".into()),
-        ..Retention::default()
-    };
+    assert_eq!(policy.args().unwrap(), ["--keep-daily=7", "--keep-weekly=4", "--keep-within=30d", "--group-by="]);
+    let bad = Retention { keep_within: Some("--prune".into()), ..Retention::default() };
     assert!(bad.args().is_err());
 }
 
@@ -635,20 +447,11 @@ fn arguments_are_validated() {
 fn stderr_is_read_into_one_line() {
     let locked = "unable to create lock in backend: repository is already locked exclusively by PID 8277 on vm by root (UID 0, GID 0)\nlock was created at ...";
     assert_eq!(lock_holder(locked), "exclusively by PID 8277 on vm by root");
-    assert_eq!(
-        error_line("\nFatal: something broke\nmore"),
-        "something broke"
-    );
-    assert_eq!(
-        error_line("invalid id \"x\": no matching ID"),
-        "invalid id \"x\": no matching ID"
-    );
+    assert_eq!(error_line("\nFatal: something broke\nmore"), "something broke");
+    assert_eq!(error_line("invalid id \"x\": no matching ID"), "invalid id \"x\": no matching ID");
     let stderr = "{\"message_type\":\"error\",\"error\":{\"Op\":\"read\"},\"during\":\"archival\",\"item\":\"/a b\"}\nWarning: at least one source file could not be read\n";
     assert_eq!(unreadable_items(stderr), ["/a b"]);
-    assert_eq!(
-        message_type("{\"message_type\":\"status\",\"percent_done\":0}"),
-        Some("status")
-    );
+    assert_eq!(message_type("{\"message_type\":\"status\",\"percent_done\":0}"), Some("status"));
 }
 
 #[test]
@@ -658,9 +461,6 @@ fn rfc3339_times_with_offsets() {
     let negative = parse_rfc3339("2026-11-27T07:55:21.791379322-04:30").unwrap();
     assert_eq!(utc, offset);
     assert_eq!(utc, negative);
-    assert_eq!(
-        utc.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(),
-        791_379_322
-    );
+    assert_eq!(utc.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(), 791_379_322);
     assert!(parse_rfc3339("2026-11-27 12:25").is_err());
 }
