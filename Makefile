@@ -2,17 +2,29 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := create-client setup-log-segmentation
+AGENCY_TASKS := backup-client create-client restore-client setup-log-segmentation verify-backup
 
 -include dev.mk
 
 AGENCY ?= agency
 
+.PHONY: backup-client
+backup-client:
+	+@$(AGENCY) $@
+
 .PHONY: create-client
 create-client:
 	+@$(AGENCY) $@
 
+.PHONY: restore-client
+restore-client:
+	+@$(AGENCY) $@
+
 .PHONY: setup-log-segmentation
 setup-log-segmentation:
+	+@$(AGENCY) $@
+
+.PHONY: verify-backup
+verify-backup:
 	+@$(AGENCY) $@
 

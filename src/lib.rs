@@ -2,6 +2,7 @@
 //! on a shared Docker host. TOML tasks with Rhai bodies call the host modules in `host/`.
 
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod drivers;

@@ -73,6 +73,31 @@ impl Output {
         }
     }
 
+    /// Turns the TTY spinner into a byte progress bar (a long backup) until
+    /// [`Output::end_bar`]; `None` without a TTY, under `--json` or `-q`.
+    pub fn start_bar(&self, message: &str) -> Option<ProgressBar> {
+        let spinner = self.spinner.borrow();
+        let bar = spinner.as_ref()?;
+        let style = ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(message.to_string());
+        bar.set_length(0);
+        bar.set_position(0);
+        Some(bar.clone())
+    }
+
+    /// Turns the progress bar back into the step spinner.
+    pub fn end_bar(&self) {
+        if let Some(bar) = self.spinner.borrow().as_ref() {
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.unset_length();
+        }
+    }
+
     pub fn step(&self, change: &Change) {
         if self.json || self.verbosity == Verbosity::Quiet {
             return;

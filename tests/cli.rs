@@ -38,7 +38,7 @@ fn explain_json_lists_variables() {
     let json = output.json();
     assert_eq!(json["deps"][0], "setup-log-segmentation");
     let names: Vec<&str> = json["vars"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["CLIENT_ID", "CLIENT_NAME", "CLIENT_DOMAIN"]);
+    assert_eq!(names, ["CLIENT_ID", "CLIENT_NAME", "CLIENT_DOMAIN", "DEEP"]);
 }
 
 #[test]

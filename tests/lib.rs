@@ -2,6 +2,7 @@
 
 mod test;
 
+mod backup;
 mod cli;
 mod create_client;
 mod definitions;

@@ -413,8 +413,8 @@ impl Retention {
             }
             args.push(format!("--keep-within={within}"));
         }
-        for tag in &self.tags {
-            args.push(tag_arg(tag)?);
+        if let Some(filter) = tag_filter(&self.tags)? {
+            args.push(filter);
         }
         args.push(format!("--group-by={}", self.group_by.as_deref().unwrap_or("")));
         Ok(args)
@@ -591,8 +591,8 @@ impl Repo {
     /// All snapshots, or those carrying every tag in `tags`, oldest first.
     pub fn snapshots(&self, tags: &[String]) -> Result<Vec<Snapshot>> {
         let mut command = self.command().args(["snapshots", "--json"]);
-        for tag in tags {
-            command = command.arg(tag_arg(tag)?);
+        if let Some(filter) = tag_filter(tags)? {
+            command = command.arg(filter);
         }
         let output = self.run("snapshots", command)?;
         first_json(&output.stdout, "snapshots", &self.location)
@@ -600,13 +600,19 @@ impl Repo {
 
     /// Applies `policy` (`restic forget`), then `prune`s unreferenced data when asked.
     pub fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
+        self.forget_with(policy, if prune { &["--prune"] } else { &[] })
+    }
+
+    /// What `forget` would keep and remove now, changing nothing (`restic forget --dry-run`).
+    pub fn forget_plan(&self, policy: &Retention) -> Result<ForgetReport> {
+        self.forget_with(policy, &["--dry-run"])
+    }
+
+    fn forget_with(&self, policy: &Retention, extra: &[&str]) -> Result<ForgetReport> {
         if policy.is_empty() {
             bail!("the retention policy for {} keeps nothing explicitly; refusing to forget", self.location);
         }
-        let mut command = self.command().args(["forget", "--json"]).args(policy.args()?);
-        if prune {
-            command = command.arg("--prune");
-        }
+        let command = self.command().args(["forget", "--json"]).args(policy.args()?).args(extra);
         let output = self.run("forget", command)?;
         // With --prune, prune's text report follows the JSON on stdout.
         let groups: Vec<ForgetGroup> = if output.stdout.trim().is_empty() {
@@ -710,6 +716,18 @@ fn tag_arg(tag: &str) -> Result<String> {
         bail!("restic tag {tag:?} must be non-empty, without commas or spaces");
     }
     Ok(format!("--tag={tag}"))
+}
+
+/// A filter on snapshots carrying every one of `tags`: `--tag=a,b` (restic reads repeated
+/// `--tag` options as "any of").
+fn tag_filter(tags: &[String]) -> Result<Option<String>> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    for tag in tags {
+        tag_arg(tag)?;
+    }
+    Ok(Some(format!("--tag={}", tags.join(","))))
 }
 
 fn check_snapshot_id(snapshot: &str) -> Result<()> {

@@ -140,7 +140,9 @@ fn backup_change_restore_round_trip() {
     assert_eq!(snapshots[0].tags, ["agency", "client-acme"]);
     assert!(snapshots[0].system_time().unwrap() <= snapshots[1].system_time().unwrap());
     assert_eq!(repo.snapshots(&["client-acme".into()]).unwrap().len(), 2);
+    assert_eq!(repo.snapshots(&["agency".into(), "client-acme".into()]).unwrap().len(), 2);
     assert!(repo.snapshots(&["client-acme2".into()]).unwrap().is_empty());
+    assert!(repo.snapshots(&["agency".into(), "client-acme2".into()]).unwrap().is_empty(), "all tags must match");
 
     // The first snapshot restores byte for byte, modes and links included.
     let target = dir.path().join("restored");
@@ -187,6 +189,9 @@ fn retention_keeps_what_the_policy_says() {
     let manual = fixture.repo.backup(&tagged("manual"), |_| {}).unwrap().snapshot_id;
 
     let policy = Retention { keep_last: Some(2), tags: vec!["scheduled".into()], ..Retention::default() };
+    let plan = fixture.repo.forget_plan(&policy).unwrap();
+    assert_eq!(plan.removed.len(), 2);
+    assert_eq!(fixture.repo.snapshots(&[]).unwrap().len(), 5, "a plan changes nothing");
     let report = fixture.repo.forget(&policy, true).unwrap();
     let short = |snapshots: &[Snapshot]| snapshots.iter().map(|s| s.short_id.clone()).collect::<Vec<_>>();
     assert_eq!(short(&report.removed), scheduled[..2]);
