@@ -73,21 +73,21 @@ impl Output {
         }
     }
 
-    /// Turns the TTY spinner into a byte progress bar (a long backup) until
-    /// [`Output::end_bar`]; `None` without a TTY, under `--json` or `-q`.
+    /// The TTY spinner, to be turned into a byte progress bar (a long backup) with
+    /// [`Output::bar_style`] once the total is known, until [`Output::end_bar`]; `None`
+    /// without a TTY, under `--json` or `-q`.
     pub fn start_bar(&self, message: &str) -> Option<ProgressBar> {
         let spinner = self.spinner.borrow();
         let bar = spinner.as_ref()?;
-        let style = ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> ");
-        bar.set_style(style);
         bar.set_message(message.to_string());
-        bar.set_length(0);
-        bar.set_position(0);
         Some(bar.clone())
+    }
+
+    /// The look of a byte progress bar (fits an 80-column terminal).
+    pub fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
+            .expect("static template")
+            .progress_chars("=> ")
     }
 
     /// Turns the progress bar back into the step spinner.

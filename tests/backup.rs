@@ -277,7 +277,8 @@ fn restic_never_sees_a_password_in_its_arguments() {
         test.run()
     };
     with_shim(&["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com", "DEEP=1"]);
-    with_shim(&["-v", "backup-client", "CLIENT_ID=acme"]);
+    let verbose = with_shim(&["-v", "backup-client", "CLIENT_ID=acme"]);
+    assert!(verbose.stderr.contains("restic backup acme: "), "-v shows restic's progress:\n{}", verbose.stderr);
     with_shim(&["restore-client", "CLIENT_ID=acme", &format!("TARGET={}", site.path().join("r").display())]);
     with_shim(&["verify-backup", "CLIENT_ID=acme"]);
 

@@ -128,17 +128,25 @@ struct Progress<'a> {
     host: &'a Host,
     client: &'a str,
     bar: Option<indicatif::ProgressBar>,
+    /// The bar replaces the spinner once restic knows the total (after opening, ≈ 1 s).
+    styled: Cell<bool>,
     last_tenth: Cell<i64>,
 }
 
 impl<'a> Progress<'a> {
     fn start(host: &'a Host, client: &'a str) -> Self {
         let bar = host.output.start_bar(&format!("restic backup {client}"));
-        Self { host, client, bar, last_tenth: Cell::new(-1) }
+        Self { host, client, bar, styled: Cell::new(false), last_tenth: Cell::new(-1) }
     }
 
     fn update(&self, status: &BackupProgress) {
         if let Some(bar) = &self.bar {
+            if status.total_bytes == 0 && status.bytes_done == 0 {
+                return;
+            }
+            if !self.styled.replace(true) {
+                bar.set_style(crate::output::Output::bar_style());
+            }
             bar.set_length(status.total_bytes.max(status.bytes_done));
             bar.set_position(status.bytes_done);
             return;
@@ -147,7 +155,7 @@ impl<'a> Progress<'a> {
         if tenth > self.last_tenth.get() {
             self.last_tenth.set(tenth);
             self.host.output.verbose(&format!(
-                "restic backup {}: {}% ({} of {} files, {} of {} bytes)",
+                "restic backup {}: {:>3}% ({} of {} files, {} of {} bytes)",
                 self.client,
                 tenth * 10,
                 status.files_done,
