@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client create-client restore-client setup-log-segmentation verify-backup
+AGENCY_TASKS := backup-client client-report create-client restore-client setup-log-segmentation setup-roles verify-backup
 
 -include dev.mk
 
@@ -10,6 +10,10 @@ AGENCY ?= agency
 
 .PHONY: backup-client
 backup-client:
+	+@$(AGENCY) $@
+
+.PHONY: client-report
+client-report:
 	+@$(AGENCY) $@
 
 .PHONY: create-client
@@ -22,6 +26,10 @@ restore-client:
 
 .PHONY: setup-log-segmentation
 setup-log-segmentation:
+	+@$(AGENCY) $@
+
+.PHONY: setup-roles
+setup-roles:
 	+@$(AGENCY) $@
 
 .PHONY: verify-backup

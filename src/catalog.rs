@@ -8,6 +8,7 @@ use std::{
 
 use crate::{
     error::{Error, Result},
+    plugin::Plugin,
     suggest::did_you_mean,
     taskfile::{Origin, SourcePath, Task},
 };
@@ -25,12 +26,21 @@ pub fn read_source(path: &SourcePath) -> Option<String> {
 #[derive(Debug)]
 pub struct Catalog {
     pub tasks: BTreeMap<String, Task>,
+    /// Plugins in loading order, which is also the order their hooks run in.
+    pub plugins: Vec<Plugin>,
 }
 
 impl Catalog {
-    /// Loads the built-in tasks, then the site directory's `tasks/*.toml` over them.
+    /// Loads, each layer over the ones before it (README "Plugins" documents this order):
+    /// 1. built-in tasks (the repo's `tasks/`),
+    /// 2. built-in plugins by name, with their tasks,
+    /// 3. site plugins by name (one named like a built-in plugin replaces it), with their tasks,
+    /// 4. site tasks (`<site>/tasks/*.toml`): the site's last word.
+    ///
+    /// A task of a later layer replaces one of the same name, and `--explain` shows what it
+    /// replaced; two plugins defining the same task is a definition error naming both.
     pub fn load(site_dir: &Path) -> Result<Self> {
-        let mut catalog = Self { tasks: BTreeMap::new() };
+        let mut catalog = Self { tasks: BTreeMap::new(), plugins: Vec::new() };
         for (key, text) in BUILTIN_FILES {
             if let Some(name) = key.strip_prefix("tasks/").and_then(|f| f.strip_suffix(".toml"))
                 && !name.contains('/')
@@ -40,6 +50,23 @@ impl Catalog {
                 catalog.insert(task);
             }
         }
+
+        let mut site_plugins = Plugin::from_dir(&site_dir.join("plugins"))?;
+        let mut layers: Vec<(Plugin, Vec<Task>)> = Vec::new();
+        for (plugin, tasks) in Plugin::builtin()? {
+            match site_plugins.iter_mut().find(|(site, _)| site.name == plugin.name) {
+                Some((site, _)) => site.replaces = Some(plugin.dir.clone()),
+                None => layers.push((plugin, tasks)),
+            }
+        }
+        layers.append(&mut site_plugins);
+        for (plugin, tasks) in layers {
+            for task in tasks {
+                catalog.insert_plugin_task(task)?;
+            }
+            catalog.plugins.push(plugin);
+        }
+
         for path in toml_files(&site_dir.join("tasks"))? {
             let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             let text = fs::read_to_string(&path)
@@ -51,6 +78,22 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Adds a plugin's task; another plugin's task of the same name is a conflict.
+    fn insert_plugin_task(&mut self, task: Task) -> Result<()> {
+        if let Some(existing) = self.tasks.get(&task.name)
+            && let (Origin::Plugin { name: first, .. }, Origin::Plugin { name: second, .. }) =
+                (&existing.origin, &task.origin)
+        {
+            return Err(Error::usage(format!(
+                "task {} is defined by two plugins, {first} and {second}; remove one, or override the task in the site's tasks/ directory",
+                task.name
+            ))
+            .with_detail(format!("  --> {}\n  --> {}", existing.path.display(), task.path.display())));
+        }
+        self.insert(task);
+        Ok(())
+    }
+
     /// Adds a task; one of the same name is replaced and remembered as overridden.
     pub fn insert(&mut self, mut task: Task) {
         if let Some(previous) = self.tasks.remove(&task.name) {
@@ -58,6 +101,10 @@ impl Catalog {
             task.overrides.push((previous.origin, previous.path));
         }
         self.tasks.insert(task.name.clone(), task);
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.iter().find(|p| p.name == name)
     }
 
     pub fn get(&self, name: &str) -> Result<&Task> {
@@ -114,7 +161,7 @@ impl Catalog {
 }
 
 /// `*.toml` files of a directory, sorted; a missing directory holds none.
-fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

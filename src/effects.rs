@@ -57,11 +57,15 @@ pub struct Change {
     pub planned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The plugin whose hook made the change; `None` for the task's own script.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 #[derive(Default)]
 struct State {
     task: String,
+    plugin: Option<String>,
     changes: Vec<Change>,
     mutations: usize,
 }
@@ -83,7 +87,14 @@ impl Effects {
 
     /// Names the task whose steps follow.
     pub fn begin_task(&self, task: &str) {
-        self.state.borrow_mut().task = task.to_string();
+        let mut state = self.state.borrow_mut();
+        state.task = task.to_string();
+        state.plugin = None;
+    }
+
+    /// Names the plugin whose hook makes the steps that follow (`None`: the task itself).
+    pub fn set_plugin(&self, plugin: Option<&str>) {
+        self.state.borrow_mut().plugin = plugin.map(str::to_string);
     }
 
     pub fn changes(&self) -> Vec<Change> {
@@ -114,6 +125,7 @@ impl Effects {
                 detail: detail.to_string(),
                 planned: self.dry_run && outcome != Outcome::Unchanged,
                 error,
+                plugin: state.plugin.clone(),
             };
             state.changes.push(change.clone());
             change

@@ -16,6 +16,8 @@ pub mod listing;
 pub mod lock;
 pub mod makefile;
 pub mod output;
+pub mod plugin;
+pub mod realm;
 pub mod run;
 pub mod runner;
 pub mod script;

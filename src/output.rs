@@ -27,6 +27,12 @@ pub struct Output {
     captured: RefCell<Vec<String>>,
 }
 
+/// Writes to stdout; a reader that went away (`agency --json | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
@@ -110,8 +116,9 @@ impl Output {
             (false, outcome) => (outcome.as_str(), GREEN),
         };
         let detail = if change.detail.is_empty() { String::new() } else { format!("  ({})", change.detail) };
+        let plugin = change.plugin.as_ref().map(|p| format!("  [plugin {p}]")).unwrap_or_default();
         self.line(&format!(
-            "  {} {} {}{detail}",
+            "  {} {} {}{detail}{plugin}",
             self.paint(code, &format!("{word:<12}")),
             change.action,
             change.target
@@ -153,7 +160,7 @@ impl Output {
     pub fn summary(&self, text: &str) {
         if !self.json && self.verbosity > Verbosity::Quiet {
             self.clear();
-            println!("{text}");
+            print_stdout(&format!("{text}\n"));
         }
     }
 

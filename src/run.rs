@@ -1,6 +1,6 @@
 //! Parses the command line, does one thing, prints any error once and maps it to an exit code.
 
-use std::{ffi::OsString, io::Write, path::PathBuf};
+use std::{ffi::OsString, path::PathBuf};
 
 use clap::{CommandFactory, Parser};
 
@@ -9,7 +9,7 @@ use crate::{
     cli::Opts,
     error::{Error, ExitCode, Result},
     listing, makefile,
-    output::Verbosity,
+    output::{Verbosity, print_stdout},
     runner::{self, RunOptions},
     vars::Invocation,
 };
@@ -41,7 +41,7 @@ fn report(error: &Error, json: bool) {
     }
     if json {
         let value = serde_json::json!({ "ok": false, "error": runner::error_json(error) });
-        println!("{}", serde_json::to_string_pretty(&value).expect("serializes"));
+        print_stdout(&(serde_json::to_string_pretty(&value).expect("serializes") + "\n"));
     } else {
         let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -69,9 +69,7 @@ fn dispatch(opts: Opts) -> Result<()> {
         return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
     }
     let catalog = Catalog::load(&site_dir)?;
-    let print = |text: String| {
-        let _ = std::io::stdout().write_all(text.as_bytes());
-    };
+    let print = |text: String| print_stdout(&text);
     if opts.makefile {
         print(makefile::render(&catalog));
         return Ok(());

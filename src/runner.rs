@@ -5,7 +5,7 @@
 use std::{io::IsTerminal, rc::Rc};
 
 use indexmap::IndexMap;
-use rhai::Dynamic;
+use rhai::{AST, Dynamic};
 use serde::Serialize;
 
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
     host::Host,
     layout::{ClientLayout, Roots},
     lock,
-    output::{Output, Verbosity},
+    output::{Output, Verbosity, print_stdout},
+    plugin::{self, Phase, Plugin},
     script::{Limits, ScriptEngine},
     settings::Settings,
     taskfile::{LockScope, Task},
@@ -40,6 +41,9 @@ struct TaskReport {
     vars: serde_json::Map<String, serde_json::Value>,
     changes: Vec<Change>,
     result: serde_json::Value,
+    /// Plugin hooks that ran for this task, in order: `db-passwords: after_rotate_secrets`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hooks: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     output: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,10 +139,12 @@ pub fn run(
     };
 
     // The engine is built only now, so --list and --explain never pay for it; every
-    // script is compiled before the first runs, so a syntax error changes nothing.
+    // script (and every plugin's hooks) is compiled before the first runs, so a syntax
+    // error changes nothing.
     let mut engine = ScriptEngine::new(&host);
     let compiled =
         resolved.iter().map(|(task, vars)| engine.compile(&task.script, vars)).collect::<Result<Vec<_>>>()?;
+    let hooks = compile_hooks(&engine, catalog)?;
 
     let mut reports = Vec::new();
     let mut failure: Option<Error> = None;
@@ -146,7 +152,40 @@ pub fn run(
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
         let first_change = host.effects.len();
-        let result = engine.run(ast, vars, Limits { timeout: task.timeout, max_operations: task.max_operations });
+        let limits = Limits { timeout: task.timeout, max_operations: task.max_operations };
+        let mut hooks_ran = Vec::new();
+        let mut run_hooks = |engine: &mut ScriptEngine, phase: Phase, args: &dyn Fn() -> Vec<Dynamic>| {
+            let name = plugin::hook_name(phase, &task.name);
+            for (plugin, ast) in &hooks {
+                host.effects.set_plugin(Some(&plugin.name));
+                let called = engine.call_hook(ast, &name, args(), limits);
+                host.effects.set_plugin(None);
+                match called {
+                    Ok(true) => hooks_ran.push(format!("{}: {name}", plugin.name)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let file = plugin.hooks.as_ref().map(|h| h.path.display()).unwrap_or_default();
+                        let mut error =
+                            Error { message: format!("plugin {}: {name}: {}", plugin.name, e.message), ..e };
+                        if error.span.is_none() && error.detail.is_none() {
+                            error.detail = Some(format!("  --> {file}"));
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let vars_map = hook_vars(vars);
+        let result = run_hooks(&mut engine, Phase::Before, &|| vec![vars_map.clone().into()]).and_then(|()| {
+            let task_start = host.effects.len();
+            let value = engine.run(ast, vars, limits)?;
+            if reported_problem(&value, &task.name).is_none() {
+                let result = hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run);
+                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result.clone().into()])?;
+            }
+            Ok(value)
+        });
         let changes = host.effects.changes_since(first_change);
         let (ok, error, value) = match &result {
             Ok(value) => match reported_problem(value, &task.name) {
@@ -164,6 +203,7 @@ pub fn run(
             vars: shown_vars(task, vars),
             changes,
             result: rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null),
+            hooks: hooks_ran,
             output: output.take_captured(),
             error: error.clone(),
         });
@@ -186,7 +226,7 @@ pub fn run(
             tasks: reports,
             error: failure.as_ref().map(error_json),
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"));
         return match failure {
             Some(e) => Err(Error { message: String::new(), ..e }),
             None => Ok(()),
@@ -196,6 +236,64 @@ pub fn run(
         print_summary(&output, target, &host.effects.changes(), options.dry_run);
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Every plugin's `plugin.rhai`, compiled, in hook order. A hook with the wrong number of
+/// parameters for a task that exists is a definition error (it would never be called).
+fn compile_hooks<'a>(engine: &ScriptEngine, catalog: &'a Catalog) -> Result<Vec<(&'a Plugin, AST)>> {
+    let mut hooks = Vec::new();
+    for plugin in &catalog.plugins {
+        let Some(script) = &plugin.hooks else { continue };
+        let ast = engine.compile(script, &IndexMap::new())?;
+        for function in ast.iter_functions() {
+            for phase in [Phase::Before, Phase::After] {
+                let task = catalog.tasks.keys().find(|t| plugin::hook_name(phase, t) == function.name);
+                if let Some(task) = task
+                    && function.params.len() != phase.arity()
+                {
+                    let signature = if phase == Phase::Before { "(vars)" } else { "(vars, result)" };
+                    return Err(Error::usage(format!(
+                        "plugin {}: hook {} for task {task} must take {} parameter(s): fn {}{signature}",
+                        plugin.name,
+                        function.name,
+                        phase.arity(),
+                        function.name
+                    ))
+                    .with_detail(format!("  --> {}", script.path.display())));
+                }
+            }
+        }
+        hooks.push((plugin, ast));
+    }
+    Ok(hooks)
+}
+
+/// The `vars` argument of a hook: the task's resolved variables.
+fn hook_vars(vars: &IndexMap<String, String>) -> rhai::Map {
+    vars.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect()
+}
+
+/// The `result` argument of an `after_` hook: the task, whether this is a dry run, the changes
+/// the task's script made (or planned), and the value it ended with.
+fn hook_result(task: &Task, changes: &[Change], value: &Dynamic, dry_run: bool) -> rhai::Map {
+    let changes: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "action": c.action,
+                "target": c.target,
+                "outcome": c.outcome.as_str(),
+                "detail": c.detail,
+                "planned": c.planned,
+            })
+        })
+        .collect();
+    let mut map = rhai::Map::new();
+    map.insert("task".into(), Dynamic::from(task.name.clone()));
+    map.insert("dry_run".into(), Dynamic::from(dry_run));
+    map.insert("changes".into(), rhai::serde::to_dynamic(changes).unwrap_or(Dynamic::UNIT));
+    map.insert("value".into(), value.clone());
+    map
 }
 
 fn record_audit(

@@ -20,6 +20,9 @@ use crate::{
 };
 
 const MAX_CALL_LEVELS: usize = 64;
+/// Expression nesting limits, at the top level and inside functions.
+pub const MAX_EXPR_DEPTH: usize = 128;
+pub const MAX_FUNCTION_EXPR_DEPTH: usize = 64;
 
 /// Per-task resource limits from the task file.
 #[derive(Debug, Clone, Copy)]
@@ -28,8 +31,17 @@ pub struct Limits {
     pub max_operations: u64,
 }
 
+/// A script compiled so far: its file, the line it starts at in that file, and the directory
+/// its imports must stay inside (the top-level script's own directory, inherited by modules).
+#[derive(Clone)]
+struct SourceEntry {
+    path: SourcePath,
+    line_offset: usize,
+    root: SourcePath,
+}
+
 /// Scripts compiled so far, by the source name Rhai reports in errors and import requests.
-type SourceTable = Rc<RefCell<HashMap<String, (SourcePath, usize)>>>;
+type SourceTable = Rc<RefCell<HashMap<String, SourceEntry>>>;
 
 pub struct ScriptEngine {
     engine: Engine,
@@ -42,7 +54,7 @@ impl ScriptEngine {
     pub fn new(host: &Rc<Host>) -> Self {
         let mut engine = Engine::new();
         engine.set_max_call_levels(MAX_CALL_LEVELS);
-        engine.set_max_expr_depths(128, 64);
+        engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FUNCTION_EXPR_DEPTH);
         engine.set_max_string_size(16 * 1024 * 1024);
         engine.set_max_array_size(1_000_000);
         engine.set_max_map_size(1_000_000);
@@ -76,7 +88,9 @@ impl ScriptEngine {
     pub fn compile(&self, script: &Script, vars: &IndexMap<String, String>) -> Result<AST, Error> {
         let scope = task_scope(vars);
         let name = script.path.display();
-        self.sources.borrow_mut().insert(name.clone(), (script.path.clone(), script.line_offset));
+        let entry =
+            SourceEntry { path: script.path.clone(), line_offset: script.line_offset, root: script.path.parent() };
+        self.sources.borrow_mut().insert(name.clone(), entry);
         let mut ast = self
             .engine
             .compile_with_scope(&scope, &script.text)
@@ -96,16 +110,18 @@ impl ScriptEngine {
         result.map_err(|e| self.runtime_error(&e, ast.source()))
     }
 
-    /// Calls a hook function (`before_<task>`, `after_<task>`) if the AST defines it.
-    pub fn call_hook(&self, ast: &AST, name: &str, args: Vec<Dynamic>) -> Result<bool, Error> {
+    /// Calls a hook function (`before_<task>`, `after_<task>`) if the AST defines it, under
+    /// the task's limits. The script's top level (its `import`s) runs first.
+    pub fn call_hook(&mut self, ast: &AST, name: &str, args: Vec<Dynamic>, limits: Limits) -> Result<bool, Error> {
         if !ast.iter_functions().any(|f| f.name == name && f.params.len() == args.len()) {
             return Ok(false);
         }
         let mut scope = Scope::new();
-        self.engine
-            .call_fn::<Dynamic>(&mut scope, ast, name, args)
-            .map(|_| true)
-            .map_err(|e| self.runtime_error(&e, ast.source()))
+        self.engine.set_max_operations(limits.max_operations);
+        self.deadline.set(limits.timeout.map(|t| Instant::now() + t));
+        let result = self.engine.call_fn::<Dynamic>(&mut scope, ast, name, args);
+        self.deadline.set(None);
+        result.map(|_| true).map_err(|e| self.runtime_error(&e, ast.source()))
     }
 
     /// Compiles a plugin's hook file (no task variables in scope).
@@ -132,10 +148,11 @@ impl ScriptEngine {
         if let (Some(line), Some(column)) = (position.line(), position.position()) {
             let sources = self.sources.borrow();
             let entry = source.as_deref().or(script).and_then(|s| sources.get(s));
-            if let Some((path, offset)) = entry
+            if let Some(SourceEntry { path, line_offset, .. }) = entry
                 && let Some(text) = read_source(path)
             {
-                result = result.with_span(SourceSpan::from_line_column(path.display(), &text, line + offset, column));
+                result =
+                    result.with_span(SourceSpan::from_line_column(path.display(), &text, line + line_offset, column));
             }
         }
         result
@@ -165,7 +182,10 @@ fn parse_error(name: &str, text: &str, line_offset: usize, error: &ParseError) -
     result
 }
 
-/// Resolves `import "name"` to `name.rhai` beside the importing script, never elsewhere.
+/// Resolves `import "name"` to `name.rhai` beside the importing script, never elsewhere: no
+/// `..`, no absolute path, and on disk no symlink leading out of the top-level script's
+/// directory, so a plugin imports only from its own directory and a site task only from the
+/// site's `tasks/`.
 struct ConfinedResolver {
     sources: SourceTable,
 }
@@ -188,13 +208,24 @@ impl ModuleResolver for ConfinedResolver {
             .into());
         }
         let base = source
-            .and_then(|s| self.sources.borrow().get(s).map(|(p, _)| p.clone()))
+            .and_then(|s| self.sources.borrow().get(s).cloned())
             .ok_or_else(|| Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), position)))?;
-        let file = base.sibling(&format!("{path}.rhai"));
+        let file = base.path.sibling(&format!("{path}.rhai"));
+        if let (SourcePath::Disk(file), SourcePath::Disk(root)) = (&file, &base.root)
+            && let (Ok(real), Ok(real_root)) = (file.canonicalize(), root.canonicalize())
+            && !real.starts_with(&real_root)
+        {
+            return Err(format!(
+                "import {path:?} is not allowed: {} leads outside {} through a symlink",
+                file.display(),
+                root.display()
+            )
+            .into());
+        }
         let text = read_source(&file)
             .ok_or_else(|| Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), position)))?;
         let name = file.display();
-        self.sources.borrow_mut().insert(name.clone(), (file, 0));
+        self.sources.borrow_mut().insert(name.clone(), SourceEntry { path: file, line_offset: 0, root: base.root });
         let mut ast = engine.compile(&text).map_err(|e| {
             let error = parse_error(&name, &text, 0, &e);
             Box::new(EvalAltResult::ErrorInModule(name.clone(), error.to_string().into(), position))

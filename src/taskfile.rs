@@ -49,6 +49,23 @@ impl SourcePath {
         }
     }
 
+    /// A file or directory inside this directory (`rel` uses `/`).
+    pub fn join(&self, rel: &str) -> Self {
+        match self {
+            Self::Embedded(key) if key.is_empty() => Self::Embedded(rel.to_string()),
+            Self::Embedded(key) => Self::Embedded(format!("{key}/{rel}")),
+            Self::Disk(path) => Self::Disk(path.join(rel)),
+        }
+    }
+
+    /// The directory holding this file.
+    pub fn parent(&self) -> Self {
+        match self {
+            Self::Embedded(key) => Self::Embedded(key.rsplit_once('/').map_or("", |(dir, _)| dir).to_string()),
+            Self::Disk(path) => Self::Disk(path.parent().map(PathBuf::from).unwrap_or_default()),
+        }
+    }
+
     /// A sibling file: `script_file` and `import` resolve next to the file that names them.
     pub fn sibling(&self, name: &str) -> Self {
         match self {

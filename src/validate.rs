@@ -23,6 +23,10 @@ pub enum Kind {
     Int,
     /// An IPv4 CIDR block such as `10.201.0.0/16`.
     Cidr,
+    /// Comma-separated IPv4/IPv6 addresses or CIDR blocks: `203.0.113.0/24, 2001:db8::/32`.
+    CidrList,
+    /// An `http://` or `https://` URL with a host, no spaces, quotes or backticks.
+    Url,
     /// A duration such as `26h` or `90s`.
     Duration,
     /// A path (no NUL or newline).
@@ -41,6 +45,8 @@ impl Kind {
             Self::Bool => "bool",
             Self::Int => "int",
             Self::Cidr => "cidr",
+            Self::CidrList => "cidr_list",
+            Self::Url => "url",
             Self::Duration => "duration",
             Self::Path => "path",
             Self::Text => "text",
@@ -57,6 +63,8 @@ impl Kind {
             Self::Bool => parse_bool(value).map(drop),
             Self::Int => value.parse::<i64>().map(drop).map_err(|_| format!("{} is not a whole number", quote(value))),
             Self::Cidr => cidr(value),
+            Self::CidrList => cidr_list(value).map(drop),
+            Self::Url => url(value),
             Self::Duration => humantime::parse_duration(value)
                 .map(drop)
                 .map_err(|_| format!("{} is not a duration like 26h or 90s", quote(value))),
@@ -156,6 +164,60 @@ pub fn cidr(value: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a comma-separated list of IPv4/IPv6 addresses or CIDR blocks and returns its
+/// items, trimmed (a bare address is a single host).
+pub fn cidr_list(value: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+    if items.iter().all(|i| i.is_empty()) {
+        return Err("is an empty list; give addresses or CIDR blocks separated by commas".into());
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let err = || {
+                format!(
+                    "{} is not an IPv4 or IPv6 address or CIDR block (e.g. 203.0.113.0/24 or 2001:db8::/32)",
+                    quote(item)
+                )
+            };
+            let (address, prefix) = match item.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (item, None),
+            };
+            let max = match address.parse::<std::net::IpAddr>().map_err(|_| err())? {
+                std::net::IpAddr::V4(_) => 32,
+                std::net::IpAddr::V6(_) => 128,
+            };
+            if let Some(prefix) = prefix {
+                match prefix.parse::<u8>() {
+                    Ok(p) if p <= max && prefix.bytes().all(|b| b.is_ascii_digit()) => {}
+                    _ => return Err(err()),
+                }
+            }
+            Ok(item.to_string())
+        })
+        .collect()
+}
+
+pub fn url(value: &str) -> Result<(), String> {
+    let err = |why: &str| format!("{} is not a usable URL: {why}", quote(value));
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| err("it must start with http:// or https://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.contains('@') {
+        return Err(err("it needs a host (and no user:password@)"));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control() || "\"'`<>\\|^".contains(*c)) {
+        return Err(err(&format!("it contains {c:?}")));
+    }
+    if value.len() > 2048 {
+        return Err(err("it is longer than 2048 bytes"));
+    }
+    Ok(())
+}
+
 fn single_line(value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!("is longer than {max} bytes"));
@@ -226,5 +288,28 @@ mod tests {
         assert_eq!(cidr("10.201.0.0/16"), Ok(()));
         assert!(cidr("10.201.0.0/33").is_err());
         assert!(cidr("10.201.0/16").is_err());
+    }
+
+    #[test]
+    fn cidr_lists() {
+        assert_eq!(
+            cidr_list("203.0.113.0/24, 10.1.2.3,2001:db8::/32, ::1").unwrap(),
+            ["203.0.113.0/24", "10.1.2.3", "2001:db8::/32", "::1"]
+        );
+        for bad in
+            ["", " , ", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/+8", "example.com", "10.0.0.0/8;rm", "1.2.3.4/"]
+        {
+            assert!(cidr_list(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        for ok in ["https://auth.example.com/realms/{realm}", "http://forward-auth:4181", "https://a.b/x?y=1"] {
+            assert_eq!(url(ok), Ok(()), "{ok}");
+        }
+        for bad in ["ftp://x", "https://", "https://u:p@x", "https://x/`id`", "https://x/ y", "https://x/\"q", "x"] {
+            assert!(url(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -4,10 +4,18 @@ mod test;
 
 mod backup;
 mod cli;
+mod compose;
+mod containers;
 mod create_client;
+mod db_passwords;
 mod definitions;
 mod fuzz_seeds;
 mod hostile;
+mod keycloak;
 mod make;
+mod plugins;
 mod sandbox;
+mod setup_roles;
+mod support;
+mod traefik;
 mod variables;

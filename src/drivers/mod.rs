@@ -1,2 +1,3 @@
+pub mod keycloak;
 pub mod process;
 pub mod restic;

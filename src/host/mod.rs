@@ -2,9 +2,11 @@
 //! each built by `create_module(&Rc<Host>)` from closures sharing the run's state.
 //! Mutating functions go through [`Effects`]; none decides dry-run by itself.
 
+pub mod docker;
 pub mod envfile;
 pub mod format;
 pub mod fs;
+pub mod keycloak;
 pub mod layout;
 pub mod restic;
 pub mod secrets;
@@ -41,7 +43,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("envfile", envfile::create_module(host).into());
     engine.register_static_module("secrets", secrets::create_module(host).into());
     engine.register_static_module("restic", restic::create_module(host).into());
+    engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
+    engine.register_static_module("docker", docker::create_module(host).into());
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
 }
 
@@ -51,6 +55,13 @@ pub fn script_error(error: anyhow::Error) -> Box<EvalAltResult> {
 }
 
 pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Like [`script_error`], at the position of the call (Rhai leaves errors of module-qualified
+/// native calls such as `docker::exec_with_stdin(..)` without one), so the message can
+/// point at the script's line.
+pub fn located_error(context: &rhai::NativeCallContext, error: anyhow::Error) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(format!("{error:#}").into(), context.call_position()).into()
+}
 
 /// Modes arrive from scripts as integers (`0o640`).
 pub fn mode_arg(mode: rhai::INT) -> ScriptResult<u32> {

@@ -6,14 +6,18 @@
 //! |---|---|---|
 //! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
 //! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation) |
-//! | `restic::open(id)` | no | proves the password on disk opens the repository (≈ 0.75 s), or throws why not |
+//! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not |
 //! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
-//! | `restic::backup(id)`, `restic::backup(id, [tags])` | yes | map: `snapshot`, `files_new`, `files_changed`, `bytes`, `added`, `seconds`, `paths`, `volumes` |
-//! | `restic::forget(id)` | yes | map: `kept`, `removed` (snapshot ids) after the retention policy, pruned when `PRUNE=1` |
+//! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
+//! | `restic::backup(id, tags)` | yes | the same, with extra tags for this snapshot |
+//! | `restic::forget(id)` | yes | `#{kept, removed}` (short ids) after the retention policy of backup/config.sh, pruned when `PRUNE=1` |
 //! | `restic::snapshots(id)` | no | `[#{id, short_id, time, tags, paths}]`, oldest first |
-//! | `restic::restore(id, snapshot, target, force)`, `(..., [includes])` | yes | map: `snapshot`, `time`, `target`, `paths` |
-//! | `restic::verify(id)`, `restic::verify(id, subset)` | no | map: `ok`, `check`, `sample`, `snapshots`, `message` |
-//! | `restic::status(ids, deep)`, `restic::status(id, deep)` | no | per client: `level` (ok/warning/problem), `message`, `initialized`, `snapshots`, `newest`, `age_seconds`, `age`, `repository`, `remote`, `deep` |
+//! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags}`; `target` must be empty or new unless `force` |
+//! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
+//! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
+//! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
+//! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem |
+//! | `restic::status(id, deep)` | no | the same for one client |
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.

@@ -1,0 +1,331 @@
+//! `keycloak::` — a client's Keycloak realm: the realm file, and the live realm through the
+//! Admin API (curl, see `drivers::keycloak`) when `KEYCLOAK_URL` is set.
+//!
+//! | function | mutates | returns |
+//! |---|---|---|
+//! | `keycloak::live()` | no | whether `KEYCLOAK_URL` is set (environment, command line or the credentials file) |
+//! | `keycloak::realm_json(realm, display_name)` | no | the realm.json text for a fresh file |
+//! | `keycloak::write_realm_file(path, realm, display_name)` | yes | outcome; creates realm.json or brings it up to date, keeping what else it holds |
+//! | `keycloak::setup_realm(realm, display_name, secrets_file)` | yes | array of `#{action, target, outcome}`: realm, roles, composites, admin user, its password (set only when it has none), its role mapping |
+//! | `keycloak::setup_realm(realm, display_name, secrets_file, reset_password)` | yes | the same; `true` (or `"1"`, `"yes"` ...) sets the password even when the user has one |
+//! | `keycloak::set_admin_password(realm, secrets_file, key)` | yes | outcome (`updated`): the realm admin's password becomes the value of `key` in `secrets_file` |
+//! | `keycloak::partial_import(realm, json, policy)` | yes | `#{added, skipped, overwritten}`; policy `FAIL`, `SKIP` or `OVERWRITE` |
+//! | `keycloak::realm_status(realm, realm_file)` | no | `#{ok, source, problems}`: the file always; the live realm, roles and admin user when live |
+//!
+//! Example: `keycloak::write_realm_file(c.realm_file, CLIENT_ID, CLIENT_NAME);
+//! if keycloak::live() { keycloak::setup_realm(CLIENT_ID, CLIENT_NAME, c.secrets_file); }`
+//!
+//! The Keycloak admin credentials come from `KEYCLOAK_URL`, `KEYCLOAK_ADMIN` (settings) and
+//! `KEYCLOAK_ADMIN_PASSWORD` (environment only, never the command line); whatever those leave
+//! unset is read from `$AGENCY_ROOT/secrets/keycloak.env` (`KEY='value'` lines, mode 0600).
+//! Passwords are read by the host and never pass through scripts.
+
+use std::{cell::RefCell, path::Path, rc::Rc};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indexmap::IndexMap;
+use rhai::{Array, Dynamic, Map, Module};
+use serde_json::Value;
+
+use super::{Host, ScriptResult, fs::write_file, script_error};
+use crate::{
+    drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
+    effects::Outcome,
+    fsutil,
+    realm::{self, RealmSpec},
+    settings::SETTINGS,
+};
+
+/// The key of the realm admin's password in a client's secrets.env.
+pub const PASSWORD_KEY: &str = "REALM_ADMIN_PASSWORD";
+/// Mode of realm.json (no secrets in it).
+const REALM_FILE_MODE: u32 = 0o640;
+
+/// `$AGENCY_ROOT/secrets/keycloak.env`.
+pub fn credentials_file(host: &Host) -> std::path::PathBuf {
+    host.roots.root.join("secrets").join("keycloak.env")
+}
+
+/// The credentials file's entries; none when it is missing. A file others can read is refused.
+fn read_credentials_file(path: &Path) -> Result<IndexMap<String, String>> {
+    let Some(mode) = fsutil::mode(path) else { return Ok(IndexMap::new()) };
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} has mode {mode:04o}: it holds the Keycloak admin password and must be readable by its owner only (chmod 600)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    crate::envfile::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Resolves the Keycloak settings: command line > environment > credentials file > default.
+pub fn resolve_settings(host: &Host) -> Result<Option<KeycloakSettings>> {
+    let file = read_credentials_file(&credentials_file(host))?;
+    let lookup = |name: &str| -> Option<String> {
+        if let Some(setting) = SETTINGS.iter().find(|s| s.name == name) {
+            let value = host.settings.get(name);
+            if value != setting.default {
+                return Some(value.to_string());
+            }
+            return file.get(name).cloned().or_else(|| Some(value.to_string()));
+        }
+        std::env::var(name).ok().filter(|v| !v.is_empty()).or_else(|| file.get(name).cloned())
+    };
+    KeycloakSettings::from_vars(lookup)
+}
+
+/// The run's Keycloak connection, made on first use and shared by every call (one token).
+#[derive(Default)]
+struct Connection {
+    client: RefCell<Option<Rc<Keycloak>>>,
+}
+
+impl Connection {
+    fn get(&self, host: &Host) -> Result<Rc<Keycloak>> {
+        if let Some(client) = self.client.borrow().as_ref() {
+            return Ok(client.clone());
+        }
+        let settings = resolve_settings(host)?
+            .ok_or_else(|| anyhow!("KEYCLOAK_URL is not set; the realm can only be written to realm.json"))?;
+        let client = Rc::new(Keycloak::new(settings)?);
+        *self.client.borrow_mut() = Some(client.clone());
+        Ok(client)
+    }
+}
+
+fn outcome(outcome: driver::Outcome) -> Outcome {
+    match outcome {
+        driver::Outcome::Created => Outcome::Created,
+        driver::Outcome::Updated => Outcome::Updated,
+        driver::Outcome::Unchanged => Outcome::Unchanged,
+    }
+}
+
+/// The realm admin's password from a client's secrets file (read here, never by a script).
+fn read_password(host: &Host, secrets_file: &str, key: &str) -> Result<Secret> {
+    let path = host.roots.confine(secrets_file)?;
+    let values = super::secrets::read(&path)?;
+    values
+        .get(key)
+        .filter(|v| !v.is_empty())
+        .map(|v| Secret::new(v.clone()))
+        .ok_or_else(|| anyhow!("{} holds no {key}; create-client generates it", path.display()))
+}
+
+/// Plans the realm with read-only calls, then applies each step through the effects layer.
+fn setup_realm(
+    host: &Host,
+    kc: &Keycloak,
+    spec: &RealmSpec,
+    secrets_file: &str,
+    reset_password: bool,
+) -> ScriptResult<Array> {
+    let password = match read_password(host, secrets_file, PASSWORD_KEY) {
+        Ok(password) => password,
+        // A dry run of a first create-client plans before secrets.env exists; the value is
+        // never sent in a dry run.
+        Err(_) if host.effects.dry_run() => Secret::new(""),
+        Err(e) => return Err(script_error(e)),
+    };
+    let steps = kc.plan(spec, Some(&password), reset_password).map_err(script_error)?;
+    let mut report = Array::new();
+    for step in steps {
+        let detail = step.change.as_ref().map(|c| c.description.clone()).unwrap_or_default();
+        let done = host
+            .effects
+            .apply(step.action, &step.target, &detail, outcome(step.outcome()), || match &step.change {
+                Some(change) => kc.apply(change),
+                None => Ok(()),
+            })
+            .map_err(script_error)?;
+        let mut entry = Map::new();
+        entry.insert("action".into(), step.action.into());
+        entry.insert("target".into(), step.target.clone().into());
+        entry.insert("outcome".into(), done.as_str().into());
+        report.push(entry.into());
+    }
+    Ok(report)
+}
+
+/// The realm file checked on its own: parses, names the realm, holds the roles and the admin.
+fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(_) => return vec![format!("realm file {} is missing", path.display())],
+    };
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(e) => return vec![format!("realm file {} is not valid JSON: {e}", path.display())],
+    };
+    let mut problems = Vec::new();
+    if value["realm"] != spec.realm.as_str() {
+        problems.push(format!("realm file names realm {} instead of {}", value["realm"], spec.realm));
+    }
+    let roles = value["roles"]["realm"].as_array().cloned().unwrap_or_default();
+    for role in &spec.roles {
+        if !roles.iter().any(|r| r["name"] == role.name.as_str()) {
+            problems.push(format!("realm file lacks role {}", role.name));
+        }
+    }
+    let users = value["users"].as_array().cloned().unwrap_or_default();
+    match users.iter().find(|u| u["username"] == spec.admin.username.as_str()) {
+        None => problems.push(format!("realm file lacks user {}", spec.admin.username)),
+        Some(user) if user.get("credentials").is_some() => {
+            problems.push(format!("realm file holds credentials of user {}", spec.admin.username))
+        }
+        Some(_) => {}
+    }
+    problems
+}
+
+/// The live realm checked: exists, has the roles, has the admin user.
+fn live_problems(kc: &Keycloak, spec: &RealmSpec) -> Result<Vec<String>> {
+    if kc.realm(&spec.realm)?.is_none() {
+        return Ok(vec![format!("realm {} does not exist in Keycloak", spec.realm)]);
+    }
+    let roles = kc.realm_roles(&spec.realm)?;
+    let mut problems: Vec<String> = spec
+        .roles
+        .iter()
+        .filter(|role| !roles.iter().any(|r| r["name"] == role.name.as_str()))
+        .map(|role| format!("realm {} lacks role {} in Keycloak", spec.realm, role.name))
+        .collect();
+    if kc.user(&spec.realm, &spec.admin.username)?.is_none() {
+        problems.push(format!("realm {} lacks user {} in Keycloak", spec.realm, spec.admin.username));
+    }
+    Ok(problems)
+}
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+    let connection = Rc::new(Connection::default());
+
+    let h = host.clone();
+    module.set_native_fn("live", move || -> ScriptResult<bool> {
+        Ok(resolve_settings(&h).map_err(script_error)?.is_some())
+    });
+
+    module.set_native_fn("realm_json", |realm: &str, display_name: &str| -> ScriptResult<String> {
+        Ok(RealmSpec::for_client(realm, display_name).render())
+    });
+
+    let h = host.clone();
+    module.set_native_fn(
+        "write_realm_file",
+        move |path: &str, realm: &str, display_name: &str| -> ScriptResult<String> {
+            let spec = RealmSpec::for_client(realm, display_name);
+            let file = h.roots.confine(path).map_err(script_error)?;
+            let text = match std::fs::read_to_string(&file) {
+                Ok(current) => {
+                    let current: Value = serde_json::from_str(&current)
+                        .with_context(|| format!("{} is not valid JSON; fix or remove it", file.display()))
+                        .map_err(script_error)?;
+                    realm::render(&spec.update_json(&current).map_err(script_error)?)
+                }
+                Err(_) => spec.render(),
+            };
+            let detail = format!("realm {realm}; roles {}; user {}", role_names(&spec), spec.admin.username);
+            write_file(&h, path, text.as_bytes(), REALM_FILE_MODE, &detail).map(|o| o.as_str().into())
+        },
+    );
+
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn(
+        "setup_realm",
+        move |realm: &str, display_name: &str, secrets_file: &str| -> ScriptResult<Array> {
+            let kc = c.get(&h).map_err(script_error)?;
+            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, false)
+        },
+    );
+
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn(
+        "setup_realm",
+        move |realm: &str, display_name: &str, secrets_file: &str, reset_password: bool| -> ScriptResult<Array> {
+            let kc = c.get(&h).map_err(script_error)?;
+            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, reset_password)
+        },
+    );
+
+    // The flag straight from a task variable: "1", "true", "yes", "on" ...
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn(
+        "setup_realm",
+        move |realm: &str, display_name: &str, secrets_file: &str, reset_password: &str| -> ScriptResult<Array> {
+            let reset = crate::validate::parse_bool(reset_password)?;
+            let kc = c.get(&h).map_err(script_error)?;
+            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, reset)
+        },
+    );
+
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn(
+        "set_admin_password",
+        move |realm: &str, secrets_file: &str, key: &str| -> ScriptResult<String> {
+            let kc = c.get(&h).map_err(script_error)?;
+            let password = read_password(&h, secrets_file, key).map_err(script_error)?;
+            let username = realm::REALM_ADMIN_USER;
+            let change = kc.check_password(realm, username, &password, true).map_err(script_error)?;
+            let target = format!("{realm}/{username}");
+            let detail = format!("from {key}");
+            let needed = change.as_ref().map_or(Outcome::Unchanged, |c| outcome(c.outcome));
+            h.effects
+                .apply("keycloak password", &target, &detail, needed, || match &change {
+                    Some(change) => kc.apply(change),
+                    None => Ok(()),
+                })
+                .map(|o| o.as_str().into())
+                .map_err(script_error)
+        },
+    );
+
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn("partial_import", move |realm: &str, json: &str, policy: &str| -> ScriptResult<Map> {
+        let policy = IfExists::parse(policy).map_err(script_error)?;
+        let rep: Value =
+            serde_json::from_str(json).context("the partial import is not valid JSON").map_err(script_error)?;
+        let count = |key: &str| rep.pointer(key).and_then(Value::as_array).map_or(0, Vec::len);
+        let detail =
+            format!("policy {}; {} realm role(s), {} user(s)", policy.as_str(), count("/roles/realm"), count("/users"));
+        let kc = c.get(&h).map_err(script_error)?;
+        let summary = RefCell::new(None);
+        h.effects
+            .apply("keycloak partial import", realm, &detail, Outcome::Updated, || {
+                *summary.borrow_mut() = Some(kc.partial_import(realm, &rep, policy)?);
+                Ok(())
+            })
+            .map_err(script_error)?;
+        let mut map = Map::new();
+        if let Some(summary) = summary.into_inner() {
+            map.insert("added".into(), Dynamic::from(summary.added as rhai::INT));
+            map.insert("skipped".into(), Dynamic::from(summary.skipped as rhai::INT));
+            map.insert("overwritten".into(), Dynamic::from(summary.overwritten as rhai::INT));
+        }
+        Ok(map)
+    });
+
+    let (h, c) = (host.clone(), connection);
+    module.set_native_fn("realm_status", move |realm: &str, realm_file: &str| -> ScriptResult<Map> {
+        // Only the realm name and the standard roles and user matter here.
+        let spec = RealmSpec::for_client(realm, realm);
+        let path = h.roots.confine(realm_file).map_err(script_error)?;
+        let mut problems = file_problems(&path, &spec);
+        let live = resolve_settings(&h).map_err(script_error)?.is_some();
+        if live {
+            let kc = c.get(&h).map_err(script_error)?;
+            problems.extend(live_problems(&kc, &spec).map_err(script_error)?);
+        }
+        let mut map = Map::new();
+        map.insert("ok".into(), problems.is_empty().into());
+        map.insert("source".into(), (if live { "live" } else { "file" }).into());
+        map.insert("problems".into(), problems.into_iter().map(Dynamic::from).collect::<Array>().into());
+        Ok(map)
+    });
+
+    module
+}
+
+fn role_names(spec: &RealmSpec) -> String {
+    spec.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" ")
+}
