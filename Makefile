@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client restore-client setup-log-segmentation setup-roles verify-backup
+AGENCY_TASKS := backup-client client-report create-client restore-client rotate-secrets setup-log-segmentation setup-roles verify-backup
 
 -include dev.mk
 
@@ -22,6 +22,10 @@ create-client:
 
 .PHONY: restore-client
 restore-client:
+	+@$(AGENCY) $@
+
+.PHONY: rotate-secrets
+rotate-secrets:
 	+@$(AGENCY) $@
 
 .PHONY: setup-log-segmentation

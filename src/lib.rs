@@ -18,6 +18,7 @@ pub mod makefile;
 pub mod output;
 pub mod plugin;
 pub mod realm;
+pub mod rotation;
 pub mod run;
 pub mod runner;
 pub mod script;

@@ -14,6 +14,7 @@ mod hostile;
 mod keycloak;
 mod make;
 mod plugins;
+mod rotation;
 mod sandbox;
 mod setup_roles;
 mod support;

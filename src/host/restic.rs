@@ -18,6 +18,9 @@
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
 //! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem |
 //! | `restic::status(id, deep)` | no | the same for one client |
+//! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
+//! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
+//! | `restic::remove_previous_keys(id, current_too)` | yes | the same; in a dry run `current_too` plans the removal of the current key too (as after a swap) |
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
@@ -35,10 +38,11 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use super::{Host, ScriptResult, script_error};
 use crate::{
     backup::{self, BackupConfig, RepoStatus},
-    drivers::restic::{BackupProgress, BackupSummary, Location, Restic, ResticError, Snapshot},
+    drivers::restic::{BackupProgress, BackupSummary, Location, Password, Restic, ResticError, Snapshot},
     effects::Outcome,
     envfile,
     layout::ClientLayout,
+    rotation,
 };
 
 /// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
@@ -278,7 +282,126 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(all.remove(0))
     });
 
+    let h = host.clone();
+    module.set_native_fn("add_pending_key", move |id: &str| -> ScriptResult<String> {
+        add_pending_key(&h, id).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("remove_previous_keys", move |id: &str| -> ScriptResult<INT> {
+        remove_previous_keys(&h, id, false).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("remove_previous_keys", move |id: &str, current_too: bool| -> ScriptResult<INT> {
+        remove_previous_keys(&h, id, current_too).map_err(script_error)
+    });
+
     module
+}
+
+/// The `RESTIC_PASSWORD` of an env file of the client's secrets.
+fn password_in(values: &indexmap::IndexMap<String, String>, file: &Path) -> Result<Password> {
+    let value = values
+        .get(backup::PASSWORD_KEY)
+        .ok_or_else(|| anyhow!("{} holds no {}", file.display(), backup::PASSWORD_KEY))?;
+    Password::new(value.as_str()).with_context(|| format!("{} in {}", backup::PASSWORD_KEY, file.display()))
+}
+
+/// Rotation, "applied": the new password (in `secrets.env.next`) gets a key of its own,
+/// added with the current password, and is proved to open the repository. Until the swap
+/// both passwords open it.
+fn add_pending_key(host: &Host, id: &str) -> Result<String> {
+    let (layout, config) = match setup(host, id) {
+        Ok(found) => found,
+        Err(_) if !backups_on(host)? => return Ok(Outcome::Unchanged.as_str().into()),
+        Err(e) => return Err(e),
+    };
+    let target = config.repository.to_string();
+    let pending_path = rotation::pending_path(&layout);
+    let Some(pending) = rotation::read_optional(&pending_path)? else {
+        if host.effects.dry_run() {
+            let detail = "a key for the new RESTIC_PASSWORD";
+            host.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
+            return Ok(Outcome::Created.as_str().into());
+        }
+        bail!(
+            "no new generation of {id}'s secrets ({} is missing); rotation_begin comes first",
+            pending_path.display()
+        );
+    };
+    let restic = Restic::locate()?;
+    let current = backup::password(&layout)?;
+    let next = password_in(&pending, &pending_path)?;
+    if next == current {
+        host.effects.unchanged("restic key add", &target, "RESTIC_PASSWORD is not rotated");
+        return Ok(Outcome::Unchanged.as_str().into());
+    }
+    let with_next = restic.repo(config.repository.clone(), next.clone());
+    let needed = match with_next.open() {
+        Ok(()) => Outcome::Unchanged,
+        Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => Outcome::Created,
+        Err(e) => return Err(e),
+    };
+    let detail = if needed == Outcome::Unchanged {
+        "the new RESTIC_PASSWORD opens it already"
+    } else {
+        "a key for the new RESTIC_PASSWORD (secrets.env.next)"
+    };
+    let outcome = host.effects.apply("restic key add", &target, detail, needed, || {
+        restic.repo(config.repository.clone(), current.clone()).key_add(&next)?;
+        with_next.open().context("the new key was added but does not open the repository")
+    })?;
+    Ok(outcome.as_str().into())
+}
+
+/// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
+/// the secrets history (not the current or a pending one) is removed, using the current
+/// password — which must therefore open the repository first.
+fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT> {
+    if !backups_on(host)? {
+        return Ok(0);
+    }
+    let (layout, config) = setup(host, id)?;
+    let target = config.repository.to_string();
+    let current_values = rotation::current(&layout)?;
+    let current = password_in(&current_values, &layout.secrets_file)?;
+    let pending_path = rotation::pending_path(&layout);
+    let pending = rotation::read_optional(&pending_path)?;
+    let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
+    let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
+    if let Some(value) = pending_value.as_deref() {
+        keep.push(value);
+    }
+    // Only the newest previous password can still have a key: every run removes it (after
+    // its own swap, and first thing after an interrupted one), and each check costs a key
+    // derivation.
+    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
+    candidates.truncate(1);
+    if current_too && host.effects.dry_run() {
+        candidates.insert(0, current.expose_for_comparison().to_string());
+    }
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let restic = Restic::locate()?;
+    let with_current = restic.repo(config.repository.clone(), current.clone());
+    let mut removed = 0;
+    for candidate in candidates {
+        let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
+        let keys = match old.key_list() {
+            Ok(keys) => keys,
+            Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(key) = keys.into_iter().find(|k| k.current) else { continue };
+        let detail = format!("key {} of a previous RESTIC_PASSWORD", key.id);
+        host.effects
+            .apply("restic key remove", &target, &detail, Outcome::Removed, || with_current.key_remove(&key.id))?;
+        removed += 1;
+    }
+    if removed == 0 {
+        host.effects.unchanged("restic key remove", &target, "no key of a previous RESTIC_PASSWORD is left");
+    }
+    Ok(removed)
 }
 
 /// `restic::init`: cheap for a local repository (its config file), one open for a remote
