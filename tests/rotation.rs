@@ -266,7 +266,7 @@ fn a_crash_at_every_step_leaves_an_openable_repository_and_a_rerun_completes() {
                 crashed.stdout,
                 crashed.stderr
             );
-            let last = crashed.stdout.lines().filter(|l| l.starts_with("  ")).last().unwrap_or("").trim().to_string();
+            let last = crashed.stdout.lines().rev().find(|l| l.starts_with("  ")).unwrap_or("").trim().to_string();
             crashed_after.push(last);
 
             // What must hold after a crash anywhere.
