@@ -244,9 +244,17 @@ fn wrong_password_missing_and_locked_repositories_each_fail_clearly() {
         .stdout_contains("acme: FAILED: there is no restic repository")
         .run();
 
+    // No restic at all: what to install.
+    let empty = site.path().join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    run()
+        .env("PATH", &empty.display().to_string())
+        .stderr_contains("`restic` was not found on PATH; install it with `apt-get install restic`")
+        .run();
+
     // Every failed run left its line in backup.log.
     let log = fs::read_to_string(site.log_root().join("clients/acme/backup.log")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains(" backup failed ")).count(), 3, "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains(" backup failed ")).count(), 4, "{log}");
 }
 
 #[test]

@@ -58,6 +58,11 @@ fn require_backups(host: &Host) -> Result<()> {
     if backups_on(host)? { Ok(()) } else { bail!("backups are turned off on this host (AGENCY_BACKUPS=off)") }
 }
 
+/// restic, or what to install (or that a host may keep no backups).
+fn locate() -> Result<Restic> {
+    Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
+}
+
 fn layout(host: &Host, id: &str) -> Result<ClientLayout> {
     ClientLayout::new(&host.roots, id)
 }
@@ -206,7 +211,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
             return Ok(());
         }
         let (layout, config) = setup(&h, id).map_err(script_error)?;
-        let repo = backup::repo(&Restic::locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
         repo.open().map_err(script_error)?;
         h.effects.unchanged(
             "restic open",
@@ -246,7 +251,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("snapshots", move |id: &str| -> ScriptResult<Array> {
         let (layout, config) = setup(&h, id).map_err(script_error)?;
-        let repo = backup::repo(&Restic::locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
         let snapshots = repo.snapshots(&[]).map_err(script_error)?;
         Ok(snapshots.iter().map(|s| Dynamic::from(snapshot_map(s))).collect())
     });
@@ -328,7 +333,7 @@ fn add_pending_key(host: &Host, id: &str) -> Result<String> {
             pending_path.display()
         );
     };
-    let restic = Restic::locate()?;
+    let restic = locate()?;
     let current = backup::password(&layout)?;
     let next = password_in(&pending, &pending_path)?;
     if next == current {
@@ -382,7 +387,7 @@ fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT>
     if candidates.is_empty() {
         return Ok(0);
     }
-    let restic = Restic::locate()?;
+    let restic = locate()?;
     let with_current = restic.repo(config.repository.clone(), current.clone());
     let mut removed = 0;
     for candidate in candidates {
@@ -424,7 +429,7 @@ fn init(host: &Host, id: &str) -> Result<String> {
                 Err(_) if host.effects.dry_run() => return planned_init(host, &target),
                 other => other?,
             };
-            let repo = Restic::locate()?.repo(location.clone(), password);
+            let repo = locate()?.repo(location.clone(), password);
             match repo.open() {
                 Ok(()) => Outcome::Unchanged,
                 Err(e) if matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) => {
@@ -435,7 +440,7 @@ fn init(host: &Host, id: &str) -> Result<String> {
         }
     };
     let outcome = host.effects.apply("restic init", &target, "password from secrets.env", needed, || {
-        let repo = backup::repo(&Restic::locate()?, &layout, &config)?;
+        let repo = backup::repo(&locate()?, &layout, &config)?;
         if let Location::Local(path) = &config.repository {
             // restic makes the directory 0700 itself; its parent must exist.
             if let Some(parent) = path.parent() {
@@ -468,7 +473,7 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
     let mut summary = None;
     host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
         let result = (|| {
-            let repo = backup::repo(&Restic::locate()?, &layout, &config)?;
+            let repo = backup::repo(&locate()?, &layout, &config)?;
             let progress = Progress::start(host, id);
             repo.backup(&plan.request, |status| progress.update(status))
         })();
@@ -519,7 +524,7 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
         map.insert("removed".into(), strings(Vec::<String>::new()));
         return Ok(map);
     }
-    let repo = backup::repo(&Restic::locate()?, &layout, &config)?;
+    let repo = backup::repo(&locate()?, &layout, &config)?;
     let planned = match repo.forget_plan(&config.retention) {
         Ok(plan) => plan,
         Err(e)
@@ -574,7 +579,7 @@ fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, inc
              choose an empty or new directory, or pass FORCE=1"
         );
     }
-    let repo = backup::repo(&Restic::locate()?, &layout, &config)?;
+    let repo = backup::repo(&locate()?, &layout, &config)?;
     let snapshots = repo.snapshots(&[])?;
     let chosen = if snapshot.is_empty() || snapshot == "latest" {
         snapshots.iter().max_by_key(|s| s.system_time().ok())
@@ -616,7 +621,7 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
     map.insert("client".into(), text(id));
     map.insert("repository".into(), text(config.repository.to_string()));
     let outcome = (|| -> Result<(usize, String, String)> {
-        let repo = backup::repo(&Restic::locate()?, &layout, &config)?;
+        let repo = backup::repo(&locate()?, &layout, &config)?;
         let snapshots = repo.snapshots(&[])?;
         let subset = subset.unwrap_or(&config.check_subset);
         repo.check(Some(subset).filter(|s| !s.is_empty() && *s != "0%" && *s != "0"))?;
@@ -687,7 +692,7 @@ fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
             Ok((layout, config))
         })
         .collect::<Result<_>>()?;
-    let restic = if deep { Some(Restic::locate()?) } else { None };
+    let restic = if deep { Some(locate()?) } else { None };
     let now = SystemTime::now();
     let statuses = backup::status_many(restic.as_ref(), &clients, backup::deep_workers());
     Ok(statuses.iter().map(|s| status_map(s, now)).collect())
