@@ -54,9 +54,10 @@ pub fn create_file(path: &Path, mode: u32) -> io::Result<bool> {
 }
 
 /// Appends one line with a single `write` on an `O_APPEND` descriptor, so concurrent
-/// writers never interleave inside a line. The file is created with `mode` if missing.
+/// writers never interleave inside a line. The file is created with `mode` if missing; a
+/// symlink in its place is refused, so a log cannot be pointed at a file elsewhere.
 pub fn append_line(path: &Path, line: &str, mode: u32) -> io::Result<()> {
-    let mut file = OpenOptions::new().append(true).create(true).mode(mode).open(path)?;
+    let mut file = OpenOptions::new().append(true).create(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mut bytes = line.trim_end_matches('\n').as_bytes().to_vec();
     bytes.push(b'\n');
     file.write_all(&bytes)
@@ -75,6 +76,22 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "A='2'\n");
         assert_eq!(mode(&path), Some(0o600));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn append_refuses_a_symlinked_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "").unwrap();
+        let log = dir.path().join("audit.log");
+        std::os::unix::fs::symlink(&victim, &log).unwrap();
+        assert!(append_line(&log, "{}", 0o640).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "");
+        fs::remove_file(&log).unwrap();
+        append_line(&log, "{\"a\":1}", 0o640).unwrap();
+        append_line(&log, "{\"a\":2}\n", 0o640).unwrap();
+        assert_eq!(fs::read_to_string(&log).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(mode(&log), Some(0o640));
     }
 
     #[test]

@@ -18,11 +18,23 @@ const DEFAULT_SITE_DIR: &str = "/etc/agency_stack";
 
 /// Runs `agency` with `args` (program name first) and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let opts = match Opts::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let opts = match Opts::try_parse_from(&args) {
         Ok(opts) => opts,
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print(); // --help, --version
+            return ExitCode::Success as i32;
+        }
         Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() { ExitCode::Usage as i32 } else { ExitCode::Success as i32 };
+            // CI asked for JSON: even a bad flag answers in JSON.
+            if args.iter().any(|a| a == "--json") {
+                let text = error.to_string();
+                let first_line = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                report(&Error::usage(first_line), true);
+            } else {
+                let _ = error.print();
+            }
+            return ExitCode::Usage as i32;
         }
     };
     let json = opts.json;

@@ -30,6 +30,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "CIDR the client networks' subnets come from",
     },
     Setting { name: "AGENCY_SUBNET_PREFIX", default: "26", help: "prefix length of each network's subnet" },
+    Setting {
+        name: "NETWORK_DRIVER",
+        default: "",
+        help: "bridge, or overlay for attachable Swarm networks; empty keeps a client's recorded driver (new: bridge)",
+    },
     Setting { name: "KEYCLOAK_URL", default: "", help: "Keycloak base URL; set to apply realms live" },
     Setting {
         name: "KEYCLOAK_ADMIN",

@@ -98,6 +98,14 @@ fn json_errors_are_json() {
 }
 
 #[test]
+fn json_bad_flag_is_json() {
+    let output = Test::new().args(["--json", "--bogus"]).status(2).run();
+    let json = output.json();
+    assert_eq!(json["error"]["exit_code"], 2);
+    assert!(json["error"]["message"].as_str().unwrap().contains("--bogus"));
+}
+
+#[test]
 fn version_and_help() {
     Test::new().arg("--version").stdout_contains("agency ").run();
     Test::new().arg("--help").stdout_contains("--dry-run").stdout_contains("Exit codes").run();
@@ -121,4 +129,46 @@ fn a_closed_stdout_is_not_a_crash() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stdout.contains("status=0"), "{stdout}{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn confirmation_refuses_without_a_terminal_and_yes_proceeds() {
+    let site = crate::test::Site::new();
+    site.site_file("tasks/wipe.toml", "description = \"Wipe things\"\nconfirm = true\nscript = 'print(\"wiped\");'\n");
+    let refused = site.test().arg("wipe").status(1).stderr_contains("re-run with --yes").run();
+    assert!(!refused.stdout.contains("wiped"));
+    site.test().args(["--yes", "wipe"]).stdout_contains("wiped").run();
+    site.test().args(["-y", "wipe"]).stdout_contains("wiped").run();
+}
+
+/// Runs `agency ARGS` under a pseudo-terminal (util-linux `script`) and returns what it printed.
+fn on_a_terminal(site: &crate::test::Site, args: &str, no_color: bool) -> String {
+    let mut env = site.env();
+    if no_color {
+        env.push(("NO_COLOR".into(), "1".into()));
+    }
+    let output = std::process::Command::new("script")
+        .args(["-qec", &format!("{} {args}", env!("CARGO_BIN_EXE_agency")), "/dev/null"])
+        .env_clear()
+        .envs(env)
+        .env("TERM", "xterm")
+        .output()
+        .expect("util-linux script is installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    let site = crate::test::Site::new();
+    let args = "create-client CLIENT_ID=acme CLIENT_NAME=ACME CLIENT_DOMAIN=acme.example.com";
+    assert!(on_a_terminal(&site, args, false).contains("\x1b[32m"), "green outcomes on a terminal");
+    let plain = on_a_terminal(&site, &format!("--dry-run {args}"), true);
+    assert!(plain.contains("unchanged"), "{plain}");
+    assert!(!plain.contains("\x1b[3"), "no colour codes with NO_COLOR: {plain:?}");
+    // Not a terminal: plain lines.
+    let piped = site
+        .test()
+        .args(["-n", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .run();
+    assert!(!piped.stdout.contains('\x1b'));
 }

@@ -62,7 +62,7 @@ fn fake_db(client: &str, engine: &str, extra: &[(&str, &str)], root: &str) -> Co
 }
 
 fn site_with_client(id: &str, root: &str, app: &str) -> Site {
-    let site = Site::new();
+    let site = Site::with_docker();
     let secrets = site.secrets_file(id);
     let dir = secrets.parent().unwrap();
     fs::create_dir_all(dir).unwrap();

@@ -189,7 +189,8 @@ fn curl_argv_on_path_never_holds_a_password_or_token() {
     )
     .unwrap();
     fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap());
+    let site_path = site.env().into_iter().find(|(k, _)| k == "PATH").map(|(_, v)| v).unwrap();
+    let path = format!("{}:{site_path}", shim_dir.display());
 
     let args = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
     live(site.test(), &fake).env("PATH", &path).args(args).run();

@@ -14,13 +14,29 @@ use tempfile::TempDir;
 /// temp dir that is removed when the value drops.
 pub struct Site {
     dir: TempDir,
+    /// Runs see the real Docker engine; otherwise `tests/support/fake-docker` answers.
+    real_docker: bool,
 }
 
 impl Site {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("agency-test-").tempdir().expect("temp dir");
         fs::create_dir_all(dir.path().join("site")).unwrap();
-        Self { dir }
+        let fake_bin = dir.path().join("fake-bin");
+        fs::create_dir_all(&fake_bin).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-docker"),
+            fake_bin.join("docker"),
+        )
+        .unwrap();
+        Self { dir, real_docker: false }
+    }
+
+    /// A site whose runs drive the real Docker engine (`DOCKER_HOST`, `DOCKER_CONTEXT` and
+    /// `DOCKER_CONFIG` pass through). Tests using it create networks with unique client ids
+    /// and remove them (`support::docker::Scratch`).
+    pub fn with_docker() -> Self {
+        Self { real_docker: true, ..Self::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -66,8 +82,16 @@ impl Site {
     /// The environment every run gets: only PATH and HOME from outside, the roots inside.
     pub fn env(&self) -> Vec<(String, String)> {
         let path = |p: PathBuf| p.display().to_string();
-        vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        let system_path = std::env::var("PATH").unwrap_or_default();
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                if self.real_docker {
+                    system_path
+                } else {
+                    format!("{}:{system_path}", self.path().join("fake-bin").display())
+                },
+            ),
             ("HOME".into(), self.path().display().to_string()),
             ("USER".into(), "tester".into()),
             ("AGENCY_ROOT".into(), path(self.root())),
@@ -75,7 +99,23 @@ impl Site {
             ("AGENCY_BACKUP_ROOT".into(), path(self.backup_root())),
             ("LOGROTATE_DIR".into(), path(self.logrotate_dir())),
             ("AGENCY_HOME".into(), path(self.site_dir())),
-        ]
+        ];
+        if self.real_docker {
+            for key in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
+                if let Ok(value) = std::env::var(key) {
+                    env.push((key.into(), value));
+                }
+            }
+            // HOME is the temp dir, so contexts are found through the real config dir.
+            if std::env::var_os("DOCKER_CONFIG").is_none()
+                && let Some(home) = std::env::var_os("HOME")
+            {
+                env.push(("DOCKER_CONFIG".into(), Path::new(&home).join(".docker").display().to_string()));
+            }
+        } else {
+            env.push(("AGENCY_FAKE_DOCKER_STATE".into(), path(self.path().join("fake-docker"))));
+        }
+        env
     }
 
     /// A run of the binary in this site.
@@ -86,8 +126,10 @@ impl Site {
     /// Every file and dir under the site, with mode and contents (for before/after checks).
     pub fn snapshot(&self) -> Vec<(String, u32, Option<Vec<u8>>)> {
         use std::os::unix::fs::PermissionsExt;
+        let fake = [self.path().join("fake-bin"), self.path().join("fake-docker")];
         let mut entries: Vec<_> = walkdir::WalkDir::new(self.path())
             .into_iter()
+            .filter_entry(|e| !fake.iter().any(|f| e.path() == f))
             .flatten()
             .map(|e| {
                 let meta = e.metadata().unwrap();

@@ -1,197 +1,685 @@
-//! `docker::` — the client's containers, for plugins (e.g. `db-passwords`). Each function is
-//! one `docker` process; `DOCKER_HOST` and `DOCKER_CONTEXT` pass through. Secrets go to a
-//! container on stdin, never in an argument, and are masked in error messages.
+//! `docker::` — the Docker engine through the `docker` CLI. Reads run in dry runs too (so a
+//! plan is exact); every change goes through the effects layer. `DOCKER_HOST` and
+//! `DOCKER_CONTEXT` pass through, so one runner can drive a remote engine.
 //!
 //! | function | mutates | returns |
 //! |---|---|---|
 //! | `docker::available()` | no | whether a `docker` program is on PATH (the engine may still be down) |
-//! | `docker::list_containers(labels)` | no | containers, running or not, carrying every `label: value` of the map (`""` matches any value): array of `#{ id, name, image, state, labels }` |
+//! | `docker::version()` | no | the engine's version; fails with what to install or start |
+//! | `docker::networks()` | no | every network: maps of `id name driver scope internal labels` (one `network ls`) |
+//! | `docker::network(name)` | no | `name id driver internal attachable subnets gateways labels containers`, or `()` |
+//! | `docker::list_containers(labels)` | no | containers, running or not, carrying every `label: value` of the map (`""` matches any value; `#{}` for all): `#{ id, name, image, state, labels, networks }` (one `ps -a`) |
+//! | `docker::attached(network)` | no | names of the containers (running or not) attached to it |
+//! | `docker::volumes(label)` | no | volumes with that label (`key` or `key=value`; `""` for all): `name driver labels mountpoint` |
+//! | `docker::snapshot()` | no | a light `DockerSnapshot` of all networks and containers: `network ls` + `ps -a`, two docker calls for any number of clients (no subnets) |
+//! | `docker::snapshot(true)` | no | a detailed one: every network inspected too (subnets, gateways, endpoints; ≈2.5 ms per network on the engine) |
+//! | `docker::network_check(snap, id, env)` | no | the `networks` check of a client (`env`: its client.env map) |
+//! | `docker::cross_tenant_check(snap, id)` | no | the `cross_tenant` check of a client |
+//! | `docker::pool_usage(snap)` | no | `#{ pool, prefix, used, total, source }` of `AGENCY_SUBNET_POOL`: the subnets the clients' client.env files record, plus every network's when `snap` is detailed |
+//! | `docker::probe(snap, [ids], options)` | no¹ | map id → `probe` check; options `image ports beyond timeout` |
+//! | `docker::calls()` | no | docker processes started so far in this run |
+//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
+//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
+//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
+//! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
 //! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
 //! | `docker::exec_with_stdin(container, argv, stdin, secrets)` | yes | the same; errors mask exactly the values of the array `secrets` (so the tool's message stays readable) |
 //!
-//! These call `docker` through `drivers::process` directly; when the Docker driver
-//! (`drivers::docker`) lands they become thin wrappers of its `list_containers` and
-//! `exec_with_stdin`, with the same script signatures.
+//! ¹ a probe starts and removes throwaway containers; dry runs skip it.
 
-use std::{cell::RefCell, path::PathBuf, rc::Rc};
+use std::{cell::RefCell, collections::BTreeMap, net::Ipv4Addr, rc::Rc};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
+use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
 
-use super::{Host, ScriptResult, located_error};
-use crate::{drivers::process, effects::Outcome};
+use super::{Host, ScriptResult, located_error, script_error};
+use crate::{
+    check::{Check, Status},
+    drivers::docker::{
+        self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, NetworkDetails, NetworkSpec, NetworkSummary,
+    },
+    effects::Outcome,
+    isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
+    layout::ClientLayout,
+    subnet::{Allocator, Ipv4Net, Pool},
+};
 
-const INSTALL_HINT: &str = "install Docker Engine (Debian: apt-get install docker.io) or put `docker` on PATH";
+/// The image `PROBE=1` uses unless `PROBE_IMAGE` names another; built on first use from the
+/// host's static busybox (`apt-get install busybox-static`).
+pub const DEFAULT_PROBE_IMAGE: &str = "agency-probe-busybox:latest";
 
-fn docker() -> Result<PathBuf> {
-    process::locate("docker", INSTALL_HINT)
+/// A snapshot handed to scripts (cheap to copy).
+#[derive(Clone)]
+pub struct DockerSnapshot(pub Rc<Snapshot>);
+
+/// The engine client, found on first use, and what this run learned that never changes.
+#[derive(Default)]
+struct DockerState {
+    docker: RefCell<Option<Docker>>,
+    host_info: RefCell<Option<HostNetInfo>>,
+    images_ready: RefCell<Vec<String>>,
 }
 
-/// Docker's own first error line, without "Error response from daemon: ".
-fn docker_line(stderr: &str) -> String {
-    let line = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output");
-    line.trim_start_matches("Error response from daemon: ").to_string()
-}
-
-fn failure(what: &str, stderr: &str) -> anyhow::Error {
-    let line = docker_line(stderr);
-    if line.contains("Cannot connect to the Docker daemon") || line.contains("Is the docker daemon running") {
-        anyhow!("the Docker engine is not reachable ({line}); start it (e.g. `systemctl start docker`)")
-    } else if line.contains("permission denied") && line.contains("docker") {
-        anyhow!("no permission to use the Docker engine ({line}); run as root or join the docker group")
-    } else {
-        anyhow!("`docker {what}` failed: {line}")
-    }
-}
-
-/// Masks every word of `secret` (longer than 3 bytes) found in `text`, so a tool that echoes
-/// its input in an error cannot leak a password into a message.
-pub fn redact(text: &str, secret: &str) -> String {
-    let mut words: Vec<&str> = secret.split(|c: char| c.is_whitespace() || "'\";".contains(c)).collect();
-    words.retain(|w| w.len() > 3);
-    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    words.into_iter().fold(text.to_string(), |text, word| text.replace(word, "<redacted>"))
-}
-
-/// A container as `docker ps` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub id: String,
-    pub name: String,
-    pub image: String,
-    pub state: String,
-    pub labels: Vec<(String, String)>,
-}
-
-/// Parses `docker ps --no-trunc --format '{{json .}}'` (one JSON object a line).
-pub fn parse_ps(stdout: &str) -> Result<Vec<Container>> {
-    stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let value: serde_json::Value =
-                serde_json::from_str(line).with_context(|| format!("unexpected `docker ps` output: {line}"))?;
-            let field = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let labels = field("Labels")
-                .split(',')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
-            Ok(Container {
-                id: field("ID"),
-                name: field("Names").split(',').next().unwrap_or_default().to_string(),
-                image: field("Image"),
-                state: field("State"),
-                labels,
-            })
-        })
-        .collect()
-}
-
-/// Containers carrying every label of `labels` (an empty value matches any value), in one call.
-pub fn list_containers(labels: &[(String, String)]) -> Result<Vec<Container>> {
-    let mut args: Vec<String> = vec!["ps".into(), "-a".into(), "--no-trunc".into()];
-    for (key, value) in labels {
-        if key.is_empty() || key.contains(['=', ',', '\n']) || value.contains([',', '\n']) {
-            bail!("label filter {key:?}={value:?} is not a valid Docker label");
+impl DockerState {
+    fn docker(&self) -> Result<Docker> {
+        let mut slot = self.docker.borrow_mut();
+        if let Some(docker) = slot.as_ref() {
+            return Ok(docker.clone());
         }
-        args.push("--filter".into());
-        args.push(if value.is_empty() { format!("label={key}") } else { format!("label={key}={value}") });
+        let docker = Docker::locate()?;
+        *slot = Some(docker.clone());
+        Ok(docker)
     }
-    args.extend(["--format".into(), "{{json .}}".into()]);
-    let output = process::Command::new(&docker()?).args(&args).output()?;
-    if !output.success() {
-        return Err(failure("ps", &output.stderr));
-    }
-    parse_ps(&output.stdout)
 }
 
-/// `docker exec -i CONTAINER ARGV...` with `stdin` fed to the process; its stdout. A failure
-/// quotes the tool's error line with every word of each of `secrets` masked.
-pub fn exec_with_stdin(container: &str, argv: &[String], stdin: &str, secrets: &[&str]) -> Result<String> {
-    if argv.is_empty() {
-        bail!("nothing to run in container {container}: the command is empty");
-    }
-    let output = process::Command::new(&docker()?)
-        .args(["exec", "-i", "--", container])
-        .args(argv)
-        .stdin(stdin.as_bytes().to_vec())
-        .output()?;
-    if output.success() {
-        return Ok(output.stdout);
-    }
-    let line = secrets.iter().fold(docker_line(&output.stderr), |line, secret| redact(&line, secret));
-    if [
-        "No such container",
-        "is not running",
-        "Cannot connect to the Docker daemon",
-        "permission denied while trying to connect",
-    ]
-    .iter()
-    .any(|docker_error| line.contains(docker_error))
-    {
-        return Err(failure("exec", &line));
-    }
-    Err(anyhow!("`{}` in container {container} failed (exit {}): {line}", argv[0], output.code))
+fn map_of(entries: &BTreeMap<String, String>) -> Map {
+    entries.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect()
 }
 
-fn container_map(container: Container) -> Map {
+fn strings(items: impl IntoIterator<Item = String>) -> Array {
+    items.into_iter().map(Dynamic::from).collect()
+}
+
+fn summary_map(network: &NetworkSummary) -> Map {
     let mut map = Map::new();
-    map.insert("id".into(), container.id.into());
-    map.insert("name".into(), container.name.into());
-    map.insert("image".into(), container.image.into());
-    map.insert("state".into(), container.state.into());
-    let labels: Map = container.labels.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect();
-    map.insert("labels".into(), labels.into());
+    map.insert("id".into(), network.id.clone().into());
+    map.insert("name".into(), network.name.clone().into());
+    map.insert("driver".into(), network.driver.clone().into());
+    map.insert("scope".into(), network.scope.clone().into());
+    map.insert("internal".into(), network.internal.into());
+    map.insert("labels".into(), map_of(&network.labels).into());
     map
 }
 
-/// `docker exec` through the effects layer: recorded in a dry run, done otherwise. The step
-/// names the program and the size of its input, never the input.
+fn details_map(network: &NetworkDetails) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), network.id.clone().into());
+    map.insert("name".into(), network.name.clone().into());
+    map.insert("driver".into(), network.driver.clone().into());
+    map.insert("scope".into(), network.scope.clone().into());
+    map.insert("internal".into(), network.internal.into());
+    map.insert("attachable".into(), network.attachable.into());
+    map.insert("subnets".into(), strings(network.subnets.iter().map(ToString::to_string)).into());
+    map.insert("gateways".into(), strings(network.gateways.iter().map(ToString::to_string)).into());
+    map.insert("labels".into(), map_of(&network.labels).into());
+    map.insert("containers".into(), strings(network.containers.iter().map(|c| c.name.clone())).into());
+    map
+}
+
+fn container_map(container: &ContainerSummary) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), container.id.clone().into());
+    map.insert("name".into(), container.name.clone().into());
+    map.insert("image".into(), container.image.clone().into());
+    map.insert("state".into(), container.state.clone().into());
+    map.insert("labels".into(), map_of(&container.labels).into());
+    map.insert("networks".into(), strings(container.networks.clone()).into());
+    map
+}
+
+/// A script's client.env map as strings.
+fn env_of(env: &Map) -> BTreeMap<String, String> {
+    env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub fn check_dynamic(check: &Check) -> ScriptResult<Dynamic> {
+    rhai::serde::to_dynamic(check)
+}
+
+fn pool(host: &Host) -> Result<Pool> {
+    Pool::from_settings(Some(host.settings.get("AGENCY_SUBNET_POOL")), Some(host.settings.get("AGENCY_SUBNET_PREFIX")))
+}
+
+/// Creates `expected` with `preferred` if that block is free, else with the next free block
+/// of the pool; Docker's overlap answer (another runner was faster) moves on to the next.
+fn create_in_pool(
+    docker: &Docker,
+    expected: &Expected,
+    preferred: Option<Ipv4Net>,
+    allocator: &mut Allocator,
+) -> Result<Ipv4Net> {
+    if let Some(subnet) = preferred.filter(|s| allocator.is_free(s)) {
+        allocator.mark_taken(subnet);
+        match docker.create_network(&expected.spec(Some(subnet))) {
+            Ok(_) => return Ok(subnet),
+            Err(CreateNetworkError::SubnetOverlaps { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    docker.create_network_in_pool(&expected.spec(None), allocator).map(|(_, subnet)| subnet).map_err(Into::into)
+}
+
+/// The block a network to be created would get (for plans), marked taken.
+fn planned_subnet(expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let subnet = match expected.subnet.filter(|s| allocator.is_free(s)) {
+        Some(subnet) => subnet,
+        None => allocator.peek()?,
+    };
+    allocator.mark_taken(subnet);
+    Ok(subnet)
+}
+
+/// Creates one missing network through the effects layer; returns the subnet it got (the
+/// planned one in a dry run).
+fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let mut probe_allocator = allocator.clone();
+    let planned = planned_subnet(expected, &mut probe_allocator)?;
+    let mut actual = planned;
+    host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
+        actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
+            Ok(subnet) => subnet,
+            // Another run (another root, or a site without the client lock) made it meanwhile:
+            // fine if it is what this run would have made.
+            Err(error) if matches!(error.downcast_ref(), Some(CreateNetworkError::NameTaken { .. })) => {
+                let found = docker.inspect_networks(&[&expected.name])?;
+                match (isolation::assess(expected, found.first()), found.first()) {
+                    (State::Ok, Some(network)) => network.subnets.first().copied().unwrap_or(planned),
+                    _ => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(())
+    })?;
+    if host.effects.dry_run() {
+        *allocator = probe_allocator;
+    } else if actual != planned {
+        host.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
+    }
+    Ok(actual)
+}
+
+fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Result<Map> {
+    ClientLayout::new(&host.roots, id)?;
+    let recorded = env_of(env);
+    let setting = host.settings.get("NETWORK_DRIVER");
+    let driver = if setting.is_empty() { isolation::client_driver(&recorded, "") } else { setting.to_string() };
+    isolation::check_driver(&driver)?;
+    let docker = state.docker()?;
+    let expected = isolation::expected_networks(id, &driver, &recorded);
+    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+    let existing = docker.inspect_networks(&names)?;
+    let mut allocator: Option<Allocator> = None;
+    let mut problems = Vec::new();
+    let mut subnets = Map::new();
+    let mut networks = Map::new();
+    for expected in &expected {
+        networks.insert(expected.tier.name.into(), expected.name.clone().into());
+        let actual = existing.iter().find(|n| n.name == expected.name);
+        let subnet = match isolation::assess(expected, actual) {
+            State::Ok => {
+                let network = actual.expect("ok implies a network");
+                let subnet = network.subnets.first().copied();
+                host.effects.unchanged("network", &expected.name, &expected.describe(subnet));
+                subnet
+            }
+            State::Foreign => {
+                let labels = actual
+                    .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "a Docker network named {} already exists and is not {id}'s (labels: {}); rename or remove it, \
+                     or choose another CLIENT_ID",
+                    expected.name,
+                    if labels.is_empty() { "none".to_string() } else { labels }
+                ));
+                None
+            }
+            State::Drift(drift) => {
+                problems.push(format!(
+                    "network {} {} (drift); `agency multi-tenancy-status CLIENT_ID={id} FIX=1` recreates it when no \
+                     container is attached",
+                    expected.name,
+                    drift.join(", ")
+                ));
+                actual.and_then(|n| n.subnets.first().copied())
+            }
+            State::Missing => {
+                if allocator.is_none() {
+                    allocator = Some(Allocator::new(pool(host)?, docker.used_subnets()?));
+                }
+                let allocator = allocator.as_mut().expect("just set");
+                Some(create_effect(host, &docker, expected, allocator)?)
+            }
+        };
+        if let Some(subnet) = subnet {
+            subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    let mut result = Map::new();
+    result.insert("driver".into(), driver.into());
+    result.insert("networks".into(), networks.into());
+    result.insert("subnets".into(), subnets.into());
+    Ok(result)
+}
+
+fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &str, env: &Map) -> Result<Map> {
+    ClientLayout::new(&host.roots, id)?;
+    let recorded = env_of(env);
+    let driver = isolation::client_driver(&recorded, host.settings.get("NETWORK_DRIVER"));
+    isolation::check_driver(&driver)?;
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded);
+    let mut messages = Vec::new();
+    let mut subnets = Map::new();
+    let mut changed = false;
+    if repairs.is_empty() {
+        return Ok(Map::from_iter([
+            ("repairs".into(), Array::new().into()),
+            ("subnets".into(), subnets.into()),
+            ("changed".into(), false.into()),
+        ]));
+    }
+    let docker = state.docker()?;
+    let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
+    let taken = if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { docker.used_subnets()? };
+    let mut allocator = Allocator::new(pool(host)?, taken);
+    let would = if host.effects.dry_run() { "would " } else { "" };
+    for repair in repairs {
+        match repair {
+            Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
+            Repair::Create(expected) => {
+                let subnet = create_effect(host, &docker, &expected, &mut allocator)?;
+                messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
+                subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+                changed = true;
+            }
+            Repair::Recreate { expected, id: network_id, subnet } => {
+                let old = snapshot.network(&expected.name).cloned();
+                let planned = match subnet {
+                    Some(subnet) => subnet,
+                    None => allocator.peek()?,
+                };
+                let mut actual = planned;
+                host.effects.apply(
+                    "network",
+                    &expected.name,
+                    &format!("recreated: removed {network_id}, created {}", expected.describe(Some(planned))),
+                    Outcome::Updated,
+                    || {
+                        docker.remove_network(&network_id)?;
+                        // Its own old subnet is free again.
+                        let mut free = Allocator::new(
+                            *allocator.pool(),
+                            allocator.taken().iter().copied().filter(|t| Some(*t) != subnet),
+                        );
+                        actual = create_in_pool(&docker, &expected, subnet, &mut free)?;
+                        allocator = free;
+                        Ok(())
+                    },
+                )?;
+                let was = old
+                    .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
+                    .unwrap_or_default();
+                messages.push(format!(
+                    "{would}recreate {} as {} (was: {was})",
+                    expected.name,
+                    expected.describe(Some(actual))
+                ));
+                subnets.insert(expected.tier.name.into(), actual.to_string().into());
+                changed = true;
+            }
+        }
+    }
+    Ok(Map::from_iter([
+        ("repairs".into(), strings(messages).into()),
+        ("subnets".into(), subnets.into()),
+        ("changed".into(), changed.into()),
+    ]))
+}
+
+fn probe_settings(options: &Map) -> Result<ProbeSettings> {
+    let get = |key: &str| options.get(key).map(|v| v.to_string()).filter(|v| !v.is_empty());
+    let image = get("image").unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_string());
+    let ports = isolation::parse_ports(&get("ports").unwrap_or_else(|| "22,53,80,443".to_string()))?;
+    let beyond = get("beyond")
+        .unwrap_or_else(|| "1.1.1.1".to_string())
+        .split([',', ' '])
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse::<Ipv4Addr>().map_err(|_| anyhow!("PROBE_BEYOND: {a:?} is not an IPv4 address")))
+        .collect::<Result<Vec<_>>>()?;
+    let timeout = match get("timeout") {
+        Some(t) => t.parse::<u32>().map_err(|_| anyhow!("probe timeout {t:?} is not a number of seconds"))?,
+        None => 2,
+    };
+    Ok(ProbeSettings { image, ports, beyond, timeout_secs: timeout.clamp(1, 30), max_tenant_targets: 32 })
+}
+
+fn ensure_probe_image(host: &Host, state: &DockerState, docker: &Docker, image: &str) -> Result<()> {
+    if state.images_ready.borrow().iter().any(|i| i == image) {
+        return Ok(());
+    }
+    if !docker.image_exists(image)? {
+        if image != DEFAULT_PROBE_IMAGE {
+            bail!(
+                "the probe image {image} is not on the engine; pull or build it (it needs busybox's sh, ping, nc, \
+                 timeout and ip), or leave PROBE_IMAGE unset to have {DEFAULT_PROBE_IMAGE} built from busybox-static"
+            );
+        }
+        let busybox = docker::find_static_busybox().context("PROBE=1 builds its probe image from a static busybox")?;
+        host.effects.apply(
+            "image build",
+            image,
+            &format!("FROM scratch + {}", busybox.display()),
+            Outcome::Created,
+            || docker.build_busybox_image(image, &busybox),
+        )?;
+    }
+    state.images_ready.borrow_mut().push(image.to_string());
+    Ok(())
+}
+
+fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], options: &Map) -> Result<Map> {
+    let mut result = Map::new();
+    if host.effects.dry_run() {
+        for id in ids {
+            let check = Check::new("probe", Status::Skip, "not probed in a dry run (a probe starts containers)");
+            result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+        }
+        return Ok(result);
+    }
+    let settings = probe_settings(options)?;
+    let docker = state.docker()?;
+    ensure_probe_image(host, state, &docker, &settings.image)?;
+    if state.host_info.borrow().is_none() {
+        let info = docker.host_net_info(&settings.image)?;
+        *state.host_info.borrow_mut() = Some(info);
+    }
+    let host_info = state.host_info.borrow().clone().unwrap_or_default();
+    let plans: Vec<Vec<isolation::ProbePlan>> =
+        ids.iter().map(|id| isolation::plan_probes(snapshot, id, &host_info, &settings)).collect();
+    let specs: Vec<docker::ProbeSpec> = plans.iter().flatten().map(|p| p.spec.clone()).collect();
+    host.output.begin("probe", &format!("{} network(s)", specs.len()));
+    let reports = docker.run_probes(&specs, 8);
+    // Confirm every forbidden reach twice more, a moment apart (see `isolation::retry_spec`):
+    // it counts only when every try reaches it.
+    let flat: Vec<&isolation::ProbePlan> = plans.iter().flatten().collect();
+    let mut retries: Vec<Option<Result<docker::ProbeReport>>> = flat.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, docker::ProbeSpec)> = flat
+        .iter()
+        .zip(&reports)
+        .enumerate()
+        .filter_map(|(i, (plan, report))| {
+            report.as_ref().ok().and_then(|r| isolation::retry_spec(plan, r)).map(|spec| (i, spec))
+        })
+        .collect();
+    for _ in 0..2 {
+        if pending.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let specs: Vec<docker::ProbeSpec> = pending.iter().map(|(_, spec)| spec.clone()).collect();
+        let mut next = Vec::new();
+        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, 8)) {
+            if let Ok(report) = &result
+                && let Some(spec) = isolation::retry_spec(flat[*i], report)
+            {
+                next.push((*i, spec));
+            }
+            retries[*i] = Some(result);
+        }
+        pending = next;
+    }
+    let mut reports = reports.into_iter();
+    for (id, plans) in ids.iter().zip(&plans) {
+        let answers: Vec<_> = reports.by_ref().take(plans.len()).collect();
+        let second: Vec<_> = retries.drain(..plans.len()).collect();
+        let check = isolation::probe_check(plans, &answers, &second);
+        result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+    }
+    Ok(result)
+}
+
+/// The subnets every client of this root records in its client.env.
+fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
+    let mut subnets = Vec::new();
+    for id in host.roots.client_ids() {
+        let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
+        let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
+        let Ok(entries) = crate::envfile::parse(&text) else { continue };
+        for tier in isolation::TIERS {
+            if let Some(subnet) = entries.get(tier.env_subnet).and_then(|s| s.parse().ok()) {
+                subnets.push(subnet);
+            }
+        }
+    }
+    subnets
+}
+
+/// `docker exec -i` through the effects layer: recorded in a dry run (returning `""`), done
+/// otherwise. The step names the program and the size of its input, never the input.
 fn exec_effect(
     context: &NativeCallContext,
     host: &Host,
+    state: &DockerState,
     container: &str,
     argv: Array,
     stdin: &str,
     secrets: &[&str],
 ) -> ScriptResult<String> {
     let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let program = argv.first().cloned().unwrap_or_default();
     let detail = format!("{program}; {} bytes on stdin", stdin.len());
-    let stdout = RefCell::new(String::new());
+    let docker = state.docker().map_err(|e| located_error(context, e))?;
+    let mut stdout = String::new();
     host.effects
         .apply("docker exec", container, &detail, Outcome::Updated, || {
-            *stdout.borrow_mut() = exec_with_stdin(container, &argv, stdin, secrets)?;
+            stdout = docker.exec_with_stdin(container, &args, stdin.as_bytes(), secrets)?;
             Ok(())
         })
         .map_err(|e| located_error(context, e))?;
-    Ok(stdout.into_inner())
+    Ok(stdout)
+}
+
+/// A light snapshot (`network ls` + `ps -a`, plus one inspect of client overlay networks if
+/// there are any), or a detailed one (`network ls -q` + `network inspect` of all + `ps -a`).
+fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<DockerSnapshot> {
+    let docker = state.docker()?;
+    let known = host.roots.client_ids();
+    let snapshot = if detailed {
+        let networks = docker.inspect_all_networks()?;
+        Snapshot::new(networks, docker.list_containers()?, &known)
+    } else {
+        let listed = docker.list_networks()?;
+        let overlays = Snapshot::client_overlays(&listed, &known);
+        let names: Vec<&str> = overlays.iter().map(String::as_str).collect();
+        let inspected = docker.inspect_networks(&names)?;
+        Snapshot::from_list(listed, inspected, docker.list_containers()?, &known)
+    };
+    Ok(DockerSnapshot(Rc::new(snapshot)))
+}
+
+fn network_spec(spec: &Map) -> Result<NetworkSpec> {
+    let get = |key: &str| spec.get(key).map(|v| v.to_string());
+    let flag = |key: &str| spec.get(key).and_then(|v| v.as_bool().ok()).unwrap_or(false);
+    let name = get("name").filter(|n| !n.is_empty()).ok_or_else(|| anyhow!("network_create needs a name"))?;
+    let labels = match spec.get("labels") {
+        Some(value) => value
+            .read_lock::<Map>()
+            .ok_or_else(|| anyhow!("labels of {name} must be a map"))?
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let subnet = match get("subnet").filter(|s| !s.is_empty()) {
+        Some(text) => Some(text.parse::<Ipv4Net>()?),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        name,
+        driver: get("driver").filter(|d| !d.is_empty()).unwrap_or_else(|| "bridge".into()),
+        internal: flag("internal"),
+        attachable: flag("attachable"),
+        labels,
+        subnet,
+    })
 }
 
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
+    let state = Rc::new(DockerState::default());
 
-    module.set_native_fn("available", || -> ScriptResult<bool> { Ok(docker().is_ok()) });
+    let s = state.clone();
+    module.set_native_fn("version", move || -> ScriptResult<String> {
+        s.docker().and_then(|d| d.server_version()).map_err(script_error)
+    });
 
-    module.set_native_fn("list_containers", |context: NativeCallContext, labels: Map| -> ScriptResult<Array> {
+    let s = state.clone();
+    module.set_native_fn("networks", move || -> ScriptResult<Array> {
+        let networks = s.docker().and_then(|d| d.list_networks()).map_err(script_error)?;
+        Ok(networks.iter().map(|n| summary_map(n).into()).collect())
+    });
+
+    let s = state.clone();
+    module.set_native_fn("network", move |name: &str| -> ScriptResult<Dynamic> {
+        let found = s.docker().and_then(|d| d.inspect_networks(&[name])).map_err(script_error)?;
+        Ok(found.first().map_or(Dynamic::UNIT, |n| details_map(n).into()))
+    });
+
+    module.set_native_fn("available", || -> ScriptResult<bool> { Ok(Docker::locate().is_ok()) });
+
+    let s = state.clone();
+    module.set_native_fn("list_containers", move |context: NativeCallContext, labels: Map| -> ScriptResult<Array> {
         let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let containers = list_containers(&labels).map_err(|e| located_error(&context, e))?;
-        Ok(containers.into_iter().map(|c| Dynamic::from(container_map(c))).collect())
+        let containers =
+            s.docker().and_then(|d| d.list_containers_with_labels(&labels)).map_err(|e| located_error(&context, e))?;
+        Ok(containers.iter().map(|c| container_map(c).into()).collect())
+    });
+
+    let s = state.clone();
+    module.set_native_fn("attached", move |network: &str| -> ScriptResult<Array> {
+        let containers = s.docker().and_then(|d| d.list_containers()).map_err(script_error)?;
+        Ok(strings(containers.into_iter().filter(|c| c.networks.iter().any(|n| n == network)).map(|c| c.name)))
+    });
+
+    let s = state.clone();
+    module.set_native_fn("volumes", move |label: &str| -> ScriptResult<Array> {
+        let filter = (!label.is_empty()).then_some(label);
+        let volumes = s.docker().and_then(|d| d.list_volumes(filter)).map_err(script_error)?;
+        Ok(volumes
+            .iter()
+            .map(|v| {
+                let mut map = Map::new();
+                map.insert("name".into(), v.name.clone().into());
+                map.insert("driver".into(), v.driver.clone().into());
+                map.insert("labels".into(), map_of(&v.labels).into());
+                map.insert("mountpoint".into(), v.mountpoint.clone().into());
+                map.into()
+            })
+            .collect())
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("snapshot", move || -> ScriptResult<DockerSnapshot> {
+        take_snapshot(&h, &s, false).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("snapshot", move |detailed: bool| -> ScriptResult<DockerSnapshot> {
+        take_snapshot(&h, &s, detailed).map_err(script_error)
     });
 
     let h = host.clone();
+    module.set_native_fn("network_check", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Dynamic> {
+        let recorded = env_of(&env);
+        let driver = isolation::client_driver(&recorded, h.settings.get("NETWORK_DRIVER"));
+        check_dynamic(&snap.0.network_check(id, &driver, &recorded))
+    });
+
+    module.set_native_fn("cross_tenant_check", move |snap: DockerSnapshot, id: &str| -> ScriptResult<Dynamic> {
+        check_dynamic(&snap.0.cross_tenant_check(id))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("pool_usage", move |snap: DockerSnapshot| -> ScriptResult<Map> {
+        let pool = pool(&h).map_err(script_error)?;
+        // A detailed snapshot knows every network on the engine; a light one only what the
+        // clients' client.env files record.
+        let mut taken = recorded_subnets(&h);
+        if snap.0.detailed {
+            taken.extend(snap.0.used_subnets());
+        }
+        let usage = pool.usage(&taken);
+        Ok(Map::from_iter([
+            ("pool".into(), pool.net().to_string().into()),
+            ("prefix".into(), (pool.block_prefix() as INT).into()),
+            ("used".into(), (usage.used as INT).into()),
+            ("total".into(), (usage.total as INT).into()),
+            ("source".into(), (if snap.0.detailed { "engine" } else { "client.env" }).into()),
+        ]))
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("probe", move |snap: DockerSnapshot, ids: Array, options: Map| -> ScriptResult<Map> {
+        let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+        probe(&h, &s, &snap.0, &ids, &options).map_err(script_error)
+    });
+
+    let s = state.clone();
+    module.set_native_fn("calls", move || -> ScriptResult<INT> {
+        Ok(s.docker.borrow().as_ref().map_or(0, |d| d.calls() as INT))
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("ensure_networks", move |id: &str, env: Map| -> ScriptResult<Map> {
+        ensure_networks(&h, &s, id, &env).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("repair_networks", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Map> {
+        repair_networks(&h, &s, &snap.0, id, &env).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_create", move |spec: Map| -> ScriptResult<String> {
+        let spec = network_spec(&spec).map_err(script_error)?;
+        let docker = s.docker().map_err(script_error)?;
+        let exists = !docker.inspect_networks(&[&spec.name]).map_err(script_error)?.is_empty();
+        let needed = if exists { Outcome::Unchanged } else { Outcome::Created };
+        let detail = format!(
+            "{}{}{}{}",
+            spec.driver,
+            if spec.internal { ", internal" } else { "" },
+            if spec.attachable { ", attachable" } else { "" },
+            spec.subnet.map(|s| format!(", subnet {s}")).unwrap_or_default()
+        );
+        h.effects
+            .apply("network", &spec.name, &detail, needed, || docker.create_network(&spec).map_err(Into::into))
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_remove", move |name: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        let found = docker.inspect_networks(&[name]).map_err(script_error)?;
+        let Some(network) = found.first() else {
+            h.effects.unchanged("network", name, "absent");
+            return Ok(Outcome::Unchanged.as_str().into());
+        };
+        let id = network.id.clone();
+        h.effects
+            .apply("network", name, &format!("id {id}"), Outcome::Removed, || {
+                docker.remove_network(&id)?;
+                Ok(())
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
     module.set_native_fn(
         "exec_with_stdin",
         move |context: NativeCallContext, container: &str, argv: Array, stdin: &str| -> ScriptResult<String> {
-            exec_effect(&context, &h, container, argv, stdin, &[stdin])
+            exec_effect(&context, &h, &s, container, argv, stdin, &[stdin])
         },
     );
 
-    let h = host.clone();
+    let (h, s) = (host.clone(), state.clone());
     module.set_native_fn(
         "exec_with_stdin",
         move |context: NativeCallContext,
@@ -202,36 +690,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               -> ScriptResult<String> {
             let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            exec_effect(&context, &h, container, argv, stdin, &secrets)
+            exec_effect(&context, &h, &s, container, argv, stdin, &secrets)
         },
     );
 
     module
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ps_lines() {
-        let out = r#"{"ID":"abc","Names":"acme-db","Image":"mysql:8","State":"running","Labels":"agency.client=acme,agency.db=mysql"}
-{"ID":"def","Names":"x","Image":"busybox","State":"exited","Labels":""}
-"#;
-        let containers = parse_ps(out).unwrap();
-        assert_eq!(containers.len(), 2);
-        assert_eq!(containers[0].name, "acme-db");
-        assert_eq!(
-            containers[0].labels,
-            [("agency.client".into(), "acme".into()), ("agency.db".into(), "mysql".into())]
-        );
-        assert!(containers[1].labels.is_empty());
-    }
-
-    #[test]
-    fn redacts_every_word_of_the_secret() {
-        let text = "ERROR 1064: near 'IDENTIFIED BY s3cretValue' at line 1";
-        let shown = redact(text, "old-pass\n\nALTER USER 'root' IDENTIFIED BY 's3cretValue';");
-        assert!(!shown.contains("s3cretValue"), "{shown}");
-    }
 }

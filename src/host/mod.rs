@@ -2,6 +2,7 @@
 //! each built by `create_module(&Rc<Host>)` from closures sharing the run's state.
 //! Mutating functions go through [`Effects`]; none decides dry-run by itself.
 
+pub mod checks;
 pub mod docker;
 pub mod envfile;
 pub mod format;
@@ -46,6 +47,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("docker", docker::create_module(host).into());
+    engine.register_static_module("checks", checks::create_module().into());
+    engine.register_type_with_name::<checks::StatusReport>("StatusReport");
+    engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
 }
 

@@ -1,3 +1,4 @@
 //! Test fixtures shared by the integration tests.
 
+pub mod docker;
 pub mod fake_keycloak;

@@ -1,0 +1,352 @@
+//! create-client's Docker networks against the real engine (SPEC §7): four labelled networks,
+//! backend and database internal, subnets allocated from AGENCY_SUBNET_POOL, recorded and kept,
+//! drift and foreign networks reported, race-safe allocation, overlay on a single-node swarm.
+
+use std::{collections::BTreeMap, process::Command};
+
+use agency::subnet::Ipv4Net;
+
+use crate::{
+    create_client::bash_value,
+    require_docker,
+    support::docker::{Scratch, busybox_image, check, client_networks, docker_calls, report, scratch_pool, unique},
+    test::{Output, Site},
+};
+
+fn create(site: &Site, id: &str, extra: &[&str]) -> Output {
+    let mut test = site.test().arg("create-client").args([
+        &format!("CLIENT_ID={id}"),
+        "CLIENT_NAME=Test Client",
+        &format!("CLIENT_DOMAIN={id}.example.com"),
+    ]);
+    for arg in extra {
+        test = test.arg(arg);
+    }
+    test.run_unchecked()
+}
+
+fn created(site: &Site, id: &str, extra: &[&str]) -> Output {
+    let output = create(site, id, extra);
+    assert_eq!(output.status, 0, "create-client {id} failed:\n{}\n{}", output.stdout, output.stderr);
+    output
+}
+
+/// The recorded subnets of a client, by tier.
+fn recorded_subnets(site: &Site, id: &str) -> BTreeMap<&'static str, Ipv4Net> {
+    let env = site.client_dir(id).join("client.env");
+    [
+        ("frontend", "FRONTEND_SUBNET"),
+        ("backend", "BACKEND_SUBNET"),
+        ("database", "DATABASE_SUBNET"),
+        ("network", "CLIENT_SUBNET"),
+    ]
+    .into_iter()
+    .map(|(tier, key)| (tier, bash_value(&env, key).parse().unwrap()))
+    .collect()
+}
+
+fn no_overlaps(subnets: &[Ipv4Net]) {
+    for (i, a) in subnets.iter().enumerate() {
+        for b in &subnets[i + 1..] {
+            assert!(!a.overlaps(b), "{a} overlaps {b}");
+        }
+    }
+}
+
+#[test]
+fn four_labelled_networks_with_recorded_subnets_kept_on_rerun() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("net"));
+    let pool: Ipv4Net = scratch_pool(24).parse().unwrap();
+    let pool_arg = format!("AGENCY_SUBNET_POOL={pool}");
+    created(&site, &id, &[&pool_arg]);
+
+    let names = client_networks(&id);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let networks = docker.inspect_networks(&names).unwrap();
+    assert_eq!(networks.len(), 4);
+    let subnets = recorded_subnets(&site, &id);
+    for (network, (tier, internal)) in networks_in_order(&networks, &names).iter().zip([
+        ("frontend", false),
+        ("backend", true),
+        ("database", true),
+        ("network", false),
+    ]) {
+        assert_eq!(network.driver, "bridge");
+        assert_eq!(network.internal, internal, "{} internal", network.name);
+        assert_eq!(network.label("agency.managed"), Some("true"));
+        assert_eq!(network.label("agency.client"), Some(id.as_str()));
+        assert_eq!(network.label("agency.tier"), Some(tier));
+        assert_eq!(network.subnets, vec![subnets[tier]], "{} subnet is the recorded one", network.name);
+        assert!(pool.covers(&subnets[tier]) && subnets[tier].prefix() == 26);
+    }
+    let env = site.client_dir(&id).join("client.env");
+    assert_eq!(bash_value(&env, "NETWORK_DRIVER"), "bridge");
+    assert_eq!(bash_value(&env, "DATABASE_NETWORK"), format!("{id}_database"));
+    let ours: Vec<Ipv4Net> = subnets.values().copied().collect();
+    no_overlaps(&ours);
+    // No other network on the engine shares an address with them.
+    for network in docker.inspect_all_networks().unwrap() {
+        if network.label("agency.client") != Some(id.as_str()) {
+            assert!(network.subnets.iter().all(|s| ours.iter().all(|o| !o.overlaps(s))), "{} overlaps", network.name);
+        }
+    }
+
+    // A re-run changes nothing.
+    let again = created(&site, &id, &[&pool_arg]);
+    assert!(again.stdout.contains(&format!("unchanged    network {id}_database")), "{}", again.stdout);
+    assert_eq!(recorded_subnets(&site, &id), subnets);
+
+    // A removed network comes back with its recorded subnet.
+    docker.remove_network(&format!("{id}_database")).unwrap();
+    let output = created(&site, &id, &[&pool_arg]);
+    assert!(output.stdout.contains(&format!("created      network {id}_database")), "{}", output.stdout);
+    let database = docker.inspect_networks(&[&format!("{id}_database")]).unwrap();
+    assert_eq!(database[0].subnets, vec![subnets["database"]]);
+    assert!(database[0].internal);
+    assert_eq!(recorded_subnets(&site, &id), subnets);
+}
+
+fn networks_in_order<'a>(
+    networks: &'a [agency::drivers::docker::NetworkDetails],
+    names: &[&str],
+) -> Vec<&'a agency::drivers::docker::NetworkDetails> {
+    names.iter().map(|name| networks.iter().find(|n| n.name == *name).expect("network exists")).collect()
+}
+
+#[test]
+fn dry_run_plans_the_networks_and_creates_none() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("dry"));
+    let output = site
+        .test()
+        .args(["-n", "create-client", &format!("CLIENT_ID={id}"), "CLIENT_NAME=Dry", "CLIENT_DOMAIN=dry.example.com"])
+        .run();
+    for tier in ["frontend", "backend", "database", "network"] {
+        assert!(output.stdout.contains(&format!("would create network {id}_{tier}  (bridge")), "{}", output.stdout);
+    }
+    assert!(output.stdout.contains("internal, subnet 10."), "{}", output.stdout);
+    let names = client_networks(&id);
+    assert!(docker.inspect_networks(&names.iter().map(String::as_str).collect::<Vec<_>>()).unwrap().is_empty());
+}
+
+#[test]
+fn a_foreign_network_of_the_same_name_is_left_alone_and_named() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("foreign"));
+    let squatter = format!("{id}_backend");
+    scratch.docker(&["network", "create", "--label", "owner=someone-else", &squatter]);
+    let before = docker.inspect_networks(&[&squatter]).unwrap();
+
+    let output = create(&site, &id, &[]);
+    assert_eq!(output.status, 1, "{}", output.stderr);
+    assert!(
+        output.stderr.contains(&format!("a Docker network named {squatter} already exists and is not {id}'s")),
+        "{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains("owner=someone-else"), "{}", output.stderr);
+    assert_eq!(docker.inspect_networks(&[&squatter]).unwrap(), before, "the foreign network was touched");
+}
+
+#[test]
+fn a_drifted_network_is_reported_not_accepted() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("drift"));
+    created(&site, &id, &[]);
+    // An old, non-internal database network with our labels.
+    let database = format!("{id}_database");
+    docker.remove_network(&database).unwrap();
+    scratch.docker(&[
+        "network",
+        "create",
+        "--label",
+        "agency.managed=true",
+        "--label",
+        &format!("agency.client={id}"),
+        "--label",
+        "agency.tier=database",
+        &database,
+    ]);
+    let output = create(&site, &id, &[]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    assert!(output.stderr.contains(&format!("network {database} is not internal (drift)")), "{}", output.stderr);
+    assert!(output.stderr.contains("FIX=1"), "{}", output.stderr);
+    assert!(!docker.inspect_networks(&[&database]).unwrap()[0].internal, "create-client must not change it silently");
+}
+
+#[test]
+fn a_full_pool_fails_clearly() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("full"));
+    // Two /26 blocks for four networks.
+    let pool = scratch_pool(25);
+    let output = create(&site, &id, &[&format!("AGENCY_SUBNET_POOL={pool}")]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    assert!(output.stderr.contains(&format!("the subnet pool {pool} has no free /26 block left")), "{}", output.stderr);
+    assert!(output.stderr.contains("AGENCY_SUBNET_POOL"), "{}", output.stderr);
+}
+
+#[test]
+fn concurrent_create_clients_in_different_roots_never_fail_on_overlap() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    // 16 /27 blocks for 4 clients x 4 networks: every run needs what the others race for.
+    let pool = scratch_pool(23);
+    let pool_arg = format!("AGENCY_SUBNET_POOL={pool}");
+    let runs: Vec<(Site, String)> = (0..4).map(|_| (Site::with_docker(), scratch.client(&unique("race")))).collect();
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(site, id)| {
+                let pool_arg = pool_arg.clone();
+                scope.spawn(move || create(site, id, &[&pool_arg, "AGENCY_SUBNET_PREFIX=27"]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all = Vec::new();
+    for ((site, id), output) in runs.iter().zip(&outputs) {
+        assert_eq!(output.status, 0, "{id}: {}", output.stderr);
+        let subnets = recorded_subnets(site, id);
+        for (tier, subnet) in &subnets {
+            let actual = docker.inspect_networks(&[&format!("{id}_{tier}")]).unwrap();
+            assert_eq!(actual[0].subnets, vec![*subnet]);
+        }
+        all.extend(subnets.into_values());
+    }
+    assert_eq!(all.len(), 16);
+    no_overlaps(&all);
+}
+
+#[test]
+fn ten_clients_exceed_the_default_pools_and_status_stays_o1() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let ids: Vec<String> = (0..10).map(|_| scratch.client(&unique("ten"))).collect();
+    for id in &ids {
+        created(&site, id, &[]);
+    }
+    let mut all = Vec::new();
+    for id in &ids {
+        all.extend(recorded_subnets(&site, id).into_values());
+    }
+    assert_eq!(all.len(), 40);
+    no_overlaps(&all);
+
+    let status = site.test().args(["--json", "multi-tenancy-status"]).run();
+    let json = status.json();
+    for id in &ids {
+        assert_eq!(report(&json, id)["verdict"], "isolated", "{id}");
+    }
+    let pool = &json["tasks"][0]["result"]["pool"];
+    assert_eq!(pool["source"], "client.env");
+    assert_eq!(pool["used"], 40);
+    let calls_all = docker_calls(&json);
+    let one = site.test().args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={}", ids[0])]).run().json();
+    assert_eq!(calls_all, docker_calls(&one), "docker calls grow with the number of clients");
+
+    // INSPECT=1 compares every network's subnet with client.env and counts the whole engine.
+    let inspected = site.test().args(["--json", "multi-tenancy-status", "INSPECT=1"]).run().json();
+    let pool = &inspected["tasks"][0]["result"]["pool"];
+    assert_eq!(pool["source"], "engine");
+    assert!(pool["used"].as_i64().unwrap() >= 40, "{pool}");
+    for id in &ids {
+        let networks = check(report(&inspected, id), "networks");
+        assert_eq!(networks["status"], "ok", "{networks:#}");
+        let subnets = recorded_subnets(&site, id);
+        for entry in networks["evidence"].as_array().unwrap() {
+            let tier = entry["tier"].as_str().unwrap();
+            assert_eq!(entry["subnets"][0], subnets[tier].to_string().as_str(), "{entry:#}");
+        }
+    }
+}
+
+/// Leaves the swarm (and removes the bridge it made) when dropped, if this test joined it.
+struct SwarmGuard {
+    gwbridge_existed: bool,
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["swarm", "leave", "--force"]).output();
+        if !self.gwbridge_existed {
+            let _ = Command::new("docker").args(["network", "rm", "docker_gwbridge"]).output();
+        }
+    }
+}
+
+#[test]
+fn overlay_networks_on_a_single_node_swarm() {
+    let docker = require_docker!();
+    let image = busybox_image(&docker);
+    let scratch = Scratch::new(&docker);
+    let state = scratch.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    if state.trim() != "inactive" {
+        eprintln!(
+            "\n*** SKIP overlay test: the engine is already in a swarm ({}); not touching it ***\n",
+            state.trim()
+        );
+        return;
+    }
+    let gwbridge_existed = docker.inspect_networks(&["docker_gwbridge"]).unwrap().len() == 1;
+    scratch.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let _swarm = SwarmGuard { gwbridge_existed };
+
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("ovl"));
+    created(&site, &id, &["NETWORK_DRIVER=overlay"]);
+    let subnets = recorded_subnets(&site, &id);
+    for (tier, internal) in [("frontend", false), ("backend", true), ("database", true), ("network", false)] {
+        let network = &docker.inspect_networks(&[&format!("{id}_{tier}")]).unwrap()[0];
+        assert_eq!(network.driver, "overlay");
+        assert_eq!(network.scope, "swarm");
+        assert!(network.attachable, "{} attachable", network.name);
+        assert_eq!(network.internal, internal, "{} internal", network.name);
+        assert_eq!(network.subnets, vec![subnets[tier]]);
+    }
+    assert_eq!(bash_value(&site.client_dir(&id).join("client.env"), "NETWORK_DRIVER"), "overlay");
+    // Attachable: a plain container joins the backend.
+    let container = scratch.container(&unique("ovl-c"));
+    scratch.docker(&["run", "--rm", "--name", &container, "--network", &format!("{id}_backend"), image, "true"]);
+
+    // The recorded driver is kept on a re-run without NETWORK_DRIVER, and status agrees.
+    let again = created(&site, &id, &[]);
+    assert!(!again.stdout.contains("  created      network"), "{}", again.stdout);
+    let status = site.test().args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={id}")]).run().json();
+    assert_eq!(report(&status, &id)["verdict"], "isolated");
+    // Remove the overlay networks while the swarm still exists.
+    drop(scratch);
+}
+
+#[test]
+fn missing_docker_and_an_unreachable_daemon_are_named() {
+    let site = Site::with_docker();
+    site.test()
+        .args(["multi-tenancy-status"])
+        .env("PATH", "/nonexistent-agency-path")
+        .status(1)
+        .stderr_contains("`docker` was not found on PATH; install the Docker CLI and engine")
+        .run();
+    if which::which("docker").is_err() {
+        eprintln!("\n*** SKIP daemon check: no docker CLI ***\n");
+        return;
+    }
+    site.test()
+        .args(["multi-tenancy-status"])
+        .env("DOCKER_HOST", "unix:///nonexistent/agency-test.sock")
+        .status(1)
+        .stderr_contains("the Docker daemon is not running or not reachable at unix:///nonexistent/agency-test.sock")
+        .run();
+}
