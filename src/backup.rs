@@ -14,11 +14,10 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use indexmap::IndexMap;
-use serde::Deserialize;
 
 use crate::{
     drivers::{
-        process::{self, Command},
+        docker::Docker,
         restic::{BackupRequest, Location, Password, Repo, Restic, Retention},
     },
     envfile, fsutil,
@@ -243,56 +242,26 @@ pub struct ClientVolume {
     pub mountpoint: PathBuf,
 }
 
-/// The volumes labelled `agency.client=<id>` exactly (`acme` never matches `acme2`):
-/// `docker volume ls` filtered by the label, then `docker volume inspect` to read each
-/// volume's labels and mountpoint, checked again here. `None` when docker is not installed
-/// (there are then no volumes on this machine).
-///
-/// A minimal private helper until the docker driver offers volume listing.
+/// The volumes labelled `agency.client=<id>` exactly (`acme` never matches `acme2`): one
+/// `docker volume ls` filtered by the label (Docker matches the value exactly), each volume's
+/// label checked again here. `None` when docker is not installed (there are then no volumes
+/// on this machine).
 pub fn client_volumes(client_id: &str) -> Result<Option<Vec<ClientVolume>>> {
-    let Ok(docker) = which::which("docker") else { return Ok(None) };
-    let filter = format!("label={CLIENT_LABEL}={client_id}");
-    let listed = Command::new(&docker).args(["volume", "ls", "--quiet", "--filter", &filter]).output()?;
-    if !listed.success() {
-        bail!("{}", docker_error("docker volume ls", &listed));
-    }
-    let names: Vec<&str> = listed.stdout.lines().map(str::trim).filter(|n| !n.is_empty()).collect();
-    if names.is_empty() {
-        return Ok(Some(Vec::new()));
-    }
-    let inspected = Command::new(&docker).args(["volume", "inspect"]).arg("--").args(&names).output()?;
-    if !inspected.success() {
-        bail!("{}", docker_error("docker volume inspect", &inspected));
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Inspected {
-        name: String,
-        #[serde(default)]
-        mountpoint: String,
-        #[serde(default)]
-        labels: Option<IndexMap<String, String>>,
-    }
-    let volumes: Vec<Inspected> =
-        serde_json::from_str(&inspected.stdout).context("could not parse the output of docker volume inspect")?;
+    let Ok(program) = which::which("docker") else { return Ok(None) };
+    let volumes = Docker::with_program(program)
+        .list_volumes(Some(&format!("{CLIENT_LABEL}={client_id}")))
+        .with_context(|| {
+            format!(
+                "cannot list the Docker volumes of client {client_id} (BACKUP_VOLUMES='0' in its backup/config.sh backs up without them)"
+            )
+        })?;
     let mut result: Vec<ClientVolume> = volumes
         .into_iter()
-        .filter(|v| v.labels.as_ref().and_then(|l| l.get(CLIENT_LABEL)).is_some_and(|c| c == client_id))
+        .filter(|v| v.labels.get(CLIENT_LABEL).is_some_and(|c| c == client_id))
         .map(|v| ClientVolume { name: v.name, mountpoint: PathBuf::from(v.mountpoint) })
         .collect();
     result.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Some(result))
-}
-
-fn docker_error(what: &str, output: &process::Output) -> String {
-    let line = output.first_error_line();
-    if line.contains("Cannot connect to the Docker daemon") || line.contains("Is the docker daemon running") {
-        format!(
-            "the Docker daemon is not reachable ({line}); start it, or set BACKUP_VOLUMES='0' in the client's backup/config.sh to back up without volumes"
-        )
-    } else {
-        format!("{what} failed (exit {}): {line}", output.code)
-    }
 }
 
 /// What one backup of a client takes.
@@ -351,6 +320,8 @@ pub enum Level {
     Warning,
     /// Missing, or it does not open with the password on disk.
     Problem,
+    /// Not looked at: a remote repository without DEEP=1.
+    Unchecked,
 }
 
 impl Level {
@@ -359,6 +330,7 @@ impl Level {
             Self::Ok => "ok",
             Self::Warning => "warning",
             Self::Problem => "problem",
+            Self::Unchecked => "unchecked",
         }
     }
 }
@@ -434,7 +406,10 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
         message: String::new(),
     };
     match (location, status.initialized) {
-        (Location::Remote(_), _) => status.message = "remote repository: checked only with DEEP=1".into(),
+        (Location::Remote(_), _) => {
+            status.level = Level::Unchecked;
+            status.message = "remote repository: checked only with DEEP=1".into();
+        }
         (Location::Local(_), Some(false)) => {
             status.level = Level::Problem;
             status.message = format!("no restic repository at {location} (create-client initializes it)");

@@ -12,6 +12,7 @@ use std::{
 
 use crate::{
     create_client::{bash_value, create},
+    support::docker::{Scratch, TEST_LABEL, unique},
     test::{Output, Site},
 };
 
@@ -386,67 +387,36 @@ fn status_is_cheap_by_default_and_opens_repositories_when_deep() {
     assert!(acme["message"].as_str().unwrap().starts_with("no restic repository at "), "{acme}");
 }
 
-/// Docker volumes of the test, removed when it ends (also on failure).
-struct Volumes(Vec<String>);
-
-impl Drop for Volumes {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["volume", "rm", "-f"]).args(&self.0).output();
-    }
-}
-
-fn docker_engine() -> bool {
-    let up = Command::new("docker").args(["info", "--format", "{{.ID}}"]).output().is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the Docker engine is not reachable");
-        eprintln!("SKIP ================ Docker engine not reachable: volume backups untested ================");
-    }
-    up
-}
-
 #[test]
 fn each_client_repository_holds_only_its_own_data_and_volumes() {
-    let site = Site::new();
-    // Unique ids: Docker volumes are machine-wide. `<id>2` shares `<id>` as a prefix.
-    let nonce = format!("{:x}", std::process::id() ^ (std::time::UNIX_EPOCH.elapsed().unwrap().subsec_nanos()));
-    let (one, two) = (format!("bk{nonce}"), format!("bk{nonce}2"));
-    let docker = docker_engine();
-    let mut volumes = Volumes(Vec::new());
-    if docker {
-        for id in [&one, &two] {
-            let name = format!("{id}_data");
-            let created = Command::new("docker")
-                .args(["volume", "create", "--label", &format!("agency.client={id}"), "--label", "agency.test=backup"])
-                .arg(&name)
-                .output()
-                .unwrap();
-            assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-            volumes.0.push(name);
-        }
-    }
+    let docker = crate::require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    // Unique ids (networks and volumes are engine-wide); `<id>2` has `<id>` as a prefix.
+    let one = scratch.client(&unique("bk"));
+    let two = scratch.client(&format!("{one}2"));
     let mountpoint = |name: &str| -> PathBuf {
-        let out =
-            Command::new("docker").args(["volume", "inspect", "--format", "{{.Mountpoint}}", name]).output().unwrap();
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        PathBuf::from(scratch.docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", name]).trim())
     };
-    let volumes_readable = docker && mountpoint(&volumes.0[0]).is_dir();
-    if docker && !volumes_readable {
-        eprintln!(
-            "SKIP ================ volume data not readable here (not root?): volume backups untested ================"
-        );
+    for id in [&one, &two] {
+        let name = scratch.volume(&format!("{id}_data"));
+        let label = format!("agency.client={id}");
+        scratch.docker(&["volume", "create", "--label", &label, "--label", &format!("{TEST_LABEL}=backup"), &name]);
+    }
+    let volumes_readable = mountpoint(&format!("{one}_data")).is_dir();
+    if !volumes_readable {
+        eprintln!("\n*** SKIP volume data: not readable here (not root?); volume backups untested ***\n");
     }
 
     for id in [&one, &two] {
         create(&site, id, "Tenant");
         fs::write(site.client_dir(id).join("marker"), format!("data of {id}")).unwrap();
+        let config = site.client_dir(id).join("backup/config.sh");
         if volumes_readable {
             fs::write(mountpoint(&format!("{id}_data")).join("db.sql"), format!("rows of {id}")).unwrap();
         } else {
-            fs::write(site.client_dir(id).join("backup/config.sh"), {
-                let text = fs::read_to_string(site.client_dir(id).join("backup/config.sh")).unwrap();
-                text.replace("BACKUP_VOLUMES='1'", "BACKUP_VOLUMES='0'")
-            })
-            .unwrap();
+            let text = fs::read_to_string(&config).unwrap();
+            fs::write(&config, text.replace("BACKUP_VOLUMES='1'", "BACKUP_VOLUMES='0'")).unwrap();
         }
     }
     for id in [&one, &two] {
@@ -506,4 +476,36 @@ fn each_client_repository_holds_only_its_own_data_and_volumes() {
     for id in [&one, &two] {
         assert!(output.stdout.contains(&format!("{id}: ok: 1 snapshot(s); check ok")), "{}", output.stdout);
     }
+}
+
+#[test]
+fn multi_tenancy_status_reports_each_clients_backups() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let status = |deep: bool| {
+        let output = site
+            .test()
+            .args(["--json", "multi-tenancy-status", "CLIENT_ID=acme"])
+            .arg(if deep { "DEEP=1" } else { "DEEP=0" })
+            .run_unchecked();
+        let report = crate::support::docker::report(&output.json(), "acme").clone();
+        (output.status, crate::support::docker::check(&report, "backup").clone())
+    };
+    let (code, check) = status(false);
+    assert_eq!((code, check["status"].as_str(), check["summary"].as_str()), (0, Some("warn"), Some("no snapshot yet")));
+
+    backup(&site, "acme");
+    let (code, check) = status(true);
+    assert_eq!((code, check["status"].as_str()), (0, Some("ok")), "{check}");
+    assert_eq!(check["evidence"]["snapshots"], 1);
+    assert_eq!(check["evidence"]["deep"], true);
+
+    // The password on disk no longer opens the repository: only the deep check can tell.
+    let secrets = site.secrets_file("acme");
+    let text = fs::read_to_string(&secrets).unwrap();
+    fs::write(&secrets, text.replace(&bash_value(&secrets, "RESTIC_PASSWORD"), "wrong")).unwrap();
+    assert_eq!(status(false).1["status"], "ok");
+    let (code, check) = status(true);
+    assert_eq!((code, check["status"].as_str()), (1, Some("fail")), "{check}");
+    assert!(check["summary"].as_str().unwrap().contains("the password does not open"), "{check}");
 }

@@ -16,7 +16,7 @@
 //! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
 //! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
-//! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem |
+//! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
 //! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
 //! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
@@ -677,7 +677,7 @@ fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
                 let mut map = Map::new();
                 map.insert("client".into(), text(id));
                 map.insert("repository".into(), text(layout.repository));
-                map.insert("level".into(), text("ok"));
+                map.insert("level".into(), text("unchecked"));
                 map.insert("ok".into(), Dynamic::from(true));
                 map.insert("message".into(), text("backups are off on this host (AGENCY_BACKUPS=off)"));
                 Ok(map)
