@@ -67,8 +67,10 @@ fn too_open(path: &Path, forbidden: u32) -> Option<u32> {
     mode(path).filter(|m| m & forbidden != 0)
 }
 
-/// Inspects one client by id; never fails, a problem is part of the answer.
-pub fn inspect(roots: &Roots, id: &str) -> ClientInfo {
+/// Inspects one client by id; never fails, a problem is part of the answer. With `backups`
+/// (AGENCY_BACKUPS is not `off`) a local repository must have its config file; a remote
+/// one is not looked at (that would be a network call).
+pub fn inspect(roots: &Roots, id: &str, backups: bool) -> ClientInfo {
     let mut info = ClientInfo {
         id: id.to_string(),
         name: String::new(),
@@ -142,6 +144,9 @@ pub fn inspect(roots: &Roots, id: &str) -> ClientInfo {
             found.add(Health::Incomplete, format!("{name} missing"));
         }
     }
+    if backups && layout.repository.starts_with('/') && !Path::new(&layout.repository).join("config").is_file() {
+        found.add(Health::Incomplete, "restic repository not initialized".into());
+    }
     if layout.log_dir.is_dir() {
         let missing: Vec<&str> = LOG_FILES.iter().copied().filter(|f| !layout.log_dir.join(f).exists()).collect();
         if !missing.is_empty() {
@@ -157,6 +162,6 @@ pub fn inspect(roots: &Roots, id: &str) -> ClientInfo {
 }
 
 /// Every client with a config dir, sorted by id.
-pub fn all(roots: &Roots) -> Vec<ClientInfo> {
-    roots.client_ids().iter().map(|id| inspect(roots, id)).collect()
+pub fn all(roots: &Roots, backups: bool) -> Vec<ClientInfo> {
+    roots.client_ids().iter().map(|id| inspect(roots, id, backups)).collect()
 }

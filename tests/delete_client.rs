@@ -97,7 +97,12 @@ fn archives_config_and_secrets_and_keeps_the_logs() {
     let manifest = archive.join("archive.env");
     assert_eq!(mode(&manifest), 0o600);
     assert_eq!(bash_value(&manifest, "CLIENT_ID"), "acme");
-    assert!(bash_value(&manifest, "RESTIC_REPOSITORY").ends_with("/client-acme"));
+    // The local repository moved aside within the backup root (kept, out of a new client's way).
+    let repository = bash_value(&manifest, "RESTIC_REPOSITORY");
+    assert_eq!(repository, site.backup_root().join(format!("archive/client-{name}")).display().to_string());
+    assert!(Path::new(&repository).join("config").is_file(), "repository moved whole");
+    assert!(!site.backup_root().join("client-acme").exists());
+    assert_eq!(result["repository"], repository.as_str());
     assert_eq!(
         bash_value(&manifest, "RESTIC_PASSWORD_FILE"),
         archive.join("secrets/secrets.env").display().to_string()
@@ -118,7 +123,7 @@ fn archives_config_and_secrets_and_keeps_the_logs() {
         .filter(|c| c["outcome"] == "moved")
         .map(|c| c["target"].as_str().unwrap())
         .collect();
-    assert_eq!(moved.len(), 2, "{line}");
+    assert_eq!(moved.len(), 3, "config, secrets and the repository: {line}");
 
     // The other tenant is untouched, and the listing no longer shows acme.
     assert_eq!(beta(site.snapshot()), beta_before);
@@ -162,6 +167,31 @@ fn recreating_the_same_id_starts_fresh_with_new_secrets() {
     assert_eq!(archives(&site, "acme").len(), 2);
 }
 
+#[test]
+fn with_backups_off_there_is_no_final_backup_and_nothing_to_move_aside() {
+    let site = Site::new();
+    site.test()
+        .args(["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .env("AGENCY_BACKUPS", "off")
+        .run();
+    assert!(!site.backup_root().join("client-acme").exists());
+    let output = site
+        .test()
+        .args(["--yes", "delete-client", "CLIENT_ID=acme"])
+        .env("AGENCY_BACKUPS", "off")
+        .stdout_contains("AGENCY_BACKUPS=off")
+        .stdout_lacks("restic backup")
+        .run();
+    assert!(output.stdout.contains("no final backup of acme"), "{}", output.stdout);
+    let archive = &archives(&site, "acme")[0];
+    assert_eq!(
+        bash_value(&archive.join("archive.env"), "RESTIC_REPOSITORY"),
+        site.backup_root().join("client-acme").display().to_string(),
+        "no repository was made, none moved"
+    );
+    assert!(!site.backup_root().join("archive").exists());
+}
+
 #[cfg(feature = "fault-injection")]
 #[test]
 fn an_interrupted_delete_is_completed_by_a_rerun() {
@@ -198,6 +228,8 @@ fn an_interrupted_delete_is_completed_by_a_rerun() {
 // ---- the real engine --------------------------------------------------
 
 mod engine {
+    use std::{path::Path, process::Command};
+
     use super::{archives, mode};
     use crate::{
         create_client::bash_value,
@@ -220,6 +252,26 @@ mod engine {
         assert_eq!(output.status, 0, "create-client {id}:\n{}\n{}", output.stdout, output.stderr);
     }
 
+    /// The snapshots of a repository, opened with the password of a secrets.env (by
+    /// environment, as the runner does).
+    fn snapshots(repository: &Path, secrets: &Path) -> Vec<serde_json::Value> {
+        let password = bash_value(secrets, "RESTIC_PASSWORD");
+        let output = Command::new("restic")
+            .args(["--no-cache", "-r"])
+            .arg(repository)
+            .args(["snapshots", "--json"])
+            .env("RESTIC_PASSWORD", password)
+            .output()
+            .expect("restic runs");
+        assert!(
+            output.status.success(),
+            "restic could not open {}: {}",
+            repository.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
     /// Whether `multi-tenancy-status --json` reports on the client.
     fn status_lists(site: &Site, id: &str) -> bool {
         let status = site.test().args(["--json", "multi-tenancy-status"]).run_unchecked().json();
@@ -236,7 +288,7 @@ mod engine {
     }
 
     #[test]
-    fn full_delete_removes_networks_and_archives() {
+    fn full_delete_removes_networks_archives_and_keeps_an_openable_repository() {
         let docker = require_docker!();
         let scratch = Scratch::new(&docker);
         let site = Site::with_docker();
@@ -262,6 +314,16 @@ mod engine {
 
         assert_eq!(result["archive"], archive.display().to_string());
 
+        // The repository is kept (moved aside in the backup root) and opens with the archived
+        // password; its newest snapshot is the final one.
+        let repository = bash_value(&archive.join("archive.env"), "RESTIC_REPOSITORY");
+        assert_eq!(result["repository"], repository.as_str());
+        assert!(repository.starts_with(&site.backup_root().join("archive").display().to_string()));
+        assert!(!site.backup_root().join(format!("client-{id}")).exists());
+        let kept = snapshots(Path::new(&repository), &secrets);
+        let last = kept.last().expect("a snapshot");
+        assert!(last["tags"].as_array().unwrap().iter().any(|t| t == "final"), "{last}");
+
         // Gone from the status report and the listing; the audit line lists the removals.
         assert!(!status_lists(&site, &id), "status still reports {id}");
         site.test().arg("list-clients").stdout_lacks(&id).run();
@@ -278,6 +340,8 @@ mod engine {
         create(&site, &id, &scratch_pool(24));
         let new_secrets = site.secrets_file(&id);
         assert_ne!(bash_value(&new_secrets, "RESTIC_PASSWORD"), bash_value(&secrets, "RESTIC_PASSWORD"));
+        assert!(snapshots(&site.backup_root().join(format!("client-{id}")), &new_secrets).is_empty());
+        assert_eq!(snapshots(Path::new(&repository), &secrets).len(), kept.len(), "the old repository untouched");
         assert_eq!(networks_left(&scratch, &id).len(), 4);
     }
 

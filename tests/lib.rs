@@ -3,6 +3,7 @@
 mod test;
 
 mod audit_trail;
+mod backup;
 mod cli;
 mod compose;
 mod containers;
@@ -19,6 +20,7 @@ mod log_segmentation;
 mod make;
 mod networks;
 mod plugins;
+mod rotation;
 mod sandbox;
 mod setup_roles;
 mod status;

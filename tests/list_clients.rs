@@ -51,7 +51,7 @@ fn lists_each_client_with_name_domain_created_and_health() {
 #[test]
 fn health_says_incomplete_insecure_or_broken() {
     let site = Site::new();
-    for id in ["good", "open", "half", "lost", "other", "nologs"] {
+    for id in ["good", "open", "half", "lost", "other", "nologs", "norepo"] {
         create(&site, id, id);
     }
     fs::set_permissions(site.secrets_file("open"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -60,6 +60,7 @@ fn health_says_incomplete_insecure_or_broken() {
     let env = site.client_dir("other").join("client.env");
     fs::write(&env, fs::read_to_string(&env).unwrap().replace("CLIENT_ID='other'", "CLIENT_ID='acme'")).unwrap();
     fs::remove_file(site.log_root().join("clients/nologs/audit.log")).unwrap();
+    fs::remove_dir_all(site.backup_root().join("client-norepo")).unwrap();
     // An interrupted create-client: dirs made, nothing written yet.
     fs::create_dir_all(site.client_dir("started")).unwrap();
 
@@ -74,6 +75,9 @@ fn health_says_incomplete_insecure_or_broken() {
     assert_eq!(health(&rows, "lost").0, "broken", "secrets lost after creation cannot be regenerated");
     assert_eq!(health(&rows, "other").0, "broken");
     assert_eq!(health(&rows, "nologs").0, "incomplete");
+    let (word, problems) = health(&rows, "norepo");
+    assert_eq!(word, "incomplete");
+    assert_eq!(problems, ["restic repository not initialized"]);
     assert_eq!(health(&rows, "started").0, "incomplete");
 
     // Re-running create-client completes an incomplete client.

@@ -64,12 +64,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("inventory", move || -> ScriptResult<Array> {
-        crate::inventory::all(&h.roots).iter().map(rhai::serde::to_dynamic).collect()
+        crate::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
+            .iter()
+            .map(rhai::serde::to_dynamic)
+            .collect()
     });
 
     let h = host.clone();
     module.set_native_fn("inspect", move |id: &str| -> ScriptResult<Dynamic> {
-        rhai::serde::to_dynamic(crate::inventory::inspect(&h.roots, id))
+        rhai::serde::to_dynamic(crate::inventory::inspect(&h.roots, id, h.settings.get("AGENCY_BACKUPS") != "off"))
     });
 
     let h = host.clone();

@@ -10,6 +10,7 @@ pub mod format;
 pub mod fs;
 pub mod keycloak;
 pub mod layout;
+pub mod restic;
 pub mod secrets;
 
 use std::rc::Rc;
@@ -47,6 +48,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("layout", layout::create_module(host).into());
     engine.register_static_module("envfile", envfile::create_module(host).into());
     engine.register_static_module("secrets", secrets::create_module(host).into());
+    engine.register_static_module("restic", restic::create_module(host).into());
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());
