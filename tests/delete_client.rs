@@ -103,10 +103,7 @@ fn archives_config_and_secrets_and_keeps_the_logs() {
     assert!(Path::new(&repository).join("config").is_file(), "repository moved whole");
     assert!(!site.backup_root().join("client-acme").exists());
     assert_eq!(result["repository"], repository.as_str());
-    assert_eq!(
-        bash_value(&manifest, "RESTIC_PASSWORD_FILE"),
-        archive.join("secrets/secrets.env").display().to_string()
-    );
+    assert_eq!(bash_value(&manifest, "SECRETS_FILE"), archive.join("secrets/secrets.env").display().to_string());
 
     // Logs stay, and the last audit line records the delete.
     let logs = site.log_root().join("clients/acme");
