@@ -516,7 +516,7 @@ pub fn plain_label_key(key: &str) -> bool {
 
 /// Splits an [`exact_format`] line into its `{{json .}}` part and the labels: those of the
 /// joined string without any `agency.*` key, then the exact values of `keys` (empty = absent).
-fn split_exact_line<'a>(what: &str, line: &'a str, keys: &[&str]) -> Result<(&'a str, Vec<(String, String)>)> {
+fn split_exact_line<'a>(what: &str, line: &'a str, keys: &[&str]) -> Result<(&'a str, ExactLabels)> {
     let mut fields = line.split('\t');
     let json = fields.next().unwrap_or("");
     let mut exact = Vec::new();
@@ -533,18 +533,17 @@ fn split_exact_line<'a>(what: &str, line: &'a str, keys: &[&str]) -> Result<(&'a
 
 /// The labels of one `ls`/`ps` line: the joined string's, minus every `agency.*` key, plus the
 /// exact ones.
-fn merge_labels(joined: &str, exact: Vec<(String, String)>) -> BTreeMap<String, String> {
+fn merge_labels(joined: &str, exact: ExactLabels) -> BTreeMap<String, String> {
     let mut labels = parse_label_list(joined);
     labels.retain(|key, _| !key.starts_with("agency."));
     labels.extend(exact);
     labels
 }
 
-fn exact_lines<T: for<'de> Deserialize<'de>>(
-    what: &str,
-    stdout: &str,
-    keys: &[&str],
-) -> Result<Vec<(T, Vec<(String, String)>)>> {
+/// Labels read with `.Label`, as (key, value) pairs.
+type ExactLabels = Vec<(String, String)>;
+
+fn exact_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str, keys: &[&str]) -> Result<Vec<(T, ExactLabels)>> {
     stdout
         .lines()
         .filter(|line| !line.trim().is_empty())

@@ -165,7 +165,17 @@ fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &
     let mut probe_allocator = allocator.clone();
     let planned = planned_subnet(expected, &mut probe_allocator)?;
     let mut actual = planned;
-    host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
+    let mut detail = expected.describe(Some(planned));
+    if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
+        // The recorded block is used by another network now: say so, in the plan too.
+        let warning = format!(
+            "{}: client.env records subnet {recorded}, which another network now uses; it gets {planned}",
+            expected.name
+        );
+        host.output.note(&warning);
+        detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
+    }
+    host.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
         actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
             Ok(subnet) => subnet,
             // Another run (another root, or a site without the client lock) made it meanwhile:
