@@ -102,6 +102,32 @@ impl Roots {
         validate::client_id(&id).is_ok().then_some(id)
     }
 
+    /// Like [`Roots::confine`] for the directory holding `path`, not for `path` itself: the
+    /// entry may be a symlink pointing anywhere (to be reported or removed, never followed).
+    pub fn confine_entry(&self, path: &str) -> Result<PathBuf> {
+        let candidate = Path::new(path);
+        let (Some(parent), Some(_)) = (candidate.parent(), candidate.file_name()) else {
+            bail!("path {path:?} has no parent directory");
+        };
+        self.confine(&parent.to_string_lossy())?;
+        self.confine_lexically(path)
+    }
+
+    /// The checks of [`Roots::confine`] that do not look at the disk.
+    fn confine_lexically(&self, path: &str) -> Result<PathBuf> {
+        let candidate = Path::new(path);
+        if !candidate.is_absolute() {
+            bail!("path {path:?} must be absolute");
+        }
+        if candidate.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+            bail!("path {path:?} must not contain '.' or '..'");
+        }
+        if !self.all().into_iter().any(|root| candidate.starts_with(root)) {
+            bail!("path {path:?} is outside the configured roots ({})", self.describe());
+        }
+        Ok(candidate.to_path_buf())
+    }
+
     fn describe(&self) -> String {
         self.all().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     }

@@ -124,9 +124,10 @@ pub fn run(
     let output = Rc::new(Output::new(options.json, options.verbosity));
     let host = Rc::new(Host::new(settings, options.dry_run, output.clone()));
     let target_vars = &resolved.last().expect("plan holds the target").1;
-    let lock_client = if plan.iter().any(|t| t.lock == LockScope::All) {
+    let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
+    let lock_client = if locks.contains(&LockScope::All) {
         Some(None)
-    } else if plan.iter().any(|t| t.lock == LockScope::Client) {
+    } else if locks.contains(&LockScope::Client) {
         Some(client_of(target_vars))
     } else {
         None

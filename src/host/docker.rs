@@ -166,7 +166,17 @@ fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &
     let mut probe_allocator = allocator.clone();
     let planned = planned_subnet(expected, &mut probe_allocator)?;
     let mut actual = planned;
-    host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
+    let mut detail = expected.describe(Some(planned));
+    if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
+        // The recorded block is used by another network now: say so, in the plan too.
+        let warning = format!(
+            "{}: client.env records subnet {recorded}, which another network now uses; it gets {planned}",
+            expected.name
+        );
+        host.output.note(&warning);
+        detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
+    }
+    host.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
         actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
             Ok(subnet) => subnet,
             // Another run (another root, or a site without the client lock) made it meanwhile:
@@ -288,16 +298,30 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                 changed = true;
             }
             Repair::Recreate { expected, id: network_id, subnet } => {
+                // Docker removes a network whose containers are all stopped (they then fail to
+                // start), so ask again right before touching it: any container, running or not.
+                let attached: Vec<String> = if host.effects.dry_run() {
+                    Vec::new()
+                } else {
+                    docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect()
+                };
+                if !attached.is_empty() {
+                    messages.push(format!(
+                        "not repaired: {}",
+                        docker::NetworkInUse { name: expected.name.clone(), containers: attached }
+                    ));
+                    continue;
+                }
                 let old = snapshot.network(&expected.name).cloned();
                 let planned = match subnet {
                     Some(subnet) => subnet,
                     None => allocator.peek()?,
                 };
                 let mut actual = planned;
-                host.effects.apply(
+                let applied = host.effects.apply(
                     "network",
                     &expected.name,
-                    &format!("recreated: removed {network_id}, created {}", expected.describe(Some(planned))),
+                    &format!("remove {network_id}, then create {}", expected.describe(Some(planned))),
                     Outcome::Updated,
                     || {
                         docker.remove_network(&network_id)?;
@@ -310,7 +334,15 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                         allocator = free;
                         Ok(())
                     },
-                )?;
+                );
+                if let Err(error) = applied {
+                    // A container attached meanwhile: Docker refused, nothing was changed.
+                    if let Some(in_use) = error.downcast_ref::<docker::NetworkInUse>() {
+                        messages.push(format!("not repaired: {in_use}"));
+                        continue;
+                    }
+                    return Err(error);
+                }
                 let was = old
                     .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
                     .unwrap_or_default();
