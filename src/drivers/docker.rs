@@ -47,8 +47,19 @@ pub const LABEL_SHARED_INGRESS: &str = "agency.shared-ingress";
 /// comma-joined `k=v,k=v` string, so `--label 'x=1,agency.client=b'` would read as two labels;
 /// these keys are asked for one by one with the template function `.Label`, and any other
 /// `agency.*` key found in the joined string is dropped (it cannot be told from a spoof).
-pub const EXACT_LABELS: [&str; 7] =
-    [LABEL_MANAGED, LABEL_CLIENT, LABEL_TIER, LABEL_PROBE, LABEL_SHARED_INGRESS, "agency.role", "agency.test"];
+pub const EXACT_LABELS: [&str; 10] = [
+    LABEL_MANAGED,
+    LABEL_CLIENT,
+    LABEL_TIER,
+    LABEL_PROBE,
+    LABEL_SHARED_INGRESS,
+    "agency.role",
+    "agency.test",
+    // The db-passwords plugin's labels on a client's database containers.
+    "agency.db",
+    "agency.db-user",
+    "agency.db-admin",
+];
 
 /// A Docker engine reached through the `docker` CLI. Cheap to clone; clones share the call
 /// counter.
@@ -1480,16 +1491,16 @@ mod tests {
 
     #[test]
     fn parses_network_ls() {
-        let exact = |values: [&str; 7]| values.map(|v| format!("\t{}", serde_json::json!(v))).concat();
+        let exact = |values: [&str; 10]| values.map(|v| format!("\t{}", serde_json::json!(v))).concat();
         let out = format!(
             "{}{}\n{}{}\n{}{}\n",
             r#"{"CreatedAt":"2026-11-27 12:22:41 +0000 UTC","Driver":"bridge","ID":"978e","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"bridge","Scope":"local"}"#,
-            exact(["", "", "", "", "", "", ""]),
+            exact(["", "", "", "", "", "", "", "", "", ""]),
             r#"{"CreatedAt":"2026-11-27 12:25:27 +0000 UTC","Driver":"bridge","ID":"a59e","IPv4":"false","IPv6":"false","Internal":"true","Labels":"agency.client=acme,agency.managed=true,c=","Name":"acme_database","Scope":"local"}"#,
-            exact(["true", "acme", "", "", "", "", ""]),
+            exact(["true", "acme", "", "", "", "", "", "", "", ""]),
             // Real Docker 20.10 output for `--label 'note=x,agency.client=b' --label agency.tier=backend`.
             r#"{"Driver":"bridge","ID":"b1","Internal":"false","Labels":"agency.tier=backend,note=x,agency.client=b","Name":"spoof","Scope":"local"}"#,
-            exact(["", "", "backend", "", "", "", ""]),
+            exact(["", "", "backend", "", "", "", "", "", "", ""]),
         );
         let networks = parse_network_ls(&out).unwrap();
         assert_eq!(networks.len(), 3);
