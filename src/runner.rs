@@ -124,9 +124,12 @@ pub fn run(
     let output = Rc::new(Output::new(options.json, options.verbosity));
     let host = Rc::new(Host::new(settings, options.dry_run, output.clone()));
     let target_vars = &resolved.last().expect("plan holds the target").1;
-    let lock_client = if plan.iter().any(|t| t.lock == LockScope::All) {
+    // One lock for the whole run, the widest any task of the plan takes with its variables
+    // (a `lock_if` task, like multi-tenancy-status with FIX=1, only when it will change things).
+    let scopes: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
+    let lock_client = if scopes.contains(&LockScope::All) {
         Some(None)
-    } else if plan.iter().any(|t| t.lock == LockScope::Client) {
+    } else if scopes.contains(&LockScope::Client) {
         Some(client_of(target_vars))
     } else {
         None

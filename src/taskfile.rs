@@ -94,6 +94,16 @@ pub enum LockScope {
     None,
 }
 
+impl LockScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::All => "all",
+            Self::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VarSpec {
@@ -122,6 +132,7 @@ struct RawTask {
     max_operations: Option<u64>,
     #[serde(default)]
     lock: LockScope,
+    lock_if: Option<String>,
     script: Option<String>,
     script_file: Option<String>,
     #[serde(default)]
@@ -148,6 +159,9 @@ pub struct Task {
     /// Rhai operation limit for this task's script (default [`DEFAULT_MAX_OPERATIONS`]).
     pub max_operations: u64,
     pub lock: LockScope,
+    /// A `bool` variable: the task takes `lock` only when it is true (a read-only task
+    /// whose `FIX=1` repairs).
+    pub lock_if: Option<String>,
     pub vars: IndexMap<String, VarSpec>,
     pub script: Script,
     pub origin: Origin,
@@ -215,6 +229,17 @@ impl Task {
             }
         }
 
+        if let Some(var) = &raw.lock_if {
+            if !raw.vars.get(var).is_some_and(|spec| spec.kind == Some(Kind::Bool)) {
+                return Err(definition_error(format!("lock_if = {var:?} must name a variable of kind \"bool\"")));
+            }
+            if raw.lock == LockScope::None {
+                return Err(definition_error(format!(
+                    "lock_if = {var:?} needs the lock to take: lock = \"client\" or \"all\""
+                )));
+            }
+        }
+
         Ok(Self {
             name: name.to_string(),
             description: raw.description,
@@ -224,12 +249,22 @@ impl Task {
             timeout,
             max_operations: raw.max_operations.unwrap_or(DEFAULT_MAX_OPERATIONS),
             lock: raw.lock,
+            lock_if: raw.lock_if,
             vars: raw.vars,
             script,
             origin,
             path,
             overrides: Vec::new(),
         })
+    }
+
+    /// The lock this run of the task takes, given its resolved variables: `lock`, unless
+    /// `lock_if` names a variable that is false.
+    pub fn lock_for(&self, vars: &IndexMap<String, String>) -> LockScope {
+        match &self.lock_if {
+            Some(var) if vars.get(var).is_none_or(|v| crate::validate::parse_bool(v) != Ok(true)) => LockScope::None,
+            _ => self.lock,
+        }
     }
 
     /// Hook function names for this task: `before_create_client`, `after_create_client`.
