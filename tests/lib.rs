@@ -2,6 +2,7 @@
 
 mod test;
 
+mod argv;
 mod backup;
 mod cli;
 mod compose;

@@ -187,3 +187,18 @@ fn lock_if_names_a_bool_variable_and_explain_shows_it() {
     );
     site.test().arg("--list").status(2).stderr_contains("needs the lock to take").run();
 }
+
+/// A dry run creates nothing, not even the lock file of a client that has none yet.
+#[test]
+fn a_dry_run_creates_no_lock_file() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let before = site.snapshot();
+    site.test()
+        .args(["-n", "create-client", "CLIENT_ID=newco", "CLIENT_NAME=New", "CLIENT_DOMAIN=newco.example.com"])
+        .stdout_contains("would create")
+        .run();
+    site.test().args(["-n", "rotate-secrets", "CLIENT_ID=acme"]).run();
+    assert!(!site.root().join(".locks/client-newco.lock").exists());
+    assert_eq!(site.snapshot(), before);
+}
