@@ -6,10 +6,10 @@
 use std::{collections::BTreeMap, process::Stdio};
 
 use crate::{
-    crash::{create_args, secrets},
     support::{
         docker::{Scratch, scratch_pool, unique},
         fake_keycloak::FakeKeycloak,
+        state::{changed_steps, client_state, create_args, run_create, secrets, temp_files},
     },
     test::Site,
 };
@@ -119,19 +119,18 @@ fn ten_concurrent_create_client_runs_make_one_consistent_client() {
     assert!(records.iter().all(|r| r["outcome"] == "ok"), "{audit}");
     assert!(audit.ends_with('\n'));
 
-    // And a further run finds nothing to do.
-    let again = site
-        .test()
-        .arg("--json")
-        .env("KEYCLOAK_URL", &keycloak.url())
-        .env("KEYCLOAK_ADMIN", "admin")
-        .env("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD);
-    let mut again = again;
-    for arg in create_args(&id, &pool) {
-        again = again.arg(&arg);
-    }
-    let again = again.run();
-    assert!(crate::crash::changed_steps(&again).is_empty(), "{:?}", crate::crash::changed_steps(&again));
+    // And a further run finds nothing to do; the client holds together (files parse, the
+    // repository opens, the networks carry the recorded subnets), no temp file is left.
+    let again = run_create(
+        &site,
+        &id,
+        &pool,
+        &[("KEYCLOAK_URL", &keycloak.url()), ("KEYCLOAK_ADMIN", "admin"), ("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    assert_eq!(again.status, 0, "{}", again.stderr);
+    assert!(changed_steps(&again).is_empty(), "{:?}", changed_steps(&again));
     assert_eq!(secrets(&site, &id).unwrap(), values);
+    client_state(&site, &id, &docker, &pool);
+    assert!(temp_files(&site).is_empty(), "{:?}", temp_files(&site));
     eprintln!("{RUNS} concurrent runs: {waited} said they waited for the lock; {} steps made once each", made.len());
 }

@@ -8,6 +8,7 @@ mod cli;
 mod compose;
 mod concurrency;
 mod containers;
+#[cfg(feature = "fault-injection")]
 mod crash;
 mod create_client;
 mod db_passwords;

@@ -2,3 +2,4 @@
 
 pub mod docker;
 pub mod fake_keycloak;
+pub mod state;
