@@ -88,3 +88,143 @@ pub fn validators(data: &[u8]) {
         assert!(!text.chars().any(char::is_control));
     }
 }
+
+/// Whatever structure a task renders with `format::yaml` (strings with any character, numbers,
+/// nesting, empty maps and lists), a YAML parser reads back exactly that structure: values
+/// stay data and never become syntax.
+pub fn yaml_round_trip(data: &[u8]) {
+    let mut input = Unstructured { data, pos: 0 };
+    let value = input.value(0);
+    let text = agency::yaml::render(&value);
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("rendered YAML does not parse ({e}):\n{text}\nfrom {value:?}"));
+    assert_eq!(docs.len(), 1, "one document:\n{text}");
+    assert!(same(&value, &docs[0]), "YAML read back differs:\n{text}\nfrom {value:?}\nread {:?}", docs[0]);
+}
+
+/// Characters YAML gives meaning to, or treats specially, for the generated strings.
+const SPECIAL: &[char] = &[
+    '"',
+    '\'',
+    '\\',
+    ':',
+    '#',
+    '-',
+    '?',
+    ',',
+    '[',
+    ']',
+    '{',
+    '}',
+    '&',
+    '*',
+    '!',
+    '|',
+    '>',
+    '%',
+    '@',
+    '`',
+    ' ',
+    '\t',
+    '\n',
+    '\r',
+    '\0',
+    '\u{7}',
+    '\u{1b}',
+    '\u{7f}',
+    '\u{85}',
+    '\u{a0}',
+    '\u{2028}',
+    '\u{2029}',
+    '\u{202e}',
+    '\u{200b}',
+    '\u{feff}',
+    '\u{fffe}',
+    '\u{ffff}',
+    '\u{fffd}',
+    '\u{10ffff}',
+    '\u{1f389}',
+    'é',
+    '~',
+    '=',
+    '<',
+    '.',
+    '0',
+    'y',
+    'n',
+];
+
+/// Turns fuzz bytes into a JSON value.
+struct Unstructured<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Unstructured<'_> {
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+
+    fn bytes8(&mut self) -> [u8; 8] {
+        std::array::from_fn(|_| self.byte())
+    }
+
+    fn string(&mut self) -> String {
+        let len = usize::from(self.byte() % 24);
+        let mut out = String::new();
+        while out.chars().count() < len && self.pos < self.data.len() {
+            let b = self.byte();
+            if b >= 0xc0 {
+                out.push(SPECIAL[usize::from(b - 0xc0) % SPECIAL.len()]);
+            } else if b >= 0x80 {
+                // Any scalar value, from the next three bytes.
+                let n = u32::from_be_bytes([0, self.byte() & 0x1f, self.byte(), self.byte()]);
+                out.push(char::from_u32(n % 0x11_0000).unwrap_or('\u{fffd}'));
+            } else {
+                out.push(char::from(b));
+            }
+        }
+        // Words YAML 1.1 parsers read as something else when unquoted.
+        match self.byte() % 16 {
+            0 => "null".into(),
+            1 => "yes".into(),
+            2 => "0o777".into(),
+            3 => "1e3".into(),
+            4 => "~".into(),
+            _ => out,
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> serde_json::Value {
+        use serde_json::Value;
+        let tag = self.byte() % if depth >= 5 { 5 } else { 7 };
+        match tag {
+            0 => Value::Null,
+            1 => Value::Bool(self.byte() & 1 == 1),
+            2 => Value::from(i64::from_le_bytes(self.bytes8())),
+            3 => serde_json::Number::from_f64(f64::from_le_bytes(self.bytes8())).map_or(Value::Null, Value::Number),
+            4 => Value::String(self.string()),
+            5 => Value::Array((0..self.byte() % 5).map(|_| self.value(depth + 1)).collect()),
+            _ => Value::Object((0..self.byte() % 5).map(|_| (self.string(), self.value(depth + 1))).collect()),
+        }
+    }
+}
+
+fn same(value: &serde_json::Value, yaml: &yaml_rust2::Yaml) -> bool {
+    use serde_json::Value;
+    use yaml_rust2::Yaml;
+    match (value, yaml) {
+        (Value::Null, Yaml::Null) => true,
+        (Value::Bool(a), Yaml::Boolean(b)) => a == b,
+        (Value::Number(n), Yaml::Integer(i)) => n.as_i64() == Some(*i),
+        (Value::Number(n), Yaml::Real(text)) => n.as_f64().is_some_and(|f| text.parse::<f64>() == Ok(f)),
+        (Value::String(a), Yaml::String(b)) => a == b,
+        (Value::Array(a), Yaml::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y)),
+        (Value::Object(a), Yaml::Hash(b)) => {
+            a.len() == b.len() && a.iter().all(|(k, v)| b.get(&Yaml::String(k.clone())).is_some_and(|y| same(v, y)))
+        }
+        _ => false,
+    }
+}

@@ -167,7 +167,12 @@ impl Effects {
             state.mutations += 1;
             state.mutations
         };
-        let result = fault::before(number).and_then(|()| apply());
+        let result = fault::before(number).and_then(|()| {
+            fault::enter(number);
+            let result = apply();
+            fault::leave();
+            result
+        });
         match result {
             Ok(_) => {
                 self.push(action, target, detail, needed, None);
@@ -183,12 +188,43 @@ impl Effects {
     }
 }
 
+/// A place inside a mutation where a crash would leave something half done (an atomic
+/// write's temp file, complete but not renamed yet). Test builds abort here when the
+/// mutation running is the one named by `AGENCY_FAULT_CRASH_DURING=N`.
+pub fn crash_point(place: &str) {
+    fault::during(place);
+}
+
 /// Test-only fault points: `AGENCY_FAULT_FAIL_AT=N` makes the Nth mutation fail,
-/// `AGENCY_FAULT_CRASH_AFTER=N` aborts the process right after the Nth mutation.
+/// `AGENCY_FAULT_CRASH_AFTER=N` aborts the process right after the Nth mutation, and
+/// `AGENCY_FAULT_CRASH_DURING=N` at the [`crash_point`] inside it.
 #[cfg(feature = "fault-injection")]
 mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The number of the mutation being applied, 0 outside one.
+        static CURRENT: Cell<usize> = const { Cell::new(0) };
+    }
+
     fn point(name: &str) -> Option<usize> {
         std::env::var(name).ok()?.parse().ok()
+    }
+
+    pub fn enter(number: usize) {
+        CURRENT.set(number);
+    }
+
+    pub fn leave() {
+        CURRENT.set(0);
+    }
+
+    pub fn during(place: &str) {
+        let number = CURRENT.get();
+        if number != 0 && point("AGENCY_FAULT_CRASH_DURING") == Some(number) {
+            eprintln!("agency: injected crash during mutation {number} ({place})");
+            std::process::abort();
+        }
     }
 
     pub fn before(number: usize) -> anyhow::Result<()> {
@@ -208,6 +244,15 @@ mod fault {
 
 #[cfg(not(feature = "fault-injection"))]
 mod fault {
+    #[inline(always)]
+    pub fn enter(_: usize) {}
+
+    #[inline(always)]
+    pub fn leave() {}
+
+    #[inline(always)]
+    pub fn during(_: &str) {}
+
     #[inline(always)]
     pub fn before(_: usize) -> anyhow::Result<()> {
         Ok(())

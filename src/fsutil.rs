@@ -13,21 +13,52 @@ pub fn mode(path: &Path) -> Option<u32> {
     fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)
 }
 
-/// Writes `bytes` to `path` atomically, the file having `mode` from its creation.
+/// Random characters in a temp file's name (tempfile's default).
+const TEMP_RANDOM_LEN: usize = 6;
+
+/// Writes `bytes` to `path` atomically, the file having `mode` from its creation. The temp
+/// file is `.NAME.XXXXXX.tmp` beside it; ones that a crashed earlier write of `path` left
+/// (whole copies of what it was writing, secrets included) are removed first. Writers of one
+/// file are serialized by the client lock, so none of them is live.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let prefix = format!(".{}.", name.to_string_lossy());
+    remove_stale_temp_files(dir, &prefix)?;
     let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .prefix(&prefix)
         .suffix(".tmp")
+        .rand_bytes(TEMP_RANDOM_LEN)
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
     // The umask may have narrowed the temp file; set exactly `mode` before it gets its name.
     temp.as_file().set_permissions(Permissions::from_mode(mode))?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
+    crate::effects::crash_point("temp file written, not renamed yet");
     temp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
+}
+
+/// Removes `PREFIX` + 6 random characters + `.tmp` files in `dir`: the temp files of
+/// earlier writes of one file that never reached their rename.
+fn remove_stale_temp_files(dir: &Path, prefix: &str) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        let stale = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|random| random.len() == TEMP_RANDOM_LEN && random.chars().all(|c| c.is_ascii_alphanumeric()));
+        if stale && entry.file_type()?.is_file() {
+            match fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `path` and missing parents with `mode`; returns whether anything was created.
@@ -101,6 +132,29 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "A='2'\n");
         assert_eq!(mode(&path), Some(0o600));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_crashed_write_leaves_a_temp_file_that_the_next_write_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.env");
+        // What a write killed before its rename leaves, and files that only look alike.
+        for name in [".secrets.env.a1B2c3.tmp", ".secrets.env.Zz9Yy8.tmp"] {
+            fs::write(dir.path().join(name), "A='old'\n").unwrap();
+        }
+        let others =
+            [".secrets.env.next.a1B2c3.tmp", ".secrets.env.toolong1.tmp", ".client.env.a1B2c3.tmp", "notes.tmp"];
+        for name in others {
+            fs::write(dir.path().join(name), "keep").unwrap();
+        }
+        write_atomic(&path, b"A='1'\n", 0o600).unwrap();
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+        expected.push("secrets.env".into());
+        expected.sort();
+        assert_eq!(left, expected);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::{
     error::Result,
     plugin::{self, Plugin},
     settings::SETTINGS,
-    taskfile::{Origin, Task},
+    taskfile::{LockScope, Origin, Task},
 };
 
 pub fn list(catalog: &Catalog, json: bool) -> String {
@@ -148,6 +148,8 @@ pub fn explain(catalog: &Catalog, name: &str, json: bool) -> Result<String> {
             "deps": task.deps,
             "run_order": plan,
             "confirm": task.confirm,
+            "lock": task.lock.as_str(),
+            "lock_when": task.lock_when,
             "timeout": task.timeout.map(|t| humantime::format_duration(t).to_string()),
             "vars": var_json(task),
             "origin": task.origin.to_string(),
@@ -184,6 +186,19 @@ pub fn explain(catalog: &Catalog, name: &str, json: bool) -> Result<String> {
     }
     if task.confirm {
         let _ = writeln!(out, "  confirm:  asks before running (--yes to skip)");
+    }
+    let lock = match task.lock {
+        LockScope::Client => "the client's (all clients' when CLIENT_ID is empty)",
+        LockScope::All => "all clients'",
+        LockScope::None => "none",
+    };
+    match &task.lock_when {
+        Some(var) => {
+            let _ = writeln!(out, "  lock:     {lock} when {var} is true, else none");
+        }
+        None => {
+            let _ = writeln!(out, "  lock:     {lock}");
+        }
     }
     if let Some(timeout) = task.timeout {
         let _ = writeln!(out, "  timeout:  {}", humantime::format_duration(timeout));

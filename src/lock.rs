@@ -25,22 +25,30 @@ enum Mode {
     Exclusive,
 }
 
-fn take(dir: &Path, name: &str, mode: Mode, no_wait: bool, output: &Output, what: &str) -> Result<File> {
+/// Takes one lock file, creating it unless this is a dry run (`create` false): then a missing
+/// file is no lock to wait for, and `None` comes back.
+fn take(
+    dir: &Path,
+    name: &str,
+    mode: Mode,
+    create: bool,
+    no_wait: bool,
+    output: &Output,
+    what: &str,
+) -> Result<Option<File>> {
     let path = dir.join(name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::failure(format!("cannot open lock file {}: {e}", path.display())))?;
+    let opened = OpenOptions::new().read(true).write(true).create(create).truncate(false).mode(0o600).open(&path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::failure(format!("cannot open lock file {}: {e}", path.display()))),
+    };
     let attempt = match mode {
         Mode::Shared => file.try_lock_shared(),
         Mode::Exclusive => file.try_lock(),
     };
     match attempt {
-        Ok(()) => return Ok(file),
+        Ok(()) => return Ok(Some(file)),
         Err(TryLockError::Error(e)) => return Err(Error::failure(format!("cannot lock {}: {e}", path.display()))),
         Err(TryLockError::WouldBlock) if no_wait => {
             return Err(Error::failure(format!("another agency run is working on {what}; not waiting (--no-wait)")));
@@ -52,11 +60,11 @@ fn take(dir: &Path, name: &str, mode: Mode, no_wait: bool, output: &Output, what
         Mode::Exclusive => file.lock(),
     };
     locked.map_err(|e| Error::failure(format!("cannot lock {}: {e}", path.display())))?;
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// Locks one client (`Some(id)`) or every client (`None`). In a dry run nothing may be
-/// created, so locks are only taken when the lock directory already exists.
+/// created: only lock files that exist are taken (a missing one is held by nobody).
 pub fn acquire(
     locks_dir: &Path,
     client: Option<&str>,
@@ -67,19 +75,30 @@ pub fn acquire(
     if dry_run && !locks_dir.is_dir() {
         return Ok(LockGuard { _files: Vec::new() });
     }
-    // The root itself must stay traversable for the group that reads client configs.
-    if let Some(root) = locks_dir.parent() {
-        fsutil::create_dir(root, 0o755)
-            .map_err(|e| Error::failure(format!("cannot create {}: {e}", root.display())))?;
+    if !dry_run {
+        // The root itself must stay traversable for the group that reads client configs.
+        if let Some(root) = locks_dir.parent() {
+            fsutil::create_dir(root, 0o755)
+                .map_err(|e| Error::failure(format!("cannot create {}: {e}", root.display())))?;
+        }
+        fsutil::create_dir(locks_dir, 0o700)
+            .map_err(|e| Error::failure(format!("cannot create lock directory {}: {e}", locks_dir.display())))?;
     }
-    fsutil::create_dir(locks_dir, 0o700)
-        .map_err(|e| Error::failure(format!("cannot create lock directory {}: {e}", locks_dir.display())))?;
+    let create = !dry_run;
     let files = match client {
         Some(id) => vec![
-            take(locks_dir, "all.lock", Mode::Shared, no_wait, output, "all clients")?,
-            take(locks_dir, &format!("client-{id}.lock"), Mode::Exclusive, no_wait, output, &format!("client {id}"))?,
+            take(locks_dir, "all.lock", Mode::Shared, create, no_wait, output, "all clients")?,
+            take(
+                locks_dir,
+                &format!("client-{id}.lock"),
+                Mode::Exclusive,
+                create,
+                no_wait,
+                output,
+                &format!("client {id}"),
+            )?,
         ],
-        None => vec![take(locks_dir, "all.lock", Mode::Exclusive, no_wait, output, "all clients")?],
+        None => vec![take(locks_dir, "all.lock", Mode::Exclusive, create, no_wait, output, "all clients")?],
     };
-    Ok(LockGuard { _files: files })
+    Ok(LockGuard { _files: files.into_iter().flatten().collect() })
 }

@@ -94,6 +94,16 @@ pub enum LockScope {
     None,
 }
 
+impl LockScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::All => "all",
+            Self::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VarSpec {

@@ -31,7 +31,7 @@ pub enum Kind {
     Duration,
     /// A path (no NUL or newline).
     Path,
-    /// Any single line of printable text.
+    /// Any single line of printable text (no control or invisible characters).
     Text,
 }
 
@@ -69,7 +69,7 @@ impl Kind {
                 .map(drop)
                 .map_err(|_| format!("{} is not a duration like 26h or 90s", quote(value))),
             Self::Path => single_line(value, 4096),
-            Self::Text => single_line(value, 4096),
+            Self::Text => single_line(value, 4096).and_then(|()| visible(value)),
         }
     }
 }
@@ -228,6 +228,15 @@ fn single_line(value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// No invisible format characters (bidi overrides, zero-width): what an operator reads in
+/// an error message or a report is what was given.
+fn visible(value: &str) -> Result<(), String> {
+    match value.chars().find(|c| is_unsafe_char(*c)) {
+        Some(c) => Err(format!("{} contains the invisible character {:?}", quote(value), c)),
+        None => Ok(()),
+    }
+}
+
 /// Control characters, and the invisible format characters (bidi overrides, zero-width
 /// joiners, BOM) that make a displayed name differ from what is stored.
 fn is_unsafe_char(c: char) -> bool {
@@ -277,6 +286,14 @@ mod tests {
         assert_eq!(name("O'Brien & \"Sons\" $(id) `x` ünïcödé"), Ok(()));
         for bad in ["", "   ", "a\nb", "a\u{0}b", "a\tb", "\u{202E}evil", &"x".repeat(101)] {
             assert!(name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn texts_are_single_visible_lines() {
+        assert_eq!(Kind::Text.check("ünïcödé $(id) 'q' \"d\" ✓"), Ok(()));
+        for bad in ["a\nb", "a\u{1b}[31m", "ACME\u{202e}txt.exe", "zero\u{200b}width", "\u{feff}bom"] {
+            assert!(Kind::Text.check(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -10,11 +10,11 @@ use crate::{
     test::Site,
 };
 
-const BASE: &str =
+pub const BASE: &str =
     "services:\n  app:\n    image: nginx:alpine\n  db:\n    image: mysql:8\n    labels:\n      agency.db: mysql\n";
 
 /// `docker compose` when the plugin is there, else `docker-compose`.
-fn compose_tool() -> Option<Vec<&'static str>> {
+pub fn compose_tool() -> Option<Vec<&'static str>> {
     let works =
         |program: &str, args: &[&str]| Command::new(program).args(args).output().is_ok_and(|o| o.status.success());
     if works("docker", &["compose", "version"]) {

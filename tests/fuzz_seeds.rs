@@ -34,3 +34,8 @@ fn envfile_round_trip_seeds() {
 fn validators_seeds() {
     replay("validators", checks::validators);
 }
+
+#[test]
+fn yaml_round_trip_seeds() {
+    replay("yaml_round_trip", checks::yaml_round_trip);
+}

@@ -2,11 +2,15 @@
 
 mod test;
 
+mod argv;
 mod audit_trail;
 mod backup;
 mod cli;
 mod compose;
+mod concurrency;
 mod containers;
+#[cfg(feature = "fault-injection")]
+mod crash;
 mod create_client;
 mod db_passwords;
 mod definitions;
@@ -16,6 +20,7 @@ mod fuzz_seeds;
 mod hostile;
 mod keycloak;
 mod list_clients;
+mod locks;
 mod log_segmentation;
 mod make;
 mod networks;

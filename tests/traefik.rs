@@ -19,10 +19,10 @@ use crate::{
 };
 
 /// Traefik running in the background, stopped (killed and reaped) on drop.
-struct Traefik {
+pub struct Traefik {
     child: Child,
-    api: u16,
-    web: u16,
+    pub api: u16,
+    pub web: u16,
     log: std::path::PathBuf,
 }
 
@@ -38,7 +38,7 @@ fn free_port() -> u16 {
 }
 
 impl Traefik {
-    fn start(dynamic_dir: &Path, log: &Path) -> Self {
+    pub fn start(dynamic_dir: &Path, log: &Path) -> Self {
         let (web, websecure, api) = (free_port(), free_port(), free_port());
         let log_file = fs::File::create(log).unwrap();
         let child = Command::new("traefik")
@@ -59,13 +59,13 @@ impl Traefik {
         Self { child, api, web, log: log.to_path_buf() }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// GET `path` of the API; `None` while Traefik is not serving it yet (not listening, or
     /// 404 before its internal API router is loaded).
-    fn api(&self, path: &str) -> Option<serde_json::Value> {
+    pub fn api(&self, path: &str) -> Option<serde_json::Value> {
         let (status, body) = http_get(self.api, path, "127.0.0.1")?;
         if status != 200 {
             return None;
@@ -74,7 +74,7 @@ impl Traefik {
     }
 
     /// Waits until the API lists every router of `names` (Traefik loads files asynchronously).
-    fn wait_for_routers(&mut self, names: &[String]) -> serde_json::Value {
+    pub fn wait_for_routers(&mut self, names: &[String]) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -105,7 +105,7 @@ fn http_get(port: u16, path: &str, host: &str) -> Option<(u16, String)> {
     Some((status, if path.starts_with("/api/") { body } else { headers }))
 }
 
-fn keys(doc: &Yaml, section: &str) -> Vec<String> {
+pub fn keys(doc: &Yaml, section: &str) -> Vec<String> {
     doc["http"][section]
         .as_hash()
         .unwrap_or_else(|| panic!("no http.{section}"))
@@ -115,7 +115,7 @@ fn keys(doc: &Yaml, section: &str) -> Vec<String> {
 }
 
 /// Every entry of `kind` from the file provider: enabled, no error.
-fn assert_all_enabled(listed: &serde_json::Value, expected: &[String], kind: &str) {
+pub fn assert_all_enabled(listed: &serde_json::Value, expected: &[String], kind: &str) {
     let listed = listed.as_array().unwrap();
     for name in expected {
         let entry = listed

@@ -11,3 +11,4 @@ pub fn loud_skip(what: &str) {
     let _ = writeln!(stderr, "\n*** SKIP {what} ***\n");
     let _ = stderr.flush();
 }
+pub mod state;
