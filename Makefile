@@ -2,11 +2,15 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := client-report create-client multi-tenancy-status setup-log-segmentation setup-roles
+AGENCY_TASKS := backup-client client-report create-client multi-tenancy-status restore-client rotate-secrets setup-log-segmentation setup-roles verify-backup
 
 -include dev.mk
 
 AGENCY ?= agency
+
+.PHONY: backup-client
+backup-client:
+	+@$(AGENCY) $@
 
 .PHONY: client-report
 client-report:
@@ -20,11 +24,23 @@ create-client:
 multi-tenancy-status:
 	+@$(AGENCY) $@
 
+.PHONY: restore-client
+restore-client:
+	+@$(AGENCY) $@
+
+.PHONY: rotate-secrets
+rotate-secrets:
+	+@$(AGENCY) $@
+
 .PHONY: setup-log-segmentation
 setup-log-segmentation:
 	+@$(AGENCY) $@
 
 .PHONY: setup-roles
 setup-roles:
+	+@$(AGENCY) $@
+
+.PHONY: verify-backup
+verify-backup:
 	+@$(AGENCY) $@
 

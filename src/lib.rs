@@ -2,6 +2,7 @@
 //! on a shared Docker host. TOML tasks with Rhai bodies call the host modules in `host/`.
 
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod check;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod makefile;
 pub mod output;
 pub mod plugin;
 pub mod realm;
+pub mod rotation;
 pub mod run;
 pub mod runner;
 pub mod script;

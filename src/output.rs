@@ -79,6 +79,31 @@ impl Output {
         }
     }
 
+    /// The TTY spinner, to be turned into a byte progress bar (a long backup) with
+    /// [`Output::bar_style`] once the total is known, until [`Output::end_bar`]; `None`
+    /// without a TTY, under `--json` or `-q`.
+    pub fn start_bar(&self, message: &str) -> Option<ProgressBar> {
+        let spinner = self.spinner.borrow();
+        let bar = spinner.as_ref()?;
+        bar.set_message(message.to_string());
+        Some(bar.clone())
+    }
+
+    /// The look of a byte progress bar (fits an 80-column terminal).
+    pub fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
+            .expect("static template")
+            .progress_chars("=> ")
+    }
+
+    /// Turns the progress bar back into the step spinner.
+    pub fn end_bar(&self) {
+        if let Some(bar) = self.spinner.borrow().as_ref() {
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.unset_length();
+        }
+    }
+
     pub fn step(&self, change: &Change) {
         if self.json || self.verbosity == Verbosity::Quiet {
             return;

@@ -18,6 +18,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "remote repository prefix (s3:..., rest:..., sftp:...)",
     },
+    Setting {
+        name: "AGENCY_BACKUPS",
+        default: "restic",
+        help: "restic: each client gets a restic repository; off: this host keeps no backups (nothing is initialized)",
+    },
     Setting { name: "LOGROTATE_DIR", default: "/etc/logrotate.d", help: "where per-client logrotate policies go" },
     Setting {
         name: "AGENCY_SUBNET_POOL",

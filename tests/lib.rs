@@ -2,6 +2,7 @@
 
 mod test;
 
+mod backup;
 mod cli;
 mod compose;
 mod containers;
@@ -15,6 +16,7 @@ mod keycloak;
 mod make;
 mod networks;
 mod plugins;
+mod rotation;
 mod sandbox;
 mod setup_roles;
 mod status;

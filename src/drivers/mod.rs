@@ -1,3 +1,4 @@
 pub mod docker;
 pub mod keycloak;
 pub mod process;
+pub mod restic;

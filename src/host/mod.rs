@@ -9,6 +9,7 @@ pub mod format;
 pub mod fs;
 pub mod keycloak;
 pub mod layout;
+pub mod restic;
 pub mod secrets;
 
 use std::rc::Rc;
@@ -42,6 +43,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("layout", layout::create_module(host).into());
     engine.register_static_module("envfile", envfile::create_module(host).into());
     engine.register_static_module("secrets", secrets::create_module(host).into());
+    engine.register_static_module("restic", restic::create_module(host).into());
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("docker", docker::create_module(host).into());

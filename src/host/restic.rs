@@ -1,0 +1,699 @@
+//! `restic::` — each client's restic repository. Functions take a client id: the repository
+//! and settings come from the client's `backup/config.sh`, the password from its
+//! `secrets.env` — a script never sees it, and restic gets it through its environment.
+//!
+//! | function | mutates | returns |
+//! |---|---|---|
+//! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
+//! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation) |
+//! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not |
+//! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
+//! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
+//! | `restic::backup(id, tags)` | yes | the same, with extra tags for this snapshot |
+//! | `restic::forget(id)` | yes | `#{kept, removed}` (short ids) after the retention policy of backup/config.sh, pruned when `PRUNE=1` |
+//! | `restic::snapshots(id)` | no | `[#{id, short_id, time, tags, paths}]`, oldest first |
+//! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags}`; `target` must be empty or new unless `force` |
+//! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
+//! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
+//! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
+//! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
+//! | `restic::status(id, deep)` | no | the same for one client |
+//! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
+//! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
+//! | `restic::remove_previous_keys(id, current_too)` | yes | the same; in a dry run `current_too` plans the removal of the current key too (as after a swap) |
+//!
+//! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
+//! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
+
+use std::{
+    cell::Cell,
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::SystemTime,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rhai::{Array, Dynamic, INT, Map, Module};
+
+use super::{Host, ScriptResult, script_error};
+use crate::{
+    backup::{self, BackupConfig, RepoStatus},
+    drivers::restic::{BackupProgress, BackupSummary, Location, Password, Restic, ResticError, Snapshot},
+    effects::Outcome,
+    envfile,
+    layout::ClientLayout,
+    rotation,
+};
+
+/// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
+fn backups_on(host: &Host) -> Result<bool> {
+    match host.settings.get("AGENCY_BACKUPS") {
+        "restic" | "" => Ok(true),
+        "off" => Ok(false),
+        other => bail!("AGENCY_BACKUPS={other:?} is neither restic nor off"),
+    }
+}
+
+fn require_backups(host: &Host) -> Result<()> {
+    if backups_on(host)? { Ok(()) } else { bail!("backups are turned off on this host (AGENCY_BACKUPS=off)") }
+}
+
+/// restic, or what to install (or that a host may keep no backups).
+fn locate() -> Result<Restic> {
+    Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
+}
+
+fn layout(host: &Host, id: &str) -> Result<ClientLayout> {
+    ClientLayout::new(&host.roots, id)
+}
+
+fn setup(host: &Host, id: &str) -> Result<(ClientLayout, BackupConfig)> {
+    require_backups(host)?;
+    let layout = layout(host, id)?;
+    let config = BackupConfig::load(&layout)?;
+    Ok((layout, config))
+}
+
+fn text(value: impl Into<String>) -> Dynamic {
+    Dynamic::from(value.into())
+}
+
+fn strings<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Dynamic {
+    Dynamic::from(items.into_iter().map(|s| Dynamic::from(s.into())).collect::<Array>())
+}
+
+fn int(value: u64) -> Dynamic {
+    Dynamic::from(INT::try_from(value).unwrap_or(INT::MAX))
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn snapshot_map(snapshot: &Snapshot) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), text(&snapshot.id));
+    map.insert("short_id".into(), text(&snapshot.short_id));
+    map.insert("time".into(), text(snapshot.system_time().map(rfc3339).unwrap_or_else(|_| snapshot.time.clone())));
+    map.insert("tags".into(), strings(snapshot.tags.clone()));
+    map.insert("paths".into(), strings(snapshot.paths.iter().map(|p| p.display().to_string())));
+    map
+}
+
+fn status_map(status: &RepoStatus, now: SystemTime) -> Map {
+    let mut map = Map::new();
+    map.insert("client".into(), text(&status.client));
+    map.insert("repository".into(), text(&status.repository));
+    map.insert("remote".into(), Dynamic::from(status.remote));
+    map.insert("deep".into(), Dynamic::from(status.deep));
+    map.insert("initialized".into(), status.initialized.map_or(Dynamic::UNIT, Dynamic::from));
+    map.insert("snapshots".into(), status.snapshots.map_or(Dynamic::UNIT, |n| int(n as u64)));
+    map.insert("newest".into(), status.newest.map_or(Dynamic::UNIT, |t| text(rfc3339(t))));
+    let age = status.age(now);
+    map.insert("age_seconds".into(), age.map_or(Dynamic::UNIT, |a| int(a.as_secs())));
+    map.insert("age".into(), age.map_or(Dynamic::UNIT, |a| text(backup::format_age(a))));
+    map.insert("level".into(), text(status.level.as_str()));
+    map.insert("ok".into(), Dynamic::from(status.level != backup::Level::Problem));
+    map.insert("message".into(), text(&status.message));
+    map
+}
+
+fn summary_line(summary: &BackupSummary, volumes: usize) -> String {
+    format!(
+        "snapshot={} files={} new={} changed={} bytes={} added={} seconds={:.1} volumes={volumes}",
+        summary.snapshot_id,
+        summary.total_files_processed,
+        summary.files_new,
+        summary.files_changed,
+        summary.total_bytes_processed,
+        summary.data_added,
+        summary.total_duration,
+    )
+}
+
+/// One line for the log: restic's message without line breaks.
+fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}").replace(['\n', '\r'], " ")
+}
+
+/// Feeds restic's JSON status into the TTY bar, or (`-v`, no TTY) a line per 10 %.
+struct Progress<'a> {
+    host: &'a Host,
+    client: &'a str,
+    bar: Option<indicatif::ProgressBar>,
+    /// The bar replaces the spinner once restic knows the total (after opening, ≈ 1 s).
+    styled: Cell<bool>,
+    last_tenth: Cell<i64>,
+}
+
+impl<'a> Progress<'a> {
+    fn start(host: &'a Host, client: &'a str) -> Self {
+        let bar = host.output.start_bar(&format!("restic backup {client}"));
+        Self { host, client, bar, styled: Cell::new(false), last_tenth: Cell::new(-1) }
+    }
+
+    fn update(&self, status: &BackupProgress) {
+        if let Some(bar) = &self.bar {
+            if status.total_bytes == 0 && status.bytes_done == 0 {
+                return;
+            }
+            if !self.styled.replace(true) {
+                bar.set_style(crate::output::Output::bar_style());
+            }
+            bar.set_length(status.total_bytes.max(status.bytes_done));
+            bar.set_position(status.bytes_done);
+            return;
+        }
+        let tenth = (status.percent_done.clamp(0.0, 1.0) * 10.0).floor() as i64;
+        if tenth > self.last_tenth.get() {
+            self.last_tenth.set(tenth);
+            self.host.output.verbose(&format!(
+                "restic backup {}: {:>3}% ({} of {} files, {} of {} bytes)",
+                self.client,
+                tenth * 10,
+                status.files_done,
+                status.total_files,
+                status.bytes_done,
+                status.total_bytes
+            ));
+        }
+    }
+}
+
+impl Drop for Progress<'_> {
+    fn drop(&mut self) {
+        if self.bar.is_some() {
+            self.host.output.end_bar();
+        }
+    }
+}
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+
+    let h = host.clone();
+    module.set_native_fn("config", move |id: &str| -> ScriptResult<Map> {
+        let layout = layout(&h, id).map_err(script_error)?;
+        let entries = BackupConfig::entries(&layout).map_err(script_error)?;
+        // Reject what the runner could not use before create-client writes it.
+        BackupConfig::from_entries(&layout, &entries)
+            .with_context(|| format!("invalid backup configuration {}", layout.backup_config.display()))
+            .map_err(script_error)?;
+        Ok(entries.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("init", move |id: &str| -> ScriptResult<String> { init(&h, id).map_err(script_error) });
+
+    let h = host.clone();
+    module.set_native_fn("open", move |id: &str| -> ScriptResult<()> {
+        if !backups_on(&h).map_err(script_error)? {
+            return Ok(());
+        }
+        let (layout, config) = setup(&h, id).map_err(script_error)?;
+        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        repo.open().map_err(script_error)?;
+        h.effects.unchanged(
+            "restic open",
+            &config.repository.to_string(),
+            "the RESTIC_PASSWORD in secrets.env opens it",
+        );
+        Ok(())
+    });
+
+    module.set_native_fn("volumes", move |id: &str| -> ScriptResult<Array> {
+        crate::validate::client_id(id).map_err(|e| format!("invalid client id: {e}"))?;
+        let volumes = backup::client_volumes(id).map_err(script_error)?.unwrap_or_default();
+        Ok(volumes
+            .into_iter()
+            .map(|v| {
+                let mut map = Map::new();
+                map.insert("name".into(), text(v.name));
+                map.insert("mountpoint".into(), text(v.mountpoint.display().to_string()));
+                Dynamic::from(map)
+            })
+            .collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("backup", move |id: &str| -> ScriptResult<Map> {
+        run_backup(&h, id, &[]).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("backup", move |id: &str, tags: Array| -> ScriptResult<Map> {
+        let tags: Vec<String> = tags.into_iter().map(|t| t.to_string()).collect();
+        run_backup(&h, id, &tags).map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("forget", move |id: &str| -> ScriptResult<Map> { forget(&h, id).map_err(script_error) });
+
+    let h = host.clone();
+    module.set_native_fn("snapshots", move |id: &str| -> ScriptResult<Array> {
+        let (layout, config) = setup(&h, id).map_err(script_error)?;
+        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        let snapshots = repo.snapshots(&[]).map_err(script_error)?;
+        Ok(snapshots.iter().map(|s| Dynamic::from(snapshot_map(s))).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("restore", move |id: &str, snapshot: &str, target: &str, force: bool| -> ScriptResult<Map> {
+        restore(&h, id, snapshot, target, force, &[]).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn(
+        "restore",
+        move |id: &str, snapshot: &str, target: &str, force: bool, includes: Array| -> ScriptResult<Map> {
+            let includes: Vec<String> = includes.into_iter().map(|t| t.to_string()).collect();
+            restore(&h, id, snapshot, target, force, &includes).map_err(script_error)
+        },
+    );
+
+    let h = host.clone();
+    module.set_native_fn("verify", move |id: &str| -> ScriptResult<Map> { verify(&h, id, None).map_err(script_error) });
+    let h = host.clone();
+    module.set_native_fn("verify", move |id: &str, subset: &str| -> ScriptResult<Map> {
+        verify(&h, id, Some(subset).filter(|s| !s.is_empty())).map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("status", move |ids: Array, deep: bool| -> ScriptResult<Array> {
+        let ids: Vec<String> = ids.into_iter().map(|i| i.to_string()).collect();
+        status(&h, &ids, deep).map(|all| all.into_iter().map(Dynamic::from).collect()).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("status", move |id: &str, deep: bool| -> ScriptResult<Map> {
+        let mut all = status(&h, &[id.to_string()], deep).map_err(script_error)?;
+        Ok(all.remove(0))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("add_pending_key", move |id: &str| -> ScriptResult<String> {
+        add_pending_key(&h, id).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("remove_previous_keys", move |id: &str| -> ScriptResult<INT> {
+        remove_previous_keys(&h, id, false).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("remove_previous_keys", move |id: &str, current_too: bool| -> ScriptResult<INT> {
+        remove_previous_keys(&h, id, current_too).map_err(script_error)
+    });
+
+    module
+}
+
+/// The `RESTIC_PASSWORD` of an env file of the client's secrets.
+fn password_in(values: &indexmap::IndexMap<String, String>, file: &Path) -> Result<Password> {
+    let value = values
+        .get(backup::PASSWORD_KEY)
+        .ok_or_else(|| anyhow!("{} holds no {}", file.display(), backup::PASSWORD_KEY))?;
+    Password::new(value.as_str()).with_context(|| format!("{} in {}", backup::PASSWORD_KEY, file.display()))
+}
+
+/// Rotation, "applied": the new password (in `secrets.env.next`) gets a key of its own,
+/// added with the current password, and is proved to open the repository. Until the swap
+/// both passwords open it.
+fn add_pending_key(host: &Host, id: &str) -> Result<String> {
+    let (layout, config) = match setup(host, id) {
+        Ok(found) => found,
+        Err(_) if !backups_on(host)? => return Ok(Outcome::Unchanged.as_str().into()),
+        Err(e) => return Err(e),
+    };
+    let target = config.repository.to_string();
+    let pending_path = rotation::pending_path(&layout);
+    let Some(pending) = rotation::read_optional(&pending_path)? else {
+        if host.effects.dry_run() {
+            let detail = "a key for the new RESTIC_PASSWORD";
+            host.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
+            return Ok(Outcome::Created.as_str().into());
+        }
+        bail!(
+            "no new generation of {id}'s secrets ({} is missing); rotation_begin comes first",
+            pending_path.display()
+        );
+    };
+    let restic = locate()?;
+    let current = backup::password(&layout)?;
+    let next = password_in(&pending, &pending_path)?;
+    if next == current {
+        host.effects.unchanged("restic key add", &target, "RESTIC_PASSWORD is not rotated");
+        return Ok(Outcome::Unchanged.as_str().into());
+    }
+    let with_next = restic.repo(config.repository.clone(), next.clone());
+    let needed = match with_next.open() {
+        Ok(()) => Outcome::Unchanged,
+        Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => Outcome::Created,
+        Err(e) => return Err(e),
+    };
+    let detail = if needed == Outcome::Unchanged {
+        "the new RESTIC_PASSWORD opens it already"
+    } else {
+        "a key for the new RESTIC_PASSWORD (secrets.env.next)"
+    };
+    let outcome = host.effects.apply("restic key add", &target, detail, needed, || {
+        restic.repo(config.repository.clone(), current.clone()).key_add(&next)?;
+        with_next.open().context("the new key was added but does not open the repository")
+    })?;
+    Ok(outcome.as_str().into())
+}
+
+/// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
+/// the secrets history (not the current or a pending one) is removed, using the current
+/// password — which must therefore open the repository first.
+fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT> {
+    if !backups_on(host)? {
+        return Ok(0);
+    }
+    let (layout, config) = setup(host, id)?;
+    let target = config.repository.to_string();
+    let current_values = rotation::current(&layout)?;
+    let current = password_in(&current_values, &layout.secrets_file)?;
+    let pending_path = rotation::pending_path(&layout);
+    let pending = rotation::read_optional(&pending_path)?;
+    let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
+    let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
+    if let Some(value) = pending_value.as_deref() {
+        keep.push(value);
+    }
+    // Only the newest previous password can still have a key: every run removes it (after
+    // its own swap, and first thing after an interrupted one), and each check costs a key
+    // derivation.
+    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
+    candidates.truncate(1);
+    if current_too && host.effects.dry_run() {
+        candidates.insert(0, current.expose_for_comparison().to_string());
+    }
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let restic = locate()?;
+    let with_current = restic.repo(config.repository.clone(), current.clone());
+    let mut removed = 0;
+    for candidate in candidates {
+        let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
+        let keys = match old.key_list() {
+            Ok(keys) => keys,
+            Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(key) = keys.into_iter().find(|k| k.current) else { continue };
+        let detail = format!("key {} of a previous RESTIC_PASSWORD", key.id);
+        host.effects
+            .apply("restic key remove", &target, &detail, Outcome::Removed, || with_current.key_remove(&key.id))?;
+        removed += 1;
+    }
+    if removed == 0 {
+        host.effects.unchanged("restic key remove", &target, "no key of a previous RESTIC_PASSWORD is left");
+    }
+    Ok(removed)
+}
+
+/// `restic::init`: cheap for a local repository (its config file), one open for a remote
+/// one (only restic can tell whether it exists).
+fn init(host: &Host, id: &str) -> Result<String> {
+    if !backups_on(host)? {
+        let layout = layout(host, id)?;
+        host.effects.unchanged("restic init", &layout.repository, "skipped: AGENCY_BACKUPS=off");
+        return Ok(Outcome::Unchanged.as_str().into());
+    }
+    let (layout, config) = setup(host, id)?;
+    let location = config.repository.clone();
+    let target = location.to_string();
+    let needed = match location.is_initialized() {
+        Some(true) => Outcome::Unchanged,
+        Some(false) => Outcome::Created,
+        None => {
+            let password = match backup::password(&layout) {
+                // A dry run of a new client: secrets.env is not written yet.
+                Err(_) if host.effects.dry_run() => return planned_init(host, &target),
+                other => other?,
+            };
+            let repo = locate()?.repo(location.clone(), password);
+            match repo.open() {
+                Ok(()) => Outcome::Unchanged,
+                Err(e) if matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) => {
+                    Outcome::Created
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let outcome = host.effects.apply("restic init", &target, "password from secrets.env", needed, || {
+        let repo = backup::repo(&locate()?, &layout, &config)?;
+        if let Location::Local(path) = &config.repository {
+            // restic makes the directory 0700 itself; its parent must exist.
+            if let Some(parent) = path.parent() {
+                crate::fsutil::create_dir(parent, 0o700)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+        }
+        repo.init()
+    })?;
+    Ok(outcome.as_str().into())
+}
+
+fn planned_init(host: &Host, target: &str) -> Result<String> {
+    host.effects.apply("restic init", target, "password from secrets.env", Outcome::Created, || Ok(()))?;
+    Ok(Outcome::Created.as_str().into())
+}
+
+fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
+    let (layout, config) = setup(host, id)?;
+    let plan = backup::plan(&host.roots, &layout, &config, extra_tags)?;
+    let target = config.repository.to_string();
+    let volume_names: Vec<String> = plan.volumes.iter().map(|v| v.name.clone()).collect();
+    let detail = format!(
+        "{} path(s), {} volume(s){}; tags {}",
+        plan.request.paths.len() - plan.volumes.len(),
+        plan.volumes.len(),
+        if volume_names.is_empty() { String::new() } else { format!(" ({})", volume_names.join(" ")) },
+        plan.request.tags.join(",")
+    );
+    let mut summary = None;
+    host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
+        let result = (|| {
+            let repo = backup::repo(&locate()?, &layout, &config)?;
+            let progress = Progress::start(host, id);
+            repo.backup(&plan.request, |status| progress.update(status))
+        })();
+        let line = match &result {
+            Ok(s) => format!("backup ok {}", summary_line(s, plan.volumes.len())),
+            Err(e) => match ResticError::of(e) {
+                Some(ResticError::PartialBackup { summary, unreadable, .. }) => format!(
+                    "backup partial {} unreadable={}",
+                    summary_line(summary, plan.volumes.len()),
+                    unreadable.len().max(1)
+                ),
+                _ => format!("backup failed error={:?}", one_line(e)),
+            },
+        };
+        if let Err(e) = backup::log_result(&layout, &line) {
+            host.output.warn(&format!("could not append to the backup.log of {id}: {e}"));
+        }
+        summary = Some(result?);
+        Ok(())
+    })?;
+    let mut map = Map::new();
+    map.insert("planned".into(), Dynamic::from(summary.is_none()));
+    map.insert("paths".into(), strings(plan.request.paths.iter().map(|p| p.display().to_string())));
+    map.insert("volumes".into(), strings(volume_names));
+    map.insert("tags".into(), strings(plan.request.tags.clone()));
+    if let Some(s) = summary {
+        map.insert("snapshot".into(), text(&s.snapshot_id));
+        map.insert("files".into(), int(s.total_files_processed));
+        map.insert("files_new".into(), int(s.files_new));
+        map.insert("files_changed".into(), int(s.files_changed));
+        map.insert("bytes".into(), int(s.total_bytes_processed));
+        map.insert("added".into(), int(s.data_added));
+        map.insert("seconds".into(), Dynamic::from(s.total_duration as rhai::FLOAT));
+    }
+    Ok(map)
+}
+
+/// `restic::forget`: a `--dry-run` look first, so the step says what goes (and a run that
+/// removes nothing neither locks the repository exclusively nor prunes).
+fn forget(host: &Host, id: &str) -> Result<Map> {
+    let (layout, config) = setup(host, id)?;
+    let target = config.repository.to_string();
+    let policy = config.retention_summary();
+    let mut map = Map::new();
+    if config.retention.is_empty() {
+        host.effects.unchanged("restic forget", &target, "no retention policy in backup/config.sh");
+        map.insert("kept".into(), strings(Vec::<String>::new()));
+        map.insert("removed".into(), strings(Vec::<String>::new()));
+        return Ok(map);
+    }
+    let repo = backup::repo(&locate()?, &layout, &config)?;
+    let planned = match repo.forget_plan(&config.retention) {
+        Ok(plan) => plan,
+        Err(e)
+            if host.effects.dry_run() && matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) =>
+        {
+            host.effects.unchanged("restic forget", &target, "repository not created yet");
+            map.insert("kept".into(), strings(Vec::<String>::new()));
+            map.insert("removed".into(), strings(Vec::<String>::new()));
+            return Ok(map);
+        }
+        Err(e) => return Err(e),
+    };
+    let needed = if planned.removed.is_empty() { Outcome::Unchanged } else { Outcome::Removed };
+    let detail = format!(
+        "{policy}; {} snapshot(s) to remove, {} kept{}",
+        planned.removed.len(),
+        planned.kept.len(),
+        if config.prune && needed == Outcome::Removed { "; prune" } else { "" }
+    );
+    let mut report = planned.clone();
+    host.effects.apply("restic forget", &target, &detail, needed, || {
+        report = repo.forget(&config.retention, config.prune)?;
+        Ok(())
+    })?;
+    map.insert("kept".into(), strings(report.kept.iter().map(|s| s.short_id.clone())));
+    map.insert("removed".into(), strings(report.removed.iter().map(|s| s.short_id.clone())));
+    Ok(map)
+}
+
+/// Whether `dir` holds anything (a missing dir holds nothing).
+fn has_entries(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+}
+
+fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, includes: &[String]) -> Result<Map> {
+    let (layout, config) = setup(host, id)?;
+    let target_path = PathBuf::from(target);
+    if target.is_empty() || !target_path.is_absolute() {
+        bail!("the restore target {target:?} must be an absolute directory");
+    }
+    if target_path.starts_with(&host.roots.backup_root) {
+        bail!("the restore target {target} lies inside the backup repositories ({})", host.roots.backup_root.display());
+    }
+    if !force && has_entries(&target_path)? {
+        bail!(
+            "the restore target {target} is not empty; restoring there could overwrite live data — \
+             choose an empty or new directory, or pass FORCE=1"
+        );
+    }
+    let repo = backup::repo(&locate()?, &layout, &config)?;
+    let snapshots = repo.snapshots(&[])?;
+    let chosen = if snapshot.is_empty() || snapshot == "latest" {
+        snapshots.iter().max_by_key(|s| s.system_time().ok())
+    } else {
+        let matching: Vec<&Snapshot> = snapshots.iter().filter(|s| s.id.starts_with(snapshot)).collect();
+        if matching.len() > 1 {
+            bail!("snapshot prefix {snapshot} matches {} snapshots of {id}; give more digits", matching.len());
+        }
+        matching.first().copied()
+    };
+    let Some(chosen) = chosen else {
+        if snapshots.is_empty() {
+            bail!("the repository of {id} holds no snapshot yet; run backup-client first");
+        }
+        let known: Vec<&str> = snapshots.iter().rev().take(5).map(|s| s.short_id.as_str()).collect();
+        bail!("snapshot {snapshot} is not in the repository of {id} (newest: {})", known.join(", "));
+    };
+    let when = chosen.system_time().map(rfc3339).unwrap_or_else(|_| chosen.time.clone());
+    let detail = format!(
+        "snapshot {} of {when}{}{}",
+        chosen.short_id,
+        if includes.is_empty() { String::new() } else { format!("; only {}", includes.join(" ")) },
+        if force { "; FORCE" } else { "" }
+    );
+    host.effects.apply("restic restore", target, &detail, Outcome::Created, || {
+        repo.restore(&chosen.id, &target_path, includes)
+    })?;
+    let mut map = snapshot_map(chosen);
+    map.insert("snapshot".into(), text(&chosen.short_id));
+    map.insert("target".into(), text(target));
+    Ok(map)
+}
+
+/// `restic check` (reading back a share of the data), then a test restore of a sample —
+/// the client's `client.env` from the newest snapshot, which must name this client.
+fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
+    let (layout, config) = setup(host, id)?;
+    let mut map = Map::new();
+    map.insert("client".into(), text(id));
+    map.insert("repository".into(), text(config.repository.to_string()));
+    let outcome = (|| -> Result<(usize, String, String)> {
+        let repo = backup::repo(&locate()?, &layout, &config)?;
+        let snapshots = repo.snapshots(&[])?;
+        let subset = subset.unwrap_or(&config.check_subset);
+        repo.check(Some(subset).filter(|s| !s.is_empty() && *s != "0%" && *s != "0"))?;
+        let check = if subset.is_empty() { "ok".to_string() } else { format!("ok (read back {subset} of the data)") };
+        let Some(newest) = snapshots.iter().max_by_key(|s| s.system_time().ok()) else {
+            bail!("the repository holds no snapshot to restore a sample from");
+        };
+        let scratch =
+            tempfile::Builder::new().prefix("agency-verify-").tempdir().context("cannot create a scratch dir")?;
+        let sample = &layout.env_file;
+        let in_snapshot = newest.paths.iter().any(|p| sample.starts_with(p));
+        if !in_snapshot {
+            bail!("snapshot {} does not contain {}", newest.short_id, sample.display());
+        }
+        repo.restore(&newest.id, scratch.path(), &[sample.display().to_string()])?;
+        let restored = scratch.path().join(sample.strip_prefix("/").unwrap_or(sample));
+        let text = std::fs::read_to_string(&restored).map_err(|e| {
+            anyhow!(
+                "the test restore of {} from snapshot {} gave no readable file: {e}",
+                sample.display(),
+                newest.short_id
+            )
+        })?;
+        let values = envfile::parse(&text).context("the restored client.env does not parse")?;
+        match values.get("CLIENT_ID") {
+            Some(found) if found == id => {}
+            other => bail!("the restored client.env names client {other:?}, not {id}"),
+        }
+        Ok((snapshots.len(), check, format!("restored {} from snapshot {}", sample.display(), newest.short_id)))
+    })();
+    match outcome {
+        Ok((count, check, sample)) => {
+            map.insert("ok".into(), Dynamic::from(true));
+            map.insert("snapshots".into(), int(count as u64));
+            map.insert("check".into(), text(check));
+            map.insert("sample".into(), text(&sample));
+            map.insert("message".into(), text(format!("{count} snapshot(s); check ok; {sample}")));
+        }
+        Err(e) => {
+            map.insert("ok".into(), Dynamic::from(false));
+            map.insert("message".into(), text(format!("{e:#}")));
+        }
+    }
+    Ok(map)
+}
+
+fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
+    if !backups_on(host)? {
+        return ids
+            .iter()
+            .map(|id| {
+                let layout = layout(host, id)?;
+                let mut map = Map::new();
+                map.insert("client".into(), text(id));
+                map.insert("repository".into(), text(layout.repository));
+                map.insert("level".into(), text("unchecked"));
+                map.insert("ok".into(), Dynamic::from(true));
+                map.insert("message".into(), text("backups are off on this host (AGENCY_BACKUPS=off)"));
+                Ok(map)
+            })
+            .collect();
+    }
+    let clients: Vec<(ClientLayout, Result<BackupConfig, String>)> = ids
+        .iter()
+        .map(|id| {
+            let layout = layout(host, id)?;
+            let config = BackupConfig::load(&layout).map_err(|e| format!("{e:#}"));
+            Ok((layout, config))
+        })
+        .collect::<Result<_>>()?;
+    let restic = if deep { Some(locate()?) } else { None };
+    let now = SystemTime::now();
+    let statuses = backup::status_many(restic.as_ref(), &clients, backup::deep_workers());
+    Ok(statuses.iter().map(|s| status_map(s, now)).collect())
+}
