@@ -207,6 +207,8 @@ def scale_files(pairs, prefix, template, count, pool):
                     path = os.path.join(dirpath, fn)
                     with open(path, "rb") as f:
                         entries.append((dst_root, os.path.join(rel, fn), False, os.stat(path).st_mode & 0o7777, f.read()))
+    # paths recorded inside files (backup/config.sh, logrotate policies) move with the roots
+    roots_by_length = sorted(pairs, key=lambda p: -len(p[0]))
     for i in range(1, count + 1):
         cid = scaled_id(prefix, i)
         subnets = [str(next(blocks)) for _ in subnet_keys]
@@ -217,6 +219,8 @@ def scale_files(pairs, prefix, template, count, pool):
                 os.chmod(dst, mode)
                 continue
             data = data.replace(template.encode(), cid.encode())
+            for src_root, new_root in roots_by_length:
+                data = data.replace(src_root.encode(), new_root.encode())
             if os.path.basename(dst) == "client.env":
                 text = data.decode()
                 for key, subnet in zip(subnet_keys, subnets):
