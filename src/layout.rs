@@ -95,6 +95,31 @@ impl Roots {
         Ok(candidate.to_path_buf())
     }
 
+    /// The client a change's target belongs to: a path inside one of its directories, its
+    /// logrotate policy or repository, or one of its network names (`acme_backend`).
+    pub fn client_of_target(&self, target: &str) -> Option<String> {
+        let path = Path::new(target);
+        let first = |base: PathBuf, prefix: &str| -> Option<String> {
+            let rest = path.strip_prefix(base).ok()?;
+            let Some(Component::Normal(name)) = rest.components().next() else { return None };
+            name.to_str()?.strip_prefix(prefix).map(str::to_string)
+        };
+        let id = if path.is_absolute() {
+            first(self.clients_dir(), "")
+                .or_else(|| first(self.root.join("secrets"), ""))
+                .or_else(|| first(self.log_root.join("clients"), ""))
+                .or_else(|| first(self.logrotate_dir.clone(), "agency_stack-"))
+                .or_else(|| first(self.backup_root.clone(), "client-"))?
+        } else {
+            let (id, tier) = target.rsplit_once('_')?;
+            if !NETWORK_TIERS.contains(&tier) {
+                return None;
+            }
+            id.to_string()
+        };
+        validate::client_id(&id).is_ok().then_some(id)
+    }
+
     fn describe(&self) -> String {
         self.all().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     }
@@ -121,6 +146,9 @@ pub struct ClientLayout {
     /// A local path or a remote restic repository URL.
     pub repository: String,
 }
+
+/// The tiers of a client's networks, named `<id>_<tier>`.
+pub const NETWORK_TIERS: [&str; 4] = ["frontend", "backend", "database", "network"];
 
 /// The log files every client has, created 0640 by setup-log-segmentation.
 pub const LOG_FILES: &[&str] = &["access.log", "error.log", "audit.log", "backup.log"];
@@ -160,7 +188,7 @@ impl ClientLayout {
 
     /// The Docker networks of the client, by tier.
     pub fn networks(&self) -> [(&'static str, String); 4] {
-        ["frontend", "backend", "database", "network"].map(|tier| (tier, format!("{}_{tier}", self.id)))
+        NETWORK_TIERS.map(|tier| (tier, format!("{}_{tier}", self.id)))
     }
 }
 
@@ -220,5 +248,23 @@ mod tests {
         let layout = ClientLayout::new(&roots(), "acme").unwrap();
         assert_eq!(layout.secrets_file, Path::new("/srv/a/secrets/acme/secrets.env"));
         assert_eq!(layout.repository, "/srv/bk/client-acme");
+    }
+
+    #[test]
+    fn finds_the_client_a_target_belongs_to() {
+        let roots = roots();
+        let of = |t: &str| roots.client_of_target(t);
+        assert_eq!(of("/srv/a/clients/acme/client.env").as_deref(), Some("acme"));
+        assert_eq!(of("/srv/a/clients/acme").as_deref(), Some("acme"));
+        assert_eq!(of("/srv/a/secrets/beta/secrets.env").as_deref(), Some("beta"));
+        assert_eq!(of("/srv/log/clients/acme/audit.log").as_deref(), Some("acme"));
+        assert_eq!(of("/srv/lr/agency_stack-acme").as_deref(), Some("acme"));
+        assert_eq!(of("/srv/bk/client-acme/snapshots").as_deref(), Some("acme"));
+        assert_eq!(of("acme-2_backend").as_deref(), Some("acme-2"));
+        assert_eq!(of("/srv/a/archive/acme-20240101T000000Z"), None);
+        assert_eq!(of("/srv/lr"), None);
+        assert_eq!(of("/srv/log/clients/x"), None, "not a valid client id");
+        assert_eq!(of("bridge"), None);
+        assert_eq!(of("acme_other"), None);
     }
 }

@@ -151,6 +151,12 @@ pub fn run(
     for ((task, vars), ast) in resolved.iter().zip(&compiled) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
+        *host.secret_values.borrow_mut() = task
+            .vars
+            .iter()
+            .filter(|(_, spec)| spec.secret)
+            .filter_map(|(name, _)| vars.get(name).filter(|v| !v.is_empty()).cloned())
+            .collect();
         let first_change = host.effects.len();
         let limits = Limits { timeout: task.timeout, max_operations: task.max_operations };
         let mut hooks_ran = Vec::new();
@@ -312,6 +318,8 @@ fn hook_result(task: &Task, changes: &[Change], value: &Dynamic, dry_run: bool) 
     map
 }
 
+/// One audit line per client the task touched: the client of `CLIENT_ID`, or, for a task
+/// over all clients, every client some change belongs to (with that client's changes).
 fn record_audit(
     roots: &Roots,
     task: &Task,
@@ -321,18 +329,34 @@ fn record_audit(
     changes: &[Change],
     output: &Output,
 ) {
-    let Some(layout) = client_of(vars).and_then(|id| ClientLayout::new(roots, id).ok()) else { return };
-    let record = AuditRecord {
-        time: audit::now_rfc3339(),
-        task: &task.name,
-        vars: shown_vars(task, vars),
-        user: audit::current_user(),
-        outcome: if ok { "ok" } else { "failed" },
-        error: error.map(str::to_string),
-        changes,
+    let touched: Vec<(String, Vec<Change>)> = match client_of(vars) {
+        Some(id) => vec![(id.to_string(), changes.to_vec())],
+        None => {
+            let mut by_client: IndexMap<String, Vec<Change>> = IndexMap::new();
+            for change in changes {
+                if let Some(id) = roots.client_of_target(&change.target) {
+                    by_client.entry(id).or_default().push(change.clone());
+                }
+            }
+            by_client.into_iter().collect()
+        }
     };
-    if let Err(e) = audit::append(&layout, &record) {
-        output.warn(&format!("could not append to {}: {e}", layout.audit_log.display()));
+    for (id, changes) in touched {
+        let Ok(layout) = ClientLayout::new(roots, &id) else { continue };
+        let record = AuditRecord {
+            time: audit::now_rfc3339(),
+            task: &task.name,
+            vars: shown_vars(task, vars),
+            user: audit::current_user(),
+            pid: std::process::id(),
+            outcome: if ok { "ok" } else { "failed" },
+            error: error.map(str::to_string),
+            event: None,
+            changes: &changes,
+        };
+        if let Err(e) = audit::append(&layout, &record) {
+            output.warn(&format!("could not append to {}: {e}", layout.audit_log.display()));
+        }
     }
 }
 
@@ -348,16 +372,30 @@ pub fn error_json(error: &Error) -> serde_json::Value {
 }
 
 fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool) {
+    // A read-only task (a listing) made no steps at all: its output is the whole story.
+    if changes.is_empty() && !dry_run {
+        return;
+    }
     let count = |outcome| changes.iter().filter(|c| c.outcome == outcome).count();
-    let (created, updated, removed, unchanged) =
-        (count(Outcome::Created), count(Outcome::Updated), count(Outcome::Removed), count(Outcome::Unchanged));
-    let changed = created + updated + removed;
+    let (created, updated, removed, moved, unchanged) = (
+        count(Outcome::Created),
+        count(Outcome::Updated),
+        count(Outcome::Removed),
+        count(Outcome::Moved),
+        count(Outcome::Unchanged),
+    );
+    let changed = created + updated + removed + moved;
+    let moves = |verb: &str| if moved > 0 { format!(", {moved} {verb}") } else { String::new() };
     let line = if dry_run {
         format!(
-            "{target}: dry run, {changed} change(s) planned ({created} create, {updated} update, {removed} remove), {unchanged} unchanged; nothing was changed"
+            "{target}: dry run, {changed} change(s) planned ({created} create, {updated} update, {removed} remove{}), {unchanged} unchanged; nothing was changed",
+            moves("move")
         )
     } else {
-        format!("{target}: {created} created, {updated} updated, {removed} removed, {unchanged} unchanged")
+        format!(
+            "{target}: {created} created, {updated} updated, {removed} removed{}, {unchanged} unchanged",
+            moves("moved")
+        )
     };
     output.summary(&line);
 }

@@ -2,6 +2,7 @@
 
 mod test;
 
+mod audit_trail;
 mod backup;
 mod cli;
 mod compose;
@@ -9,10 +10,13 @@ mod containers;
 mod create_client;
 mod db_passwords;
 mod definitions;
+mod delete_client;
 mod docker_driver;
 mod fuzz_seeds;
 mod hostile;
 mod keycloak;
+mod list_clients;
+mod log_segmentation;
 mod make;
 mod networks;
 mod plugins;

@@ -994,6 +994,21 @@ impl Docker {
         }
     }
 
+    /// Disconnects a container from a network, forcibly (also a stopped container).
+    /// `Ok(false)` when it was not connected or either is gone.
+    pub fn disconnect_network(&self, network: &str, container: &str) -> Result<bool> {
+        let output = self.run(&self.command(["network", "disconnect", "--force", "--", network, container]))?;
+        if output.success() {
+            return Ok(true);
+        }
+        let lower = output.stderr.to_lowercase();
+        if is_not_found(&output.stderr) || lower.contains("is not connected") {
+            Ok(false)
+        } else {
+            Err(self.failure(&format!("network disconnect {network} {container}"), &output.stderr))
+        }
+    }
+
     /// Removes several networks in one call; missing ones are fine. Fails naming those that
     /// could not be removed (after removing the rest).
     pub fn remove_networks(&self, names: &[&str]) -> Result<()> {

@@ -22,6 +22,7 @@
 //! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
 //! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
+//! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
 //! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
 //! | `docker::exec_with_stdin(container, argv, stdin, secrets)` | yes | the same; errors mask exactly the values of the array `secrets` (so the tool's message stays readable) |
 //!
@@ -665,6 +666,21 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         h.effects
             .apply("network", name, &format!("id {id}"), Outcome::Removed, || {
                 docker.remove_network(&id)?;
+                Ok(())
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_disconnect", move |network: &str, container: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        let found = docker.inspect_networks(&[network]).map_err(script_error)?;
+        let attached = found.first().is_some_and(|n| n.containers.iter().any(|c| c.name == container));
+        let needed = if attached { Outcome::Removed } else { Outcome::Unchanged };
+        h.effects
+            .apply("network disconnect", network, &format!("container {container}"), needed, || {
+                docker.disconnect_network(network, container)?;
                 Ok(())
             })
             .map(|o| o.as_str().into())

@@ -7,6 +7,7 @@
 //! | `fs::touch(path, mode)` | yes | creates an empty file if missing, repairs its mode |
 //! | `fs::chmod(path, mode)` | yes | repairs a mode |
 //! | `fs::remove(path)` | yes | removes a file |
+//! | `fs::rename(from, to)` | yes | moves a file or a whole directory; never overwrites `to`; "moved", or "unchanged" when `from` is gone and `to` exists |
 //! | `fs::read(path)` | no | the file's text |
 //! | `fs::exists(path)` | no | bool |
 //! | `fs::mode(path)` | no | permission bits, or -1 when missing |
@@ -87,6 +88,31 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let needed = if path.exists() { Outcome::Removed } else { Outcome::Unchanged };
         h.effects
             .apply("remove", &path.display().to_string(), "", needed, || Ok(fs::remove_file(&path)?))
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("rename", move |from: &str, to: &str| -> ScriptResult<String> {
+        let from = h.roots.confine(from).map_err(script_error)?;
+        let to = h.roots.confine(to).map_err(script_error)?;
+        let (from_exists, to_exists) = (fs::symlink_metadata(&from).is_ok(), fs::symlink_metadata(&to).is_ok());
+        let needed = match (from_exists, to_exists) {
+            (true, false) => Outcome::Moved,
+            // Already moved by an earlier, interrupted run.
+            (false, true) => Outcome::Unchanged,
+            (true, true) => {
+                return Err(format!("cannot move {} to {}: it already exists", from.display(), to.display()).into());
+            }
+            (false, false) => return Err(format!("cannot move {}: it does not exist", from.display()).into()),
+        };
+        h.effects
+            .apply("rename", &from.display().to_string(), &format!("to {}", to.display()), needed, || {
+                if let Some(parent) = to.parent() {
+                    anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
+                }
+                Ok(fsutil::rename_durable(&from, &to)?)
+            })
             .map(|o| o.as_str().into())
             .map_err(script_error)
     });
