@@ -67,7 +67,25 @@ impl Roots {
         let Some(root) = self.all().into_iter().find(|root| candidate.starts_with(root)) else {
             bail!("path {path:?} is outside the configured roots ({})", self.describe());
         };
-        // A symlink inside the root must not lead out of it: check the deepest existing ancestor.
+        // A symlink inside the root must not lead out of it. Without any symlink below the
+        // root (the usual case: one lstat per component, stopping at the first missing one)
+        // the path cannot leave it; with one, resolve the deepest existing ancestor.
+        let mut walked = root.to_path_buf();
+        for part in candidate.strip_prefix(root).unwrap_or(Path::new("")).components() {
+            walked.push(part);
+            match std::fs::symlink_metadata(&walked) {
+                Ok(meta) if meta.file_type().is_symlink() => return self.confine_through_symlink(path, root),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(candidate.to_path_buf())
+    }
+
+    /// [`Roots::confine`] for a path with a symlink below its root: the deepest existing
+    /// ancestor, resolved, must still lie inside the resolved root.
+    fn confine_through_symlink(&self, path: &str, root: &Path) -> Result<PathBuf> {
+        let candidate = Path::new(path);
         let existing = candidate.ancestors().find(|a| a.exists()).unwrap_or(root);
         if let (Ok(real), Ok(real_root)) = (existing.canonicalize(), root.canonicalize())
             && !real.starts_with(&real_root)
@@ -222,6 +240,32 @@ mod tests {
         assert!(roots.confine("/etc/passwd").is_err());
         assert!(roots.confine("relative/path").is_err());
         assert!(roots.confine("/srv/ab/x").is_err());
+    }
+
+    #[test]
+    fn symlinks_below_a_root_are_followed_only_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::create_dir_all(base.join("root/clients/acme")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        std::os::unix::fs::symlink(base.join("root/clients/acme"), base.join("root/clients/alias")).unwrap();
+        std::os::unix::fs::symlink(base.join("outside"), base.join("root/clients/escape")).unwrap();
+        let root = base.join("root");
+        let roots = Roots {
+            root: root.clone(),
+            log_root: base.join("log"),
+            backup_root: base.join("bk"),
+            logrotate_dir: base.join("lr"),
+            repository_base: String::new(),
+        };
+        let at = |rel: &str| root.join(rel).display().to_string();
+        assert!(roots.confine(&at("clients/acme/client.env")).is_ok());
+        assert!(roots.confine(&at("clients/new/deeper/file")).is_ok(), "missing components are fine");
+        assert!(roots.confine(&at("clients/alias/client.env")).is_ok(), "a symlink staying inside the root");
+        let error = roots.confine(&at("clients/escape/secrets.env")).unwrap_err().to_string();
+        assert!(error.contains("through a symlink"), "{error}");
+        assert!(roots.confine(&at("clients/escape/a/b")).is_err());
+        assert!(roots.confine(&at("clients/escape")).is_err());
     }
 
     #[test]

@@ -164,6 +164,11 @@ pub fn run(
         let mut run_hooks = |engine: &mut ScriptEngine, phase: Phase, args: &dyn Fn() -> Vec<Dynamic>| {
             let name = plugin::hook_name(phase, &task.name);
             for (plugin, ast) in &hooks {
+                // The arguments (the after-hook's result map copies the task's whole result)
+                // are built only for a plugin that defines this hook.
+                if !ast.iter_functions().any(|f| f.name == name) {
+                    continue;
+                }
                 host.effects.set_plugin(Some(&plugin.name));
                 let called = engine.call_hook(ast, &name, args(), limits);
                 host.effects.set_plugin(None);
@@ -188,18 +193,24 @@ pub fn run(
             let task_start = host.effects.len();
             let value = engine.run(ast, vars, limits)?;
             if reported_problem(&value, &task.name).is_none() {
-                let result = hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run);
-                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result.clone().into()])?;
+                let cell = std::cell::OnceCell::new();
+                let result = || {
+                    cell.get_or_init(|| {
+                        hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run)
+                    })
+                    .clone()
+                };
+                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result().into()])?;
             }
             Ok(value)
         });
         let changes = host.effects.changes_since(first_change);
-        let (ok, error, value) = match &result {
-            Ok(value) => match reported_problem(value, &task.name) {
-                Some(problem) => (false, Some(problem), value.clone()),
-                None => (true, None, value.clone()),
+        let (ok, error, value, result) = match result {
+            Ok(value) => match reported_problem(&value, &task.name) {
+                Some(problem) => (false, Some(problem), value, Ok(())),
+                None => (true, None, value, Ok(())),
             },
-            Err(e) => (false, Some(e.to_string()), Dynamic::UNIT),
+            Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
         if !options.dry_run {
             record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
@@ -209,7 +220,12 @@ pub fn run(
             ok,
             vars: shown_vars(task, vars),
             changes,
-            result: rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null),
+            // Only the --json document shows it; a status of thousands of clients is large.
+            result: if options.json {
+                rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::Null
+            },
             hooks: hooks_ran,
             output: output.take_captured(),
             error: error.clone(),
