@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn table_has_a_column_per_check_and_a_line_per_problem() {
-        let reports = vec![
+        let reports = [
             ClientReport::new(
                 "acme",
                 true,
