@@ -163,19 +163,7 @@ fn a_drifted_network_is_reported_not_accepted() {
     let id = scratch.client(&unique("drift"));
     created(&site, &id, &[]);
     // An old, non-internal database network with our labels.
-    let database = format!("{id}_database");
-    docker.remove_network(&database).unwrap();
-    scratch.docker(&[
-        "network",
-        "create",
-        "--label",
-        "agency.managed=true",
-        "--label",
-        &format!("agency.client={id}"),
-        "--label",
-        "agency.tier=database",
-        &database,
-    ]);
+    let database = scratch.recreate_database_network_not_internal(&id);
     let output = create(&site, &id, &[]);
     assert_eq!(output.status, 1, "{}", output.stdout);
     assert!(output.stderr.contains(&format!("network {database} is not internal (drift)")), "{}", output.stderr);

@@ -150,19 +150,7 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     let found = failing(&["networks"]);
     assert!(check(&found, "networks")["summary"].as_str().unwrap().contains(&format!("{a}_frontend is missing")));
     // The database network recreated without --internal (and a container on it).
-    let database = format!("{a}_database");
-    docker.remove_network(&database).unwrap();
-    scratch.docker(&[
-        "network",
-        "create",
-        "--label",
-        "agency.managed=true",
-        "--label",
-        &format!("agency.client={a}"),
-        "--label",
-        "agency.tier=database",
-        &database,
-    ]);
+    let database = scratch.recreate_database_network_not_internal(&a);
     let found = failing(&["networks"]);
     assert!(check(&found, "networks")["summary"].as_str().unwrap().contains(&format!("{database} is not internal")));
     // A container on both tenants' backends.
@@ -342,19 +330,7 @@ fn fix_never_recreates_a_network_with_a_stopped_or_probe_labelled_container() {
     let site = Site::with_docker();
     let a = scratch.client(&unique("stp"));
     create(&site, &a);
-    let database = format!("{a}_database");
-    docker.remove_network(&database).unwrap();
-    scratch.docker(&[
-        "network",
-        "create",
-        "--label",
-        "agency.managed=true",
-        "--label",
-        &format!("agency.client={a}"),
-        "--label",
-        "agency.tier=database",
-        &database,
-    ]);
+    let database = scratch.recreate_database_network_not_internal(&a);
     // A stopped container labelled as a probe: Docker itself would remove the network under it.
     let stopped = scratch.server(&unique("db"), &database, &[("agency.probe", "true"), ("agency.client", &a)]);
     scratch.docker(&["stop", "-t", "0", &stopped]);

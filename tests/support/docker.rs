@@ -120,6 +120,26 @@ impl Scratch {
         output.stdout
     }
 
+    /// Replaces a client's database network by one with the client's labels but without
+    /// `--internal`: the drift an old or hand-made network leaves.
+    pub fn recreate_database_network_not_internal(&self, client: &str) -> String {
+        let database = format!("{client}_database");
+        self.docker.remove_network(&database).unwrap();
+        let client_label = format!("agency.client={client}");
+        self.docker(&[
+            "network",
+            "create",
+            "--label",
+            "agency.managed=true",
+            "--label",
+            &client_label,
+            "--label",
+            "agency.tier=database",
+            &database,
+        ]);
+        database
+    }
+
     /// Starts a detached busybox container named `name` on `network` that answers TCP on
     /// port 80 and stays up; returns its name.
     pub fn server(&self, name: &str, network: &str, labels: &[(&str, &str)]) -> String {
