@@ -108,7 +108,7 @@ impl ClientReport {
 
 /// The people's view: one row per client (a column per check name, in first-seen order),
 /// the verdict, then one line per problem and per repair.
-pub fn render_table(reports: &[ClientReport]) -> String {
+pub fn render_table(reports: &[&ClientReport]) -> String {
     let mut columns: Vec<&str> = Vec::new();
     // An invalid client's only check says why; it gets a detail line, not a column.
     for report in reports.iter().filter(|r| r.valid) {
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn table_has_a_column_per_check_and_a_line_per_problem() {
-        let reports = vec![
+        let reports = [
             ClientReport::new(
                 "acme",
                 true,
@@ -211,7 +211,7 @@ mod tests {
                 vec!["created beta_backend".into()],
             ),
         ];
-        let table = render_table(&reports);
+        let table = render_table(&reports.iter().collect::<Vec<_>>());
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[0], "CLIENT  NETWORKS  CROSS-TENANT  LOGS  VERDICT");
         assert_eq!(lines[1], "acme    ok        ok            -     isolated");

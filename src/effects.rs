@@ -14,6 +14,8 @@ pub enum Outcome {
     Created,
     Updated,
     Removed,
+    /// Renamed elsewhere (an archive), not destroyed.
+    Moved,
     Unchanged,
     Failed,
 }
@@ -24,6 +26,7 @@ impl Outcome {
             Self::Created => "created",
             Self::Updated => "updated",
             Self::Removed => "removed",
+            Self::Moved => "moved",
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
         }
@@ -35,6 +38,7 @@ impl Outcome {
             Self::Created => "would create",
             Self::Updated => "would update",
             Self::Removed => "would remove",
+            Self::Moved => "would move",
             Self::Unchanged => "unchanged",
             Self::Failed => "would fail",
         }
@@ -95,6 +99,11 @@ impl Effects {
     /// Names the plugin whose hook makes the steps that follow (`None`: the task itself).
     pub fn set_plugin(&self, plugin: Option<&str>) {
         self.state.borrow_mut().plugin = plugin.map(str::to_string);
+    }
+
+    /// The task whose steps are being recorded.
+    pub fn task(&self) -> String {
+        self.state.borrow().task.clone()
     }
 
     pub fn changes(&self) -> Vec<Change> {

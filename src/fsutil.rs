@@ -85,13 +85,38 @@ pub fn create_file(path: &Path, mode: u32) -> io::Result<bool> {
 }
 
 /// Appends one line with a single `write` on an `O_APPEND` descriptor, so concurrent
-/// writers never interleave inside a line. The file is created with `mode` if missing; a
-/// symlink in its place is refused, so a log cannot be pointed at a file elsewhere.
+/// writers never interleave inside a line (the kernel moves the offset to the end and
+/// writes under the inode lock). The file is created with `mode` if missing; a symlink in
+/// its place is refused, so a log cannot be pointed at a file elsewhere. A short write
+/// (disk full) is an error rather than a retry, which could split the line.
 pub fn append_line(path: &Path, line: &str, mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new().append(true).create(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mut bytes = line.trim_end_matches('\n').as_bytes().to_vec();
     bytes.push(b'\n');
-    file.write_all(&bytes)
+    let written = file.write(&bytes)?;
+    if written != bytes.len() {
+        return Err(io::Error::other(format!("short write: {written} of {} bytes", bytes.len())));
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` (which must not exist) and syncs both parent directories, so
+/// the move survives a crash. Both must be on one filesystem.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", to.display())));
+    }
+    fs::rename(from, to).map_err(|e| {
+        if e.kind() == io::ErrorKind::CrossesDevices {
+            io::Error::other(format!("{} and {} are on different filesystems", from.display(), to.display()))
+        } else {
+            e
+        }
+    })?;
+    for dir in [from.parent(), to.parent()].into_iter().flatten() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,5 +184,31 @@ mod tests {
         assert!(create_file(&file, 0o640).unwrap());
         assert!(!create_file(&file, 0o640).unwrap());
         assert_eq!(mode(&file), Some(0o640));
+    }
+
+    #[test]
+    fn rename_moves_a_tree_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a");
+        create_dir(&from.join("sub"), 0o700).unwrap();
+        fs::write(from.join("sub/f"), "x").unwrap();
+        let to = dir.path().join("b");
+        rename_durable(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read_to_string(to.join("sub/f")).unwrap(), "x");
+        create_dir(&from, 0o700).unwrap();
+        let error = rename_durable(&from, &to).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert!(from.exists(), "a refused move leaves the source");
+    }
+
+    #[test]
+    fn appended_lines_end_with_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        append_line(&path, "{\"a\":1}", 0o640).unwrap();
+        append_line(&path, "{\"a\":2}\n", 0o640).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(mode(&path), Some(0o640));
     }
 }

@@ -23,7 +23,7 @@ use crate::{
 /// A container with this label set to `true` may sit on the frontend networks of several
 /// clients (a shared reverse proxy such as Traefik); on any other tier it still counts as a
 /// cross-tenant attachment.
-pub const LABEL_SHARED_INGRESS: &str = "agency.shared-ingress";
+pub use crate::drivers::docker::LABEL_SHARED_INGRESS;
 
 /// The key in client.env recording the driver of the client's networks.
 pub const ENV_DRIVER: &str = "NETWORK_DRIVER";
@@ -205,6 +205,8 @@ pub struct Snapshot {
     owners: HashMap<String, (String, String)>,
     /// Client → its network names.
     client_networks: HashMap<String, Vec<String>>,
+    /// Client → the containers that join it with another client (see [`Snapshot::cross_tenant`]).
+    cross: HashMap<String, Vec<CrossTenant>>,
 }
 
 impl Snapshot {
@@ -237,7 +239,7 @@ impl Snapshot {
             }
         }
         let inspected = networks.iter().map(|n| n.name.clone()).collect();
-        Self {
+        let mut snapshot = Self {
             networks,
             containers,
             detailed: true,
@@ -246,7 +248,10 @@ impl Snapshot {
             containers_by_network,
             owners,
             client_networks,
-        }
+            cross: HashMap::new(),
+        };
+        snapshot.cross = snapshot.find_cross_tenant();
+        snapshot
     }
 
     /// A light snapshot from `network ls` output, with the details of the networks in
@@ -287,11 +292,13 @@ impl Snapshot {
         self.by_name.get(name).map(|&i| &self.networks[i])
     }
 
-    /// Containers (running or not, probes excluded) attached to `network`.
+    /// Containers attached to `network`, running or stopped (Docker removes a network whose
+    /// only containers are stopped, and they fail to start afterwards), probes included: a
+    /// label proves nothing about who started a container.
     pub fn attached(&self, network: &str) -> Vec<&ContainerSummary> {
         self.containers_by_network
             .get(network)
-            .map(|indexes| indexes.iter().map(|&i| &self.containers[i]).filter(|c| !c.is_probe()).collect())
+            .map(|indexes| indexes.iter().map(|&i| &self.containers[i]).collect())
             .unwrap_or_default()
     }
 
@@ -405,54 +412,181 @@ impl Snapshot {
         Check::new("networks", status, summary).evidence(json!(evidence)).fix(fix.join("; "))
     }
 
-    /// Containers that connect this client's networks with another client's: attached to
-    /// networks of two clients, or labelled for another client. A container labelled
-    /// `agency.shared-ingress=true` may join several clients' frontend networks.
+    /// Containers that join this client with another client, from the client's side: a
+    /// container belongs to a client when it is labelled `agency.client=<id>` or attached to
+    /// one of the client's networks. It fails the check of every client it belongs to when it
+    /// belongs to two clients, or when it shares any network (a plain one, the default
+    /// `bridge`, `host`) with a container of another client. A container labelled
+    /// `agency.shared-ingress=true` whose client networks are all frontends (Traefik) belongs
+    /// to no client and is allowed; on any other client network it counts like any other.
     pub fn cross_tenant(&self, client: &str) -> Vec<CrossTenant> {
-        let mut found: BTreeMap<(String, String), CrossTenant> = BTreeMap::new();
-        for network in self.client_networks.get(client).into_iter().flatten() {
-            for container in self.attached(network) {
-                let key = (container.name.clone(), container.id.clone());
-                if found.contains_key(&key) {
-                    continue;
-                }
-                let memberships: Vec<(String, String, String)> = container
+        self.cross.get(client).cloned().unwrap_or_default()
+    }
+
+    fn find_cross_tenant(&self) -> HashMap<String, Vec<CrossTenant>> {
+        struct Seen {
+            owners: BTreeSet<String>,
+            shared: bool,
+            /// (network, owning client or "")
+            networks: Vec<(String, String)>,
+        }
+        let seen: Vec<Seen> = self
+            .containers
+            .iter()
+            .map(|container| {
+                let networks: Vec<(String, String)> = container
                     .networks
                     .iter()
-                    .filter_map(|n| self.owner(n).map(|(c, t)| (n.clone(), c.to_string(), t.to_string())))
+                    .map(|n| (n.clone(), self.owner(n).map(|(c, _)| c.to_string()).unwrap_or_default()))
                     .collect();
-                let others: BTreeSet<&str> =
-                    memberships.iter().map(|(_, c, _)| c.as_str()).filter(|c| *c != client).collect();
-                let label_client = container.label(LABEL_CLIENT).filter(|c| !c.is_empty() && *c != client);
+                let client_tiers: Vec<&str> =
+                    container.networks.iter().filter_map(|n| self.owner(n).map(|(_, t)| t)).collect();
                 let shared = container.label(LABEL_SHARED_INGRESS) == Some("true")
-                    && memberships.iter().all(|(_, _, tier)| tier == "frontend");
-                let reason = if !others.is_empty() && !shared {
-                    Some(format!(
-                        "{} is attached to networks of {client} and {}",
+                    && client_tiers.iter().all(|tier| *tier == "frontend");
+                let mut owners = BTreeSet::new();
+                if !shared {
+                    owners.extend(container.label(LABEL_CLIENT).filter(|c| !c.is_empty()).map(str::to_string));
+                    owners.extend(networks.iter().filter(|(_, c)| !c.is_empty()).map(|(_, c)| c.clone()));
+                }
+                Seen { owners, shared, networks }
+            })
+            .collect();
+        // (client, container index) → reasons, fix commands
+        let mut found: BTreeMap<(String, usize), (Vec<String>, Vec<String>)> = BTreeMap::new();
+        let disconnect = |network: &str, container: &ContainerSummary| {
+            format!("docker network disconnect {network} {}", container.name)
+        };
+        for (index, (container, seen)) in self.containers.iter().zip(&seen).enumerate() {
+            if seen.owners.len() < 2 {
+                continue;
+            }
+            let label = container.label(LABEL_CLIENT).filter(|c| !c.is_empty());
+            for client in &seen.owners {
+                let others: Vec<&str> = seen.owners.iter().map(String::as_str).filter(|c| c != client).collect();
+                let on_own = seen.networks.iter().any(|(_, c)| c == client);
+                let on_others = seen.networks.iter().any(|(_, c)| !c.is_empty() && c != client);
+                let reason = if container.label(LABEL_SHARED_INGRESS) == Some("true") {
+                    let inner: Vec<&str> = seen
+                        .networks
+                        .iter()
+                        .filter(|(n, c)| !c.is_empty() && self.owner(n).is_some_and(|(_, t)| t != "frontend"))
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    format!(
+                        "{} is marked {LABEL_SHARED_INGRESS} but is attached to {}, not only to frontend networks, \
+                         joining {client} and {}",
                         container.name,
-                        others.iter().copied().collect::<Vec<_>>().join(", ")
-                    ))
+                        inner.join(", "),
+                        others.join(", ")
+                    )
+                } else if on_own && on_others {
+                    format!("{} is attached to networks of {client} and {}", container.name, others.join(", "))
+                } else if on_own {
+                    format!(
+                        "{} is labelled {LABEL_CLIENT}={} but is attached to {client}'s networks",
+                        container.name,
+                        label.unwrap_or("?")
+                    )
                 } else {
-                    label_client.filter(|_| !shared).map(|owner| {
-                        format!(
-                            "{} is labelled {LABEL_CLIENT}={owner} but is attached to {client}'s networks",
-                            container.name
-                        )
-                    })
+                    format!(
+                        "{} is labelled {LABEL_CLIENT}={client} but is attached to networks of {}",
+                        container.name,
+                        others.join(", ")
+                    )
                 };
-                let entry = CrossTenant {
-                    container: container.name.clone(),
-                    container_id: container.id.clone(),
-                    networks: memberships.iter().map(|(n, c, _)| (n.clone(), c.clone())).collect(),
-                    shared_ingress: shared,
-                    reason: reason.clone().unwrap_or_default(),
+                // The container stays with the client of its label (else with the one whose row
+                // this is) and leaves every other client's network; a shared ingress leaves
+                // every client network that is not a frontend.
+                let fix: Vec<String> = if container.label(LABEL_SHARED_INGRESS) == Some("true") {
+                    seen.networks
+                        .iter()
+                        .filter(|(n, c)| !c.is_empty() && self.owner(n).is_some_and(|(_, t)| t != "frontend"))
+                        .map(|(n, _)| disconnect(n, container))
+                        .collect()
+                } else {
+                    let home = label.unwrap_or(client);
+                    let fix: Vec<String> = seen
+                        .networks
+                        .iter()
+                        .filter(|(_, c)| !c.is_empty() && c != home)
+                        .map(|(n, _)| disconnect(n, container))
+                        .collect();
+                    if fix.is_empty() {
+                        vec![format!("remove {} or relabel it (it is labelled for {home})", container.name)]
+                    } else {
+                        fix
+                    }
                 };
-                if reason.is_some() || (shared && !others.is_empty()) {
-                    found.insert(key, entry);
+                let entry = found.entry((client.clone(), index)).or_default();
+                entry.0.push(reason);
+                entry.1.extend(fix);
+            }
+        }
+        // Any network (not the client networks, handled above: a container there belongs to
+        // that client) that holds containers of two clients joins them.
+        for (network, indexes) in &self.containers_by_network {
+            if network == "none" || self.owner(network).is_some() {
+                continue;
+            }
+            let mut by_client: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for &index in indexes {
+                for owner in &seen[index].owners {
+                    by_client.entry(owner.as_str()).or_default().push(index);
+                }
+            }
+            if by_client.len() < 2 {
+                continue;
+            }
+            for (client, members) in &by_client {
+                let others: Vec<String> = by_client
+                    .iter()
+                    .filter(|(c, _)| c != &client)
+                    .map(|(c, m)| format!("{c} ({})", self.containers[m[0]].name))
+                    .collect();
+                for &index in members {
+                    let container = &self.containers[index];
+                    let entry = found.entry((client.to_string(), index)).or_default();
+                    entry.0.push(format!(
+                        "{} shares network {network} with containers of {}",
+                        container.name,
+                        others.join(", ")
+                    ));
+                    entry.1.push(disconnect(network, container));
                 }
             }
         }
-        found.into_values().collect()
+        // Allowed shared ingress, shown per client whose frontend it is on.
+        for (index, seen) in seen.iter().enumerate() {
+            if !seen.shared {
+                continue;
+            }
+            let clients: BTreeSet<&str> =
+                seen.networks.iter().filter(|(_, c)| !c.is_empty()).map(|(_, c)| c.as_str()).collect();
+            if clients.len() < 2 {
+                continue;
+            }
+            for client in clients {
+                found.entry((client.to_string(), index)).or_default();
+            }
+        }
+        let mut result: HashMap<String, Vec<CrossTenant>> = HashMap::new();
+        for ((client, index), (reasons, mut fix)) in found {
+            let container = &self.containers[index];
+            fix.dedup();
+            result.entry(client).or_default().push(CrossTenant {
+                container: container.name.clone(),
+                container_id: container.id.clone(),
+                state: container.state.clone(),
+                networks: seen[index].networks.clone(),
+                shared_ingress: seen[index].shared,
+                reason: reasons.join("; "),
+                fix: fix.join("; "),
+            });
+        }
+        for list in result.values_mut() {
+            list.sort_by(|a, b| (&a.container, &a.container_id).cmp(&(&b.container, &b.container_id)));
+        }
+        result
     }
 
     /// The cross-tenant check of one client.
@@ -464,8 +598,9 @@ impl Snapshot {
             "containers_on_client_networks": self.client_networks.get(client).into_iter().flatten()
                 .map(|n| self.attached(n).len()).sum::<usize>(),
             "violations": violations.iter().map(|f| json!({
-                "container": f.container, "id": f.container_id, "reason": f.reason,
+                "container": f.container, "id": f.container_id, "state": f.state, "reason": f.reason,
                 "networks": f.networks.iter().map(|(n, c)| json!({"network": n, "client": c})).collect::<Vec<_>>(),
+                "fix": f.fix,
             })).collect::<Vec<_>>(),
             "shared_ingress": shared,
         });
@@ -477,19 +612,7 @@ impl Snapshot {
             };
             Check::new("cross_tenant", Status::Ok, summary).evidence(evidence)
         } else {
-            let fix = violations
-                .iter()
-                .map(|f| {
-                    let foreign: Vec<&str> =
-                        f.networks.iter().filter(|(_, c)| c != client).map(|(n, _)| n.as_str()).collect();
-                    if foreign.is_empty() {
-                        format!("move {} off {client}'s networks", f.container)
-                    } else {
-                        format!("docker network disconnect {} {}", foreign.join(" / "), f.container)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            let fix = violations.iter().map(|f| f.fix.as_str()).collect::<Vec<_>>().join("; ");
             Check::new(
                 "cross_tenant",
                 Status::Fail,
@@ -518,11 +641,7 @@ impl Snapshot {
             if owner == client {
                 continue;
             }
-            let endpoint = network
-                .containers
-                .iter()
-                .filter(|e| !e.name.starts_with("agency-probe-"))
-                .find_map(|e| e.ipv4.map(|ip| (ip, e.name.clone())));
+            let endpoint = network.containers.iter().find_map(|e| e.ipv4.map(|ip| (ip, e.name.clone())));
             if let Some((ip, name)) = endpoint {
                 targets.push((ip, name, owner.to_string()));
                 if targets.len() >= limit {
@@ -553,16 +672,20 @@ fn details_from_summary(summary: NetworkSummary) -> NetworkDetails {
     }
 }
 
-/// A container joining this client's networks with something it must not.
+/// A container joining a client with another client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrossTenant {
     pub container: String,
     pub container_id: String,
-    /// (network, client) of every client network it is on.
+    /// `running`, `exited`, … (a stopped container joins the clients again when started).
+    pub state: String,
+    /// (network, client, or "" for a network of no client) of every network it is on.
     pub networks: Vec<(String, String)>,
     pub shared_ingress: bool,
     /// Empty for an allowed shared-ingress attachment.
     pub reason: String,
+    /// The commands that end it (`docker network disconnect NETWORK CONTAINER; ...`).
+    pub fix: String,
 }
 
 /// A repair `FIX=1` makes to one network.
@@ -1078,15 +1201,61 @@ mod tests {
         assert_eq!(names, vec!["bridge-x", "guest", "sneaky-proxy", "traefik"]);
         assert!(found[0].reason.contains("attached to networks of a and b"));
         assert!(found[1].reason.contains("labelled agency.client=b"));
-        assert!(!found[2].reason.is_empty());
+        assert!(found[2].reason.contains("not only to frontend networks"), "{}", found[2].reason);
+        assert_eq!(found[2].fix, "docker network disconnect b_database sneaky-proxy");
         assert!(found[3].reason.is_empty() && found[3].shared_ingress);
         let check = snapshot.cross_tenant_check("a");
         assert_eq!(check.status, Status::Fail);
         assert!(check.fix.contains("docker network disconnect b_backend bridge-x"), "{}", check.fix);
+        assert!(check.fix.contains("docker network disconnect a_database guest"), "{}", check.fix);
+        assert!(!check.fix.contains("a_frontend"), "{}", check.fix);
         assert_eq!(check.evidence["shared_ingress"][0], "traefik");
-        // From b's side the same containers show up, except the one only on a's network.
-        let from_b: Vec<String> = snapshot.cross_tenant("b").into_iter().map(|f| f.container).collect();
-        assert_eq!(from_b, vec!["bridge-x", "sneaky-proxy", "traefik"]);
+        // From b's side: the same, the guest included (it is b's container in a's network).
+        let from_b = snapshot.cross_tenant("b");
+        let names: Vec<&str> = from_b.iter().map(|f| f.container.as_str()).collect();
+        assert_eq!(names, vec!["bridge-x", "guest", "sneaky-proxy", "traefik"]);
+        // The ingress is told to leave b's database, never the frontend it may use.
+        assert_eq!(from_b[2].fix, "docker network disconnect b_database sneaky-proxy");
+    }
+
+    #[test]
+    fn tenants_sharing_any_other_network_are_joined() {
+        let mut networks = client_networks("a", 0);
+        networks.extend(client_networks("b", 1));
+        networks.extend(client_networks("c", 2));
+        let containers = vec![
+            // a's container (by its network) and b's (by its label) on a plain network.
+            container("a-app", &["a_backend", "plain-x"], &[]),
+            container("b-app", &["plain-x"], &[(LABEL_CLIENT, "b")]),
+            // Two tenants on Docker's default bridge.
+            container("b-old", &["b_backend", "bridge"], &[]),
+            container("c-old", &["bridge"], &[(LABEL_CLIENT, "c")]),
+            // Alone with no tenant: fine.
+            container("c-tool", &["c_backend", "tools"], &[]),
+            container("infra", &["tools"], &[]),
+            // A spoofed probe label exempts nothing.
+            container("fake-probe", &["c_database", "plain-x"], &[("agency.probe", "true")]),
+            // Traefik on frontends and a proxy network of its own: allowed.
+            container("traefik", &["a_frontend", "b_frontend", "proxy"], &[(LABEL_SHARED_INGRESS, "true")]),
+            container("c-web", &["c_frontend", "none"], &[]),
+        ];
+        let snapshot = Snapshot::new(networks, containers, &ids(&["a", "b", "c"]));
+        let names = |client: &str| -> Vec<String> {
+            snapshot.cross_tenant(client).into_iter().filter(|f| !f.reason.is_empty()).map(|f| f.container).collect()
+        };
+        assert_eq!(names("a"), vec!["a-app"]);
+        assert_eq!(names("b"), vec!["b-app", "b-old"]);
+        assert_eq!(names("c"), vec!["c-old", "fake-probe"]);
+        let a = &snapshot.cross_tenant("a")[0];
+        assert!(
+            a.reason.contains("a-app shares network plain-x with containers of b (b-app), c (fake-probe)"),
+            "{}",
+            a.reason
+        );
+        assert_eq!(a.fix, "docker network disconnect plain-x a-app");
+        assert_eq!(snapshot.cross_tenant_check("a").status, Status::Fail);
+        let b_old = snapshot.cross_tenant("b").into_iter().find(|f| f.container == "b-old").unwrap();
+        assert!(b_old.reason.contains("shares network bridge with containers of c (c-old)"), "{}", b_old.reason);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod envfile;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod inventory;
 pub mod isolation;
 pub mod layout;
 pub mod listing;

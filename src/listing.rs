@@ -149,7 +149,7 @@ pub fn explain(catalog: &Catalog, name: &str, json: bool) -> Result<String> {
             "run_order": plan,
             "confirm": task.confirm,
             "lock": task.lock.as_str(),
-            "lock_if": task.lock_if,
+            "lock_when": task.lock_when,
             "timeout": task.timeout.map(|t| humantime::format_duration(t).to_string()),
             "vars": var_json(task),
             "origin": task.origin.to_string(),
@@ -192,7 +192,7 @@ pub fn explain(catalog: &Catalog, name: &str, json: bool) -> Result<String> {
         LockScope::All => "all clients'",
         LockScope::None => "none",
     };
-    match &task.lock_if {
+    match &task.lock_when {
         Some(var) => {
             let _ = writeln!(out, "  lock:     {lock} when {var} is true, else none");
         }

@@ -124,12 +124,10 @@ pub fn run(
     let output = Rc::new(Output::new(options.json, options.verbosity));
     let host = Rc::new(Host::new(settings, options.dry_run, output.clone()));
     let target_vars = &resolved.last().expect("plan holds the target").1;
-    // One lock for the whole run, the widest any task of the plan takes with its variables
-    // (a `lock_if` task, like multi-tenancy-status with FIX=1, only when it will change things).
-    let scopes: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
-    let lock_client = if scopes.contains(&LockScope::All) {
+    let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
+    let lock_client = if locks.contains(&LockScope::All) {
         Some(None)
-    } else if scopes.contains(&LockScope::Client) {
+    } else if locks.contains(&LockScope::Client) {
         Some(client_of(target_vars))
     } else {
         None
@@ -154,12 +152,23 @@ pub fn run(
     for ((task, vars), ast) in resolved.iter().zip(&compiled) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
+        *host.secret_values.borrow_mut() = task
+            .vars
+            .iter()
+            .filter(|(_, spec)| spec.secret)
+            .filter_map(|(name, _)| vars.get(name).filter(|v| !v.is_empty()).cloned())
+            .collect();
         let first_change = host.effects.len();
         let limits = Limits { timeout: task.timeout, max_operations: task.max_operations };
         let mut hooks_ran = Vec::new();
         let mut run_hooks = |engine: &mut ScriptEngine, phase: Phase, args: &dyn Fn() -> Vec<Dynamic>| {
             let name = plugin::hook_name(phase, &task.name);
             for (plugin, ast) in &hooks {
+                // The arguments (the after-hook's result map copies the task's whole result)
+                // are built only for a plugin that defines this hook.
+                if !ast.iter_functions().any(|f| f.name == name) {
+                    continue;
+                }
                 host.effects.set_plugin(Some(&plugin.name));
                 let called = engine.call_hook(ast, &name, args(), limits);
                 host.effects.set_plugin(None);
@@ -184,18 +193,24 @@ pub fn run(
             let task_start = host.effects.len();
             let value = engine.run(ast, vars, limits)?;
             if reported_problem(&value, &task.name).is_none() {
-                let result = hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run);
-                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result.clone().into()])?;
+                let cell = std::cell::OnceCell::new();
+                let result = || {
+                    cell.get_or_init(|| {
+                        hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run)
+                    })
+                    .clone()
+                };
+                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result().into()])?;
             }
             Ok(value)
         });
         let changes = host.effects.changes_since(first_change);
-        let (ok, error, value) = match &result {
-            Ok(value) => match reported_problem(value, &task.name) {
-                Some(problem) => (false, Some(problem), value.clone()),
-                None => (true, None, value.clone()),
+        let (ok, error, value, result) = match result {
+            Ok(value) => match reported_problem(&value, &task.name) {
+                Some(problem) => (false, Some(problem), value, Ok(())),
+                None => (true, None, value, Ok(())),
             },
-            Err(e) => (false, Some(e.to_string()), Dynamic::UNIT),
+            Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
         if !options.dry_run {
             record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
@@ -205,7 +220,12 @@ pub fn run(
             ok,
             vars: shown_vars(task, vars),
             changes,
-            result: rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null),
+            // Only the --json document shows it; a status of thousands of clients is large.
+            result: if options.json {
+                rhai::serde::from_dynamic(&value).unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::Null
+            },
             hooks: hooks_ran,
             output: output.take_captured(),
             error: error.clone(),
@@ -299,6 +319,8 @@ fn hook_result(task: &Task, changes: &[Change], value: &Dynamic, dry_run: bool) 
     map
 }
 
+/// One audit line per client the task touched: the client of `CLIENT_ID`, or, for a task
+/// over all clients, every client some change belongs to (with that client's changes).
 fn record_audit(
     roots: &Roots,
     task: &Task,
@@ -308,18 +330,34 @@ fn record_audit(
     changes: &[Change],
     output: &Output,
 ) {
-    let Some(layout) = client_of(vars).and_then(|id| ClientLayout::new(roots, id).ok()) else { return };
-    let record = AuditRecord {
-        time: audit::now_rfc3339(),
-        task: &task.name,
-        vars: shown_vars(task, vars),
-        user: audit::current_user(),
-        outcome: if ok { "ok" } else { "failed" },
-        error: error.map(str::to_string),
-        changes,
+    let touched: Vec<(String, Vec<Change>)> = match client_of(vars) {
+        Some(id) => vec![(id.to_string(), changes.to_vec())],
+        None => {
+            let mut by_client: IndexMap<String, Vec<Change>> = IndexMap::new();
+            for change in changes {
+                if let Some(id) = roots.client_of_target(&change.target) {
+                    by_client.entry(id).or_default().push(change.clone());
+                }
+            }
+            by_client.into_iter().collect()
+        }
     };
-    if let Err(e) = audit::append(&layout, &record) {
-        output.warn(&format!("could not append to {}: {e}", layout.audit_log.display()));
+    for (id, changes) in touched {
+        let Ok(layout) = ClientLayout::new(roots, &id) else { continue };
+        let record = AuditRecord {
+            time: audit::now_rfc3339(),
+            task: &task.name,
+            vars: shown_vars(task, vars),
+            user: audit::current_user(),
+            pid: std::process::id(),
+            outcome: if ok { "ok" } else { "failed" },
+            error: error.map(str::to_string),
+            event: None,
+            changes: &changes,
+        };
+        if let Err(e) = audit::append(&layout, &record) {
+            output.warn(&format!("could not append to {}: {e}", layout.audit_log.display()));
+        }
     }
 }
 
@@ -335,16 +373,30 @@ pub fn error_json(error: &Error) -> serde_json::Value {
 }
 
 fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool) {
+    // A read-only task (a listing) made no steps at all: its output is the whole story.
+    if changes.is_empty() && !dry_run {
+        return;
+    }
     let count = |outcome| changes.iter().filter(|c| c.outcome == outcome).count();
-    let (created, updated, removed, unchanged) =
-        (count(Outcome::Created), count(Outcome::Updated), count(Outcome::Removed), count(Outcome::Unchanged));
-    let changed = created + updated + removed;
+    let (created, updated, removed, moved, unchanged) = (
+        count(Outcome::Created),
+        count(Outcome::Updated),
+        count(Outcome::Removed),
+        count(Outcome::Moved),
+        count(Outcome::Unchanged),
+    );
+    let changed = created + updated + removed + moved;
+    let moves = |verb: &str| if moved > 0 { format!(", {moved} {verb}") } else { String::new() };
     let line = if dry_run {
         format!(
-            "{target}: dry run, {changed} change(s) planned ({created} create, {updated} update, {removed} remove), {unchanged} unchanged; nothing was changed"
+            "{target}: dry run, {changed} change(s) planned ({created} create, {updated} update, {removed} remove{}), {unchanged} unchanged; nothing was changed",
+            moves("move")
         )
     } else {
-        format!("{target}: {created} created, {updated} updated, {removed} removed, {unchanged} unchanged")
+        format!(
+            "{target}: {created} created, {updated} updated, {removed} removed{}, {unchanged} unchanged",
+            moves("moved")
+        )
     };
     output.summary(&line);
 }

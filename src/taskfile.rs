@@ -132,7 +132,7 @@ struct RawTask {
     max_operations: Option<u64>,
     #[serde(default)]
     lock: LockScope,
-    lock_if: Option<String>,
+    lock_when: Option<String>,
     script: Option<String>,
     script_file: Option<String>,
     #[serde(default)]
@@ -159,9 +159,9 @@ pub struct Task {
     /// Rhai operation limit for this task's script (default [`DEFAULT_MAX_OPERATIONS`]).
     pub max_operations: u64,
     pub lock: LockScope,
-    /// A `bool` variable: the task takes `lock` only when it is true (a read-only task
-    /// whose `FIX=1` repairs).
-    pub lock_if: Option<String>,
+    /// A bool variable of the task: the lock is taken only when it is true (a read-only task
+    /// with a mutating mode, e.g. `FIX` of multi-tenancy-status). `None`: always.
+    pub lock_when: Option<String>,
     pub vars: IndexMap<String, VarSpec>,
     pub script: Script,
     pub origin: Origin,
@@ -228,15 +228,12 @@ impl Task {
                 return Err(definition_error(format!("{var} is required and has a default; choose one")));
             }
         }
-
-        if let Some(var) = &raw.lock_if {
-            if !raw.vars.get(var).is_some_and(|spec| spec.kind == Some(Kind::Bool)) {
-                return Err(definition_error(format!("lock_if = {var:?} must name a variable of kind \"bool\"")));
+        if let Some(var) = &raw.lock_when {
+            if raw.vars.get(var).is_none_or(|spec| spec.kind != Some(Kind::Bool)) {
+                return Err(definition_error(format!("lock_when {var:?} must name a variable of kind \"bool\"")));
             }
             if raw.lock == LockScope::None {
-                return Err(definition_error(format!(
-                    "lock_if = {var:?} needs the lock to take: lock = \"client\" or \"all\""
-                )));
+                return Err(definition_error("lock_when needs lock = \"client\" or \"all\"".into()));
             }
         }
 
@@ -249,7 +246,7 @@ impl Task {
             timeout,
             max_operations: raw.max_operations.unwrap_or(DEFAULT_MAX_OPERATIONS),
             lock: raw.lock,
-            lock_if: raw.lock_if,
+            lock_when: raw.lock_when,
             vars: raw.vars,
             script,
             origin,
@@ -258,11 +255,13 @@ impl Task {
         })
     }
 
-    /// The lock this run of the task takes, given its resolved variables: `lock`, unless
-    /// `lock_if` names a variable that is false.
+    /// The lock this run of the task takes: [`Task::lock`], or none when `lock_when` names a
+    /// variable that is false in `vars`.
     pub fn lock_for(&self, vars: &IndexMap<String, String>) -> LockScope {
-        match &self.lock_if {
-            Some(var) if vars.get(var).is_none_or(|v| crate::validate::parse_bool(v) != Ok(true)) => LockScope::None,
+        match &self.lock_when {
+            Some(var) if !vars.get(var).is_some_and(|v| crate::validate::parse_bool(v).unwrap_or(true)) => {
+                LockScope::None
+            }
             _ => self.lock,
         }
     }

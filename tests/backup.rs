@@ -405,7 +405,7 @@ fn each_client_repository_holds_only_its_own_data_and_volumes() {
     }
     let volumes_readable = mountpoint(&format!("{one}_data")).is_dir();
     if !volumes_readable {
-        eprintln!("\n*** SKIP volume data: not readable here (not root?); volume backups untested ***\n");
+        crate::support::loud_skip("volume data: not readable here (not root?); volume backups untested");
     }
 
     for id in [&one, &two] {

@@ -33,7 +33,7 @@ pub fn skip(test: &str, why: &str) -> bool {
     if in_ci() {
         panic!("{test}: {why} (required in CI)");
     }
-    eprintln!("\n*** SKIP {test}: {why} ***\n");
+    crate::support::loud_skip(&format!("{test}: {why}"));
     false
 }
 

@@ -407,7 +407,7 @@ fn curl_argv_never_holds_a_secret() {
 #[test]
 fn real_keycloak_setup_twice() {
     let Ok(url) = std::env::var("KEYCLOAK_TEST_URL") else {
-        eprintln!("SKIP real_keycloak_setup_twice: KEYCLOAK_TEST_URL is not set");
+        crate::support::loud_skip("real_keycloak_setup_twice: KEYCLOAK_TEST_URL is not set");
         return;
     };
     let user = std::env::var("KEYCLOAK_TEST_ADMIN").unwrap_or_else(|_| "admin".into());

@@ -3,6 +3,7 @@
 mod test;
 
 mod argv;
+mod audit_trail;
 mod backup;
 mod cli;
 mod compose;
@@ -13,11 +14,14 @@ mod crash;
 mod create_client;
 mod db_passwords;
 mod definitions;
+mod delete_client;
 mod docker_driver;
 mod fuzz_seeds;
 mod hostile;
 mod keycloak;
+mod list_clients;
 mod locks;
+mod log_segmentation;
 mod make;
 mod networks;
 mod plugins;

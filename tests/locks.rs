@@ -151,7 +151,7 @@ fn every_task_that_changes_something_takes_a_lock() {
             continue;
         }
         let lock = explain["lock"].as_str().unwrap();
-        let effective = match explain["lock_if"].as_str() {
+        let effective = match explain["lock_when"].as_str() {
             Some(var) if values.get(var).map(String::as_str) != Some("1") => "none",
             _ => lock,
         };
@@ -164,7 +164,7 @@ fn every_task_that_changes_something_takes_a_lock() {
 }
 
 #[test]
-fn lock_if_names_a_bool_variable_and_explain_shows_it() {
+fn lock_when_names_a_bool_variable_and_explain_shows_it() {
     let site = Site::new();
     site.test()
         .args(["--explain", "multi-tenancy-status"])
@@ -174,18 +174,18 @@ fn lock_if_names_a_bool_variable_and_explain_shows_it() {
 
     site.site_file(
         "tasks/fixer.toml",
-        "description = \"d\"\nlock_if = \"FIX\"\nscript = '1'\n\n[vars.FIX]\nkind = \"text\"\n",
+        "description = \"d\"\nlock_when = \"FIX\"\nscript = '1'\n\n[vars.FIX]\nkind = \"text\"\n",
     );
     site.test()
         .arg("--list")
         .status(2)
-        .stderr_contains("invalid task file for fixer: lock_if = \"FIX\" must name a variable of kind \"bool\"")
+        .stderr_contains("invalid task file for fixer: lock_when \"FIX\" must name a variable of kind \"bool\"")
         .run();
     site.site_file(
         "tasks/fixer.toml",
-        "description = \"d\"\nlock = \"none\"\nlock_if = \"FIX\"\nscript = '1'\n\n[vars.FIX]\nkind = \"bool\"\n",
+        "description = \"d\"\nlock = \"none\"\nlock_when = \"FIX\"\nscript = '1'\n\n[vars.FIX]\nkind = \"bool\"\n",
     );
-    site.test().arg("--list").status(2).stderr_contains("needs the lock to take").run();
+    site.test().arg("--list").status(2).stderr_contains("lock_when needs lock = \"client\" or \"all\"").run();
 }
 
 /// A dry run creates nothing, not even the lock file of a client that has none yet.

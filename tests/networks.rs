@@ -294,10 +294,10 @@ fn overlay_networks_on_a_single_node_swarm() {
     let scratch = Scratch::new(&docker);
     let state = scratch.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     if state.trim() != "inactive" {
-        eprintln!(
-            "\n*** SKIP overlay test: the engine is already in a swarm ({}); not touching it ***\n",
+        crate::support::loud_skip(&format!(
+            "overlay test: the engine is already in a swarm ({}); not touching it",
             state.trim()
-        );
+        ));
         return;
     }
     let gwbridge_existed = docker.inspect_networks(&["docker_gwbridge"]).unwrap().len() == 1;
@@ -340,7 +340,7 @@ fn missing_docker_and_an_unreachable_daemon_are_named() {
         .stderr_contains("`docker` was not found on PATH; install the Docker CLI and engine")
         .run();
     if which::which("docker").is_err() {
-        eprintln!("\n*** SKIP daemon check: no docker CLI ***\n");
+        crate::support::loud_skip("daemon check: no docker CLI");
         return;
     }
     site.test()

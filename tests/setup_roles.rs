@@ -359,7 +359,7 @@ fn unreachable_keycloak_is_reported() {
 #[test]
 fn real_keycloak_setup_roles_twice() {
     let Ok(url) = std::env::var("KEYCLOAK_TEST_URL") else {
-        eprintln!("SKIP real_keycloak_setup_roles_twice: KEYCLOAK_TEST_URL is not set");
+        crate::support::loud_skip("real_keycloak_setup_roles_twice: KEYCLOAK_TEST_URL is not set");
         return;
     };
     let user = std::env::var("KEYCLOAK_TEST_ADMIN").unwrap_or_else(|_| "admin".into());

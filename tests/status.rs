@@ -233,3 +233,222 @@ fn a_client_dir_without_client_env_is_reported_invalid() {
         .stdout_contains("client.env is missing: not a valid client")
         .run();
 }
+
+/// The IPv4 address of `container` on `network`, and whether `from` pings it.
+fn pings(scratch: &Scratch, from: &str, to: &str, network: &str) -> bool {
+    let address = scratch.address(to, network).to_string();
+    succeeds(scratch, from, &["ping", "-c", "1", "-W", "2", &address])
+}
+
+#[test]
+fn tenants_sharing_a_plain_network_or_the_default_bridge_are_not_isolated() {
+    let docker = require_docker!();
+    busybox_image(&docker);
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let a = scratch.client(&unique("shr"));
+    let b = scratch.client(&unique("shr"));
+    create(&site, &a);
+    create(&site, &b);
+    let plain = scratch.network(&unique("plain"));
+    scratch.docker(&["network", "create", "--label", "agency.test=true", &plain]);
+    let a_app = scratch.server(&unique("a-app"), &format!("{a}_backend"), &[("agency.client", &a)]);
+    let b_app = scratch.server(&unique("b-app"), &plain, &[("agency.client", &b)]);
+    scratch.docker(&["network", "connect", &plain, &a_app]);
+    // They really talk.
+    assert!(pings(&scratch, &a_app, &b_app, &plain), "the plain network does not join them");
+
+    let (output, json) = status(&site, &[]);
+    assert_eq!(output.status, 1, "tenants on a shared network were reported isolated: {}", output.stdout);
+    for (client, container, other) in [(&a, &a_app, &b), (&b, &b_app, &a)] {
+        let cross = check(report(&json, client), "cross_tenant");
+        assert_eq!(cross["status"], "fail", "{cross:#}");
+        let summary = cross["summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!("{container} shares network {plain} with containers of {other}")),
+            "{summary}"
+        );
+        assert!(cross["fix"].as_str().unwrap().contains(&format!("docker network disconnect {plain} {container}")));
+    }
+
+    // The same through Docker's default bridge.
+    scratch.docker(&["network", "disconnect", &plain, &a_app]);
+    let (output, _) = status(&site, &[]);
+    assert_eq!(output.status, 0, "{}", output.stdout);
+    scratch.docker(&["network", "connect", "bridge", &a_app]);
+    scratch.docker(&["network", "connect", "bridge", &b_app]);
+    assert!(pings(&scratch, &a_app, &b_app, "bridge"), "the default bridge does not join them");
+    let (output, json) = status(&site, &[]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    let cross = check(report(&json, &a), "cross_tenant");
+    assert!(cross["summary"].as_str().unwrap().contains("shares network bridge"), "{cross:#}");
+}
+
+#[test]
+fn labels_cannot_be_spoofed_through_commas_and_a_probe_label_exempts_nothing() {
+    let docker = require_docker!();
+    busybox_image(&docker);
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let a = scratch.client(&unique("spf"));
+    let b = scratch.client(&unique("spf"));
+    create(&site, &a);
+    create(&site, &b);
+    let (output, _) = status(&site, &[]);
+    assert_eq!(output.status, 0, "{}", output.stdout);
+
+    // b's backend replaced by one whose labels only read as b's when split on commas.
+    let b_backend = format!("{b}_backend");
+    docker.remove_network(&b_backend).unwrap();
+    scratch.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--label",
+        &format!("note=x,agency.managed=true,agency.client={b},agency.tier=backend"),
+        &b_backend,
+    ]);
+    let (output, json) = status(&site, &[&format!("CLIENT_ID={b}")]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    let networks = check(report(&json, &b), "networks");
+    assert!(
+        networks["summary"].as_str().unwrap().contains(&format!("{b_backend} exists but is not labelled as {b}'s")),
+        "{networks:#}"
+    );
+
+    // A container "shared ingress" only through a comma inside another label's value.
+    let sneaky = scratch.server(&unique("sneaky"), &format!("{a}_frontend"), &[("x", "1,agency.shared-ingress=true")]);
+    scratch.docker(&["network", "connect", &format!("{b}_frontend"), &sneaky]);
+    let (output, json) = status(&site, &[&format!("CLIENT_ID={a}")]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    let cross = check(report(&json, &a), "cross_tenant");
+    assert!(cross["summary"].as_str().unwrap().contains(&format!("{sneaky} is attached to networks of {a} and {b}")));
+    scratch.docker(&["rm", "-f", &sneaky]);
+
+    // Anyone can put agency.probe=true on a container: it is judged like any other.
+    let fake_probe = scratch.server(&unique("agency-probe-"), &format!("{a}_backend"), &[("agency.probe", "true")]);
+    scratch.docker(&["network", "connect", &format!("{b}_database"), &fake_probe]);
+    let (output, json) = status(&site, &[&format!("CLIENT_ID={a}")]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    let cross = check(report(&json, &a), "cross_tenant");
+    assert!(cross["summary"].as_str().unwrap().contains(&fake_probe), "{cross:#}");
+}
+
+#[test]
+fn fix_never_recreates_a_network_with_a_stopped_or_probe_labelled_container() {
+    let docker = require_docker!();
+    busybox_image(&docker);
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let a = scratch.client(&unique("stp"));
+    create(&site, &a);
+    let database = format!("{a}_database");
+    docker.remove_network(&database).unwrap();
+    scratch.docker(&[
+        "network",
+        "create",
+        "--label",
+        "agency.managed=true",
+        "--label",
+        &format!("agency.client={a}"),
+        "--label",
+        "agency.tier=database",
+        &database,
+    ]);
+    // A stopped container labelled as a probe: Docker itself would remove the network under it.
+    let stopped = scratch.server(&unique("db"), &database, &[("agency.probe", "true"), ("agency.client", &a)]);
+    scratch.docker(&["stop", "-t", "0", &stopped]);
+    let id = docker.inspect_networks(&[&database]).unwrap()[0].id.clone();
+    let (output, json) = status(&site, &[&format!("CLIENT_ID={a}"), "FIX=1"]);
+    assert_eq!(output.status, 1, "{}", output.stdout);
+    let repairs = report(&json, &a)["repairs"].to_string();
+    assert!(repairs.contains("not repaired") && repairs.contains(&stopped), "{repairs}");
+    assert!(!repairs.contains(&format!("recreate {database}")), "{repairs}");
+    assert_eq!(docker.inspect_networks(&[&database]).unwrap()[0].id, id, "the network was recreated");
+    let networks = check(report(&json, &a), "networks");
+    assert!(networks["fix"].as_str().unwrap().contains(&stopped), "{networks:#}");
+}
+
+#[test]
+fn symlinks_in_log_and_secrets_places_fail_their_checks_and_fix_removes_only_the_links() {
+    // Files only: the fake engine is enough.
+    let site = Site::new();
+    create(&site, "lnk");
+    let logs = site.log_root().join("clients/lnk");
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("outside.log");
+    fs::write(&target, "keep me\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(logs.join("error.log")).unwrap();
+    std::os::unix::fs::symlink(&target, logs.join("error.log")).unwrap();
+    fs::remove_file(logs.join("audit.log")).unwrap();
+    std::os::unix::fs::symlink("access.log", logs.join("audit.log")).unwrap();
+
+    let (output, json) = status(&site, &[]);
+    assert_eq!(output.status, 1, "{}\n{}", output.stdout, output.stderr);
+    let logs_check = check(report(&json, "lnk"), "logs");
+    assert_eq!(logs_check["status"], "fail");
+    let summary = logs_check["summary"].as_str().unwrap();
+    assert!(summary.contains(&format!("error.log is a symlink (to {})", target.display())), "{summary}");
+    assert!(summary.contains("audit.log is a symlink (to access.log)"), "{summary}");
+
+    // secrets.env as a symlink to a copy elsewhere.
+    let secrets = site.secrets_file("lnk");
+    let copy = outside.path().join("secrets.env");
+    fs::copy(&secrets, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&secrets).unwrap();
+    std::os::unix::fs::symlink(&copy, &secrets).unwrap();
+    let (output, json) = status(&site, &[]);
+    assert_eq!(output.status, 1);
+    let secrets_check = check(report(&json, "lnk"), "secrets");
+    assert!(secrets_check["summary"].as_str().unwrap().contains("secrets.env is a symlink"), "{secrets_check:#}");
+
+    let (output, json) = status(&site, &["FIX=1"]);
+    assert_eq!(output.status, 1, "{}", output.stderr);
+    let repairs = report(&json, "lnk")["repairs"].to_string();
+    assert!(repairs.contains("remove the symlink error.log"), "{repairs}");
+    assert!(repairs.contains("not repaired: secrets.env is a symlink"), "{repairs}");
+    // The links are gone, their targets untouched.
+    assert!(!fs::symlink_metadata(logs.join("error.log")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::metadata(logs.join("error.log")).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o644, "chmod followed the link");
+    assert!(fs::symlink_metadata(&secrets).unwrap().file_type().is_symlink());
+    assert_eq!(checks_with(report(&json, "lnk"), "fail"), ["secrets"]);
+
+    // With the real file back, status is clean.
+    fs::remove_file(&secrets).unwrap();
+    fs::copy(&copy, &secrets).unwrap();
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
+    let (output, _) = status(&site, &[]);
+    assert_eq!(output.status, 0, "{}", output.stdout);
+}
+
+#[test]
+fn status_takes_the_client_lock_only_with_fix() {
+    let site = Site::new();
+    create(&site, "lck");
+    let locks = site.root().join(".locks");
+    // Held as another run on client lck holds them: "all clients" shared, the client exclusive.
+    let open = |name: &str| {
+        fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(locks.join(name)).unwrap()
+    };
+    let all = open("all.lock");
+    all.lock_shared().unwrap();
+    let held = open("client-lck.lock");
+    held.lock().unwrap();
+    let (output, _) = status(&site, &["CLIENT_ID=lck"]);
+    assert_eq!(output.status, 0, "a read-only status waited for or failed on the lock: {}", output.stderr);
+    let output = site.test().args(["--no-wait", "multi-tenancy-status", "CLIENT_ID=lck", "FIX=1"]).run_unchecked();
+    assert_ne!(output.status, 0);
+    assert!(output.stderr.contains("another agency run is working on client lck"), "{}", output.stderr);
+    // Every client: the all-clients lock, which a client's lock holds shared.
+    let output = site.test().args(["--no-wait", "multi-tenancy-status", "FIX=1"]).run_unchecked();
+    assert!(output.stderr.contains("another agency run is working on all clients"), "{}", output.stderr);
+    drop(held);
+    drop(all);
+    let output = site.test().args(["--no-wait", "multi-tenancy-status", "FIX=1"]).run_unchecked();
+    assert_eq!(output.status, 0, "{}", output.stderr);
+}

@@ -291,3 +291,17 @@ impl<'a> Test<'a> {
         }
     }
 }
+
+/// The client's audit.log, every line parsed (a line that is not whole JSON fails the test).
+pub fn audit_lines(site: &Site, id: &str) -> Vec<serde_json::Value> {
+    let path = site.log_root().join("clients").join(id).join("audit.log");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(text.is_empty() || text.ends_with('\n'), "audit.log does not end with a newline");
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("audit.log line {} is not JSON ({e}): {line:.200}", i + 1))
+        })
+        .collect()
+}

@@ -38,8 +38,28 @@ pub const LABEL_MANAGED: &str = "agency.managed";
 pub const LABEL_CLIENT: &str = "agency.client";
 /// Label naming a network's tier (frontend, backend, database, network).
 pub const LABEL_TIER: &str = "agency.tier";
-/// Label on throwaway probe containers (never counted as a tenant's container).
+/// Label on throwaway probe containers.
 pub const LABEL_PROBE: &str = "agency.probe";
+/// Label of a container allowed on several clients' frontend networks (a shared reverse proxy).
+pub const LABEL_SHARED_INGRESS: &str = "agency.shared-ingress";
+
+/// Labels read exactly from `ls`/`ps` output. Docker prints a resource's labels there as one
+/// comma-joined `k=v,k=v` string, so `--label 'x=1,agency.client=b'` would read as two labels;
+/// these keys are asked for one by one with the template function `.Label`, and any other
+/// `agency.*` key found in the joined string is dropped (it cannot be told from a spoof).
+pub const EXACT_LABELS: [&str; 10] = [
+    LABEL_MANAGED,
+    LABEL_CLIENT,
+    LABEL_TIER,
+    LABEL_PROBE,
+    LABEL_SHARED_INGRESS,
+    "agency.role",
+    "agency.test",
+    // The db-passwords plugin's labels on a client's database containers.
+    "agency.db",
+    "agency.db-user",
+    "agency.db-admin",
+];
 
 /// A Docker engine reached through the `docker` CLI. Cheap to clone; clones share the call
 /// counter.
@@ -295,6 +315,31 @@ pub fn classify_create_failure(name: &str, subnet: Option<Ipv4Net>, stderr: &str
     }
 }
 
+/// A network that cannot be removed because containers (running or stopped) are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInUse {
+    pub name: String,
+    /// The containers, when known.
+    pub containers: Vec<String>,
+}
+
+impl fmt::Display for NetworkInUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.containers.is_empty() {
+            write!(f, "network {} still has containers attached; disconnect or remove them first", self.name)
+        } else {
+            write!(
+                f,
+                "network {} has containers attached ({}); disconnect or remove them first",
+                self.name,
+                self.containers.join(", ")
+            )
+        }
+    }
+}
+
+impl std::error::Error for NetworkInUse {}
+
 /// A container as `docker ps -a` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSummary {
@@ -465,24 +510,71 @@ fn is_not_found(line: &str) -> bool {
     lower.contains("not found") || lower.contains("no such network")
 }
 
-/// Parses the `a=b,c=d` label list of `ls`/`ps` output (values with commas cannot be told
-/// apart there; inspect output is exact).
+/// The `--format` of an `ls`/`ps` call: the `{{json .}}` line, then a tab and the JSON string
+/// of each of `keys` (`.Label`, exact). JSON never holds a raw tab, so the fields split cleanly.
+pub fn exact_format(keys: &[&str]) -> String {
+    let mut format = "{{json .}}".to_string();
+    for key in keys {
+        format.push_str(&format!("\t{{{{json (.Label \"{key}\")}}}}"));
+    }
+    format
+}
+
+/// True for a label key that can go into a Go template and a `--filter` unquoted.
+pub fn plain_label_key(key: &str) -> bool {
+    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+}
+
+/// Splits an [`exact_format`] line into its `{{json .}}` part and the labels: those of the
+/// joined string without any `agency.*` key, then the exact values of `keys` (empty = absent).
+fn split_exact_line<'a>(what: &str, line: &'a str, keys: &[&str]) -> Result<(&'a str, ExactLabels)> {
+    let mut fields = line.split('\t');
+    let json = fields.next().unwrap_or("");
+    let mut exact = Vec::new();
+    for key in keys {
+        let Some(field) = fields.next() else { break };
+        let value: String = serde_json::from_str(field)
+            .with_context(|| format!("could not read the output of `docker {what}`: {line}"))?;
+        if !value.is_empty() {
+            exact.push((key.to_string(), value));
+        }
+    }
+    Ok((json, exact))
+}
+
+/// The labels of one `ls`/`ps` line: the joined string's, minus every `agency.*` key, plus the
+/// exact ones.
+fn merge_labels(joined: &str, exact: ExactLabels) -> BTreeMap<String, String> {
+    let mut labels = parse_label_list(joined);
+    labels.retain(|key, _| !key.starts_with("agency."));
+    labels.extend(exact);
+    labels
+}
+
+/// Labels read with `.Label`, as (key, value) pairs.
+type ExactLabels = Vec<(String, String)>;
+
+fn exact_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str, keys: &[&str]) -> Result<Vec<(T, ExactLabels)>> {
+    stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (json, exact) = split_exact_line(what, line, keys)?;
+            let raw = serde_json::from_str(json)
+                .with_context(|| format!("could not read the output of `docker {what}`: {line}"))?;
+            Ok((raw, exact))
+        })
+        .collect()
+}
+
+/// Parses the `a=b,c=d` label list of `ls`/`ps` output. Not exact: a value holding a comma
+/// reads as more labels (see [`EXACT_LABELS`]); inspect output is exact.
 pub fn parse_label_list(text: &str) -> BTreeMap<String, String> {
     text.split(',')
         .filter(|item| !item.is_empty())
         .map(|item| match item.split_once('=') {
             Some((key, value)) => (key.to_string(), value.to_string()),
             None => (item.to_string(), String::new()),
-        })
-        .collect()
-}
-
-fn json_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str) -> Result<Vec<T>> {
-    stdout
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line).with_context(|| format!("could not read the output of `docker {what}`: {line}"))
         })
         .collect()
 }
@@ -503,17 +595,17 @@ struct RawNetworkLine {
     labels: String,
 }
 
-/// Parses `docker network ls --no-trunc --format '{{json .}}'`.
+/// Parses `docker network ls --no-trunc --format` [`exact_format`]`(&EXACT_LABELS)`.
 pub fn parse_network_ls(stdout: &str) -> Result<Vec<NetworkSummary>> {
-    Ok(json_lines::<RawNetworkLine>("network ls", stdout)?
+    Ok(exact_lines::<RawNetworkLine>("network ls", stdout, &EXACT_LABELS)?
         .into_iter()
-        .map(|raw| NetworkSummary {
+        .map(|(raw, exact)| NetworkSummary {
             id: raw.id,
             name: raw.name,
             driver: raw.driver,
             scope: raw.scope,
             internal: raw.internal == "true",
-            labels: parse_label_list(&raw.labels),
+            labels: merge_labels(&raw.labels, exact),
         })
         .collect())
 }
@@ -638,16 +730,16 @@ struct RawContainerLine {
     networks: String,
 }
 
-/// Parses `docker ps -a --no-trunc --format '{{json .}}'`.
-pub fn parse_ps(stdout: &str) -> Result<Vec<ContainerSummary>> {
-    Ok(json_lines::<RawContainerLine>("ps", stdout)?
+/// Parses `docker ps -a --no-trunc --format` [`exact_format`]`(keys)`.
+pub fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
+    Ok(exact_lines::<RawContainerLine>("ps", stdout, keys)?
         .into_iter()
-        .map(|raw| ContainerSummary {
+        .map(|(raw, exact)| ContainerSummary {
             id: raw.id,
             name: raw.names.split(',').next().unwrap_or("").to_string(),
             image: raw.image,
             state: raw.state,
-            labels: parse_label_list(&raw.labels),
+            labels: merge_labels(&raw.labels, exact),
             networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
         })
         .collect())
@@ -665,14 +757,14 @@ struct RawVolumeLine {
     mountpoint: String,
 }
 
-/// Parses `docker volume ls --format '{{json .}}'`.
+/// Parses `docker volume ls --format` [`exact_format`]`(&EXACT_LABELS)`.
 pub fn parse_volume_ls(stdout: &str) -> Result<Vec<Volume>> {
-    Ok(json_lines::<RawVolumeLine>("volume ls", stdout)?
+    Ok(exact_lines::<RawVolumeLine>("volume ls", stdout, &EXACT_LABELS)?
         .into_iter()
-        .map(|raw| Volume {
+        .map(|(raw, exact)| Volume {
             name: raw.name,
             driver: raw.driver,
-            labels: parse_label_list(&raw.labels),
+            labels: merge_labels(&raw.labels, exact),
             mountpoint: raw.mountpoint,
         })
         .collect())
@@ -871,7 +963,8 @@ impl Docker {
 
     /// Every network, in one `docker network ls` call.
     pub fn list_networks(&self) -> Result<Vec<NetworkSummary>> {
-        let output = self.checked("network ls", &["network", "ls", "--no-trunc", "--format", "{{json .}}"])?;
+        let format = exact_format(&EXACT_LABELS);
+        let output = self.checked("network ls", &["network", "ls", "--no-trunc", "--format", &format])?;
         parse_network_ls(&output.stdout)
     }
 
@@ -988,9 +1081,24 @@ impl Docker {
         if is_not_found(&output.stderr) {
             Ok(false)
         } else if lower.contains("active endpoints") {
-            bail!("network {name} still has containers attached; disconnect or remove them first")
+            Err(NetworkInUse { name: name.to_string(), containers: Vec::new() }.into())
         } else {
             Err(self.failure(&format!("network rm {name}"), &output.stderr))
+        }
+    }
+
+    /// Disconnects a container from a network, forcibly (also a stopped container).
+    /// `Ok(false)` when it was not connected or either is gone.
+    pub fn disconnect_network(&self, network: &str, container: &str) -> Result<bool> {
+        let output = self.run(&self.command(["network", "disconnect", "--force", "--", network, container]))?;
+        if output.success() {
+            return Ok(true);
+        }
+        let lower = output.stderr.to_lowercase();
+        if is_not_found(&output.stderr) || lower.contains("is not connected") {
+            Ok(false)
+        } else {
+            Err(self.failure(&format!("network disconnect {network} {container}"), &output.stderr))
         }
     }
 
@@ -1016,31 +1124,42 @@ impl Docker {
 
     /// Every container, running or not, with its networks, in one `docker ps -a` call.
     pub fn list_containers(&self) -> Result<Vec<ContainerSummary>> {
-        let output = self.checked("ps", &["ps", "-a", "--no-trunc", "--format", "{{json .}}"])?;
-        parse_ps(&output.stdout)
+        let format = exact_format(&EXACT_LABELS);
+        let output = self.checked("ps", &["ps", "-a", "--no-trunc", "--format", &format])?;
+        parse_ps(&output.stdout, &EXACT_LABELS)
+    }
+
+    /// The containers, running or stopped, attached to `network` now (one `docker ps -a`).
+    pub fn containers_on(&self, network: &str) -> Result<Vec<ContainerSummary>> {
+        Ok(self.list_containers()?.into_iter().filter(|c| c.networks.iter().any(|n| n == network)).collect())
     }
 
     /// Containers (running or not) carrying every label of `labels` (an empty value matches any
     /// value), in one `docker ps -a` call filtered by the engine.
     pub fn list_containers_with_labels(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>> {
         let mut args: Vec<String> = vec!["ps".into(), "-a".into(), "--no-trunc".into()];
+        let mut keys: Vec<&str> = EXACT_LABELS.to_vec();
         for (key, value) in labels {
-            if key.is_empty() || key.contains(['=', ',', '\n']) || value.contains([',', '\n']) {
+            if !plain_label_key(key) || value.contains([',', '\n']) {
                 bail!("label filter {key:?}={value:?} is not a valid Docker label");
+            }
+            if !keys.contains(&key.as_str()) {
+                keys.push(key);
             }
             args.push("--filter".into());
             args.push(if value.is_empty() { format!("label={key}") } else { format!("label={key}={value}") });
         }
-        args.extend(["--format".into(), "{{json .}}".into()]);
+        args.extend(["--format".into(), exact_format(&keys)]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let output = self.checked("ps", &args)?;
-        parse_ps(&output.stdout)
+        parse_ps(&output.stdout, &keys)
     }
 
     /// Volumes, optionally filtered by label (`key` or `key=value`), with their mountpoints,
     /// in one `docker volume ls` call.
     pub fn list_volumes(&self, label: Option<&str>) -> Result<Vec<Volume>> {
-        let mut args = vec!["volume", "ls", "--format", "{{json .}}"];
+        let format = exact_format(&EXACT_LABELS);
+        let mut args = vec!["volume", "ls", "--format", &format];
         let filter;
         if let Some(label) = label {
             filter = format!("label={label}");
@@ -1372,17 +1491,29 @@ mod tests {
 
     #[test]
     fn parses_network_ls() {
-        let out = r#"{"CreatedAt":"2026-11-27 12:22:41 +0000 UTC","Driver":"bridge","ID":"978e","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"bridge","Scope":"local"}
-{"CreatedAt":"2026-11-27 12:25:27 +0000 UTC","Driver":"bridge","ID":"a59e","IPv4":"false","IPv6":"false","Internal":"true","Labels":"agency.client=acme,agency.managed=true,c=","Name":"acme_database","Scope":"local"}
-"#;
-        let networks = parse_network_ls(out).unwrap();
-        assert_eq!(networks.len(), 2);
+        let exact = |values: [&str; 10]| values.map(|v| format!("\t{}", serde_json::json!(v))).concat();
+        let out = format!(
+            "{}{}\n{}{}\n{}{}\n",
+            r#"{"CreatedAt":"2026-11-27 12:22:41 +0000 UTC","Driver":"bridge","ID":"978e","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"bridge","Scope":"local"}"#,
+            exact(["", "", "", "", "", "", "", "", "", ""]),
+            r#"{"CreatedAt":"2026-11-27 12:25:27 +0000 UTC","Driver":"bridge","ID":"a59e","IPv4":"false","IPv6":"false","Internal":"true","Labels":"agency.client=acme,agency.managed=true,c=","Name":"acme_database","Scope":"local"}"#,
+            exact(["true", "acme", "", "", "", "", "", "", "", ""]),
+            // Real Docker 20.10 output for `--label 'note=x,agency.client=b' --label agency.tier=backend`.
+            r#"{"Driver":"bridge","ID":"b1","Internal":"false","Labels":"agency.tier=backend,note=x,agency.client=b","Name":"spoof","Scope":"local"}"#,
+            exact(["", "", "backend", "", "", "", "", "", "", ""]),
+        );
+        let networks = parse_network_ls(&out).unwrap();
+        assert_eq!(networks.len(), 3);
         assert!(!networks[0].internal);
         assert!(networks[0].labels.is_empty());
         assert!(networks[1].internal);
         assert_eq!(networks[1].label("agency.client"), Some("acme"));
         assert_eq!(networks[1].label("c"), Some(""));
+        assert_eq!(networks[2].label("agency.client"), None, "{:?}", networks[2].labels);
+        assert_eq!(networks[2].label("agency.tier"), Some("backend"));
+        assert_eq!(networks[2].label("note"), Some("x"));
         assert!(parse_network_ls("not json").is_err());
+        assert_eq!(exact_format(&["agency.client"]), "{{json .}}\t{{json (.Label \"agency.client\")}}");
     }
 
     #[test]
@@ -1415,17 +1546,29 @@ mod tests {
 
     #[test]
     fn parses_ps_and_volume_ls() {
-        let ps = r#"{"Command":"\"sh\"","ID":"cddd","Image":"img","Labels":"agency.client=a,agency.probe=true","Names":"srv","Networks":"a_backend,b_backend","State":"running"}
-{"ID":"5024","Image":"img","Labels":"","Names":"other","Networks":"","State":"exited"}"#;
-        let containers = parse_ps(ps).unwrap();
+        let keys = [LABEL_CLIENT, LABEL_PROBE, LABEL_SHARED_INGRESS];
+        let ps = concat!(
+            r#"{"Command":"\"sh\"","ID":"cddd","Image":"img","Labels":"agency.client=a,agency.probe=true","Names":"srv","Networks":"a_backend,b_backend","State":"running"}"#,
+            "\t\"a\"\t\"true\"\t\"\"\n",
+            r#"{"ID":"5024","Image":"img","Labels":"","Names":"other","Networks":"","State":"exited"}"#,
+            "\t\"\"\t\"\"\t\"\"\n",
+            // Real Docker 20.10 output for `--label 'x=1,agency.shared-ingress=true'`.
+            r#"{"ID":"77","Image":"img","Labels":"agency.probe-image=true,x=1,agency.shared-ingress=true","Names":"sneaky","Networks":"n","State":"running"}"#,
+            "\t\"\"\t\"\"\t\"\"\n",
+        );
+        let containers = parse_ps(ps, &keys).unwrap();
         assert_eq!(containers[0].networks, vec!["a_backend", "b_backend"]);
         assert!(containers[0].is_probe());
+        assert_eq!(containers[0].label(LABEL_CLIENT), Some("a"));
         assert!(containers[1].networks.is_empty());
         assert_eq!(containers[1].state, "exited");
+        assert_eq!(containers[2].label(LABEL_SHARED_INGRESS), None, "{:?}", containers[2].labels);
+        assert_eq!(containers[2].label("x"), Some("1"));
 
-        let volumes = parse_volume_ls(
+        let volumes = parse_volume_ls(&format!(
+            "{}\t\"\"\t\"zz\"\t\"\"\t\"\"\t\"\"\t\"\"\t\"\"",
             r#"{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"agency.client=zz","Links":"N/A","Mountpoint":"/var/lib/docker/volumes/zz_vol/_data","Name":"zz_vol","Scope":"local","Size":"N/A","Status":"N/A"}"#,
-        )
+        ))
         .unwrap();
         assert_eq!(volumes[0].mountpoint, "/var/lib/docker/volumes/zz_vol/_data");
         assert_eq!(volumes[0].labels.get("agency.client").map(String::as_str), Some("zz"));

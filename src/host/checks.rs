@@ -32,11 +32,41 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use super::ScriptResult;
 use crate::check::{Check, ClientReport, Status, render_table};
 
-fn check(name: &str, status: Status, summary: &str, evidence: Dynamic) -> ScriptResult<Dynamic> {
-    let evidence: serde_json::Value = rhai::serde::from_dynamic(&evidence)?;
-    rhai::serde::to_dynamic(Check::new(name, status, summary).evidence(evidence))
+/// Whether `value` is plain data (what `--json` can show): unit, bool, numbers, strings,
+/// characters, and arrays and maps of those.
+fn is_plain(value: &Dynamic) -> bool {
+    if let Some(array) = value.read_lock::<Array>() {
+        return array.iter().all(is_plain);
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return map.values().all(is_plain);
+    }
+    value.is_unit() || value.is_bool() || value.is_int() || value.is_float() || value.is_string() || value.is_char()
 }
 
+/// A check as scripts see it, the shape `Check` serializes to: `#{ name, status, summary,
+/// evidence }` (and `fix` once set). Built directly, without a round trip through JSON.
+fn check_map(name: &str, status: Status, summary: &str, evidence: Dynamic) -> Map {
+    let mut map = Map::new();
+    map.insert("name".into(), name.into());
+    map.insert("status".into(), status.as_str().into());
+    map.insert("summary".into(), summary.into());
+    map.insert("evidence".into(), evidence);
+    map
+}
+
+fn check(name: &str, status: Status, summary: &str, evidence: Dynamic) -> ScriptResult<Map> {
+    if !is_plain(&evidence) {
+        return Err(format!(
+            "check {name}: evidence must be plain data (strings, numbers, bools, arrays, maps), not {}",
+            evidence.type_name()
+        )
+        .into());
+    }
+    Ok(check_map(name, status, summary, evidence))
+}
+
+/// The name, status, summary and fix of a check map (its evidence stays in the map).
 fn parse_check(value: &Dynamic) -> ScriptResult<Check> {
     let map = value.read_lock::<Map>().ok_or("a check must be a map #{ name, status, summary }")?;
     let text = |key: &str| map.get(key).map(|v| v.to_string()).unwrap_or_default();
@@ -46,17 +76,31 @@ fn parse_check(value: &Dynamic) -> ScriptResult<Check> {
     }
     let status = Status::parse(&text("status"))
         .ok_or_else(|| format!("check {name}: status must be ok, warn, fail or skip, not {:?}", text("status")))?;
-    let evidence = match map.get("evidence") {
-        Some(value) => rhai::serde::from_dynamic(value)?,
-        None => serde_json::Value::Null,
-    };
-    Ok(Check::new(&name, status, text("summary")).evidence(evidence).fix(text("fix")))
+    if let Some(evidence) = map.get("evidence")
+        && !is_plain(evidence)
+    {
+        return Err(format!("check {name}: evidence must be plain data, not {}", evidence.type_name()).into());
+    }
+    Ok(Check::new(&name, status, text("summary")).fix(text("fix")))
+}
+
+/// One client's report: its verdict and the checks' heads for the table, and the check maps
+/// as the script made them (evidence included) for `checks::clients`.
+struct Entry {
+    report: ClientReport,
+    checks: Array,
 }
 
 #[derive(Default)]
 struct ReportState {
-    clients: Vec<ClientReport>,
+    clients: Vec<Entry>,
     pending_repairs: BTreeMap<String, Vec<String>>,
+}
+
+impl ReportState {
+    fn reports(&self) -> impl Iterator<Item = &ClientReport> {
+        self.clients.iter().map(|e| &e.report)
+    }
 }
 
 /// The clients' reports of one status run (shared by every copy a script makes).
@@ -65,17 +109,21 @@ pub struct StatusReport(Rc<RefCell<ReportState>>);
 
 impl StatusReport {
     fn add(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
-        let checks = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
+        let heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
         let mut state = self.0.borrow_mut();
         let repairs = state.pending_repairs.remove(id).unwrap_or_default();
-        state.clients.push(ClientReport::new(id, true, checks, repairs));
+        state.clients.push(Entry { report: ClientReport::new(id, true, heads, repairs), checks });
         Ok(())
     }
 
     fn invalid(&mut self, id: &str, reason: &str) {
         let mut state = self.0.borrow_mut();
         let repairs = state.pending_repairs.remove(id).unwrap_or_default();
-        state.clients.push(ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs));
+        let check = check_map("client", Status::Fail, reason, Dynamic::UNIT);
+        state.clients.push(Entry {
+            report: ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs),
+            checks: vec![check.into()],
+        });
     }
 
     fn repairs(&mut self, id: &str, repairs: Array) {
@@ -88,12 +136,12 @@ impl StatusReport {
     }
 
     fn isolated(&mut self) -> bool {
-        self.0.borrow().clients.iter().all(|c| c.isolated)
+        self.0.borrow().reports().all(|c| c.isolated)
     }
 
     fn message(&mut self) -> String {
         let state = self.0.borrow();
-        let bad: Vec<&str> = state.clients.iter().filter(|c| !c.isolated).map(|c| c.client.as_str()).collect();
+        let bad: Vec<&str> = state.reports().filter(|c| !c.isolated).map(|c| c.client.as_str()).collect();
         if bad.is_empty() {
             return format!("{} client(s), all isolated", state.clients.len());
         }
@@ -102,8 +150,34 @@ impl StatusReport {
         format!("{} of {} client(s) not fully isolated: {}{more}", bad.len(), state.clients.len(), shown.join(", "))
     }
 
-    fn clients(&mut self) -> ScriptResult<Dynamic> {
-        rhai::serde::to_dynamic(&self.0.borrow().clients)
+    /// The reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` (the shape
+    /// `ClientReport` serializes to), the checks as the script made them.
+    fn clients(&mut self) -> Array {
+        self.0
+            .borrow()
+            .clients
+            .iter()
+            .map(|entry| {
+                let report = &entry.report;
+                let mut map = Map::new();
+                map.insert("client".into(), report.client.as_str().into());
+                map.insert("valid".into(), report.valid.into());
+                map.insert("isolated".into(), report.isolated.into());
+                map.insert("verdict".into(), report.verdict.as_str().into());
+                map.insert("checks".into(), entry.checks.clone().into());
+                map.insert(
+                    "repairs".into(),
+                    report.repairs.iter().map(|r| Dynamic::from(r.clone())).collect::<Array>().into(),
+                );
+                map.into()
+            })
+            .collect()
+    }
+
+    fn table(&self) -> String {
+        let state = self.0.borrow();
+        let reports: Vec<&ClientReport> = state.reports().collect();
+        render_table(&reports)
     }
 }
 
@@ -134,15 +208,14 @@ pub fn create_module() -> Module {
         r.invalid(id, reason);
         Ok(())
     });
-    module
-        .set_native_fn("table", |r: StatusReport| -> ScriptResult<String> { Ok(render_table(&r.0.borrow().clients)) });
+    module.set_native_fn("table", |r: StatusReport| -> ScriptResult<String> { Ok(r.table()) });
     module.set_native_fn("isolated", |mut r: StatusReport| -> ScriptResult<bool> { Ok(r.isolated()) });
     module.set_native_fn("count", |r: StatusReport| -> ScriptResult<INT> { Ok(r.0.borrow().clients.len() as INT) });
     module.set_native_fn("isolated_count", |r: StatusReport| -> ScriptResult<INT> {
-        Ok(r.0.borrow().clients.iter().filter(|c| c.isolated).count() as INT)
+        Ok(r.0.borrow().reports().filter(|c| c.isolated).count() as INT)
     });
     module.set_native_fn("message", |mut r: StatusReport| -> ScriptResult<String> { Ok(r.message()) });
-    module.set_native_fn("clients", |mut r: StatusReport| r.clients());
+    module.set_native_fn("clients", |mut r: StatusReport| -> ScriptResult<Array> { Ok(r.clients()) });
     module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(Into::into)
     });

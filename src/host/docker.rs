@@ -22,6 +22,7 @@
 //! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
 //! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
+//! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
 //! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
 //! | `docker::exec_with_stdin(container, argv, stdin, secrets)` | yes | the same; errors mask exactly the values of the array `secrets` (so the tool's message stays readable) |
 //!
@@ -165,7 +166,17 @@ fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &
     let mut probe_allocator = allocator.clone();
     let planned = planned_subnet(expected, &mut probe_allocator)?;
     let mut actual = planned;
-    host.effects.apply("network", &expected.name, &expected.describe(Some(planned)), Outcome::Created, || {
+    let mut detail = expected.describe(Some(planned));
+    if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
+        // The recorded block is used by another network now: say so, in the plan too.
+        let warning = format!(
+            "{}: client.env records subnet {recorded}, which another network now uses; it gets {planned}",
+            expected.name
+        );
+        host.output.note(&warning);
+        detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
+    }
+    host.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
         actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
             Ok(subnet) => subnet,
             // Another run (another root, or a site without the client lock) made it meanwhile:
@@ -287,16 +298,30 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                 changed = true;
             }
             Repair::Recreate { expected, id: network_id, subnet } => {
+                // Docker removes a network whose containers are all stopped (they then fail to
+                // start), so ask again right before touching it: any container, running or not.
+                let attached: Vec<String> = if host.effects.dry_run() {
+                    Vec::new()
+                } else {
+                    docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect()
+                };
+                if !attached.is_empty() {
+                    messages.push(format!(
+                        "not repaired: {}",
+                        docker::NetworkInUse { name: expected.name.clone(), containers: attached }
+                    ));
+                    continue;
+                }
                 let old = snapshot.network(&expected.name).cloned();
                 let planned = match subnet {
                     Some(subnet) => subnet,
                     None => allocator.peek()?,
                 };
                 let mut actual = planned;
-                host.effects.apply(
+                let applied = host.effects.apply(
                     "network",
                     &expected.name,
-                    &format!("recreated: removed {network_id}, created {}", expected.describe(Some(planned))),
+                    &format!("remove {network_id}, then create {}", expected.describe(Some(planned))),
                     Outcome::Updated,
                     || {
                         docker.remove_network(&network_id)?;
@@ -309,7 +334,15 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                         allocator = free;
                         Ok(())
                     },
-                )?;
+                );
+                if let Err(error) = applied {
+                    // A container attached meanwhile: Docker refused, nothing was changed.
+                    if let Some(in_use) = error.downcast_ref::<docker::NetworkInUse>() {
+                        messages.push(format!("not repaired: {in_use}"));
+                        continue;
+                    }
+                    return Err(error);
+                }
                 let was = old
                     .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
                     .unwrap_or_default();
@@ -665,6 +698,21 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         h.effects
             .apply("network", name, &format!("id {id}"), Outcome::Removed, || {
                 docker.remove_network(&id)?;
+                Ok(())
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("network_disconnect", move |network: &str, container: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        let found = docker.inspect_networks(&[network]).map_err(script_error)?;
+        let attached = found.first().is_some_and(|n| n.containers.iter().any(|c| c.name == container));
+        let needed = if attached { Outcome::Removed } else { Outcome::Unchanged };
+        h.effects
+            .apply("network disconnect", network, &format!("container {container}"), needed, || {
+                docker.disconnect_network(network, container)?;
                 Ok(())
             })
             .map(|o| o.as_str().into())

@@ -7,10 +7,16 @@
 //! | `fs::touch(path, mode)` | yes | creates an empty file if missing, repairs its mode |
 //! | `fs::chmod(path, mode)` | yes | repairs a mode |
 //! | `fs::remove(path)` | yes | removes a file |
+//! | `fs::rename(from, to)` | yes | moves a file or a whole directory; never overwrites `to`; "moved", or "unchanged" when `from` is gone and `to` exists |
 //! | `fs::read(path)` | no | the file's text |
 //! | `fs::exists(path)` | no | bool |
 //! | `fs::mode(path)` | no | permission bits, or -1 when missing |
 //! | `fs::list(dir)` | no | sorted entry names, `[]` when missing |
+//! | `fs::kind(path)` | no | `"file"`, `"dir"`, `"symlink"`, `"other"` or `"missing"`, never following a symlink |
+//! | `fs::link_target(path)` | no | where a symlink points (`""` for anything else) |
+//! | `fs::unlink(path)` | yes | removes a symlink itself (never its target); "removed" / "unchanged" (no symlink there) |
+//!
+//! `touch` and `chmod` refuse a symlink in their place (they would change its target).
 
 use std::{fs, rc::Rc};
 
@@ -18,6 +24,29 @@ use anyhow::Context;
 use rhai::{Array, Dynamic, INT, Module};
 
 use super::{Host, ScriptResult, mode_arg, script_error};
+
+/// Fails when `path` is a symlink: a mode or a file is never set through one.
+fn refuse_symlink(path: &std::path::Path) -> ScriptResult<()> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a symlink; not following it (remove the link, e.g. with FIX=1 of multi-tenancy-status)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// What is at `path`, without following a symlink.
+pub fn kind(path: &std::path::Path) -> &'static str {
+    match fs::symlink_metadata(path) {
+        Err(_) => "missing",
+        Ok(m) if m.file_type().is_symlink() => "symlink",
+        Ok(m) if m.is_file() => "file",
+        Ok(m) if m.is_dir() => "dir",
+        Ok(_) => "other",
+    }
+}
 use crate::{effects::Outcome, fsutil};
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -53,6 +82,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("touch", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
         let path = h.roots.confine(path).map_err(script_error)?;
+        refuse_symlink(&path)?;
         let (needed, detail) = match fsutil::mode(&path) {
             None => (Outcome::Created, format!("mode {mode:04o}")),
             Some(current) if current != mode => (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}")),
@@ -71,6 +101,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("chmod", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
         let path = h.roots.confine(path).map_err(script_error)?;
+        refuse_symlink(&path)?;
         let current = fsutil::mode(&path).ok_or_else(|| format!("{} does not exist", path.display()))?;
         let needed = if current == mode { Outcome::Unchanged } else { Outcome::Updated };
         h.effects
@@ -87,6 +118,31 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let needed = if path.exists() { Outcome::Removed } else { Outcome::Unchanged };
         h.effects
             .apply("remove", &path.display().to_string(), "", needed, || Ok(fs::remove_file(&path)?))
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("rename", move |from: &str, to: &str| -> ScriptResult<String> {
+        let from = h.roots.confine(from).map_err(script_error)?;
+        let to = h.roots.confine(to).map_err(script_error)?;
+        let (from_exists, to_exists) = (fs::symlink_metadata(&from).is_ok(), fs::symlink_metadata(&to).is_ok());
+        let needed = match (from_exists, to_exists) {
+            (true, false) => Outcome::Moved,
+            // Already moved by an earlier, interrupted run.
+            (false, true) => Outcome::Unchanged,
+            (true, true) => {
+                return Err(format!("cannot move {} to {}: it already exists", from.display(), to.display()).into());
+            }
+            (false, false) => return Err(format!("cannot move {}: it does not exist", from.display()).into()),
+        };
+        h.effects
+            .apply("rename", &from.display().to_string(), &format!("to {}", to.display()), needed, || {
+                if let Some(parent) = to.parent() {
+                    anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
+                }
+                Ok(fsutil::rename_durable(&from, &to)?)
+            })
             .map(|o| o.as_str().into())
             .map_err(script_error)
     });
@@ -119,6 +175,35 @@ pub fn create_module(host: &Rc<Host>) -> Module {
             .collect();
         names.sort();
         Ok(names.into_iter().map(Dynamic::from).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("kind", move |path: &str| -> ScriptResult<String> {
+        Ok(kind(&h.roots.confine_entry(path).map_err(script_error)?).into())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("link_target", move |path: &str| -> ScriptResult<String> {
+        let path = h.roots.confine_entry(path).map_err(script_error)?;
+        Ok(fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("unlink", move |path: &str| -> ScriptResult<String> {
+        let path = h.roots.confine_entry(path).map_err(script_error)?;
+        let target = fs::read_link(&path).ok();
+        let needed = if target.is_some() { Outcome::Removed } else { Outcome::Unchanged };
+        let detail = target.map(|t| format!("symlink to {}", t.display())).unwrap_or_else(|| "no symlink".into());
+        h.effects
+            .apply("remove symlink", &path.display().to_string(), &detail, needed, || {
+                // remove_file on a symlink removes the link, never its target.
+                if !fs::symlink_metadata(&path)?.file_type().is_symlink() {
+                    anyhow::bail!("{} is no longer a symlink; left alone", path.display());
+                }
+                Ok(fs::remove_file(&path)?)
+            })
+            .map(|o| o.as_str().into())
+            .map_err(script_error)
     });
 
     module

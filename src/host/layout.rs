@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `layout::client(id)` | map of the client's paths: `config_dir`, `env_file`, `compose_override`, `keycloak_dir`, `realm_file`, `backup_dir`, `backup_config`, `traefik_file`, `secrets_dir`, `secrets_file`, `secrets_history_dir`, `log_dir`, `audit_log`, `logrotate_file`, `repository`, and `networks` (tier → network name) |
 //! | `layout::clients()` | ids of the clients that have a config dir, sorted |
+//! | `layout::inventory()` | one map per client (sorted by id): `id`, `name`, `domain`, `created`, `health` ("ok", "incomplete", "insecure", "broken") and `problems` (array of phrases); read from disk only, no Docker |
+//! | `layout::inspect(id)` | the same map for one client |
 //! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
 //! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
 //! | `layout::dry_run()` | whether this run only plans |
@@ -58,6 +60,19 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("clients", move || -> ScriptResult<Array> {
         Ok(h.roots.client_ids().into_iter().map(Dynamic::from).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("inventory", move || -> ScriptResult<Array> {
+        crate::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
+            .iter()
+            .map(rhai::serde::to_dynamic)
+            .collect()
+    });
+
+    let h = host.clone();
+    module.set_native_fn("inspect", move |id: &str| -> ScriptResult<Dynamic> {
+        rhai::serde::to_dynamic(crate::inventory::inspect(&h.roots, id, h.settings.get("AGENCY_BACKUPS") != "off"))
     });
 
     let h = host.clone();

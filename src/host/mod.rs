@@ -2,6 +2,7 @@
 //! each built by `create_module(&Rc<Host>)` from closures sharing the run's state.
 //! Mutating functions go through [`Effects`]; none decides dry-run by itself.
 
+pub mod audit;
 pub mod checks;
 pub mod docker;
 pub mod envfile;
@@ -24,6 +25,9 @@ pub struct Host {
     pub roots: Roots,
     pub effects: Effects,
     pub output: Rc<Output>,
+    /// Values of the running task's secret variables, redacted wherever a host function
+    /// writes script data out (audit events).
+    pub secret_values: std::cell::RefCell<Vec<String>>,
 }
 
 impl Host {
@@ -33,6 +37,7 @@ impl Host {
             settings,
             effects: Effects::new(dry_run, output.clone()),
             output,
+            secret_values: Default::default(),
         }
     }
 }
@@ -46,11 +51,15 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("restic", restic::create_module(host).into());
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
+    engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
     engine.register_static_module("checks", checks::create_module().into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
+    engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
+        crate::validate::parse_bool(value).map_err(|e| e.into())
+    });
 }
 
 /// Host errors reach the script as runtime errors carrying the whole context chain.

@@ -29,7 +29,7 @@ pub fn docker_or_skip(test: &str) -> Option<Docker> {
             panic!("{test}: the Docker engine is required in CI: {error:#}")
         }
         Err(error) => {
-            eprintln!("\n*** SKIP {test}: no usable Docker engine ({error:#}) ***\n");
+            super::loud_skip(&format!("{test}: no usable Docker engine ({error:#})"));
             None
         }
     }

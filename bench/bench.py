@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Helpers of bench/run: peer task files, a free subnet pool, scaling recorded engine output,
+reading hyperfine and /usr/bin/time results, and the table. Arithmetic only; every command
+being measured is run by bench/run."""
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+# ---- peer task files ----------------------------------------------------------------------
+
+
+def write_peers(out, builtin, total, client_vars):
+    """Four equivalent task files with `total` targets each: a justfile, a Taskfile, a Makefile,
+    and agency site tasks. The targets are agency's built-in tasks (so `-n create-client` runs
+    the real one) plus bench-NN tasks up to `total`. In the peers, create-client holds the
+    shell a site would write for it (directories, four labelled networks, files)."""
+    os.makedirs(os.path.join(out, "site", "tasks"), exist_ok=True)
+    extra = [f"bench-{i:02d}" for i in range(1, max(0, total - len(builtin)) + 1)]
+    names = list(builtin) + extra
+    desc = {n: f"Bench target {n}" for n in names}
+    desc["create-client"] = "Create a new client with full isolation"
+
+    def create_client_lines(var):
+        v = {k: var(k) for k in ("CLIENT_ID", "CLIENT_NAME", "CLIENT_DOMAIN")}
+        root = "${AGENCY_ROOT:-/opt/agency_stack}"
+        lines = [
+            f'mkdir -p -m 0750 "{root}/clients/{v["CLIENT_ID"]}/keycloak" "{root}/clients/{v["CLIENT_ID"]}/backup"',
+            f'mkdir -p -m 0700 "{root}/secrets/{v["CLIENT_ID"]}"',
+        ]
+        for tier, internal in (("frontend", ""), ("backend", " --internal"), ("database", " --internal"), ("network", "")):
+            lines.append(
+                f"docker network inspect {v['CLIENT_ID']}_{tier} >/dev/null 2>&1 || docker network create{internal} "
+                f"--label agency.managed=true --label agency.client={v['CLIENT_ID']} --label agency.tier={tier} "
+                f"{v['CLIENT_ID']}_{tier}"
+            )
+        lines.append(
+            f"printf \"CLIENT_ID='%s'\\nCLIENT_NAME='%s'\\nCLIENT_DOMAIN='%s'\\n\" \"{v['CLIENT_ID']}\" "
+            f"\"{v['CLIENT_NAME']}\" \"{v['CLIENT_DOMAIN']}\" > \"{root}/clients/{v['CLIENT_ID']}/client.env\""
+        )
+        return lines
+
+    def other_lines(name):
+        return [f'echo "{name}: nothing to do"']
+
+    # justfile
+    just = ["set positional-arguments := false", ""]
+    for n in names:
+        just.append(f"# {desc[n]}")
+        if n == "create-client":
+            just.append("create-client CLIENT_ID CLIENT_NAME CLIENT_DOMAIN:")
+            body = create_client_lines(lambda k: "{{" + k + "}}")
+        else:
+            just.append(f"{n}:")
+            body = other_lines(n)
+        just += ["    " + line for line in body] + [""]
+    with open(os.path.join(out, "justfile"), "w") as f:
+        f.write("\n".join(just))
+
+    # Taskfile.yml
+    task = ["version: '3'", "", "tasks:"]
+    for n in names:
+        task.append(f"  {n}:")
+        task.append(f"    desc: {desc[n]}")
+        if n == "create-client":
+            task.append("    requires:")
+            task.append("      vars: [CLIENT_ID, CLIENT_NAME, CLIENT_DOMAIN]")
+            body = create_client_lines(lambda k: "{{.%s}}" % k)
+        else:
+            body = other_lines(n)
+        task.append("    cmds:")
+        task += ["      - " + json.dumps(line) for line in body]
+    with open(os.path.join(out, "Taskfile.yml"), "w") as f:
+        f.write("\n".join(task) + "\n")
+
+    # Makefile
+    make = [".PHONY: " + " ".join(names), ""]
+    for n in names:
+        make.append(f"## {desc[n]}")
+        make.append(f"{n}:")
+        body = create_client_lines(lambda k: "$(%s)" % k) if n == "create-client" else other_lines(n)
+        make += ["\t" + line.replace("${AGENCY_ROOT:-/opt/agency_stack}", "$${AGENCY_ROOT:-/opt/agency_stack}") for line in body]
+        make.append("")
+    with open(os.path.join(out, "Makefile"), "w") as f:
+        f.write("\n".join(make))
+
+    # agency site tasks for the bench-NN targets (the built-in ones are compiled in)
+    for n in extra:
+        with open(os.path.join(out, "site", "tasks", f"{n}.toml"), "w") as f:
+            f.write(f'description = "{desc[n]}"\ngroup = "bench"\nlock = "none"\n')
+            f.write(f"script = '''\nprint(\"{n}: nothing to do\");\n#{{ ok: true }}\n'''\n")
+    print(len(names))
+
+
+# ---- a free subnet pool -------------------------------------------------------------------
+
+
+def free_pool(prefix_len):
+    """A 10.x.0.0/prefix_len that overlaps no route of this host and no Docker network."""
+    taken = []
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    for line in routes.splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word != "default":
+            try:
+                taken.append(ipaddress.ip_network(word if "/" in word else word + "/32", strict=False))
+            except ValueError:
+                pass
+    ids = subprocess.run(["docker", "network", "ls", "-q", "--no-trunc"], capture_output=True, text=True).stdout.split()
+    if ids:
+        out = subprocess.run(["docker", "network", "inspect", *ids], capture_output=True, text=True).stdout
+        for net in json.loads(out or "[]"):
+            for cfg in (net.get("IPAM") or {}).get("Config") or []:
+                try:
+                    taken.append(ipaddress.ip_network(cfg.get("Subnet", ""), strict=False))
+                except ValueError:
+                    pass
+    for second in range(250, 100, -1):
+        pool = ipaddress.ip_network(f"10.{second}.0.0/{prefix_len}", strict=False)
+        if not any(pool.overlaps(t) for t in taken if t.version == 4):
+            print(pool)
+            return
+    sys.exit("no free 10.x.0.0/16 pool found")
+
+
+# ---- scaling recorded engine output and client files ----------------------------------------
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def scaled_id(prefix, i):
+    return f"{prefix}-r{i:05d}"
+
+
+def scale_docker(recorded, out, prefix, template, count):
+    """Writes network-ls.jsonl and ps.jsonl for `count` clients: every recorded line of the
+    bench's own clients is dropped, the template client's lines are repeated once per scaled
+    client (its id replaced, fresh IDs), every other recorded line (the engine's own networks,
+    other people's) is kept as recorded."""
+    os.makedirs(out, exist_ok=True)
+    mine = re.compile(r"^" + re.escape(prefix) + r"-")
+    for name, field in (("network-ls.jsonl", "Name"), ("ps.jsonl", "Names")):
+        kept, tpl = [], []
+        with open(os.path.join(recorded, name)) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                text = json.dumps(obj, separators=(",", ":"))
+                if template in text:
+                    tpl.append(obj)
+                elif not mine.match(obj.get(field, "")):
+                    kept.append(text)
+        if name == "network-ls.jsonl" and len(tpl) != 4:
+            sys.exit(f"template client {template} has {len(tpl)} networks in the recording, not 4")
+        with open(os.path.join(out, name), "w") as f:
+            for text in kept:
+                f.write(text + "\n")
+            for i in range(1, count + 1):
+                cid = scaled_id(prefix, i)
+                for obj in tpl:
+                    new = json.loads(json.dumps(obj).replace(template, cid))
+                    new["ID"] = sha(f"{field}:{new.get(field)}")
+                    f.write(json.dumps(new, separators=(",", ":")) + "\n")
+
+
+def scale_files(pairs, prefix, template, count, pool):
+    """Copies the template client's files from each source root to the matching destination
+    root once per scaled client, its id replaced in paths and contents, modes kept; client.env
+    subnets get distinct blocks of `pool`. Of the restic repository only config, keys/ and
+    snapshots/ are copied (what status looks at)."""
+    blocks = ipaddress.ip_network(pool).subnets(new_prefix=26)
+    subnet_keys = ["FRONTEND_SUBNET", "BACKEND_SUBNET", "DATABASE_SUBNET", "CLIENT_SUBNET"]
+    entries = []  # (source root, destination root, relative path, is_dir, mode, contents)
+    for src_root, dst_root in pairs:
+        os.makedirs(dst_root, exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(src_root):
+            rel = os.path.relpath(dirpath, src_root)
+            inside = any(template in part for part in rel.split(os.sep))
+            if inside and os.path.basename(dirpath) in ("data", "index", "locks"):
+                dirnames[:] = []
+                continue
+            if inside:
+                entries.append((dst_root, rel, True, os.stat(dirpath).st_mode & 0o7777, None))
+            if inside or any(template in fn for fn in filenames):
+                # the parents of the client's trees (clients/, secrets/ ...), with their modes
+                parent = os.path.dirname(rel) if inside else rel
+                chain = []
+                while parent not in ("", "."):
+                    chain.append(parent)
+                    parent = os.path.dirname(parent)
+                for part in reversed(chain):
+                    if template not in part and not os.path.isdir(os.path.join(dst_root, part)):
+                        os.makedirs(os.path.join(dst_root, part))
+                        os.chmod(os.path.join(dst_root, part), os.stat(os.path.join(src_root, part)).st_mode & 0o7777)
+            for fn in filenames:
+                if inside or template in fn:
+                    path = os.path.join(dirpath, fn)
+                    with open(path, "rb") as f:
+                        entries.append((dst_root, os.path.join(rel, fn), False, os.stat(path).st_mode & 0o7777, f.read()))
+    # paths recorded inside files (backup/config.sh, logrotate policies) move with the roots
+    roots_by_length = sorted(pairs, key=lambda p: -len(p[0]))
+    for i in range(1, count + 1):
+        cid = scaled_id(prefix, i)
+        subnets = [str(next(blocks)) for _ in subnet_keys]
+        for dst_root, rel, is_dir, mode, data in entries:
+            dst = os.path.join(dst_root, rel.replace(template, cid))
+            if is_dir:
+                os.makedirs(dst, exist_ok=True)
+                os.chmod(dst, mode)
+                continue
+            data = data.replace(template.encode(), cid.encode())
+            for src_root, new_root in roots_by_length:
+                data = data.replace(src_root.encode(), new_root.encode())
+            if os.path.basename(dst) == "client.env":
+                text = data.decode()
+                for key, subnet in zip(subnet_keys, subnets):
+                    text = re.sub(rf"^{key}='[^']*'$", f"{key}='{subnet}'", text, flags=re.M)
+                data = text.encode()
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(dst, mode)
+
+
+def record_engine(out):
+    """Records the engine's answers to the runner's reads, with the runner's own flags."""
+    os.makedirs(os.path.join(out, "inspect"), exist_ok=True)
+    run = lambda *a: subprocess.run(["docker", *a], capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(out, "network-ls.jsonl"), "w") as f:
+        f.write(run("network", "ls", "--no-trunc", "--format", "{{json .}}"))
+    ids = run("network", "ls", "-q", "--no-trunc")
+    with open(os.path.join(out, "network-ls-q.txt"), "w") as f:
+        f.write(ids)
+    with open(os.path.join(out, "ps.jsonl"), "w") as f:
+        f.write(run("ps", "-a", "--no-trunc", "--format", "{{json .}}"))
+    if ids.split():
+        for net in json.loads(run("network", "inspect", "--", *ids.split())):
+            text = json.dumps(net)
+            for key in (net["Name"], net["Id"]):
+                with open(os.path.join(out, "inspect", key + ".json"), "w") as f:
+                    f.write(text)
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+def hyperfine_stats(path):
+    with open(path) as f:
+        result = json.load(f)["results"][0]
+    times = result["times"]
+    return {"median_ms": statistics.median(times) * 1000, "runs": len(times),
+            "min_ms": min(times) * 1000, "max_ms": max(times) * 1000}
+
+
+def rss_kb(path):
+    with open(path) as f:
+        for line in f:
+            if "Maximum resident set size" in line:
+                return int(line.rsplit(":", 1)[1])
+    return None
+
+
+def record(args):
+    rec = {"section": args.section, "label": args.label}
+    if args.hyperfine:
+        rec.update(hyperfine_stats(args.hyperfine))
+    if args.times:
+        times = [float(t) for t in args.times.split(",") if t]
+        rec.update({"median_ms": statistics.median(times), "runs": len(times), "min_ms": min(times), "max_ms": max(times)})
+    if args.rss:
+        rec["rss_kb"] = rss_kb(args.rss)
+    if args.docker_calls is not None and args.docker_calls != "":
+        rec["docker_calls"] = int(args.docker_calls)
+    for kv in args.extra or []:
+        k, v = kv.split("=", 1)
+        rec[k] = v
+    with open(args.results, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def ms(value):
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 100:
+        return f"{value:.0f} ms"
+    return f"{value:.1f} ms"
+
+
+def mb(kb):
+    return "-" if kb is None else f"{kb / 1024:.1f} MB"
+
+
+def verdict(ok):
+    return "MET" if ok else "NOT MET"
+
+
+def table(args):
+    recs = [json.loads(line) for line in open(args.results) if line.strip()]
+    by = {}
+    for r in recs:
+        by.setdefault(r["section"], []).append(r)
+    get = lambda section, label: next((r for r in by.get(section, []) if r["label"] == label), None)
+    out = []
+    p = out.append
+    if "machine" in by:
+        for r in by["machine"]:
+            p(r["label"])
+        p("")
+
+    # 1. startup
+    p(f"1. Startup on equivalent {args.targets}-target files (median of {args.startup_runs} runs, hyperfine -N)")
+    p(f"   {'command':<58} {'median':>9} {'vs just':>8} {'peak RSS':>9}")
+    results = {}
+    for group, just_label in (("list", "just --list"), ("dry", "just -n create-client")):
+        base = get("startup", just_label)
+        for r in [r for r in by.get("startup", []) if r.get("group") == group]:
+            ratio = r["median_ms"] / base["median_ms"] if base else None
+            results[r["label"]] = ratio
+            note = f" [{r['note']}]" if r.get("note") else ""
+            p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {('%.2fx' % ratio) if ratio else '-':>8} {mb(r.get('rss_kb')):>9}")
+        p("")
+    lst = results.get("agency --list")
+    dry = results.get("agency -n create-client")
+    dry_own = results.get("agency -n create-client (docker replayed)")
+    x = lambda r: "-" if r is None else f"{r:.2f}x"
+    p(f"   target agency no slower than just: --list {verdict(lst is not None and lst <= 1.0)} ({x(lst)});"
+      f" -n create-client {verdict(dry is not None and dry <= 1.0)} ({x(dry)} with the real engine,"
+      f" {x(dry_own)} with docker replayed)")
+    p("")
+
+    # 2. status
+    p("2. multi-tenancy-status, all clients (agency: median of hyperfine runs; baseline: one `docker network ls | grep` per client)")
+    p(f"   {'engine':<10} {'clients':>7} {'agency':>9} {'docker':>7} {'peak RSS':>9} {'baseline':>9} {'docker':>7} {'peak RSS':>9} {'speed-up':>9}")
+    status = [r for r in by.get("status", []) if r.get("who") == "agency"]
+    status.sort(key=lambda r: (r.get("engine") != "real", int(r["clients"])))
+    speedup_100 = None
+    calls = []
+    for r in status:
+        b = next((x for x in by.get("status", []) if x.get("who") == "baseline" and x["clients"] == r["clients"]
+                  and x.get("engine") == r.get("engine")), None)
+        sp = b["median_ms"] / r["median_ms"] if b else None
+        if r.get("engine") == "real":
+            calls.append(r.get("docker_calls"))
+            if r["clients"] == "100":
+                speedup_100 = sp
+        p(f"   {r.get('engine'):<10} {r['clients']:>7} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}"
+          f" {ms(b['median_ms']) if b else '-':>9} {b.get('docker_calls', '-') if b else '-':>7} {mb(b.get('rss_kb')) if b else '-':>9}"
+          f" {('%.0fx' % sp) if sp else '-':>9}")
+    replay = {int(r["clients"]): r["median_ms"] for r in status if r.get("engine") == "replayed"}
+    p("")
+    if len(replay) >= 2:
+        ks = sorted(replay)
+        lo, hi = ks[0], ks[-1]
+        per = (replay[hi] - replay[lo]) / (hi - lo)
+        p(f"   replayed engine: {per * 1000:.0f} µs per client between {lo} and {hi} clients;"
+          f" {', '.join(f'{k}: {replay[k] / k * 1000:.0f} µs/client' for k in ks)}")
+    o1 = len(set(calls)) == 1 and calls[0] is not None and int(calls[0]) <= 3
+    p(f"   target O(1) docker calls: {verdict(o1)} ({', '.join(str(c) for c in calls)} for {', '.join(r['clients'] for r in status if r.get('engine') == 'real')} clients);"
+      f" >=10x faster than the baseline at 100: {verdict(speedup_100 is not None and speedup_100 >= 10)}"
+      f" ({'%.0fx' % speedup_100 if speedup_100 else '-'}); under 1 s at 5,000: {verdict(replay.get(5000, 1e9) < 1000)}"
+      f" ({ms(replay.get(5000))})")
+    p("")
+
+    # 3. create-client
+    cc = get("create", "agency create-client (new client)")
+    nets = get("create", "4 x docker network create, alone")
+    restic = get("create", "restic init, alone")
+    with_restic = cc and cc.get("restic") == "yes"
+    p(f"3. create-client of a new client with {args.clients} clients on the engine (median of {cc['runs'] if cc else '-'}, interleaved)")
+    p(f"   {'':<58} {'median':>9} {'docker':>7} {'peak RSS':>9}")
+    for r in (cc, nets, restic):
+        if r:
+            note = f" [{r['note']}]" if r.get("note") else ""
+            p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}")
+    if cc and nets:
+        parts = nets["median_ms"] + (restic["median_ms"] if (restic and with_restic) else 0)
+        over = (cc["median_ms"] - parts) / parts * 100
+        what = "4 network creates + restic init" if with_restic else "4 network creates (create-client does not run restic init on this build)"
+        p(f"   overhead above the parts it cannot avoid ({what}): {cc['median_ms'] - parts:+.0f} ms = {over:+.1f}%;"
+          f" target <= 10%: {verdict(over <= 10)}")
+    p("")
+
+    # 4. no-op
+    noop = get("noop", "agency create-client (existing client, no-op)")
+    if noop:
+        p(f"4. create-client again on an existing client (median of {noop['runs']})")
+        p(f"   {noop['label']:<58} {ms(noop['median_ms']):>9} {noop.get('docker_calls', '-'):>7} {mb(noop.get('rss_kb')):>9}")
+        p(f"   target under 100 ms: {verdict(noop['median_ms'] < 100)}")
+        p("")
+    p("5. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
+    for r in by.get("notes", []):
+        p("   " + r["label"])
+    print("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("peers")
+    s.add_argument("out")
+    s.add_argument("--total", type=int, default=20)
+    s.add_argument("names", nargs="*")
+    s = sub.add_parser("free-pool")
+    s.add_argument("--prefix", type=int, default=16)
+    s = sub.add_parser("scale-docker")
+    s.add_argument("recorded")
+    s.add_argument("out")
+    s.add_argument("--prefix", required=True)
+    s.add_argument("--template", required=True)
+    s.add_argument("--count", type=int, required=True)
+    s = sub.add_parser("scale-files")
+    s.add_argument("--pairs", nargs="+", required=True, help="SRC_ROOT:DST_ROOT")
+    s.add_argument("--prefix", required=True)
+    s.add_argument("--template", required=True)
+    s.add_argument("--count", type=int, required=True)
+    s.add_argument("--pool", required=True)
+    s = sub.add_parser("record-engine")
+    s.add_argument("out")
+    s = sub.add_parser("record")
+    s.add_argument("results")
+    s.add_argument("--section", required=True)
+    s.add_argument("--label", required=True)
+    s.add_argument("--hyperfine")
+    s.add_argument("--times", help="comma-separated milliseconds")
+    s.add_argument("--rss")
+    s.add_argument("--docker-calls")
+    s.add_argument("--extra", nargs="*")
+    s = sub.add_parser("table")
+    s.add_argument("results")
+    s.add_argument("--targets", default="20")
+    s.add_argument("--startup-runs", default="40")
+    s.add_argument("--clients", default="100")
+    s = sub.add_parser("median")
+    s.add_argument("values", nargs="+", type=float)
+    a = ap.parse_args()
+    if a.cmd == "peers":
+        write_peers(a.out, a.names, a.total, None)
+    elif a.cmd == "free-pool":
+        free_pool(a.prefix)
+    elif a.cmd == "scale-docker":
+        scale_docker(a.recorded, a.out, a.prefix, a.template, a.count)
+    elif a.cmd == "scale-files":
+        scale_files([tuple(x.split(":", 1)) for x in a.pairs], a.prefix, a.template, a.count, a.pool)
+    elif a.cmd == "record-engine":
+        record_engine(a.out)
+    elif a.cmd == "record":
+        record(a)
+    elif a.cmd == "table":
+        table(a)
+    elif a.cmd == "median":
+        print(statistics.median(a.values))
+
+
+if __name__ == "__main__":
+    main()
