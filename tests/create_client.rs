@@ -239,3 +239,29 @@ fn a_held_client_lock_fails_fast_with_no_wait() {
         .args(["--no-wait", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
         .run();
 }
+
+#[test]
+fn allow_list_and_forward_auth_survive_a_rerun_without_them() {
+    let site = Site::new();
+    let args = ["create-client", "CLIENT_ID=guarded", "CLIENT_NAME=G", "CLIENT_DOMAIN=guarded.example.com"];
+    site.test()
+        .args(args)
+        .args(["ALLOWED_IPS=10.0.0.0/8", "AUTH_URL=http://oauth2-proxy-{realm}:4180/oauth2/auth"])
+        .env("AGENCY_BACKUPS", "off")
+        .run();
+    let traefik = site.client_dir("guarded").join("traefik.yml");
+    let first = fs::read_to_string(&traefik).unwrap();
+    assert!(first.contains("ipAllowList") && first.contains("forwardAuth"), "{first}");
+    let env = site.client_dir("guarded").join("client.env");
+    assert_eq!(bash_value(&env, "ALLOWED_IPS"), "10.0.0.0/8");
+
+    // A repair run without the variables changes nothing.
+    site.test().args(args).env("AGENCY_BACKUPS", "off").stdout_contains(" 0 created, 0 updated, 0 removed").run();
+    assert_eq!(fs::read_to_string(&traefik).unwrap(), first);
+
+    // New values replace the recorded ones.
+    site.test().args(args).arg("ALLOWED_IPS=192.0.2.0/24").env("AGENCY_BACKUPS", "off").run();
+    let replaced = fs::read_to_string(&traefik).unwrap();
+    assert!(replaced.contains("192.0.2.0/24") && !replaced.contains("10.0.0.0/8"), "{replaced}");
+    assert!(replaced.contains("forwardAuth"));
+}
