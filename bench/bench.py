@@ -142,35 +142,44 @@ def scaled_id(prefix, i):
 
 
 def scale_docker(recorded, out, prefix, template, count):
-    """Writes network-ls.jsonl and ps.jsonl for `count` clients: every recorded line of the
-    bench's own clients is dropped, the template client's lines are repeated once per scaled
-    client (its id replaced, fresh IDs), every other recorded line (the engine's own networks,
-    other people's) is kept as recorded."""
+    """Scales the answers bench/docker-replay recorded (one file per distinct call) to `count`
+    clients: every output line of the bench's own clients is dropped, the template client's
+    lines are repeated once per scaled client (its id replaced, a fresh ID), and every other
+    line (the engine's own networks, other people's) is kept as recorded. Lines are kept whole,
+    so the shapes the runner reads (`{{json .}}` plus tab-separated label fields) stay real."""
     os.makedirs(out, exist_ok=True)
-    mine = re.compile(r"^" + re.escape(prefix) + r"-")
-    for name, field in (("network-ls.jsonl", "Name"), ("ps.jsonl", "Names")):
+    bench_line = re.compile(re.escape(prefix) + r"-")
+    for name in os.listdir(recorded):
+        src = os.path.join(recorded, name)
+        if not name.endswith(".out"):
+            shutil.copy(src, os.path.join(out, name))
+            continue
         kept, tpl = [], []
-        with open(os.path.join(recorded, name)) as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                text = json.dumps(obj, separators=(",", ":"))
-                if template in text:
-                    tpl.append(obj)
-                elif not mine.match(obj.get(field, "")):
-                    kept.append(text)
-        if name == "network-ls.jsonl" and len(tpl) != 4:
-            sys.exit(f"template client {template} has {len(tpl)} networks in the recording, not 4")
+        with open(src) as f:
+            for line in f.read().splitlines():
+                if template in line:
+                    tpl.append(line)
+                elif not bench_line.search(line):
+                    kept.append(line)
         with open(os.path.join(out, name), "w") as f:
-            for text in kept:
-                f.write(text + "\n")
+            for line in kept:
+                f.write(line + "\n")
             for i in range(1, count + 1):
-                cid = scaled_id(prefix, i)
-                for obj in tpl:
-                    new = json.loads(json.dumps(obj).replace(template, cid))
-                    new["ID"] = sha(f"{field}:{new.get(field)}")
-                    f.write(json.dumps(new, separators=(",", ":")) + "\n")
+                f.write("\n".join(fresh_id(line.replace(template, scaled_id(prefix, i))) for line in tpl))
+                f.write("\n" if tpl else "")
+
+
+def fresh_id(line):
+    """A replicated `{{json .}}` line gets an ID of its own (derived from the line)."""
+    first, tab, rest = line.partition("\t")
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        return line
+    if isinstance(obj, dict) and "ID" in obj:
+        obj["ID"] = sha(line)
+        first = json.dumps(obj, separators=(",", ":"))
+    return first + tab + rest
 
 
 def scale_files(pairs, prefix, template, count, pool):
@@ -230,25 +239,6 @@ def scale_files(pairs, prefix, template, count, pool):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(dst, mode)
-
-
-def record_engine(out):
-    """Records the engine's answers to the runner's reads, with the runner's own flags."""
-    os.makedirs(os.path.join(out, "inspect"), exist_ok=True)
-    run = lambda *a: subprocess.run(["docker", *a], capture_output=True, text=True, check=True).stdout
-    with open(os.path.join(out, "network-ls.jsonl"), "w") as f:
-        f.write(run("network", "ls", "--no-trunc", "--format", "{{json .}}"))
-    ids = run("network", "ls", "-q", "--no-trunc")
-    with open(os.path.join(out, "network-ls-q.txt"), "w") as f:
-        f.write(ids)
-    with open(os.path.join(out, "ps.jsonl"), "w") as f:
-        f.write(run("ps", "-a", "--no-trunc", "--format", "{{json .}}"))
-    if ids.split():
-        for net in json.loads(run("network", "inspect", "--", *ids.split())):
-            text = json.dumps(net)
-            for key in (net["Name"], net["Id"]):
-                with open(os.path.join(out, "inspect", key + ".json"), "w") as f:
-                    f.write(text)
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -426,8 +416,6 @@ def main():
     s.add_argument("--template", required=True)
     s.add_argument("--count", type=int, required=True)
     s.add_argument("--pool", required=True)
-    s = sub.add_parser("record-engine")
-    s.add_argument("out")
     s = sub.add_parser("record")
     s.add_argument("results")
     s.add_argument("--section", required=True)
@@ -453,8 +441,6 @@ def main():
         scale_docker(a.recorded, a.out, a.prefix, a.template, a.count)
     elif a.cmd == "scale-files":
         scale_files([tuple(x.split(":", 1)) for x in a.pairs], a.prefix, a.template, a.count, a.pool)
-    elif a.cmd == "record-engine":
-        record_engine(a.out)
     elif a.cmd == "record":
         record(a)
     elif a.cmd == "table":

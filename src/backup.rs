@@ -414,10 +414,10 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
             status.level = Level::Problem;
             status.message = format!("no restic repository at {location} (create-client initializes it)");
         }
-        (Location::Local(path), _) => match location.newest_snapshot_time() {
-            Ok(newest) => {
+        (Location::Local(_), _) => match location.snapshot_files() {
+            Ok((count, newest)) => {
                 status.newest = newest;
-                status.snapshots = std::fs::read_dir(path.join("snapshots")).map(|d| d.flatten().count()).ok();
+                status.snapshots = Some(count);
                 judge(&mut status, config.max_age, now);
             }
             Err(error) => {

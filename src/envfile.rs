@@ -36,77 +36,72 @@ pub fn render<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resu
 
 /// Parses what [`render`] writes (and plain `KEY=value` / `# comment` lines written by hand).
 pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
+    // Byte offsets: every character with a meaning here is ASCII, so slicing at one is safe,
+    // and runs of plain text are copied whole (status reads thousands of these files).
+    let bytes = text.as_bytes();
+    let is_special = |b: u8| matches!(b, b'\n' | b'\'' | b'\\' | b'\r' | b'"' | b'$' | b'`');
     let mut entries = IndexMap::new();
-    let mut chars = text.chars().peekable();
+    let mut at = 0;
     let mut line = 1;
     loop {
         // Skip blank lines and comments.
-        while let Some(&c) = chars.peek() {
-            if c == '\n' {
-                line += 1;
-                chars.next();
-            } else if c == ' ' || c == '\t' || c == '\r' {
-                chars.next();
-            } else if c == '#' {
-                while chars.peek().is_some_and(|&c| c != '\n') {
-                    chars.next();
+        while at < bytes.len() {
+            match bytes[at] {
+                b'\n' => {
+                    line += 1;
+                    at += 1;
                 }
-            } else {
-                break;
+                b' ' | b'\t' | b'\r' => at += 1,
+                b'#' => at = text[at..].find('\n').map_or(bytes.len(), |n| at + n),
+                _ => break,
             }
         }
-        if chars.peek().is_none() {
+        if at == bytes.len() {
             return Ok(entries);
         }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        let key = key.strip_prefix("export ").unwrap_or(&key).trim().to_string();
-        if chars.next() != Some('=') || !valid_key(&key) {
+        let Some(key_end) = text[at..].find('=').map(|n| at + n) else {
+            bail!("line {line}: expected KEY='value'");
+        };
+        let raw_key = &text[at..key_end];
+        let key = raw_key.strip_prefix("export ").unwrap_or(raw_key).trim().to_string();
+        if !valid_key(&key) {
             bail!("line {line}: expected KEY='value'");
         }
+        at = key_end + 1;
         let mut value = String::new();
-        while let Some(&c) = chars.peek() {
-            match c {
-                '\n' => break,
-                '\'' => {
-                    chars.next();
-                    loop {
-                        match chars.next() {
-                            Some('\'') => break,
-                            Some(c) => {
-                                if c == '\n' {
-                                    line += 1;
-                                }
-                                value.push(c);
-                            }
-                            None => bail!("line {line}: unterminated quote in the value of {key}"),
-                        }
-                    }
+        while at < bytes.len() {
+            match bytes[at] {
+                b'\n' => break,
+                b'\'' => {
+                    let start = at + 1;
+                    let Some(len) = text[start..].find('\'') else {
+                        line += text[start..].matches('\n').count();
+                        bail!("line {line}: unterminated quote in the value of {key}");
+                    };
+                    let quoted = &text[start..start + len];
+                    line += quoted.matches('\n').count();
+                    value.push_str(quoted);
+                    at = start + len + 1;
                 }
-                '\\' => {
-                    chars.next();
-                    match chars.next() {
-                        Some(c) => value.push(c),
-                        None => bail!("line {line}: dangling backslash in the value of {key}"),
-                    }
+                b'\\' => {
+                    let Some(escaped) = text[at + 1..].chars().next() else {
+                        bail!("line {line}: dangling backslash in the value of {key}");
+                    };
+                    value.push(escaped);
+                    at += 1 + escaped.len_utf8();
                 }
-                '\r' => {
+                b'\r' => {
                     // A CR outside quotes is only a Windows line ending; inside quotes it is data.
-                    chars.next();
-                    if !matches!(chars.peek(), None | Some('\n')) {
+                    at += 1;
+                    if at < bytes.len() && bytes[at] != b'\n' {
                         value.push('\r');
                     }
                 }
-                '"' | '$' | '`' => bail!("line {line}: the value of {key} must be single-quoted"),
+                b'"' | b'$' | b'`' => bail!("line {line}: the value of {key} must be single-quoted"),
                 _ => {
-                    value.push(c);
-                    chars.next();
+                    let end = bytes[at..].iter().position(|&b| is_special(b)).map_or(bytes.len(), |n| at + n);
+                    value.push_str(&text[at..end]);
+                    at = end;
                 }
             }
         }

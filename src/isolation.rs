@@ -274,11 +274,13 @@ impl Snapshot {
 
     /// Names of the overlay networks that belong to clients (for [`Snapshot::from_list`]).
     pub fn client_overlays(listed: &[NetworkSummary], known_clients: &[String]) -> Vec<String> {
-        let light = Self::new(listed.iter().cloned().map(details_from_summary).collect(), Vec::new(), known_clients);
+        // Whose a network is depends on the network alone: index only the overlay ones.
+        let overlays = listed.iter().filter(|n| n.driver == "overlay").cloned().map(details_from_summary).collect();
+        let light = Self::new(overlays, Vec::new(), known_clients);
         light
             .networks
             .iter()
-            .filter(|n| n.driver == "overlay" && light.owner(&n.name).is_some())
+            .filter(|n| light.owner(&n.name).is_some())
             .map(|n| n.name.clone())
             .collect()
     }

@@ -10,6 +10,7 @@ pub mod drivers;
 pub mod effects;
 pub mod envfile;
 pub mod error;
+pub mod filecheck;
 pub mod fsutil;
 pub mod host;
 pub mod inventory;

@@ -222,7 +222,11 @@ impl Task {
                 return Err(definition_error(format!("variable name {var:?} must be UPPER_CASE")));
             }
             if let Some(pattern) = &spec.pattern {
-                regex::Regex::new(pattern).map_err(|e| definition_error(format!("pattern of {var}: {e}")))?;
+                // Syntax only: compiling the automaton is done when a value is checked, so loading
+                // every task for `--list` stays cheap.
+                regex_syntax::Parser::new()
+                    .parse(pattern)
+                    .map_err(|e| definition_error(format!("pattern of {var}: {e}")))?;
             }
             if spec.required && spec.default.is_some() {
                 return Err(definition_error(format!("{var} is required and has a default; choose one")));

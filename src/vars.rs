@@ -117,7 +117,10 @@ impl Invocation {
                     kind.check(&value).map_err(|e| Error::usage(format!("invalid {name}: {e}")))?;
                 }
                 if let Some(pattern) = &spec.pattern {
-                    let anchored = regex::Regex::new(&format!("^(?:{pattern})$")).expect("checked at load");
+                    // The syntax was checked at load; a pattern too large to compile is still the
+                    // task file's fault.
+                    let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
+                        .map_err(|e| Error::usage(format!("pattern of {name} in task {}: {e}", task.name)))?;
                     if !anchored.is_match(&value) {
                         return Err(Error::usage(format!(
                             "invalid {name}: {} does not match {pattern}",

@@ -7,7 +7,7 @@
 //! restic 0.14 exits 1 for nearly everything — into [`ResticError`], one clear sentence each.
 //!
 //! Opening a repository costs a key derivation (≈ 0.75 s here, `init` ≈ 2.5 s), so the cheap
-//! checks [`Location::is_initialized`] and [`Location::newest_snapshot_time`] look at the
+//! checks [`Location::is_initialized`] and [`Location::snapshot_files`] look at the
 //! files of a local repository instead and never run restic.
 
 use std::{
@@ -115,10 +115,11 @@ impl Location {
         }
     }
 
-    /// Cheap: the modification time of the newest file under `snapshots/` of a local
-    /// repository (when its newest snapshot was written), `None` when it holds none.
-    /// A remote repository is an error: its snapshots can only be listed by opening it.
-    pub fn newest_snapshot_time(&self) -> Result<Option<SystemTime>> {
+    /// Cheap: the number of entries under `snapshots/` of a local repository and the
+    /// modification time of its newest file (when its newest snapshot was written), `None`
+    /// when it holds none. A remote repository is an error: its snapshots can only be listed
+    /// by opening it.
+    pub fn snapshot_files(&self) -> Result<(usize, Option<SystemTime>)> {
         let Self::Local(path) = self else {
             bail!("{self} is a remote repository; its snapshots can only be listed by opening it");
         };
@@ -135,9 +136,10 @@ impl Location {
                 return Err(error).with_context(|| format!("could not list {}", dir.display()));
             }
         };
-        let mut newest = None;
+        let (mut count, mut newest) = (0, None);
         for entry in entries {
             let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+            count += 1;
             let metadata = entry.metadata()?;
             if metadata.is_file() {
                 let modified = metadata.modified()?;
@@ -146,7 +148,7 @@ impl Location {
                 }
             }
         }
-        Ok(newest)
+        Ok((count, newest))
     }
 }
 

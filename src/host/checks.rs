@@ -18,9 +18,11 @@
 //! | `checks::count(report)` | clients reported |
 //! | `checks::isolated_count(report)` | clients isolated |
 //! | `checks::message(report)` | the one-line verdict for the exit status |
-//! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` |
+//! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }`; once per report (the check maps are handed over, not copied) |
 //! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
+//! | `checks::logs(id)` | the client's log dir 0750 with its four files 0640, no symlinks (`logs` check) |
+//! | `checks::secrets(id)` | the client's secrets.env 0600 in a 0700 dir, no symlinks (`secrets` check) |
 //!
 //! Other modules add their own checks to a client's list (`backup` ...): a `fail` makes the
 //! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes.
@@ -29,8 +31,12 @@ use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
 
 use rhai::{Array, Dynamic, INT, Map, Module};
 
-use super::ScriptResult;
-use crate::check::{Check, ClientReport, Status, render_table};
+use super::{Host, ScriptResult, script_error};
+use crate::{
+    check::{Check, ClientReport, Status, render_table},
+    filecheck,
+    layout::ClientLayout,
+};
 
 /// Whether `value` is plain data (what `--json` can show): unit, bool, numbers, strings,
 /// characters, and arrays and maps of those.
@@ -53,6 +59,34 @@ fn check_map(name: &str, status: Status, summary: &str, evidence: Dynamic) -> Ma
     map.insert("summary".into(), summary.into());
     map.insert("evidence".into(), evidence);
     map
+}
+
+/// A check made in Rust as scripts see it (the map of [`check_map`], `fix` when set). Built
+/// directly: status makes several per client, and serde's Dynamic serializer costs more.
+pub fn check_dynamic(check: &Check) -> Dynamic {
+    let mut map = check_map(&check.name, check.status, &check.summary, json_dynamic(&check.evidence));
+    if !check.fix.is_empty() {
+        map.insert("fix".into(), check.fix.as_str().into());
+    }
+    map.into()
+}
+
+/// Plain JSON data as a Rhai value (numbers that fit an `INT` as integers).
+fn json_dynamic(value: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => (i as INT).into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => items.iter().map(json_dynamic).collect::<Array>().into(),
+        Value::Object(entries) => {
+            entries.iter().map(|(k, v)| (k.as_str().into(), json_dynamic(v))).collect::<Map>().into()
+        }
+    }
 }
 
 fn check(name: &str, status: Status, summary: &str, evidence: Dynamic) -> ScriptResult<Map> {
@@ -95,6 +129,8 @@ struct Entry {
 struct ReportState {
     clients: Vec<Entry>,
     pending_repairs: BTreeMap<String, Vec<String>>,
+    /// `checks::clients` gave the check maps away.
+    handed_over: bool,
 }
 
 impl ReportState {
@@ -151,12 +187,16 @@ impl StatusReport {
     }
 
     /// The reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` (the shape
-    /// `ClientReport` serializes to), the checks as the script made them.
-    fn clients(&mut self) -> Array {
-        self.0
-            .borrow()
+    /// `ClientReport` serializes to), the checks as the script made them. The check maps are
+    /// handed over, not copied (thousands of clients' evidence): a second call is an error.
+    fn clients(&mut self) -> ScriptResult<Array> {
+        let mut state = self.0.borrow_mut();
+        if std::mem::replace(&mut state.handed_over, true) {
+            return Err("checks::clients was already called for this report; keep its result".into());
+        }
+        Ok(state
             .clients
-            .iter()
+            .iter_mut()
             .map(|entry| {
                 let report = &entry.report;
                 let mut map = Map::new();
@@ -164,14 +204,14 @@ impl StatusReport {
                 map.insert("valid".into(), report.valid.into());
                 map.insert("isolated".into(), report.isolated.into());
                 map.insert("verdict".into(), report.verdict.as_str().into());
-                map.insert("checks".into(), entry.checks.clone().into());
+                map.insert("checks".into(), std::mem::take(&mut entry.checks).into());
                 map.insert(
                     "repairs".into(),
                     report.repairs.iter().map(|r| Dynamic::from(r.clone())).collect::<Array>().into(),
                 );
                 map.into()
             })
-            .collect()
+            .collect())
     }
 
     fn table(&self) -> String {
@@ -181,7 +221,7 @@ impl StatusReport {
     }
 }
 
-pub fn create_module() -> Module {
+pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
     module.set_native_fn("ok", |name: &str, summary: &str| check(name, Status::Ok, summary, Dynamic::UNIT));
     module
@@ -215,12 +255,25 @@ pub fn create_module() -> Module {
         Ok(r.0.borrow().reports().filter(|c| c.isolated).count() as INT)
     });
     module.set_native_fn("message", |mut r: StatusReport| -> ScriptResult<String> { Ok(r.message()) });
-    module.set_native_fn("clients", |mut r: StatusReport| -> ScriptResult<Array> { Ok(r.clients()) });
+    module.set_native_fn("clients", |mut r: StatusReport| -> ScriptResult<Array> { r.clients() });
     module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(Into::into)
     });
     module.set_native_fn("octal", |mode: INT| -> ScriptResult<String> {
         Ok(if mode < 0 { "missing".to_string() } else { format!("{mode:04o}") })
+    });
+    // The file checks run once per client on every status run: in Rust, one lstat a place.
+    let h = host.clone();
+    module.set_native_fn("logs", move |id: &str| -> ScriptResult<Dynamic> {
+        let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        let log_dir = h.roots.confine_entry(&layout.log_dir.to_string_lossy()).map_err(script_error)?;
+        Ok(check_dynamic(&filecheck::logs(&log_dir)))
+    });
+    let h = host.clone();
+    module.set_native_fn("secrets", move |id: &str| -> ScriptResult<Dynamic> {
+        let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        let secrets_dir = h.roots.confine_entry(&layout.secrets_dir.to_string_lossy()).map_err(script_error)?;
+        Ok(check_dynamic(&filecheck::secrets(&secrets_dir, &layout.secrets_file)))
     });
     module
 }

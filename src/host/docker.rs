@@ -33,7 +33,7 @@ use std::{cell::RefCell, collections::BTreeMap, net::Ipv4Addr, rc::Rc};
 use anyhow::{Context, Result, anyhow, bail};
 use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
 
-use super::{Host, ScriptResult, located_error, script_error};
+use super::{Host, ScriptResult, checks::check_dynamic, located_error, script_error};
 use crate::{
     check::{Check, Status},
     drivers::docker::{
@@ -121,10 +121,6 @@ fn container_map(container: &ContainerSummary) -> Map {
 /// A script's client.env map as strings.
 fn env_of(env: &Map) -> BTreeMap<String, String> {
     env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-pub fn check_dynamic(check: &Check) -> ScriptResult<Dynamic> {
-    rhai::serde::to_dynamic(check)
 }
 
 fn pool(host: &Host) -> Result<Pool> {
@@ -409,7 +405,7 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
     if host.effects.dry_run() {
         for id in ids {
             let check = Check::new("probe", Status::Skip, "not probed in a dry run (a probe starts containers)");
-            result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+            result.insert(id.as_str().into(), check_dynamic(&check));
         }
         return Ok(result);
     }
@@ -460,7 +456,7 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
         let answers: Vec<_> = reports.by_ref().take(plans.len()).collect();
         let second: Vec<_> = retries.drain(..plans.len()).collect();
         let check = isolation::probe_check(plans, &answers, &second);
-        result.insert(id.as_str().into(), check_dynamic(&check).map_err(|e| anyhow!("{e}"))?);
+        result.insert(id.as_str().into(), check_dynamic(&check));
     }
     Ok(result)
 }
@@ -620,11 +616,11 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("network_check", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Dynamic> {
         let recorded = env_of(&env);
         let driver = isolation::client_driver(&recorded, h.settings.get("NETWORK_DRIVER"));
-        check_dynamic(&snap.0.network_check(id, &driver, &recorded))
+        Ok(check_dynamic(&snap.0.network_check(id, &driver, &recorded)))
     });
 
     module.set_native_fn("cross_tenant_check", move |snap: DockerSnapshot, id: &str| -> ScriptResult<Dynamic> {
-        check_dynamic(&snap.0.cross_tenant_check(id))
+        Ok(check_dynamic(&snap.0.cross_tenant_check(id)))
     });
 
     let h = host.clone();

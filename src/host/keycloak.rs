@@ -79,9 +79,19 @@ pub fn resolve_settings(host: &Host) -> Result<Option<KeycloakSettings>> {
 #[derive(Default)]
 struct Connection {
     client: RefCell<Option<Rc<Keycloak>>>,
+    live: std::cell::OnceCell<bool>,
 }
 
 impl Connection {
+    /// Whether this run talks to a live Keycloak, resolved once (status asks for every client).
+    fn live(&self, host: &Host) -> Result<bool> {
+        if let Some(live) = self.live.get() {
+            return Ok(*live);
+        }
+        let live = resolve_settings(host)?.is_some();
+        Ok(*self.live.get_or_init(|| live))
+    }
+
     fn get(&self, host: &Host) -> Result<Rc<Keycloak>> {
         if let Some(client) = self.client.borrow().as_ref() {
             return Ok(client.clone());
@@ -154,24 +164,51 @@ fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
         Ok(text) => text,
         Err(_) => return vec![format!("realm file {} is missing", path.display())],
     };
-    let value: Value = match serde_json::from_str(&text) {
-        Ok(value) => value,
+    // Only what is checked is read (status reads every client's file).
+    #[derive(serde::Deserialize)]
+    struct RealmFile {
+        #[serde(default)]
+        realm: Value,
+        #[serde(default)]
+        roles: Roles,
+        #[serde(default)]
+        users: Vec<User>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Roles {
+        #[serde(default)]
+        realm: Vec<Named>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        name: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct User {
+        #[serde(default)]
+        username: Value,
+        credentials: Option<serde::de::IgnoredAny>,
+    }
+    let file: RealmFile = match serde_json::from_str(&text) {
+        Ok(file) => file,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return vec![format!("realm file {} does not have the shape of a realm: {e}", path.display())];
+        }
         Err(e) => return vec![format!("realm file {} is not valid JSON: {e}", path.display())],
     };
     let mut problems = Vec::new();
-    if value["realm"] != spec.realm.as_str() {
-        problems.push(format!("realm file names realm {} instead of {}", value["realm"], spec.realm));
+    if file.realm != spec.realm.as_str() {
+        problems.push(format!("realm file names realm {} instead of {}", file.realm, spec.realm));
     }
-    let roles = value["roles"]["realm"].as_array().cloned().unwrap_or_default();
     for role in &spec.roles {
-        if !roles.iter().any(|r| r["name"] == role.name.as_str()) {
+        if !file.roles.realm.iter().any(|r| r.name == role.name.as_str()) {
             problems.push(format!("realm file lacks role {}", role.name));
         }
     }
-    let users = value["users"].as_array().cloned().unwrap_or_default();
-    match users.iter().find(|u| u["username"] == spec.admin.username.as_str()) {
+    match file.users.iter().find(|u| u.username == spec.admin.username.as_str()) {
         None => problems.push(format!("realm file lacks user {}", spec.admin.username)),
-        Some(user) if user.get("credentials").is_some() => {
+        Some(user) if user.credentials.is_some() => {
             problems.push(format!("realm file holds credentials of user {}", spec.admin.username))
         }
         Some(_) => {}
@@ -311,7 +348,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let spec = RealmSpec::for_client(realm, realm);
         let path = h.roots.confine(realm_file).map_err(script_error)?;
         let mut problems = file_problems(&path, &spec);
-        let live = resolve_settings(&h).map_err(script_error)?.is_some();
+        let live = c.live(&h).map_err(script_error)?;
         if live {
             let kc = c.get(&h).map_err(script_error)?;
             problems.extend(live_problems(&kc, &spec).map_err(script_error)?);

@@ -53,7 +53,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
-    engine.register_static_module("checks", checks::create_module().into());
+    engine.register_static_module("checks", checks::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);

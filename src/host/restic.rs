@@ -16,7 +16,7 @@
 //! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
 //! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
-//! | `restic::status(ids, deep)` | no | per client `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
+//! | `restic::status(ids, deep)` | no | per client with a client.env, in the order of `ids`: `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
 //! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
 //! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
@@ -278,7 +278,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("status", move |ids: Array, deep: bool| -> ScriptResult<Array> {
-        let ids: Vec<String> = ids.into_iter().map(|i| i.to_string()).collect();
+        // A directory without client.env is not a client (status reports it as invalid).
+        let is_client = |id: &String| ClientLayout::new(&h.roots, id).is_ok_and(|l| l.env_file.exists());
+        let ids: Vec<String> = ids.into_iter().map(|i| i.to_string()).filter(is_client).collect();
         status(&h, &ids, deep).map(|all| all.into_iter().map(Dynamic::from).collect()).map_err(script_error)
     });
     let h = host.clone();

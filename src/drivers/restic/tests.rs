@@ -94,13 +94,13 @@ fn backup_change_restore_round_trip() {
 
     // Cheap checks before the repository exists.
     assert_eq!(location.is_initialized(), Some(false));
-    let missing = location.newest_snapshot_time().unwrap_err();
+    let missing = location.snapshot_files().unwrap_err();
     assert!(matches!(ResticError::of(&missing), Some(ResticError::RepositoryMissing { .. })));
 
     let repo = restic.repo(location.clone(), password("first-password"));
     assert!(repo.ensure_initialized().unwrap());
     assert_eq!(location.is_initialized(), Some(true));
-    assert_eq!(location.newest_snapshot_time().unwrap(), None);
+    assert_eq!(location.snapshot_files().unwrap(), (0, None));
     // Already initialized: answered from the config file, restic is not even run.
     let absent_program = Restic::with_program("/nonexistent/restic");
     let untouched = absent_program.repo(location.clone(), password("first-password"));
@@ -123,7 +123,9 @@ fn backup_change_restore_round_trip() {
     assert!(first.total_bytes_processed > 300_000);
     assert!(!progress.is_empty(), "restic --json status lines reach the callback");
     assert!(progress.iter().all(|p| (0.0..=1.0).contains(&p.percent_done)));
-    let after_first = location.newest_snapshot_time().unwrap().expect("a snapshot file");
+    let (count, newest) = location.snapshot_files().unwrap();
+    assert_eq!(count, 1);
+    let after_first = newest.expect("a snapshot file");
 
     // Change the live data and back up again.
     fs::write(data.join("client.env"), "CLIENT_ID='acme'\nCLIENT_NAME='changed'\n").unwrap();
@@ -131,7 +133,9 @@ fn backup_change_restore_round_trip() {
     fs::remove_file(data.join("empty")).unwrap();
     let second = repo.backup(&request, |_| {}).unwrap();
     assert_eq!((second.files_new, second.files_changed), (1, 1), "{second:?}");
-    assert!(location.newest_snapshot_time().unwrap().unwrap() >= after_first);
+    let (count, newest) = location.snapshot_files().unwrap();
+    assert_eq!(count, 2);
+    assert!(newest.unwrap() >= after_first);
 
     let snapshots = repo.snapshots(&[]).unwrap();
     let ids: Vec<&str> = snapshots.iter().map(|s| s.short_id.as_str()).collect();
@@ -418,7 +422,7 @@ fn client_locations() {
     let remote = Location::parse("rest:https://agency:hunter2@backup.example.com:8000/client-acme");
     assert_eq!(remote.to_string(), "rest:https://agency:***@backup.example.com:8000/client-acme");
     assert_eq!(remote.is_initialized(), None, "remote repositories are only checked deep");
-    assert!(remote.newest_snapshot_time().is_err());
+    assert!(remote.snapshot_files().is_err());
     assert_eq!(Location::parse("sftp:user@host:/srv/r").to_string(), "sftp:user@host:/srv/r");
 }
 
