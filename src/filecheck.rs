@@ -107,9 +107,7 @@ pub fn logs(log_dir: &Path) -> Check {
                 links = true;
                 problems.push(problem.to_string());
             }
-            None if mode != Some(LOG_FILE_MODE) => {
-                problems.push(format!("{name} has mode {}, not 0640", octal(mode)))
-            }
+            None if mode != Some(LOG_FILE_MODE) => problems.push(format!("{name} has mode {}, not 0640", octal(mode))),
             None => {}
         }
     }
@@ -226,7 +224,10 @@ mod tests {
         symlink(&elsewhere, &dir).unwrap();
         let check = logs(&dir);
         assert_eq!(check.status, Status::Fail);
-        assert_eq!(check.summary, format!("{} is a symlink (to {}), not a directory", dir.display(), elsewhere.display()));
+        assert_eq!(
+            check.summary,
+            format!("{} is a symlink (to {}), not a directory", dir.display(), elsewhere.display())
+        );
         assert_eq!(check.evidence["files"][0], json!({ "name": "access.log", "mode": "missing", "kind": "unknown" }));
         assert!(check.fix.contains("a real directory by hand"));
     }

@@ -277,12 +277,7 @@ impl Snapshot {
         // Whose a network is depends on the network alone: index only the overlay ones.
         let overlays = listed.iter().filter(|n| n.driver == "overlay").cloned().map(details_from_summary).collect();
         let light = Self::new(overlays, Vec::new(), known_clients);
-        light
-            .networks
-            .iter()
-            .filter(|n| light.owner(&n.name).is_some())
-            .map(|n| n.name.clone())
-            .collect()
+        light.networks.iter().filter(|n| light.owner(&n.name).is_some()).map(|n| n.name.clone()).collect()
     }
 
     /// True when this network's subnets, gateways and endpoints are known.

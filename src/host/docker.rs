@@ -28,7 +28,12 @@
 //!
 //! ¹ a probe starts and removes throwaway containers; dry runs skip it.
 
-use std::{cell::RefCell, collections::BTreeMap, net::Ipv4Addr, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    rc::Rc,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
@@ -37,7 +42,8 @@ use super::{Host, ScriptResult, checks::check_dynamic, located_error, script_err
 use crate::{
     check::{Check, Status},
     drivers::docker::{
-        self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, NetworkDetails, NetworkSpec, NetworkSummary,
+        self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, NetworkDetails,
+        NetworkSpec, NetworkSummary,
     },
     effects::Outcome,
     isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
@@ -243,7 +249,7 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
             }
             State::Missing => {
                 if allocator.is_none() {
-                    allocator = Some(Allocator::new(pool(host)?, docker.used_subnets()?));
+                    allocator = Some(Allocator::new(pool(host)?, used_subnets(host, &docker)?));
                 }
                 let allocator = allocator.as_mut().expect("just set");
                 Some(create_effect(host, &docker, expected, allocator)?)
@@ -281,7 +287,8 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
     }
     let docker = state.docker()?;
     let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
-    let taken = if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { docker.used_subnets()? };
+    let taken =
+        if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { used_subnets(host, &docker)? };
     let mut allocator = Allocator::new(pool(host)?, taken);
     let would = if host.effects.dry_run() { "would " } else { "" };
     for repair in repairs {
@@ -463,18 +470,45 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
 
 /// The subnets every client of this root records in its client.env.
 fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
-    let mut subnets = Vec::new();
+    recorded_subnets_by_client(host).into_values().flatten().collect()
+}
+
+/// Per client of this root (with any), the subnets its client.env records.
+fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
+    let mut by_client = HashMap::new();
     for id in host.roots.client_ids() {
         let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
         let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
         let Ok(entries) = crate::envfile::parse(&text) else { continue };
-        for tier in isolation::TIERS {
-            if let Some(subnet) = entries.get(tier.env_subnet).and_then(|s| s.parse().ok()) {
-                subnets.push(subnet);
-            }
+        let subnets: Vec<Ipv4Net> = isolation::TIERS
+            .iter()
+            .filter_map(|tier| entries.get(tier.env_subnet).and_then(|s| s.parse().ok()))
+            .collect();
+        if !subnets.is_empty() {
+            by_client.insert(id, subnets);
         }
     }
-    subnets
+    by_client
+}
+
+/// Every subnet a new network must avoid. A network labelled as one of this root's clients
+/// that record subnets stands for by its record; only the others (not ours, or of a client
+/// that records none) are inspected: one `network ls` and one small inspect, where
+/// inspecting the networks of hundreds of clients takes seconds. A network that differs
+/// from its record is caught by Docker's overlap answer, and the allocator moves on.
+fn used_subnets(host: &Host, docker: &Docker) -> Result<Vec<Ipv4Net>> {
+    let recorded = recorded_subnets_by_client(host);
+    let listed = docker.list_networks()?;
+    let others: Vec<&str> = listed
+        .iter()
+        .filter(|n| {
+            n.label(LABEL_MANAGED) != Some("true") || n.label(LABEL_CLIENT).is_none_or(|c| !recorded.contains_key(c))
+        })
+        .map(|n| n.id.as_str())
+        .collect();
+    let mut taken: Vec<Ipv4Net> = docker.inspect_networks(&others)?.into_iter().flat_map(|n| n.subnets).collect();
+    taken.extend(recorded.into_values().flatten());
+    Ok(taken)
 }
 
 /// `docker exec -i` through the effects layer: recorded in a dry run (returning `""`), done
