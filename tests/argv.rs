@@ -25,13 +25,13 @@ const ADMIN_PASSWORD: &str = "Kc-admin-pw-argv-shim";
 /// A directory of `docker`, `restic` and `curl` shims, first on PATH: each writes its argv
 /// (NUL-separated, one file per process, so parallel children never mix) then runs the real
 /// program.
-struct Shim {
+pub(crate) struct Shim {
     bin: PathBuf,
     log: PathBuf,
 }
 
 impl Shim {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         let bin = dir.join("shim-bin");
         let log = dir.join("argv");
         fs::create_dir_all(&bin).unwrap();
@@ -51,12 +51,12 @@ impl Shim {
     }
 
     /// PATH with the shims first.
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default())
     }
 
     /// Every recorded argv, the program first.
-    fn argvs(&self) -> Vec<Vec<String>> {
+    pub(crate) fn argvs(&self) -> Vec<Vec<String>> {
         let mut argvs: Vec<Vec<String>> = fs::read_dir(&self.log)
             .unwrap()
             .flatten()

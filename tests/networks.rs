@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, process::Command};
 use agency::subnet::Ipv4Net;
 
 use crate::{
+    argv::Shim,
     create_client::bash_value,
     require_docker,
     support::docker::{Scratch, busybox_image, check, client_networks, docker_calls, report, scratch_pool, unique},
@@ -259,6 +260,50 @@ fn ten_clients_exceed_the_default_pools_and_status_stays_o1() {
             assert_eq!(entry["subnets"][0], subnets[tier].to_string().as_str(), "{entry:#}");
         }
     }
+}
+
+/// A new client's subnets avoid the other clients' recorded subnets without inspecting their
+/// networks (hundreds of clients would cost seconds): create-client inspects only its own
+/// names and the networks no client records.
+#[test]
+fn create_client_takes_other_clients_subnets_from_their_records() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let first = scratch.client(&unique("rec"));
+    created(&site, &first, &[]);
+    let first_ids: Vec<String> = client_networks(&first)
+        .iter()
+        .map(|name| {
+            let out = Command::new("docker").args(["network", "inspect", "-f", "{{.Id}}", name]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+
+    let shim_dir = tempfile::tempdir().unwrap();
+    let shim = Shim::new(shim_dir.path());
+    let second = scratch.client(&unique("rec"));
+    let output = site
+        .test()
+        .env("PATH", &shim.path())
+        .arg("create-client")
+        .args([&format!("CLIENT_ID={second}"), "CLIENT_NAME=Second", &format!("CLIENT_DOMAIN={second}.example.com")])
+        .run();
+    assert_eq!(output.status, 0, "{}", output.stderr);
+    let argvs = shim.argvs();
+    let inspected: Vec<&str> = argvs
+        .iter()
+        .filter(|argv| argv.len() > 3 && argv[..3] == ["docker", "network", "inspect"])
+        .flat_map(|argv| argv[3..].iter().map(String::as_str))
+        .collect();
+    assert!(inspected.iter().any(|arg| arg.len() == 64), "the networks no client records are inspected: {inspected:?}");
+    for network in first_ids.iter().chain(&client_networks(&first)) {
+        assert!(!inspected.contains(&network.as_str()), "{first}'s network {network} was inspected: {inspected:?}");
+    }
+    let mut all: Vec<Ipv4Net> = recorded_subnets(&site, &first).into_values().collect();
+    all.extend(recorded_subnets(&site, &second).into_values());
+    assert_eq!(all.len(), 8);
+    no_overlaps(&all);
 }
 
 /// Leaves the swarm (and removes the bridge it made) when dropped, if this test joined it.

@@ -249,7 +249,7 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
             }
             State::Missing => {
                 if allocator.is_none() {
-                    allocator = Some(Allocator::new(pool(host)?, used_subnets(host, &docker)?));
+                    allocator = Some(Allocator::new(pool(host)?, used_subnets(host, &docker, id)?));
                 }
                 let allocator = allocator.as_mut().expect("just set");
                 Some(create_effect(host, &docker, expected, allocator)?)
@@ -288,7 +288,7 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
     let docker = state.docker()?;
     let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
     let taken =
-        if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { used_subnets(host, &docker)? };
+        if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { used_subnets(host, &docker, id)? };
     let mut allocator = Allocator::new(pool(host)?, taken);
     let would = if host.effects.dry_run() { "would " } else { "" };
     for repair in repairs {
@@ -491,13 +491,15 @@ fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
     by_client
 }
 
-/// Every subnet a new network must avoid. A network labelled as one of this root's clients
-/// that record subnets stands for by its record; only the others (not ours, or of a client
-/// that records none) are inspected: one `network ls` and one small inspect, where
-/// inspecting the networks of hundreds of clients takes seconds. A network that differs
-/// from its record is caught by Docker's overlap answer, and the allocator moves on.
-fn used_subnets(host: &Host, docker: &Docker) -> Result<Vec<Ipv4Net>> {
-    let recorded = recorded_subnets_by_client(host);
+/// Every subnet a network of `client` must avoid. A network labelled as another client of
+/// this root that records subnets is represented by that record; only the rest (not ours, of a
+/// client that records none, or `client`'s own, whose records are what it may reuse) are
+/// inspected: one `network ls` and one small inspect, where inspecting the networks of
+/// hundreds of clients takes seconds. A network that differs from its record is caught by
+/// Docker's overlap answer, and the allocator moves on.
+fn used_subnets(host: &Host, docker: &Docker, client: &str) -> Result<Vec<Ipv4Net>> {
+    let mut recorded = recorded_subnets_by_client(host);
+    recorded.remove(client);
     let listed = docker.list_networks()?;
     let others: Vec<&str> = listed
         .iter()
