@@ -211,7 +211,18 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     let docker = state.docker()?;
     let expected = isolation::expected_networks(id, &driver, &recorded);
     let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
-    let existing = docker.inspect_networks(&names)?;
+    // A client that records subnets most likely has its networks: inspect them by name (one
+    // call). A new one most likely has none: the engine's list (one call, which allocation
+    // needs anyway) says which of its names exist, and only those are inspected.
+    let mut listed = None;
+    let existing = if expected.iter().any(|e| e.subnet.is_some()) {
+        docker.inspect_networks(&names)?
+    } else {
+        let all = docker.list_networks()?;
+        let present: Vec<&str> = names.iter().copied().filter(|name| all.iter().any(|n| n.name == *name)).collect();
+        listed = Some(all);
+        docker.inspect_networks(&present)?
+    };
     let mut allocator: Option<Allocator> = None;
     let mut problems = Vec::new();
     let mut subnets = Map::new();
@@ -249,7 +260,9 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
             }
             State::Missing => {
                 if allocator.is_none() {
-                    allocator = Some(Allocator::new(pool(host)?, used_subnets(host, &docker, id)?));
+                    let mut taken = used_subnets(host, &docker, id, &driver, listed.take())?;
+                    taken.extend(existing.iter().flat_map(|n| n.subnets.iter().copied()));
+                    allocator = Some(Allocator::new(pool(host)?, taken));
                 }
                 let allocator = allocator.as_mut().expect("just set");
                 Some(create_effect(host, &docker, expected, allocator)?)
@@ -287,8 +300,11 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
     }
     let docker = state.docker()?;
     let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
-    let taken =
-        if snapshot.detailed || !needs_subnets { snapshot.used_subnets() } else { used_subnets(host, &docker, id)? };
+    let taken = if snapshot.detailed || !needs_subnets {
+        snapshot.used_subnets()
+    } else {
+        used_subnets(host, &docker, id, &driver, None)?
+    };
     let mut allocator = Allocator::new(pool(host)?, taken);
     let would = if host.effects.dry_run() { "would " } else { "" };
     for repair in repairs {
@@ -491,23 +507,35 @@ fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
     by_client
 }
 
-/// Every subnet a network of `client` must avoid. A network labelled as another client of
-/// this root that records subnets is represented by that record; only the rest (not ours, of a
-/// client that records none, or `client`'s own, whose records are what it may reuse) are
-/// inspected: one `network ls` and one small inspect, where inspecting the networks of
-/// hundreds of clients takes seconds. A network that differs from its record is caught by
-/// Docker's overlap answer, and the allocator moves on.
-fn used_subnets(host: &Host, docker: &Docker, client: &str) -> Result<Vec<Ipv4Net>> {
+/// The subnets a new network of `client` (of `driver`) must avoid, as far as they need asking.
+/// A network labelled as another client of this root is represented by that client's
+/// client.env record (`client`'s own records are what it may reuse). A bridge subnet that
+/// overlaps any other local network is refused by Docker, and the allocator then takes the
+/// next block, so for bridge clients only networks of other drivers (overlay, macvlan ...),
+/// which Docker does not compare, are inspected; for overlay clients every network not known
+/// by a record is (Swarm refuses no overlap). On a usual host that is no inspect at all, where
+/// inspecting the networks of a hundred clients takes the engine over a second. `listed` is
+/// the engine's network list when the caller has it.
+fn used_subnets(
+    host: &Host,
+    docker: &Docker,
+    client: &str,
+    driver: &str,
+    listed: Option<Vec<NetworkSummary>>,
+) -> Result<Vec<Ipv4Net>> {
     let mut recorded = recorded_subnets_by_client(host);
     recorded.remove(client);
-    let listed = docker.list_networks()?;
-    let others: Vec<&str> = listed
-        .iter()
-        .filter(|n| {
-            n.label(LABEL_MANAGED) != Some("true") || n.label(LABEL_CLIENT).is_none_or(|c| !recorded.contains_key(c))
-        })
-        .map(|n| n.id.as_str())
-        .collect();
+    let listed = match listed {
+        Some(listed) => listed,
+        None => docker.list_networks()?,
+    };
+    let known = |n: &NetworkSummary| {
+        n.label(LABEL_MANAGED) == Some("true") && n.label(LABEL_CLIENT).is_some_and(|c| recorded.contains_key(c))
+    };
+    let refused_by_docker =
+        |n: &NetworkSummary| driver == "bridge" && matches!(n.driver.as_str(), "bridge" | "host" | "null");
+    let others: Vec<&str> =
+        listed.iter().filter(|n| !known(n) && !refused_by_docker(n)).map(|n| n.id.as_str()).collect();
     let mut taken: Vec<Ipv4Net> = docker.inspect_networks(&others)?.into_iter().flat_map(|n| n.subnets).collect();
     taken.extend(recorded.into_values().flatten());
     Ok(taken)
