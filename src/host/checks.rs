@@ -277,3 +277,42 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     module
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rust_check_reads_in_scripts_as_the_map_a_script_would_make() {
+        let check = Check::new("logs", Status::Fail, "audit.log is missing")
+            .evidence(serde_json::json!({ "dir_mode": "0750", "files": [{ "name": "audit.log", "size": 3 }] }))
+            .fix("FIX=1 creates missing log files and repairs modes");
+        let value = check_dynamic(&check);
+        let map = value.read_lock::<Map>().unwrap();
+        assert_eq!(map["status"].to_string(), "fail");
+        assert_eq!(map["fix"].to_string(), "FIX=1 creates missing log files and repairs modes");
+        let evidence = map["evidence"].read_lock::<Map>().unwrap();
+        let files = evidence["files"].read_lock::<Array>().unwrap();
+        let first = files[0].read_lock::<Map>().unwrap();
+        assert_eq!(first["size"].as_int().unwrap(), 3);
+        assert!(is_plain(&value));
+        assert_eq!(parse_check(&value).unwrap(), check.clone().evidence(serde_json::Value::Null));
+        assert!(!check_dynamic(&Check::new("x", Status::Ok, "fine")).read_lock::<Map>().unwrap().contains_key("fix"));
+    }
+
+    #[test]
+    fn clients_hands_the_checks_over_once() {
+        let mut report = StatusReport::default();
+        let check = check_dynamic(&Check::new("logs", Status::Ok, "fine"));
+        report.add("acme", vec![check]).unwrap();
+        report.invalid("broken", "client.env is missing");
+        let clients = report.clients().unwrap();
+        assert_eq!(clients.len(), 2);
+        let acme = clients[0].read_lock::<Map>().unwrap();
+        assert_eq!(acme["checks"].read_lock::<Array>().unwrap().len(), 1);
+        assert!(report.clients().unwrap_err().to_string().contains("already called"));
+        // The verdicts stay: the table and the counts do not need the check maps.
+        assert!(report.table().contains("acme"));
+        assert!(!report.isolated());
+    }
+}
