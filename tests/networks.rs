@@ -272,13 +272,10 @@ fn create_client_takes_other_clients_subnets_from_their_records() {
     let site = Site::with_docker();
     let first = scratch.client(&unique("rec"));
     created(&site, &first, &[]);
-    let first_ids: Vec<String> = client_networks(&first)
-        .iter()
-        .map(|name| {
-            let out = Command::new("docker").args(["network", "inspect", "-f", "{{.Id}}", name]).output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        })
-        .collect();
+    let names = client_networks(&first);
+    let first_ids: Vec<String> =
+        docker.inspect_networks(&names.each_ref().map(String::as_str)).unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(first_ids.len(), 4);
 
     let shim_dir = tempfile::tempdir().unwrap();
     let shim = Shim::new(shim_dir.path());
