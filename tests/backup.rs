@@ -276,7 +276,10 @@ fn restic_never_sees_a_password_in_its_arguments() {
     )
     .unwrap();
     fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
+    // In front of the site's PATH (its fake docker first), not the system's: this test must not
+    // create networks on the real engine.
+    let site_path = site.env().into_iter().find(|(key, _)| key == "PATH").map(|(_, value)| value).unwrap();
+    let path = format!("{}:{site_path}", shims.display());
 
     let with_shim = |args: &[&str]| {
         let mut test = site.test().env("PATH", &path);
