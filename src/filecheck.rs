@@ -13,7 +13,10 @@ use std::{
 
 use serde_json::json;
 
-use crate::check::{Check, Status};
+use crate::{
+    check::{Check, Status},
+    fsutil,
+};
 
 /// The log files every client has (created by setup-log-segmentation).
 pub const LOG_FILES: [&str; 4] = ["access.log", "error.log", "audit.log", "backup.log"];
@@ -32,15 +35,8 @@ impl Place {
         Self { meta: fs::symlink_metadata(path).ok() }
     }
 
-    /// `"file"`, `"dir"`, `"symlink"`, `"other"` or `"missing"` (as `fs::kind`).
     fn kind(&self) -> &'static str {
-        match &self.meta {
-            None => "missing",
-            Some(m) if m.file_type().is_symlink() => "symlink",
-            Some(m) if m.is_file() => "file",
-            Some(m) if m.is_dir() => "dir",
-            Some(_) => "other",
-        }
+        fsutil::kind(self.meta.as_ref())
     }
 
     fn mode(&self) -> Option<u32> {

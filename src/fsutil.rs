@@ -8,6 +8,17 @@ use std::{
     path::Path,
 };
 
+/// What an `lstat` found: `"file"`, `"dir"`, `"symlink"`, `"other"`, or `"missing"` for none.
+pub fn kind(meta: Option<&fs::Metadata>) -> &'static str {
+    match meta {
+        None => "missing",
+        Some(m) if m.file_type().is_symlink() => "symlink",
+        Some(m) if m.is_file() => "file",
+        Some(m) if m.is_dir() => "dir",
+        Some(_) => "other",
+    }
+}
+
 /// The permission bits of `path`, or None when it does not exist.
 pub fn mode(path: &Path) -> Option<u32> {
     fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)

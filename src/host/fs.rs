@@ -24,6 +24,7 @@ use anyhow::Context;
 use rhai::{Array, Dynamic, INT, Module};
 
 use super::{Host, ScriptResult, mode_arg, script_error};
+use crate::{effects::Outcome, fsutil};
 
 /// Fails when `path` is a symlink: a mode or a file is never set through one.
 fn refuse_symlink(path: &std::path::Path) -> ScriptResult<()> {
@@ -36,18 +37,6 @@ fn refuse_symlink(path: &std::path::Path) -> ScriptResult<()> {
     }
     Ok(())
 }
-
-/// What is at `path`, without following a symlink.
-pub fn kind(path: &std::path::Path) -> &'static str {
-    match fs::symlink_metadata(path) {
-        Err(_) => "missing",
-        Ok(m) if m.file_type().is_symlink() => "symlink",
-        Ok(m) if m.is_file() => "file",
-        Ok(m) if m.is_dir() => "dir",
-        Ok(_) => "other",
-    }
-}
-use crate::{effects::Outcome, fsutil};
 
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
@@ -179,7 +168,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("kind", move |path: &str| -> ScriptResult<String> {
-        Ok(kind(&h.roots.confine_entry(path).map_err(script_error)?).into())
+        let path = h.roots.confine_entry(path).map_err(script_error)?;
+        Ok(fsutil::kind(fs::symlink_metadata(path).ok().as_ref()).into())
     });
 
     let h = host.clone();
