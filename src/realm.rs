@@ -63,6 +63,139 @@ pub struct UserSpec {
     pub first_name: String,
     pub last_name: String,
     pub realm_roles: Vec<String>,
+    /// Names of top-level groups the user is a member of.
+    pub groups: Vec<String>,
+}
+
+/// A top-level group of the realm and the realm roles its members get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub realm_roles: Vec<String>,
+}
+
+impl GroupSpec {
+    /// Keycloak's path of a top-level group, the way users name their groups in realm.json.
+    pub fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+}
+
+/// The three standard groups: `admins`, `editors`, `viewers`, each holding its role.
+pub fn standard_groups() -> Vec<GroupSpec> {
+    [("admins", ROLE_REALM_ADMIN), ("editors", ROLE_EDITOR), ("viewers", ROLE_VIEWER)]
+        .into_iter()
+        .map(|(name, role)| GroupSpec { name: name.into(), realm_roles: vec![role.into()] })
+        .collect()
+}
+
+/// The per-client realm settings an operator chooses (recorded in client.env under these
+/// names). Empty means the documented default; an unset theme is left to Keycloak.
+pub const SETTING_KEYS: &[&str] = &[
+    "KEYCLOAK_LOGIN_THEME",
+    "KEYCLOAK_ACCOUNT_THEME",
+    "KEYCLOAK_EMAIL_THEME",
+    "PASSWORD_POLICY",
+    "BRUTE_FORCE_FAILURES",
+    "BRUTE_FORCE_MAX_WAIT",
+    "SSO_SESSION_IDLE",
+];
+
+/// The realm settings of [`SETTING_KEYS`], resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmSettings {
+    pub login_theme: Option<String>,
+    pub account_theme: Option<String>,
+    pub email_theme: Option<String>,
+    pub password_policy: String,
+    /// Failed logins before a temporary lockout (`failureFactor`).
+    pub brute_force_failures: u32,
+    /// The longest temporary lockout, in seconds (`maxFailureWaitSeconds`).
+    pub brute_force_max_wait: u64,
+    /// Idle time after which a login session ends, in seconds (`ssoSessionIdleTimeout`).
+    pub sso_session_idle: u64,
+}
+
+impl Default for RealmSettings {
+    fn default() -> Self {
+        Self {
+            login_theme: None,
+            account_theme: None,
+            email_theme: None,
+            password_policy: "length(12) and notUsername".into(),
+            brute_force_failures: 5,
+            brute_force_max_wait: 900,
+            sso_session_idle: 1800,
+        }
+    }
+}
+
+impl RealmSettings {
+    /// Reads the settings from `get` (a client.env or the task's variables), checking each.
+    pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let value = |key: &str| get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let theme = |key: &str| -> Result<Option<String>> {
+            match value(key) {
+                Some(name)
+                    if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+                {
+                    Ok(Some(name))
+                }
+                Some(name) => bail!("{key}: {name:?} is not a theme name (letters, digits, '.', '_', '-')"),
+                None => Ok(None),
+            }
+        };
+        let seconds = |key: &str, default: u64| -> Result<u64> {
+            match value(key) {
+                Some(text) => humantime::parse_duration(&text)
+                    .map(|d| d.as_secs())
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| anyhow::anyhow!("{key}: {text:?} is not a duration like 30m or 8h")),
+                None => Ok(default),
+            }
+        };
+        let defaults = Self::default();
+        let password_policy = match value("PASSWORD_POLICY") {
+            Some(policy) => {
+                check_password_policy(&policy)?;
+                policy
+            }
+            None => defaults.password_policy,
+        };
+        let brute_force_failures = match value("BRUTE_FORCE_FAILURES") {
+            Some(text) => text.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                anyhow::anyhow!("BRUTE_FORCE_FAILURES: {text:?} is not a number of failed logins from 1 to 1000")
+            })?,
+            None => defaults.brute_force_failures,
+        };
+        Ok(Self {
+            login_theme: theme("KEYCLOAK_LOGIN_THEME")?,
+            account_theme: theme("KEYCLOAK_ACCOUNT_THEME")?,
+            email_theme: theme("KEYCLOAK_EMAIL_THEME")?,
+            password_policy,
+            brute_force_failures,
+            brute_force_max_wait: seconds("BRUTE_FORCE_MAX_WAIT", defaults.brute_force_max_wait)?,
+            sso_session_idle: seconds("SSO_SESSION_IDLE", defaults.sso_session_idle)?,
+        })
+    }
+}
+
+/// Keycloak's policy syntax: `name` or `name(argument)` joined by ` and `. Arguments are kept
+/// free of parentheses and quotes, so a value stays one policy string wherever it goes.
+fn check_password_policy(policy: &str) -> Result<()> {
+    for part in policy.split(" and ") {
+        let (name, argument) = match part.split_once('(') {
+            Some((name, rest)) => (name, rest.strip_suffix(')')),
+            None => (part, Some("")),
+        };
+        let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric());
+        let argument_ok = argument.is_some_and(|a| a.chars().all(|c| !c.is_control() && !"()\"'\\`".contains(c)));
+        if !name_ok || !argument_ok {
+            bail!("PASSWORD_POLICY: {part:?} is not a policy like length(12) (policies are joined by ' and ')");
+        }
+    }
+    Ok(())
 }
 
 /// Everything the runner manages in a client's realm.
@@ -70,7 +203,9 @@ pub struct UserSpec {
 pub struct RealmSpec {
     pub realm: String,
     pub display_name: String,
+    pub options: RealmSettings,
     pub roles: Vec<RoleSpec>,
+    pub groups: Vec<GroupSpec>,
     pub admin: UserSpec,
 }
 
@@ -104,17 +239,20 @@ pub fn standard_roles() -> Vec<RoleSpec> {
 
 impl RealmSpec {
     /// The realm of a client: named after the client id, shown with the client's name.
-    pub fn for_client(client_id: &str, client_name: &str) -> Self {
+    pub fn for_client(client_id: &str, client_name: &str, options: RealmSettings) -> Self {
         Self {
             realm: client_id.to_string(),
             display_name: client_name.to_string(),
+            options,
             roles: standard_roles(),
+            groups: standard_groups(),
             admin: UserSpec {
                 username: REALM_ADMIN_USER.into(),
                 email: None,
                 first_name: "Realm".into(),
                 last_name: "Administrator".into(),
                 realm_roles: vec![ROLE_REALM_ADMIN.into()],
+                groups: vec!["admins".into()],
             },
         }
     }
@@ -136,18 +274,31 @@ impl RealmSpec {
             "rememberMe": false,
             "bruteForceProtected": true,
             "permanentLockout": false,
-            "failureFactor": 5,
+            "failureFactor": self.options.brute_force_failures,
             "waitIncrementSeconds": 60,
-            "maxFailureWaitSeconds": 900,
+            "maxFailureWaitSeconds": self.options.brute_force_max_wait,
             "minimumQuickLoginWaitSeconds": 60,
             "quickLoginCheckMilliSeconds": 1000,
             "maxDeltaTimeSeconds": 43200,
-            "passwordPolicy": "length(12) and notUsername",
+            "passwordPolicy": self.options.password_policy,
+            "ssoSessionIdleTimeout": self.options.sso_session_idle,
         });
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!("a JSON object literal"),
+        let Value::Object(mut map) = value else { unreachable!("a JSON object literal") };
+        for (key, theme) in [
+            ("loginTheme", &self.options.login_theme),
+            ("accountTheme", &self.options.account_theme),
+            ("emailTheme", &self.options.email_theme),
+        ] {
+            if let Some(theme) = theme {
+                map.insert(key.into(), json!(theme));
+            }
         }
+        map
+    }
+
+    /// The group representation of realm.json (`groups[]`).
+    pub fn group_json(group: &GroupSpec) -> Value {
+        json!({ "name": group.name, "path": group.path(), "realmRoles": group.realm_roles, "subGroups": [] })
     }
 
     /// The role representation of realm.json (`roles.realm[]`).
@@ -197,10 +348,21 @@ impl RealmSpec {
     pub fn to_json(&self) -> Value {
         let mut realm = self.settings();
         realm.insert("roles".into(), json!({ "realm": self.roles.iter().map(Self::role_json).collect::<Vec<_>>() }));
+        realm.insert("groups".into(), json!(self.groups.iter().map(Self::group_json).collect::<Vec<_>>()));
+        realm.insert("users".into(), json!([self.admin_json()]));
+        Value::Object(realm)
+    }
+
+    /// The admin user as realm.json holds it: roles and groups, never a credential.
+    fn admin_json(&self) -> Value {
         let mut user = Self::user_json(&self.admin);
         user["realmRoles"] = json!(self.admin.realm_roles);
-        realm.insert("users".into(), json!([user]));
-        Value::Object(realm)
+        user["groups"] = json!(self.admin_group_paths());
+        user
+    }
+
+    fn admin_group_paths(&self) -> Vec<String> {
+        self.admin.groups.iter().map(|g| format!("/{g}")).collect()
     }
 
     /// realm.json as written to disk: pretty JSON and a final newline.
@@ -236,6 +398,21 @@ impl RealmSpec {
             }
         }
 
+        let groups = realm.entry("groups").or_insert_with(|| json!([]));
+        let Value::Array(groups) = groups else {
+            bail!("realm.json: `groups` is not a list");
+        };
+        for spec in &self.groups {
+            match groups.iter_mut().find(|g| g["name"] == spec.name.as_str()) {
+                None => groups.push(Self::group_json(spec)),
+                Some(group) => {
+                    for role in &spec.realm_roles {
+                        add_unique(&mut group["realmRoles"], role);
+                    }
+                }
+            }
+        }
+
         let users = realm.entry("users").or_insert_with(|| json!([]));
         let Value::Array(users) = users else {
             bail!("realm.json: `users` is not a list");
@@ -243,24 +420,17 @@ impl RealmSpec {
         let wanted = self.admin.username.to_lowercase();
         let found = users.iter_mut().find(|u| u["username"].as_str().is_some_and(|name| name.to_lowercase() == wanted));
         match found {
-            None => {
-                let mut user = Self::user_json(&self.admin);
-                user["realmRoles"] = json!(self.admin.realm_roles);
-                users.push(user);
-            }
-            Some(user) => {
-                if let Some(fields) = user.as_object_mut() {
-                    fields.remove("credentials");
+            None => users.push(self.admin_json()),
+            Some(user) if user.is_object() => {
+                user.as_object_mut().expect("checked").remove("credentials");
+                for role in &self.admin.realm_roles {
+                    add_unique(&mut user["realmRoles"], role);
                 }
-                let roles = user.as_object_mut().map(|u| u.entry("realmRoles").or_insert_with(|| json!([])));
-                if let Some(Value::Array(roles)) = roles {
-                    for role in &self.admin.realm_roles {
-                        if !roles.iter().any(|r| r == role.as_str()) {
-                            roles.push(json!(role));
-                        }
-                    }
+                for path in self.admin_group_paths() {
+                    add_unique(&mut user["groups"], &path);
                 }
             }
+            Some(_) => bail!("realm.json: user {} is not an object", self.admin.username),
         }
         Ok(Value::Object(realm))
     }
@@ -322,7 +492,7 @@ mod tests {
 
     #[test]
     fn realm_json_holds_roles_composites_and_the_admin_without_credentials() {
-        let spec = RealmSpec::for_client("acme", "ACME Corporation");
+        let spec = RealmSpec::for_client("acme", "ACME Corporation", RealmSettings::default());
         let text = spec.render();
         let realm: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(realm["realm"], "acme");
@@ -351,7 +521,8 @@ mod tests {
     #[test]
     fn hostile_display_name_stays_one_json_string() {
         let name = "Evil\", \"enabled\": false, \"x\": \"</script><img src=x>\\\n\u{7}";
-        let realm: Value = serde_json::from_str(&RealmSpec::for_client("evil", name).render()).unwrap();
+        let realm: Value =
+            serde_json::from_str(&RealmSpec::for_client("evil", name, RealmSettings::default()).render()).unwrap();
         assert_eq!(realm["displayName"], name);
         assert_eq!(realm["enabled"], true);
         assert!(realm.get("x").is_none());
@@ -359,7 +530,7 @@ mod tests {
 
     #[test]
     fn update_keeps_foreign_content_and_completes_ours() {
-        let spec = RealmSpec::for_client("acme", "ACME Corporation");
+        let spec = RealmSpec::for_client("acme", "ACME Corporation", RealmSettings::default());
         let existing = json!({
             "realm": "acme",
             "displayName": "Old name",
@@ -397,8 +568,65 @@ mod tests {
     }
 
     #[test]
+    fn settings_come_from_recorded_values_with_defaults() {
+        let values = std::collections::HashMap::from([
+            ("KEYCLOAK_LOGIN_THEME", "acme-brand"),
+            ("PASSWORD_POLICY", "length(14) and digits(2)"),
+            ("SSO_SESSION_IDLE", "2h"),
+            ("BRUTE_FORCE_FAILURES", "3"),
+        ]);
+        let options = RealmSettings::from_values(|k| values.get(k).map(|v| v.to_string())).unwrap();
+        let settings = RealmSpec::for_client("acme", "ACME", options).settings();
+        assert_eq!(settings["loginTheme"], "acme-brand");
+        assert!(!settings.contains_key("accountTheme"), "an unset theme is left to Keycloak");
+        assert_eq!(settings["passwordPolicy"], "length(14) and digits(2)");
+        assert_eq!(settings["ssoSessionIdleTimeout"], 7200);
+        assert_eq!(settings["failureFactor"], 3);
+        assert_eq!(settings["maxFailureWaitSeconds"], 900);
+        assert_eq!(RealmSettings::from_values(|_| None).unwrap(), RealmSettings::default());
+        for (key, bad) in [
+            ("KEYCLOAK_LOGIN_THEME", "../x"),
+            ("PASSWORD_POLICY", "length(12) and x\"y"),
+            ("PASSWORD_POLICY", "length(12"),
+            ("SSO_SESSION_IDLE", "soon"),
+            ("BRUTE_FORCE_FAILURES", "0"),
+        ] {
+            let error = RealmSettings::from_values(|k| (k == key).then(|| bad.to_string())).unwrap_err();
+            assert!(error.to_string().starts_with(key), "{key}={bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn groups_hold_the_roles_and_the_admin_joins_admins() {
+        let spec = RealmSpec::for_client("acme", "ACME", RealmSettings::default());
+        let realm = spec.to_json();
+        let groups: Vec<(&str, &Value)> = realm["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["name"].as_str().unwrap(), &g["realmRoles"]))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![("admins", &json!(["realm_admin"])), ("editors", &json!(["editor"])), ("viewers", &json!(["viewer"]))]
+        );
+        assert_eq!(realm["users"][0]["groups"], json!(["/admins"]));
+        // An older file without groups gets them; a site's own group and memberships stay.
+        let mut old = realm.clone();
+        old["groups"] = json!([{"name": "auditors", "realmRoles": ["viewer"]}, {"name": "admins", "realmRoles": []}]);
+        old["users"][0]["groups"] = json!(["/auditors"]);
+        let updated = spec.update_json(&old).unwrap();
+        let names: Vec<&str> =
+            updated["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["auditors", "admins", "editors", "viewers"]);
+        assert_eq!(updated["groups"][1]["realmRoles"], json!(["realm_admin"]));
+        assert_eq!(updated["users"][0]["groups"], json!(["/auditors", "/admins"]));
+        assert_eq!(spec.update_json(&updated).unwrap(), updated);
+    }
+
+    #[test]
     fn update_refuses_what_is_not_a_realm() {
-        let spec = RealmSpec::for_client("acme", "ACME");
+        let spec = RealmSpec::for_client("acme", "ACME", RealmSettings::default());
         assert!(spec.update_json(&json!([1, 2])).is_err());
         assert!(spec.update_json(&json!({"roles": []})).is_err());
     }

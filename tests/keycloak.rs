@@ -8,7 +8,7 @@ use agency::{
         keycloak::{IfExists, Keycloak, Outcome, Secret, Settings},
         process,
     },
-    realm::{RealmSpec, RoleSpec},
+    realm::{RealmSettings, RealmSpec, RoleSpec},
 };
 use serde_json::json;
 
@@ -23,7 +23,7 @@ fn client(fake: &FakeKeycloak) -> Keycloak {
 }
 
 fn spec() -> RealmSpec {
-    RealmSpec::for_client("acme", "ACME Corporation")
+    RealmSpec::for_client("acme", "ACME Corporation", RealmSettings::default())
 }
 
 fn lines(requests: &[Request]) -> String {
@@ -46,6 +46,11 @@ fn assert_realm_set_up(fake: &FakeKeycloak) {
     assert_eq!(user["enabled"], true);
     assert_eq!(fake.user_password("acme", "realm-admin").as_deref(), Some(REALM_ADMIN_PASSWORD));
     assert_eq!(fake.user_realm_role_names("acme", "realm-admin"), vec!["default-roles-acme", "realm_admin"]);
+    assert_eq!(fake.group_names("acme"), vec!["admins", "editors", "viewers"]);
+    for (group, role) in [("admins", "realm_admin"), ("editors", "editor"), ("viewers", "viewer")] {
+        assert_eq!(fake.group_role_names("acme", group), vec![role], "group {group}");
+    }
+    assert_eq!(fake.user_group_names("acme", "realm-admin"), vec!["admins"]);
     let effective = fake.effective_role_names("acme", "realm-admin");
     for role in ["viewer", "editor", "realm-management/manage-users", "realm-management/manage-realm"] {
         assert!(effective.contains(role), "realm admin lacks {role}: {effective:?}");
@@ -68,9 +73,16 @@ fn setup_twice(prefix: &str) {
             "keycloak role acme/realm_admin",
             "keycloak composites acme/editor",
             "keycloak composites acme/realm_admin",
+            "keycloak group acme/admins",
+            "keycloak group acme/editors",
+            "keycloak group acme/viewers",
+            "keycloak group roles acme/admins",
+            "keycloak group roles acme/editors",
+            "keycloak group roles acme/viewers",
             "keycloak user acme/realm-admin",
             "keycloak password acme/realm-admin",
             "keycloak role mapping acme/realm-admin",
+            "keycloak group membership acme/realm-admin",
         ]
     );
     assert!(first.iter().all(|(_, o)| *o == Outcome::Created), "{first:?}");
@@ -112,7 +124,7 @@ fn setup_twice_with_legacy_auth_prefix() {
 fn realm_admin_administers_its_own_realm_only() {
     let fake = FakeKeycloak::start();
     client(&fake).setup_realm(&spec(), Some(&Secret::new(REALM_ADMIN_PASSWORD)), false).unwrap();
-    client(&fake).ensure_realm(&RealmSpec::for_client("other", "Other")).unwrap();
+    client(&fake).ensure_realm(&RealmSpec::for_client("other", "Other", RealmSettings::default())).unwrap();
 
     let mut settings = Settings::new(&fake.url(), "realm-admin", Secret::new(REALM_ADMIN_PASSWORD)).unwrap();
     settings.admin_realm = "acme".into();
@@ -267,7 +279,7 @@ fn plan_only_reads() {
     let kc = client(&fake);
     let password = Secret::new(REALM_ADMIN_PASSWORD);
     let steps = kc.plan(&spec(), Some(&password), false).unwrap();
-    assert_eq!(steps.len(), 9);
+    assert_eq!(steps.len(), 16);
     assert!(steps.iter().all(|s| s.change.is_some()), "{steps:#?}");
     assert!(fake.mutations().is_empty(), "{}", lines(&fake.requests()));
     let text = format!("{steps:?}");
@@ -335,7 +347,9 @@ fn partial_import_of_realm_json() {
     assert_eq!(fake.realm_role_names("acme").iter().filter(|r| r.as_str() == "editor").count(), 0);
 
     let summary = kc.partial_import("acme", &rep, IfExists::Skip).unwrap();
-    assert_eq!((summary.added, summary.skipped, summary.overwritten), (3, 1, 0), "{summary:?}");
+    assert_eq!((summary.added, summary.skipped, summary.overwritten), (6, 1, 0), "{summary:?}");
+    assert_eq!(fake.group_role_names("acme", "admins"), vec!["realm_admin"]);
+    assert_eq!(fake.user_group_names("acme", "realm-admin"), vec!["admins"]);
     assert_eq!(fake.composite_names("acme", "realm_admin"), vec!["editor", "realm-management/realm-admin"]);
     assert_eq!(fake.user_realm_role_names("acme", "realm-admin"), vec!["default-roles-acme", "realm_admin"]);
     let request = fake.mutations().into_iter().last().unwrap();
@@ -343,7 +357,7 @@ fn partial_import_of_realm_json() {
     assert_eq!(request.json()["ifResourceExists"], "SKIP");
 
     let summary = kc.partial_import("acme", &rep, IfExists::Overwrite).unwrap();
-    assert_eq!((summary.added, summary.skipped, summary.overwritten), (0, 0, 4), "{summary:?}");
+    assert_eq!((summary.added, summary.skipped, summary.overwritten), (0, 0, 7), "{summary:?}");
     assert_eq!(IfExists::parse("skip").unwrap(), IfExists::Skip);
     assert!(IfExists::parse("merge").is_err());
 }
@@ -414,7 +428,7 @@ fn real_keycloak_setup_twice() {
     let password = std::env::var("KEYCLOAK_TEST_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into());
     let kc = Keycloak::new(Settings::new(&url, &user, Secret::new(password)).unwrap()).unwrap();
     let id = format!("agency-test-{}", std::process::id());
-    let spec = RealmSpec::for_client(&id, "Agency \"test\" <realm>");
+    let spec = RealmSpec::for_client(&id, "Agency \"test\" <realm>", RealmSettings::default());
     struct Cleanup<'a>(&'a Keycloak, String);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
@@ -448,9 +462,17 @@ fn hostile_values_reach_keycloak_intact() {
     assert!(values.len() > 50);
     for (i, value) in values.iter().enumerate() {
         let realm = format!("hostile{i}");
-        assert_eq!(kc.ensure_realm(&RealmSpec::for_client(&realm, value)).unwrap(), Outcome::Created, "{value:?}");
+        assert_eq!(
+            kc.ensure_realm(&RealmSpec::for_client(&realm, value, RealmSettings::default())).unwrap(),
+            Outcome::Created,
+            "{value:?}"
+        );
         assert_eq!(fake.realm(&realm).unwrap()["displayName"], value.as_str(), "{value:?}");
-        assert_eq!(kc.ensure_realm(&RealmSpec::for_client(&realm, value)).unwrap(), Outcome::Unchanged, "{value:?}");
+        assert_eq!(
+            kc.ensure_realm(&RealmSpec::for_client(&realm, value, RealmSettings::default())).unwrap(),
+            Outcome::Unchanged,
+            "{value:?}"
+        );
     }
     // A hostile name in a URL path segment, too.
     let role = RoleSpec {

@@ -77,9 +77,16 @@ fn setup_roles_live_twice_second_run_sends_no_change() {
         ("keycloak role", "acme/realm_admin"),
         ("keycloak composites", "acme/editor"),
         ("keycloak composites", "acme/realm_admin"),
+        ("keycloak group", "acme/admins"),
+        ("keycloak group", "acme/editors"),
+        ("keycloak group", "acme/viewers"),
+        ("keycloak group roles", "acme/admins"),
+        ("keycloak group roles", "acme/editors"),
+        ("keycloak group roles", "acme/viewers"),
         ("keycloak user", "acme/realm-admin"),
         ("keycloak password", "acme/realm-admin"),
         ("keycloak role mapping", "acme/realm-admin"),
+        ("keycloak group membership", "acme/realm-admin"),
     ];
     assert_eq!(steps.iter().map(|(a, t, _)| (a.as_str(), t.as_str())).collect::<Vec<_>>(), expected);
     assert!(steps.iter().all(|(_, _, o)| o == "created"), "{steps:?}");
@@ -243,7 +250,7 @@ fn dry_run_reads_but_changes_nothing() {
     let json = output.json();
     assert_eq!(json["dry_run"], true);
     let steps = keycloak_steps(&output);
-    assert_eq!(steps.len(), 9);
+    assert_eq!(steps.len(), 16);
     assert!(steps.iter().all(|(_, _, o)| o == "created"), "{steps:?}");
     assert!(fake.mutations().is_empty());
     assert!(fake.realm("acme").is_none());
@@ -394,12 +401,106 @@ fn real_keycloak_setup_roles_twice() {
         &format!("CLIENT_ID={id}"),
         "CLIENT_NAME=Agency \"test\"",
         &format!("CLIENT_DOMAIN={id}.example.com"),
+        "SSO_SESSION_IDLE=2h",
+        "BRUTE_FORCE_FAILURES=4",
     ]);
     let output = run(&["--json", "setup-roles", &format!("CLIENT_ID={id}")]);
     assert!(keycloak_steps(&output).iter().all(|(_, _, o)| o == "unchanged"), "{}", output.stdout);
-    let realm = cleanup.0.realm(&id).unwrap().unwrap();
+    let kc = &cleanup.0;
+    let realm = kc.realm(&id).unwrap().unwrap();
     assert_eq!(realm["displayName"], "Agency \"test\"");
-    assert!(cleanup.0.user(&id, "realm-admin").unwrap().is_some());
+    assert_eq!(realm["ssoSessionIdleTimeout"], 7200);
+    assert_eq!(realm["failureFactor"], 4);
+    let user = kc.user(&id, "realm-admin").unwrap().unwrap();
+    let groups = kc.groups(&id).unwrap();
+    for (group, role) in [("admins", "realm_admin"), ("editors", "editor"), ("viewers", "viewer")] {
+        let found = groups.iter().find(|g| g["name"] == group).unwrap_or_else(|| panic!("no group {group}"));
+        let roles = kc.group_realm_roles(&id, found["id"].as_str().unwrap()).unwrap();
+        assert!(roles.iter().any(|r| r["name"] == role), "group {group}: {roles:?}");
+    }
+    let joined = kc.user_groups(&id, user["id"].as_str().unwrap()).unwrap();
+    assert!(joined.iter().any(|g| g["name"] == "admins"), "{joined:?}");
+}
+
+/// Realm settings given to create-client are recorded in client.env and realm.json, kept on a
+/// re-run without them, applied live by setup-roles, and drift from them is reported by status
+/// and put back by setup-roles.
+#[test]
+fn realm_settings_are_recorded_applied_and_drift_is_put_back() {
+    let site = Site::new();
+    site.test()
+        .args([
+            "create-client",
+            "CLIENT_ID=acme",
+            "CLIENT_NAME=ACME",
+            "CLIENT_DOMAIN=acme.example.com",
+            "KEYCLOAK_LOGIN_THEME=acme-brand",
+            "PASSWORD_POLICY=length(14) and upperCase(1) and notUsername",
+            "SSO_SESSION_IDLE=2h",
+            "BRUTE_FORCE_FAILURES=3",
+        ])
+        .run();
+    let env = site.client_dir("acme").join("client.env");
+    for (key, value) in [
+        ("KEYCLOAK_LOGIN_THEME", "acme-brand"),
+        ("PASSWORD_POLICY", "length(14) and upperCase(1) and notUsername"),
+        ("SSO_SESSION_IDLE", "2h"),
+        ("BRUTE_FORCE_FAILURES", "3"),
+    ] {
+        assert_eq!(bash_value(&env, key), value, "{key}");
+    }
+    let realm_file = site.client_dir("acme").join("keycloak/realm.json");
+    let realm_json = || -> Value { serde_json::from_str(&fs::read_to_string(&realm_file).unwrap()).unwrap() };
+    let realm = realm_json();
+    assert_eq!(realm["loginTheme"], "acme-brand");
+    assert_eq!(realm["passwordPolicy"], "length(14) and upperCase(1) and notUsername");
+    assert_eq!(realm["ssoSessionIdleTimeout"], 7200);
+    assert_eq!(realm["failureFactor"], 3);
+    assert_eq!(realm["groups"][0]["name"], "admins");
+    assert_eq!(realm["groups"][0]["realmRoles"], serde_json::json!(["realm_admin"]));
+    assert_eq!(realm["users"][0]["groups"], serde_json::json!(["/admins"]));
+
+    // A re-run without them keeps them.
+    create(&site, "acme", "ACME");
+    assert_eq!(bash_value(&env, "KEYCLOAK_LOGIN_THEME"), "acme-brand");
+    assert_eq!(realm_json()["loginTheme"], "acme-brand");
+
+    // Live: applied, then drift is reported by status and put back by setup-roles.
+    let fake = fake();
+    live(site.test(), &fake).args(["setup-roles", "CLIENT_ID=acme"]).run();
+    let live_realm = fake.realm("acme").unwrap();
+    assert_eq!(live_realm["loginTheme"], "acme-brand");
+    assert_eq!(live_realm["ssoSessionIdleTimeout"], 7200);
+    assert_eq!(fake.user_group_names("acme", "realm-admin"), vec!["admins"]);
+
+    fake.set_realm_attribute("acme", "loginTheme", serde_json::json!("keycloak"));
+    let output = live(site.test(), &fake).args(["multi-tenancy-status", "CLIENT_ID=acme"]).status(1).run();
+    assert!(
+        output.stdout.contains("realm acme in Keycloak differs from the recorded settings in loginTheme"),
+        "{}",
+        output.stdout
+    );
+    fake.clear_requests();
+    let output = live(site.test(), &fake).args(["--json", "setup-roles", "CLIENT_ID=acme"]).run();
+    let changed: Vec<_> = keycloak_steps(&output).into_iter().filter(|(_, _, o)| o != "unchanged").collect();
+    assert_eq!(changed, vec![("keycloak realm".to_string(), "acme".to_string(), "updated".to_string())]);
+    let put = fake.mutations().into_iter().find(|r| r.method == "PUT").unwrap();
+    assert_eq!(put.json(), serde_json::json!({"realm": "acme", "loginTheme": "acme-brand"}));
+    let output = live(site.test(), &fake).args(["--json", "multi-tenancy-status", "CLIENT_ID=acme"]).run_unchecked();
+    assert!(!output.stdout.contains("differs from the recorded settings"), "{}", output.stdout);
+
+    // A new value given to setup-roles is recorded and applied.
+    live(site.test(), &fake).args(["setup-roles", "CLIENT_ID=acme", "SSO_SESSION_IDLE=45m"]).run();
+    assert_eq!(bash_value(&env, "SSO_SESSION_IDLE"), "45m");
+    assert_eq!(fake.realm("acme").unwrap()["ssoSessionIdleTimeout"], 2700);
+    fake.clear_requests();
+    live(site.test(), &fake).args(["setup-roles", "CLIENT_ID=acme"]).run();
+    assert!(fake.mutations().is_empty(), "{}", lines(&fake.requests()));
+
+    // Values that are not settings stop the run before anything changes.
+    for bad in ["PASSWORD_POLICY=length(12) and x\"y", "KEYCLOAK_LOGIN_THEME=../x", "SSO_SESSION_IDLE=soon"] {
+        site.test().args(["setup-roles", "CLIENT_ID=acme", bad]).status(2).stderr_contains("invalid ").run();
+    }
 }
 
 /// `keycloak::realm_status`, the realm check of multi-tenancy-status, from a site task.
@@ -412,7 +513,7 @@ fn realm_status_checks_the_file_and_the_live_realm() {
 lock = "none"
 script = '''
 let c = layout::client(CLIENT_ID);
-keycloak::realm_status(CLIENT_ID, c.realm_file)
+keycloak::realm_status(CLIENT_ID, c.realm_file, if fs::exists(c.env_file) { envfile::read(c.env_file) } else { #{} })
 '''
 [vars.CLIENT_ID]
 required = true
@@ -449,5 +550,11 @@ kind = "client_id"
     let kc = Keycloak::new(Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
     kc.admin_call("DELETE", "/admin/realms/acme/roles/viewer", None).unwrap();
     let result = status(live(site.test(), &fake));
-    assert_eq!(result["problems"], serde_json::json!(["realm acme lacks role viewer in Keycloak"]));
+    assert_eq!(
+        result["problems"],
+        serde_json::json!([
+            "realm acme lacks role viewer in Keycloak",
+            "Keycloak: give group viewers the realm roles viewer in realm acme (setup-roles does it)"
+        ])
+    );
 }

@@ -15,6 +15,8 @@
 //! [`Change`] still needed (or `None`), [`Keycloak::apply`] carries one out, and the `ensure_*`
 //! helpers do both. A dry run runs the checks and shows the changes; a real run applies them.
 
+mod groups;
+
 use std::{
     fmt,
     path::{Path, PathBuf},
@@ -242,6 +244,9 @@ enum Action {
     UpdateUser { realm: String, username: String, rep: Value },
     SetPassword { realm: String, username: String, password: Secret },
     MapRealmRoles { realm: String, username: String, roles: Vec<String> },
+    CreateGroup { realm: String, name: String },
+    MapGroupRoles { realm: String, group: String, roles: Vec<String> },
+    JoinGroups { realm: String, username: String, groups: Vec<String> },
 }
 
 /// What a partial import does with a resource that exists already.
@@ -1050,6 +1055,14 @@ impl Keycloak {
         for role in spec.roles.iter().filter(|r| r.is_composite()) {
             steps.push(Step::new("keycloak composites", within(&role.name), self.check_composites(realm, role)?));
         }
+        let groups = self.groups(realm)?;
+        for group in &spec.groups {
+            steps.push(Step::new("keycloak group", within(&group.name), self.check_group(realm, group, &groups)));
+        }
+        for group in &spec.groups {
+            let change = self.check_group_roles(realm, group, &groups)?;
+            steps.push(Step::new("keycloak group roles", within(&group.name), change));
+        }
         let admin = &spec.admin;
         let user = self.user(realm, &admin.username)?;
         let target = within(&admin.username);
@@ -1059,7 +1072,9 @@ impl Keycloak {
             steps.push(Step::new("keycloak password", target.clone(), change));
         }
         let change = self.mapping_change(realm, &admin.username, user.as_ref(), &admin.realm_roles)?;
-        steps.push(Step::new("keycloak role mapping", target, change));
+        steps.push(Step::new("keycloak role mapping", target.clone(), change));
+        let change = self.membership_change(realm, admin, user.as_ref())?;
+        steps.push(Step::new("keycloak group membership", target, change));
         Ok(steps)
     }
 
@@ -1121,6 +1136,9 @@ impl Keycloak {
                     reps.push(self.require_realm_role(realm, name)?);
                 }
                 self.add_user_realm_roles(realm, &id, &reps)
+            }
+            group_change @ (Action::CreateGroup { .. } | Action::MapGroupRoles { .. } | Action::JoinGroups { .. }) => {
+                self.apply_group_change(group_change)
             }
         }
     }

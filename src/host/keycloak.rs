@@ -4,16 +4,18 @@
 //! | function | mutates | returns |
 //! |---|---|---|
 //! | `keycloak::live()` | no | whether `KEYCLOAK_URL` is set (environment, command line or the credentials file) |
-//! | `keycloak::realm_json(realm, display_name)` | no | the realm.json text for a fresh file |
-//! | `keycloak::write_realm_file(path, realm, display_name)` | yes | outcome; creates realm.json or brings it up to date, keeping what else it holds |
-//! | `keycloak::setup_realm(realm, display_name, secrets_file)` | yes | array of `#{action, target, outcome}`: realm, roles, composites, admin user, its password (set only when it has none), its role mapping |
-//! | `keycloak::setup_realm(realm, display_name, secrets_file, reset_password)` | yes | the same; `true` (or `"1"`, `"yes"` ...) sets the password even when the user has one |
+//! | `keycloak::setting_names()` | no | the client.env keys of the realm settings (`KEYCLOAK_LOGIN_THEME` ... `SSO_SESSION_IDLE`) |
+//! | `keycloak::realm_json(realm, display_name, settings)` | no | the realm.json text for a fresh file; `settings` is a map holding those keys (a client.env map; other keys are ignored) |
+//! | `keycloak::write_realm_file(path, realm, display_name, settings)` | yes | outcome; creates realm.json or brings it up to date, keeping what else it holds |
+//! | `keycloak::setup_realm(realm, display_name, secrets_file, settings)` | yes | array of `#{action, target, outcome}`: realm with its settings, roles, composites, groups and their roles, admin user, its password (set only when it has none), its role mapping, its groups |
+//! | `keycloak::setup_realm(realm, display_name, secrets_file, settings, reset_password)` | yes | the same; `"1"` (or `"true"`, `"yes"` ...) sets the password even when the user has one |
 //! | `keycloak::set_admin_password(realm, secrets_file, key)` | yes | outcome (`updated`): the realm admin's password becomes the value of `key` in `secrets_file` |
 //! | `keycloak::partial_import(realm, json, policy)` | yes | `#{added, skipped, overwritten}`; policy `FAIL`, `SKIP` or `OVERWRITE` |
-//! | `keycloak::realm_status(realm, realm_file)` | no | `#{ok, source, problems}`: the file always; the live realm, roles and admin user when live |
+//! | `keycloak::realm_status(realm, realm_file, settings)` | no | `#{ok, source, problems}`: the file always (roles, groups, admin user); when live the realm's settings (and display name, when `settings` holds `CLIENT_NAME`), roles, groups with their roles, and the admin user in its groups |
 //!
-//! Example: `keycloak::write_realm_file(c.realm_file, CLIENT_ID, CLIENT_NAME);
-//! if keycloak::live() { keycloak::setup_realm(CLIENT_ID, CLIENT_NAME, c.secrets_file); }`
+//! Example: `let env = envfile::read(c.env_file);
+//! keycloak::write_realm_file(c.realm_file, CLIENT_ID, CLIENT_NAME, env);
+//! if keycloak::live() { keycloak::setup_realm(CLIENT_ID, CLIENT_NAME, c.secrets_file, env); }`
 //!
 //! The Keycloak admin credentials come from `KEYCLOAK_URL`, `KEYCLOAK_ADMIN` (settings) and
 //! `KEYCLOAK_ADMIN_PASSWORD` (environment only, never the command line); whatever those leave
@@ -32,7 +34,7 @@ use crate::{
     drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
     effects::Outcome,
     fsutil,
-    realm::{self, RealmSpec},
+    realm::{self, RealmSettings, RealmSpec},
     settings::SETTINGS,
 };
 
@@ -158,7 +160,8 @@ fn setup_realm(
     Ok(report)
 }
 
-/// The realm file checked on its own: parses, names the realm, holds the roles and the admin.
+/// The realm file checked on its own: parses, names the realm, holds the roles, the groups
+/// and the admin.
 fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -171,6 +174,8 @@ fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
         realm: Value,
         #[serde(default)]
         roles: Roles,
+        #[serde(default)]
+        groups: Vec<Named>,
         #[serde(default)]
         users: Vec<User>,
     }
@@ -206,6 +211,11 @@ fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
             problems.push(format!("realm file lacks role {}", role.name));
         }
     }
+    for group in &spec.groups {
+        if !file.groups.iter().any(|g| g.name == group.name.as_str()) {
+            problems.push(format!("realm file lacks group {}", group.name));
+        }
+    }
     match file.users.iter().find(|u| u.username == spec.admin.username.as_str()) {
         None => problems.push(format!("realm file lacks user {}", spec.admin.username)),
         Some(user) if user.credentials.is_some() => {
@@ -216,8 +226,9 @@ fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
     problems
 }
 
-/// The live realm checked: exists, has the roles, has the admin user.
-fn live_problems(kc: &Keycloak, spec: &RealmSpec) -> Result<Vec<String>> {
+/// The live realm checked: exists with the recorded settings, has the roles, the groups with
+/// their roles, and the admin user in its groups.
+fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> Result<Vec<String>> {
     if kc.realm(&spec.realm)?.is_none() {
         return Ok(vec![format!("realm {} does not exist in Keycloak", spec.realm)]);
     }
@@ -228,8 +239,38 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec) -> Result<Vec<String>> {
         .filter(|role| !roles.iter().any(|r| r["name"] == role.name.as_str()))
         .map(|role| format!("realm {} lacks role {} in Keycloak", spec.realm, role.name))
         .collect();
-    if kc.user(&spec.realm, &spec.admin.username)?.is_none() {
-        problems.push(format!("realm {} lacks user {} in Keycloak", spec.realm, spec.admin.username));
+    let groups = kc.groups(&spec.realm)?;
+    for group in &spec.groups {
+        if groups.iter().any(|g| g["name"] == group.name.as_str()) {
+            if let Some(change) = kc.check_group_roles(&spec.realm, group, &groups)? {
+                problems.push(format!("Keycloak: {} (setup-roles does it)", change.description));
+            }
+        } else {
+            problems.push(format!("realm {} lacks group {} in Keycloak", spec.realm, group.name));
+        }
+    }
+    if let Some(current) = kc.realm(&spec.realm)? {
+        let differing: Vec<String> = spec
+            .settings()
+            .into_iter()
+            .filter(|(key, value)| (check_display_name || key != "displayName") && current.get(key) != Some(value))
+            .map(|(key, _)| key)
+            .collect();
+        if !differing.is_empty() {
+            problems.push(format!(
+                "realm {} in Keycloak differs from the recorded settings in {} (setup-roles puts them back)",
+                spec.realm,
+                differing.join(", ")
+            ));
+        }
+    }
+    match kc.user(&spec.realm, &spec.admin.username)? {
+        None => problems.push(format!("realm {} lacks user {} in Keycloak", spec.realm, spec.admin.username)),
+        Some(_) => {
+            if let Some(change) = kc.check_user_groups(&spec.realm, &spec.admin)? {
+                problems.push(format!("Keycloak: {} (setup-roles does it)", change.description));
+            }
+        }
     }
     Ok(problems)
 }
@@ -243,15 +284,19 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(resolve_settings(&h).map_err(script_error)?.is_some())
     });
 
-    module.set_native_fn("realm_json", |realm: &str, display_name: &str| -> ScriptResult<String> {
-        Ok(RealmSpec::for_client(realm, display_name).render())
+    module.set_native_fn("setting_names", || -> ScriptResult<Array> {
+        Ok(realm::SETTING_KEYS.iter().map(|key| Dynamic::from(key.to_string())).collect())
+    });
+
+    module.set_native_fn("realm_json", |realm: &str, display_name: &str, settings: Map| -> ScriptResult<String> {
+        Ok(client_realm(realm, display_name, &settings)?.render())
     });
 
     let h = host.clone();
     module.set_native_fn(
         "write_realm_file",
-        move |path: &str, realm: &str, display_name: &str| -> ScriptResult<String> {
-            let spec = RealmSpec::for_client(realm, display_name);
+        move |path: &str, realm: &str, display_name: &str, settings: Map| -> ScriptResult<String> {
+            let spec = client_realm(realm, display_name, &settings)?;
             let file = h.roots.confine(path).map_err(script_error)?;
             let text = match std::fs::read_to_string(&file) {
                 Ok(current) => {
@@ -262,7 +307,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 }
                 Err(_) => spec.render(),
             };
-            let detail = format!("realm {realm}; roles {}; user {}", role_names(&spec), spec.admin.username);
+            let detail = format!(
+                "realm {realm}; roles {}; groups {}; user {}",
+                role_names(&spec),
+                group_names(&spec),
+                spec.admin.username
+            );
             write_file(&h, path, text.as_bytes(), REALM_FILE_MODE, &detail).map(|o| o.as_str().into())
         },
     );
@@ -270,29 +320,25 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let (h, c) = (host.clone(), connection.clone());
     module.set_native_fn(
         "setup_realm",
-        move |realm: &str, display_name: &str, secrets_file: &str| -> ScriptResult<Array> {
+        move |realm: &str, display_name: &str, secrets_file: &str, settings: Map| -> ScriptResult<Array> {
             let kc = c.get(&h).map_err(script_error)?;
-            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, false)
+            setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, false)
         },
     );
 
+    // `reset_password` straight from a task variable: "1", "true", "yes", "on" ...
     let (h, c) = (host.clone(), connection.clone());
     module.set_native_fn(
         "setup_realm",
-        move |realm: &str, display_name: &str, secrets_file: &str, reset_password: bool| -> ScriptResult<Array> {
-            let kc = c.get(&h).map_err(script_error)?;
-            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, reset_password)
-        },
-    );
-
-    // The flag straight from a task variable: "1", "true", "yes", "on" ...
-    let (h, c) = (host.clone(), connection.clone());
-    module.set_native_fn(
-        "setup_realm",
-        move |realm: &str, display_name: &str, secrets_file: &str, reset_password: &str| -> ScriptResult<Array> {
+        move |realm: &str,
+              display_name: &str,
+              secrets_file: &str,
+              settings: Map,
+              reset_password: &str|
+              -> ScriptResult<Array> {
             let reset = crate::validate::parse_bool(reset_password)?;
             let kc = c.get(&h).map_err(script_error)?;
-            setup_realm(&h, &kc, &RealmSpec::for_client(realm, display_name), secrets_file, reset)
+            setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset)
         },
     );
 
@@ -343,15 +389,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let (h, c) = (host.clone(), connection);
-    module.set_native_fn("realm_status", move |realm: &str, realm_file: &str| -> ScriptResult<Map> {
-        // Only the realm name and the standard roles and user matter here.
-        let spec = RealmSpec::for_client(realm, realm);
+    module.set_native_fn("realm_status", move |realm: &str, realm_file: &str, settings: Map| -> ScriptResult<Map> {
+        // The display name is checked when the settings (a client.env) name the client.
+        let name = settings.get("CLIENT_NAME").map(ToString::to_string);
+        let spec = client_realm(realm, name.as_deref().unwrap_or(realm), &settings)?;
         let path = h.roots.confine(realm_file).map_err(script_error)?;
         let mut problems = file_problems(&path, &spec);
         let live = c.live(&h).map_err(script_error)?;
         if live {
             let kc = c.get(&h).map_err(script_error)?;
-            problems.extend(live_problems(&kc, &spec).map_err(script_error)?);
+            problems.extend(live_problems(&kc, &spec, name.is_some()).map_err(script_error)?);
         }
         let mut map = Map::new();
         map.insert("ok".into(), problems.is_empty().into());
@@ -361,6 +408,17 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     module
+}
+
+/// A client's realm with the settings recorded in `settings` (a client.env map; other keys
+/// are ignored).
+fn client_realm(realm: &str, display_name: &str, settings: &Map) -> ScriptResult<RealmSpec> {
+    let options = RealmSettings::from_values(|key| settings.get(key).map(ToString::to_string)).map_err(script_error)?;
+    Ok(RealmSpec::for_client(realm, display_name, options))
+}
+
+fn group_names(spec: &RealmSpec) -> String {
+    spec.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(" ")
 }
 
 fn role_names(spec: &RealmSpec) -> String {

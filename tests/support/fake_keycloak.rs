@@ -27,6 +27,8 @@
 
 #![allow(dead_code)] // a test fixture: each test binary uses a different part of it
 
+mod groups;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Read, Write},
@@ -574,6 +576,8 @@ struct User {
     password: Option<String>,
     password_created: u64,
     roles: BTreeSet<String>,
+    /// Ids of the groups the user is a member of.
+    groups: BTreeSet<String>,
     created: u64,
 }
 
@@ -614,6 +618,7 @@ struct Realm {
     roles: Vec<Role>,
     clients: Vec<Client>,
     users: Vec<User>,
+    groups: Vec<groups::Group>,
 }
 
 impl Realm {
@@ -742,7 +747,7 @@ impl Realm {
         ] {
             rep.insert(key.into(), value);
         }
-        let mut realm = Realm { id: new_id(), rep, roles: vec![], clients: vec![], users: vec![] };
+        let mut realm = Realm { id: new_id(), rep, roles: vec![], clients: vec![], users: vec![], groups: vec![] };
         realm.rep.insert("id".into(), json!(realm.id));
 
         let offline = realm.add_role("offline_access", Some("${role_offline-access}"), None);
@@ -830,7 +835,10 @@ impl Realm {
                 .ok_or_else(|| Answer::oauth(500, "unknown_error", "For more on this error consult the server log."))?;
             ids.insert(found.id.clone());
         }
-        self.users.iter_mut().find(|u| u.id == id).unwrap().roles.extend(ids);
+        let groups = self.group_ids_of_paths(&user["groups"])?;
+        let entry = self.users.iter_mut().find(|u| u.id == id).unwrap();
+        entry.roles.extend(ids);
+        entry.groups.extend(groups);
         Ok(id)
     }
 
@@ -851,6 +859,7 @@ impl Realm {
         let policy = body["ifResourceExists"].as_str().unwrap_or("FAIL").to_string();
         let roles = body["roles"]["realm"].as_array().cloned().unwrap_or_default();
         let users = body["users"].as_array().cloned().unwrap_or_default();
+        let groups = body["groups"].as_array().cloned().unwrap_or_default();
         let role_exists =
             |realm: &Realm, role: &Value| realm.realm_role(role["name"].as_str().unwrap_or_default()).is_some();
         let user_exists =
@@ -861,6 +870,9 @@ impl Realm {
                     409,
                     &format!("Realm role '{}' already exists.", role["name"].as_str().unwrap_or_default()),
                 );
+            }
+            if let Some(name) = self.existing_group(&groups) {
+                return Answer::error_message(409, &format!("Top level group named '{name}' already exists."));
             }
             if let Some(user) = users.iter().find(|u| user_exists(self, u)) {
                 return Answer::error_message(
@@ -897,6 +909,30 @@ impl Realm {
             std::mem::swap(self, &mut backup);
             return answer;
         }
+        for group in &groups {
+            let name = group["name"].as_str().unwrap_or_default().to_string();
+            let action = match (self.existing_group(std::slice::from_ref(group)).is_some(), policy.as_str()) {
+                (true, "SKIP") => {
+                    skipped += 1;
+                    results.push(("SKIPPED", "GROUP", name));
+                    continue;
+                }
+                (true, _) => {
+                    self.remove_group(&name);
+                    overwritten += 1;
+                    "OVERWRITTEN"
+                }
+                (false, _) => {
+                    added += 1;
+                    "ADDED"
+                }
+            };
+            if let Err(answer) = self.import_group(group) {
+                std::mem::swap(self, &mut backup);
+                return answer;
+            }
+            results.push((action, "GROUP", name));
+        }
         for user in &users {
             let name = user["username"].as_str().unwrap_or_default().to_lowercase();
             let action = if user_exists(self, user) {
@@ -924,6 +960,7 @@ impl Realm {
             .map(|(action, kind, name)| {
                 let id = match kind {
                     "USER" => self.user_by_name(&name).map(|u| u.id.clone()),
+                    "GROUP" => self.group_id(&name),
                     _ => self.realm_role(&name).map(|r| r.id.clone()),
                 };
                 json!({"action": action, "resourceType": kind, "resourceName": name, "id": id})
@@ -965,6 +1002,7 @@ impl Realm {
             password: None,
             password_created: 0,
             roles: BTreeSet::new(),
+            groups: BTreeSet::new(),
             created: now_millis(),
         };
         if let Some(credentials) = rep["credentials"].as_array() {
@@ -1235,6 +1273,7 @@ impl State {
                     }
                 };
                 if matches!(method, "POST" | "PUT")
+                    && !request.body.is_empty()
                     && !request.header("Content-Type").unwrap_or("").starts_with("application/json")
                 {
                     return Answer::error(415, "HTTP 415 Unsupported Media Type");
@@ -1261,7 +1300,7 @@ impl State {
         let mut realm = Realm::new(name);
         if let Some(fields) = rep.as_object() {
             for (key, value) in fields {
-                if !matches!(key.as_str(), "id" | "roles" | "users" | "clients" | "defaultRole") {
+                if !matches!(key.as_str(), "id" | "roles" | "users" | "clients" | "defaultRole" | "groups") {
                     realm.rep.insert(key.clone(), value.clone());
                 }
             }
@@ -1269,6 +1308,11 @@ impl State {
         let roles = rep["roles"]["realm"].as_array().cloned().unwrap_or_default();
         if let Err(answer) = realm.import_roles(&roles) {
             return answer;
+        }
+        for group in rep["groups"].as_array().into_iter().flatten() {
+            if let Err(answer) = realm.import_group(group) {
+                return answer;
+            }
         }
         for user in rep["users"].as_array().into_iter().flatten() {
             if let Err(answer) = realm.import_user(user) {
@@ -1393,6 +1437,9 @@ fn realm_resource(realm: &mut Realm, method: &str, tail: &[&str], body: &Value, 
             }
         }
 
+        // ---- groups (fake_keycloak/groups.rs)
+        (_, ["groups", rest @ ..]) => groups::resource(realm, method, rest, body, base),
+
         // ---- users
         ("GET", ["users"]) => {
             let exact = param("exact").is_some_and(|v| v == "true");
@@ -1473,6 +1520,7 @@ fn role_resource(realm: &mut Realm, role: &Role, method: &str, rest: &[&str], bo
 
 fn user_resource(realm: &mut Realm, index: usize, method: &str, rest: &[&str], body: &Value) -> Answer {
     match (method, rest) {
+        (_, ["groups", group @ ..]) => groups::membership(realm, index, method, group),
         ("GET", []) => Answer::json(200, realm.users[index].rep(false)),
         ("PUT", []) => {
             let user = &mut realm.users[index];
