@@ -198,6 +198,65 @@ fn check_password_policy(policy: &str) -> Result<()> {
     Ok(())
 }
 
+/// A confidential OpenID Connect client of the realm for one routed service of the client's
+/// stack, reachable at the client's domain. Its secret lives in secrets.env under
+/// [`OidcClientSpec::secret_key`] and reaches Keycloak only through the Admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcClientSpec {
+    /// The service's name, also the client's `clientId` in the realm.
+    pub service: String,
+    pub domain: String,
+}
+
+impl OidcClientSpec {
+    /// `OIDC_SECRET_<SERVICE>`, the service name upper-cased with `-` as `_`.
+    pub fn secret_key(&self) -> String {
+        format!("OIDC_SECRET_{}", self.service.to_ascii_uppercase().replace('-', "_"))
+    }
+
+    /// The representation the runner manages (never with the secret).
+    pub fn json(&self) -> Value {
+        let root = format!("https://{}", self.domain);
+        json!({
+            "clientId": self.service,
+            "name": self.service,
+            "enabled": true,
+            "protocol": "openid-connect",
+            "publicClient": false,
+            "clientAuthenticatorType": "client-secret",
+            "standardFlowEnabled": true,
+            "directAccessGrantsEnabled": false,
+            "rootUrl": root,
+            "redirectUris": [format!("{root}/*")],
+            "webOrigins": [root],
+        })
+    }
+
+    /// The routed services named in `OIDC_SERVICES` (comma-separated), for `CLIENT_DOMAIN`.
+    pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Vec<Self>> {
+        let services = get("OIDC_SERVICES").unwrap_or_default();
+        let names: Vec<&str> = services.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(domain) = get("CLIENT_DOMAIN").filter(|d| crate::validate::Kind::Domain.check(d).is_ok()) else {
+            bail!("OIDC_SERVICES needs the client's CLIENT_DOMAIN (a DNS name) for the redirect URIs");
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let valid = name.len() <= 63
+                    && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                if !valid {
+                    bail!("OIDC_SERVICES: {name:?} is not a service name (lowercase letters, digits, '-', '_')");
+                }
+                Ok(Self { service: name.to_string(), domain: domain.clone() })
+            })
+            .collect()
+    }
+}
+
 /// Everything the runner manages in a client's realm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RealmSpec {
@@ -207,6 +266,8 @@ pub struct RealmSpec {
     pub roles: Vec<RoleSpec>,
     pub groups: Vec<GroupSpec>,
     pub admin: UserSpec,
+    /// One per routed service of a deployed stack.
+    pub clients: Vec<OidcClientSpec>,
 }
 
 /// The username of the realm admin in every client's realm.
@@ -254,6 +315,7 @@ impl RealmSpec {
                 realm_roles: vec![ROLE_REALM_ADMIN.into()],
                 groups: vec!["admins".into()],
             },
+            clients: Vec::new(),
         }
     }
 
@@ -350,6 +412,9 @@ impl RealmSpec {
         realm.insert("roles".into(), json!({ "realm": self.roles.iter().map(Self::role_json).collect::<Vec<_>>() }));
         realm.insert("groups".into(), json!(self.groups.iter().map(Self::group_json).collect::<Vec<_>>()));
         realm.insert("users".into(), json!([self.admin_json()]));
+        if !self.clients.is_empty() {
+            realm.insert("clients".into(), json!(self.clients.iter().map(OidcClientSpec::json).collect::<Vec<_>>()));
+        }
         Value::Object(realm)
     }
 
@@ -409,6 +474,27 @@ impl RealmSpec {
                     for role in &spec.realm_roles {
                         add_unique(&mut group["realmRoles"], role);
                     }
+                }
+            }
+        }
+
+        if !self.clients.is_empty() {
+            let clients = realm.entry("clients").or_insert_with(|| json!([]));
+            let Value::Array(clients) = clients else {
+                bail!("realm.json: `clients` is not a list");
+            };
+            for spec in &self.clients {
+                let wanted = spec.json();
+                match clients.iter_mut().find(|c| c["clientId"] == spec.service.as_str()) {
+                    None => clients.push(wanted),
+                    Some(client) if client.is_object() => {
+                        let fields = client.as_object_mut().expect("checked");
+                        fields.remove("secret");
+                        for (key, value) in wanted.as_object().expect("an object").clone() {
+                            fields.insert(key, value);
+                        }
+                    }
+                    Some(_) => bail!("realm.json: client {} is not an object", spec.service),
                 }
             }
         }

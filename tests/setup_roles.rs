@@ -201,7 +201,14 @@ fn curl_argv_on_path_never_holds_a_password_or_token() {
 
     let args = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
     live(site.test(), &fake).env("PATH", &path).args(args).run();
+    // With a routed service, so a client secret travels too.
+    let env_file = site.client_dir("acme").join("client.env");
+    fs::write(&env_file, fs::read_to_string(&env_file).unwrap() + "OIDC_SERVICES='web'\n").unwrap();
     live(site.test(), &fake).env("PATH", &path).args(["setup-roles", "CLIENT_ID=acme", "RESET_PASSWORD=1"]).run();
+    live(site.test(), &fake)
+        .env("PATH", &path)
+        .args(["rotate-secrets", "CLIENT_ID=acme", "SECRET=OIDC_SECRET_WEB"])
+        .run();
     assert_live_realm(&fake, &site, "acme", "ACME");
 
     let argv = fs::read_to_string(&log).expect("curl was called through the shim");
@@ -212,6 +219,12 @@ fn curl_argv_on_path_never_holds_a_password_or_token() {
     assert!(secrets.len() >= 4, "several tokens were issued");
     secrets.push(ADMIN_PASSWORD.to_string());
     secrets.push(realm_admin_password(&site, "acme"));
+    secrets.push(bash_value(&site.secrets_file("acme"), "OIDC_SECRET_WEB"));
+    secrets.extend(fake.client_rep("acme", "web").and_then(|c| c["secret"].as_str().map(String::from)));
+    let history = site.root().join("secrets/acme/history");
+    for entry in fs::read_dir(&history).into_iter().flatten().flatten() {
+        secrets.push(bash_value(&entry.path(), "OIDC_SECRET_WEB"));
+    }
     for secret in &secrets {
         assert!(!argv.contains(secret.as_str()), "a secret reached curl's argv");
     }
@@ -557,4 +570,65 @@ kind = "client_id"
             "Keycloak: give group viewers the realm roles viewer in realm acme (setup-roles does it)"
         ])
     );
+}
+
+/// A routed service recorded in OIDC_SERVICES (deploy-client does that) gets a confidential
+/// OIDC client with redirect URIs from CLIENT_DOMAIN and the secret from secrets.env, generated
+/// once; a second run sends nothing; a drifted redirect URI is reported and put back; the
+/// secret never shows.
+#[test]
+fn a_routed_service_gets_a_confidential_client_with_the_secret_from_secrets_env() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let env_file = site.client_dir("acme").join("client.env");
+    let mut env = fs::read_to_string(&env_file).unwrap();
+    env.push_str("OIDC_SERVICES='web'\n");
+    fs::write(&env_file, env).unwrap();
+
+    let fake = fake();
+    let output = live(site.test(), &fake).args(["--json", "setup-roles", "CLIENT_ID=acme"]).run();
+    let secret = bash_value(&site.secrets_file("acme"), "OIDC_SECRET_WEB");
+    assert!(secret.len() >= 32, "a generated secret: {secret:?}");
+    let client = fake.client_rep("acme", "web").expect("client web exists");
+    assert_eq!(client["publicClient"], false);
+    assert_eq!(client["secret"], secret.as_str());
+    assert_eq!(client["redirectUris"], serde_json::json!(["https://acme.example.com/*"]));
+    assert_eq!(client["webOrigins"], serde_json::json!(["https://acme.example.com"]));
+    assert!(!output.stdout.contains(&secret) && !output.stderr.contains(&secret));
+    for request in fake.requests() {
+        assert!(!request.line().contains(&secret), "a request line holds the secret: {}", request.line());
+    }
+    let realm_json = fs::read_to_string(site.client_dir("acme").join("keycloak/realm.json")).unwrap();
+    assert!(realm_json.contains("\"clientId\": \"web\"") && !realm_json.contains(&secret), "{realm_json}");
+
+    fake.clear_requests();
+    live(site.test(), &fake).args(["setup-roles", "CLIENT_ID=acme"]).run();
+    assert!(fake.mutations().is_empty(), "{}", lines(&fake.requests()));
+    assert_eq!(bash_value(&site.secrets_file("acme"), "OIDC_SECRET_WEB"), secret, "generated once");
+
+    // Drift: another redirect URI and another secret in Keycloak.
+    use agency::drivers::keycloak::{Keycloak, Secret, Settings};
+    let kc = Keycloak::new(Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
+    let uuid = client["id"].as_str().unwrap();
+    kc.update_client("acme", uuid, &serde_json::json!({"redirectUris": ["https://evil.example.net/*"], "secret": "x"}))
+        .unwrap();
+    let output = live(site.test(), &fake).args(["multi-tenancy-status", "CLIENT_ID=acme"]).status(1).run();
+    assert!(output.stdout.contains("client web of realm acme differs in redirectUris"), "{}", output.stdout);
+    let output = live(site.test(), &fake).args(["--json", "setup-roles", "CLIENT_ID=acme"]).run();
+    let changed: Vec<_> = keycloak_steps(&output).into_iter().filter(|(_, _, o)| o != "unchanged").collect();
+    assert_eq!(
+        changed.iter().map(|(a, t, o)| (a.as_str(), t.as_str(), o.as_str())).collect::<Vec<_>>(),
+        vec![("keycloak client", "acme/web", "updated"), ("keycloak client secret", "acme/web", "updated")]
+    );
+    let client = fake.client_rep("acme", "web").unwrap();
+    assert_eq!(client["redirectUris"], serde_json::json!(["https://acme.example.com/*"]));
+    assert_eq!(client["secret"], secret.as_str());
+
+    // rotate-secrets sets the new secret in Keycloak before the swap.
+    let output =
+        live(site.test(), &fake).args(["--json", "rotate-secrets", "CLIENT_ID=acme", "SECRET=OIDC_SECRET_WEB"]).run();
+    let rotated = bash_value(&site.secrets_file("acme"), "OIDC_SECRET_WEB");
+    assert_ne!(rotated, secret);
+    assert_eq!(fake.client_rep("acme", "web").unwrap()["secret"], rotated.as_str());
+    assert!(!output.stdout.contains(&rotated) && !output.stderr.contains(&rotated));
 }

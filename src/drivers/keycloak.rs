@@ -15,6 +15,7 @@
 //! [`Change`] still needed (or `None`), [`Keycloak::apply`] carries one out, and the `ensure_*`
 //! helpers do both. A dry run runs the checks and shows the changes; a real run applies them.
 
+mod clients;
 mod groups;
 
 use std::{
@@ -247,6 +248,9 @@ enum Action {
     CreateGroup { realm: String, name: String },
     MapGroupRoles { realm: String, group: String, roles: Vec<String> },
     JoinGroups { realm: String, username: String, groups: Vec<String> },
+    CreateClient { realm: String, rep: Value, secret: Secret },
+    UpdateClient { realm: String, client_id: String, rep: Value },
+    SetClientSecret { realm: String, client_id: String, secret: Secret },
 }
 
 /// What a partial import does with a resource that exists already.
@@ -1046,6 +1050,18 @@ impl Keycloak {
     /// `password`: the admin user's password (`None` leaves passwords alone); `reset_password`
     /// sets it even when the user already has one.
     pub fn plan(&self, spec: &RealmSpec, password: Option<&Secret>, reset_password: bool) -> Result<Vec<Step>> {
+        self.plan_with_clients(spec, password, reset_password, &[])
+    }
+
+    /// [`Keycloak::plan`], and each OIDC client of `spec` with its secret (`client_secrets`,
+    /// in the order of `spec.clients`).
+    pub fn plan_with_clients(
+        &self,
+        spec: &RealmSpec,
+        password: Option<&Secret>,
+        reset_password: bool,
+        client_secrets: &[Secret],
+    ) -> Result<Vec<Step>> {
         let realm = spec.realm.as_str();
         let within = |name: &str| format!("{realm}/{name}");
         let mut steps = vec![Step::new("keycloak realm", realm.to_string(), self.check_realm(spec)?)];
@@ -1075,6 +1091,11 @@ impl Keycloak {
         steps.push(Step::new("keycloak role mapping", target.clone(), change));
         let change = self.membership_change(realm, admin, user.as_ref())?;
         steps.push(Step::new("keycloak group membership", target, change));
+        for (client, secret) in spec.clients.iter().zip(client_secrets) {
+            let target = within(&client.service);
+            steps.push(Step::new("keycloak client", target.clone(), self.check_oidc_client(realm, client, secret)?));
+            steps.push(Step::new("keycloak client secret", target, self.check_client_secret(realm, client, secret)?));
+        }
         Ok(steps)
     }
 
@@ -1140,6 +1161,9 @@ impl Keycloak {
             group_change @ (Action::CreateGroup { .. } | Action::MapGroupRoles { .. } | Action::JoinGroups { .. }) => {
                 self.apply_group_change(group_change)
             }
+            client_change @ (Action::CreateClient { .. }
+            | Action::UpdateClient { .. }
+            | Action::SetClientSecret { .. }) => self.apply_client_change(client_change),
         }
     }
 

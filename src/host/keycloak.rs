@@ -10,6 +10,8 @@
 //! | `keycloak::setup_realm(realm, display_name, secrets_file, settings)` | yes | array of `#{action, target, outcome}`: realm with its settings, roles, composites, groups and their roles, admin user, its password (set only when it has none), its role mapping, its groups |
 //! | `keycloak::setup_realm(realm, display_name, secrets_file, settings, reset_password)` | yes | the same; `"1"` (or `"true"`, `"yes"` ...) sets the password even when the user has one |
 //! | `keycloak::set_admin_password(realm, secrets_file, key)` | yes | outcome (`updated`): the realm admin's password becomes the value of `key` in `secrets_file` |
+//! | `keycloak::client_secret_names(settings)` | no | the secrets.env keys of the OIDC clients of the routed services in `settings.OIDC_SERVICES` (`OIDC_SECRET_WEB` for `web`) |
+//! | `keycloak::set_client_secret(realm, settings, secrets_file, key)` | yes | outcome: the OIDC client whose secret is `key` gets the value of `key` in `secrets_file` in Keycloak (rotation) |
 //! | `keycloak::partial_import(realm, json, policy)` | yes | `#{added, skipped, overwritten}`; policy `FAIL`, `SKIP` or `OVERWRITE` |
 //! | `keycloak::realm_status(realm, realm_file, settings)` | no | `#{ok, source, problems}`: the file always (roles, groups, admin user); when live the realm's settings (and display name, when `settings` holds `CLIENT_NAME`), roles, groups with their roles, and the admin user in its groups |
 //!
@@ -34,7 +36,7 @@ use crate::{
     drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
     effects::Outcome,
     fsutil,
-    realm::{self, RealmSettings, RealmSpec},
+    realm::{self, OidcClientSpec, RealmSettings, RealmSpec},
     settings::SETTINGS,
 };
 
@@ -140,7 +142,15 @@ fn setup_realm(
         Err(_) if host.effects.dry_run() => Secret::new(""),
         Err(e) => return Err(script_error(e)),
     };
-    let steps = kc.plan(spec, Some(&password), reset_password).map_err(script_error)?;
+    let mut client_secrets = Vec::new();
+    for client in &spec.clients {
+        client_secrets.push(match read_password(host, secrets_file, &client.secret_key()) {
+            Ok(secret) => secret,
+            Err(_) if host.effects.dry_run() => Secret::new(""),
+            Err(e) => return Err(script_error(e)),
+        });
+    }
+    let steps = kc.plan_with_clients(spec, Some(&password), reset_password, &client_secrets).map_err(script_error)?;
     let mut report = Array::new();
     for step in steps {
         let detail = step.change.as_ref().map(|c| c.description.clone()).unwrap_or_default();
@@ -264,6 +274,29 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
             ));
         }
     }
+    for client in &spec.clients {
+        match kc.client(&spec.realm, &client.service)? {
+            None => problems.push(format!("realm {} lacks client {} in Keycloak", spec.realm, client.service)),
+            Some(current) => {
+                let wanted = client.json();
+                let differing: Vec<&str> = wanted
+                    .as_object()
+                    .expect("an object")
+                    .iter()
+                    .filter(|(key, value)| current.get(key.as_str()) != Some(value))
+                    .map(|(key, _)| key.as_str())
+                    .collect();
+                if !differing.is_empty() {
+                    problems.push(format!(
+                        "client {} of realm {} differs in {} (setup-roles puts it back)",
+                        client.service,
+                        spec.realm,
+                        differing.join(", ")
+                    ));
+                }
+            }
+        }
+    }
     match kc.user(&spec.realm, &spec.admin.username)? {
         None => problems.push(format!("realm {} lacks user {} in Keycloak", spec.realm, spec.admin.username)),
         Some(_) => {
@@ -363,6 +396,36 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
+    module.set_native_fn("client_secret_names", |settings: Map| -> ScriptResult<Array> {
+        let spec = client_realm("", "", &settings)?;
+        Ok(spec.clients.iter().map(|c| Dynamic::from(c.secret_key())).collect())
+    });
+
+    let (h, c) = (host.clone(), connection.clone());
+    module.set_native_fn(
+        "set_client_secret",
+        move |realm: &str, settings: Map, secrets_file: &str, key: &str| -> ScriptResult<String> {
+            let spec = client_realm(realm, realm, &settings)?;
+            let client = spec
+                .clients
+                .iter()
+                .find(|c| c.secret_key() == key)
+                .ok_or_else(|| script_error(anyhow!("{key} is the secret of no service in OIDC_SERVICES")))?;
+            let kc = c.get(&h).map_err(script_error)?;
+            let secret = read_password(&h, secrets_file, key).map_err(script_error)?;
+            let change = kc.check_client_secret(realm, client, &secret).map_err(script_error)?;
+            let target = format!("{realm}/{}", client.service);
+            let needed = change.as_ref().map_or(Outcome::Unchanged, |c| outcome(c.outcome));
+            h.effects
+                .apply("keycloak client secret", &target, &format!("from {key}"), needed, || match &change {
+                    Some(change) => kc.apply(change),
+                    None => Ok(()),
+                })
+                .map(|o| o.as_str().into())
+                .map_err(script_error)
+        },
+    );
+
     let (h, c) = (host.clone(), connection.clone());
     module.set_native_fn("partial_import", move |realm: &str, json: &str, policy: &str| -> ScriptResult<Map> {
         let policy = IfExists::parse(policy).map_err(script_error)?;
@@ -411,10 +474,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 }
 
 /// A client's realm with the settings recorded in `settings` (a client.env map; other keys
-/// are ignored).
+/// are ignored), and an OIDC client for each of its `OIDC_SERVICES`.
 fn client_realm(realm: &str, display_name: &str, settings: &Map) -> ScriptResult<RealmSpec> {
-    let options = RealmSettings::from_values(|key| settings.get(key).map(ToString::to_string)).map_err(script_error)?;
-    Ok(RealmSpec::for_client(realm, display_name, options))
+    let get = |key: &str| settings.get(key).map(ToString::to_string);
+    let options = RealmSettings::from_values(get).map_err(script_error)?;
+    let mut spec = RealmSpec::for_client(realm, display_name, options);
+    spec.clients = OidcClientSpec::from_values(get).map_err(script_error)?;
+    Ok(spec)
 }
 
 fn group_names(spec: &RealmSpec) -> String {

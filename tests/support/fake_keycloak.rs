@@ -27,6 +27,7 @@
 
 #![allow(dead_code)] // a test fixture: each test binary uses a different part of it
 
+mod clients;
 mod groups;
 
 use std::{
@@ -561,6 +562,10 @@ struct Client {
     client_id: String,
     public: bool,
     bearer_only: bool,
+    /// Other fields of the representation a client was created or updated with.
+    attributes: Map<String, Value>,
+    /// A confidential client's secret.
+    secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -672,7 +677,14 @@ impl Realm {
 
     fn add_client(&mut self, client_id: &str, public: bool, bearer_only: bool) -> String {
         let id = new_id();
-        self.clients.push(Client { id: id.clone(), client_id: client_id.into(), public, bearer_only });
+        self.clients.push(Client {
+            id: id.clone(),
+            client_id: client_id.into(),
+            public,
+            bearer_only,
+            attributes: Map::new(),
+            secret: None,
+        });
         id
     }
 
@@ -695,7 +707,7 @@ impl Realm {
     }
 
     fn client_rep(&self, client: &Client) -> Value {
-        json!({
+        let mut rep = json!({
             "id": client.id,
             "clientId": client.client_id,
             "enabled": true,
@@ -703,7 +715,15 @@ impl Realm {
             "bearerOnly": client.bearer_only,
             "directAccessGrantsEnabled": client.client_id == "admin-cli",
             "protocol": "openid-connect",
-        })
+        });
+        for (key, value) in &client.attributes {
+            rep[key.as_str()] = value.clone();
+        }
+        // Keycloak shows an admin the secret of a confidential client.
+        if let Some(secret) = client.secret.as_ref().filter(|_| !client.public) {
+            rep["secret"] = json!(secret);
+        }
+        rep
     }
 
     /// Role ids reachable from `roots` through composites (roots included).
@@ -1402,12 +1422,15 @@ fn realm_resource(realm: &mut Realm, method: &str, tail: &[&str], body: &Value, 
                 .collect();
             Answer::json(200, json!(list))
         }
+        ("POST", ["clients"]) => clients::create(realm, body, base),
         (_, ["clients", uuid, rest @ ..]) => {
             let Some(client) = realm.clients.iter().find(|c| c.id == *uuid).cloned() else {
                 return Answer::error(404, "Could not find client");
             };
             match (method, rest) {
                 ("GET", []) => Answer::json(200, realm.client_rep(&client)),
+                ("PUT", []) => clients::update(realm, &client.id, body),
+                ("GET", ["client-secret"]) => clients::secret(&client),
                 ("GET", ["roles"]) => {
                     let list: Vec<Value> = realm
                         .roles
