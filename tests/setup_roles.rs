@@ -433,6 +433,25 @@ fn real_keycloak_setup_roles_twice() {
     }
     let joined = kc.user_groups(&id, user["id"].as_str().unwrap()).unwrap();
     assert!(joined.iter().any(|g| g["name"] == "admins"), "{joined:?}");
+
+    // A routed service's confidential client, then its rotated secret.
+    let env_file = site.client_dir(&id).join("client.env");
+    fs::write(&env_file, fs::read_to_string(&env_file).unwrap() + "OIDC_SERVICES='web'\n").unwrap();
+    let output = run(&["--json", "setup-roles", &format!("CLIENT_ID={id}")]);
+    assert!(
+        keycloak_steps(&output).iter().any(|(a, _, o)| a == "keycloak client" && o == "created"),
+        "{}",
+        output.stdout
+    );
+    let output = run(&["--json", "setup-roles", &format!("CLIENT_ID={id}")]);
+    assert!(keycloak_steps(&output).iter().all(|(_, _, o)| o == "unchanged"), "{}", output.stdout);
+    let client = kc.client(&id, "web").unwrap().expect("client web");
+    let secret_of = |kc: &agency::drivers::keycloak::Keycloak| {
+        kc.client_secret(&id, client["id"].as_str().unwrap()).unwrap().unwrap().expose().to_string()
+    };
+    assert_eq!(secret_of(kc), bash_value(&site.secrets_file(&id), "OIDC_SECRET_WEB"));
+    run(&["rotate-secrets", &format!("CLIENT_ID={id}"), "SECRET=OIDC_SECRET_WEB"]);
+    assert_eq!(secret_of(kc), bash_value(&site.secrets_file(&id), "OIDC_SECRET_WEB"));
 }
 
 /// Realm settings given to create-client are recorded in client.env and realm.json, kept on a
