@@ -95,6 +95,9 @@ fn dispatch(opts: Opts) -> Result<()> {
         return Ok(());
     }
     let invocation = Invocation::parse(&opts.args, env("MAKEFLAGS").as_deref(), env)?;
+    if opts.verbose > 0 && !opts.json {
+        crate::drivers::process::trace_commands();
+    }
     let options = RunOptions {
         dry_run: opts.dry_run || invocation.make_dry_run,
         json: opts.json,

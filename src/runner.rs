@@ -149,6 +149,8 @@ pub fn run(
 
     let mut reports = Vec::new();
     let mut failure: Option<Error> = None;
+    // The `message` of the target's result map, the one line `-q` prints for a read-only task.
+    let mut result_message = None;
     for ((task, vars), ast) in resolved.iter().zip(&compiled) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
@@ -212,6 +214,7 @@ pub fn run(
             },
             Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
+        result_message = value.read_lock::<rhai::Map>().and_then(|m| m.get("message").map(|v| v.to_string()));
         if !options.dry_run {
             record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
         }
@@ -256,7 +259,7 @@ pub fn run(
         };
     }
     if failure.is_none() {
-        print_summary(&output, target, &host.effects.changes(), options.dry_run);
+        print_summary(&output, target, &host.effects.changes(), options.dry_run, result_message.as_deref());
     }
     failure.map_or(Ok(()), Err)
 }
@@ -372,9 +375,13 @@ pub fn error_json(error: &Error) -> serde_json::Value {
     value
 }
 
-fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool) {
-    // A read-only task (a listing) made no steps at all: its output is the whole story.
+fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool, message: Option<&str>) {
+    // A read-only task (a listing) made no steps at all: its output is the whole story, but
+    // `-q` hides it, so there the result's message (or that it went well) is the one line.
     if changes.is_empty() && !dry_run {
+        if output.verbosity == Verbosity::Quiet {
+            output.summary(&format!("{target}: {}", message.unwrap_or("done")));
+        }
         return;
     }
     let count = |outcome| changes.iter().filter(|c| c.outcome == outcome).count();

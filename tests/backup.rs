@@ -234,7 +234,7 @@ fn wrong_password_missing_and_locked_repositories_each_fail_clearly() {
     let deep = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com", "DEEP=1"];
     site.test().args(deep).status(1).stderr_contains("the password does not open").run();
     fs::write(&secrets, &original).unwrap();
-    site.test().args(deep).stdout_contains("restic open").run();
+    site.test().arg("-v").args(deep).stdout_contains("unchanged    restic open").run();
 
     // No repository at all.
     fs::rename(repository(&site, "acme"), site.path().join("moved-away")).unwrap();

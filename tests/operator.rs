@@ -1,0 +1,56 @@
+//! What a new operator meets first (issue 24): output levels, variables reported together,
+//! confirmations through make, usage errors, and the wording of common messages.
+
+use crate::test::Site;
+
+const CREATE: [&str; 4] = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+#[test]
+fn default_output_is_the_changes_and_a_summary() {
+    let site = Site::new();
+    let first = site.test().args(CREATE).run();
+    assert!(first.stdout.contains("created      mkdir"), "{}", first.stdout);
+    assert!(!first.stdout.contains("unchanged    "), "no unchanged steps by default:\n{}", first.stdout);
+    assert!(first.stdout.lines().last().unwrap().starts_with("create-client: "), "{}", first.stdout);
+    // A no-op re-run: the summary alone, no headings of tasks that changed nothing.
+    let again = site.test().args(CREATE).run();
+    let again = lines(&again.stdout);
+    assert!(again.len() == 1 && again[0].starts_with("create-client: 0 created, 0 updated, 0 removed, "), "{again:?}");
+}
+
+#[test]
+fn verbose_adds_unchanged_steps_and_the_commands_run_without_secrets() {
+    let site = Site::new();
+    site.test().args(CREATE).run();
+    let verbose = site.test().arg("-v").args(CREATE).run();
+    assert!(verbose.stdout.contains("setup-log-segmentation\n"), "headings: {}", verbose.stdout);
+    assert!(verbose.stdout.contains("unchanged    network acme_database"), "{}", verbose.stdout);
+    assert!(verbose.stderr.contains("$ docker network inspect -- acme_frontend"), "{}", verbose.stderr);
+    let secrets = std::fs::read_to_string(site.secrets_file("acme")).unwrap();
+    for line in secrets.lines() {
+        let value = line.split_once('=').unwrap().1.trim_matches('\'');
+        assert!(value.len() > 20 && !verbose.stderr.contains(value), "a secret in the -v output");
+    }
+    // The default hides both.
+    let plain = site.test().args(CREATE).run();
+    assert!(!plain.stderr.contains("$ docker"), "{}", plain.stderr);
+}
+
+#[test]
+fn quiet_prints_errors_and_the_one_line_result() {
+    let site = Site::new();
+    let quiet = site.test().arg("-q").args(CREATE).run();
+    let quiet = lines(&quiet.stdout);
+    assert!(quiet.len() == 1 && quiet[0].starts_with("create-client: 2"), "{quiet:?}");
+    // Read-only tasks: their table is hidden, their one-line result is not.
+    site.test().args(["-q", "list-clients"]).stdout("list-clients: 1 client(s)\n").run();
+    site.test().args(["-q", "multi-tenancy-status"]).stdout("multi-tenancy-status: 1 client(s), all isolated\n").run();
+    // An error still shows.
+    let failed = site.test().args(["-q", "setup-roles", "CLIENT_ID=nobody"]).status(1).run();
+    assert_eq!(failed.stdout, "");
+    assert!(failed.stderr.starts_with("error: "), "{}", failed.stderr);
+}
