@@ -115,8 +115,7 @@ pub fn run(
     let plan = catalog.plan(target)?;
     invocation.check_known(&plan)?;
     let settings = Settings::resolve(&invocation.assignments, env);
-    let resolved: Vec<(&Task, IndexMap<String, String>)> =
-        plan.iter().map(|task| Ok((*task, invocation.resolve(task, env)?))).collect::<Result<_>>()?;
+    let resolved = invocation.resolve_plan(&plan, env)?;
     for (task, vars) in &resolved {
         confirm(task, vars, options)?;
     }

@@ -98,12 +98,52 @@ impl Invocation {
         Ok(())
     }
 
+    /// Every task's variables, in plan order; all required variables missing anywhere in the
+    /// plan are reported in one error.
+    pub fn resolve_plan<'t>(
+        &self,
+        plan: &[&'t Task],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(&'t Task, IndexMap<String, String>)>> {
+        let mut missing: IndexMap<&str, Option<&str>> = IndexMap::new();
+        for task in plan {
+            for (name, spec) in task.vars.iter().filter(|(_, spec)| spec.required) {
+                if self.value_of(name, &env).is_none_or(|v| v.is_empty()) {
+                    let help = missing.entry(name.as_str()).or_default();
+                    *help = help.or(spec.help.as_deref());
+                }
+            }
+        }
+        let target = plan.last().map_or("", |t| t.name.as_str());
+        match missing.len() {
+            0 => plan.iter().map(|task| Ok((*task, self.resolve(task, &env)?))).collect(),
+            1 => {
+                let (name, help) = missing.get_index(0).expect("one missing");
+                let help = help.map(|h| format!(" ({h})")).unwrap_or_default();
+                Err(Error::usage(format!("missing required variable {name} for {target}{help}")))
+            }
+            _ => {
+                let names: Vec<&str> = missing.keys().copied().collect();
+                let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+                let detail: Vec<String> =
+                    missing.iter().map(|(name, help)| format!("  {name:<width$}  {}", help.unwrap_or(""))).collect();
+                Err(Error::usage(format!("missing required variables for {target}: {}", names.join(", ")))
+                    .with_detail(detail.join("\n").trim_end().to_string()))
+            }
+        }
+    }
+
+    /// A variable's value before the task's default: command line, then environment.
+    fn value_of(&self, name: &str, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+        self.assignments.get(name).cloned().or_else(|| env(name))
+    }
+
     /// The task's variables: command line > environment > default; required ones present;
     /// each value checked by its kind and pattern.
     pub fn resolve(&self, task: &Task, env: impl Fn(&str) -> Option<String>) -> Result<IndexMap<String, String>> {
         let mut values = IndexMap::new();
         for (name, spec) in &task.vars {
-            let value = self.assignments.get(name).cloned().or_else(|| env(name)).or_else(|| spec.default.clone());
+            let value = self.value_of(name, &env).or_else(|| spec.default.clone());
             let value = match value {
                 Some(v) if !(spec.required && v.is_empty()) => v,
                 _ if spec.required => {

@@ -1,7 +1,7 @@
 //! What a new operator meets first (issue 24): output levels, variables reported together,
 //! confirmations through make, usage errors, and the wording of common messages.
 
-use crate::test::Site;
+use crate::test::{Site, Test};
 
 const CREATE: [&str; 4] = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
 
@@ -53,4 +53,17 @@ fn quiet_prints_errors_and_the_one_line_result() {
     let failed = site.test().args(["-q", "setup-roles", "CLIENT_ID=nobody"]).status(1).run();
     assert_eq!(failed.stdout, "");
     assert!(failed.stderr.starts_with("error: "), "{}", failed.stderr);
+}
+
+#[test]
+fn every_missing_required_variable_is_reported_at_once() {
+    let out = Test::new().args(["create-client", "CLIENT_ID=acme"]).status(2).run();
+    assert!(
+        out.stderr.starts_with("error: missing required variables for create-client: CLIENT_NAME, CLIENT_DOMAIN\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("  CLIENT_DOMAIN  The client's public DNS name"), "{}", out.stderr);
+    let json = Test::new().args(["--json", "create-client"]).status(2).run().json();
+    assert_eq!(json["error"]["message"], "missing required variables for create-client: CLIENT_ID, CLIENT_NAME, CLIENT_DOMAIN");
 }
