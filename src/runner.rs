@@ -71,14 +71,15 @@ fn shown_vars(task: &Task, vars: &IndexMap<String, String>) -> serde_json::Map<S
         .collect()
 }
 
-fn confirm(task: &Task, vars: &IndexMap<String, String>, options: &RunOptions) -> Result<()> {
-    if !task.confirm || options.yes || options.dry_run {
+/// Asks before a confirming task runs, unless `already` (`--yes`, `YES=1`, a dry run).
+fn confirm(task: &Task, vars: &IndexMap<String, String>, already: bool) -> Result<()> {
+    if !task.confirm || already {
         return Ok(());
     }
     let client = vars.get("CLIENT_ID").map(|c| format!(" for {c}")).unwrap_or_default();
     if !std::io::stdin().is_terminal() {
         return Err(Error::failure(format!(
-            "{}{client} asks for confirmation and stdin is not a terminal; re-run with --yes to proceed",
+            "{}{client} asks for confirmation and stdin is not a terminal; re-run with --yes (through make: YES=1) to proceed",
             task.name
         )));
     }
@@ -116,8 +117,9 @@ pub fn run(
     invocation.check_known(&plan)?;
     let settings = Settings::resolve(&invocation.assignments, env);
     let resolved = invocation.resolve_plan(&plan, env)?;
+    let confirmed = options.yes || invocation.confirmed()?;
     for (task, vars) in &resolved {
-        confirm(task, vars, options)?;
+        confirm(task, vars, confirmed || options.dry_run)?;
     }
 
     let output = Rc::new(Output::new(options.json, options.verbosity));

@@ -10,11 +10,16 @@ use crate::{
     settings::Settings,
     suggest::did_you_mean,
     taskfile::Task,
-    validate::quote,
+    validate::{parse_bool, quote},
 };
 
 /// Variables of the generated Makefile itself, which make also passes along.
 const MAKEFILE_VARIABLES: &[&str] = &["AGENCY"];
+
+/// `YES=1` on the command line (or make's) answers a confirming task's question, as `--yes`
+/// does: `make delete-client CLIENT_ID=x YES=1` (make keeps `--yes` for itself). Never read
+/// from the environment, where an old export would confirm unseen.
+const YES_VARIABLE: &str = "YES";
 
 /// What the positional arguments and `MAKEFLAGS` said.
 #[derive(Debug, Default)]
@@ -83,9 +88,10 @@ impl Invocation {
     /// Rejects assignments no task of the plan declares (settings excepted), with a suggestion.
     pub fn check_known(&self, plan: &[&Task]) -> Result<()> {
         let target = plan.last().map_or("", |t| t.name.as_str());
+        let confirms = plan.iter().any(|t| t.confirm);
         for name in self.assignments.keys() {
             let declared = plan.iter().any(|t| t.vars.contains_key(name));
-            if declared || Settings::is_setting(name) {
+            if declared || Settings::is_setting(name) || (confirms && name == YES_VARIABLE) {
                 continue;
             }
             let candidates = plan
@@ -96,6 +102,14 @@ impl Invocation {
             return Err(Error::usage(format!("unknown variable {name} for {target}{hint}")));
         }
         Ok(())
+    }
+
+    /// Whether `YES=1` was given (checked by [`Invocation::check_known`] to be for a task that
+    /// confirms).
+    pub fn confirmed(&self) -> Result<bool> {
+        self.assignments.get(YES_VARIABLE).map_or(Ok(false), |value| {
+            parse_bool(value).map_err(|e| Error::usage(format!("invalid {YES_VARIABLE}: {e}")))
+        })
     }
 
     /// Every task's variables, in plan order; all required variables missing anywhere in the
