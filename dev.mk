@@ -3,7 +3,7 @@
 
 AGENCY ?= $(CURDIR)/target/release/agency
 
-$(AGENCY_TASKS): build
+$(AGENCY_TASKS) help: build
 
 .PHONY: build test makefile
 

@@ -70,3 +70,14 @@ fn make_yes_1_confirms_a_destructive_task_without_a_terminal() {
     let bad = make(&site, &["delete-client", "CLIENT_ID=acme", "YES=sure"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid YES: \"sure\" is not a boolean"));
 }
+
+#[test]
+fn plain_make_lists_the_tasks() {
+    let site = Site::new();
+    let output = make(&site, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("create-client") && stdout.contains("list-clients"), "{stdout}");
+    assert!(!site.root().join("clients").exists() && !site.log_root().exists(), "no task ran");
+    assert!(String::from_utf8_lossy(&make(&site, &["help"]).stdout).contains("delete-client"));
+}
