@@ -138,17 +138,28 @@ impl ScriptEngine {
             }
             _ => (error, None),
         };
-        let message = match error {
-            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-            EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
-            other => other.to_string().split(" (line ").next().unwrap_or_default().to_string(),
+        // A `throw` or a host function's error is a message meant for the operator; any other
+        // runtime error (an unknown function, a type mismatch) is a fault in the script.
+        let (message, deliberate) = match error {
+            EvalAltResult::ErrorRuntime(value, _) => {
+                if let Some(usage) = value.read_lock::<host::UsageError>() {
+                    return Error::usage(usage.0.clone());
+                }
+                (value.to_string(), true)
+            }
+            EvalAltResult::ErrorTerminated(value, _) => (value.to_string(), false),
+            other => (other.to_string().split(" (line ").next().unwrap_or_default().to_string(), false),
         };
         let position = error.position();
         let mut result = Error::failure(message);
         if let (Some(line), Some(column)) = (position.line(), position.position()) {
             let sources = self.sources.borrow();
             let entry = source.as_deref().or(script).and_then(|s| sources.get(s));
+            // Deliberate errors of the built-in scripts are shown without their source line:
+            // the operator did not write it. A site's or plugin's own script keeps it.
+            let built_in = entry.is_some_and(|e| matches!(e.path, SourcePath::Embedded(_)));
             if let Some(SourceEntry { path, line_offset, .. }) = entry
+                && !(deliberate && built_in)
                 && let Some(text) = read_source(path)
             {
                 result =

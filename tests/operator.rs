@@ -67,3 +67,38 @@ fn every_missing_required_variable_is_reported_at_once() {
     let json = Test::new().args(["--json", "create-client"]).status(2).run().json();
     assert_eq!(json["error"]["message"], "missing required variables for create-client: CLIENT_ID, CLIENT_NAME, CLIENT_DOMAIN");
 }
+
+#[test]
+fn deliberate_errors_of_built_in_tasks_show_the_message_only() {
+    let site = Site::new();
+    let out = site.test().args(["setup-roles", "CLIENT_ID=nobody"]).status(1).run();
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "one line: {}", out.stderr);
+    assert!(out.stderr.contains("client nobody does not exist"), "{}", out.stderr);
+    assert!(!out.stderr.contains("-->") && !out.stderr.contains('^'), "{}", out.stderr);
+    // A real fault in a script still points at its line.
+    site.site_file("tasks/typo.toml", "description = \"t\"\nscript = '''\nlet x = 1;\nno_such_function(x);\n'''\n");
+    let out = site.test().arg("typo").status(1).run();
+    assert!(out.stderr.contains("--> ") && out.stderr.contains("typo.toml:4:1"), "{}", out.stderr);
+    assert!(out.stderr.contains("4 | no_such_function(x);\n"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unknown_secret_name_is_a_usage_error() {
+    let site = Site::new();
+    site.test().env("AGENCY_BACKUPS", "off").args(CREATE).run();
+    site.test()
+        .env("AGENCY_BACKUPS", "off")
+        .args(["rotate-secrets", "CLIENT_ID=acme", "SECRET=NO_SUCH"])
+        .status(2)
+        .stderr_contains("unknown secret NO_SUCH for client acme")
+        .run();
+    let json = site
+        .test()
+        .env("AGENCY_BACKUPS", "off")
+        .args(["--json", "rotate-secrets", "CLIENT_ID=acme", "SECRET=DB_PASWORD"])
+        .status(2)
+        .run()
+        .json();
+    assert_eq!(json["error"]["exit_code"], 2);
+    assert!(json["error"]["message"].as_str().unwrap().contains("did you mean DB_PASSWORD?"), "{json}");
+}
