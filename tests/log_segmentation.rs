@@ -36,7 +36,10 @@ fn which_logrotate() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Segments the logs of client `id`, whose config dir is made first (on its own the task
+/// serves existing clients only).
 fn segment(site: &Site, id: &str) {
+    fs::create_dir_all(site.client_dir(id)).unwrap();
     site.test().args(["setup-log-segmentation", &format!("CLIENT_ID={id}")]).run();
 }
 

@@ -102,3 +102,21 @@ fn an_unknown_secret_name_is_a_usage_error() {
     assert_eq!(json["error"]["exit_code"], 2);
     assert!(json["error"]["message"].as_str().unwrap().contains("did you mean DB_PASSWORD?"), "{json}");
 }
+
+#[test]
+fn per_client_tasks_refuse_an_id_that_has_no_client() {
+    let site = Site::new();
+    for task in ["setup-log-segmentation", "client-report"] {
+        site.test()
+            .args([task, "CLIENT_ID=nobody"])
+            .status(1)
+            .stderr_contains("no client nobody (run create-client)")
+            .run();
+    }
+    assert!(!site.log_root().join("clients/nobody").exists(), "no log dir for a client nobody lists");
+    assert!(!site.logrotate_dir().join("agency_stack-nobody").exists(), "no logrotate policy either");
+    // As create-client's dep it makes the new client's logs, and on its own it serves clients that exist.
+    site.test().args(CREATE).run();
+    site.test().args(["setup-log-segmentation", "CLIENT_ID=acme"]).run();
+    assert!(site.logrotate_dir().join("agency_stack-acme").exists());
+}

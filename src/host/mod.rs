@@ -25,14 +25,17 @@ pub struct Host {
     pub roots: Roots,
     pub effects: Effects,
     pub output: Rc<Output>,
+    /// The task the operator asked for; the others of the run are its deps.
+    pub target: String,
     /// Values of the running task's secret variables, redacted wherever a host function
     /// writes script data out (audit events).
     pub secret_values: std::cell::RefCell<Vec<String>>,
 }
 
 impl Host {
-    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>) -> Self {
+    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>, target: &str) -> Self {
         Self {
+            target: target.to_string(),
             roots: Roots::from_settings(&settings),
             settings,
             effects: Effects::new(dry_run, output.clone()),
