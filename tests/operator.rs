@@ -120,3 +120,30 @@ fn per_client_tasks_refuse_an_id_that_has_no_client() {
     site.test().args(["setup-log-segmentation", "CLIENT_ID=acme"]).run();
     assert!(site.logrotate_dir().join("agency_stack-acme").exists());
 }
+
+#[test]
+fn a_missing_backup_repository_is_a_health_problem_not_an_isolation_one() {
+    let site = Site::new();
+    site.test().args(CREATE).run();
+    let repository = site.backup_root().join("client-acme");
+    if !repository.exists() {
+        eprintln!("SKIP: restic is not installed; no repository to remove");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "restic is not installed");
+        return;
+    }
+    std::fs::remove_dir_all(&repository).unwrap();
+    let table = site.test().arg("multi-tenancy-status").run();
+    let header = table.stdout.lines().find(|l| l.starts_with("CLIENT")).unwrap();
+    let row = table.stdout.lines().find(|l| l.starts_with("acme ")).unwrap();
+    let cell = |name: &str| row.get(header.find(name).unwrap()..).unwrap().split_whitespace().next().unwrap();
+    assert_eq!((cell("VERDICT"), cell("BACKUP"), cell("HEALTH")), ("isolated", "FAIL", "FAIL"), "{}", table.stdout);
+    assert!(header.find("VERDICT") < header.find("BACKUP"), "health columns after the verdict: {header}");
+    let json = site.test().args(["--json", "multi-tenancy-status"]).run().json();
+    let result = &json["tasks"][0]["result"];
+    assert_eq!((result["ok"].as_bool(), result["healthy"].as_bool()), (Some(true), Some(false)), "{result}");
+    assert!(result["message"].as_str().unwrap().ends_with("; health problems (backups, logs) in acme"), "{result}");
+    // A failing isolation check still fails the run.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(site.secrets_file("acme"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    site.test().arg("multi-tenancy-status").status(1).stdout_contains("NOT ISOLATED").run();
+}
