@@ -147,3 +147,40 @@ fn a_missing_backup_repository_is_a_health_problem_not_an_isolation_one() {
     std::fs::set_permissions(site.secrets_file("acme"), std::fs::Permissions::from_mode(0o644)).unwrap();
     site.test().arg("multi-tenancy-status").status(1).stdout_contains("NOT ISOLATED").run();
 }
+
+/// The guide's troubleshooting on the real engine: a network of the client's name made by hand
+/// is refused with the next step, and `FIX=1 ADOPT=1` replaces it with the right one.
+#[test]
+fn an_empty_network_made_by_hand_is_replaced_with_fix_and_adopt() {
+    use crate::support::docker::{Scratch, check, report, unique};
+    let docker = crate::require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("adopt"));
+    site.test()
+        .args(["create-client", &format!("CLIENT_ID={id}"), "CLIENT_NAME=A", &format!("CLIENT_DOMAIN={id}.example.com")])
+        .run();
+    let database = format!("{id}_database");
+    docker.remove_network(&database).unwrap();
+    scratch.docker(&["network", "create", "--label", "agency.test=true", &database]);
+    let client = format!("CLIENT_ID={id}");
+    let status = |extra: &[&str]| {
+        let mut test = site.test().args(["--json", "multi-tenancy-status", &client]);
+        for arg in extra {
+            test = test.arg(arg);
+        }
+        test.run_unchecked()
+    };
+    let found = status(&[]);
+    assert_eq!(found.status, 1);
+    let fix = check(report(&found.json(), &id), "networks")["fix"].as_str().unwrap().to_string();
+    assert!(fix.contains(&format!("remove it (`docker network rm {database}`) and run FIX=1, or run FIX=1 ADOPT=1")), "{fix}");
+    let by_hand = docker.inspect_networks(&[&database]).unwrap()[0].id.clone();
+    assert_eq!(status(&["FIX=1"]).status, 1, "FIX=1 alone leaves it");
+    assert_eq!(docker.inspect_networks(&[&database]).unwrap()[0].id, by_hand);
+    let adopted = status(&["FIX=1", "ADOPT=1"]);
+    assert_eq!(adopted.status, 0, "{}", adopted.stdout);
+    let network = docker.inspect_networks(&[&database]).unwrap().remove(0);
+    assert_ne!(network.id, by_hand);
+    assert_eq!((network.label("agency.client"), network.internal), (Some(id.as_str()), true));
+}

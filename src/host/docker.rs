@@ -20,6 +20,7 @@
 //! | `docker::calls()` | no | docker processes started so far in this run |
 //! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
 //! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
+//! | `docker::repair_networks(snap, id, env, adopt)` | yes | the same; `adopt` (`ADOPT=1`) also replaces an empty network of a client network's exact name that is labelled for no other client |
 //! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
 //! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
@@ -242,10 +243,11 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
                     .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
                     .unwrap_or_default();
                 problems.push(format!(
-                    "a Docker network named {} already exists and is not {id}'s (labels: {}); rename or remove it, \
-                     or choose another CLIENT_ID",
-                    expected.name,
-                    if labels.is_empty() { "none".to_string() } else { labels }
+                    "a Docker network named {name} already exists and is not {id}'s (labels: {}); if nothing uses \
+                     it, remove it (`docker network rm {name}`) and run create-client again; else choose another \
+                     CLIENT_ID",
+                    if labels.is_empty() { "none".to_string() } else { labels },
+                    name = expected.name,
                 ));
                 None
             }
@@ -282,12 +284,19 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     Ok(result)
 }
 
-fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &str, env: &Map) -> Result<Map> {
+fn repair_networks(
+    host: &Host,
+    state: &DockerState,
+    snapshot: &Snapshot,
+    id: &str,
+    env: &Map,
+    adopt: bool,
+) -> Result<Map> {
     ClientLayout::new(&host.roots, id)?;
     let recorded = env_of(env);
     let driver = isolation::client_driver(&recorded, host.settings.get("NETWORK_DRIVER"));
     isolation::check_driver(&driver)?;
-    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded);
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded, adopt);
     let mut messages = Vec::new();
     let mut subnets = Map::new();
     let mut changed = false;
@@ -724,8 +733,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("repair_networks", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Map> {
-        repair_networks(&h, &s, &snap.0, id, &env).map_err(script_error)
+        repair_networks(&h, &s, &snap.0, id, &env, false).map_err(script_error)
     });
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn(
+        "repair_networks",
+        move |snap: DockerSnapshot, id: &str, env: Map, adopt: bool| -> ScriptResult<Map> {
+            repair_networks(&h, &s, &snap.0, id, &env, adopt).map_err(script_error)
+        },
+    );
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("network_create", move |spec: Map| -> ScriptResult<String> {
