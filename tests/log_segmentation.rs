@@ -186,7 +186,7 @@ fn dry_run_creates_nothing_and_audits_nothing() {
     let before = site.snapshot();
     site.test()
         .args(["-n", "setup-log-segmentation", "CLIENT_ID=acme"])
-        .stdout_contains("would create create file")
+        .stdout_contains("would create file ")
         .stdout_contains("error.log")
         .run();
     assert_eq!(site.snapshot(), before, "a dry run wrote a file (the audit log?)");

@@ -184,3 +184,29 @@ fn an_empty_network_made_by_hand_is_replaced_with_fix_and_adopt() {
     assert_ne!(network.id, by_hand);
     assert_eq!((network.label("agency.client"), network.internal), (Some(id.as_str()), true));
 }
+
+#[test]
+fn common_messages_read_right() {
+    let site = Site::new();
+    let plan = site.test().arg("-n").args(CREATE).run();
+    assert!(plan.stdout.contains("would create file ") && !plan.stdout.contains("create create"), "{}", plan.stdout);
+    site.test().args(CREATE).run();
+    // FIX=1 with nothing to repair: an unchanged mode is not shown as a change of it to itself.
+    let fix = site.test().args(["-v", "multi-tenancy-status", "FIX=1"]).run_unchecked();
+    assert!(fix.stdout.contains("unchanged    chmod ") && fix.stdout.contains("(mode 0700)"), "{}", fix.stdout);
+    assert!(!fix.stdout.contains("0700 -> 0700"), "{}", fix.stdout);
+    // verify-backup names the failed clients as a list, not as a script array.
+    site.test()
+        .args(["verify-backup", "CLIENT_ID=nobody"])
+        .status(1)
+        .stderr_contains("verify-backup found problems in 1 client(s): nobody\n")
+        .run();
+    if site.backup_root().join("client-acme").exists() {
+        site.test().args(["backup-client", "CLIENT_ID=acme"]).run();
+        site.test()
+            .args(["verify-backup", "CLIENT_ID=acme"])
+            .stdout_contains("/client.env from snapshot ")
+            .stdout_contains(" restored into a scratch dir")
+            .run();
+    }
+}
