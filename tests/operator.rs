@@ -210,3 +210,34 @@ fn common_messages_read_right() {
             .run();
     }
 }
+
+/// `list-clients` run by a user who cannot read the root: permission denied (exit 1), never
+/// "no clients". Needs root to switch to `nobody` (setpriv, util-linux).
+#[test]
+fn list_clients_without_permission_to_read_the_root_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        eprintln!("SKIP: not root; cannot run list-clients as another user");
+        return;
+    }
+    let site = Site::new();
+    site.test().args(CREATE).run();
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(site.root(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_agency"), "list-clients"])
+        .env_clear()
+        .envs(site.env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot read the clients of") && stderr.contains("Permission denied"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("no clients"));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

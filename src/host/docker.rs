@@ -494,14 +494,14 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
 }
 
 /// The subnets every client of this root records in its client.env.
-fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
-    recorded_subnets_by_client(host).into_values().flatten().collect()
+fn recorded_subnets(host: &Host) -> Result<Vec<Ipv4Net>> {
+    Ok(recorded_subnets_by_client(host)?.into_values().flatten().collect())
 }
 
 /// Per client of this root (with any), the subnets its client.env records.
-fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
+fn recorded_subnets_by_client(host: &Host) -> Result<HashMap<String, Vec<Ipv4Net>>> {
     let mut by_client = HashMap::new();
-    for id in host.roots.client_ids() {
+    for id in host.roots.client_ids()? {
         let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
         let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
         let Ok(entries) = crate::envfile::parse(&text) else { continue };
@@ -513,7 +513,7 @@ fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
             by_client.insert(id, subnets);
         }
     }
-    by_client
+    Ok(by_client)
 }
 
 /// The subnets a new network of `client` (of `driver`) must avoid, as far as they need asking.
@@ -532,7 +532,7 @@ fn used_subnets(
     driver: &str,
     listed: Option<Vec<NetworkSummary>>,
 ) -> Result<Vec<Ipv4Net>> {
-    let mut recorded = recorded_subnets_by_client(host);
+    let mut recorded = recorded_subnets_by_client(host)?;
     recorded.remove(client);
     let listed = match listed {
         Some(listed) => listed,
@@ -580,7 +580,7 @@ fn exec_effect(
 /// there are any), or a detailed one (`network ls -q` + `network inspect` of all + `ps -a`).
 fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<DockerSnapshot> {
     let docker = state.docker()?;
-    let known = host.roots.client_ids();
+    let known = host.roots.client_ids()?;
     let snapshot = if detailed {
         let networks = docker.inspect_all_networks()?;
         Snapshot::new(networks, docker.list_containers()?, &known)
@@ -701,7 +701,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let pool = pool(&h).map_err(script_error)?;
         // A detailed snapshot knows every network on the engine; a light one only what the
         // clients' client.env files record.
-        let mut taken = recorded_subnets(&h);
+        let mut taken = recorded_subnets(&h).map_err(script_error)?;
         if snap.0.detailed {
             taken.extend(snap.0.used_subnets());
         }

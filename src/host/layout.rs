@@ -60,12 +60,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("clients", move || -> ScriptResult<Array> {
-        Ok(h.roots.client_ids().into_iter().map(Dynamic::from).collect())
+        Ok(h.roots.client_ids().map_err(script_error)?.into_iter().map(Dynamic::from).collect())
     });
 
     let h = host.clone();
     module.set_native_fn("inventory", move || -> ScriptResult<Array> {
         crate::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
+            .map_err(script_error)?
             .iter()
             .map(rhai::serde::to_dynamic)
             .collect()
