@@ -32,6 +32,11 @@ impl Roots {
         self.root.join("clients")
     }
 
+    /// `$AGENCY_ROOT/secrets/keycloak.env`: the Keycloak admin's credentials (0600).
+    pub fn keycloak_credentials(&self) -> PathBuf {
+        self.root.join("secrets").join("keycloak.env")
+    }
+
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join(".locks")
     }

@@ -114,8 +114,8 @@ pub fn run(
     let target =
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
     let plan = catalog.plan(target)?;
-    invocation.check_known(&plan)?;
     let settings = Settings::resolve(&invocation.assignments, env);
+    invocation.check_known(&plan, &Roots::from_settings(&settings))?;
     let resolved = invocation.resolve_plan(&plan, env)?;
     let confirmed = options.yes || invocation.confirmed()?;
     for (task, vars) in &resolved {

@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 
 use crate::{
     error::{Error, Result},
+    layout::Roots,
     settings::Settings,
     suggest::did_you_mean,
     taskfile::Task,
@@ -20,6 +21,9 @@ const MAKEFILE_VARIABLES: &[&str] = &["AGENCY"];
 /// does: `make delete-client CLIENT_ID=x YES=1` (make keeps `--yes` for itself). Never read
 /// from the environment, where an old export would confirm unseen.
 const YES_VARIABLE: &str = "YES";
+
+/// The Keycloak admin's password: environment or credentials file only, never argv.
+const KEYCLOAK_PASSWORD: &str = "KEYCLOAK_ADMIN_PASSWORD";
 
 /// What the positional arguments and `MAKEFLAGS` said.
 #[derive(Debug, Default)]
@@ -86,9 +90,18 @@ impl Invocation {
     }
 
     /// Rejects assignments no task of the plan declares (settings excepted), with a suggestion.
-    pub fn check_known(&self, plan: &[&Task]) -> Result<()> {
+    /// `roots` names the file an environment-only secret is read from.
+    pub fn check_known(&self, plan: &[&Task], roots: &Roots) -> Result<()> {
         let target = plan.last().map_or("", |t| t.name.as_str());
         let confirms = plan.iter().any(|t| t.confirm);
+        if self.assignments.contains_key(KEYCLOAK_PASSWORD) {
+            return Err(Error::usage(format!(
+                "{KEYCLOAK_PASSWORD} is never accepted on the command line, on purpose (every user sees a \
+                 command line in `ps`, and shells keep it in their history): export it in the environment or put \
+                 it in {} (mode 0600)",
+                roots.keycloak_credentials().display()
+            )));
+        }
         for name in self.assignments.keys() {
             let declared = plan.iter().any(|t| t.vars.contains_key(name));
             if declared || Settings::is_setting(name) || (confirms && name == YES_VARIABLE) {

@@ -241,3 +241,13 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn the_keycloak_admin_password_on_the_command_line_names_where_it_belongs() {
+    let site = Site::new();
+    let out = site.test().args(["setup-roles", "CLIENT_ID=acme", "KEYCLOAK_ADMIN_PASSWORD=hunter2"]).status(2).run();
+    let file = site.root().join("secrets/keycloak.env");
+    assert!(out.stderr.contains("never accepted on the command line, on purpose"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("environment or put it in {}", file.display())), "{}", out.stderr);
+    assert!(!out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"));
+}
