@@ -36,6 +36,12 @@ pub fn print_stdout(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Steps that take seconds: every restic call derives a key (about 0.75 s) before it starts
+/// its work; a probe waits for replies.
+fn takes_seconds(action: &str) -> bool {
+    action.starts_with("restic ") || action == "probe"
+}
+
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
@@ -89,10 +95,14 @@ impl Output {
         }
     }
 
-    /// Shows what is being done right now (spinner message on a TTY).
+    /// Shows what is being done right now: the spinner's message on a TTY; off a TTY (a cron
+    /// log) a `started` line with the time for a step that takes seconds (restic, probes), so
+    /// the log shows where a run was.
     pub fn begin(&self, action: &str, target: &str) {
         if let Some(spinner) = self.spinner.borrow().as_ref() {
             spinner.set_message(format!("{action} {target}"));
+        } else if !self.json && self.verbosity > Verbosity::Quiet && takes_seconds(action) {
+            self.line(&format!("  {:<12} {action} {target}  ({})", "started", crate::audit::now_rfc3339()));
         }
     }
 

@@ -251,3 +251,23 @@ fn the_keycloak_admin_password_on_the_command_line_names_where_it_belongs() {
     assert!(out.stderr.contains(&format!("environment or put it in {}", file.display())), "{}", out.stderr);
     assert!(!out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"));
 }
+
+#[test]
+fn long_steps_off_a_terminal_print_a_line_when_they_start() {
+    let site = Site::new();
+    let out = site.test().args(CREATE).run();
+    if !site.backup_root().join("client-acme").exists() {
+        eprintln!("SKIP: restic is not installed; no long step to see");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "restic is not installed");
+        return;
+    }
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let started = lines.iter().position(|l| l.starts_with("  started      restic init ")).expect(&out.stdout);
+    let done = lines.iter().position(|l| l.starts_with("  created      restic init ")).expect(&out.stdout);
+    assert!(started < done, "{}", out.stdout);
+    assert!(lines[started].ends_with("Z)"), "with the UTC time: {}", lines[started]);
+    // Quick steps get no start line, and -q none at all.
+    assert!(!out.stdout.contains("started      mkdir"), "{}", out.stdout);
+    let quiet = site.test().args(["-q", "backup-client", "CLIENT_ID=acme"]).run();
+    assert!(!quiet.stdout.contains("started"), "{}", quiet.stdout);
+}

@@ -212,6 +212,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         }
         let (layout, config) = setup(&h, id).map_err(script_error)?;
         let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        h.output.begin("restic open", &config.repository.to_string());
         repo.open().map_err(script_error)?;
         h.effects.unchanged(
             "restic open",
@@ -394,6 +395,7 @@ fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT>
     let mut removed = 0;
     for candidate in candidates {
         let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
+        host.output.begin("restic key list", &target);
         let keys = match old.key_list() {
             Ok(keys) => keys,
             Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
