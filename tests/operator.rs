@@ -1,6 +1,8 @@
 //! What a new operator meets first (issue 24): output levels, variables reported together,
 //! confirmations through make, usage errors, and the wording of common messages.
 
+use std::path::{Path, PathBuf};
+
 use crate::test::{Site, Test};
 
 const CREATE: [&str; 4] = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
@@ -270,4 +272,86 @@ fn long_steps_off_a_terminal_print_a_line_when_they_start() {
     assert!(!out.stdout.contains("started      mkdir"), "{}", out.stdout);
     let quiet = site.test().args(["-q", "backup-client", "CLIENT_ID=acme"]).run();
     assert!(!quiet.stdout.contains("started"), "{}", quiet.stdout);
+}
+
+/// A fresh machine, as the README's first command meets it: `make` builds the runner (one line
+/// off a terminal), installs it into `$(BINDIR)`, and installs the programs it drives that are
+/// missing (apt-get when root, else the one command to run). PATH holds only what make's
+/// recipes need; cargo and apt-get are stand-ins that record their arguments.
+#[test]
+fn a_fresh_machine_gets_the_binary_and_the_missing_programs() {
+    let site = Site::new();
+    let dir = site.path().join("clone");
+    let bin = site.path().join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    for file in ["Makefile", "dev.mk"] {
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(file), dir.join(file)).unwrap();
+    }
+    for tool in ["sh", "make", "cmp", "install", "mkdir", "cp", "id", "cat"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    let script = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = bin.join(name);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let log = site.path().join("calls.log");
+    script("cargo", "echo \"cargo $*\" >> \"$CALLS\"\nmkdir -p target/release && cp \"$BUILT\" target/release/agency");
+    script("apt-get", "echo \"apt-get $*\" >> \"$CALLS\"");
+    let prefix = site.path().join("prefix");
+    let make = |args: &[&str]| {
+        let output = std::process::Command::new(bin.join("make"))
+            .args(args)
+            .arg(format!("PREFIX={}", prefix.display()))
+            .arg("SBIN_PATH=/nonexistent")
+            .env_clear()
+            .env("PATH", &bin)
+            .env("CALLS", &log)
+            .env("BUILT", env!("CARGO_BIN_EXE_agency"))
+            .envs(site.env().into_iter().filter(|(k, _)| k != "PATH"))
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{text}");
+        text
+    };
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let first = make(&[]);
+    assert!(first.contains("building agency, first run"), "{first}");
+    assert!(first.contains(&format!("installed {}/bin/agency", prefix.display())), "{first}");
+    assert!(first.contains("installing restic logrotate nftables docker-compose docker.io (apt-get)"), "{first}");
+    assert!(first.contains("create-client"), "plain make lists the tasks: {first}");
+    assert_eq!(std::fs::read(prefix.join("bin/agency")).unwrap(), std::fs::read(env!("CARGO_BIN_EXE_agency")).unwrap());
+    assert!(calls().contains("cargo build --release --quiet\n"), "{}", calls());
+    assert!(
+        calls().contains("apt-get install -y -qq restic logrotate nftables docker-compose docker.io\n"),
+        "{}",
+        calls()
+    );
+
+    // Built and installed: no first-run line, no reinstall. Not root: the command, not apt-get.
+    std::fs::write(&log, "").unwrap();
+    script("id", "echo 1000");
+    let again = make(&["help"]);
+    assert!(!again.contains("building agency") && !again.contains("installed "), "{again}");
+    assert!(
+        again.contains("install them with: sudo apt-get install restic logrotate nftables docker-compose docker.io"),
+        "{again}"
+    );
+    assert!(!calls().contains("apt-get"), "{}", calls());
+}
+
+fn which(tool: &str) -> PathBuf {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{tool} is not installed"))
 }
