@@ -355,3 +355,50 @@ fn which(tool: &str) -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{tool} is not installed"))
 }
+
+/// What bash offers at Tab with the script of `agency --completions bash` sourced: the site's
+/// task names (a site task too), then the chosen task's `VAR=` names not given yet.
+#[test]
+fn bash_completes_task_names_and_their_variables() {
+    let site = Site::new();
+    site.site_file("tasks/cleanup-tmp.toml", "description = \"d\"\nscript = '1'\n\n[vars.OLDER_THAN]\ndefault = \"7d\"\n");
+    let bin = site.path().join("completion-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_agency"), bin.join("agency")).unwrap();
+    let complete = |line: &str| -> String {
+        let script = r#"source <(agency --completions bash)
+read -ra COMP_WORDS <<< "$LINE"; [[ "$LINE" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_TYPE=9
+_clap_complete_agency agency "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+        let mut env = site.env();
+        let path = env.iter_mut().find(|(k, _)| k == "PATH").unwrap();
+        path.1 = format!("{}:{}", bin.display(), path.1);
+        let output = std::process::Command::new("bash")
+            .args(["-c", script])
+            .env_clear()
+            .envs(env)
+            .env("LINE", line)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(complete("agency cre"), "create-client\n");
+    assert_eq!(complete("agency clean"), "cleanup-tmp\n");
+    assert_eq!(complete("agency create-client CLIENT_ID=acme CLIENT_"), "CLIENT_NAME=\nCLIENT_DOMAIN=\n");
+    assert_eq!(complete("agency cleanup-tmp O"), "OLDER_THAN=\n");
+    assert!(complete("agency delete-client ").contains("YES=\n"));
+    assert_eq!(complete("agency --explain multi"), "multi-tenancy-status\n");
+}
+
+#[test]
+fn a_word_of_a_task_name_and_extra_words_after_list_are_usage_errors() {
+    Test::new().arg("status").status(2).stderr_contains("unknown task status; did you mean multi-tenancy-status?").run();
+    Test::new()
+        .args(["--list", "create-client"])
+        .status(2)
+        .stderr_contains("--list takes no target or VAR=VALUE, got \"create-client\"")
+        .run();
+    Test::new().args(["--makefile", "X=1"]).status(2).run();
+}
