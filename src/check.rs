@@ -229,7 +229,10 @@ mod tests {
         assert!(fail.healthy);
         // A failing health check (no backup) leaves the verdict alone.
         let unhealthy = ClientReport::new("e", true, vec![Check::new("backup", Status::Fail, "no repo")], vec![]);
-        assert_eq!((unhealthy.verdict.as_str(), unhealthy.healthy, unhealthy.health.as_str()), ("isolated", false, "FAIL"));
+        assert_eq!(
+            (unhealthy.verdict.as_str(), unhealthy.healthy, unhealthy.health.as_str()),
+            ("isolated", false, "FAIL")
+        );
         let invalid = ClientReport::new("d", false, vec![], vec![]);
         assert!(!invalid.isolated);
         assert_eq!(invalid.verdict, "INVALID");

@@ -34,9 +34,9 @@ pub fn answer(args: &[OsString]) -> bool {
 pub fn registration(shell: clap_complete::Shell) -> Result<String> {
     let name = shell.to_string();
     let shells = Shells::builtins();
-    let completer = shells
-        .completer(&name)
-        .ok_or_else(|| Error::usage(format!("no dynamic completion for {name}; use bash, elvish, fish, powershell or zsh")))?;
+    let completer = shells.completer(&name).ok_or_else(|| {
+        Error::usage(format!("no dynamic completion for {name}; use bash, elvish, fish, powershell or zsh"))
+    })?;
     let mut script = Vec::new();
     completer
         .write_registration(VAR, "agency", "agency", "agency", &mut script)
@@ -110,4 +110,3 @@ pub fn task_or_variable(current: &OsStr) -> Vec<CompletionCandidate> {
         .map(|(name, help)| CompletionCandidate::new(format!("{name}=")).help(help.map(|h| h.to_string().into())))
         .collect()
 }
-

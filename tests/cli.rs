@@ -87,7 +87,11 @@ fn repo_makefile_is_the_generated_one() {
 #[test]
 fn completions_for_bash() {
     // The dynamic registration: the shell asks agency itself (tests/operator.rs completes with it).
-    Test::new().args(["--completions", "bash"]).stdout_contains("_clap_complete_agency()").stdout_contains("AGENCY_COMPLETE").run();
+    Test::new()
+        .args(["--completions", "bash"])
+        .stdout_contains("_clap_complete_agency()")
+        .stdout_contains("AGENCY_COMPLETE")
+        .run();
 }
 
 #[test]

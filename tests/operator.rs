@@ -67,7 +67,10 @@ fn every_missing_required_variable_is_reported_at_once() {
     );
     assert!(out.stderr.contains("  CLIENT_DOMAIN  The client's public DNS name"), "{}", out.stderr);
     let json = Test::new().args(["--json", "create-client"]).status(2).run().json();
-    assert_eq!(json["error"]["message"], "missing required variables for create-client: CLIENT_ID, CLIENT_NAME, CLIENT_DOMAIN");
+    assert_eq!(
+        json["error"]["message"],
+        "missing required variables for create-client: CLIENT_ID, CLIENT_NAME, CLIENT_DOMAIN"
+    );
 }
 
 #[test]
@@ -160,7 +163,12 @@ fn an_empty_network_made_by_hand_is_replaced_with_fix_and_adopt() {
     let site = Site::with_docker();
     let id = scratch.client(&unique("adopt"));
     site.test()
-        .args(["create-client", &format!("CLIENT_ID={id}"), "CLIENT_NAME=A", &format!("CLIENT_DOMAIN={id}.example.com")])
+        .args([
+            "create-client",
+            &format!("CLIENT_ID={id}"),
+            "CLIENT_NAME=A",
+            &format!("CLIENT_DOMAIN={id}.example.com"),
+        ])
         .run();
     let database = format!("{id}_database");
     docker.remove_network(&database).unwrap();
@@ -176,7 +184,10 @@ fn an_empty_network_made_by_hand_is_replaced_with_fix_and_adopt() {
     let found = status(&[]);
     assert_eq!(found.status, 1);
     let fix = check(report(&found.json(), &id), "networks")["fix"].as_str().unwrap().to_string();
-    assert!(fix.contains(&format!("remove it (`docker network rm {database}`) and run FIX=1, or run FIX=1 ADOPT=1")), "{fix}");
+    assert!(
+        fix.contains(&format!("remove it (`docker network rm {database}`) and run FIX=1, or run FIX=1 ADOPT=1")),
+        "{fix}"
+    );
     let by_hand = docker.inspect_networks(&[&database]).unwrap()[0].id.clone();
     assert_eq!(status(&["FIX=1"]).status, 1, "FIX=1 alone leaves it");
     assert_eq!(docker.inspect_networks(&[&database]).unwrap()[0].id, by_hand);
@@ -361,7 +372,10 @@ fn which(tool: &str) -> PathBuf {
 #[test]
 fn bash_completes_task_names_and_their_variables() {
     let site = Site::new();
-    site.site_file("tasks/cleanup-tmp.toml", "description = \"d\"\nscript = '1'\n\n[vars.OLDER_THAN]\ndefault = \"7d\"\n");
+    site.site_file(
+        "tasks/cleanup-tmp.toml",
+        "description = \"d\"\nscript = '1'\n\n[vars.OLDER_THAN]\ndefault = \"7d\"\n",
+    );
     let bin = site.path().join("completion-bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_agency"), bin.join("agency")).unwrap();
@@ -394,7 +408,11 @@ printf '%s\n' "${COMPREPLY[@]}""#;
 
 #[test]
 fn a_word_of_a_task_name_and_extra_words_after_list_are_usage_errors() {
-    Test::new().arg("status").status(2).stderr_contains("unknown task status; did you mean multi-tenancy-status?").run();
+    Test::new()
+        .arg("status")
+        .status(2)
+        .stderr_contains("unknown task status; did you mean multi-tenancy-status?")
+        .run();
     Test::new()
         .args(["--list", "create-client"])
         .status(2)

@@ -654,7 +654,11 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
             Some(found) if found == id => {}
             other => bail!("the restored client.env names client {other:?}, not {id}"),
         }
-        Ok((snapshots.len(), check, format!("a copy of {} from snapshot {} restored into a scratch dir", sample.display(), newest.short_id)))
+        Ok((
+            snapshots.len(),
+            check,
+            format!("a copy of {} from snapshot {} restored into a scratch dir", sample.display(), newest.short_id),
+        ))
     })();
     match outcome {
         Ok((count, check, sample)) => {
