@@ -138,9 +138,7 @@ impl ScriptEngine {
             }
             _ => (error, None),
         };
-        // A `throw` or a host function's error is a message meant for the operator; any other
-        // runtime error (an unknown function, a type mismatch) is a fault in the script.
-        let (message, deliberate) = match error {
+        let (message, thrown) = match error {
             EvalAltResult::ErrorRuntime(value, _) => {
                 if let Some(usage) = value.read_lock::<host::UsageError>() {
                     return Error::usage(usage.0.clone());
@@ -155,15 +153,19 @@ impl ScriptEngine {
         if let (Some(line), Some(column)) = (position.line(), position.position()) {
             let sources = self.sources.borrow();
             let entry = source.as_deref().or(script).and_then(|s| sources.get(s));
-            // Deliberate errors of the built-in scripts are shown without their source line:
-            // the operator did not write it. A site's or plugin's own script keeps it.
-            let built_in = entry.is_some_and(|e| matches!(e.path, SourcePath::Embedded(_)));
             if let Some(SourceEntry { path, line_offset, .. }) = entry
-                && !(deliberate && built_in)
                 && let Some(text) = read_source(path)
             {
-                result =
-                    result.with_span(SourceSpan::from_line_column(path.display(), &text, line + line_offset, column));
+                let span = SourceSpan::from_line_column(path.display(), &text, line + line_offset, column);
+                // A built-in script's own `throw` is a message for the operator, who did not
+                // write that line: the message alone. A fault in a script, a host call that
+                // failed, or any line of a site's or plugin's own script keeps the excerpt.
+                let deliberate = thrown
+                    && matches!(path, SourcePath::Embedded(_))
+                    && span.text.trim_start().starts_with("throw");
+                if !deliberate {
+                    result = result.with_span(span);
+                }
             }
         }
         result
