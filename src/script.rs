@@ -160,9 +160,8 @@ impl ScriptEngine {
                 // A built-in script's own `throw` is a message for the operator, who did not
                 // write that line: the message alone. A fault in a script, a host call that
                 // failed, or any line of a site's or plugin's own script keeps the excerpt.
-                let deliberate = thrown
-                    && matches!(path, SourcePath::Embedded(_))
-                    && span.text.trim_start().starts_with("throw");
+                let deliberate =
+                    thrown && matches!(path, SourcePath::Embedded(_)) && span.text.trim_start().starts_with("throw");
                 if !deliberate {
                     result = result.with_span(span);
                 }

@@ -357,6 +357,23 @@ fn a_fresh_machine_gets_the_binary_and_the_missing_programs() {
         "{again}"
     );
     assert!(!calls().contains("apt-get"), "{}", calls());
+
+    // On a terminal cargo shows its own progress (no --quiet, no line of ours).
+    std::fs::write(&log, "").unwrap();
+    std::fs::remove_dir_all(dir.join("target")).unwrap();
+    let command = format!("{} compile SBIN_PATH=/nonexistent", bin.join("make").display());
+    let tty = std::process::Command::new(which("script"))
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", &bin)
+        .env("CALLS", &log)
+        .env("BUILT", env!("CARGO_BIN_EXE_agency"))
+        .current_dir(&dir)
+        .output()
+        .expect("util-linux script is installed");
+    assert!(tty.status.success(), "{}", String::from_utf8_lossy(&tty.stdout));
+    assert!(!String::from_utf8_lossy(&tty.stdout).contains("building agency"));
+    assert_eq!(calls(), "cargo build --release\n");
 }
 
 fn which(tool: &str) -> PathBuf {
