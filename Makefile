@@ -8,6 +8,12 @@ AGENCY_TASKS := backup-client client-report create-client delete-client list-cli
 
 AGENCY ?= agency
 
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:
+	+@$(AGENCY) --list
+
 .PHONY: backup-client
 backup-client:
 	+@$(AGENCY) $@

@@ -1,14 +1,56 @@
 # Development targets of this repository, included by the generated Makefile.
-# `make create-client ...` here builds the runner first and uses it.
+# `make create-client ...` here builds the runner first, installs it on PATH with the programs
+# it drives, and uses it.
 
 AGENCY ?= $(CURDIR)/target/release/agency
+CARGO ?= cargo
+# Where `build` installs the binary (messages say "run agency ...").
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+# Debian packages of the programs agency drives, and a program each provides.
+RUNTIME_PACKAGES := restic:restic logrotate:logrotate nftables:nft docker-compose:docker-compose docker.io:docker
+# Searched besides PATH: a user's PATH lacks the sbin dirs that hold logrotate and nft.
+SBIN_PATH ?= /usr/sbin:/sbin
 
-$(AGENCY_TASKS): build
+$(AGENCY_TASKS) help: build
 
-.PHONY: build test makefile
+.PHONY: build compile install runtime-packages test makefile
 
-build:
-	@cargo build --release --quiet
+build: install runtime-packages
+
+# The first build takes minutes: cargo's progress on a terminal, one line otherwise.
+compile:
+	@if [ -t 2 ]; then \
+	    $(CARGO) build --release; \
+	else \
+	    [ -x target/release/agency ] || echo "building agency, first run (cargo build --release, a few minutes)"; \
+	    $(CARGO) build --release --quiet; \
+	fi
+
+install: compile
+	@if ! cmp -s target/release/agency "$(BINDIR)/agency"; then \
+	    if install -D -m 0755 target/release/agency "$(BINDIR)/agency" 2>/dev/null; then \
+	        echo "installed $(BINDIR)/agency"; \
+	    else \
+	        echo "agency is not on PATH: install it with: sudo install -m 0755 $(CURDIR)/target/release/agency $(BINDIR)/agency"; \
+	    fi; \
+	fi
+
+# Missing programs: installed with apt-get when root, else the one command to run.
+runtime-packages:
+	@missing=""; \
+	for entry in $(RUNTIME_PACKAGES); do \
+	    package=$${entry%%:*}; program=$${entry#*:}; \
+	    if [ "$$program" = docker-compose ] && docker compose version >/dev/null 2>&1; then continue; fi; \
+	    PATH="$$PATH:$(SBIN_PATH)" command -v "$$program" >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	    echo "agency drives programs this machine lacks; install them with: sudo apt-get install$$missing"; \
+	fi
 
 # Tests that judge isolation by real packets, or attach to a Swarm overlay, run alone after
 # the rest: every `docker network create` elsewhere briefly lifts the engine's isolation

@@ -9,7 +9,7 @@ use std::{
 use crate::{
     error::{Error, Result},
     plugin::Plugin,
-    suggest::did_you_mean,
+    suggest::did_you_mean_task,
     taskfile::{Origin, SourcePath, Task},
 };
 
@@ -109,7 +109,7 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Result<&Task> {
         self.tasks.get(name).ok_or_else(|| {
-            let hint = did_you_mean(name, self.tasks.keys().map(String::as_str))
+            let hint = did_you_mean_task(name, self.tasks.keys().map(String::as_str))
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_else(|| "; `agency --list` shows them".into());
             Error::usage(format!("unknown task {name}{hint}"))

@@ -6,6 +6,16 @@
 //! or plugin adds its own with `checks::fail("backup", "no snapshot for 3 days", #{ ... })`.
 //! `status` is `ok`, `warn` (reported, does not break isolation), `fail` (the client is not
 //! fully isolated) or `skip` (not checked, with the reason as summary).
+//!
+//! Checks of the client's health ([`HEALTH_CHECKS`]: backups, logs) are reported apart from
+//! its isolation: a failing one makes the client unhealthy, never NOT ISOLATED.
+
+/// Checks that judge the client's health, not its isolation from other tenants.
+pub const HEALTH_CHECKS: &[&str] = &["backup", "logs"];
+
+fn is_health(check: &Check) -> bool {
+    HEALTH_CHECKS.contains(&check.name.as_str())
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -82,10 +92,14 @@ pub struct ClientReport {
     pub client: String,
     /// False when the directory is not a client at all (no client.env).
     pub valid: bool,
-    /// Valid and no check failed.
+    /// Valid and no isolation check failed.
     pub isolated: bool,
     /// `isolated`, `NOT ISOLATED` or `INVALID`.
     pub verdict: String,
+    /// No health check failed.
+    pub healthy: bool,
+    /// `ok`, `warn` (a health check warned) or `FAIL`.
+    pub health: String,
     pub checks: Vec<Check>,
     /// What `FIX=1` changed, and what it refused to touch.
     #[serde(default)]
@@ -94,7 +108,7 @@ pub struct ClientReport {
 
 impl ClientReport {
     pub fn new(client: &str, valid: bool, checks: Vec<Check>, repairs: Vec<String>) -> Self {
-        let isolated = valid && checks.iter().all(|c| c.status != Status::Fail);
+        let isolated = valid && checks.iter().all(|c| is_health(c) || c.status != Status::Fail);
         let verdict = if !valid {
             "INVALID"
         } else if isolated {
@@ -102,43 +116,68 @@ impl ClientReport {
         } else {
             "NOT ISOLATED"
         };
-        Self { client: client.to_string(), valid, isolated, verdict: verdict.to_string(), checks, repairs }
+        let health_status = |status| checks.iter().any(|c| is_health(c) && c.status == status);
+        let healthy = !health_status(Status::Fail);
+        let health = if !healthy {
+            "FAIL"
+        } else if health_status(Status::Warn) {
+            "warn"
+        } else {
+            "ok"
+        };
+        Self {
+            client: client.to_string(),
+            valid,
+            isolated,
+            verdict: verdict.to_string(),
+            healthy,
+            health: health.to_string(),
+            checks,
+            repairs,
+        }
     }
 }
 
-/// The people's view: one row per client (a column per check name, in first-seen order),
-/// the verdict, then one line per problem and per repair.
+/// The people's view: one row per client (a column per check name, in first-seen order: the
+/// isolation checks, the verdict, the health checks, the health), then one line per problem
+/// and per repair.
 pub fn render_table(reports: &[&ClientReport]) -> String {
-    let mut columns: Vec<&str> = Vec::new();
+    let (mut isolation, mut health): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
     // An invalid client's only check says why; it gets a detail line, not a column.
     for report in reports.iter().filter(|r| r.valid) {
         for check in &report.checks {
+            let columns = if is_health(check) { &mut health } else { &mut isolation };
             if !columns.contains(&check.name.as_str()) {
                 columns.push(&check.name);
             }
         }
     }
+    let heading = |c: &&str| c.to_uppercase().replace('_', "-");
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(reports.len() + 1);
     let mut header = vec!["CLIENT".to_string()];
-    header.extend(columns.iter().map(|c| c.to_uppercase().replace('_', "-")));
+    header.extend(isolation.iter().map(heading));
     header.push("VERDICT".to_string());
+    header.extend(health.iter().map(heading));
+    header.push("HEALTH".to_string());
     rows.push(header);
     for report in reports {
+        let cells = |columns: &[&str]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|column| match report.checks.iter().find(|c| c.name == *column).map(|c| c.status) {
+                    None | Some(Status::Skip) => "-",
+                    Some(Status::Ok) => "ok",
+                    Some(Status::Warn) => "warn",
+                    Some(Status::Fail) => "FAIL",
+                })
+                .map(str::to_string)
+                .collect()
+        };
         let mut row = vec![report.client.clone()];
-        for column in &columns {
-            let cell = match report.checks.iter().find(|c| c.name == *column) {
-                None => "-".to_string(),
-                Some(check) => match check.status {
-                    Status::Ok => "ok",
-                    Status::Warn => "warn",
-                    Status::Fail => "FAIL",
-                    Status::Skip => "-",
-                }
-                .to_string(),
-            };
-            row.push(cell);
-        }
+        row.extend(cells(&isolation));
         row.push(report.verdict.clone());
+        row.extend(cells(&health));
+        row.push(if report.valid { report.health.clone() } else { "-".to_string() });
         rows.push(row);
     }
     let widths: Vec<usize> =
@@ -185,8 +224,15 @@ mod tests {
         assert_eq!(ok.verdict, "isolated");
         let warn = ClientReport::new("b", true, vec![Check::new("probe", Status::Warn, "host reachable")], vec![]);
         assert!(warn.isolated);
-        let fail = ClientReport::new("c", true, vec![Check::new("logs", Status::Fail, "x")], vec![]);
+        let fail = ClientReport::new("c", true, vec![Check::new("secrets", Status::Fail, "x")], vec![]);
         assert_eq!(fail.verdict, "NOT ISOLATED");
+        assert!(fail.healthy);
+        // A failing health check (no backup) leaves the verdict alone.
+        let unhealthy = ClientReport::new("e", true, vec![Check::new("backup", Status::Fail, "no repo")], vec![]);
+        assert_eq!(
+            (unhealthy.verdict.as_str(), unhealthy.healthy, unhealthy.health.as_str()),
+            ("isolated", false, "FAIL")
+        );
         let invalid = ClientReport::new("d", false, vec![], vec![]);
         assert!(!invalid.isolated);
         assert_eq!(invalid.verdict, "INVALID");
@@ -213,9 +259,9 @@ mod tests {
         ];
         let table = render_table(&reports.iter().collect::<Vec<_>>());
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[0], "CLIENT  NETWORKS  CROSS-TENANT  LOGS  VERDICT");
-        assert_eq!(lines[1], "acme    ok        ok            -     isolated");
-        assert_eq!(lines[2], "beta    FAIL      -             warn  NOT ISOLATED");
+        assert_eq!(lines[0], "CLIENT  NETWORKS  CROSS-TENANT  VERDICT       LOGS  HEALTH");
+        assert_eq!(lines[1], "acme    ok        ok            isolated      -     ok");
+        assert_eq!(lines[2], "beta    FAIL      -             NOT ISOLATED  warn  warn");
         assert!(table.contains("FAIL beta: networks: beta_database is not internal [FIX=1 recreates it]"));
         assert!(table.contains("fix  beta: created beta_backend"));
     }

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
+use clap_complete::ArgValueCompleter;
+
+use crate::complete;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,7 +16,7 @@ use clap::{ArgAction, Parser};
 )]
 pub struct Opts {
     /// The task to run, followed or preceded by VAR=VALUE assignments
-    #[arg(value_name = "TARGET [VAR=VALUE]...")]
+    #[arg(value_name = "TARGET [VAR=VALUE]...", add = ArgValueCompleter::new(complete::task_or_variable))]
     pub args: Vec<String>,
 
     /// List tasks with one-line descriptions, grouped
@@ -21,7 +24,7 @@ pub struct Opts {
     pub list: bool,
 
     /// Describe a task: variables, deps, and where it was loaded from
-    #[arg(long, value_name = "TARGET")]
+    #[arg(long, value_name = "TARGET", add = ArgValueCompleter::new(complete::task))]
     pub explain: Option<String>,
 
     /// Print every change the task would make, and change nothing
@@ -44,7 +47,7 @@ pub struct Opts {
     #[arg(long)]
     pub makefile: bool,
 
-    /// Print a shell completion script
+    /// Print a shell completion script (it completes task names and their VAR= names)
     #[arg(long, value_name = "SHELL")]
     pub completions: Option<clap_complete::Shell>,
 

@@ -162,6 +162,6 @@ pub fn inspect(roots: &Roots, id: &str, backups: bool) -> ClientInfo {
 }
 
 /// Every client with a config dir, sorted by id.
-pub fn all(roots: &Roots, backups: bool) -> Vec<ClientInfo> {
-    roots.client_ids().iter().map(|id| inspect(roots, id, backups)).collect()
+pub fn all(roots: &Roots, backups: bool) -> anyhow::Result<Vec<ClientInfo>> {
+    Ok(roots.client_ids()?.iter().map(|id| inspect(roots, id, backups)).collect())
 }

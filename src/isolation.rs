@@ -334,7 +334,8 @@ impl Snapshot {
                 }
                 State::Foreign => {
                     problems.push(format!("{} exists but is not labelled as {client}'s", expected.name));
-                    refusals.push(format!("{} is not ours: rename or remove it by hand", expected.name));
+                    let network = actual.expect("foreign implies a network");
+                    refusals.push(foreign_advice(network, &attached, client));
                 }
                 State::Drift(drift) => {
                     problems.push(format!("{} {}", expected.name, drift.join(", ")));
@@ -700,12 +701,37 @@ pub enum Repair {
     Refuse(String),
 }
 
-/// What `FIX=1` would do for the client's networks.
+/// A network of the client's name that `FIX=1 ADOPT=1` may replace: labelled for no other
+/// client, and with no container attached (running or stopped).
+fn adoptable(network: &NetworkDetails, attached: &[String], client: &str) -> bool {
+    network.label(LABEL_CLIENT).is_none_or(|owner| owner == client) && attached.is_empty()
+}
+
+/// The next step for a network of the client's name that is not the client's.
+fn foreign_advice(network: &NetworkDetails, attached: &[String], client: &str) -> String {
+    let name = &network.name;
+    match network.label(LABEL_CLIENT) {
+        Some(owner) if owner != client => format!("{name} is labelled as client {owner}'s; left alone"),
+        _ if !attached.is_empty() => format!(
+            "{name} is not {client}'s and has containers attached ({}); left alone: detach them \
+             (`docker network disconnect {name} CONTAINER`), then run FIX=1 ADOPT=1 to replace it",
+            attached.join(", ")
+        ),
+        _ => format!(
+            "{name} is not {client}'s and is empty; left alone: remove it (`docker network rm {name}`) and run \
+             FIX=1, or run FIX=1 ADOPT=1 to replace it"
+        ),
+    }
+}
+
+/// What `FIX=1` would do for the client's networks; with `adopt` (`ADOPT=1`), an empty
+/// network of exactly a client network's name, labelled for no other client, is replaced.
 pub fn plan_repairs(
     snapshot: &Snapshot,
     client: &str,
     driver: &str,
     recorded: &BTreeMap<String, String>,
+    adopt: bool,
 ) -> Vec<Repair> {
     let mut repairs = Vec::new();
     for expected in expected_networks(client, driver, recorded) {
@@ -713,10 +739,16 @@ pub fn plan_repairs(
         match assess(&expected, actual) {
             State::Ok => {}
             State::Missing => repairs.push(Repair::Create(expected)),
-            State::Foreign => repairs.push(Repair::Refuse(format!(
-                "{} exists but is not labelled as {client}'s; left alone (rename or remove it by hand)",
-                expected.name
-            ))),
+            State::Foreign => {
+                let network = actual.expect("foreign implies a network");
+                let attached: Vec<String> = snapshot.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
+                if adopt && adoptable(network, &attached, client) {
+                    let subnet = expected.subnet;
+                    repairs.push(Repair::Recreate { expected, id: network.id.clone(), subnet });
+                } else {
+                    repairs.push(Repair::Refuse(foreign_advice(network, &attached, client)));
+                }
+            }
             State::Drift(problems) => {
                 let network = actual.expect("drift implies a network");
                 let attached: Vec<String> = snapshot.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
@@ -1109,7 +1141,7 @@ mod tests {
         assert_eq!(check.status, Status::Ok, "{check:?}");
         assert_eq!(check.evidence.as_array().unwrap().len(), 4);
         assert_eq!(check.evidence[2]["state"], "ok");
-        assert!(plan_repairs(&snapshot, "acme", "bridge", &recorded(0)).is_empty());
+        assert!(plan_repairs(&snapshot, "acme", "bridge", &recorded(0), false).is_empty());
     }
 
     #[test]
@@ -1126,7 +1158,7 @@ mod tests {
         assert!(check.summary.contains("acme_frontend exists but is not labelled as acme's"), "{}", check.summary);
         assert!(check.fix.contains("creates acme_backend"), "{}", check.fix);
         assert!(check.fix.contains("recreates acme_database"), "{}", check.fix);
-        let repairs = plan_repairs(&snapshot, "acme", "bridge", &recorded(0));
+        let repairs = plan_repairs(&snapshot, "acme", "bridge", &recorded(0), false);
         assert!(matches!(&repairs[0], Repair::Refuse(m) if m.contains("acme_frontend")));
         assert!(matches!(&repairs[1], Repair::Create(e) if e.name == "acme_backend"
             && e.subnet == Some("10.201.0.64/26".parse().unwrap())));
@@ -1139,10 +1171,40 @@ mod tests {
         let mut networks = client_networks("acme", 0);
         networks.iter_mut().find(|n| n.name == "acme_database").unwrap().internal = false;
         let snapshot = Snapshot::new(networks, vec![container("db", &["acme_database"], &[])], &ids(&["acme"]));
-        let repairs = plan_repairs(&snapshot, "acme", "bridge", &recorded(0));
+        let repairs = plan_repairs(&snapshot, "acme", "bridge", &recorded(0), false);
         assert!(matches!(&repairs[..], [Repair::Refuse(m)] if m.contains("containers attached (db)")), "{repairs:?}");
         let check = snapshot.network_check("acme", "bridge", &recorded(0));
         assert!(check.fix.contains("cannot"), "{}", check.fix);
+    }
+
+    #[test]
+    fn adopt_replaces_only_an_empty_network_labelled_for_no_other_client() {
+        let by_hand = |labels: &[(&str, &str)], containers: Vec<ContainerSummary>| {
+            let mut networks = client_networks("acme", 0);
+            let database = networks.iter_mut().find(|n| n.name == "acme_database").unwrap();
+            database.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Snapshot::new(networks, containers, &ids(&["acme"]))
+        };
+        let empty = by_hand(&[], vec![]);
+        let check = empty.network_check("acme", "bridge", &recorded(0));
+        assert!(
+            check.fix.contains("remove it (`docker network rm acme_database`) and run FIX=1, or run FIX=1 ADOPT=1"),
+            "{}",
+            check.fix
+        );
+        assert!(matches!(&plan_repairs(&empty, "acme", "bridge", &recorded(0), false)[..], [Repair::Refuse(_)]));
+        let adopted = plan_repairs(&empty, "acme", "bridge", &recorded(0), true);
+        assert!(
+            matches!(&adopted[..], [Repair::Recreate { expected, subnet, .. }] if expected.name == "acme_database"
+                && *subnet == Some("10.201.0.128/26".parse().unwrap())),
+            "{adopted:?}"
+        );
+        let in_use = by_hand(&[], vec![container("db", &["acme_database"], &[])]);
+        let refused = plan_repairs(&in_use, "acme", "bridge", &recorded(0), true);
+        assert!(matches!(&refused[..], [Repair::Refuse(m)] if m.contains("containers attached (db)")), "{refused:?}");
+        let other = by_hand(&[(LABEL_CLIENT, "beta")], vec![]);
+        let refused = plan_repairs(&other, "acme", "bridge", &recorded(0), true);
+        assert!(matches!(&refused[..], [Repair::Refuse(m)] if m.contains("client beta's")), "{refused:?}");
     }
 
     #[test]

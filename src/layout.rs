@@ -32,6 +32,11 @@ impl Roots {
         self.root.join("clients")
     }
 
+    /// `$AGENCY_ROOT/secrets/keycloak.env`: the Keycloak admin's credentials (0600).
+    pub fn keycloak_credentials(&self) -> PathBuf {
+        self.root.join("secrets").join("keycloak.env")
+    }
+
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join(".locks")
     }
@@ -41,17 +46,22 @@ impl Roots {
         [&self.root, &self.log_root, &self.backup_root, &self.logrotate_dir]
     }
 
-    /// Ids of the clients that have a config dir, sorted.
-    pub fn client_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.clients_dir())
-            .into_iter()
-            .flatten()
+    /// Ids of the clients that have a config dir, sorted; none when there is no clients dir
+    /// yet. A dir that cannot be read (permission denied) is an error, never "no clients".
+    pub fn client_ids(&self) -> Result<Vec<String>> {
+        let dir = self.clients_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => bail!("cannot read the clients of {}: {e}", dir.display()),
+        };
+        let mut ids: Vec<String> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         ids.sort();
-        ids
+        Ok(ids)
     }
 
     /// Resolves `path` if it lies inside one of the roots, following no `..` and no

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod complete;
 pub mod drivers;
 pub mod effects;
 pub mod envfile;

@@ -13,6 +13,11 @@ pub fn render(catalog: &Catalog) -> String {
     out.push_str("# MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.\n\n");
     let _ = writeln!(out, "AGENCY_TASKS := {}", names.join(" "));
     out.push_str("\n-include dev.mk\n\nAGENCY ?= agency\n\n");
+    // Plain `make` lists the tasks (as `just` does), rather than running the first one.
+    out.push_str(".DEFAULT_GOAL := help\n\n");
+    if !catalog.tasks.contains_key("help") {
+        out.push_str(".PHONY: help\nhelp:\n\t+@$(AGENCY) --list\n\n");
+    }
     for name in names {
         let _ = writeln!(out, ".PHONY: {name}\n{name}:\n\t+@$(AGENCY) $@\n");
     }

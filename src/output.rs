@@ -23,6 +23,9 @@ pub struct Output {
     pub verbosity: Verbosity,
     color: bool,
     spinner: RefCell<Option<ProgressBar>>,
+    /// The heading of the task running, printed before its first visible line (a task that
+    /// changes nothing and prints nothing prints no heading either).
+    heading: RefCell<Option<String>>,
     /// Script output captured for `--json` (it goes to stderr there as well).
     captured: RefCell<Vec<String>>,
 }
@@ -31,6 +34,12 @@ pub struct Output {
 pub fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Steps that take seconds: every restic call derives a key (about 0.75 s) before it starts
+/// its work; a probe waits for replies.
+fn takes_seconds(action: &str) -> bool {
+    action.starts_with("restic ") || action == "probe"
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -50,7 +59,14 @@ impl Output {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Self { json, verbosity, color, spinner: RefCell::new(spinner), captured: RefCell::default() }
+        Self {
+            json,
+            verbosity,
+            color,
+            spinner: RefCell::new(spinner),
+            heading: RefCell::default(),
+            captured: RefCell::default(),
+        }
     }
 
     pub fn color(&self) -> bool {
@@ -62,6 +78,13 @@ impl Output {
     }
 
     fn line(&self, text: &str) {
+        if let Some(heading) = self.heading.borrow_mut().take() {
+            self.write_line(&heading);
+        }
+        self.write_line(text);
+    }
+
+    fn write_line(&self, text: &str) {
         if self.json {
             eprintln!("{text}");
         } else if let Some(spinner) = self.spinner.borrow().as_ref() {
@@ -72,10 +95,14 @@ impl Output {
         }
     }
 
-    /// Shows what is being done right now (spinner message on a TTY).
+    /// Shows what is being done right now: the spinner's message on a TTY; off a TTY (a cron
+    /// log) a `started` line with the time for a step that takes seconds (restic, probes), so
+    /// the log shows where a run was.
     pub fn begin(&self, action: &str, target: &str) {
         if let Some(spinner) = self.spinner.borrow().as_ref() {
             spinner.set_message(format!("{action} {target}"));
+        } else if !self.json && self.verbosity > Verbosity::Quiet && takes_seconds(action) {
+            self.line(&format!("  {:<12} {action} {target}  ({})", "started", crate::audit::now_rfc3339()));
         }
     }
 
@@ -104,8 +131,14 @@ impl Output {
         }
     }
 
+    /// A step line: changes (made or planned) and failures by default, unchanged steps with `-v`,
+    /// none with `-q` or `--json`.
     pub fn step(&self, change: &Change) {
-        if self.json || self.verbosity == Verbosity::Quiet {
+        let shown = match change.outcome {
+            Outcome::Unchanged => self.verbosity == Verbosity::Verbose,
+            _ => self.verbosity > Verbosity::Quiet,
+        };
+        if self.json || !shown {
             return;
         }
         let (word, code) = match (change.planned, change.outcome) {
@@ -125,19 +158,28 @@ impl Output {
         ));
     }
 
-    /// A heading for one task of the run.
+    /// A heading for one task of the run, shown before the task's first line (`-v`: at once).
     pub fn task_heading(&self, task: &str, dry_run: bool) {
         if self.json || self.verbosity == Verbosity::Quiet {
             return;
         }
         let suffix = if dry_run { " (dry run: nothing is changed)" } else { "" };
-        self.line(&self.paint(BOLD, &format!("{task}{suffix}")));
+        let heading = self.paint(BOLD, &format!("{task}{suffix}"));
+        if self.verbosity == Verbosity::Verbose {
+            self.heading.borrow_mut().take();
+            self.write_line(&heading);
+        } else {
+            *self.heading.borrow_mut() = Some(heading);
+        }
     }
 
-    /// Output of a script's `print()`: the operator's terminal, stderr under `--json`.
+    /// Output of a script's `print()`: the operator's terminal (not with `-q`), stderr under
+    /// `--json` (and kept for the document).
     pub fn script_print(&self, text: &str) {
         if self.json {
             self.captured.borrow_mut().push(text.to_string());
+        } else if self.verbosity == Verbosity::Quiet {
+            return;
         }
         self.line(text);
     }
@@ -156,9 +198,9 @@ impl Output {
         }
     }
 
-    /// The closing line of a run: stdout, hidden by `-q` and `--json`.
+    /// The closing line of a run (the one line `-q` keeps): stdout, not under `--json`.
     pub fn summary(&self, text: &str) {
-        if !self.json && self.verbosity > Verbosity::Quiet {
+        if !self.json {
             self.clear();
             print_stdout(&format!("{text}\n"));
         }

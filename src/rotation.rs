@@ -64,7 +64,13 @@ pub fn check_names(
                 .map(|close| format!(" (did you mean {close}?)"))
                 .unwrap_or_default();
             let valid: Vec<&str> = current.keys().map(String::as_str).collect();
-            bail!("unknown secret {name} for client {}{hint}; its secrets are {}", layout.id, valid.join(", "));
+            // The operator's usage error (exit 2), like an unknown variable.
+            return Err(crate::error::Error::usage(format!(
+                "unknown secret {name} for client {}{hint}; its secrets are {}",
+                layout.id,
+                valid.join(", ")
+            ))
+            .into());
         }
     }
     Ok(current.keys().filter(|k| requested.contains(k)).cloned().collect())

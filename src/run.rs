@@ -2,15 +2,17 @@
 
 use std::{ffi::OsString, path::PathBuf};
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use crate::{
     catalog::Catalog,
     cli::Opts,
+    complete,
     error::{Error, ExitCode, Result},
     listing, makefile,
     output::{Verbosity, print_stdout},
     runner::{self, RunOptions},
+    validate::quote,
     vars::Invocation,
 };
 
@@ -19,6 +21,9 @@ const DEFAULT_SITE_DIR: &str = "/etc/agency_stack";
 /// Runs `agency` with `args` (program name first) and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
+    if complete::answer(&args) {
+        return ExitCode::Success as i32;
+    }
     let opts = match Opts::try_parse_from(&args) {
         Ok(opts) => opts,
         Err(error) if !error.use_stderr() => {
@@ -66,17 +71,25 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The site directory: `-C DIR`, else `$AGENCY_HOME`, else the default.
+pub fn site_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.or_else(|| env("AGENCY_HOME").filter(|d| !d.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SITE_DIR))
+}
+
 fn dispatch(opts: Opts) -> Result<()> {
+    // --list, --makefile and --completions take no target: a word after them is a mistake
+    // (`agency --list create-client` meant --explain), not something to ignore.
+    let only = [("--list", opts.list), ("--makefile", opts.makefile), ("--completions", opts.completions.is_some())];
+    if let (Some((flag, _)), Some(extra)) = (only.iter().find(|(_, given)| *given), opts.args.first()) {
+        let hint = if *flag == "--list" { "; `agency --explain TASK` describes one task" } else { "" };
+        return Err(Error::usage(format!("{flag} takes no target or VAR=VALUE, got {}{hint}", quote(extra))));
+    }
     if let Some(shell) = opts.completions {
-        let mut command = Opts::command();
-        clap_complete::generate(shell, &mut command, "agency", &mut std::io::stdout());
+        print_stdout(&complete::registration(shell)?);
         return Ok(());
     }
-    let site_dir = opts
-        .dir
-        .clone()
-        .or_else(|| env("AGENCY_HOME").filter(|d| !d.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SITE_DIR));
+    let site_dir = site_dir(opts.dir.clone());
     if opts.dir.is_some() && !site_dir.is_dir() {
         return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
     }
@@ -95,6 +108,9 @@ fn dispatch(opts: Opts) -> Result<()> {
         return Ok(());
     }
     let invocation = Invocation::parse(&opts.args, env("MAKEFLAGS").as_deref(), env)?;
+    if opts.verbose > 0 && !opts.json {
+        crate::drivers::process::trace_commands();
+    }
     let options = RunOptions {
         dry_run: opts.dry_run || invocation.make_dry_run,
         json: opts.json,

@@ -71,14 +71,15 @@ fn shown_vars(task: &Task, vars: &IndexMap<String, String>) -> serde_json::Map<S
         .collect()
 }
 
-fn confirm(task: &Task, vars: &IndexMap<String, String>, options: &RunOptions) -> Result<()> {
-    if !task.confirm || options.yes || options.dry_run {
+/// Asks before a confirming task runs, unless `already` (`--yes`, `YES=1`, a dry run).
+fn confirm(task: &Task, vars: &IndexMap<String, String>, already: bool) -> Result<()> {
+    if !task.confirm || already {
         return Ok(());
     }
     let client = vars.get("CLIENT_ID").map(|c| format!(" for {c}")).unwrap_or_default();
     if !std::io::stdin().is_terminal() {
         return Err(Error::failure(format!(
-            "{}{client} asks for confirmation and stdin is not a terminal; re-run with --yes to proceed",
+            "{}{client} asks for confirmation and stdin is not a terminal; re-run with --yes (through make: YES=1) to proceed",
             task.name
         )));
     }
@@ -138,17 +139,17 @@ pub fn run(
     let target =
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
     let plan = catalog.plan(target)?;
-    invocation.check_known(&plan)?;
     let settings = Settings::resolve(&invocation.assignments, env);
-    let resolved: Vec<(&Task, IndexMap<String, String>)> =
-        plan.iter().map(|task| Ok((*task, invocation.resolve(task, env)?))).collect::<Result<_>>()?;
+    invocation.check_known(&plan, &Roots::from_settings(&settings))?;
+    let resolved = invocation.resolve_plan(&plan, env)?;
+    let confirmed = options.yes || invocation.confirmed()?;
     for (task, vars) in &resolved {
         probe_targets_outside_pool(task, vars, &settings)?;
-        confirm(task, vars, options)?;
+        confirm(task, vars, confirmed || options.dry_run)?;
     }
 
     let output = Rc::new(Output::new(options.json, options.verbosity));
-    let host = Rc::new(Host::new(settings, options.dry_run, output.clone()));
+    let host = Rc::new(Host::new(settings, options.dry_run, output.clone(), target));
     let target_vars = &resolved.last().expect("plan holds the target").1;
     let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
     let lock_client = if locks.contains(&LockScope::All) {
@@ -175,6 +176,8 @@ pub fn run(
 
     let mut reports = Vec::new();
     let mut failure: Option<Error> = None;
+    // The `message` of the target's result map, the one line `-q` prints for a read-only task.
+    let mut result_message = None;
     for ((task, vars), ast) in resolved.iter().zip(&compiled) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
@@ -238,6 +241,7 @@ pub fn run(
             },
             Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
+        result_message = value.read_lock::<rhai::Map>().and_then(|m| m.get("message").map(|v| v.to_string()));
         if !options.dry_run {
             record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
         }
@@ -282,7 +286,7 @@ pub fn run(
         };
     }
     if failure.is_none() {
-        print_summary(&output, target, &host.effects.changes(), options.dry_run);
+        print_summary(&output, target, &host.effects.changes(), options.dry_run, result_message.as_deref());
     }
     failure.map_or(Ok(()), Err)
 }
@@ -398,9 +402,13 @@ pub fn error_json(error: &Error) -> serde_json::Value {
     value
 }
 
-fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool) {
-    // A read-only task (a listing) made no steps at all: its output is the whole story.
+fn print_summary(output: &Output, target: &str, changes: &[Change], dry_run: bool, message: Option<&str>) {
+    // A read-only task (a listing) made no steps at all: its output is the whole story, but
+    // `-q` hides it, so there the result's message (or that it went well) is the one line.
     if changes.is_empty() && !dry_run {
+        if output.verbosity == Verbosity::Quiet {
+            output.summary(&format!("{target}: {}", message.unwrap_or("done")));
+        }
         return;
     }
     let count = |outcome| changes.iter().filter(|c| c.outcome == outcome).count();

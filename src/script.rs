@@ -138,10 +138,15 @@ impl ScriptEngine {
             }
             _ => (error, None),
         };
-        let message = match error {
-            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-            EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
-            other => other.to_string().split(" (line ").next().unwrap_or_default().to_string(),
+        let (message, thrown) = match error {
+            EvalAltResult::ErrorRuntime(value, _) => {
+                if let Some(usage) = value.read_lock::<host::UsageError>() {
+                    return Error::usage(usage.0.clone());
+                }
+                (value.to_string(), true)
+            }
+            EvalAltResult::ErrorTerminated(value, _) => (value.to_string(), false),
+            other => (other.to_string().split(" (line ").next().unwrap_or_default().to_string(), false),
         };
         let position = error.position();
         let mut result = Error::failure(message);
@@ -151,8 +156,15 @@ impl ScriptEngine {
             if let Some(SourceEntry { path, line_offset, .. }) = entry
                 && let Some(text) = read_source(path)
             {
-                result =
-                    result.with_span(SourceSpan::from_line_column(path.display(), &text, line + line_offset, column));
+                let span = SourceSpan::from_line_column(path.display(), &text, line + line_offset, column);
+                // A built-in script's own `throw` is a message for the operator, who did not
+                // write that line: the message alone. A fault in a script, a host call that
+                // failed, or any line of a site's or plugin's own script keeps the excerpt.
+                let deliberate =
+                    thrown && matches!(path, SourcePath::Embedded(_)) && span.text.trim_start().starts_with("throw");
+                if !deliberate {
+                    result = result.with_span(span);
+                }
             }
         }
         result

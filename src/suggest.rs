@@ -10,9 +10,39 @@ pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a st
         .map(|(_, c)| c)
 }
 
+/// For a task name: the closest one by spelling, else the tasks that have `input` as one of
+/// their `-`-separated words (`status` → `multi-tenancy-status`), as "a or b".
+pub fn did_you_mean_task<'a>(input: &str, names: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
+    if let Some(close) = did_you_mean(input, names.clone()) {
+        return Some(close.to_string());
+    }
+    let input = input.to_ascii_lowercase();
+    let words: Vec<&str> = input.split('-').filter(|w| !w.is_empty()).collect();
+    if words.is_empty() {
+        return None;
+    }
+    let matches: Vec<&str> = names
+        .into_iter()
+        .filter(|name| {
+            let parts: Vec<&str> = name.split('-').collect();
+            parts.windows(words.len()).any(|window| window == words.as_slice())
+        })
+        .collect();
+    (!matches.is_empty() && matches.len() <= 3).then(|| matches.join(" or "))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::did_you_mean;
+    use super::{did_you_mean, did_you_mean_task};
+
+    #[test]
+    fn a_word_of_a_task_name_suggests_the_task() {
+        let tasks = ["multi-tenancy-status", "backup-client", "verify-backup", "setup-roles"];
+        assert_eq!(did_you_mean_task("status", tasks).as_deref(), Some("multi-tenancy-status"));
+        assert_eq!(did_you_mean_task("backup", tasks).as_deref(), Some("backup-client or verify-backup"));
+        assert_eq!(did_you_mean_task("setup-rols", tasks).as_deref(), Some("setup-roles"));
+        assert_eq!(did_you_mean_task("deploy", tasks), None);
+    }
 
     #[test]
     fn finds_transpositions_and_typos() {

@@ -7,14 +7,23 @@ use indexmap::IndexMap;
 
 use crate::{
     error::{Error, Result},
+    layout::Roots,
     settings::Settings,
     suggest::did_you_mean,
     taskfile::Task,
-    validate::quote,
+    validate::{parse_bool, quote},
 };
 
 /// Variables of the generated Makefile itself, which make also passes along.
 const MAKEFILE_VARIABLES: &[&str] = &["AGENCY"];
+
+/// `YES=1` on the command line (or make's) answers a confirming task's question, as `--yes`
+/// does: `make delete-client CLIENT_ID=x YES=1` (make keeps `--yes` for itself). Never read
+/// from the environment, where an old export would confirm unseen.
+const YES_VARIABLE: &str = "YES";
+
+/// The Keycloak admin's password: environment or credentials file only, never argv.
+const KEYCLOAK_PASSWORD: &str = "KEYCLOAK_ADMIN_PASSWORD";
 
 /// What the positional arguments and `MAKEFLAGS` said.
 #[derive(Debug, Default)]
@@ -81,11 +90,21 @@ impl Invocation {
     }
 
     /// Rejects assignments no task of the plan declares (settings excepted), with a suggestion.
-    pub fn check_known(&self, plan: &[&Task]) -> Result<()> {
+    /// `roots` names the file an environment-only secret is read from.
+    pub fn check_known(&self, plan: &[&Task], roots: &Roots) -> Result<()> {
         let target = plan.last().map_or("", |t| t.name.as_str());
+        let confirms = plan.iter().any(|t| t.confirm);
+        if self.assignments.contains_key(KEYCLOAK_PASSWORD) {
+            return Err(Error::usage(format!(
+                "{KEYCLOAK_PASSWORD} is never accepted on the command line, on purpose (every user sees a \
+                 command line in `ps`, and shells keep it in their history): export it in the environment or put \
+                 it in {} (mode 0600)",
+                roots.keycloak_credentials().display()
+            )));
+        }
         for name in self.assignments.keys() {
             let declared = plan.iter().any(|t| t.vars.contains_key(name));
-            if declared || Settings::is_setting(name) {
+            if declared || Settings::is_setting(name) || (confirms && name == YES_VARIABLE) {
                 continue;
             }
             let candidates = plan
@@ -98,12 +117,60 @@ impl Invocation {
         Ok(())
     }
 
+    /// Whether `YES=1` was given (checked by [`Invocation::check_known`] to be for a task that
+    /// confirms).
+    pub fn confirmed(&self) -> Result<bool> {
+        self.assignments.get(YES_VARIABLE).map_or(Ok(false), |value| {
+            parse_bool(value).map_err(|e| Error::usage(format!("invalid {YES_VARIABLE}: {e}")))
+        })
+    }
+
+    /// Every task's variables, in plan order; all required variables missing anywhere in the
+    /// plan are reported in one error.
+    pub fn resolve_plan<'t>(
+        &self,
+        plan: &[&'t Task],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(&'t Task, IndexMap<String, String>)>> {
+        let mut missing: IndexMap<&str, Option<&str>> = IndexMap::new();
+        for task in plan {
+            for (name, spec) in task.vars.iter().filter(|(_, spec)| spec.required) {
+                if self.value_of(name, &env).is_none_or(|v| v.is_empty()) {
+                    let help = missing.entry(name.as_str()).or_default();
+                    *help = help.or(spec.help.as_deref());
+                }
+            }
+        }
+        let target = plan.last().map_or("", |t| t.name.as_str());
+        match missing.len() {
+            0 => plan.iter().map(|task| Ok((*task, self.resolve(task, &env)?))).collect(),
+            1 => {
+                let (name, help) = missing.get_index(0).expect("one missing");
+                let help = help.map(|h| format!(" ({h})")).unwrap_or_default();
+                Err(Error::usage(format!("missing required variable {name} for {target}{help}")))
+            }
+            _ => {
+                let names: Vec<&str> = missing.keys().copied().collect();
+                let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+                let detail: Vec<String> =
+                    missing.iter().map(|(name, help)| format!("  {name:<width$}  {}", help.unwrap_or(""))).collect();
+                Err(Error::usage(format!("missing required variables for {target}: {}", names.join(", ")))
+                    .with_detail(detail.join("\n").trim_end().to_string()))
+            }
+        }
+    }
+
+    /// A variable's value before the task's default: command line, then environment.
+    fn value_of(&self, name: &str, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+        self.assignments.get(name).cloned().or_else(|| env(name))
+    }
+
     /// The task's variables: command line > environment > default; required ones present;
     /// each value checked by its kind and pattern.
     pub fn resolve(&self, task: &Task, env: impl Fn(&str) -> Option<String>) -> Result<IndexMap<String, String>> {
         let mut values = IndexMap::new();
         for (name, spec) in &task.vars {
-            let value = self.assignments.get(name).cloned().or_else(|| env(name)).or_else(|| spec.default.clone());
+            let value = self.value_of(name, &env).or_else(|| spec.default.clone());
             let value = match value {
                 Some(v) if !(spec.required && v.is_empty()) => v,
                 _ if spec.required => {

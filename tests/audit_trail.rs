@@ -144,6 +144,7 @@ fn two_concurrent_runs_on_one_client_write_whole_lines_one_run_after_the_other()
 fn many_concurrent_appends_from_two_processes_never_interleave() {
     const COUNT: usize = 300;
     let site = Site::new();
+    fs::create_dir_all(site.client_dir("acme")).unwrap();
     site.test().args(["setup-log-segmentation", "CLIENT_ID=acme"]).run();
     // No lock: both processes append at once. Lines of ~9 KB are larger than a pipe
     // buffer and a page, so anything but one write per line would tear them.

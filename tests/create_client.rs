@@ -210,12 +210,14 @@ fn hostile_names_round_trip_through_bash() {
 }
 
 #[test]
-fn quiet_run_prints_nothing_on_success() {
+fn quiet_run_prints_only_the_result_line_on_success() {
     let site = Site::new();
-    site.test()
+    let quiet = site
+        .test()
         .args(["-q", "create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
-        .stdout("")
         .run();
+    assert_eq!(quiet.stdout.lines().count(), 1, "{}", quiet.stdout);
+    assert!(quiet.stdout.starts_with("create-client: "), "{}", quiet.stdout);
     assert!(site.client_dir("acme").join("client.env").exists());
 }
 

@@ -51,3 +51,33 @@ fn make_misspelt_variable_gets_did_you_mean() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("did you mean CLIENT_DOMAIN?"));
 }
+
+#[test]
+fn make_yes_1_confirms_a_destructive_task_without_a_terminal() {
+    let site = Site::new();
+    let create = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
+    assert!(make(&site, &create).status.success());
+    let refused = make(&site, &["delete-client", "CLIENT_ID=acme"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("through make: YES=1"));
+    assert!(site.client_dir("acme").exists());
+    let confirmed = make(&site, &["delete-client", "CLIENT_ID=acme", "YES=1"]);
+    assert!(confirmed.status.success(), "{}", String::from_utf8_lossy(&confirmed.stderr));
+    assert!(!site.client_dir("acme").exists());
+    // YES= is for tasks that confirm; elsewhere it is an unknown variable, and it must be a bool.
+    let elsewhere = make(&site, &["list-clients", "YES=1"]);
+    assert!(String::from_utf8_lossy(&elsewhere.stderr).contains("unknown variable YES for list-clients"));
+    let bad = make(&site, &["delete-client", "CLIENT_ID=acme", "YES=sure"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid YES: \"sure\" is not a boolean"));
+}
+
+#[test]
+fn plain_make_lists_the_tasks() {
+    let site = Site::new();
+    let output = make(&site, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("create-client") && stdout.contains("list-clients"), "{stdout}");
+    assert!(!site.root().join("clients").exists() && !site.log_root().exists(), "no task ran");
+    assert!(String::from_utf8_lossy(&make(&site, &["help"]).stdout).contains("delete-client"));
+}

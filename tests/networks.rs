@@ -95,8 +95,8 @@ fn four_labelled_networks_with_recorded_subnets_kept_on_rerun() {
         }
     }
 
-    // A re-run changes nothing.
-    let again = created(&site, &id, &[&pool_arg]);
+    // A re-run changes nothing (-v lists the unchanged steps).
+    let again = created(&site, &id, &[&pool_arg, "-v"]);
     assert!(again.stdout.contains(&format!("unchanged    network {id}_database")), "{}", again.stdout);
     assert_eq!(recorded_subnets(&site, &id), subnets);
 

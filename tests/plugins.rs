@@ -419,7 +419,7 @@ fn client_report_plugin_adds_a_read_only_task() {
     let output = site
         .test()
         .arg("client-report")
-        .stdout_contains("ACME Corporation  acme.example.com  files 6/6  secrets 4  logs 4")
+        .stdout_contains("ID    NAME              DOMAIN            FILES  SECRETS  LOGS\nacme  ACME Corporation  acme.example.com  6/6    4        4\n")
         .run();
     assert!(!output.stdout.contains("missing"), "{}", output.stdout);
     let audit = site.log_root().join("clients/acme/audit.log").display().to_string();

@@ -155,7 +155,7 @@ fn an_unknown_secret_lists_the_valid_names_and_changes_nothing() {
     let before = secrets(&site, "acme");
     rotate(&site, "acme")
         .arg("SECRET=DB_PASWORD")
-        .status(1)
+        .status(2)
         .stderr_contains("unknown secret DB_PASWORD for client acme (did you mean DB_PASSWORD?)")
         .stderr_contains("its secrets are RESTIC_PASSWORD, REALM_ADMIN_PASSWORD, DB_ROOT_PASSWORD, DB_PASSWORD")
         .run();

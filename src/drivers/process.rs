@@ -4,9 +4,19 @@
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context, Result, anyhow};
+
+/// `-v`: every command line run is shown on stderr before it starts (arguments never hold
+/// secrets; the environment, where secrets go, is not shown).
+static TRACE: AtomicBool = AtomicBool::new(false);
+
+/// Turns the command trace of `-v` on.
+pub fn trace_commands() {
+    TRACE.store(true, Ordering::Relaxed);
+}
 
 /// What a finished child process left behind.
 #[derive(Debug, Clone)]
@@ -72,7 +82,26 @@ impl Command {
         self
     }
 
+    /// The command line as `-v` shows it: the program's name and its arguments, shell-quoted.
+    fn shown(&self) -> String {
+        let name = self.program.file_name().unwrap_or(self.program.as_os_str()).to_string_lossy();
+        std::iter::once(name.into_owned())
+            .chain(self.args.iter().map(|a| {
+                let arg = a.to_string_lossy();
+                shlex::try_quote(&arg).map_or_else(|_| format!("{arg:?}"), |q| q.into_owned())
+            }))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn trace(&self) {
+        if TRACE.load(Ordering::Relaxed) {
+            eprintln!("  $ {}", self.shown());
+        }
+    }
+
     fn expression(&self) -> duct::Expression {
+        self.trace();
         let mut expression = duct::cmd(&self.program, &self.args).stdout_capture().stderr_capture().unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);
@@ -106,6 +135,7 @@ impl Command {
 
     /// Starts the child with stdout as a pipe, for progress streams (e.g. `restic --json`).
     pub fn spawn_reader(&self) -> Result<duct::ReaderHandle> {
+        self.trace();
         let mut expression = duct::cmd(&self.program, &self.args).stderr_capture().unchecked();
         for (key, value) in &self.env {
             expression = expression.env(key, value);

@@ -14,18 +14,20 @@
 //! | `checks::repairs(report, id, texts)` | notes what FIX=1 did (or refused) for a client |
 //! | `checks::invalid(report, id, reason)` | a directory that is not a valid client |
 //! | `checks::table(report)` | a row per client, a column per check, the verdict; a line per problem and repair |
-//! | `checks::isolated(report)` | true when every client is valid and no check failed |
+//! | `checks::isolated(report)` | true when every client is valid and no isolation check failed |
+//! | `checks::healthy(report)` | true when no health check (`backup`, `logs`) failed |
 //! | `checks::count(report)` | clients reported |
 //! | `checks::isolated_count(report)` | clients isolated |
 //! | `checks::message(report)` | the one-line verdict for the exit status |
-//! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, checks, repairs }`; once per report (the check maps are handed over, not copied) |
+//! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, healthy, health, checks, repairs }`; once per report (the check maps are handed over, not copied) |
 //! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
 //! | `checks::logs(id)` | the client's log dir 0750 with its four files 0640, no symlinks (`logs` check) |
 //! | `checks::secrets(id)` | the client's secrets.env 0600 in a 0700 dir, no symlinks (`secrets` check) |
 //!
 //! Other modules add their own checks to a client's list (`backup` ...): a `fail` makes the
-//! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes.
+//! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes; a `fail` of a
+//! health check (`backup`, `logs`) makes the client unhealthy (HEALTH FAIL), not NOT ISOLATED.
 
 use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
 
@@ -175,15 +177,29 @@ impl StatusReport {
         self.0.borrow().reports().all(|c| c.isolated)
     }
 
+    fn healthy(&mut self) -> bool {
+        self.0.borrow().reports().all(|c| c.healthy)
+    }
+
     fn message(&mut self) -> String {
         let state = self.0.borrow();
+        let names = |bad: Vec<&str>| {
+            let shown: Vec<&str> = bad.iter().take(10).copied().collect();
+            let more = if bad.len() > 10 { format!(" and {} more", bad.len() - 10) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        };
+        let total = state.clients.len();
         let bad: Vec<&str> = state.reports().filter(|c| !c.isolated).map(|c| c.client.as_str()).collect();
-        if bad.is_empty() {
-            return format!("{} client(s), all isolated", state.clients.len());
+        let mut message = if bad.is_empty() {
+            format!("{total} client(s), all isolated")
+        } else {
+            format!("{} of {total} client(s) not fully isolated: {}", bad.len(), names(bad))
+        };
+        let unhealthy: Vec<&str> = state.reports().filter(|c| !c.healthy).map(|c| c.client.as_str()).collect();
+        if !unhealthy.is_empty() {
+            message.push_str(&format!("; health problems (backups, logs) in {}", names(unhealthy)));
         }
-        let shown: Vec<&str> = bad.iter().take(10).copied().collect();
-        let more = if bad.len() > 10 { format!(" and {} more", bad.len() - 10) } else { String::new() };
-        format!("{} of {} client(s) not fully isolated: {}{more}", bad.len(), state.clients.len(), shown.join(", "))
+        message
     }
 
     /// The reports as maps `#{ client, valid, isolated, verdict, checks, repairs }` (the shape
@@ -204,6 +220,8 @@ impl StatusReport {
                 map.insert("valid".into(), report.valid.into());
                 map.insert("isolated".into(), report.isolated.into());
                 map.insert("verdict".into(), report.verdict.as_str().into());
+                map.insert("healthy".into(), report.healthy.into());
+                map.insert("health".into(), report.health.as_str().into());
                 map.insert("checks".into(), std::mem::take(&mut entry.checks).into());
                 map.insert(
                     "repairs".into(),
@@ -250,6 +268,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     module.set_native_fn("table", |r: StatusReport| -> ScriptResult<String> { Ok(r.table()) });
     module.set_native_fn("isolated", |mut r: StatusReport| -> ScriptResult<bool> { Ok(r.isolated()) });
+    module.set_native_fn("healthy", |mut r: StatusReport| -> ScriptResult<bool> { Ok(r.healthy()) });
     module.set_native_fn("count", |r: StatusReport| -> ScriptResult<INT> { Ok(r.0.borrow().clients.len() as INT) });
     module.set_native_fn("isolated_count", |r: StatusReport| -> ScriptResult<INT> {
         Ok(r.0.borrow().reports().filter(|c| c.isolated).count() as INT)

@@ -20,6 +20,7 @@
 //! | `docker::calls()` | no | docker processes started so far in this run |
 //! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
 //! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
+//! | `docker::repair_networks(snap, id, env, adopt)` | yes | the same; `adopt` (`ADOPT=1`) also replaces an empty network of a client network's exact name that is labelled for no other client |
 //! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
 //! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
@@ -241,10 +242,11 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
                     .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
                     .unwrap_or_default();
                 problems.push(format!(
-                    "a Docker network named {} already exists and is not {id}'s (labels: {}); rename or remove it, \
-                     or choose another CLIENT_ID",
-                    expected.name,
-                    if labels.is_empty() { "none".to_string() } else { labels }
+                    "a Docker network named {name} already exists and is not {id}'s (labels: {}); if nothing uses \
+                     it, remove it (`docker network rm {name}`) and run create-client again; else choose another \
+                     CLIENT_ID",
+                    if labels.is_empty() { "none".to_string() } else { labels },
+                    name = expected.name,
                 ));
                 None
             }
@@ -281,12 +283,19 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     Ok(result)
 }
 
-fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &str, env: &Map) -> Result<Map> {
+fn repair_networks(
+    host: &Host,
+    state: &DockerState,
+    snapshot: &Snapshot,
+    id: &str,
+    env: &Map,
+    adopt: bool,
+) -> Result<Map> {
     ClientLayout::new(&host.roots, id)?;
     let recorded = env_of(env);
     let driver = isolation::client_driver(&recorded, host.settings.get("NETWORK_DRIVER"));
     isolation::check_driver(&driver)?;
-    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded);
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded, adopt);
     let mut messages = Vec::new();
     let mut subnets = Map::new();
     let mut changed = false;
@@ -485,14 +494,14 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
 }
 
 /// The subnets every client of this root records in its client.env.
-fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
-    recorded_subnets_by_client(host).into_values().flatten().collect()
+fn recorded_subnets(host: &Host) -> Result<Vec<Ipv4Net>> {
+    Ok(recorded_subnets_by_client(host)?.into_values().flatten().collect())
 }
 
 /// Per client of this root (with any), the subnets its client.env records.
-fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
+fn recorded_subnets_by_client(host: &Host) -> Result<HashMap<String, Vec<Ipv4Net>>> {
     let mut by_client = HashMap::new();
-    for id in host.roots.client_ids() {
+    for id in host.roots.client_ids()? {
         let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
         let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
         let Ok(entries) = crate::envfile::parse(&text) else { continue };
@@ -504,7 +513,7 @@ fn recorded_subnets_by_client(host: &Host) -> HashMap<String, Vec<Ipv4Net>> {
             by_client.insert(id, subnets);
         }
     }
-    by_client
+    Ok(by_client)
 }
 
 /// The subnets a new network of `client` (of `driver`) must avoid, as far as they need asking.
@@ -523,7 +532,7 @@ fn used_subnets(
     driver: &str,
     listed: Option<Vec<NetworkSummary>>,
 ) -> Result<Vec<Ipv4Net>> {
-    let mut recorded = recorded_subnets_by_client(host);
+    let mut recorded = recorded_subnets_by_client(host)?;
     recorded.remove(client);
     let listed = match listed {
         Some(listed) => listed,
@@ -571,7 +580,7 @@ fn exec_effect(
 /// there are any), or a detailed one (`network ls -q` + `network inspect` of all + `ps -a`).
 fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<DockerSnapshot> {
     let docker = state.docker()?;
-    let known = host.roots.client_ids();
+    let known = host.roots.client_ids()?;
     let snapshot = if detailed {
         let networks = docker.inspect_all_networks()?;
         Snapshot::new(networks, docker.list_containers()?, &known)
@@ -692,7 +701,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let pool = pool(&h).map_err(script_error)?;
         // A detailed snapshot knows every network on the engine; a light one only what the
         // clients' client.env files record.
-        let mut taken = recorded_subnets(&h);
+        let mut taken = recorded_subnets(&h).map_err(script_error)?;
         if snap.0.detailed {
             taken.extend(snap.0.used_subnets());
         }
@@ -724,8 +733,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("repair_networks", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Map> {
-        repair_networks(&h, &s, &snap.0, id, &env).map_err(script_error)
+        repair_networks(&h, &s, &snap.0, id, &env, false).map_err(script_error)
     });
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn(
+        "repair_networks",
+        move |snap: DockerSnapshot, id: &str, env: Map, adopt: bool| -> ScriptResult<Map> {
+            repair_networks(&h, &s, &snap.0, id, &env, adopt).map_err(script_error)
+        },
+    );
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("network_create", move |spec: Map| -> ScriptResult<String> {

@@ -78,7 +78,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
             Some(_) => (Outcome::Unchanged, format!("mode {mode:04o}")),
         };
         h.effects
-            .apply("create file", &path.display().to_string(), &detail, needed, || {
+            .apply("file", &path.display().to_string(), &detail, needed, || {
                 fsutil::create_file(&path, mode)?;
                 Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
             })
@@ -92,9 +92,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let path = h.roots.confine(path).map_err(script_error)?;
         refuse_symlink(&path)?;
         let current = fsutil::mode(&path).ok_or_else(|| format!("{} does not exist", path.display()))?;
-        let needed = if current == mode { Outcome::Unchanged } else { Outcome::Updated };
+        let (needed, detail) = if current == mode {
+            (Outcome::Unchanged, format!("mode {mode:04o}"))
+        } else {
+            (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}"))
+        };
         h.effects
-            .apply("chmod", &path.display().to_string(), &format!("{current:04o} -> {mode:04o}"), needed, || {
+            .apply("chmod", &path.display().to_string(), &detail, needed, || {
                 Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
             })
             .map(|o| o.as_str().into())

@@ -45,11 +45,6 @@ pub const PASSWORD_KEY: &str = "REALM_ADMIN_PASSWORD";
 /// Mode of realm.json (no secrets in it).
 const REALM_FILE_MODE: u32 = 0o640;
 
-/// `$AGENCY_ROOT/secrets/keycloak.env`.
-pub fn credentials_file(host: &Host) -> std::path::PathBuf {
-    host.roots.root.join("secrets").join("keycloak.env")
-}
-
 /// The credentials file's entries; none when it is missing. A file others can read is refused.
 fn read_credentials_file(path: &Path) -> Result<IndexMap<String, String>> {
     let Some(mode) = fsutil::mode(path) else { return Ok(IndexMap::new()) };
@@ -65,7 +60,7 @@ fn read_credentials_file(path: &Path) -> Result<IndexMap<String, String>> {
 
 /// Resolves the Keycloak settings: command line > environment > credentials file > default.
 pub fn resolve_settings(host: &Host) -> Result<Option<KeycloakSettings>> {
-    let file = read_credentials_file(&credentials_file(host))?;
+    let file = read_credentials_file(&host.roots.keycloak_credentials())?;
     let lookup = |name: &str| -> Option<String> {
         if let Some(setting) = SETTINGS.iter().find(|s| s.name == name) {
             let value = host.settings.get(name);

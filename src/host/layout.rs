@@ -9,6 +9,7 @@
 //! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
 //! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
 //! | `layout::dry_run()` | whether this run only plans |
+//! | `layout::target()` | the task the operator asked for (deps run for it: `create-client` when `setup-log-segmentation` runs as its dep) |
 
 use std::{path::Path, rc::Rc};
 
@@ -59,12 +60,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("clients", move || -> ScriptResult<Array> {
-        Ok(h.roots.client_ids().into_iter().map(Dynamic::from).collect())
+        Ok(h.roots.client_ids().map_err(script_error)?.into_iter().map(Dynamic::from).collect())
     });
 
     let h = host.clone();
     module.set_native_fn("inventory", move || -> ScriptResult<Array> {
         crate::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
+            .map_err(script_error)?
             .iter()
             .map(rhai::serde::to_dynamic)
             .collect()
@@ -99,6 +101,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("dry_run", move || -> ScriptResult<bool> { Ok(h.effects.dry_run()) });
+
+    let h = host.clone();
+    module.set_native_fn("target", move || -> ScriptResult<String> { Ok(h.target.clone()) });
 
     module
 }

@@ -15,7 +15,7 @@ pub mod secrets;
 
 use std::rc::Rc;
 
-use rhai::{Engine, EvalAltResult};
+use rhai::{Dynamic, Engine, EvalAltResult};
 
 use crate::{effects::Effects, layout::Roots, output::Output, settings::Settings};
 
@@ -25,14 +25,17 @@ pub struct Host {
     pub roots: Roots,
     pub effects: Effects,
     pub output: Rc<Output>,
+    /// The task the operator asked for; the others of the run are its deps.
+    pub target: String,
     /// Values of the running task's secret variables, redacted wherever a host function
     /// writes script data out (audit events).
     pub secret_values: std::cell::RefCell<Vec<String>>,
 }
 
 impl Host {
-    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>) -> Self {
+    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>, target: &str) -> Self {
         Self {
+            target: target.to_string(),
             roots: Roots::from_settings(&settings),
             settings,
             effects: Effects::new(dry_run, output.clone()),
@@ -56,6 +59,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("checks", checks::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
+    engine.register_type_with_name::<UsageError>("UsageError");
+    engine.register_fn("to_string", |e: &mut UsageError| e.0.clone());
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
     engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
         crate::validate::parse_bool(value).map_err(|e| e.into())
@@ -64,7 +69,20 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
 
 /// Host errors reach the script as runtime errors carrying the whole context chain.
 pub fn script_error(error: anyhow::Error) -> Box<EvalAltResult> {
-    format!("{error:#}").into()
+    match usage_error(&error) {
+        Some(usage) => EvalAltResult::ErrorRuntime(Dynamic::from(usage), rhai::Position::NONE).into(),
+        None => format!("{error:#}").into(),
+    }
+}
+
+/// A host function's error that is the operator's usage error (an unknown name given as a
+/// variable's value): the run exits 2, as for an unknown variable. Scripts see its message.
+#[derive(Debug, Clone)]
+pub struct UsageError(pub String);
+
+fn usage_error(error: &anyhow::Error) -> Option<UsageError> {
+    let usage = error.downcast_ref::<crate::error::Error>()?;
+    (usage.code == crate::error::ExitCode::Usage).then(|| UsageError(format!("{error:#}")))
 }
 
 pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
@@ -73,7 +91,8 @@ pub type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 /// native calls such as `docker::exec_with_stdin(..)` without one), so the message can
 /// point at the script's line.
 pub fn located_error(context: &rhai::NativeCallContext, error: anyhow::Error) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(format!("{error:#}").into(), context.call_position()).into()
+    let value = usage_error(&error).map_or_else(|| format!("{error:#}").into(), Dynamic::from);
+    EvalAltResult::ErrorRuntime(value, context.call_position()).into()
 }
 
 /// Modes arrive from scripts as integers (`0o640`).

@@ -212,6 +212,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         }
         let (layout, config) = setup(&h, id).map_err(script_error)?;
         let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        h.output.begin("restic open", &config.repository.to_string());
         repo.open().map_err(script_error)?;
         h.effects.unchanged(
             "restic open",
@@ -394,6 +395,7 @@ fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT>
     let mut removed = 0;
     for candidate in candidates {
         let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
+        host.output.begin("restic key list", &target);
         let keys = match old.key_list() {
             Ok(keys) => keys,
             Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
@@ -652,7 +654,11 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
             Some(found) if found == id => {}
             other => bail!("the restored client.env names client {other:?}, not {id}"),
         }
-        Ok((snapshots.len(), check, format!("restored {} from snapshot {}", sample.display(), newest.short_id)))
+        Ok((
+            snapshots.len(),
+            check,
+            format!("a copy of {} from snapshot {} restored into a scratch dir", sample.display(), newest.short_id),
+        ))
     })();
     match outcome {
         Ok((count, check, sample)) => {
