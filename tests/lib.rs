@@ -28,6 +28,7 @@ mod plugins;
 mod rotation;
 mod sandbox;
 mod setup_roles;
+mod stacks;
 mod status;
 mod support;
 mod traefik;
