@@ -33,3 +33,4 @@ mod status;
 mod support;
 mod traefik;
 mod variables;
+mod wordpress;
