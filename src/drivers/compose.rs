@@ -168,12 +168,12 @@ pub fn stop_and_remove(docker: &Path, ids: &[&str], timeout: u32) -> Result<()> 
 /// there is none (one `docker inspect`).
 pub fn container(docker: &Path, name: &str) -> Result<Option<(bool, serde_json::Value, Vec<String>)>> {
     let format = "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .NetworkSettings.Networks}}";
-    let output = Command::new(docker).args(["container", "inspect", "--format", format, "--", name]).output()?;
+    let output = Command::new(docker).args(["inspect", "--type", "container", "--format", format, "--", name]).output()?;
     if !output.success() {
         if output.stderr.contains("No such") {
             return Ok(None);
         }
-        bail!("`docker container inspect {name}` failed: {}", output.first_error_line());
+        bail!("`docker inspect {name}` failed: {}", output.first_error_line());
     }
     let mut fields = output.stdout.trim().splitn(3, '\t');
     let parse = |text: Option<&str>| -> serde_json::Value {
