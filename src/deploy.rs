@@ -198,7 +198,8 @@ mod tests {
         assert_eq!(needed(&prints, &[]), Needed::Create);
         let fresh = [container("web", "running", "a"), container("db", "running", "b")];
         assert_eq!(needed(&prints, &fresh), Needed::UpToDate);
-        let stale = [container("web", "running", "old"), container("db", "exited", "b"), container("cron", "running", "c")];
+        let stale =
+            [container("web", "running", "old"), container("db", "exited", "b"), container("cron", "running", "c")];
         assert_eq!(
             needed(&prints, &stale),
             Needed::Update(vec!["db".into(), "web".into(), "cron (not in the stack)".into()])

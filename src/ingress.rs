@@ -45,9 +45,11 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
         .parse()
         .map_err(|_| anyhow::anyhow!("INGRESS_BIND must be an IP address, got {:?}", setting("INGRESS_BIND")))?;
     let port = |key: &str| -> Result<u16> {
-        setting(key).parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            anyhow::anyhow!("{key} must be a port number, got {:?}", setting(key))
-        })
+        setting(key)
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| anyhow::anyhow!("{key} must be a port number, got {:?}", setting(key)))
     };
     let http = port("INGRESS_HTTP_PORT")?;
     let bind = match bind {
@@ -152,15 +154,21 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
     let current = found.as_ref().and_then(|(_, labels, _)| labels.get(LABEL_CONFIG).and_then(|v| v.as_str()));
     let running = found.as_ref().is_some_and(|(running, _, _)| *running);
     let target = format!("container {name}");
-    let detail = format!("image {}, {}", host.settings.get("INGRESS_IMAGE"), args[args.iter().position(|a| a == "--publish").unwrap_or(0) + 1]);
+    let detail = format!(
+        "image {}, {}",
+        host.settings.get("INGRESS_IMAGE"),
+        args[args.iter().position(|a| a == "--publish").unwrap_or(0) + 1]
+    );
     let outcome = match (&found, current == Some(digest.as_str())) {
-        (None, _) => host.effects.apply("ingress", &target, &detail, Outcome::Created, || {
-            driver::run_detached(docker, &args).map(drop)
-        })?,
-        (Some(_), false) => host.effects.apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
-            driver::container_command(docker, &["rm", "-f"], &name)?;
-            driver::run_detached(docker, &args).map(drop)
-        })?,
+        (None, _) => host
+            .effects
+            .apply("ingress", &target, &detail, Outcome::Created, || driver::run_detached(docker, &args).map(drop))?,
+        (Some(_), false) => {
+            host.effects.apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
+                driver::container_command(docker, &["rm", "-f"], &name)?;
+                driver::run_detached(docker, &args).map(drop)
+            })?
+        }
         (Some(_), true) if !running => host.effects.apply("ingress", &target, "start", Outcome::Updated, || {
             driver::container_command(docker, &["start"], &name)
         })?,
@@ -169,8 +177,11 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
             Outcome::Unchanged
         }
     };
-    let on: Vec<String> =
-        if outcome == Outcome::Unchanged { found.map(|(_, _, networks)| networks).unwrap_or_default() } else { Vec::new() };
+    let on: Vec<String> = if outcome == Outcome::Unchanged {
+        found.map(|(_, _, networks)| networks).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut connected = Vec::new();
     for id in deployed_clients(docker)? {
         let network = format!("{id}_frontend");

@@ -407,7 +407,9 @@ fn check_mounts(mounts: Option<&Value>, volumes: &[String]) -> Result<()> {
 /// YAML as JSON data: string keys, no anchors.
 fn to_json(yaml: &Yaml) -> Result<Value> {
     Ok(match yaml {
-        Yaml::Real(text) => text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+        Yaml::Real(text) => {
+            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+        }
         Yaml::Integer(i) => json!(i),
         Yaml::String(s) => json!(s),
         Yaml::Boolean(b) => json!(b),
@@ -564,8 +566,14 @@ mod tests {
             ("services:\n  a:\n    image: x\n    labels: {agency.tiers: backend}\n    ports: ['80:80']\n", "`ports`"),
             ("services:\n  a:\n    image: x\n    labels: {agency.tiers: frontend}\n", "without agency.http.port"),
             ("services:\n  a:\n    image: x\n", "agency.tiers"),
-            ("services:\n  a:\n    image: x\n    labels: {agency.tiers: backend}\n    volumes: ['/etc:/h']\n", "host paths"),
-            ("services:\n  a:\n    image: x\n    labels: {agency.tiers: 'frontend,database', agency.http.port: 80, agency.db: mysql}\n", "frontend"),
+            (
+                "services:\n  a:\n    image: x\n    labels: {agency.tiers: backend}\n    volumes: ['/etc:/h']\n",
+                "host paths",
+            ),
+            (
+                "services:\n  a:\n    image: x\n    labels: {agency.tiers: 'frontend,database', agency.http.port: 80, agency.db: mysql}\n",
+                "frontend",
+            ),
             ("networks: {}\nservices:\n  a:\n    image: x\n", "top-level `networks`"),
             ("services:\n  a:\n    image: x\n    labels: {agency.tiers: public}\n", "\"public\""),
         ] {

@@ -76,7 +76,9 @@ fn strings(value: &Value) -> Vec<String> {
 
 impl Inspection {
     pub fn take(docker: &Path, roots: &Roots) -> Result<Inspection> {
-        let listed = Command::new(docker).args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"]).output()?;
+        let listed = Command::new(docker)
+            .args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"])
+            .output()?;
         if !listed.success() {
             bail!("`docker ps` failed: {}", listed.first_error_line());
         }
@@ -142,7 +144,9 @@ impl Inspection {
         });
         if containers.is_empty() {
             return match problems.is_empty() {
-                true => Check::new("stack", Status::Skip, format!("stack {stack_name} not deployed")).evidence(evidence),
+                true => {
+                    Check::new("stack", Status::Skip, format!("stack {stack_name} not deployed")).evidence(evidence)
+                }
                 false => Check::new("stack", Status::Fail, problems.join("; ")).evidence(evidence),
             };
         }
@@ -158,7 +162,10 @@ impl Inspection {
             if c.restarts > 0 {
                 warnings.push(format!("{} restarted {} time(s)", c.name, c.restarts));
             }
-            if !c.cap_drop.iter().any(|cap| cap.eq_ignore_ascii_case("NET_RAW") || cap.eq_ignore_ascii_case("CAP_NET_RAW"))
+            if !c
+                .cap_drop
+                .iter()
+                .any(|cap| cap.eq_ignore_ascii_case("NET_RAW") || cap.eq_ignore_ascii_case("CAP_NET_RAW"))
             {
                 problems.push(format!("{} keeps NET_RAW", c.name));
             }

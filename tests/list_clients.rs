@@ -35,7 +35,12 @@ fn lists_each_client_with_name_domain_created_and_health() {
     let created = bash_value(&site.client_dir("acme").join("client.env"), "CLIENT_CREATED");
     let acme: Vec<&str> = lines[1].split("  ").filter(|c| !c.is_empty()).map(str::trim).collect();
     assert_eq!(acme, ["acme", "ACME Corporation", "acme.example.com", created.as_str(), "ok", "not deployed"]);
-    assert!(lines[2].starts_with("beta ") && lines[2].contains("Beta & Söhne") && lines[2].contains(" ok ") && lines[2].ends_with(" not deployed"));
+    assert!(
+        lines[2].starts_with("beta ")
+            && lines[2].contains("Beta & Söhne")
+            && lines[2].contains(" ok ")
+            && lines[2].ends_with(" not deployed")
+    );
 
     let rows = rows(&site);
     assert_eq!(rows.len(), 2);
@@ -102,7 +107,11 @@ fn lists_without_a_working_docker() {
     fs::set_permissions(bin.join("docker"), fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let output = site.test().arg("list-clients").env("PATH", &path).run();
-    assert!(output.stdout.lines().any(|l| l.starts_with("acme ") && l.contains(" ok ") && l.ends_with(" unknown")), "{}", output.stdout);
+    assert!(
+        output.stdout.lines().any(|l| l.starts_with("acme ") && l.contains(" ok ") && l.ends_with(" unknown")),
+        "{}",
+        output.stdout
+    );
     assert!(output.stdout.contains("stack states unknown"), "{}", output.stdout);
     assert!(marker.exists(), "the one docker call for stack states");
 }

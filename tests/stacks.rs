@@ -45,7 +45,8 @@ impl Drop for Deployed {
     fn drop(&mut self) {
         for id in &self.ids {
             let listed = docker(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={id}")]);
-            let containers: Vec<String> = String::from_utf8_lossy(&listed.stdout).split_whitespace().map(String::from).collect();
+            let containers: Vec<String> =
+                String::from_utf8_lossy(&listed.stdout).split_whitespace().map(String::from).collect();
             if !containers.is_empty() {
                 let mut args = vec!["rm", "-f", "-v"];
                 args.extend(containers.iter().map(String::as_str));
@@ -134,8 +135,11 @@ fn secret(site: &Site, id: &str, key: &str) -> String {
 fn compose_argv_shim(dir: &Path, log: &Path) {
     let Some(real) = containers::which("docker-compose") else { return };
     let shim = dir.join("docker-compose");
-    fs::write(&shim, format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.display()))
-        .unwrap();
+    fs::write(
+        &shim,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.display()),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -280,7 +284,13 @@ fn a_stack_that_would_break_isolation_is_refused_before_anything_changes() {
         "services:\n  web:\n    image: x\n    labels:\n      agency.tiers: frontend\n      agency.http.port: \"80\"\n    ports: [\"80:80\"]\n",
     );
     site.test()
-        .args(["create-client", "CLIENT_ID=openco", "CLIENT_NAME=Open", "CLIENT_DOMAIN=open.example.test", "STACK=open"])
+        .args([
+            "create-client",
+            "CLIENT_ID=openco",
+            "CLIENT_NAME=Open",
+            "CLIENT_DOMAIN=open.example.test",
+            "STACK=open",
+        ])
         .status(1)
         .stderr_contains("service web: `ports` is not allowed")
         .run();
@@ -344,7 +354,13 @@ fn the_ingress_routes_each_domain_to_its_own_client() {
     // The first client is deployed before the ingress runs, the second after.
     let id_arg = |id: &str| format!("CLIENT_ID={id}");
     for id in &ids {
-        run(&["create-client", &id_arg(id), "CLIENT_NAME=Routed", &format!("CLIENT_DOMAIN={id}.example.test"), "STACK=bb"]);
+        run(&[
+            "create-client",
+            &id_arg(id),
+            "CLIENT_NAME=Routed",
+            &format!("CLIENT_DOMAIN={id}.example.test"),
+            "STACK=bb",
+        ]);
     }
     run(&["deploy-client", &id_arg(&ids[0])]);
     let setup = run(&["--json", "setup-ingress"]).json();

@@ -84,7 +84,12 @@ fn two_wordpress_clients_through_the_ingress_survive_rotation_and_a_restart() {
     };
     let domain = |id: &str| format!("{id}.example.test");
     for id in &ids {
-        run(&["create-client", &format!("CLIENT_ID={id}"), "CLIENT_NAME=Blog", &format!("CLIENT_DOMAIN={}", domain(id))]);
+        run(&[
+            "create-client",
+            &format!("CLIENT_ID={id}"),
+            "CLIENT_NAME=Blog",
+            &format!("CLIENT_DOMAIN={}", domain(id)),
+        ]);
         run(&["deploy-client", &format!("CLIENT_ID={id}")]);
     }
     run(&["setup-ingress"]);
@@ -107,8 +112,13 @@ fn two_wordpress_clients_through_the_ingress_survive_rotation_and_a_restart() {
 
     // Data written with the current password survives stop-client + deploy-client.
     let old = secret(&site, a, "DB_PASSWORD");
-    sql(&container_of(a, "db"), "wordpress", &old, "CREATE TABLE wordpress.kept (v INT); INSERT INTO wordpress.kept VALUES (42)")
-        .unwrap();
+    sql(
+        &container_of(a, "db"),
+        "wordpress",
+        &old,
+        "CREATE TABLE wordpress.kept (v INT); INSERT INTO wordpress.kept VALUES (42)",
+    )
+    .unwrap();
 
     // rotate-secrets: db-passwords sets the new passwords in MariaDB, stack-redeploy restarts
     // WordPress with them; the page still loads and the old password is refused.

@@ -59,12 +59,8 @@ impl Compose {
     }
 
     fn project_args(&self, project: &Project) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "--project-name".into(),
-            project.name.into(),
-            "--project-directory".into(),
-            project.directory.into(),
-        ];
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--project-name".into(), project.name.into(), "--project-directory".into(), project.directory.into()];
         for file in project.files {
             args.push("--file".into());
             args.push(file.into());
@@ -77,7 +73,10 @@ impl Compose {
     pub fn run(&self, project: &Project, action: &[&str]) -> Result<()> {
         let stray = project.directory.join(".env");
         if stray.exists() {
-            bail!("{} exists: Compose would read it; agency passes every value by environment, remove it", stray.display());
+            bail!(
+                "{} exists: Compose would read it; agency passes every value by environment, remove it",
+                stray.display()
+            );
         }
         let mut command = Command::new(&self.program);
         if self.plugin {
@@ -91,14 +90,8 @@ impl Compose {
         if output.success() {
             return Ok(());
         }
-        let mut line = output
-            .stderr
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("no error output")
-            .to_string();
+        let mut line =
+            output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output").to_string();
         for (_, value) in project.env.iter().filter(|(_, v)| v.len() >= 4) {
             line = line.replace(value.as_str(), "<redacted>");
         }
@@ -168,7 +161,8 @@ pub fn stop_and_remove(docker: &Path, ids: &[&str], timeout: u32) -> Result<()> 
 /// there is none (one `docker inspect`).
 pub fn container(docker: &Path, name: &str) -> Result<Option<(bool, serde_json::Value, Vec<String>)>> {
     let format = "{{json .State.Running}}\t{{json .Config.Labels}}\t{{json .NetworkSettings.Networks}}";
-    let output = Command::new(docker).args(["inspect", "--type", "container", "--format", format, "--", name]).output()?;
+    let output =
+        Command::new(docker).args(["inspect", "--type", "container", "--format", format, "--", name]).output()?;
     if !output.success() {
         if output.stderr.contains("No such") {
             return Ok(None);

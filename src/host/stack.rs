@@ -102,8 +102,7 @@ fn write_shown(host: &Host, path: &std::path::Path, text: &str) -> Result<Outcom
     if host.effects.dry_run() && current != text {
         host.output.note(&format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
     }
-    super::fs::write_file(host, &path.display().to_string(), text.as_bytes(), 0o640, "")
-        .map_err(|e| anyhow!("{e}"))
+    super::fs::write_file(host, &path.display().to_string(), text.as_bytes(), 0o640, "").map_err(|e| anyhow!("{e}"))
 }
 
 fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
@@ -135,12 +134,15 @@ fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
     }
     let containers = compose::project_containers(&docker, id)?;
     let (needed, detail) = match deploy::needed(&fingerprints, &containers) {
-        Needed::UpToDate => (Outcome::Unchanged, format!("{}: {} service(s) up to date", stack.name, fingerprints.len())),
+        Needed::UpToDate => {
+            (Outcome::Unchanged, format!("{}: {} service(s) up to date", stack.name, fingerprints.len()))
+        }
         Needed::Create => (Outcome::Created, format!("{}: services {}", stack.name, join(fingerprints.keys()))),
         Needed::Update(changed) => (Outcome::Updated, format!("{}: {} changed", stack.name, changed.join(", "))),
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
-    let project = Project { name: id, directory: &layout.config_dir, files: [&base, &layout.compose_override], env: &env };
+    let project =
+        Project { name: id, directory: &layout.config_dir, files: [&base, &layout.compose_override], env: &env };
     let action = ["up", "-d", "--remove-orphans"];
     // Compose is looked for only when there is something to do.
     let mut command = String::new();
@@ -151,7 +153,8 @@ fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
             host.output.note(&format!("would run: {command}"));
         }
     }
-    host.effects.apply("compose up", &format!("stack {id}"), &detail, needed, || state.compose()?.run(&project, &action))?;
+    host.effects
+        .apply("compose up", &format!("stack {id}"), &detail, needed, || state.compose()?.run(&project, &action))?;
     let services: Array = stack.services.iter().map(|s| Dynamic::from(s.name.clone())).collect();
     Ok(Map::from_iter([
         ("stack".into(), stack.name.clone().into()),
@@ -195,7 +198,13 @@ fn states(state: &State) -> Result<Map> {
     Ok(by_client
         .into_iter()
         .map(|(id, (all, running))| {
-            let state = if running == all { "running" } else if running == 0 { "stopped" } else { "partial" };
+            let state = if running == all {
+                "running"
+            } else if running == 0 {
+                "stopped"
+            } else {
+                "partial"
+            };
             (id.into(), state.into())
         })
         .collect())
@@ -258,7 +267,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("domain_owner", move |id: &str, domain: &str| -> ScriptResult<String> {
-        Ok(stack_status::domains(&h.roots).remove(domain).unwrap_or_default().into_iter().find(|o| o != id).unwrap_or_default())
+        Ok(stack_status::domains(&h.roots)
+            .remove(domain)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| o != id)
+            .unwrap_or_default())
     });
 
     let (h, s) = (host.clone(), state.clone());
