@@ -188,6 +188,16 @@ fn a_site_stack_deploys_with_tiers_labels_limits_volumes_and_secrets_and_redeplo
         assert!(env.contains(line), "client.env lacks {line}:\n{env}");
     }
 
+    // A dry run names the Compose command and changes nothing.
+    let plan = site
+        .test()
+        .env("AGENCY_BACKUPS", "off")
+        .env("PATH", &path)
+        .args(["-n", "deploy-client", &format!("CLIENT_ID={id}")])
+        .run();
+    assert!(plan.stderr.contains("would run: docker"), "{}", plan.stderr);
+    assert!(plan.stderr.contains("up -d --remove-orphans"), "{}", plan.stderr);
+    assert!(project(&id).is_empty(), "a dry run started containers");
     let first = run(&["--json", "deploy-client", &format!("CLIENT_ID={id}")]).json();
     let changes = first["tasks"][0]["changes"].as_array().unwrap();
     let up = changes.iter().find(|c| c["action"] == "compose up").unwrap();
