@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client delete-client list-clients multi-tenancy-status restore-client rotate-secrets setup-log-segmentation setup-roles verify-backup
+AGENCY_TASKS := backup-client client-report create-client delete-client deploy-client list-clients multi-tenancy-status restore-client rotate-secrets setup-ingress setup-log-segmentation setup-roles stop-client verify-backup
 
 -include dev.mk
 
@@ -30,6 +30,10 @@ create-client:
 delete-client:
 	+@$(AGENCY) $@
 
+.PHONY: deploy-client
+deploy-client:
+	+@$(AGENCY) $@
+
 .PHONY: list-clients
 list-clients:
 	+@$(AGENCY) $@
@@ -46,12 +50,20 @@ restore-client:
 rotate-secrets:
 	+@$(AGENCY) $@
 
+.PHONY: setup-ingress
+setup-ingress:
+	+@$(AGENCY) $@
+
 .PHONY: setup-log-segmentation
 setup-log-segmentation:
 	+@$(AGENCY) $@
 
 .PHONY: setup-roles
 setup-roles:
+	+@$(AGENCY) $@
+
+.PHONY: stop-client
+stop-client:
 	+@$(AGENCY) $@
 
 .PHONY: verify-backup

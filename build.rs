@@ -1,4 +1,4 @@
-//! Embeds the built-in `tasks/` and `plugins/` trees into the binary, so the runner
+//! Embeds the built-in `tasks/`, `plugins/` and `stacks/` trees into the binary, so the runner
 //! works with no site directory and a site file of the same name overrides one.
 
 use std::{env, fs, path::Path};
@@ -10,7 +10,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for path in entries {
         if path.is_dir() {
             collect(root, &path, out);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "rhai" | "md")) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "rhai" | "md" | "yml")) {
             out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
         }
     }
@@ -19,7 +19,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for top in ["tasks", "plugins"] {
+    for top in ["tasks", "plugins", "stacks"] {
         println!("cargo:rerun-if-changed={top}");
         collect(root, &root.join(top), &mut files);
     }

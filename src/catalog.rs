@@ -28,6 +28,8 @@ pub struct Catalog {
     pub tasks: BTreeMap<String, Task>,
     /// Plugins in loading order, which is also the order their hooks run in.
     pub plugins: Vec<Plugin>,
+    /// Where site tasks, plugins and stacks come from.
+    pub site_dir: PathBuf,
 }
 
 impl Catalog {
@@ -40,7 +42,7 @@ impl Catalog {
     /// A task of a later layer replaces one of the same name, and `--explain` shows what it
     /// replaced; two plugins defining the same task is a definition error naming both.
     pub fn load(site_dir: &Path) -> Result<Self> {
-        let mut catalog = Self { tasks: BTreeMap::new(), plugins: Vec::new() };
+        let mut catalog = Self { tasks: BTreeMap::new(), plugins: Vec::new(), site_dir: site_dir.to_path_buf() };
         for (key, text) in BUILTIN_FILES {
             if let Some(name) = key.strip_prefix("tasks/").and_then(|f| f.strip_suffix(".toml"))
                 && !name.contains('/')

@@ -149,7 +149,7 @@ pub fn run(
     }
 
     let output = Rc::new(Output::new(options.json, options.verbosity));
-    let host = Rc::new(Host::new(settings, options.dry_run, output.clone(), target));
+    let host = Rc::new(Host::new(settings, options.dry_run, output.clone(), target).with_site_dir(&catalog.site_dir));
     let target_vars = &resolved.last().expect("plan holds the target").1;
     let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
     let lock_client = if locks.contains(&LockScope::All) {

@@ -42,6 +42,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "Keycloak admin user (password from KEYCLOAK_ADMIN_PASSWORD)",
     },
     Setting { name: "KEYCLOAK_PATH_PREFIX", default: "", help: "'/auth' for legacy Keycloak; detected when empty" },
+    Setting { name: "INGRESS_NAME", default: "agency-ingress", help: "container name of the shared ingress (Traefik)" },
+    Setting { name: "INGRESS_IMAGE", default: "traefik:v3", help: "image of the shared ingress" },
+    Setting { name: "INGRESS_BIND", default: "0.0.0.0", help: "address the ingress publishes its ports on" },
+    Setting { name: "INGRESS_HTTP_PORT", default: "80", help: "host port of the ingress's HTTP entry point" },
+    Setting {
+        name: "INGRESS_HTTPS_PORT",
+        default: "443",
+        help: "host port of the ingress's HTTPS entry point (with ACME_EMAIL)",
+    },
+    Setting {
+        name: "ACME_EMAIL",
+        default: "",
+        help: "set: HTTPS with Let's Encrypt certificates and HTTP redirected to it; empty: HTTP only",
+    },
 ];
 
 /// Resolved settings: command line > environment > default.

@@ -171,6 +171,7 @@ fn mutates(argv: &[String]) -> bool {
         ["docker", "network", sub, ..] => !matches!(*sub, "ls" | "inspect"),
         ["docker", "volume", sub, ..] => !matches!(*sub, "ls" | "inspect"),
         ["docker", "image", sub, ..] => !matches!(*sub, "ls" | "inspect"),
+        ["docker", "compose", sub, ..] => !matches!(*sub, "version" | "config" | "ps"),
         ["docker", sub, ..] => !matches!(*sub, "version" | "info" | "ps" | "inspect" | "images"),
         ["restic", "key", sub, ..] => *sub != "list",
         ["restic", "forget", ..] => !argv.iter().any(|a| a == "--dry-run" || a == "-n"),

@@ -1,7 +1,8 @@
-//! Generated docker-compose.override.yml files checked by the real Compose tool
-//! (`docker compose`, else Debian's `docker-compose`) with a minimal base file.
+//! The compose files create-client writes for each built-in stack (the stack's compose.yml and
+//! the client's rendered override), checked by the real Compose tool (`docker compose`, else
+//! Debian's `docker-compose`).
 
-use std::{fs, process::Command};
+use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -9,9 +10,6 @@ use crate::{
     containers::{self, ClientNetworks},
     test::Site,
 };
-
-pub const BASE: &str =
-    "services:\n  app:\n    image: nginx:alpine\n  db:\n    image: mysql:8\n    labels:\n      agency.db: mysql\n";
 
 /// `docker compose` when the plugin is there, else `docker-compose`.
 pub fn compose_tool() -> Option<Vec<&'static str>> {
@@ -26,6 +24,27 @@ pub fn compose_tool() -> Option<Vec<&'static str>> {
     }
 }
 
+/// `compose config` of a client's two files, the variables given in the environment; the
+/// merged configuration, or the tool's error.
+pub fn config(tool: &[&str], dir: &std::path::Path, id: &str, env: &[(&str, &str)]) -> Result<Yaml, String> {
+    let output = Command::new(tool[0])
+        .args(&tool[1..])
+        .args(["-p", id, "--project-directory"])
+        .arg(dir)
+        .arg("-f")
+        .arg(dir.join("compose.yml"))
+        .arg("-f")
+        .arg(dir.join("docker-compose.override.yml"))
+        .arg("config")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(YamlLoader::load_from_str(&String::from_utf8_lossy(&output.stdout)).unwrap().remove(0))
+}
+
 fn names(map: &Yaml) -> Vec<&str> {
     let mut names: Vec<&str> =
         map.as_hash().unwrap_or_else(|| panic!("not a map: {map:?}")).keys().map(|k| k.as_str().unwrap()).collect();
@@ -34,71 +53,52 @@ fn names(map: &Yaml) -> Vec<&str> {
 }
 
 #[test]
-fn each_generated_override_passes_compose_config_with_a_base_file() {
+fn each_built_in_stack_renders_files_compose_accepts() {
     let Some(tool) = compose_tool() else {
-        containers::skip(
-            "compose::each_generated_override_passes_compose_config",
-            "neither `docker compose` nor `docker-compose` is installed",
-        );
+        containers::skip("compose::each_built_in_stack_renders", "neither `docker compose` nor `docker-compose`");
         return;
     };
     let site = Site::new();
-    let ids: Vec<String> = (0..3).map(|_| containers::unique("cc")).collect();
+    let ids: Vec<String> = (0..2).map(|_| containers::unique("cc")).collect();
     let _networks = ClientNetworks(ids.clone());
-    let base = site.path().join("docker-compose.yml");
-    fs::write(&base, BASE).unwrap();
-    for id in &ids {
+    for (id, stack) in ids.iter().zip(["wordpress", "static"]) {
         site.test()
-            .arg("create-client")
+            .env("AGENCY_BACKUPS", "off")
+            .args(["create-client", "CLIENT_NAME=Compose Test", "MEMORY_LIMIT=256m"])
             .arg(&format!("CLIENT_ID={id}"))
-            .arg("CLIENT_NAME=Compose Test")
             .arg(&format!("CLIENT_DOMAIN={id}.example.com"))
+            .arg(&format!("STACK={stack}"))
             .run();
-        let override_file = site.client_dir(id).join("docker-compose.override.yml");
-        let output = Command::new(tool[0])
-            .args(&tool[1..])
-            .arg("-f")
-            .arg(&base)
-            .arg("-f")
-            .arg(&override_file)
-            .args(["-p", id, "config"])
-            .current_dir(site.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{} config rejected {}:\n{}\n{}",
-            tool.join(" "),
-            override_file.display(),
-            String::from_utf8_lossy(&output.stderr),
-            fs::read_to_string(&override_file).unwrap()
-        );
-        let config = &YamlLoader::load_from_str(&stdout).unwrap()[0];
-
-        // The client's own networks, created by agency, so external.
-        for (key, tier) in
-            [("frontend", "frontend"), ("backend", "backend"), ("database", "database"), ("default", "network")]
-        {
+        let dir = site.client_dir(id);
+        let config = config(&tool, &dir, id, &[("DB_PASSWORD", "p"), ("DB_ROOT_PASSWORD", "r")])
+            .unwrap_or_else(|e| panic!("{stack}: compose rejects the files: {e}"));
+        let dump = format!("{config:?}");
+        for (key, tier) in [("frontend", "frontend"), ("default", "network")] {
             let network = &config["networks"][key];
-            assert_eq!(network["name"].as_str(), Some(format!("{id}_{tier}").as_str()), "{stdout}");
-            assert_eq!(network["external"].as_bool(), Some(true), "{key} is not external:\n{stdout}");
+            assert_eq!(network["name"].as_str(), Some(format!("{id}_{tier}").as_str()), "{dump}");
+            assert_eq!(network["external"].as_bool(), Some(true), "{key} is not external: {dump}");
         }
-        let app = &config["services"]["app"];
-        let db = &config["services"]["db"];
-        assert_eq!(names(&app["networks"]), ["backend", "database", "default", "frontend"], "{stdout}");
-        assert_eq!(names(&db["networks"]), ["database"], "the database is only on the database network:\n{stdout}");
-        let aliases = app["networks"]["frontend"]["aliases"].as_vec().unwrap();
-        assert!(aliases.iter().any(|a| a.as_str() == Some(&format!("{id}-app"))), "{stdout}");
-        // Labels from the override, merged with the base file's own.
-        for service in [app, db] {
-            assert_eq!(service["labels"]["agency.client"].as_str(), Some(id.as_str()), "{stdout}");
-            assert_eq!(service["labels"]["agency.managed"].as_str(), Some("true"), "{stdout}");
-            let tag = service["logging"]["options"]["tag"].as_str().unwrap();
-            assert!(tag.starts_with(&format!("agency.{id}.")), "{tag}");
+        let services = &config["services"];
+        for name in names(services) {
+            let service = &services[name];
+            assert_eq!(service["labels"]["agency.client"].as_str(), Some(id.as_str()), "{dump}");
+            assert_eq!(service["labels"]["agency.managed"].as_str(), Some("true"), "{dump}");
+            assert!(service["logging"]["options"]["tag"].as_str().unwrap().starts_with(&format!("agency.{id}.")));
+            assert_eq!(service["cap_drop"][0].as_str(), Some("NET_RAW"), "{dump}");
+            assert_eq!(service["restart"].as_str(), Some("unless-stopped"), "{dump}");
         }
-        assert_eq!(db["labels"]["agency.db"].as_str(), Some("mysql"), "{stdout}");
-        assert_eq!(db["labels"]["agency.role"].as_str(), Some("database"), "{stdout}");
-        assert_eq!(db["image"].as_str(), Some("mysql:8"));
+        let volumes = &config["volumes"];
+        for name in names(volumes) {
+            assert_eq!(volumes[name]["name"].as_str(), Some(format!("{id}_{name}").as_str()), "{dump}");
+        }
+        if stack == "wordpress" {
+            assert_eq!(names(&services["wordpress"]["networks"]), ["database", "frontend"], "{dump}");
+            assert_eq!(names(&services["db"]["networks"]), ["database"], "the database is only on its tier: {dump}");
+            assert_eq!(services["db"]["labels"]["agency.db"].as_str(), Some("mariadb"), "{dump}");
+            // The secrets come from the environment of the compose process.
+            assert_eq!(services["db"]["environment"]["MARIADB_PASSWORD"].as_str(), Some("p"), "{dump}");
+            assert_eq!(services["db"]["environment"]["MARIADB_ROOT_PASSWORD"].as_str(), Some("r"), "{dump}");
+            assert_eq!(services["db"]["image"].as_str(), Some("mariadb:11"), "{dump}");
+        }
     }
 }

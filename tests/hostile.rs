@@ -224,8 +224,11 @@ fn accepted_hostile_values_load_in_traefik_and_compose() {
             middlewares.extend(crate::traefik::keys(doc, "middlewares").into_iter().map(|n| format!("{n}@file")));
             services.extend(crate::traefik::keys(doc, "services").into_iter().map(|n| format!("{n}@file")));
             fs::copy(&file, dynamic.join(format!("{id}.yml"))).unwrap();
-            let override_file = site.client_dir(&id).join("docker-compose.override.yml");
-            fs::copy(override_file, overrides.join(format!("{id}.yml"))).unwrap();
+            let files = overrides.join(&id);
+            fs::create_dir(&files).unwrap();
+            for name in ["compose.yml", "docker-compose.override.yml"] {
+                fs::copy(site.client_dir(&id).join(name), files.join(name)).unwrap();
+            }
             clients.push((id, auth, compose_matters));
         }
     }
@@ -252,28 +255,13 @@ fn accepted_hostile_values_load_in_traefik_and_compose() {
     }
     drop(traefik);
 
-    let base = files.path().join("docker-compose.yml");
-    fs::write(&base, crate::compose::BASE).unwrap();
     let mut composed = 0;
     for (id, _, _) in clients.iter().filter(|(_, _, matters)| *matters) {
-        let output = std::process::Command::new(compose[0])
-            .args(&compose[1..])
-            .arg("-f")
-            .arg(&base)
-            .arg("-f")
-            .arg(overrides.join(format!("{id}.yml")))
-            .args(["-p", id, "config"])
-            .current_dir(files.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "compose rejects {id}'s override: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let config = &yaml_rust2::YamlLoader::load_from_str(&stdout).unwrap()[0];
-        assert_eq!(config["services"]["app"]["labels"]["agency.client"].as_str(), Some(id.as_str()), "{stdout}");
+        let env = [("DB_PASSWORD", "p"), ("DB_ROOT_PASSWORD", "r")];
+        let config = crate::compose::config(&compose, &overrides.join(id), id, &env)
+            .unwrap_or_else(|e| panic!("compose rejects {id}'s files: {e}"));
+        let stdout = format!("{config:?}");
+        assert_eq!(config["services"]["wordpress"]["labels"]["agency.client"].as_str(), Some(id.as_str()), "{stdout}");
         assert_eq!(config["networks"]["database"]["name"].as_str(), Some(format!("{id}_database").as_str()));
         composed += 1;
     }

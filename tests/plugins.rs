@@ -341,7 +341,7 @@ fn a_site_plugin_named_like_a_builtin_one_replaces_it() {
     assert_eq!(plugin["origin"], "site plugin client-report");
     assert_eq!(plugin["replaces"], "<built-in>/plugins/client-report");
     let names: Vec<&str> = json["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["db-passwords", "client-report"], "built-in plugins first, then site plugins");
+    assert_eq!(names, ["db-passwords", "stack-redeploy", "client-report"], "built-in plugins first, then site plugins");
 }
 
 #[test]
@@ -402,7 +402,7 @@ fn list_shows_plugins_in_loading_order() {
         site.test().arg("--list").stdout_contains("plugins (in loading order; hooks run in this order):").run();
     let section = output.stdout.split("plugins (in loading order").nth(1).unwrap();
     let names: Vec<&str> = section.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(names, ["client-report", "db-passwords", "alpha"]);
+    assert_eq!(names, ["client-report", "db-passwords", "stack-redeploy", "alpha"]);
 }
 
 #[test]

@@ -155,7 +155,8 @@ fn traefik_loads_three_clients_files_with_every_router_and_middleware_enabled() 
             format!("CLIENT_DOMAIN={id}.example.com"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut test = site.test();
+        // With ACME_EMAIL: HTTPS routers and HTTP redirected (the default serves HTTP only).
+        let mut test = site.test().env("ACME_EMAIL", "ops@example.test");
         for arg in &args {
             test = test.arg(arg);
         }

@@ -12,6 +12,7 @@ pub mod keycloak;
 pub mod layout;
 pub mod restic;
 pub mod secrets;
+pub mod stack;
 
 use std::rc::Rc;
 
@@ -30,6 +31,8 @@ pub struct Host {
     /// Values of the running task's secret variables, redacted wherever a host function
     /// writes script data out (audit events).
     pub secret_values: std::cell::RefCell<Vec<String>>,
+    /// The site directory (its `stacks/` win over the built-in ones).
+    pub site_dir: std::path::PathBuf,
 }
 
 impl Host {
@@ -41,7 +44,13 @@ impl Host {
             effects: Effects::new(dry_run, output.clone()),
             output,
             secret_values: Default::default(),
+            site_dir: std::path::PathBuf::new(),
         }
+    }
+
+    pub fn with_site_dir(mut self, site_dir: &std::path::Path) -> Self {
+        self.site_dir = site_dir.to_path_buf();
+        self
     }
 }
 
@@ -57,6 +66,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
     engine.register_static_module("checks", checks::create_module(host).into());
+    engine.register_static_module("stack", stack::create_module(host).into());
+    engine.register_type_with_name::<stack::StackInspection>("StackInspection");
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");

@@ -1,0 +1,328 @@
+//! `stack::` — a client's stack (SPEC §10) and the one shared ingress. Reads run in dry runs
+//! too; every change goes through the effects layer. Compose gets the client's values and
+//! secrets in its environment only.
+//!
+//! | function | mutates | returns |
+//! |---|---|---|
+//! | `stack::names()` | no | the stacks there are: the built-in ones and the site's `stacks/<name>/compose.yml` |
+//! | `stack::load(name)` | no | the stack checked: `#{ name, origin, text, services: [#{ name, tiers, http_port, db, image }], volumes }`; fails naming what is wrong |
+//! | `stack::override(name, id, env)` | no | the client's compose override (YAML text) for the client.env map `env` (its `CPU_LIMIT`, `MEMORY_LIMIT`, `PIDS_LIMIT`) |
+//! | `stack::upstream(name, id)` | no | where the ingress sends the client's requests, `http://<id>-<service>:<port>`, or `""` when no service carries `agency.http.port` |
+//! | `stack::domain_owner(id, domain)` | no | the id of another client whose client.env records `domain`, or `""` |
+//! | `stack::deploy(id)` | yes | writes the client's compose.yml and override, runs `compose up -d --remove-orphans` as project `<id>` unless every service already runs as deployed: `#{ stack, outcome, services, command }` (`command`: the Compose command line, `""` when nothing ran) |
+//! | `stack::stop(id)` | yes | stops and removes the client's containers, keeps its volumes: "removed" / "unchanged" |
+//! | `stack::states()` | no | map client id → `running` / `stopped` / `partial` of the clients with containers (one `docker ps`) |
+//! | `stack::ingress_dir()` | no | the directory of the ingress's per-client dynamic files |
+//! | `stack::ingress_file(id)` | no | the client's dynamic file there |
+//! | `stack::setup_ingress()` | yes | the shared Traefik container (`INGRESS_*` settings), attached to every deployed client's frontend network: `#{ container, outcome, connected }` |
+//! | `stack::connect_ingress(id)` | yes | attaches a running ingress to the client's frontend network: "created" / "unchanged" (no ingress, or attached) |
+//! | `stack::inspect()` | no | a `StackInspection` of every agency container (one `docker ps` + one `docker inspect`) and the domains of all clients |
+//! | `stack::check(inspection, id)` | no | the `stack` check of a client: services running (restarts, health), limits and hardened defaults, only the routed service on the frontend, its domain its own |
+
+use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, rc::Rc};
+
+use anyhow::{Context, Result, anyhow};
+use rhai::{Array, Dynamic, Map, Module};
+
+use super::{Host, ScriptResult, checks::check_dynamic, script_error};
+use crate::{
+    deploy::{self, Limits, Needed},
+    drivers::{
+        compose::{self, Compose, Project},
+        docker::Docker,
+    },
+    effects::Outcome,
+    layout::ClientLayout,
+    stack::{ClientSpec, DEFAULT_STACK, Stack},
+    stack_status::{self, Inspection},
+};
+
+/// An inspection handed to scripts (cheap to copy).
+#[derive(Clone)]
+pub struct StackInspection(pub Rc<Inspection>);
+
+#[derive(Default)]
+struct State {
+    docker: RefCell<Option<PathBuf>>,
+    compose: RefCell<Option<Compose>>,
+}
+
+impl State {
+    fn docker(&self) -> Result<PathBuf> {
+        let mut slot = self.docker.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Docker::locate()?.program().to_path_buf());
+        }
+        Ok(slot.clone().expect("just set"))
+    }
+
+    fn compose(&self) -> Result<Compose> {
+        let mut slot = self.compose.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Compose::locate(&self.docker()?)?);
+        }
+        Ok(slot.clone().expect("just set"))
+    }
+}
+
+fn read_env(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+    Ok(crate::envfile::parse(&text)?.into_iter().collect())
+}
+
+fn map_env(env: &Map) -> BTreeMap<String, String> {
+    env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The stack named in client.env (`STACK`), the built-in default for clients without one.
+pub fn stack_of(host: &Host, env: &BTreeMap<String, String>) -> Result<Stack> {
+    Stack::load(&host.site_dir, env.get("STACK").map_or(DEFAULT_STACK, String::as_str))
+}
+
+fn render(stack: &Stack, id: &str, env: &BTreeMap<String, String>) -> Result<(serde_json::Value, String)> {
+    let limits = Limits::from_env(env)?;
+    let spec = ClientSpec { id, cpus: limits.cpus, memory: &limits.memory, pids: limits.pids };
+    let rendered = stack.render_override(&spec);
+    let text = format!(
+        "# Rendered by agency from stack {} ({}) for client {id}; re-rendered on every deploy.\n{}",
+        stack.name,
+        stack.origin,
+        crate::yaml::render(&rendered)
+    );
+    Ok((rendered, text))
+}
+
+fn upstream(stack: &Stack, id: &str) -> String {
+    stack.routed().map(|s| format!("http://{id}-{}:{}", s.name, s.http_port.unwrap_or(80))).unwrap_or_default()
+}
+
+/// Writes `text` through the effects layer; in a dry run a changed file's diff is printed.
+fn write_shown(host: &Host, path: &std::path::Path, text: &str) -> Result<Outcome> {
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    if host.effects.dry_run() && current != text {
+        host.output.note(&format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
+    }
+    super::fs::write_file(host, &path.display().to_string(), text.as_bytes(), 0o640, "").map_err(|e| anyhow!("{e}"))
+}
+
+fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
+    let layout = ClientLayout::new(&host.roots, id)?;
+    if !layout.env_file.exists() {
+        anyhow::bail!("client {id} does not exist: {} is missing (run create-client)", layout.env_file.display());
+    }
+    let client = read_env(&layout.env_file)?;
+    let secrets = read_env(&layout.secrets_file)?;
+    let stack = stack_of(host, &client)?;
+    let (rendered, override_text) = render(&stack, id, &client)?;
+    let base = layout.config_dir.join("compose.yml");
+    write_shown(host, &base, &stack.text)?;
+    write_shown(host, &layout.compose_override, &override_text)?;
+
+    let mut env = deploy::compose_env(&stack, &client, &secrets, &|name| std::env::var(name).ok())?;
+    let docker = state.docker()?;
+    let images = deploy::images(&stack, &env);
+    let names: Vec<&str> = {
+        let mut names: Vec<&str> = images.values().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    let image_ids = compose::image_ids(&docker, &names)?;
+    let fingerprints = deploy::fingerprints(&stack, &rendered, &env, &image_ids);
+    for service in &stack.services {
+        env.insert(service.deploy_variable(), fingerprints[&service.name].clone());
+    }
+    let containers = compose::project_containers(&docker, id)?;
+    let (needed, detail) = match deploy::needed(&fingerprints, &containers) {
+        Needed::UpToDate => {
+            (Outcome::Unchanged, format!("{}: {} service(s) up to date", stack.name, fingerprints.len()))
+        }
+        Needed::Create => (Outcome::Created, format!("{}: services {}", stack.name, join(fingerprints.keys()))),
+        Needed::Update(changed) => (Outcome::Updated, format!("{}: {} changed", stack.name, changed.join(", "))),
+    };
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let project =
+        Project { name: id, directory: &layout.config_dir, files: [&base, &layout.compose_override], env: &env };
+    let action = ["up", "-d", "--remove-orphans"];
+    // Compose is looked for only when there is something to do.
+    let mut command = String::new();
+    if needed != Outcome::Unchanged {
+        let compose = state.compose()?;
+        command = compose.describe(&project, &action);
+        if host.effects.dry_run() {
+            host.output.note(&format!("would run: {command}"));
+        }
+    }
+    host.effects
+        .apply("compose up", &format!("stack {id}"), &detail, needed, || state.compose()?.run(&project, &action))?;
+    let services: Array = stack.services.iter().map(|s| Dynamic::from(s.name.clone())).collect();
+    Ok(Map::from_iter([
+        ("stack".into(), stack.name.clone().into()),
+        ("outcome".into(), needed.as_str().into()),
+        ("services".into(), services.into()),
+        ("command".into(), command.into()),
+    ]))
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    items.map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn stop(host: &Host, state: &State, id: &str) -> Result<String> {
+    ClientLayout::new(&host.roots, id)?;
+    let docker = state.docker()?;
+    let containers = compose::project_containers(&docker, id)?;
+    if containers.is_empty() {
+        host.effects.unchanged("stack stop", &format!("stack {id}"), "no containers");
+        return Ok(Outcome::Unchanged.as_str().into());
+    }
+    let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    let names: Vec<&String> = containers.iter().map(|c| &c.name).collect();
+    let detail = format!("containers {}; volumes kept", join(names.into_iter()));
+    host.effects.apply("stack stop", &format!("stack {id}"), &detail, Outcome::Removed, || {
+        compose::stop_and_remove(&docker, &ids, 10)
+    })?;
+    Ok(Outcome::Removed.as_str().into())
+}
+
+fn states(state: &State) -> Result<Map> {
+    let docker = Docker::with_program(state.docker()?);
+    let containers = docker.list_containers_with_labels(&[("agency.managed".into(), "true".into())])?;
+    let mut by_client: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for container in containers.iter().filter(|c| !c.is_probe()) {
+        let Some(client) = container.label("agency.client") else { continue };
+        let entry = by_client.entry(client.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(container.state == "running");
+    }
+    Ok(by_client
+        .into_iter()
+        .map(|(id, (all, running))| {
+            let state = if running == all {
+                "running"
+            } else if running == 0 {
+                "stopped"
+            } else {
+                "partial"
+            };
+            (id.into(), state.into())
+        })
+        .collect())
+}
+
+pub fn create_module(host: &Rc<Host>) -> Module {
+    let mut module = Module::new();
+    let state = Rc::new(State::default());
+
+    let h = host.clone();
+    module.set_native_fn("names", move || -> ScriptResult<Array> {
+        let mut names = crate::stack::builtin_names();
+        if let Ok(entries) = std::fs::read_dir(h.site_dir.join("stacks")) {
+            names.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+        }
+        names.sort();
+        names.dedup();
+        Ok(names.into_iter().map(Dynamic::from).collect())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("load", move |name: &str| -> ScriptResult<Map> {
+        let stack = Stack::load(&h.site_dir, name).map_err(script_error)?;
+        let services: Array = stack
+            .services
+            .iter()
+            .map(|s| {
+                let tiers: Array = s.tiers.iter().map(|t| Dynamic::from(t.to_string())).collect();
+                Dynamic::from(Map::from_iter([
+                    ("name".into(), s.name.clone().into()),
+                    ("tiers".into(), tiers.into()),
+                    ("http_port".into(), s.http_port.map_or(Dynamic::UNIT, |p| (p as rhai::INT).into())),
+                    ("db".into(), s.db.clone().map_or(Dynamic::UNIT, Dynamic::from)),
+                    ("image".into(), s.image.clone().into()),
+                ]))
+            })
+            .collect();
+        let volumes: Array = stack.volumes.iter().map(|v| Dynamic::from(v.clone())).collect();
+        Ok(Map::from_iter([
+            ("name".into(), stack.name.clone().into()),
+            ("origin".into(), stack.origin.clone().into()),
+            ("text".into(), stack.text.clone().into()),
+            ("services".into(), services.into()),
+            ("volumes".into(), volumes.into()),
+        ]))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("override", move |name: &str, id: &str, env: Map| -> ScriptResult<String> {
+        ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        let stack = Stack::load(&h.site_dir, name).map_err(script_error)?;
+        render(&stack, id, &map_env(&env)).map(|(_, text)| text).map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("upstream", move |name: &str, id: &str| -> ScriptResult<String> {
+        ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        Ok(upstream(&Stack::load(&h.site_dir, name).map_err(script_error)?, id))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("domain_owner", move |id: &str, domain: &str| -> ScriptResult<String> {
+        Ok(stack_status::domains(&h.roots)
+            .remove(domain)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| o != id)
+            .unwrap_or_default())
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("deploy", move |id: &str| -> ScriptResult<Map> { deploy(&h, &s, id).map_err(script_error) });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("stop", move |id: &str| -> ScriptResult<String> { stop(&h, &s, id).map_err(script_error) });
+
+    let s = state.clone();
+    module.set_native_fn("states", move || -> ScriptResult<Map> { states(&s).map_err(script_error) });
+
+    let h = host.clone();
+    module.set_native_fn("ingress_dir", move || -> ScriptResult<String> {
+        Ok(crate::ingress::dynamic_dir(&h.roots).display().to_string())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("ingress_file", move |id: &str| -> ScriptResult<String> {
+        ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        Ok(crate::ingress::dynamic_dir(&h.roots).join(format!("{id}.yml")).display().to_string())
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("setup_ingress", move || -> ScriptResult<Map> {
+        let docker = s.docker().map_err(script_error)?;
+        let (name, outcome, connected) = crate::ingress::setup(&h, &docker).map_err(script_error)?;
+        let connected: Array = connected.into_iter().map(Dynamic::from).collect();
+        Ok(Map::from_iter([
+            ("container".into(), name.into()),
+            ("outcome".into(), outcome.as_str().into()),
+            ("connected".into(), connected.into()),
+        ]))
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("connect_ingress", move |id: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        crate::ingress::connect(&h, &docker, id).map(|o| o.as_str().into()).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("inspect", move || -> ScriptResult<StackInspection> {
+        let docker = s.docker().map_err(script_error)?;
+        Inspection::take(&docker, &h.roots).map(|i| StackInspection(Rc::new(i))).map_err(script_error)
+    });
+
+    let h = host.clone();
+    module.set_native_fn("check", move |inspection: StackInspection, id: &str| -> ScriptResult<Dynamic> {
+        Ok(check_dynamic(&inspection.0.check(&h.site_dir, id)))
+    });
+
+    module
+}
