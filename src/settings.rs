@@ -42,6 +42,21 @@ pub const SETTINGS: &[Setting] = &[
         help: "Keycloak admin user (password from KEYCLOAK_ADMIN_PASSWORD)",
     },
     Setting { name: "KEYCLOAK_PATH_PREFIX", default: "", help: "'/auth' for legacy Keycloak; detected when empty" },
+    Setting {
+        name: "METRICS_DIR",
+        default: "",
+        help: "node_exporter textfile directory status, backup-client and verify-backup write *.prom into; empty: none",
+    },
+    Setting {
+        name: "NOTIFY_URL",
+        default: "",
+        help: "webhook (http/https) that gets a JSON event when a run fails or status finds a problem",
+    },
+    Setting {
+        name: "HEALTHCHECK_URL",
+        default: "",
+        help: "healthchecks-style ping URL: /start, success, /fail per run; {task} and {client} are filled in",
+    },
 ];
 
 /// Resolved settings: command line > environment > default.

@@ -24,6 +24,7 @@ mod locks;
 mod log_segmentation;
 mod make;
 mod networks;
+mod operations;
 mod plugins;
 mod rotation;
 mod sandbox;

@@ -8,8 +8,10 @@ pub mod docker;
 pub mod envfile;
 pub mod format;
 pub mod fs;
+pub mod html;
 pub mod keycloak;
 pub mod layout;
+pub mod metrics;
 pub mod restic;
 pub mod secrets;
 
@@ -54,6 +56,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
     engine.register_static_module("checks", checks::create_module(host).into());
+    engine.register_static_module("metrics", metrics::create_module(host).into());
+    engine.register_static_module("html", html::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
