@@ -27,6 +27,7 @@ pub mod report;
 pub mod rotation;
 pub mod run;
 pub mod runner;
+pub mod schedule;
 pub mod script;
 pub mod settings;
 pub mod subnet;

@@ -28,6 +28,7 @@ mod operations;
 mod plugins;
 mod rotation;
 mod sandbox;
+mod schedule;
 mod setup_roles;
 mod status;
 mod support;

@@ -13,6 +13,7 @@ pub mod keycloak;
 pub mod layout;
 pub mod metrics;
 pub mod restic;
+pub mod schedule;
 pub mod secrets;
 
 use std::rc::Rc;
@@ -58,6 +59,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("checks", checks::create_module(host).into());
     engine.register_static_module("metrics", metrics::create_module(host).into());
     engine.register_static_module("html", html::create_module(host).into());
+    engine.register_static_module("schedule", schedule::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
