@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client delete-client list-clients multi-tenancy-status restore-client rotate-secrets schedule setup-log-segmentation setup-roles verify-backup
+AGENCY_TASKS := backup-client client-report create-client delete-client list-clients multi-tenancy-status notify-failure restore-client rotate-secrets schedule setup-log-segmentation setup-roles verify-backup
 
 -include dev.mk
 
@@ -30,6 +30,10 @@ list-clients:
 
 .PHONY: multi-tenancy-status
 multi-tenancy-status:
+	+@$(AGENCY) $@
+
+.PHONY: notify-failure
+notify-failure:
 	+@$(AGENCY) $@
 
 .PHONY: restore-client

@@ -20,6 +20,7 @@ pub mod listing;
 pub mod lock;
 pub mod makefile;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod plugin;
 pub mod realm;

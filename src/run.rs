@@ -9,6 +9,7 @@ use crate::{
     cli::Opts,
     error::{Error, ExitCode, Result},
     listing, makefile,
+    notify::{self, Notifier},
     output::{Verbosity, print_stdout},
     runner::{self, RunOptions},
     vars::Invocation,
@@ -72,6 +73,31 @@ fn dispatch(opts: Opts) -> Result<()> {
         clap_complete::generate(shell, &mut command, "agency", &mut std::io::stdout());
         return Ok(());
     }
+    // Set up from the raw command line before anything else, so a run that fails before its
+    // script starts (a bad variable, a task file that does not parse) still reports it.
+    let is_run = !opts.makefile && !opts.list && opts.explain.is_none();
+    let makeflags = env("MAKEFLAGS");
+    let make_dry_run = Invocation::parse(&opts.args, makeflags.as_deref(), env).is_ok_and(|i| i.make_dry_run);
+    let notifier = match is_run && !opts.dry_run && !make_dry_run {
+        true => Notifier::for_run(&opts.args, makeflags.as_deref(), &env)?
+            .filter(|n| n.task != crate::schedule::NOTIFY_TASK),
+        false => None,
+    };
+    let Some(notifier) = notifier else { return dispatch_run(opts, None) };
+    warn_undelivered(notifier.started());
+    let mut problems = Vec::new();
+    let result = dispatch_run(opts, Some(&mut problems));
+    warn_undelivered(notifier.finished(result.as_ref().err(), &problems));
+    result
+}
+
+fn warn_undelivered(sent: anyhow::Result<()>) {
+    if let Err(e) = sent {
+        eprintln!("warning: {e:#}");
+    }
+}
+
+fn dispatch_run(opts: Opts, problems: Option<&mut Vec<notify::Problem>>) -> Result<()> {
     let site_dir = opts
         .dir
         .clone()
@@ -106,5 +132,5 @@ fn dispatch(opts: Opts) -> Result<()> {
             (false, _) => Verbosity::Verbose,
         },
     };
-    runner::run(&catalog, &invocation, &options, &env)
+    runner::run(&catalog, &invocation, &options, &env, problems)
 }

@@ -24,6 +24,7 @@ mod locks;
 mod log_segmentation;
 mod make;
 mod networks;
+mod notify;
 mod operations;
 mod plugins;
 mod rotation;

@@ -12,6 +12,7 @@ pub mod html;
 pub mod keycloak;
 pub mod layout;
 pub mod metrics;
+pub mod notify;
 pub mod restic;
 pub mod schedule;
 pub mod secrets;
@@ -60,6 +61,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("metrics", metrics::create_module(host).into());
     engine.register_static_module("html", html::create_module(host).into());
     engine.register_static_module("schedule", schedule::create_module(host).into());
+    engine.register_static_module("notify", notify::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
