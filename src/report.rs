@@ -232,4 +232,23 @@ mod tests {
         assert!(html.contains("<td>2h</td>"));
         assert!(!html.contains("http"), "no external reference");
     }
+
+    #[test]
+    fn a_page_of_many_clients_has_a_row_each_and_starts_with_the_ones_not_isolated() {
+        let rows: Vec<Row> = (0..150)
+            .map(|i| {
+                let status = if i == 120 { Status::Fail } else { Status::Ok };
+                Row {
+                    report: ClientReport::new(&format!("c{i:03}"), true, vec![Check::new("logs", status, "x")], vec![]),
+                    backup_age_seconds: Some(60),
+                }
+            })
+            .collect();
+        let page = Page { rows: &rows, generated: "", host: "h", pool: "p", pool_used: 0, pool_total: 0 };
+        let html = render(&page);
+        assert_eq!(html.matches("<tr id=").count(), 150);
+        let listed = html.find("<li><a href=\"#client-c120\">").unwrap();
+        assert!(listed < html.find("<table>").unwrap());
+        assert_eq!(html.matches("<li>").count(), 1);
+    }
 }

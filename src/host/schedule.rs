@@ -22,6 +22,7 @@ use crate::{
     fsutil,
     schedule::{self, Job, Plan, UNIT_PREFIX},
     settings::SETTINGS,
+    validate,
 };
 
 const UNIT_MODE: u32 = 0o644;
@@ -98,7 +99,8 @@ fn plan(vars: &Map, clients: &Array) -> Result<Plan> {
         site_dir: var(vars, "SITE_DIR"),
         env_file: var(vars, "ENV_FILE"),
         jobs: jobs(vars),
-        clients: clients.iter().map(|c| c.to_string()).collect(),
+        // A directory under clients/ that is not a valid id (status calls it INVALID) gets no job.
+        clients: clients.iter().map(|c| c.to_string()).filter(|id| validate::client_id(id).is_ok()).collect(),
     };
     for (what, value) in [("AGENCY_BIN", &plan.agency), ("SITE_DIR", &plan.site_dir), ("ENV_FILE", &plan.env_file)] {
         schedule::check_plain(what, value)?;
