@@ -27,8 +27,9 @@ use crate::{
 /// The textfile collector reads files of any mode it can open; nothing in them is secret.
 const METRICS_MODE: u32 = 0o644;
 
-/// Writes `METRICS_DIR/<name>.prom`; `""` when no metrics directory is set.
-fn write(host: &Host, name: &str, exposition: &Exposition) -> Result<String> {
+/// Writes `METRICS_DIR/<name>.prom` with what `metrics` gives; `""` (and `metrics` is not
+/// called: status of thousands of clients pays nothing) when no metrics directory is set.
+fn write(host: &Host, name: &str, metrics: impl FnOnce() -> Result<Exposition>) -> Result<String> {
     let dir = host.settings.get("METRICS_DIR");
     if dir.is_empty() {
         return Ok(String::new());
@@ -39,7 +40,7 @@ fn write(host: &Host, name: &str, exposition: &Exposition) -> Result<String> {
     let path = Path::new(dir).join(format!("{name}.prom"));
     let target = path.display().to_string();
     let needed = if path.exists() { Outcome::Updated } else { Outcome::Created };
-    let text = exposition.render();
+    let text = metrics()?.render();
     host.effects.apply("write metrics", &target, "0644", needed, || {
         fsutil::write_atomic(&path, text.as_bytes(), METRICS_MODE).with_context(|| format!("cannot write {target}"))
     })?;
@@ -52,22 +53,26 @@ fn pool_usage(pool: &Map) -> PoolUsage {
 }
 
 fn status(host: &Host, report: &StatusReport, pool: &Map) -> Result<String> {
-    let mut reports: Vec<ClientReport> = Vec::new();
-    report.visit(|client, _| reports.push(client.clone()));
-    let heads: Vec<&ClientReport> = reports.iter().collect();
-    write(host, "agency-status", &metrics::status(&heads, &pool_usage(pool), SystemTime::now()))
+    write(host, "agency-status", || {
+        let mut reports: Vec<ClientReport> = Vec::new();
+        report.visit(|client, _| reports.push(client.clone()));
+        let heads: Vec<&ClientReport> = reports.iter().collect();
+        Ok(metrics::status(&heads, &pool_usage(pool), SystemTime::now()))
+    })
 }
 
 fn backup(host: &Host, id: &str) -> Result<String> {
     let layout = ClientLayout::new(&host.roots, id)?;
-    let config = BackupConfig::load(&layout)?;
-    let now = SystemTime::now();
-    let snapshots = backup::status_cheap(&layout, &config, now).snapshots.map(|n| n as u64);
-    let bytes = match &config.repository {
-        Location::Local(path) if path.is_dir() => Some(metrics::tree_bytes(path)?),
-        _ => None,
-    };
-    write(host, &format!("agency-backup-{id}"), &metrics::backup(id, snapshots, bytes, now))
+    write(host, &format!("agency-backup-{id}"), || {
+        let config = BackupConfig::load(&layout)?;
+        let now = SystemTime::now();
+        let snapshots = backup::status_cheap(&layout, &config, now).snapshots.map(|n| n as u64);
+        let bytes = match &config.repository {
+            Location::Local(path) if path.is_dir() => Some(metrics::tree_bytes(path)?),
+            _ => None,
+        };
+        Ok(metrics::backup(id, snapshots, bytes, now))
+    })
 }
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -81,7 +86,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("verify", move |id: &str| -> ScriptResult<String> {
         ClientLayout::new(&h.roots, id).map_err(script_error)?;
-        write(&h, &format!("agency-verify-{id}"), &metrics::verify(id, SystemTime::now())).map_err(script_error)
+        write(&h, &format!("agency-verify-{id}"), || Ok(metrics::verify(id, SystemTime::now()))).map_err(script_error)
     });
     module
 }
