@@ -200,7 +200,8 @@ mod tests {
         assert!(text.contains("agency_check_ok{client=\"acme\",check=\"firewall\"} 0\n"));
         assert!(!text.contains("check=\"probe\""));
         assert!(text.contains("agency_firewall_enforced{client=\"acme\"} 0\n"));
-        assert!(text.contains("agency_subnet_pool_used_blocks 4\nagency_subnet_pool_size_blocks"));
+        assert!(text.contains("\nagency_subnet_pool_used_blocks 4\n"));
+        assert!(text.contains("\nagency_subnet_pool_size_blocks 1024\n"));
         assert_eq!(text.matches("# HELP agency_check_ok ").count(), 1);
     }
 
