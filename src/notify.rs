@@ -10,16 +10,19 @@
 //! carry the task, the client, the outcome and the failing checks' summaries: never a variable
 //! value other than CLIENT_ID, never a secret. Dry runs send nothing.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Result, anyhow, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
     drivers::{keycloak::config_quote, process},
     error::Error,
-    validate,
+    fsutil, validate,
 };
 
 /// Seconds curl may spend on one notification: a dead endpoint must not hold up a run.
@@ -70,6 +73,64 @@ pub struct Notifier {
     healthcheck: Option<String>,
     pub task: String,
     pub client: String,
+    /// The last failure event sent for this task and client; `None`: every failure is sent.
+    memory: Option<Memory>,
+}
+
+/// What the last failure event of a task (for a client) reported, kept under AGENCY_ROOT, so a
+/// problem that stands is sent once (and again every `NOTIFY_REPEAT`), not on every run of a
+/// job that runs every 15 minutes; the first success after it sends a `recovered` event.
+#[derive(Debug, Clone)]
+struct Memory {
+    path: PathBuf,
+    repeat: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    fingerprint: String,
+    sent_unix: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Memory {
+    fn recall(&self) -> Option<Remembered> {
+        serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Whether a failure with `fingerprint` is news: none sent, a different one, or long ago.
+    fn is_news(&self, fingerprint: &str) -> bool {
+        match self.recall() {
+            Some(last) => last.fingerprint != fingerprint || unix_now() >= last.sent_unix + self.repeat.as_secs(),
+            None => true,
+        }
+    }
+
+    fn remember(&self, fingerprint: &str) -> Result<()> {
+        let dir = self.path.parent().expect("the memory file is in a dir");
+        fsutil::create_dir(dir, 0o700)?;
+        let record = Remembered { fingerprint: fingerprint.to_string(), sent_unix: unix_now() };
+        fsutil::write_atomic(&self.path, &serde_json::to_vec(&record)?, 0o600)?;
+        Ok(())
+    }
+
+    /// Forgets the last failure; whether there was one.
+    fn forget(&self) -> bool {
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// What makes two failures the same news: the exit code and the failing checks (not their
+/// summaries, which carry ages and counts), or the message when there are none.
+fn fingerprint(error: &Error, problems: &[Problem]) -> String {
+    let mut heads: Vec<(&str, &str)> = problems.iter().map(|p| (p.client.as_str(), p.check.as_str())).collect();
+    heads.sort_unstable();
+    heads.dedup();
+    if heads.is_empty() { json!([error.code as i32, error.message]) } else { json!([error.code as i32, heads]) }
+        .to_string()
 }
 
 /// `scheme://host` of a URL: what messages may show of it.
@@ -128,14 +189,28 @@ impl Notifier {
         if webhook.is_none() && healthcheck.is_none() {
             return Ok(None);
         }
-        Ok(Some(Self { webhook, healthcheck, task: task.clone(), client }))
+        let repeat = value("NOTIFY_REPEAT").unwrap_or_else(|| "24h".into());
+        let repeat = match repeat.as_str() {
+            "0" => None,
+            text => Some(
+                humantime::parse_duration(text)
+                    .map_err(|e| Error::usage(format!("invalid NOTIFY_REPEAT {text:?}: {e}")))?,
+            ),
+        };
+        // Only under a root that exists: a run that fails because it does not still reports.
+        let root = PathBuf::from(value("AGENCY_ROOT").unwrap_or_else(|| "/opt/agency_stack".into()));
+        let memory = repeat.filter(|_| root.is_dir()).map(|repeat| Memory {
+            path: root.join("notify").join(format!("{}@{}.json", fill("{task}".into()), fill("{client}".into()))),
+            repeat,
+        });
+        Ok(Some(Self { webhook, healthcheck, task: task.clone(), client, memory }))
     }
 
     /// A notifier for host functions, from the run's settings.
     pub fn from_settings(webhook: &str, healthcheck: &str, task: &str, client: &str) -> Self {
         let some = |url: &str| Some(url.to_string()).filter(|u| !u.is_empty());
         let healthcheck = some(healthcheck).map(|u| u.replace("{task}", task).replace("{client}", client));
-        Self { webhook: some(webhook), healthcheck, task: task.to_string(), client: client.to_string() }
+        Self { webhook: some(webhook), healthcheck, task: task.to_string(), client: client.to_string(), memory: None }
     }
 
     pub fn has_webhook(&self) -> bool {
@@ -154,16 +229,28 @@ impl Notifier {
     pub fn finished(&self, failure: Option<&Error>, problems: &[Problem]) -> Result<()> {
         let mut errors = Vec::new();
         if let Some(error) = failure {
-            if self.webhook.is_some() {
+            let fingerprint = fingerprint(error, problems);
+            if self.webhook.is_some() && self.memory.as_ref().is_none_or(|m| m.is_news(&fingerprint)) {
                 let event = self.event("failure", error, problems);
-                errors.extend(self.send(&event).err());
+                match self.send(&event) {
+                    Ok(()) => errors.extend(self.memory.as_ref().and_then(|m| m.remember(&fingerprint).err())),
+                    Err(e) => errors.push(e),
+                }
             }
             if let Some(url) = &self.healthcheck {
                 let body = format!("{} failed (exit {}): {}", self.task, error.code as i32, error.message);
                 errors.extend(post(&format!("{}/fail", url.trim_end_matches('/')), "text/plain", &body).err());
             }
-        } else if let Some(url) = &self.healthcheck {
-            errors.extend(post(url, "text/plain", "").err());
+        } else {
+            if let Some(url) = &self.healthcheck {
+                errors.extend(post(url, "text/plain", "").err());
+            }
+            if self.webhook.is_some() && self.memory.as_ref().is_some_and(Memory::forget) {
+                let mut event = self.envelope("recovered");
+                event["outcome"] = json!("ok");
+                event["message"] = json!(format!("{} succeeded after a failure that was reported", self.task));
+                errors.extend(self.send(&event).err());
+            }
         }
         match errors.into_iter().next() {
             Some(e) => Err(e),

@@ -57,6 +57,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "healthchecks-style ping URL: /start, success, /fail per run; {task} and {client} are filled in",
     },
+    Setting {
+        name: "NOTIFY_REPEAT",
+        default: "24h",
+        help: "a failure that stands is sent again after this long (0: every failing run); a success after it sends `recovered`",
+    },
 ];
 
 /// Resolved settings: command line > environment > default.

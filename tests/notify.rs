@@ -5,6 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
+    os::unix::fs::PermissionsExt,
     sync::{Arc, Mutex},
     thread,
 };
@@ -206,4 +207,45 @@ fn a_failed_unit_and_the_daily_digest_are_one_event_each() {
     assert_eq!(digest[0]["not_isolated"][0]["failing"][0], "secrets");
     assert_eq!(digest[0]["pool"]["total"], 1024);
     assert_no_secret(&requests, &secrets);
+}
+
+#[test]
+fn a_standing_problem_is_sent_once_and_its_end_once() {
+    let receiver = Receiver::start();
+    let site = site_with_a_broken_client();
+    let hook = format!("NOTIFY_URL={}", receiver.url("/hook"));
+    let kinds = |requests: &[Request]| -> Vec<String> {
+        events(requests).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+    };
+
+    // The job every 15 minutes: the same problem is news once.
+    for _ in 0..3 {
+        site.test().args(["multi-tenancy-status", &hook]).status(1).run();
+    }
+    assert_eq!(kinds(&receiver.take()), ["failure"]);
+    let memory = site.root().join("notify").join("multi-tenancy-status@all.json");
+    assert_eq!(std::fs::metadata(&memory).unwrap().permissions().mode() & 0o777, 0o600);
+    // NOTIFY_REPEAT=0 sends every failure; a new problem is news at once.
+    site.test().args(["multi-tenancy-status", &hook, "NOTIFY_REPEAT=0"]).status(1).run();
+    assert_eq!(kinds(&receiver.take()), ["failure"]);
+    std::fs::remove_file(site.log_root().join("clients/acme/error.log")).unwrap();
+    site.test().args(["multi-tenancy-status", &hook]).status(1).run();
+    let requests = receiver.take();
+    assert_eq!(kinds(&requests), ["failure"]);
+    assert_eq!(events(&requests)[0]["problems_total"], 2);
+
+    // Repaired: one `recovered`, then silence.
+    site.test().args(["multi-tenancy-status", "FIX=1"]).run();
+    site.test().args(["multi-tenancy-status", &hook]).run();
+    site.test().args(["multi-tenancy-status", &hook]).run();
+    let requests = receiver.take();
+    assert_eq!(kinds(&requests), ["recovered"]);
+    assert_eq!(events(&requests)[0]["outcome"], "ok");
+    assert!(!memory.exists());
+
+    site.test()
+        .args(["multi-tenancy-status", &hook, "NOTIFY_REPEAT=soon"])
+        .status(2)
+        .stderr_contains("invalid NOTIFY_REPEAT")
+        .run();
 }
