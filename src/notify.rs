@@ -113,7 +113,7 @@ impl Memory {
         let dir = self.path.parent().expect("the memory file is in a dir");
         fsutil::create_dir(dir, 0o700)?;
         let record = Remembered { fingerprint: fingerprint.to_string(), sent_unix: unix_now() };
-        fsutil::write_atomic(&self.path, &serde_json::to_vec(&record)?, 0o600)?;
+        fsutil::write_atomic_unlocked(&self.path, &serde_json::to_vec(&record)?, 0o600)?;
         Ok(())
     }
 

@@ -263,3 +263,25 @@ fn the_report_opened_in_chromium_shows_every_clients_verdict() {
     assert!(count([0xf8, 0xc8, 0xc8]) > 500, "no failure cell on screen");
     assert!(count([0xd8, 0xf0, 0xd8]) > 500, "no passing cell on screen");
 }
+
+/// The status job and the digest job start at the same minute: concurrent status runs all
+/// write their metrics, none fails on the other's temp file, and the file stays whole.
+#[test]
+fn concurrent_status_runs_each_write_the_metrics_whole() {
+    let Some(promtool) = program("promtool", "prometheus", module_path!()) else { return };
+    let site = site_with_a_broken_client();
+    let metrics = site.path().join("textfile");
+    fs::create_dir(&metrics).unwrap();
+    let dir = format!("METRICS_DIR={}", metrics.display());
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> =
+            (0..6).map(|_| scope.spawn(|| site.test().args(["multi-tenancy-status", &dir]).run_unchecked())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for output in &outputs {
+        assert_eq!(output.status, 1, "{}", output.stderr);
+        assert!(!output.stderr.contains("write metrics"), "{}", output.stderr);
+    }
+    promtool_accepts(&promtool, &metrics.join("agency-status.prom"));
+    assert_eq!(fs::read_dir(&metrics).unwrap().count(), 1, "no temp file left");
+}

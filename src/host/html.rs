@@ -61,7 +61,8 @@ fn write_report(host: &Host, path: &str, status: &StatusReport, pool: &Map) -> R
     let html = report::render(&page);
     let needed = if file.exists() { Outcome::Updated } else { Outcome::Created };
     host.effects.apply("write report", path, "0644", needed, || {
-        fsutil::write_atomic(file, html.as_bytes(), REPORT_MODE).with_context(|| format!("cannot write {path}"))
+        fsutil::write_atomic_unlocked(file, html.as_bytes(), REPORT_MODE)
+            .with_context(|| format!("cannot write {path}"))
     })?;
     Ok(path.to_string())
 }

@@ -42,7 +42,8 @@ fn write(host: &Host, name: &str, metrics: impl FnOnce() -> Result<Exposition>) 
     let needed = if path.exists() { Outcome::Updated } else { Outcome::Created };
     let text = metrics()?.render();
     host.effects.apply("write metrics", &target, "0644", needed, || {
-        fsutil::write_atomic(&path, text.as_bytes(), METRICS_MODE).with_context(|| format!("cannot write {target}"))
+        fsutil::write_atomic_unlocked(&path, text.as_bytes(), METRICS_MODE)
+            .with_context(|| format!("cannot write {target}"))
     })?;
     Ok(target)
 }
