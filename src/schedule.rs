@@ -6,8 +6,11 @@
 
 use anyhow::{Result, bail};
 
-/// The prefix of every unit and link `schedule` owns (and `REMOVE=1` removes).
+/// The prefix of every unit `schedule` writes.
 pub const UNIT_PREFIX: &str = "agency-";
+/// The first words of every file `schedule` writes: what it converges and `REMOVE=1` removes
+/// (never another `agency-*` unit, such as setup-firewall's boot unit).
+pub const MARKER: &str = "# Written by `agency schedule`";
 /// The template unit a failed job's `OnFailure=` starts, with the failed unit as instance.
 pub const NOTIFY_UNIT: &str = "agency-notify@";
 /// The task that unit runs.
@@ -79,7 +82,7 @@ pub fn unit_files(plan: &Plan) -> Vec<(String, String)> {
         files.push((
             format!("{unit}.service"),
             format!(
-                "# Written by `agency schedule`; re-run it rather than editing.\n[Unit]\n\
+                "{MARKER}; re-run it rather than editing.\n[Unit]\n\
 Description=agency {task}{who}\nOnFailure={NOTIFY_UNIT}%n.service\nAfter=docker.service\n\n\
 [Service]\nType=oneshot\nEnvironmentFile=-{env}\nExecStart={command}\nNice=10\n",
                 task = job.task,
@@ -91,7 +94,7 @@ Description=agency {task}{who}\nOnFailure={NOTIFY_UNIT}%n.service\nAfter=docker.
         files.push((
             format!("{unit}.timer"),
             format!(
-                "# Written by `agency schedule`.\n[Unit]\nDescription=agency {task}{who} on {calendar}\n\n\
+                "{MARKER}.\n[Unit]\nDescription=agency {task}{who} on {calendar}\n\n\
 [Timer]\nOnCalendar={calendar}\n{delay}Persistent=true\n\n[Install]\nWantedBy=timers.target\n",
                 task = job.task,
                 calendar = job.calendar,
@@ -101,7 +104,7 @@ Description=agency {task}{who}\nOnFailure={NOTIFY_UNIT}%n.service\nAfter=docker.
     files.push((
         format!("{NOTIFY_UNIT}.service"),
         format!(
-            "# Written by `agency schedule`: started by a failed agency unit (OnFailure=).\n[Unit]\n\
+            "{MARKER}: started by a failed agency unit (OnFailure=).\n[Unit]\n\
 Description=agency failure notice for %i\n\n[Service]\nType=oneshot\nEnvironmentFile=-{env}\n\
 ExecStart={agency}{site} {NOTIFY_TASK} UNIT=%i\n",
             env = plan.env_file,
@@ -144,9 +147,9 @@ pub fn cron_file(
     normalized: &dyn Fn(&str) -> Result<String>,
     delay_seconds: &dyn Fn(&str) -> Result<u64>,
 ) -> Result<String> {
-    let mut out = String::from(
-        "# Written by `agency schedule` (no systemd here); re-run it rather than editing.\n\
-SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+    let mut out = format!(
+        "{MARKER} (no systemd here); re-run it rather than editing.\n\
+SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     );
     for job in &plan.jobs {
         let when = cron_fields(&normalized(&job.calendar)?)?;

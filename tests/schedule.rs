@@ -95,6 +95,12 @@ fn units_for_two_clients_pass_systemd_analyze_verify_and_re_runs_converge() {
     fs::copy(units.join("agency-status.service"), broken.join("agency-status.service")).unwrap();
     assert!(verify(&analyze, &[broken.join("agency-status.timer")]).is_err());
 
+    // Another task's agency-* units (setup-firewall's boot unit) are not schedule's to touch.
+    let firewall = units.join("agency-firewall.service");
+    fs::write(&firewall, "[Unit]\nDescription=agency's nft table\n").unwrap();
+    fs::write(units.join("agency-other.timer"), "[Timer]\nOnCalendar=daily\n").unwrap();
+    std::os::unix::fs::symlink("../agency-other.timer", wants.join("agency-other.timer")).unwrap();
+
     // Re-running changes nothing; a client gone loses its timers; ROTATE_CALENDAR adds rotation.
     let again = run(&[]);
     assert!(again.stdout.contains("0 created, 0 updated, 0 removed"), "{}", again.stdout);
@@ -106,9 +112,11 @@ fn units_for_two_clients_pass_systemd_analyze_verify_and_re_runs_converge() {
     run(&[]);
     assert!(!units.join("agency-rotate@.timer").exists());
 
+    assert!(names(&wants).contains(&"agency-other.timer".to_string()));
     run(&["REMOVE=1"]);
-    assert!(names(&wants).is_empty());
-    assert!(!names(&units).iter().any(|n| n.starts_with("agency-")), "{:?}", names(&units));
+    assert_eq!(names(&wants), ["agency-other.timer"]);
+    assert_eq!(names(&units), ["agency-firewall.service", "agency-other.timer", "timers.target.wants"]);
+    assert_eq!(fs::read_to_string(&firewall).unwrap(), "[Unit]\nDescription=agency's nft table\n");
     assert!(!env_file.exists());
 }
 

@@ -5,7 +5,7 @@
 //! | function | mutates | does |
 //! |---|---|---|
 //! | `schedule::apply(vars, clients)` | yes | writes the units (or the cron file) and the settings file for the `schedule` task's variables and the client ids; `#{ mode, units, timers, cron_file, env_file }` |
-//! | `schedule::remove(vars)` | yes | removes every `agency-*` unit and timer link, the cron file and the settings file; `#{ removed }` |
+//! | `schedule::remove(vars)` | yes | removes every unit and timer link, the cron file and the settings file schedule wrote (their first line says so); `#{ removed }` |
 
 use std::{
     path::{Path, PathBuf},
@@ -20,7 +20,7 @@ use crate::{
     drivers::process,
     effects::Outcome,
     fsutil,
-    schedule::{self, Job, Plan, UNIT_PREFIX},
+    schedule::{self, Job, MARKER, Plan, UNIT_PREFIX},
     settings::SETTINGS,
     validate,
 };
@@ -117,7 +117,7 @@ fn plan(vars: &Map, clients: &Array) -> Result<Plan> {
 /// The settings the scheduled runs need: every setting this run has that differs from its
 /// default (roots, METRICS_DIR, NOTIFY_URL ...), and the site dir of AGENCY_HOME.
 fn env_file_text(host: &Host) -> Result<String> {
-    let mut text = String::from("# Written by `agency schedule`: the settings of the scheduled runs.\n");
+    let mut text = format!("{MARKER}: the settings of the scheduled runs.\n");
     let home = std::env::var("AGENCY_HOME").ok().filter(|h| !h.is_empty());
     let values = host
         .settings
@@ -150,8 +150,26 @@ fn converge_file(host: &Host, path: &Path, text: &str, mode: u32) -> Result<Outc
     })
 }
 
-fn remove_file(host: &Host, path: &Path) -> Result<bool> {
-    if path.symlink_metadata().is_err() {
+/// Whether `path` is a regular file `schedule` wrote (it starts with [`MARKER`]).
+fn written_by_us(path: &Path) -> bool {
+    let Ok(meta) = path.symlink_metadata() else { return false };
+    let mut start = [0u8; MARKER.len()];
+    meta.is_file()
+        && std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut start)).is_ok()
+        && start == MARKER.as_bytes()
+}
+
+/// Whether `path` is a file `schedule` wrote, or a link to one.
+fn is_ours(path: &Path) -> bool {
+    match std::fs::read_link(path) {
+        Ok(target) => written_by_us(&path.parent().unwrap_or(Path::new("/")).join(target)),
+        Err(_) => written_by_us(path),
+    }
+}
+
+/// Removes `path` when [`is_ours`]; whether it did.
+fn remove_ours(host: &Host, path: &Path) -> Result<bool> {
+    if !is_ours(path) {
         return Ok(false);
     }
     let target = path.display().to_string();
@@ -161,8 +179,8 @@ fn remove_file(host: &Host, path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Our units and links in `dir` (names starting `agency-`).
-fn ours(dir: &Path) -> Vec<PathBuf> {
+/// The `agency-*` units and links in `dir`; [`remove_ours`] tells which `schedule` wrote.
+fn agency_units(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
@@ -244,12 +262,6 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
     for (name, text) in &files {
         converge_file(host, &systemd_dir.join(name), text, UNIT_MODE)?;
     }
-    for stale in ours(&systemd_dir) {
-        let name = stale.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if !files.iter().any(|(n, _)| *n == name) {
-            remove_file(host, &stale)?;
-        }
-    }
     let wants = systemd_dir.join(WANTS);
     ensure_dir(host, &wants)?;
     let links = schedule::enabled_timers(&plan);
@@ -274,13 +286,20 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
             std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {shown}"))
         })?;
     }
-    for stale in ours(&wants) {
+    for stale in agency_units(&wants) {
         let name = stale.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if !links.iter().any(|(n, _)| *n == name) {
-            remove_file(host, &stale)?;
+            remove_ours(host, &stale)?;
         }
     }
-    remove_file(host, &cron_file)?;
+    // After the links: a stale link is told ours by the unit it points to.
+    for stale in agency_units(&systemd_dir) {
+        let name = stale.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !files.iter().any(|(n, _)| *n == name) {
+            remove_ours(host, &stale)?;
+        }
+    }
+    remove_ours(host, &cron_file)?;
     if systemd_runs() {
         systemctl(host, &["daemon-reload"])?;
         if !started.is_empty() {
@@ -299,20 +318,23 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
 fn remove(host: &Host, vars: &Map) -> Result<Map> {
     let systemd_dir = PathBuf::from(var(vars, "SYSTEMD_DIR"));
     let wants = systemd_dir.join(WANTS);
-    let timers: Vec<String> =
-        ours(&wants).iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let timers: Vec<String> = agency_units(&wants)
+        .iter()
+        .filter(|p| is_ours(p))
+        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .collect();
     if systemd_runs() && !timers.is_empty() {
         let mut args = vec!["stop"];
         args.extend(timers.iter().map(String::as_str));
         systemctl(host, &args)?;
     }
     let mut removed = Array::new();
-    let files = ours(&wants)
+    let files = agency_units(&wants)
         .into_iter()
-        .chain(ours(&systemd_dir))
+        .chain(agency_units(&systemd_dir))
         .chain([PathBuf::from(var(vars, "CRON_FILE")), PathBuf::from(var(vars, "ENV_FILE"))]);
     for path in files {
-        if remove_file(host, &path)? {
+        if remove_ours(host, &path)? {
             removed.push(path.display().to_string().into());
         }
     }
