@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client delete-client deploy-client list-clients multi-tenancy-status restore-client rotate-secrets setup-ingress setup-log-segmentation setup-roles stop-client verify-backup
+AGENCY_TASKS := backup-client client-report create-client delete-client deploy-client list-clients multi-tenancy-status notify-failure restore-client rotate-secrets schedule setup-ingress setup-log-segmentation setup-roles stop-client verify-backup
 
 -include dev.mk
 
@@ -42,12 +42,20 @@ list-clients:
 multi-tenancy-status:
 	+@$(AGENCY) $@
 
+.PHONY: notify-failure
+notify-failure:
+	+@$(AGENCY) $@
+
 .PHONY: restore-client
 restore-client:
 	+@$(AGENCY) $@
 
 .PHONY: rotate-secrets
 rotate-secrets:
+	+@$(AGENCY) $@
+
+.PHONY: schedule
+schedule:
 	+@$(AGENCY) $@
 
 .PHONY: setup-ingress

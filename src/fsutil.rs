@@ -6,6 +6,7 @@ use std::{
     io::{self, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::Path,
+    time::Duration,
 };
 
 /// What an `lstat` found: `"file"`, `"dir"`, `"symlink"`, `"other"`, or `"missing"` for none.
@@ -32,10 +33,25 @@ const TEMP_RANDOM_LEN: usize = 6;
 /// (whole copies of what it was writing, secrets included) are removed first. Writers of one
 /// file are serialized by the client lock, so none of them is live.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_sweeping(path, bytes, mode, Duration::ZERO)
+}
+
+/// How old another writer's temp file must be before [`write_atomic_unlocked`] takes it for
+/// a crashed one: a live write renames its temp file within moments.
+const UNLOCKED_STALE_AFTER: Duration = Duration::from_secs(600);
+
+/// [`write_atomic`] for a file that runs write without a lock (status's metrics and report:
+/// the scheduled status and digest jobs start at the same minute): only temp files older than
+/// ten minutes are taken for a crashed write's, so a concurrent writer's is left alone.
+pub fn write_atomic_unlocked(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_sweeping(path, bytes, mode, UNLOCKED_STALE_AFTER)
+}
+
+fn write_atomic_sweeping(path: &Path, bytes: &[u8], mode: u32, stale_after: Duration) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
     let prefix = format!(".{}.", name.to_string_lossy());
-    remove_stale_temp_files(dir, &prefix)?;
+    remove_stale_temp_files(dir, &prefix, stale_after)?;
     let mut temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
@@ -52,8 +68,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Removes `PREFIX` + 6 random characters + `.tmp` files in `dir`: the temp files of
-/// earlier writes of one file that never reached their rename.
-fn remove_stale_temp_files(dir: &Path, prefix: &str) -> io::Result<()> {
+/// earlier writes of one file that never reached their rename (and are older than `stale_after`).
+fn remove_stale_temp_files(dir: &Path, prefix: &str, stale_after: Duration) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
@@ -62,7 +78,14 @@ fn remove_stale_temp_files(dir: &Path, prefix: &str) -> io::Result<()> {
             .strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix(".tmp"))
             .is_some_and(|random| random.len() == TEMP_RANDOM_LEN && random.chars().all(|c| c.is_ascii_alphanumeric()));
-        if stale && entry.file_type()?.is_file() {
+        let old_enough = || {
+            stale_after.is_zero()
+                || entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= stale_after))
+        };
+        if stale && entry.file_type()?.is_file() && old_enough() {
             match fs::remove_file(entry.path()) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -133,6 +156,23 @@ pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unlocked_write_leaves_a_live_writers_temp_file_and_takes_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agency-status.prom");
+        let live = dir.path().join(".agency-status.prom.aB3dE9.tmp");
+        let crashed = dir.path().join(".agency-status.prom.zZ9yY8.tmp");
+        fs::write(&live, "half").unwrap();
+        fs::write(&crashed, "left").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options().write(true).open(&crashed).unwrap().set_modified(long_ago).unwrap();
+        write_atomic_unlocked(&path, b"x 1\n", 0o644).unwrap();
+        assert!(live.exists());
+        assert!(!crashed.exists());
+        write_atomic(&path, b"x 2\n", 0o644).unwrap();
+        assert!(!live.exists(), "a locked writer takes every temp file for a crashed one");
+    }
 
     #[test]
     fn atomic_write_sets_mode_and_leaves_no_temp_file() {

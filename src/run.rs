@@ -10,6 +10,7 @@ use crate::{
     complete,
     error::{Error, ExitCode, Result},
     listing, makefile,
+    notify::{self, Notifier},
     output::{Verbosity, print_stdout},
     runner::{self, RunOptions},
     validate::quote,
@@ -89,6 +90,31 @@ fn dispatch(opts: Opts) -> Result<()> {
         print_stdout(&complete::registration(shell)?);
         return Ok(());
     }
+    // Set up from the raw command line before anything else, so a run that fails before its
+    // script starts (a bad variable, a task file that does not parse) still reports it.
+    let is_run = !opts.makefile && !opts.list && opts.explain.is_none();
+    let makeflags = env("MAKEFLAGS");
+    let make_dry_run = Invocation::parse(&opts.args, makeflags.as_deref(), env).is_ok_and(|i| i.make_dry_run);
+    let notifier = match is_run && !opts.dry_run && !make_dry_run {
+        true => Notifier::for_run(&opts.args, makeflags.as_deref(), &env)?
+            .filter(|n| n.task != crate::schedule::NOTIFY_TASK),
+        false => None,
+    };
+    let Some(notifier) = notifier else { return dispatch_run(opts, None) };
+    warn_undelivered(notifier.started());
+    let mut problems = Vec::new();
+    let result = dispatch_run(opts, Some(&mut problems));
+    warn_undelivered(notifier.finished(result.as_ref().err(), &problems));
+    result
+}
+
+fn warn_undelivered(sent: anyhow::Result<()>) {
+    if let Err(e) = sent {
+        eprintln!("warning: {e:#}");
+    }
+}
+
+fn dispatch_run(opts: Opts, problems: Option<&mut Vec<notify::Problem>>) -> Result<()> {
     let site_dir = site_dir(opts.dir.clone());
     if opts.dir.is_some() && !site_dir.is_dir() {
         return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
@@ -122,5 +148,5 @@ fn dispatch(opts: Opts) -> Result<()> {
             (false, _) => Verbosity::Verbose,
         },
     };
-    runner::run(&catalog, &invocation, &options, &env)
+    runner::run(&catalog, &invocation, &options, &env, problems)
 }

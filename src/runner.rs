@@ -16,6 +16,7 @@ use crate::{
     host::Host,
     layout::{ClientLayout, Roots},
     lock,
+    notify::{self, Problem},
     output::{Output, Verbosity, print_stdout},
     plugin::{self, Phase, Plugin},
     script::{Limits, ScriptEngine},
@@ -135,6 +136,7 @@ pub fn run(
     invocation: &Invocation,
     options: &RunOptions,
     env: &dyn Fn(&str) -> Option<String>,
+    mut problems: Option<&mut Vec<Problem>>,
 ) -> Result<()> {
     let target =
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
@@ -242,6 +244,9 @@ pub fn run(
             Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
         result_message = value.read_lock::<rhai::Map>().and_then(|m| m.get("message").map(|v| v.to_string()));
+        if !ok && let Some(problems) = problems.as_deref_mut() {
+            problems.extend(notify::problems_of(&rhai::serde::from_dynamic(&value).unwrap_or_default()));
+        }
         if !options.dry_run {
             record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
         }

@@ -56,6 +56,26 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "set: HTTPS with Let's Encrypt certificates and HTTP redirected to it; empty: HTTP only",
     },
+    Setting {
+        name: "METRICS_DIR",
+        default: "",
+        help: "node_exporter textfile directory status, backup-client and verify-backup write *.prom into; empty: none",
+    },
+    Setting {
+        name: "NOTIFY_URL",
+        default: "",
+        help: "webhook (http/https) that gets a JSON event when a run fails or status finds a problem",
+    },
+    Setting {
+        name: "HEALTHCHECK_URL",
+        default: "",
+        help: "healthchecks-style ping URL: /start, success, /fail per run; {task} and {client} are filled in",
+    },
+    Setting {
+        name: "NOTIFY_REPEAT",
+        default: "24h",
+        help: "a failure that stands is sent again after this long (0: every failing run); a success after it sends `recovered`",
+    },
 ];
 
 /// Resolved settings: command line > environment > default.

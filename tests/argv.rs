@@ -230,6 +230,7 @@ fn a_dry_run_of_every_task_starts_no_changing_child_and_writes_nothing() {
                     ("CLIENT_NAME", _) => "Dry".to_string(),
                     ("CLIENT_DOMAIN", _) => format!("{client}.example.com"),
                     ("TARGET", _) => site.path().join("restore-target").display().to_string(),
+                    ("UNIT", _) => format!("agency-backup@{client}.service"),
                     (_, Some("bool")) if var_name != "PROBE" => "1".to_string(),
                     _ if var["required"] == true => panic!("no test value for the required {var_name} of {name}"),
                     _ => continue,

@@ -131,6 +131,7 @@ fn every_task_that_changes_something_takes_a_lock() {
                 ("CLIENT_NAME", _) => "ACME".to_string(),
                 ("CLIENT_DOMAIN", _) => "acme.example.com".to_string(),
                 ("TARGET", _) => site.path().join("restore-target").display().to_string(),
+                ("UNIT", _) => "agency-backup@acme.service".to_string(),
                 (_, Some("bool")) if var_name != "PROBE" => "1".to_string(),
                 _ if var["required"] == true => panic!("no test value for the required {var_name} of {name}"),
                 _ => continue,

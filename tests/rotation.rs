@@ -344,6 +344,7 @@ fn no_task_ever_prints_a_secret_value() {
                     "CLIENT_NAME" => "ACME".to_string(),
                     "CLIENT_DOMAIN" => "acme.example.com".to_string(),
                     "TARGET" => site.path().join(format!("restore-{task}-{round}")).display().to_string(),
+                    "UNIT" => "agency-backup@acme.service".to_string(),
                     _ if var["required"] == true => panic!("no test value for the required {name} of {task}"),
                     _ => continue,
                 };

@@ -99,6 +99,10 @@ impl Site {
             ("AGENCY_BACKUP_ROOT".into(), path(self.backup_root())),
             ("LOGROTATE_DIR".into(), path(self.logrotate_dir())),
             ("AGENCY_HOME".into(), path(self.site_dir())),
+            // `schedule` writes into /etc by default: a test's runs write into the temp dir.
+            ("SYSTEMD_DIR".into(), path(self.path().join("systemd"))),
+            ("CRON_FILE".into(), path(self.path().join("cron.d").join("agency"))),
+            ("ENV_FILE".into(), path(self.path().join("schedule.env"))),
         ];
         if self.real_docker {
             for key in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {

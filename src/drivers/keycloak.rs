@@ -176,7 +176,7 @@ pub fn segment(text: &str) -> String {
 
 /// Quotes a value for a curl config file: inside double quotes curl understands `\\`, `\"`,
 /// `\n`, `\r`, `\t`; every other byte stands for itself.
-fn config_quote(value: &str) -> String {
+pub(crate) fn config_quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {

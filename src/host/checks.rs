@@ -232,6 +232,14 @@ impl StatusReport {
             .collect())
     }
 
+    /// Each client's verdict and heads of its checks, and the check maps as the script made
+    /// them (evidence included; empty once `checks::clients` has handed them over).
+    pub fn visit(&self, mut each: impl FnMut(&ClientReport, &Array)) {
+        for entry in &self.0.borrow().clients {
+            each(&entry.report, &entry.checks);
+        }
+    }
+
     fn table(&self) -> String {
         let state = self.0.borrow();
         let reports: Vec<&ClientReport> = state.reports().collect();

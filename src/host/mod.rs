@@ -8,9 +8,13 @@ pub mod docker;
 pub mod envfile;
 pub mod format;
 pub mod fs;
+pub mod html;
 pub mod keycloak;
 pub mod layout;
+pub mod metrics;
+pub mod notify;
 pub mod restic;
+pub mod schedule;
 pub mod secrets;
 pub mod stack;
 
@@ -68,6 +72,10 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("checks", checks::create_module(host).into());
     engine.register_static_module("stack", stack::create_module(host).into());
     engine.register_type_with_name::<stack::StackInspection>("StackInspection");
+    engine.register_static_module("metrics", metrics::create_module(host).into());
+    engine.register_static_module("html", html::create_module(host).into());
+    engine.register_static_module("schedule", schedule::create_module(host).into());
+    engine.register_static_module("notify", notify::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");
