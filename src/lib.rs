@@ -11,6 +11,7 @@ pub mod effects;
 pub mod envfile;
 pub mod error;
 pub mod filecheck;
+pub mod firewall;
 pub mod fsutil;
 pub mod host;
 pub mod inventory;

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::{
     drivers::process::{self, Output},
+    firewall,
     subnet::{Allocator, Ipv4Net},
 };
 
@@ -197,6 +198,9 @@ pub struct NetworkDetails {
     pub gateways: Vec<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     pub containers: Vec<Endpoint>,
+    /// The interface of a bridge network (its `com.docker.network.bridge.name`, else Docker's
+    /// `br-<id>`); `None` for other drivers, or when not known (`network ls` does not say).
+    pub bridge: Option<String>,
 }
 
 impl NetworkDetails {
@@ -216,6 +220,9 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// An explicit subnet; `None` lets Docker pick from its default pools.
     pub subnet: Option<Ipv4Net>,
+    /// A bridge network with a subnet gets the interface [`firewall::bridge_name`] of it, so
+    /// agency's firewall can key its rules on a name that cannot be forged.
+    pub name_bridge: bool,
 }
 
 impl NetworkSpec {
@@ -228,6 +235,7 @@ impl NetworkSpec {
             attachable: false,
             labels: BTreeMap::new(),
             subnet: None,
+            name_bridge: false,
         }
     }
 
@@ -247,6 +255,10 @@ impl NetworkSpec {
         if let Some(subnet) = subnet {
             args.push("--subnet".to_string());
             args.push(subnet.to_string());
+            if self.name_bridge && self.driver == "bridge" {
+                args.push("--opt".to_string());
+                args.push(format!("{}={}", firewall::BRIDGE_NAME_OPTION, firewall::bridge_name(subnet)));
+            }
         }
         for (key, value) in &self.labels {
             args.push("--label".to_string());
@@ -633,6 +645,8 @@ struct RawNetwork {
     containers: Option<BTreeMap<String, RawEndpoint>>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -695,7 +709,16 @@ pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
                     ipv4: endpoint.ipv4_address.split('/').next().and_then(|a| a.parse().ok()),
                 })
                 .collect();
+            let bridge = (raw.driver == "bridge").then(|| {
+                raw.options
+                    .as_ref()
+                    .and_then(|o| o.get(firewall::BRIDGE_NAME_OPTION))
+                    .filter(|name| !name.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| firewall::docker_bridge_name(&raw.id))
+            });
             NetworkDetails {
+                bridge,
                 id: raw.id,
                 name: raw.name,
                 created: raw.created,
@@ -1653,6 +1676,7 @@ mod tests {
             gateways: Vec::new(),
             labels: BTreeMap::new(),
             containers: Vec::new(),
+            bridge: None,
         };
         let a = network_age_key(&at("2026-11-27T12:33:03.8Z", "b"));
         let b = network_age_key(&at("2026-11-27T12:33:03.80000001Z", "a"));

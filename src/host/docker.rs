@@ -46,6 +46,7 @@ use crate::{
         NetworkSpec, NetworkSummary,
     },
     effects::Outcome,
+    firewall,
     isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
     layout::ClientLayout,
     subnet::{Allocator, Ipv4Net, Pool},
@@ -226,10 +227,12 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     let mut allocator: Option<Allocator> = None;
     let mut problems = Vec::new();
     let mut subnets = Map::new();
+    let mut bridges = Map::new();
     let mut networks = Map::new();
     for expected in &expected {
         networks.insert(expected.tier.name.into(), expected.name.clone().into());
         let actual = existing.iter().find(|n| n.name == expected.name);
+        let mut bridge = actual.and_then(|n| n.bridge.clone());
         let subnet = match isolation::assess(expected, actual) {
             State::Ok => {
                 let network = actual.expect("ok implies a network");
@@ -265,11 +268,16 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
                     allocator = Some(Allocator::new(pool(host)?, taken));
                 }
                 let allocator = allocator.as_mut().expect("just set");
-                Some(create_effect(host, &docker, expected, allocator)?)
+                let subnet = create_effect(host, &docker, expected, allocator)?;
+                bridge = (driver == "bridge").then(|| firewall::bridge_name(subnet));
+                Some(subnet)
             }
         };
         if let Some(subnet) = subnet {
             subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+        }
+        if let Some(bridge) = bridge {
+            bridges.insert(expected.tier.name.into(), bridge.into());
         }
     }
     if !problems.is_empty() {
@@ -279,6 +287,7 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     result.insert("driver".into(), driver.into());
     result.insert("networks".into(), networks.into());
     result.insert("subnets".into(), subnets.into());
+    result.insert("bridges".into(), bridges.into());
     Ok(result)
 }
 
@@ -290,11 +299,21 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
     let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded);
     let mut messages = Vec::new();
     let mut subnets = Map::new();
+    // Every bridge as it is known now (the snapshot's, then the repaired ones).
+    let mut bridges: Map = isolation::TIERS
+        .iter()
+        .filter_map(|tier| {
+            let network =
+                snapshot.network(recorded.get(tier.env_network).map_or(&format!("{id}_{}", tier.name), |n| n))?;
+            Some((tier.name.into(), network.bridge.clone()?.into()))
+        })
+        .collect();
     let mut changed = false;
     if repairs.is_empty() {
         return Ok(Map::from_iter([
             ("repairs".into(), Array::new().into()),
             ("subnets".into(), subnets.into()),
+            ("bridges".into(), bridges.into()),
             ("changed".into(), false.into()),
         ]));
     }
@@ -314,6 +333,9 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                 let subnet = create_effect(host, &docker, &expected, &mut allocator)?;
                 messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
                 subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet).into());
+                }
                 changed = true;
             }
             Repair::Recreate { expected, id: network_id, subnet } => {
@@ -363,7 +385,10 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                     return Err(error);
                 }
                 let was = old
-                    .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
+                    .map(|n| {
+                        let bridge = n.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default();
+                        format!("{}, {}{bridge}", n.driver, if n.internal { "internal" } else { "not internal" })
+                    })
                     .unwrap_or_default();
                 messages.push(format!(
                     "{would}recreate {} as {} (was: {was})",
@@ -371,6 +396,9 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
                     expected.describe(Some(actual))
                 ));
                 subnets.insert(expected.tier.name.into(), actual.to_string().into());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual).into());
+                }
                 changed = true;
             }
         }
@@ -378,6 +406,7 @@ fn repair_networks(host: &Host, state: &DockerState, snapshot: &Snapshot, id: &s
     Ok(Map::from_iter([
         ("repairs".into(), strings(messages).into()),
         ("subnets".into(), subnets.into()),
+        ("bridges".into(), bridges.into()),
         ("changed".into(), changed.into()),
     ]))
 }
@@ -609,6 +638,7 @@ fn network_spec(spec: &Map) -> Result<NetworkSpec> {
         attachable: flag("attachable"),
         labels,
         subnet,
+        name_bridge: flag("name_bridge"),
     })
 }
 
