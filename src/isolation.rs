@@ -18,6 +18,7 @@ use crate::{
         ProbeReport, ProbeSpec, ProbeTarget,
     },
     subnet::{Ipv4Net, Pool, PoolUsage},
+    validate::ProbeTargets,
 };
 
 /// A container with this label set to `true` may sit on the frontend networks of several
@@ -795,8 +796,8 @@ pub struct ProbeSettings {
     pub image: String,
     /// TCP ports tried on the host's addresses (and on other tenants' containers).
     pub ports: Vec<u16>,
-    /// Addresses beyond the host (e.g. a public resolver); the host's default gateway is added.
-    pub beyond: Vec<Ipv4Addr>,
+    /// What the operator asked to try beyond the host (`PROBE_BEYOND`); nothing by default.
+    pub beyond: ProbeTargets,
     pub timeout_secs: u32,
     /// At most this many other-tenant containers per probe.
     pub max_tenant_targets: usize,
@@ -856,8 +857,8 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
         {
             add_host(other.gateways[0], format!("gateway of {}", other.name));
         }
-        let mut beyond: Vec<Ipv4Addr> = host.default_gateway.into_iter().collect();
-        for address in &settings.beyond {
+        let mut beyond: Vec<Ipv4Addr> = host.default_gateway.filter(|_| settings.beyond.gateway).into_iter().collect();
+        for address in &settings.beyond.addresses {
             if !beyond.contains(address) {
                 beyond.push(*address);
             }
@@ -1072,11 +1073,15 @@ pub fn probe_check(
     } else {
         Status::Ok
     };
+    let beyond_probed = plans.iter().any(|p| !p.beyond.is_empty());
     let summary = failures.iter().chain(&warnings).cloned().collect::<Vec<_>>().join("; ");
-    let summary = if summary.is_empty() {
-        "no other tenant, host address or outside address reachable".to_string()
-    } else {
-        summary
+    let summary = match (summary.is_empty(), beyond_probed) {
+        (true, true) => "no other tenant, host address or outside address reachable".to_string(),
+        (true, false) => {
+            "no other tenant or host address reachable; beyond the host: not probed (set PROBE_BEYOND)".to_string()
+        }
+        (false, true) => summary,
+        (false, false) => format!("{summary}; beyond the host: not probed (set PROBE_BEYOND)"),
     };
     Check::new("probe", status, summary).evidence(json!(evidence))
 }
@@ -1341,7 +1346,7 @@ mod tests {
         let settings = ProbeSettings {
             image: "img".into(),
             ports: vec![22],
-            beyond: vec![Ipv4Addr::new(1, 1, 1, 1)],
+            beyond: ProbeTargets { addresses: vec![Ipv4Addr::new(198, 51, 100, 7)], gateway: true },
             timeout_secs: 1,
             max_tenant_targets: 8,
         };
@@ -1361,7 +1366,10 @@ mod tests {
                 Ipv4Addr::new(10, 201, 1, 1)
             ]
         );
-        assert_eq!(db.beyond, vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(db.beyond, vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7)]);
+        // By default nothing beyond the host is tried, not even its gateway.
+        let defaults = ProbeSettings { beyond: ProbeTargets::default(), ..settings.clone() };
+        assert!(plan_probes(&snapshot, "a", &host, &defaults).iter().all(|p| p.beyond.is_empty()));
 
         // As measured: the host answers, the other tenant and the outside do not.
         let answer = |plan: &ProbePlan| -> anyhow::Result<ProbeReport> {
@@ -1418,14 +1426,14 @@ mod tests {
         let mut reports = reports;
         if let Ok(report) = &mut reports[2] {
             for r in &mut report.results {
-                if r.address == Ipv4Addr::new(10, 201, 1, 130) || r.address == Ipv4Addr::new(1, 1, 1, 1) {
+                if r.address == Ipv4Addr::new(10, 201, 1, 130) || r.address == Ipv4Addr::new(198, 51, 100, 7) {
                     r.icmp = Some(true);
                 }
             }
         }
         let retry = retry_spec(&plans[2], reports[2].as_ref().unwrap()).expect("a reach to confirm");
         let retried: Vec<Ipv4Addr> = retry.targets.iter().map(|t| t.address).collect();
-        assert_eq!(retried, vec![Ipv4Addr::new(10, 201, 1, 130), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(retried, vec![Ipv4Addr::new(10, 201, 1, 130), Ipv4Addr::new(198, 51, 100, 7)]);
         // Confirmed on the second try: a failure.
         let mut retries: Vec<Option<anyhow::Result<ProbeReport>>> = plans.iter().map(|_| None).collect();
         retries[2] = Some(Ok(reports[2].as_ref().unwrap().clone()));
@@ -1433,7 +1441,7 @@ mod tests {
         assert_eq!(check.status, Status::Fail);
         assert!(check.summary.contains("a_database reaches b-db of client b"), "{}", check.summary);
         assert!(
-            check.summary.contains("internal network a_database reaches beyond the host (1.1.1.1)"),
+            check.summary.contains("internal network a_database reaches beyond the host (198.51.100.7)"),
             "{}",
             check.summary
         );

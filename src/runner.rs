@@ -104,6 +104,31 @@ fn reported_problem(result: &Dynamic, task: &str) -> Option<String> {
     (!ok).then(|| map.get("message").map(|m| m.to_string()).unwrap_or_else(|| format!("{task} reported a problem")))
 }
 
+/// A probe target inside the subnet pool is a client network's address, not one beyond the
+/// host: refused with the other checks of a value, before anything runs.
+fn probe_targets_outside_pool(task: &Task, vars: &IndexMap<String, String>, settings: &Settings) -> Result<()> {
+    let Ok(pool) = crate::subnet::Pool::from_settings(
+        Some(settings.get("AGENCY_SUBNET_POOL")),
+        Some(settings.get("AGENCY_SUBNET_PREFIX")),
+    ) else {
+        return Ok(());
+    };
+    for (name, spec) in &task.vars {
+        if spec.kind != Some(crate::validate::Kind::ProbeTargets) {
+            continue;
+        }
+        let targets = crate::validate::probe_targets(vars.get(name).map_or("", String::as_str))
+            .map_err(|e| Error::usage(format!("invalid {name}: {e}")))?;
+        if let Some(address) = targets.addresses.iter().find(|a| pool.net().contains(**a)) {
+            return Err(Error::usage(format!(
+                "invalid {name}: {address} is inside the subnet pool {} (a client network), not beyond the host",
+                pool.net()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(
     catalog: &Catalog,
     invocation: &Invocation,
@@ -118,6 +143,7 @@ pub fn run(
     let resolved: Vec<(&Task, IndexMap<String, String>)> =
         plan.iter().map(|task| Ok((*task, invocation.resolve(task, env)?))).collect::<Result<_>>()?;
     for (task, vars) in &resolved {
+        probe_targets_outside_pool(task, vars, &settings)?;
         confirm(task, vars, options)?;
     }
 

@@ -1,6 +1,8 @@
 //! Built-in validators for task variables (`kind = "client_id"` ...), so hostile values are
 //! stopped before they reach a path, a shell, a YAML/JSON/env file or a URL.
 
+use std::net::Ipv4Addr;
+
 use serde::Deserialize;
 
 /// Client ids that must never be used: Keycloak's admin realm and names the layout reserves.
@@ -25,6 +27,9 @@ pub enum Kind {
     Cidr,
     /// Comma-separated IPv4/IPv6 addresses or CIDR blocks: `203.0.113.0/24, 2001:db8::/32`.
     CidrList,
+    /// Addresses a probe may send to beyond this host: comma-separated IPv4 unicast addresses
+    /// that are not this host's own, or `gateway` (the host's default gateway).
+    ProbeTargets,
     /// An `http://` or `https://` URL with a host, no spaces, quotes or backticks.
     Url,
     /// A duration such as `26h` or `90s`.
@@ -46,6 +51,7 @@ impl Kind {
             Self::Int => "int",
             Self::Cidr => "cidr",
             Self::CidrList => "cidr_list",
+            Self::ProbeTargets => "probe_targets",
             Self::Url => "url",
             Self::Duration => "duration",
             Self::Path => "path",
@@ -64,6 +70,7 @@ impl Kind {
             Self::Int => value.parse::<i64>().map(drop).map_err(|_| format!("{} is not a whole number", quote(value))),
             Self::Cidr => cidr(value),
             Self::CidrList => cidr_list(value).map(drop),
+            Self::ProbeTargets => probe_targets(value).map(drop),
             Self::Url => url(value),
             Self::Duration => humantime::parse_duration(value)
                 .map(drop)
@@ -162,6 +169,64 @@ pub fn cidr(value: &str) -> Result<(), String> {
         Ok(p) if p <= 32 && !prefix.starts_with('+') => Ok(()),
         _ => Err(err()),
     }
+}
+
+/// What `PROBE_BEYOND` names: addresses beyond this host, and whether the host's default
+/// gateway is one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeTargets {
+    pub addresses: Vec<Ipv4Addr>,
+    pub gateway: bool,
+}
+
+/// Parses a [`Kind::ProbeTargets`] value. An address that a probe container would answer
+/// itself (loopback), that never leaves its own link (link-local), that is not unicast, or that
+/// belongs to this host would make "reaches beyond the host" a false verdict, so each is refused.
+pub fn probe_targets(value: &str) -> Result<ProbeTargets, String> {
+    let own = own_addresses();
+    let mut targets = ProbeTargets::default();
+    for word in value.split([',', ' ']).filter(|w| !w.is_empty()) {
+        if word == "gateway" {
+            targets.gateway = true;
+            continue;
+        }
+        let address = word
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("{} is neither an IPv4 address nor `gateway`", quote(word)))?;
+        let why = if address.is_loopback() {
+            Some("is a loopback address: inside a probe it is the probe itself")
+        } else if address.is_link_local() {
+            Some("is link-local: it never leaves the probe's own network")
+        } else if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+            Some("is not a unicast address")
+        } else if own.contains(&address) {
+            Some("is one of this host's own addresses")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!("{address} {why}; name an address beyond this host, or `gateway`"));
+        }
+        if !targets.addresses.contains(&address) {
+            targets.addresses.push(address);
+        }
+    }
+    Ok(targets)
+}
+
+/// This host's IPv4 interface addresses (none when they cannot be read).
+fn own_addresses() -> Vec<Ipv4Addr> {
+    if_addrs::get_if_addrs()
+        .map(|interfaces| {
+            interfaces
+                .into_iter()
+                .filter_map(|i| match i.ip() {
+                    std::net::IpAddr::V4(address) => Some(address),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Checks a comma-separated list of IPv4/IPv6 addresses or CIDR blocks and returns its
@@ -275,7 +340,8 @@ mod tests {
         for ok in ["acme.example.com", "a-b.io", "x1.y2.z"] {
             assert_eq!(domain(ok), Ok(()), "{ok}");
         }
-        for bad in ["ACME.com", "acme", "-a.com", "a..com", "a.com.", "1.2.3.4", "a b.com", "a.com\n", "ex$(id).com"] {
+        for bad in ["ACME.com", "acme", "-a.com", "a..com", "a.com.", "192.0.2.4", "a b.com", "a.com\n", "ex$(id).com"]
+        {
             assert!(domain(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -308,13 +374,36 @@ mod tests {
     }
 
     #[test]
+    fn probe_targets_are_beyond_the_host() {
+        assert_eq!(probe_targets(""), Ok(ProbeTargets::default()));
+        assert_eq!(
+            probe_targets("198.51.100.7, gateway,198.51.100.7"),
+            Ok(ProbeTargets { addresses: vec![Ipv4Addr::new(198, 51, 100, 7)], gateway: true })
+        );
+        for (bad, says) in [
+            ("127.0.0.1", "loopback"),
+            ("127.8.8.8", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("0.0.0.0", "not a unicast"),
+            ("255.255.255.255", "not a unicast"),
+            ("239.1.2.3", "not a unicast"),
+            ("nonsense", "neither an IPv4 address nor `gateway`"),
+            ("198.51.100.300", "neither"),
+            ("2001:db8::1", "neither"),
+        ] {
+            let error = probe_targets(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn cidr_lists() {
         assert_eq!(
             cidr_list("203.0.113.0/24, 10.1.2.3,2001:db8::/32, ::1").unwrap(),
             ["203.0.113.0/24", "10.1.2.3", "2001:db8::/32", "::1"]
         );
         for bad in
-            ["", " , ", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/+8", "example.com", "10.0.0.0/8;rm", "1.2.3.4/"]
+            ["", " , ", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/+8", "example.com", "10.0.0.0/8;rm", "192.0.2.4/"]
         {
             assert!(cidr_list(bad).is_err(), "{bad:?} accepted");
         }

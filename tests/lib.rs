@@ -31,4 +31,5 @@ mod setup_roles;
 mod status;
 mod support;
 mod traefik;
+mod traffic_guard;
 mod variables;

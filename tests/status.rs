@@ -5,8 +5,11 @@ use std::{fs, os::unix::fs::PermissionsExt};
 
 use crate::{
     require_docker,
-    support::docker::{Scratch, TEST_IMAGE, busybox_image, check, checks_with, report, unique},
-    test::{Output, Site},
+    support::{
+        docker::{Scratch, TEST_IMAGE, busybox_image, check, checks_with, report, unique},
+        netns::TestNamespace,
+    },
+    test::{Output, Site, Test},
 };
 
 fn create(site: &Site, id: &str) {
@@ -94,7 +97,11 @@ fn two_clients_are_isolated_by_real_packets_and_probe_reports_what_a_database_re
         .find(|t| t["address"] == b_ip.as_str())
         .unwrap_or_else(|| panic!("b's database was not probed: {database:#}"));
     assert_eq!(tenant["reachable"], false);
-    assert!(database["beyond"].as_array().unwrap().iter().all(|t| t["reachable"] == false), "{database:#}");
+    // Nothing beyond the host is tried unless the operator names it.
+    for network in probe["evidence"].as_array().unwrap() {
+        assert_eq!(network["beyond"], serde_json::json!([]), "{network:#}");
+    }
+    assert!(probe["summary"].as_str().unwrap().contains("beyond the host: not probed (set PROBE_BEYOND)"), "{probe:#}");
     let hosts = database["host"].as_array().unwrap();
     assert!(!hosts.is_empty());
     for host in hosts {
@@ -427,4 +434,63 @@ fn status_takes_the_client_lock_only_with_fix() {
     drop(all);
     let output = site.test().args(["--no-wait", "multi-tenancy-status", "FIX=1"]).run_unchecked();
     assert_eq!(output.status, 0, "{}", output.stderr);
+}
+
+#[test]
+fn probe_reaches_a_namespace_beyond_the_host_from_routed_tiers_only() {
+    let docker = require_docker!();
+    busybox_image(&docker);
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let outside = TestNamespace::new();
+    let a = scratch.client(&unique("far"));
+    create(&site, &a);
+    let beyond = format!("PROBE_BEYOND={}", outside.address);
+    let (output, json) =
+        status(&site, &[&format!("CLIENT_ID={a}"), "PROBE=1", &format!("PROBE_IMAGE={TEST_IMAGE}"), &beyond]);
+    assert_eq!(output.status, 0, "{}", output.stderr);
+    let probe = check(report(&json, &a), "probe");
+    let mut reached = Vec::new();
+    for network in probe["evidence"].as_array().unwrap() {
+        let targets = network["beyond"].as_array().unwrap();
+        assert_eq!(targets.len(), 1, "{network:#}");
+        assert_eq!(targets[0]["address"], outside.address.to_string());
+        let internal = network["internal"].as_bool().unwrap();
+        assert_eq!(targets[0]["reachable"], !internal, "{network:#}");
+        if !internal {
+            reached.push(network["network"].as_str().unwrap().to_string());
+        }
+    }
+    reached.sort();
+    assert_eq!(reached, vec![format!("{a}_frontend"), format!("{a}_network")]);
+    assert!(!probe["summary"].as_str().unwrap().contains("not probed"), "{probe:#}");
+}
+
+#[test]
+fn probe_beyond_refuses_what_is_not_beyond_the_host() {
+    let own = agency::drivers::process::Command::new(&which::which("ip").unwrap())
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap()
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next().map(str::to_string))
+        .expect("a global IPv4 address on this host");
+    for (value, says) in [
+        ("127.0.0.1", "127.0.0.1 is a loopback address: inside a probe it is the probe itself"),
+        ("nonsense", "\"nonsense\" is neither an IPv4 address nor `gateway`"),
+        ("169.254.10.1", "is link-local"),
+        ("gateway,224.0.0.1", "224.0.0.1 is not a unicast address"),
+        ("10.201.7.9", "10.201.7.9 is inside the subnet pool 10.201.0.0/16"),
+        (own.as_str(), "is one of this host's own addresses"),
+    ] {
+        Test::new()
+            .args(["multi-tenancy-status", "PROBE=1", &format!("PROBE_BEYOND={value}")])
+            .status(2)
+            .stderr_contains("invalid PROBE_BEYOND: ")
+            .stderr_contains(says)
+            .run();
+    }
 }

@@ -31,7 +31,6 @@
 use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
     rc::Rc,
 };
 
@@ -415,12 +414,9 @@ fn probe_settings(options: &Map) -> Result<ProbeSettings> {
     let get = |key: &str| options.get(key).map(|v| v.to_string()).filter(|v| !v.is_empty());
     let image = get("image").unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_string());
     let ports = isolation::parse_ports(&get("ports").unwrap_or_else(|| "22,53,80,443".to_string()))?;
-    let beyond = get("beyond")
-        .unwrap_or_else(|| "1.1.1.1".to_string())
-        .split([',', ' '])
-        .filter(|a| !a.is_empty())
-        .map(|a| a.parse::<Ipv4Addr>().map_err(|_| anyhow!("PROBE_BEYOND: {a:?} is not an IPv4 address")))
-        .collect::<Result<Vec<_>>>()?;
+    // Nothing is sent beyond the host unless the operator names a target.
+    let beyond =
+        crate::validate::probe_targets(&get("beyond").unwrap_or_default()).map_err(|e| anyhow!("PROBE_BEYOND: {e}"))?;
     let timeout = match get("timeout") {
         Some(t) => t.parse::<u32>().map_err(|_| anyhow!("probe timeout {t:?} is not a number of seconds"))?,
         None => 2,
@@ -469,6 +465,10 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
         *state.host_info.borrow_mut() = Some(info);
     }
     let host_info = state.host_info.borrow().clone().unwrap_or_default();
+    // With a remote engine its host's addresses are known only now.
+    if let Some(own) = settings.beyond.addresses.iter().find(|a| host_info.addresses.iter().any(|h| h.address == **a)) {
+        bail!("PROBE_BEYOND: {own} is an address of the engine's host, not beyond it");
+    }
     let plans: Vec<Vec<isolation::ProbePlan>> =
         ids.iter().map(|id| isolation::plan_probes(snapshot, id, &host_info, &settings)).collect();
     let specs: Vec<docker::ProbeSpec> = plans.iter().flatten().map(|p| p.spec.clone()).collect();

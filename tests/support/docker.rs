@@ -9,6 +9,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use super::guard::TrafficGuard;
 use agency::drivers::{
     docker::{self, Docker},
     process,
@@ -79,9 +80,12 @@ pub fn scratch_pool(prefix: u8) -> String {
     format!("{}/{prefix}", std::net::Ipv4Addr::from(base))
 }
 
-/// Removes, when dropped, every container, network and volume registered with it.
+/// Removes, when dropped, every container, network and volume registered with it, and fails
+/// the test when a packet from the test subnets was routed off the machine meanwhile (its
+/// [`TrafficGuard`] counts from `new` to drop).
 pub struct Scratch {
     docker: Docker,
+    guard: TrafficGuard,
     containers: Mutex<Vec<String>>,
     networks: Mutex<Vec<String>>,
     volumes: Mutex<Vec<String>>,
@@ -91,6 +95,7 @@ impl Scratch {
     pub fn new(docker: &Docker) -> Self {
         Self {
             docker: docker.clone(),
+            guard: TrafficGuard::start(),
             containers: Mutex::default(),
             networks: Mutex::default(),
             volumes: Mutex::default(),
@@ -194,6 +199,9 @@ impl Drop for Scratch {
         let volumes = std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|e| e.into_inner()));
         if !volumes.is_empty() {
             run([vec!["volume".to_string(), "rm".into(), "-f".into()], volumes].concat());
+        }
+        if !std::thread::panicking() {
+            self.guard.assert_nothing_left_the_host();
         }
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod docker;
 pub mod fake_keycloak;
+pub mod guard;
+pub mod netns;
 
 /// Prints `*** SKIP what ***` so it is seen: straight to the process's stderr, past the test
 /// harness's capture of `print!`/`eprint!` (which would hide it unless the test fails).
