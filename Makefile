@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client delete-client list-clients multi-tenancy-status restore-client rotate-secrets setup-log-segmentation setup-roles verify-backup
+AGENCY_TASKS := backup-client client-report create-client delete-client list-clients multi-tenancy-status restore-client rotate-secrets setup-firewall setup-log-segmentation setup-roles verify-backup
 
 -include dev.mk
 
@@ -38,6 +38,10 @@ restore-client:
 
 .PHONY: rotate-secrets
 rotate-secrets:
+	+@$(AGENCY) $@
+
+.PHONY: setup-firewall
+setup-firewall:
 	+@$(AGENCY) $@
 
 .PHONY: setup-log-segmentation

@@ -234,6 +234,22 @@ impl Ruleset {
         out
     }
 
+    /// The elements of `bridges` (some of this table's) that the kernel's table lacks.
+    pub fn missing(&self, bridges: &[Bridge], live: &Listing) -> Vec<String> {
+        let own =
+            Self { bridges: bridges.to_vec(), host_tcp: BTreeSet::new(), host_udp: BTreeSet::new(), ..self.clone() };
+        own.sets()
+            .into_iter()
+            .flat_map(|(name, elements)| {
+                let found = live.sets.get(name);
+                elements
+                    .into_iter()
+                    .filter(move |e| !found.is_some_and(|f| f.contains(e)))
+                    .map(move |e| format!("{name} {e}"))
+            })
+            .collect()
+    }
+
     /// How the kernel's table (`None`: there is none) differs from this one.
     pub fn compare(&self, live: Option<&Listing>) -> Comparison {
         let Some(live) = live else {

@@ -609,7 +609,16 @@ fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<Doc
         let overlays = Snapshot::client_overlays(&listed, &known);
         let names: Vec<&str> = overlays.iter().map(String::as_str).collect();
         let inspected = docker.inspect_networks(&names)?;
-        Snapshot::from_list(listed, inspected, docker.list_containers()?, &known)
+        let mut snapshot = Snapshot::from_list(listed, inspected, docker.list_containers()?, &known);
+        // `network ls` does not show a bridge's interface; a bridge Docker named itself is
+        // seen on this host (a remote engine's are not, and stay unknown).
+        for network in snapshot.networks.iter_mut().filter(|n| n.driver == "bridge" && n.bridge.is_none()) {
+            let docker_name = firewall::docker_bridge_name(&network.id);
+            if std::path::Path::new("/sys/class/net").join(&docker_name).exists() {
+                network.bridge = Some(docker_name);
+            }
+        }
+        snapshot
     };
     Ok(DockerSnapshot(Rc::new(snapshot)))
 }
