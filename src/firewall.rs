@@ -17,11 +17,11 @@ use crate::{
 /// The Docker network option naming a bridge network's interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
-/// The interface name of a bridge network agency creates on `subnet`: `ag` and the network
-/// address in hex (10 characters; Linux allows 15). Bridge subnets never overlap on one
+/// The interface name of a bridge network agency creates on `subnet`: `agb-` and the network
+/// address in hex (12 characters; Linux allows 15). Bridge subnets never overlap on one
 /// engine, so no two networks, of any client or any root, get the same name.
 pub fn bridge_name(subnet: Ipv4Net) -> String {
-    format!("ag{:08x}", u32::from(subnet.network()))
+    format!("agb-{:08x}", u32::from(subnet.network()))
 }
 
 /// The interface name Docker gives a bridge network it was not asked to name.
@@ -131,7 +131,7 @@ const SETS: [(&str, &str, &str); 6] = [
 ];
 
 /// The chains, written as `nft list` prints them back (that is how they are compared).
-/// Docker's bridges are `docker0`, `docker_gwbridge` and `br-<id>`, agency's `ag<hex>`; an
+/// Docker's bridges are `docker0`, `docker_gwbridge` and `br-<id>`, agency's `agb-<hex>`; an
 /// uplink that is itself a bridge (`br0`) is not among them, so outbound traffic still flows.
 const CHAINS: [(&str, &str, &[&str]); 2] = [
     (
@@ -143,10 +143,10 @@ const CHAINS: [(&str, &str, &[&str]); 2] = [
             "iifname @bridges meta nfproto ipv6 drop comment \"client networks are IPv4\"",
             "iifname @internal drop comment \"nothing routed out of an internal tier\"",
             "oifname @internal drop comment \"nothing routed into an internal tier\"",
-            "iifname @bridges oifname \"ag*\" drop comment \"to another bridge\"",
+            "iifname @bridges oifname \"agb-*\" drop comment \"to another bridge\"",
             "iifname @bridges oifname \"br-*\" drop comment \"to another bridge\"",
             "iifname @bridges oifname \"docker*\" drop comment \"to another bridge\"",
-            "iifname \"ag*\" oifname @bridges drop comment \"from another bridge\"",
+            "iifname \"agb-*\" oifname @bridges drop comment \"from another bridge\"",
             "iifname \"br-*\" oifname @bridges drop comment \"from another bridge\"",
             "iifname \"docker*\" oifname @bridges drop comment \"from another bridge\"",
         ],
@@ -347,7 +347,7 @@ impl Comparison {
         self.present && self.added.is_empty() && self.removed.is_empty() && self.rules.is_empty()
     }
 
-    /// The diff, one line each: `+ bridges "ag0ac90000"`, `- ...`, `~ chain input ...`.
+    /// The diff, one line each: `+ bridges "agb-0ac90000"`, `- ...`, `~ chain input ...`.
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if !self.present {
@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn bridge_names_come_from_the_subnet_and_fit_linux() {
         let name = bridge_name("10.201.3.64/26".parse().unwrap());
-        assert_eq!(name, "ag0ac90340");
+        assert_eq!(name, "agb-0ac90340");
         assert!(valid_interface(&name));
         assert_ne!(name, bridge_name("10.201.3.128/26".parse().unwrap()));
         assert_eq!(docker_bridge_name("0123456789abcdef0123"), "br-0123456789ab");
@@ -453,11 +453,11 @@ mod tests {
         let sets = rules.sets();
         assert_eq!(sets["bridges"].len(), 8);
         assert_eq!(sets["internal"].len(), 4);
-        assert!(sets["sources"].contains("\"ag0ac90140\" . 10.201.1.64/26"));
-        assert!(sets["same_bridge"].contains("\"ag0ac90000\" . \"ag0ac90000\""));
+        assert!(sets["sources"].contains("\"agb-0ac90140\" . 10.201.1.64/26"));
+        assert!(sets["same_bridge"].contains("\"agb-0ac90000\" . \"agb-0ac90000\""));
         assert_eq!(sets["host_udp"], BTreeSet::from(["53".to_string()]));
         assert!(script.contains("priority filter - 10; policy accept;"));
-        assert!(script.contains("\"ag0ac90140\" . 10.201.1.64/26"));
+        assert!(script.contains("\"agb-0ac90140\" . 10.201.1.64/26"));
     }
 
     #[test]
@@ -474,7 +474,7 @@ mod tests {
         let diff = fewer.compare(Some(&listing));
         assert_eq!(diff.removed.len(), 4 + 2 + 4 + 4, "{diff:?}");
         assert!(diff.added.is_empty());
-        assert!(diff.lines().contains(&"- bridges \"ag0ac90100\"".to_string()), "{:?}", diff.lines());
+        assert!(diff.lines().contains(&"- bridges \"agb-0ac90100\"".to_string()), "{:?}", diff.lines());
         let more = ruleset(&[("acme", 0), ("beta", 1), ("gamma", 2)]);
         assert_eq!(more.compare(Some(&listing)).added.len(), 14);
 

@@ -140,6 +140,14 @@ pub fn run(
     let plan = catalog.plan(target)?;
     invocation.check_known(&plan)?;
     let settings = Settings::resolve(&invocation.assignments, env);
+    // The firewall settings are read by whatever task applies or checks the table: a bad one
+    // stops the run before anything changes.
+    crate::firewall::Settings::parse(
+        settings.get("AGENCY_FIREWALL_TABLE"),
+        settings.get("FIREWALL"),
+        settings.get("FIREWALL_HOST_ALLOW"),
+    )
+    .map_err(|e| Error::usage(format!("{e:#}")))?;
     let resolved: Vec<(&Task, IndexMap<String, String>)> =
         plan.iter().map(|task| Ok((*task, invocation.resolve(task, env)?))).collect::<Result<_>>()?;
     for (task, vars) in &resolved {

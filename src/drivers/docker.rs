@@ -673,6 +673,30 @@ struct RawEndpoint {
     ipv4_address: String,
 }
 
+/// The containers of [`Docker::with_net_raw`]'s output lines that have NET_RAW: privileged,
+/// adding it (or ALL), or keeping Docker's default set, which holds it, without dropping it.
+pub fn parse_net_raw(stdout: &str) -> Vec<String> {
+    let caps = |json: &str| -> Vec<String> {
+        serde_json::from_str::<Option<Vec<String>>>(json)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.to_uppercase().trim_start_matches("CAP_").to_string())
+            .collect()
+    };
+    let names = |list: &[String]| list.iter().any(|c| c == "NET_RAW" || c == "ALL");
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (id, privileged, add, drop) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            let raw = privileged == "true" || names(&caps(add)) || !names(&caps(drop));
+            raw.then(|| id.to_string())
+        })
+        .collect()
+}
+
 /// Parses `docker network inspect` output (a JSON array).
 pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
     let trimmed = stdout.trim();
@@ -1010,6 +1034,25 @@ impl Docker {
         let mut networks = parse_network_inspect(&output.stdout)?;
         networks.retain(|n| names.iter().any(|name| *name == n.name || *name == n.id));
         Ok(networks)
+    }
+
+    /// The IDs among `ids` of containers that have NET_RAW, the capability that forges packets
+    /// (one `docker inspect`; a container gone meanwhile is left out).
+    pub fn with_net_raw(&self, ids: &[&str]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let format = "{{.Id}}\t{{.HostConfig.Privileged}}\t{{json .HostConfig.CapAdd}}\t{{json .HostConfig.CapDrop}}";
+        let mut args = vec!["inspect", "--type", "container", "--format", format, "--"];
+        args.extend_from_slice(ids);
+        let output = self.run(&self.command(&args))?;
+        if !output.success() {
+            let unexpected = output.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).find(|l| !is_not_found(l));
+            if let Some(line) = unexpected {
+                return Err(self.failure("inspect", line));
+            }
+        }
+        Ok(parse_net_raw(&output.stdout))
     }
 
     /// Every network with its subnets and containers: `network ls -q` then one
@@ -1659,6 +1702,13 @@ mod tests {
         let text = "ERROR 1064: near 'IDENTIFIED BY s3cretValue' at line 1";
         let shown = redact(text, "old-pass\n\nALTER USER 'root' IDENTIFIED BY 's3cretValue';");
         assert!(!shown.contains("s3cretValue"), "{shown}");
+    }
+
+    #[test]
+    fn net_raw_is_default_unless_dropped() {
+        let out = "a\tfalse\tnull\tnull\nb\tfalse\tnull\t[\"NET_RAW\"]\nc\tfalse\t[\"CAP_NET_RAW\"]\t[\"ALL\"]\n\
+                   d\ttrue\tnull\t[\"ALL\"]\ne\tfalse\tnull\t[\"all\"]\n";
+        assert_eq!(parse_net_raw(out), ["a", "c", "d"]);
     }
 
     #[test]

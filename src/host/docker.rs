@@ -17,10 +17,11 @@
 //! | `docker::cross_tenant_check(snap, id)` | no | the `cross_tenant` check of a client |
 //! | `docker::pool_usage(snap)` | no | `#{ pool, prefix, used, total, source }` of `AGENCY_SUBNET_POOL`: the subnets the clients' client.env files record, plus every network's when `snap` is detailed |
 //! | `docker::probe(snap, [ids], options)` | no¹ | map id → `probe` check; options `image ports beyond timeout` |
+//! | `docker::net_raw(snap, [ids])` | no | map id → names of the client's containers (labelled for it or on its networks) that have NET_RAW (one `docker inspect` of them all) |
 //! | `docker::calls()` | no | docker processes started so far in this run |
-//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
-//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
-//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
+//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets, bridges }` (`bridges`: each bridge network's interface); fails on a foreign or drifted network |
+//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks (also names a bridge Docker named `br-<id>`, when nothing is attached): `#{ repairs, subnets, bridges, changed }` |
+//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet, name_bridge }` (`name_bridge`: the interface is named after the subnet) |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
 //! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
 //! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
@@ -513,6 +514,33 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
     Ok(result)
 }
 
+/// Per client of `ids`, the names of its containers (labelled for it or on its networks,
+/// running or not) that have NET_RAW: one `docker inspect` of them all.
+fn net_raw(state: &DockerState, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
+    let mut owned: Vec<(&ContainerSummary, Vec<&str>)> = Vec::new();
+    for container in &snapshot.containers {
+        let mut owners: Vec<&str> =
+            container.networks.iter().filter_map(|n| snapshot.owner(n).map(|(c, _)| c)).collect();
+        owners.extend(container.label(LABEL_CLIENT));
+        owners.retain(|o| ids.iter().any(|id| id == o));
+        owners.dedup();
+        if !owners.is_empty() {
+            owned.push((container, owners));
+        }
+    }
+    let all: Vec<&str> = owned.iter().map(|(c, _)| c.id.as_str()).collect();
+    let raw = if all.is_empty() { Vec::new() } else { state.docker()?.with_net_raw(&all)? };
+    let mut result: Map = ids.iter().map(|id| (id.as_str().into(), Array::new().into())).collect();
+    for (container, owners) in owned.iter().filter(|(c, _)| raw.iter().any(|r| r == &c.id)) {
+        for owner in owners {
+            if let Some(list) = result.get_mut(*owner).and_then(|v| v.write_lock::<Array>()).as_mut() {
+                list.push(container.name.clone().into());
+            }
+        }
+    }
+    Ok(result)
+}
+
 /// The subnets every client of this root records in its client.env.
 fn recorded_subnets(host: &Host) -> Vec<Ipv4Net> {
     recorded_subnets_by_client(host).into_values().flatten().collect()
@@ -749,6 +777,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("probe", move |snap: DockerSnapshot, ids: Array, options: Map| -> ScriptResult<Map> {
         let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
         probe(&h, &s, &snap.0, &ids, &options).map_err(script_error)
+    });
+
+    let s = state.clone();
+    module.set_native_fn("net_raw", move |snap: DockerSnapshot, ids: Array| -> ScriptResult<Map> {
+        let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+        net_raw(&s, &snap.0, &ids).map_err(script_error)
     });
 
     let s = state.clone();
