@@ -841,7 +841,15 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
             add_host(*gateway, format!("gateway of {}", network.name));
         }
         for address in &host.addresses {
+            // Bridges of other networks come and go (named bridges too); an address that
+            // vanished during the probe would be routed to the default gateway, off the host.
+            // Their gateways are covered by the gateway targets; docker0's stays.
+            let other_bridge = snapshot
+                .networks
+                .iter()
+                .any(|n| n.name != "bridge" && n.subnets.iter().any(|s| s.contains(address.address)));
             if address.address.is_loopback()
+                || other_bridge
                 || address.interface.starts_with("br-")
                 || address.interface.starts_with("veth")
             {

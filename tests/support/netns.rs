@@ -2,7 +2,11 @@
 //! joined to the host by a veth pair with TEST-NET-2 addresses (198.51.100.0/24) and routed
 //! like any outside address, so probes can reach beyond the host without a packet leaving it.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use agency::drivers::process::Command;
 
@@ -22,14 +26,17 @@ impl TestNamespace {
     /// iproute2 are needed, as for Docker itself).
     pub fn new() -> Self {
         let ip = which::which("ip").expect("ip (apt-get install iproute2)");
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = unique("n");
-        // One /30 of 198.51.100.0/24 per namespace, picked from the unique id.
-        let block = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 64;
+        // One /30 of 198.51.100.0/24 per namespace: a test process's namespaces never share
+        // one, and processes start at different blocks.
+        let block = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 64;
         let base = u32::from(Ipv4Addr::new(198, 51, 100, 0)) + block * 4;
         let (host_side, ns_side) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
         let name = format!("agency-{id}");
+        // `veth` names: the probe leaves such links of the host alone (they come and go).
         let short: String = id.chars().rev().take(11).collect();
-        let (host_link, ns_link) = (format!("agh{short}"), format!("agn{short}"));
+        let (host_link, ns_link) = (format!("veth{short}"), format!("vetn{short}"));
         let namespace = Self { ip: ip.clone(), name: name.clone(), host_link: host_link.clone(), address: ns_side };
         let run = |args: &[&str]| {
             let output = Command::new(&ip).args(args.iter().copied()).output().unwrap();
