@@ -128,7 +128,8 @@ impl Drop for HostUdp {
 struct Paths {
     /// Of 100 forged pings, how many reached the other tenant's internal container.
     forged_into_container: u64,
-    /// Of 100 forged UDP datagrams, how many reached the test's socket on the host.
+    /// Of the forged UDP datagrams (100 tftp requests, each resent a few times), how many
+    /// reached the test's socket on the host.
     forged_to_host: u64,
     frontend_to_published_port: bool,
     internal_to_host_listener: bool,
