@@ -189,6 +189,7 @@ def scale_files(pairs, prefix, template, count, pool):
     snapshots/ are copied (what status looks at)."""
     blocks = ipaddress.ip_network(pool).subnets(new_prefix=26)
     subnet_keys = ["FRONTEND_SUBNET", "BACKEND_SUBNET", "DATABASE_SUBNET", "CLIENT_SUBNET"]
+    bridge_keys = ["FRONTEND_BRIDGE", "BACKEND_BRIDGE", "DATABASE_BRIDGE", "CLIENT_BRIDGE"]
     entries = []  # (source root, destination root, relative path, is_dir, mode, contents)
     for src_root, dst_root in pairs:
         os.makedirs(dst_root, exist_ok=True)
@@ -232,8 +233,11 @@ def scale_files(pairs, prefix, template, count, pool):
                 data = data.replace(src_root.encode(), new_root.encode())
             if os.path.basename(dst) == "client.env":
                 text = data.decode()
-                for key, subnet in zip(subnet_keys, subnets):
+                for key, bridge, subnet in zip(subnet_keys, bridge_keys, subnets):
                     text = re.sub(rf"^{key}='[^']*'$", f"{key}='{subnet}'", text, flags=re.M)
+                    # the bridge named after its subnet, as create-client names it
+                    name = "agb-%08x" % int(ipaddress.ip_network(subnet).network_address)
+                    text = re.sub(rf"^{bridge}='[^']*'$", f"{bridge}='{name}'", text, flags=re.M)
                 data = text.encode()
             fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             with os.fdopen(fd, "wb") as f:
@@ -406,7 +410,16 @@ def table(args):
         p(f"   {noop['label']:<58} {ms(noop['median_ms']):>9} {noop.get('docker_calls', '-'):>7} {mb(noop.get('rss_kb')):>9}")
         p(f"   target under 100 ms: {verdict(noop['median_ms'] < 100)}")
         p("")
-    p("5. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
+    firewall = sorted(by.get("firewall", []), key=lambda r: int(r.get("clients", 0)))
+    if firewall:
+        p("5. setup-firewall: agency's nftables table from every client's record, replaced in one nft -f (median)")
+        for r in firewall:
+            p(f"   {r['label']:<58} {ms(r['median_ms']):>9} {'':>7} {mb(r.get('rss_kb')):>9}")
+        thousand = next((r for r in firewall if int(r.get("clients", 0)) == 1000), None)
+        if thousand:
+            p(f"   target under 100 ms at 1,000 clients: {verdict(thousand['median_ms'] < 100)}")
+        p("")
+    p("6. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
     for r in by.get("notes", []):
         p("   " + r["label"])
     print("\n".join(out))

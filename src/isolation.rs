@@ -39,13 +39,39 @@ pub struct Tier {
     pub env_network: &'static str,
     /// client.env key holding the network's subnet.
     pub env_subnet: &'static str,
+    /// client.env key holding the name of the network's bridge interface (bridge driver).
+    pub env_bridge: &'static str,
 }
 
 pub const TIERS: [Tier; 4] = [
-    Tier { name: "frontend", internal: false, env_network: "FRONTEND_NETWORK", env_subnet: "FRONTEND_SUBNET" },
-    Tier { name: "backend", internal: true, env_network: "BACKEND_NETWORK", env_subnet: "BACKEND_SUBNET" },
-    Tier { name: "database", internal: true, env_network: "DATABASE_NETWORK", env_subnet: "DATABASE_SUBNET" },
-    Tier { name: "network", internal: false, env_network: "CLIENT_NETWORK", env_subnet: "CLIENT_SUBNET" },
+    Tier {
+        name: "frontend",
+        internal: false,
+        env_network: "FRONTEND_NETWORK",
+        env_subnet: "FRONTEND_SUBNET",
+        env_bridge: "FRONTEND_BRIDGE",
+    },
+    Tier {
+        name: "backend",
+        internal: true,
+        env_network: "BACKEND_NETWORK",
+        env_subnet: "BACKEND_SUBNET",
+        env_bridge: "BACKEND_BRIDGE",
+    },
+    Tier {
+        name: "database",
+        internal: true,
+        env_network: "DATABASE_NETWORK",
+        env_subnet: "DATABASE_SUBNET",
+        env_bridge: "DATABASE_BRIDGE",
+    },
+    Tier {
+        name: "network",
+        internal: false,
+        env_network: "CLIENT_NETWORK",
+        env_subnet: "CLIENT_SUBNET",
+        env_bridge: "CLIENT_BRIDGE",
+    },
 ];
 
 pub fn tier(name: &str) -> Option<Tier> {
@@ -89,6 +115,7 @@ impl Expected {
             attachable: self.driver == "overlay",
             labels: self.labels(),
             subnet,
+            name_bridge: true,
         }
     }
 
@@ -103,6 +130,9 @@ impl Expected {
         }
         if let Some(subnet) = subnet {
             parts.push(format!("subnet {subnet}"));
+            if self.driver == "bridge" {
+                parts.push(format!("bridge {}", crate::firewall::bridge_name(subnet)));
+            }
         }
         parts.push(format!(
             "labels {LABEL_MANAGED}=true {LABEL_CLIENT}={} {LABEL_TIER}={}",
@@ -668,6 +698,7 @@ fn details_from_summary(summary: NetworkSummary) -> NetworkDetails {
         gateways: Vec::new(),
         labels: summary.labels,
         containers: Vec::new(),
+        bridge: None,
     }
 }
 
@@ -737,7 +768,29 @@ pub fn plan_repairs(
     for expected in expected_networks(client, driver, recorded) {
         let actual = snapshot.network(&expected.name);
         match assess(&expected, actual) {
-            State::Ok => {}
+            State::Ok => {
+                // Made before agency named its bridges: recreated with a name, when nothing is
+                // attached (until then the firewall covers it by Docker's `br-<id>` name).
+                let network = actual.expect("ok implies a network");
+                if expected.driver != "bridge"
+                    || network.bridge.as_deref() != Some(crate::firewall::docker_bridge_name(&network.id).as_str())
+                {
+                    continue;
+                }
+                let attached: Vec<String> = snapshot.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
+                if attached.is_empty() {
+                    let subnet = expected.subnet.or_else(|| network.subnets.first().copied());
+                    repairs.push(Repair::Recreate { expected, id: network.id.clone(), subnet });
+                } else {
+                    repairs.push(Repair::Refuse(format!(
+                        "{}'s bridge has no name of agency's ({}) but has containers attached ({}); not touched: the \
+                         firewall covers it by that name; detach them and run FIX=1 again to name it",
+                        expected.name,
+                        network.bridge.as_deref().unwrap_or_default(),
+                        attached.join(", ")
+                    )));
+                }
+            }
             State::Missing => repairs.push(Repair::Create(expected)),
             State::Foreign => {
                 let network = actual.expect("foreign implies a network");
@@ -1093,6 +1146,7 @@ mod tests {
             gateways: vec![subnet.first_host()],
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             containers: Vec::new(),
+            bridge: Some(crate::firewall::bridge_name(subnet)),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod effects;
 pub mod envfile;
 pub mod error;
 pub mod filecheck;
+pub mod firewall;
 pub mod fsutil;
 pub mod host;
 pub mod ingress;

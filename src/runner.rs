@@ -142,6 +142,14 @@ pub fn run(
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
     let plan = catalog.plan(target)?;
     let settings = Settings::resolve(&invocation.assignments, env);
+    // The firewall settings are read by whatever task applies or checks the table: a bad one
+    // stops the run before anything changes.
+    crate::firewall::Settings::parse(
+        settings.get("AGENCY_FIREWALL_TABLE"),
+        settings.get("FIREWALL"),
+        settings.get("FIREWALL_HOST_ALLOW"),
+    )
+    .map_err(|e| Error::usage(format!("{e:#}")))?;
     invocation.check_known(&plan, &Roots::from_settings(&settings))?;
     let resolved = invocation.resolve_plan(&plan, env)?;
     let confirmed = options.yes || invocation.confirmed()?;

@@ -35,6 +35,26 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "bridge, or overlay for attachable Swarm networks; empty keeps a client's recorded driver (new: bridge)",
     },
+    Setting {
+        name: "FIREWALL",
+        default: "on",
+        help: "on: agency's nftables table enforces isolation (SPEC §9); off: not applied, and status fails every client",
+    },
+    Setting {
+        name: "AGENCY_FIREWALL_TABLE",
+        default: "agency",
+        help: "name of agency's nftables table (family inet); one per AGENCY_ROOT on a host",
+    },
+    Setting {
+        name: "FIREWALL_HOST_ALLOW",
+        default: "",
+        help: "host ports client networks may reach, e.g. 53/udp,53/tcp when the host is their resolver",
+    },
+    Setting {
+        name: "SYSTEMD_UNIT_DIR",
+        default: "/etc/systemd/system",
+        help: "where setup-firewall writes agency-firewall.service",
+    },
     Setting { name: "KEYCLOAK_URL", default: "", help: "Keycloak base URL; set to apply realms live" },
     Setting {
         name: "KEYCLOAK_ADMIN",

@@ -78,7 +78,9 @@ fn reference(docker: &Docker, scratch: &Scratch, pool: &str) -> Reference {
 
 /// Names of the steps (without the site path and id), for messages.
 fn step_name(step: &str, site: &Site, id: &str) -> String {
-    step.replace(&site.path().display().to_string(), "<site>").replace(id, "<id>")
+    step.replace(&site.path().display().to_string(), "<site>")
+        .replace(site.firewall_table(), "<table>")
+        .replace(id, "<id>")
 }
 
 #[test]
@@ -158,7 +160,10 @@ fn a_failure_of_any_step_of_create_client_is_named_and_a_rerun_completes() {
             .unwrap_or_else(|| panic!("unexpected step {step}"));
         let named = format!(
             "failed: {action} {} failed: injected fault at mutation {n}",
-            target.replace("<site>", &site.path().display().to_string()).replace("<id>", &id)
+            target
+                .replace("<site>", &site.path().display().to_string())
+                .replace("<table>", site.firewall_table())
+                .replace("<id>", &id)
         );
         let error_line = failed.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
         assert!(

@@ -16,6 +16,7 @@ mod db_passwords;
 mod definitions;
 mod delete_client;
 mod docker_driver;
+mod firewall;
 mod fuzz_seeds;
 mod hostile;
 mod keycloak;

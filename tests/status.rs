@@ -156,14 +156,16 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     docker.remove_network(&format!("{a}_frontend")).unwrap();
     let found = failing(&["networks"]);
     assert!(check(&found, "networks")["summary"].as_str().unwrap().contains(&format!("{a}_frontend is missing")));
-    // The database network recreated without --internal (and a container on it).
+    // The database network recreated without --internal (and a container on it): its bridge is
+    // no longer the one the firewall table keys on.
     let database = scratch.recreate_database_network_not_internal(&a);
-    let found = failing(&["networks"]);
+    let found = failing(&["networks", "firewall"]);
+    assert!(check(&found, "firewall")["summary"].as_str().unwrap().contains("the network was recreated"));
     assert!(check(&found, "networks")["summary"].as_str().unwrap().contains(&format!("{database} is not internal")));
     // A container on both tenants' backends.
     let both = scratch.server(&unique("both"), &format!("{a}_backend"), &[]);
     scratch.docker(&["network", "connect", &format!("{b}_backend"), &both]);
-    let found = failing(&["networks", "cross_tenant"]);
+    let found = failing(&["networks", "firewall", "cross_tenant"]);
     let cross = check(&found, "cross_tenant");
     assert!(cross["summary"].as_str().unwrap().contains(&format!("{both} is attached to networks of {a} and {b}")));
     assert_eq!(cross["evidence"]["violations"][0]["container"], both.as_str());
@@ -171,10 +173,10 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     assert_eq!(check(report(&json, &b), "cross_tenant")["status"], "fail");
     // secrets.env readable by others.
     fs::set_permissions(site.secrets_file(&a), fs::Permissions::from_mode(0o644)).unwrap();
-    failing(&["networks", "cross_tenant", "secrets"]);
+    failing(&["networks", "firewall", "cross_tenant", "secrets"]);
     // A log file missing.
     fs::remove_file(site.log_root().join(format!("clients/{a}/error.log"))).unwrap();
-    let found = failing(&["networks", "cross_tenant", "logs", "secrets"]);
+    let found = failing(&["networks", "firewall", "cross_tenant", "logs", "secrets"]);
     assert!(check(&found, "logs")["summary"].as_str().unwrap().contains("error.log is missing"));
 
     // FIX=1 will not recreate a network that has a container attached, and says so.
@@ -192,7 +194,9 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     assert!(repairs.iter().any(|r| r.contains("error.log")), "{repairs:?}");
     assert!(repairs.iter().any(|r| r.contains("secrets.env")), "{repairs:?}");
     assert_eq!(docker.inspect_networks(&[&database]).unwrap()[0].id, database_id, "a network in use was touched");
+    // The table now covers the hand-made network under Docker's name for its bridge.
     assert_eq!(checks_with(report(&json, &a), "fail"), ["networks", "cross_tenant"]);
+    assert_eq!(check(report(&json, &a), "firewall")["status"], "warn", "{json:#}");
     assert!(check(report(&json, &a), "cross_tenant")["fix"].as_str().unwrap().contains("cannot"));
 
     // Once nothing is attached, FIX=1 recreates it internal; after detaching the bridge
@@ -201,7 +205,13 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     let (_, json) = status(&site, &[&a_arg, "FIX=1"]);
     let repairs = report(&json, &a)["repairs"].to_string();
     assert!(repairs.contains(&format!("recreate {database}")), "{repairs}");
-    assert!(docker.inspect_networks(&[&database]).unwrap()[0].internal);
+    let recreated = &docker.inspect_networks(&[&database]).unwrap()[0];
+    assert!(recreated.internal);
+    assert_eq!(
+        recreated.bridge.as_deref(),
+        Some(agency::firewall::bridge_name(recreated.subnets[0]).as_str()),
+        "FIX=1 names the bridge"
+    );
     scratch.docker(&["network", "disconnect", &format!("{b}_backend"), &both]);
     let (output, json) = status(&site, &[]);
     assert_eq!(output.status, 0, "{}", output.stderr);

@@ -11,11 +11,13 @@ use std::{
 use tempfile::TempDir;
 
 /// A temp site: AGENCY_ROOT, log, backup and logrotate roots and a site dir, all inside one
-/// temp dir that is removed when the value drops.
+/// temp dir that is removed when the value drops, and an nftables table of its own
+/// (`AGENCY_FIREWALL_TABLE`), deleted then too.
 pub struct Site {
     dir: TempDir,
     /// Runs see the real Docker engine; otherwise `tests/support/fake-docker` answers.
     real_docker: bool,
+    firewall_table: String,
 }
 
 impl Site {
@@ -29,14 +31,27 @@ impl Site {
             fake_bin.join("docker"),
         )
         .unwrap();
-        Self { dir, real_docker: false }
+        // The temp dir's random suffix (letters and digits) makes the table name unique.
+        let suffix = dir.path().file_name().unwrap().to_string_lossy().trim_start_matches("agency-test-").to_string();
+        Self { dir, real_docker: false, firewall_table: format!("agency_test_{suffix}") }
     }
 
     /// A site whose runs drive the real Docker engine (`DOCKER_HOST`, `DOCKER_CONTEXT` and
     /// `DOCKER_CONFIG` pass through). Tests using it create networks with unique client ids
     /// and remove them (`support::docker::Scratch`).
     pub fn with_docker() -> Self {
-        Self { real_docker: true, ..Self::new() }
+        let mut site = Self::new();
+        site.real_docker = true;
+        site
+    }
+
+    /// The site's own nftables table (family inet).
+    pub fn firewall_table(&self) -> &str {
+        &self.firewall_table
+    }
+
+    pub fn unit_dir(&self) -> PathBuf {
+        self.path().join("systemd")
     }
 
     pub fn path(&self) -> &Path {
@@ -103,6 +118,8 @@ impl Site {
             ("SYSTEMD_DIR".into(), path(self.path().join("systemd"))),
             ("CRON_FILE".into(), path(self.path().join("cron.d").join("agency"))),
             ("ENV_FILE".into(), path(self.path().join("schedule.env"))),
+            ("AGENCY_FIREWALL_TABLE".into(), self.firewall_table.clone()),
+            ("SYSTEMD_UNIT_DIR".into(), path(self.unit_dir())),
         ];
         if self.real_docker {
             for key in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
@@ -143,6 +160,14 @@ impl Site {
             .collect();
         entries.sort();
         entries
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Ok(nft) = agency::drivers::nft::Nft::locate() {
+            let _ = nft.delete_table(&self.firewall_table);
+        }
     }
 }
 

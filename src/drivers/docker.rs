@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::{
     drivers::process::{self, Output},
+    firewall,
     subnet::{Allocator, Ipv4Net},
 };
 
@@ -197,6 +198,9 @@ pub struct NetworkDetails {
     pub gateways: Vec<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     pub containers: Vec<Endpoint>,
+    /// The interface of a bridge network (its `com.docker.network.bridge.name`, else Docker's
+    /// `br-<id>`); `None` for other drivers, or when not known (`network ls` does not say).
+    pub bridge: Option<String>,
 }
 
 impl NetworkDetails {
@@ -216,6 +220,9 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// An explicit subnet; `None` lets Docker pick from its default pools.
     pub subnet: Option<Ipv4Net>,
+    /// A bridge network with a subnet gets the interface [`firewall::bridge_name`] of it, so
+    /// agency's firewall can key its rules on a name that cannot be forged.
+    pub name_bridge: bool,
 }
 
 impl NetworkSpec {
@@ -228,6 +235,7 @@ impl NetworkSpec {
             attachable: false,
             labels: BTreeMap::new(),
             subnet: None,
+            name_bridge: false,
         }
     }
 
@@ -247,6 +255,10 @@ impl NetworkSpec {
         if let Some(subnet) = subnet {
             args.push("--subnet".to_string());
             args.push(subnet.to_string());
+            if self.name_bridge && self.driver == "bridge" {
+                args.push("--opt".to_string());
+                args.push(format!("{}={}", firewall::BRIDGE_NAME_OPTION, firewall::bridge_name(subnet)));
+            }
         }
         for (key, value) in &self.labels {
             args.push("--label".to_string());
@@ -633,6 +645,8 @@ struct RawNetwork {
     containers: Option<BTreeMap<String, RawEndpoint>>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -657,6 +671,30 @@ struct RawEndpoint {
     name: String,
     #[serde(rename = "IPv4Address", default)]
     ipv4_address: String,
+}
+
+/// The containers of [`Docker::with_net_raw`]'s output lines that have NET_RAW: privileged,
+/// adding it (or ALL), or keeping Docker's default set, which holds it, without dropping it.
+pub fn parse_net_raw(stdout: &str) -> Vec<String> {
+    let caps = |json: &str| -> Vec<String> {
+        serde_json::from_str::<Option<Vec<String>>>(json)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.to_uppercase().trim_start_matches("CAP_").to_string())
+            .collect()
+    };
+    let names = |list: &[String]| list.iter().any(|c| c == "NET_RAW" || c == "ALL");
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (id, privileged, add, drop) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            let raw = privileged == "true" || names(&caps(add)) || !names(&caps(drop));
+            raw.then(|| id.to_string())
+        })
+        .collect()
 }
 
 /// Parses `docker network inspect` output (a JSON array).
@@ -695,7 +733,16 @@ pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
                     ipv4: endpoint.ipv4_address.split('/').next().and_then(|a| a.parse().ok()),
                 })
                 .collect();
+            let bridge = (raw.driver == "bridge").then(|| {
+                raw.options
+                    .as_ref()
+                    .and_then(|o| o.get(firewall::BRIDGE_NAME_OPTION))
+                    .filter(|name| !name.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| firewall::docker_bridge_name(&raw.id))
+            });
             NetworkDetails {
+                bridge,
                 id: raw.id,
                 name: raw.name,
                 created: raw.created,
@@ -987,6 +1034,25 @@ impl Docker {
         let mut networks = parse_network_inspect(&output.stdout)?;
         networks.retain(|n| names.iter().any(|name| *name == n.name || *name == n.id));
         Ok(networks)
+    }
+
+    /// The IDs among `ids` of containers that have NET_RAW, the capability that forges packets
+    /// (one `docker inspect`; a container gone meanwhile is left out).
+    pub fn with_net_raw(&self, ids: &[&str]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let format = "{{.Id}}\t{{.HostConfig.Privileged}}\t{{json .HostConfig.CapAdd}}\t{{json .HostConfig.CapDrop}}";
+        let mut args = vec!["inspect", "--type", "container", "--format", format, "--"];
+        args.extend_from_slice(ids);
+        let output = self.run(&self.command(&args))?;
+        if !output.success() {
+            let unexpected = output.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).find(|l| !is_not_found(l));
+            if let Some(line) = unexpected {
+                return Err(self.failure("inspect", line));
+            }
+        }
+        Ok(parse_net_raw(&output.stdout))
     }
 
     /// Every network with its subnets and containers: `network ls -q` then one
@@ -1639,6 +1705,13 @@ mod tests {
     }
 
     #[test]
+    fn net_raw_is_default_unless_dropped() {
+        let out = "a\tfalse\tnull\tnull\nb\tfalse\tnull\t[\"NET_RAW\"]\nc\tfalse\t[\"CAP_NET_RAW\"]\t[\"ALL\"]\n\
+                   d\ttrue\tnull\t[\"ALL\"]\ne\tfalse\tnull\t[\"all\"]\n";
+        assert_eq!(parse_net_raw(out), ["a", "c", "d"]);
+    }
+
+    #[test]
     fn network_age_pads_fractions() {
         let at = |created: &str, id: &str| NetworkDetails {
             id: id.into(),
@@ -1653,6 +1726,7 @@ mod tests {
             gateways: Vec::new(),
             labels: BTreeMap::new(),
             containers: Vec::new(),
+            bridge: None,
         };
         let a = network_age_key(&at("2026-11-27T12:33:03.8Z", "b"));
         let b = network_age_key(&at("2026-11-27T12:33:03.80000001Z", "a"));

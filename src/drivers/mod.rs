@@ -1,5 +1,6 @@
 pub mod compose;
 pub mod docker;
 pub mod keycloak;
+pub mod nft;
 pub mod process;
 pub mod restic;

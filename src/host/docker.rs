@@ -17,11 +17,12 @@
 //! | `docker::cross_tenant_check(snap, id)` | no | the `cross_tenant` check of a client |
 //! | `docker::pool_usage(snap)` | no | `#{ pool, prefix, used, total, source }` of `AGENCY_SUBNET_POOL`: the subnets the clients' client.env files record, plus every network's when `snap` is detailed |
 //! | `docker::probe(snap, [ids], options)` | no¹ | map id → `probe` check; options `image ports beyond timeout` |
+//! | `docker::net_raw(snap, [ids])` | no | map id → names of the client's containers (labelled for it or on its networks) that have NET_RAW (one `docker inspect` of them all) |
 //! | `docker::calls()` | no | docker processes started so far in this run |
-//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets }`; fails on a foreign or drifted network |
-//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks: `#{ repairs, subnets, changed }` |
+//! | `docker::ensure_networks(id, env)` | yes | creates the client's four networks; `#{ driver, networks, subnets, bridges }` (`bridges`: each bridge network's interface); fails on a foreign or drifted network |
+//! | `docker::repair_networks(snap, id, env)` | yes | `FIX=1` for networks (also names a bridge Docker named `br-<id>`, when nothing is attached): `#{ repairs, subnets, bridges, changed }` |
 //! | `docker::repair_networks(snap, id, env, adopt)` | yes | the same; `adopt` (`ADOPT=1`) also replaces an empty network of a client network's exact name that is labelled for no other client |
-//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet }` |
+//! | `docker::network_create(spec)` | yes | spec `#{ name, driver, internal, attachable, labels, subnet, name_bridge }` (`name_bridge`: the interface is named after the subnet) |
 //! | `docker::network_remove(name)` | yes | "removed" / "unchanged" (absent) |
 //! | `docker::network_disconnect(network, container)` | yes | disconnects a container (running or not) from a network: "removed" / "unchanged" (not attached, or either absent) |
 //! | `docker::exec_with_stdin(container, argv, stdin)` | yes | runs `argv` in a running container with `stdin` fed to it (`docker exec -i`); its stdout (`""` in a dry run). Errors mask every word of `stdin` |
@@ -46,6 +47,7 @@ use crate::{
         NetworkSpec, NetworkSummary,
     },
     effects::Outcome,
+    firewall,
     isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
     layout::ClientLayout,
     subnet::{Allocator, Ipv4Net, Pool},
@@ -226,10 +228,12 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     let mut allocator: Option<Allocator> = None;
     let mut problems = Vec::new();
     let mut subnets = Map::new();
+    let mut bridges = Map::new();
     let mut networks = Map::new();
     for expected in &expected {
         networks.insert(expected.tier.name.into(), expected.name.clone().into());
         let actual = existing.iter().find(|n| n.name == expected.name);
+        let mut bridge = actual.and_then(|n| n.bridge.clone());
         let subnet = match isolation::assess(expected, actual) {
             State::Ok => {
                 let network = actual.expect("ok implies a network");
@@ -266,11 +270,16 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
                     allocator = Some(Allocator::new(pool(host)?, taken));
                 }
                 let allocator = allocator.as_mut().expect("just set");
-                Some(create_effect(host, &docker, expected, allocator)?)
+                let subnet = create_effect(host, &docker, expected, allocator)?;
+                bridge = (driver == "bridge").then(|| firewall::bridge_name(subnet));
+                Some(subnet)
             }
         };
         if let Some(subnet) = subnet {
             subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+        }
+        if let Some(bridge) = bridge {
+            bridges.insert(expected.tier.name.into(), bridge.into());
         }
     }
     if !problems.is_empty() {
@@ -280,6 +289,7 @@ fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Res
     result.insert("driver".into(), driver.into());
     result.insert("networks".into(), networks.into());
     result.insert("subnets".into(), subnets.into());
+    result.insert("bridges".into(), bridges.into());
     Ok(result)
 }
 
@@ -298,11 +308,21 @@ fn repair_networks(
     let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded, adopt);
     let mut messages = Vec::new();
     let mut subnets = Map::new();
+    // Every bridge as it is known now (the snapshot's, then the repaired ones).
+    let mut bridges: Map = isolation::TIERS
+        .iter()
+        .filter_map(|tier| {
+            let network =
+                snapshot.network(recorded.get(tier.env_network).map_or(&format!("{id}_{}", tier.name), |n| n))?;
+            Some((tier.name.into(), network.bridge.clone()?.into()))
+        })
+        .collect();
     let mut changed = false;
     if repairs.is_empty() {
         return Ok(Map::from_iter([
             ("repairs".into(), Array::new().into()),
             ("subnets".into(), subnets.into()),
+            ("bridges".into(), bridges.into()),
             ("changed".into(), false.into()),
         ]));
     }
@@ -322,6 +342,9 @@ fn repair_networks(
                 let subnet = create_effect(host, &docker, &expected, &mut allocator)?;
                 messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
                 subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet).into());
+                }
                 changed = true;
             }
             Repair::Recreate { expected, id: network_id, subnet } => {
@@ -371,7 +394,10 @@ fn repair_networks(
                     return Err(error);
                 }
                 let was = old
-                    .map(|n| format!("{}, {}", n.driver, if n.internal { "internal" } else { "not internal" }))
+                    .map(|n| {
+                        let bridge = n.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default();
+                        format!("{}, {}{bridge}", n.driver, if n.internal { "internal" } else { "not internal" })
+                    })
                     .unwrap_or_default();
                 messages.push(format!(
                     "{would}recreate {} as {} (was: {was})",
@@ -379,6 +405,9 @@ fn repair_networks(
                     expected.describe(Some(actual))
                 ));
                 subnets.insert(expected.tier.name.into(), actual.to_string().into());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual).into());
+                }
                 changed = true;
             }
         }
@@ -386,6 +415,7 @@ fn repair_networks(
     Ok(Map::from_iter([
         ("repairs".into(), strings(messages).into()),
         ("subnets".into(), subnets.into()),
+        ("bridges".into(), bridges.into()),
         ("changed".into(), changed.into()),
     ]))
 }
@@ -493,6 +523,33 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
     Ok(result)
 }
 
+/// Per client of `ids`, the names of its containers (labelled for it or on its networks,
+/// running or not) that have NET_RAW: one `docker inspect` of them all.
+fn net_raw(state: &DockerState, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
+    let mut owned: Vec<(&ContainerSummary, Vec<&str>)> = Vec::new();
+    for container in &snapshot.containers {
+        let mut owners: Vec<&str> =
+            container.networks.iter().filter_map(|n| snapshot.owner(n).map(|(c, _)| c)).collect();
+        owners.extend(container.label(LABEL_CLIENT));
+        owners.retain(|o| ids.iter().any(|id| id == o));
+        owners.dedup();
+        if !owners.is_empty() {
+            owned.push((container, owners));
+        }
+    }
+    let all: Vec<&str> = owned.iter().map(|(c, _)| c.id.as_str()).collect();
+    let raw = if all.is_empty() { Vec::new() } else { state.docker()?.with_net_raw(&all)? };
+    let mut result: Map = ids.iter().map(|id| (id.as_str().into(), Array::new().into())).collect();
+    for (container, owners) in owned.iter().filter(|(c, _)| raw.iter().any(|r| r == &c.id)) {
+        for owner in owners {
+            if let Some(list) = result.get_mut(*owner).and_then(|v| v.write_lock::<Array>()).as_mut() {
+                list.push(container.name.clone().into());
+            }
+        }
+    }
+    Ok(result)
+}
+
 /// The subnets every client of this root records in its client.env.
 fn recorded_subnets(host: &Host) -> Result<Vec<Ipv4Net>> {
     Ok(recorded_subnets_by_client(host)?.into_values().flatten().collect())
@@ -589,7 +646,16 @@ fn take_snapshot(host: &Host, state: &DockerState, detailed: bool) -> Result<Doc
         let overlays = Snapshot::client_overlays(&listed, &known);
         let names: Vec<&str> = overlays.iter().map(String::as_str).collect();
         let inspected = docker.inspect_networks(&names)?;
-        Snapshot::from_list(listed, inspected, docker.list_containers()?, &known)
+        let mut snapshot = Snapshot::from_list(listed, inspected, docker.list_containers()?, &known);
+        // `network ls` does not show a bridge's interface; a bridge Docker named itself is
+        // seen on this host (a remote engine's are not, and stay unknown).
+        for network in snapshot.networks.iter_mut().filter(|n| n.driver == "bridge" && n.bridge.is_none()) {
+            let docker_name = firewall::docker_bridge_name(&network.id);
+            if std::path::Path::new("/sys/class/net").join(&docker_name).exists() {
+                network.bridge = Some(docker_name);
+            }
+        }
+        snapshot
     };
     Ok(DockerSnapshot(Rc::new(snapshot)))
 }
@@ -618,6 +684,7 @@ fn network_spec(spec: &Map) -> Result<NetworkSpec> {
         attachable: flag("attachable"),
         labels,
         subnet,
+        name_bridge: flag("name_bridge"),
     })
 }
 
@@ -719,6 +786,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("probe", move |snap: DockerSnapshot, ids: Array, options: Map| -> ScriptResult<Map> {
         let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
         probe(&h, &s, &snap.0, &ids, &options).map_err(script_error)
+    });
+
+    let s = state.clone();
+    module.set_native_fn("net_raw", move |snap: DockerSnapshot, ids: Array| -> ScriptResult<Map> {
+        let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+        net_raw(&s, &snap.0, &ids).map_err(script_error)
     });
 
     let s = state.clone();

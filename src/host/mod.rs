@@ -6,6 +6,7 @@ pub mod audit;
 pub mod checks;
 pub mod docker;
 pub mod envfile;
+pub mod firewall;
 pub mod format;
 pub mod fs;
 pub mod html;
@@ -69,6 +70,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());
     engine.register_static_module("docker", docker::create_module(host).into());
+    engine.register_static_module("firewall", firewall::create_module(host).into());
     engine.register_static_module("checks", checks::create_module(host).into());
     engine.register_static_module("stack", stack::create_module(host).into());
     engine.register_type_with_name::<stack::StackInspection>("StackInspection");

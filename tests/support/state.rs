@@ -94,7 +94,11 @@ pub fn temp_files(site: &Site) -> Vec<String> {
 /// the password on disk, one key".
 pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTreeMap<String, String> {
     let site_text = site.path().display().to_string();
-    let normalize = |text: &str| text.replace(&site_text, "<site>").replace(id, "<id>");
+    let normalize =
+        |text: &str| text.replace(&site_text, "<site>").replace(site.firewall_table(), "<table>").replace(id, "<id>");
+    let recorded = fs::read_to_string(site.client_dir(id).join("client.env"))
+        .map(|text| agency::envfile::parse(&text).unwrap())
+        .unwrap_or_default();
     let pool: Ipv4Net = pool.parse().unwrap();
     let mut state = BTreeMap::new();
     let repository = site.backup_root().join(format!("client-{id}"));
@@ -127,6 +131,10 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
                                 let subnet: Ipv4Net = v.parse().unwrap();
                                 assert!(pool.contains(subnet.network()), "{key} {subnet} is outside the pool {pool}");
                                 "<subnet>".to_string()
+                            } else if let Some(tier) = key.strip_suffix("_BRIDGE") {
+                                let subnet: Ipv4Net = recorded[&format!("{tier}_SUBNET")].parse().unwrap();
+                                assert_eq!(v, agency::firewall::bridge_name(subnet), "{key}");
+                                "<named after its subnet>".to_string()
                             } else if key == "CLIENT_CREATED" {
                                 assert!(v.ends_with('Z') && v.len() >= 20, "CLIENT_CREATED {v:?}");
                                 "<time>".to_string()
@@ -135,6 +143,16 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
                             };
                             value += &format!("\n{key}={shown}");
                         }
+                    }
+                    _ if path.parent().is_some_and(|p| p.ends_with("firewall")) => {
+                        // The saved table: holds each of the client's recorded bridges.
+                        for (key, bridge) in recorded.iter().filter(|(k, _)| k.ends_with("_BRIDGE")) {
+                            assert!(
+                                text.contains(&format!("\"{bridge}\" . \"{bridge}\"")),
+                                "{key} {bridge} not in {text}"
+                            );
+                        }
+                        value += "; the table with the client's bridges";
                     }
                     _ => value += &format!("\n{}", normalize(&text)),
                 }
@@ -175,7 +193,17 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
         let labels: Vec<String> = network.labels.iter().map(|(k, v)| format!("{k}={}", normalize(v))).collect();
         state.insert(
             format!("<network {}>", normalize(&network.name)),
-            format!("{}, internal {}, labels {}", network.driver, network.internal, labels.join(" ")),
+            format!(
+                "{}, internal {}, labels {}, bridge {}",
+                network.driver,
+                network.internal,
+                labels.join(" "),
+                if network.bridge.as_ref() == env.get(&key.replace("_SUBNET", "_BRIDGE")) {
+                    "as recorded"
+                } else {
+                    "NOT as recorded"
+                }
+            ),
         );
     }
     state
