@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     audit::{self, AuditRecord},
     catalog::Catalog,
+    drivers::lifetime,
     effects::{Change, Outcome},
     error::{Error, Result},
     host::Host,
@@ -138,6 +139,8 @@ pub fn run(
         }
         None => None,
     };
+    // From here on an interruption stops the run between changes, with an audit line.
+    lifetime::catch_interrupts();
 
     // The engine is built only now, so --list and --explain never pay for it; every
     // script (and every plugin's hooks) is compiled before the first runs, so a syntax
@@ -212,8 +215,21 @@ pub fn run(
             },
             Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
+        let interrupted = if ok { None } else { lifetime::interrupted() };
+        let made = changes
+            .iter()
+            .filter(|c| {
+                !c.planned
+                    && matches!(c.outcome, Outcome::Created | Outcome::Updated | Outcome::Removed | Outcome::Moved)
+            })
+            .count();
         if !options.dry_run {
-            record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
+            let outcome = match (ok, interrupted) {
+                (true, _) => "ok",
+                (false, Some(_)) => "interrupted",
+                (false, None) => "failed",
+            };
+            record_audit(&host.roots, task, vars, outcome, error.as_deref(), &changes, &output);
         }
         reports.push(TaskReport {
             task: task.name.clone(),
@@ -230,6 +246,18 @@ pub fn run(
             output: output.take_captured(),
             error: error.clone(),
         });
+        if let Some(signal) = interrupted {
+            failure = Some(Error::interrupted(
+                signal,
+                format!(
+                    "{} interrupted by {} after {} change(s); a plain re-run completes it",
+                    task.name,
+                    lifetime::signal_name(signal),
+                    made
+                ),
+            ));
+            break;
+        }
         if let Err(e) = result {
             failure = Some(Error { message: format!("{} failed: {}", task.name, e.message), ..e });
             break;
@@ -325,7 +353,7 @@ fn record_audit(
     roots: &Roots,
     task: &Task,
     vars: &IndexMap<String, String>,
-    ok: bool,
+    outcome: &str,
     error: Option<&str>,
     changes: &[Change],
     output: &Output,
@@ -350,7 +378,7 @@ fn record_audit(
             vars: shown_vars(task, vars),
             user: audit::current_user(),
             pid: std::process::id(),
-            outcome: if ok { "ok" } else { "failed" },
+            outcome,
             error: error.map(str::to_string),
             event: None,
             changes: &changes,

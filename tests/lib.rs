@@ -19,6 +19,7 @@ mod docker_driver;
 mod fuzz_seeds;
 mod hostile;
 mod keycloak;
+mod lifetime;
 mod list_clients;
 mod locks;
 mod log_segmentation;

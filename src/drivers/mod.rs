@@ -1,4 +1,5 @@
 pub mod docker;
 pub mod keycloak;
+pub mod lifetime;
 pub mod process;
 pub mod restic;

@@ -576,7 +576,7 @@ impl Repo {
                 _ => {}
             }
         }
-        let output = reader.try_wait()?.ok_or_else(|| anyhow!("restic backup to {} did not exit", self.location))?;
+        let output = reader.finish().with_context(|| format!("restic backup to {}", self.location))?;
         let output = Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::new(),
