@@ -22,6 +22,7 @@ pub mod makefile;
 pub mod output;
 pub mod plugin;
 pub mod realm;
+pub mod recovery;
 pub mod rotation;
 pub mod run;
 pub mod runner;

@@ -26,6 +26,7 @@ mod log_segmentation;
 mod make;
 mod networks;
 mod plugins;
+mod recovery;
 mod rotation;
 mod sandbox;
 mod setup_roles;

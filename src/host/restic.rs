@@ -42,7 +42,7 @@ use crate::{
     effects::Outcome,
     envfile,
     layout::ClientLayout,
-    rotation,
+    recovery, rotation,
 };
 
 /// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
@@ -61,6 +61,11 @@ fn require_backups(host: &Host) -> Result<()> {
 /// restic, or what to install (or that a host may keep no backups).
 fn locate() -> Result<Restic> {
     Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
+}
+
+/// Clears what killed runs left before the repository is used (`recovery::before_use`).
+fn recover(host: &Host, layout: &ClientLayout, config: &BackupConfig) -> Result<()> {
+    recovery::before_use(host, layout, &config.repository, || backup::repo(&locate()?, layout, config))
 }
 
 fn layout(host: &Host, id: &str) -> Result<ClientLayout> {
@@ -335,6 +340,7 @@ fn add_pending_key(host: &Host, id: &str) -> Result<String> {
             pending_path.display()
         );
     };
+    recover(host, &layout, &config)?;
     let restic = locate()?;
     let current = backup::password(&layout)?;
     let next = password_in(&pending, &pending_path)?;
@@ -354,7 +360,7 @@ fn add_pending_key(host: &Host, id: &str) -> Result<String> {
         "a key for the new RESTIC_PASSWORD (secrets.env.next)"
     };
     let outcome = host.effects.apply("restic key add", &target, detail, needed, || {
-        restic.repo(config.repository.clone(), current.clone()).key_add(&next)?;
+        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
         with_next.open().context("the new key was added but does not open the repository")
     })?;
     Ok(outcome.as_str().into())
@@ -368,6 +374,7 @@ fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT>
         return Ok(0);
     }
     let (layout, config) = setup(host, id)?;
+    recover(host, &layout, &config)?;
     let target = config.repository.to_string();
     let current_values = rotation::current(&layout)?;
     let current = password_in(&current_values, &layout.secrets_file)?;
@@ -441,7 +448,13 @@ fn init(host: &Host, id: &str) -> Result<String> {
             }
         }
     };
-    let outcome = host.effects.apply("restic init", &target, "password from secrets.env", needed, || {
+    let half_done = location.is_half_initialized()?;
+    let detail = if half_done {
+        "password from secrets.env; again: a stopped init had left keys but no config"
+    } else {
+        "password from secrets.env"
+    };
+    let outcome = host.effects.apply("restic init", &target, detail, needed, || {
         let repo = backup::repo(&locate()?, &layout, &config)?;
         if let Location::Local(path) = &config.repository {
             // restic makes the directory 0700 itself; its parent must exist.
@@ -450,8 +463,16 @@ fn init(host: &Host, id: &str) -> Result<String> {
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
         }
+        if half_done {
+            location.clear_half_init()?;
+        }
         repo.init()
     })?;
+    // A second init of an earlier run may have left a key whose master key does not open the
+    // config (restic then fails for the password on disk whenever it tries that key first).
+    if outcome == Outcome::Unchanged && location.key_files()?.len() > 1 {
+        recovery::remove_keys_not_opening_config(host, &backup::repo(&locate()?, &layout, &config)?)?;
+    }
     Ok(outcome.as_str().into())
 }
 
@@ -472,6 +493,7 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
         if volume_names.is_empty() { String::new() } else { format!(" ({})", volume_names.join(" ")) },
         plan.request.tags.join(",")
     );
+    recover(host, &layout, &config)?;
     let mut summary = None;
     host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
         let result = (|| {
@@ -526,6 +548,7 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
         map.insert("removed".into(), strings(Vec::<String>::new()));
         return Ok(map);
     }
+    recover(host, &layout, &config)?;
     let repo = backup::repo(&locate()?, &layout, &config)?;
     let planned = match repo.forget_plan(&config.retention) {
         Ok(plan) => plan,
@@ -622,6 +645,7 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
     let mut map = Map::new();
     map.insert("client".into(), text(id));
     map.insert("repository".into(), text(config.repository.to_string()));
+    recover(host, &layout, &config)?;
     let outcome = (|| -> Result<(usize, String, String)> {
         let repo = backup::repo(&locate()?, &layout, &config)?;
         let snapshots = repo.snapshots(&[])?;
