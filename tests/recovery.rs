@@ -263,3 +263,54 @@ fn a_rotation_killed_in_key_add_leaves_its_password_file_only_in_the_secrets_dir
         files(&secrets_dir).into_iter().filter(|n| n.starts_with('.') && n.ends_with(".tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+fn list_health(site: &Site, id: &str) -> String {
+    let output = site.test().args(["--json", "list-clients"]).run_unchecked();
+    let text = output.stdout;
+    let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let found = rows.to_string();
+    let row = rows["tasks"][0]["result"]["clients"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("{id} not listed: {found}"));
+    row["health"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn create_client_refuses_new_secrets_for_a_client_that_lost_them_unless_asked() {
+    let site = Site::new();
+    create(&site, "rc-lost");
+    let secrets = site.secrets_file("rc-lost");
+    let original = fs::read_to_string(&secrets).unwrap();
+    let again = || {
+        site.test().args([
+            "create-client",
+            "CLIENT_ID=rc-lost",
+            "CLIENT_NAME=Recovery",
+            "CLIENT_DOMAIN=rc-lost.example.com",
+        ])
+    };
+
+    fs::remove_file(&secrets).unwrap();
+    again()
+        .status(1)
+        .stderr_contains("client rc-lost has a client.env and a restic repository")
+        .stderr_contains("its secrets.env is gone")
+        .stderr_contains("/history")
+        .stderr_contains("REGENERATE_SECRETS=1")
+        .run();
+    assert!(!secrets.exists(), "no new secrets were made");
+    assert_eq!(list_health(&site, "rc-lost"), "broken");
+
+    // Only the RESTIC_PASSWORD line gone.
+    let without: String =
+        original.lines().filter(|l| !l.starts_with("RESTIC_PASSWORD=")).map(|l| format!("{l}\n")).collect();
+    fs::write(&secrets, &without).unwrap();
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
+    again().status(1).stderr_contains("its secrets.env holds no RESTIC_PASSWORD").run();
+    assert_eq!(fs::read_to_string(&secrets).unwrap(), without, "secrets.env unchanged");
+
+    // Asked for: new ones.
+    again().env("REGENERATE_SECRETS", "1").run();
+    assert!(fs::read_to_string(&secrets).unwrap().contains("RESTIC_PASSWORD="));
+}

@@ -5,7 +5,7 @@
 //! | function | mutates | returns |
 //! |---|---|---|
 //! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
-//! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation) |
+//! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation); a stopped init (keys, no config, no data) is redone, and a key of the password that does not open the config is removed |
 //! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not |
 //! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
 //! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
@@ -14,7 +14,7 @@
 //! | `restic::snapshots(id)` | no | `[#{id, short_id, time, tags, paths}]`, oldest first |
 //! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags}`; `target` must be empty or new unless `force` |
 //! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
-//! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
+//! | `restic::verify(id)` | no² | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
 //! | `restic::status(ids, deep)` | no | per client with a client.env, in the order of `ids`: `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
@@ -24,6 +24,11 @@
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
+//!
+//! ² Before `backup`, `forget`, `verify`, `add_pending_key` and `remove_previous_keys` use a
+//! local repository holding lock files, the locks of restic processes of this host that are
+//! gone are removed (a `restic unlock` step naming their PIDs); `status` counts keys and
+//! lock files, and with `deep` names the stale locks.
 
 use std::{
     cell::Cell,
