@@ -34,6 +34,24 @@ pub fn render<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resu
     Ok(text)
 }
 
+/// Reads and parses the env file at `path`; an error names the place as `path:line: ...`
+/// (a file that is not UTF-8 too, at the line of its first bad byte).
+pub fn read_file(path: &std::path::Path) -> Result<IndexMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..bad].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!("{}:{line}: not UTF-8 text", path.display())
+    })?;
+    parse(&text).map_err(|e| {
+        let message = e.to_string();
+        match message.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+            Some((line, what)) => anyhow::anyhow!("{}:{line}: {what}", path.display()),
+            None => anyhow::anyhow!("{}: {message}", path.display()),
+        }
+    })
+}
+
 /// Parses what [`render`] writes (and plain `KEY=value` / `# comment` lines written by hand).
 pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
     // Byte offsets: every character with a meaning here is ASCII, so slicing at one is safe,

@@ -5,6 +5,7 @@ mod test;
 mod argv;
 mod audit_trail;
 mod backup;
+mod bad_files;
 mod cli;
 mod compose;
 mod concurrency;
