@@ -4,15 +4,20 @@
 //! and the new-key password file of a stopped `key add`. A stopped `init` is redone by
 //! `restic::init` (see `Location::is_half_initialized`).
 
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
 use crate::{
-    drivers::restic::{Location, NEW_KEY_FILE, Repo},
+    drivers::restic::{Location, NEW_KEY_FILE, Repo, repair},
     effects::Outcome,
     fsutil,
     host::Host,
     layout::ClientLayout,
 };
+
+/// How long a lock of a live restic process of this host may take to go away by itself.
+const LIVE_LOCK_GRACE: Duration = Duration::from_secs(10);
 
 /// Before a run uses the repository at `location`: the stale locks removed (reported as a
 /// step), and a new-key password file that a killed rotation left in the secrets dir.
@@ -30,7 +35,17 @@ pub fn before_use(
         return Ok(());
     }
     let repo = repo()?;
-    let stale = repo.stale_locks()?;
+    let locks = repo.host_locks()?;
+    // The restic child of a run killed a moment ago is still cleaning up (its dying parent
+    // sent it SIGTERM): give it a few seconds before its lock counts as live. This run holds
+    // the client lock, so no run of agency's own holds it.
+    let waited = Instant::now();
+    while locks.iter().any(|(_, pid)| !repair::process_gone(*pid)) && waited.elapsed() < LIVE_LOCK_GRACE {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = location.lock_files()?;
+    let stale: Vec<(String, i64)> =
+        locks.into_iter().filter(|(id, pid)| left.contains(id) && repair::process_gone(*pid)).collect();
     if stale.is_empty() {
         return Ok(());
     }

@@ -6,6 +6,7 @@ mod argv;
 mod audit_trail;
 mod backup;
 mod bad_files;
+mod chaos;
 mod cli;
 mod compose;
 mod concurrency;

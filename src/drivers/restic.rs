@@ -848,7 +848,7 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     Ok(UNIX_EPOCH + Duration::new(utc_seconds, nanos))
 }
 
-mod repair;
+pub mod repair;
 
 #[cfg(test)]
 mod tests;

@@ -95,7 +95,7 @@ fn hostname() -> String {
 }
 
 /// Whether process `pid` of this host is gone.
-fn process_gone(pid: i64) -> bool {
+pub fn process_gone(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     if pid <= 0 {
         return false;
@@ -108,21 +108,26 @@ fn process_gone(pid: i64) -> bool {
 impl Repo {
     /// Locks of restic processes of this host that are gone (their ids and pids).
     pub fn stale_locks(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self.host_locks()?.into_iter().filter(|(_, pid)| process_gone(*pid)).collect())
+    }
+
+    /// Locks taken by restic processes of this host, gone or not (their ids and pids).
+    pub fn host_locks(&self) -> Result<Vec<(String, i64)>> {
         let ids = self.location.lock_files()?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let host = hostname();
-        let mut stale = Vec::new();
+        let mut found = Vec::new();
         for id in ids {
             let output = self.run("cat lock", self.command().args(["--no-lock", "cat", "lock", &id]))?;
             let lock: LockFile = serde_json::from_str(&output.stdout)
                 .with_context(|| format!("restic cat lock {id} of {} printed no lock", self.location))?;
-            if lock.hostname == host && process_gone(lock.pid) {
-                stale.push((id, lock.pid));
+            if lock.hostname == host {
+                found.push((id, lock.pid));
             }
         }
-        Ok(stale)
+        Ok(found)
     }
 
     /// Removes the lock files `ids` of a local repository.
