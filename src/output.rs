@@ -27,10 +27,16 @@ pub struct Output {
     captured: RefCell<Vec<String>>,
 }
 
-/// Writes to stdout; a reader that went away (`agency --json | head`) is not an error.
-pub fn print_stdout(text: &str) {
+/// Writes a result to stdout. A reader that went away (`agency --json | head`) is not an
+/// error; any other write error is (a full disk: a truncated file must not pass for a result).
+pub fn print_stdout(text: &str) -> crate::error::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::Error::failure(format!("cannot write the result to stdout: {error}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -160,7 +166,7 @@ impl Output {
     pub fn summary(&self, text: &str) {
         if !self.json && self.verbosity > Verbosity::Quiet {
             self.clear();
-            print_stdout(&format!("{text}\n"));
+            let _ = print_stdout(&format!("{text}\n")); // The changes are made; a lost summary line is no failure.
         }
     }
 

@@ -53,7 +53,10 @@ fn report(error: &Error, json: bool) {
     }
     if json {
         let value = serde_json::json!({ "ok": false, "error": runner::error_json(error) });
-        print_stdout(&(serde_json::to_string_pretty(&value).expect("serializes") + "\n"));
+        // The error itself could not be written when stdout is what failed: stderr says it.
+        if print_stdout(&(serde_json::to_string_pretty(&value).expect("serializes") + "\n")).is_err() {
+            eprintln!("error: {error}");
+        }
     } else {
         let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -69,8 +72,9 @@ fn env(name: &str) -> Option<String> {
 fn dispatch(opts: Opts) -> Result<()> {
     if let Some(shell) = opts.completions {
         let mut command = Opts::command();
-        clap_complete::generate(shell, &mut command, "agency", &mut std::io::stdout());
-        return Ok(());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "agency", &mut script);
+        return print_stdout(&String::from_utf8_lossy(&script));
     }
     let site_dir = opts
         .dir
@@ -81,18 +85,14 @@ fn dispatch(opts: Opts) -> Result<()> {
         return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
     }
     let catalog = Catalog::load(&site_dir)?;
-    let print = |text: String| print_stdout(&text);
     if opts.makefile {
-        print(makefile::render(&catalog));
-        return Ok(());
+        return print_stdout(&makefile::render(&catalog));
     }
     if opts.list {
-        print(listing::list(&catalog, opts.json));
-        return Ok(());
+        return print_stdout(&listing::list(&catalog, opts.json));
     }
     if let Some(target) = &opts.explain {
-        print(listing::explain(&catalog, target, opts.json)?);
-        return Ok(());
+        return print_stdout(&listing::explain(&catalog, target, opts.json)?);
     }
     let invocation = Invocation::parse(&opts.args, env("MAKEFLAGS").as_deref(), env)?;
     let options = RunOptions {

@@ -277,7 +277,7 @@ pub fn run(
             tasks: reports,
             error: failure.as_ref().map(error_json),
         };
-        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"));
+        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"))?;
         return match failure {
             Some(e) => Err(Error { message: String::new(), ..e }),
             None => Ok(()),

@@ -51,3 +51,41 @@ fn one_bad_client_env_fails_that_client_only_with_file_and_line() {
         assert!(out.contains("4 client(s): 1 isolated, 3 not"), "{out}");
     }
 }
+
+/// Defect 8: a full disk under stdout is exit 1 with a message, never a panic or exit 0 with
+/// an empty file; a reader that went away is no error and no panic.
+#[test]
+fn write_errors_on_stdout_are_exit_1_and_never_a_panic() {
+    let site = Site::new();
+    create(&site, "bf-full");
+    for args in [
+        &["--completions", "zsh"][..],
+        &["--makefile"],
+        &["--json", "list-clients"],
+        &["--json", "multi-tenancy-status"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_agency"))
+            .args(args)
+            .env_clear()
+            .envs(site.env())
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.code() == Some(1), "{args:?} to /dev/full: {:?}\n{stderr}", output.status);
+        assert!(stderr.contains("No space left on device"), "{args:?}: {stderr}");
+    }
+    // `| true`: the pipe is closed before agency writes.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agency"))
+        .args(["--completions", "zsh"])
+        .env_clear()
+        .envs(site.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+}
