@@ -89,3 +89,33 @@ fn write_errors_on_stdout_are_exit_1_and_never_a_panic() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// Undoes `chattr +i` on drop, so a failing test leaves nothing immutable behind.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(path).status();
+        }
+    }
+}
+
+/// Defect 14: a dry run needs no writable root: its lock files are opened read-only.
+#[test]
+fn a_dry_run_works_on_lock_files_it_cannot_write() {
+    let site = Site::new();
+    create(&site, "bf-ro");
+    let locks: Vec<std::path::PathBuf> =
+        fs::read_dir(site.root().join(".locks")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(!locks.is_empty());
+    let immutable = Immutable(locks.clone());
+    for path in &immutable.0 {
+        assert!(std::process::Command::new("chattr").arg("+i").arg(path).status().unwrap().success());
+    }
+    assert!(fs::OpenOptions::new().write(true).open(&locks[0]).is_err(), "the lock file is not writable");
+    site.test()
+        .args(["-n", "create-client", "CLIENT_ID=bf-ro", "CLIENT_NAME=Files", "CLIENT_DOMAIN=bf-ro.example.com"])
+        .stdout_contains("nothing was changed")
+        .run();
+}
