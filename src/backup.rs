@@ -412,7 +412,14 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
         }
         (Location::Local(_), Some(false)) => {
             status.level = Level::Problem;
-            status.message = format!("no restic repository at {location} (create-client initializes it)");
+            status.message = match location.is_half_initialized() {
+                Ok(true) => format!(
+                    "the restic repository at {location} has keys but no config (an init was stopped); \
+                     re-run create-client to initialize it"
+                ),
+                Ok(false) => format!("no restic repository at {location} (create-client initializes it)"),
+                Err(error) => format!("{error:#}"),
+            };
         }
         (Location::Local(_), _) => match location.snapshot_files() {
             Ok((count, newest)) => {
@@ -426,7 +433,35 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
             }
         },
     }
+    if status.initialized == Some(true) && status.level != Level::Problem {
+        judge_keys_and_locks(&mut status, layout, location);
+    }
     status
+}
+
+/// One key outside a rotation (two while `secrets.env.next` is pending): more means a
+/// password other than the one on disk may open the repository, or a key of a second
+/// init fails it. Lock files are a warning (a run may be under way); the deep check and the
+/// next backup, rotation or verify tell and remove the stale ones.
+fn judge_keys_and_locks(status: &mut RepoStatus, layout: &ClientLayout, location: &Location) {
+    let keys = location.key_files().map(|k| k.len()).unwrap_or(0);
+    let expected = if crate::rotation::pending_path(layout).exists() { 2 } else { 1 };
+    if keys > expected {
+        status.level = Level::Problem;
+        status.message = format!(
+            "{keys} keys in the repository ({expected} expected): a password other than the one on disk may \
+             open it; rotate-secrets (or create-client, for a key that does not open the config) removes them"
+        );
+        return;
+    }
+    let locks = location.lock_files().map(|l| l.len()).unwrap_or(0);
+    if locks > 0 {
+        status.level = Level::Warning;
+        status.message = format!(
+            "{}; {locks} lock file(s): a restic run is under way or was killed (DEEP=1 tells; the next backup removes a stale one)",
+            status.message
+        );
+    }
 }
 
 /// The deep check: opens the repository with the password on disk and lists its snapshots
@@ -434,13 +469,29 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
 pub fn status_deep(restic: &Restic, layout: &ClientLayout, config: &BackupConfig, now: SystemTime) -> RepoStatus {
     let mut status = status_cheap(layout, config, now);
     status.deep = true;
-    let listed = repo(restic, layout, config).and_then(|repo| repo.snapshots(&[]));
+    let cheap = (status.level.clone(), status.message.clone());
+    // Stale locks first: an exclusive one would fail the listing with "locked".
+    let listed = repo(restic, layout, config).and_then(|repo| match repo.stale_locks()? {
+        stale if stale.is_empty() => Ok(Ok(repo.snapshots(&[])?)),
+        stale => Ok(Err(stale)),
+    });
     match listed {
-        Ok(snapshots) => {
+        Ok(Ok(snapshots)) => {
             status.initialized = Some(true);
             status.snapshots = Some(snapshots.len());
             status.newest = snapshots.iter().filter_map(|s| s.system_time().ok()).max();
             judge(&mut status, config.max_age, now);
+            if cheap.0 == Level::Problem {
+                (status.level, status.message) = cheap;
+            }
+        }
+        Ok(Err(stale)) => {
+            let pids: Vec<String> = stale.iter().map(|(_, pid)| pid.to_string()).collect();
+            status.level = Level::Problem;
+            status.message = format!(
+                "stale lock(s) of restic PID {} (gone): the next backup, rotation or verify removes them",
+                pids.join(", ")
+            );
         }
         Err(error) => {
             if matches!(
@@ -450,7 +501,10 @@ pub fn status_deep(restic: &Restic, layout: &ClientLayout, config: &BackupConfig
                 status.initialized = Some(false);
             }
             status.level = Level::Problem;
-            status.message = format!("{error:#}");
+            status.message = match cheap {
+                (Level::Problem, found) => format!("{found}; opening it: {error:#}"),
+                _ => format!("{error:#}"),
+            };
         }
     }
     status

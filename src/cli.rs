@@ -12,7 +12,7 @@ use crate::complete;
     name = "agency",
     version,
     about = "Provision and audit isolated tenants on a shared Docker host",
-    after_help = "Variables: VAR=VALUE anywhere after the program name; command line > environment > task default.\nExit codes: 0 success, 1 a task failed or found a problem, 2 usage or definition error."
+    after_help = "Variables: VAR=VALUE anywhere after the program name; command line > environment > task default.\nExit codes: 0 success, 1 a task failed or found a problem, 2 usage or definition error, 130/143 interrupted (SIGINT/SIGTERM)."
 )]
 pub struct Opts {
     /// The task to run, followed or preceded by VAR=VALUE assignments

@@ -6,7 +6,7 @@ use std::{cell::RefCell, rc::Rc};
 
 use serde::Serialize;
 
-use crate::output::Output;
+use crate::{drivers::lifetime, output::Output};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,6 +160,9 @@ impl Effects {
         if needed == Outcome::Unchanged || self.dry_run {
             self.push(action, target, detail, needed, None);
             return Ok(needed);
+        }
+        if let Some(signal) = lifetime::interrupted() {
+            return Err(lifetime::interrupted_error(signal).context(format!("{action} {target} not started")));
         }
         self.output.begin(action, target);
         let number = {

@@ -34,12 +34,30 @@ pub fn render<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resu
     Ok(text)
 }
 
+/// Reads and parses the env file at `path`; an error names the place as `path:line: ...`
+/// (a file that is not UTF-8 too, at the line of its first bad byte).
+pub fn read_file(path: &std::path::Path) -> Result<IndexMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..bad].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!("{}:{line}: not UTF-8 text", path.display())
+    })?;
+    parse(&text).map_err(|e| {
+        let message = e.to_string();
+        match message.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+            Some((line, what)) => anyhow::anyhow!("{}:{line}: {what}", path.display()),
+            None => anyhow::anyhow!("{}: {message}", path.display()),
+        }
+    })
+}
+
 /// Parses what [`render`] writes (and plain `KEY=value` / `# comment` lines written by hand).
 pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
     // Byte offsets: every character with a meaning here is ASCII, so slicing at one is safe,
     // and runs of plain text are copied whole (status reads thousands of these files).
     let bytes = text.as_bytes();
-    let is_special = |b: u8| matches!(b, b'\n' | b'\'' | b'\\' | b'\r' | b'"' | b'$' | b'`');
+    let is_special = |b: u8| matches!(b, b'\n' | b'\'' | b'\\' | b'\r' | b'"' | b'$' | b'`' | b' ' | b'\t');
     let mut entries = IndexMap::new();
     let mut at = 0;
     let mut line = 1;
@@ -90,13 +108,22 @@ pub fn parse(text: &str) -> Result<IndexMap<String, String>> {
                     value.push(escaped);
                     at += 1 + escaped.len_utf8();
                 }
-                b'\r' => {
-                    // A CR outside quotes is only a Windows line ending; inside quotes it is data.
-                    at += 1;
-                    if at < bytes.len() && bytes[at] != b'\n' {
-                        value.push('\r');
+                // Where bash would read another value than this parser, the line is refused:
+                // `. secrets.env; restic ...` must use the very password agency uses.
+                b' ' | b'\t' => {
+                    let end = text[at..].find('\n').map_or(bytes.len(), |n| at + n);
+                    if !text[at..end].trim().is_empty() {
+                        bail!(
+                            "line {line}: text after a space in the value of {key} (a comment too): bash reads \
+                             the value only up to the space; quote the whole value"
+                        );
                     }
+                    at = end;
                 }
+                b'\r' => bail!(
+                    "line {line}: a carriage return (Windows line ending) outside quotes in the value of {key}: \
+                     bash would keep it in the value; save the file with Unix line endings"
+                ),
                 b'"' | b'$' | b'`' => bail!("line {line}: the value of {key} must be single-quoted"),
                 _ => {
                     let end = bytes[at..].iter().position(|&b| is_special(b)).map_or(bytes.len(), |n| at + n);
@@ -149,5 +176,19 @@ mod tests {
         assert_eq!(parsed["B"], "two words");
         assert_eq!(parsed["C"], "x y");
         assert!(parse("A=\"$(id)\"\n").is_err());
+        assert_eq!(parse("A=1   \nB='x' \t\n").unwrap()["B"], "x", "trailing blanks: bash ignores them too");
+    }
+
+    #[test]
+    fn refuses_what_bash_reads_differently() {
+        for (text, what) in [
+            ("A=1\nB=secret # rotated in May\n", "line 2: text after a space in the value of B"),
+            ("A=one two\n", "line 1: text after a space in the value of A"),
+            ("A='x'\r\nB='y'\r\n", "line 1: a carriage return"),
+            ("A=x\r\n", "line 1: a carriage return"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(what), "{text:?}: {error}");
+        }
     }
 }

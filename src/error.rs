@@ -10,6 +10,10 @@ pub enum ExitCode {
     Failure = 1,
     /// Usage or definition error: bad flag, unknown task or variable, invalid TOML or Rhai.
     Usage = 2,
+    /// Stopped by SIGINT (128 + 2), as a shell reports it.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (128 + 15).
+    Terminated = 143,
 }
 
 /// A place in a source file that an error points at.
@@ -77,6 +81,12 @@ impl Error {
 
     pub fn failure(message: impl Into<String>) -> Self {
         Self { code: ExitCode::Failure, message: message.into(), span: None, detail: None }
+    }
+
+    /// A run stopped by SIGINT or SIGTERM before it was done.
+    pub fn interrupted(signal: i32, message: impl Into<String>) -> Self {
+        let code = if signal == libc::SIGTERM { ExitCode::Terminated } else { ExitCode::Interrupted };
+        Self { code, message: message.into(), span: None, detail: None }
     }
 
     pub fn with_span(mut self, span: SourceSpan) -> Self {

@@ -67,9 +67,26 @@ fn write_atomic_sweeping(path: &Path, bytes: &[u8], mode: u32, stale_after: Dura
     File::open(dir)?.sync_all()
 }
 
+/// A 0600 temp file `.NAME.XXXXXX.tmp` in `dir` holding `bytes`, for a secret a child
+/// reads from a file; removed when the value drops, and by the next call for `name` (or
+/// [`remove_stale_temp_files`]) when a kill left it.
+pub fn secret_temp_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    let prefix = format!(".{name}.");
+    remove_stale_temp_files(dir, &prefix, Duration::ZERO)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .permissions(Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.flush()?;
+    Ok(temp)
+}
+
 /// Removes `PREFIX` + 6 random characters + `.tmp` files in `dir`: the temp files of
-/// earlier writes of one file that never reached their rename (and are older than `stale_after`).
-fn remove_stale_temp_files(dir: &Path, prefix: &str, stale_after: Duration) -> io::Result<()> {
+/// earlier writes that killed runs left (those older than `stale_after`; zero: all).
+pub fn remove_stale_temp_files(dir: &Path, prefix: &str, stale_after: Duration) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();

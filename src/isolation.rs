@@ -238,6 +238,8 @@ pub struct Snapshot {
     client_networks: HashMap<String, Vec<String>>,
     /// Client → the containers that join it with another client (see [`Snapshot::cross_tenant`]).
     cross: HashMap<String, Vec<CrossTenant>>,
+    /// Names that more than one network carries (two racing creates), with their count.
+    shared_names: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -248,8 +250,11 @@ impl Snapshot {
         let mut by_name = HashMap::new();
         let mut owners = HashMap::new();
         let mut client_networks: HashMap<String, Vec<String>> = HashMap::new();
+        let mut shared_names: HashMap<String, usize> = HashMap::new();
         for (index, network) in networks.iter().enumerate() {
-            by_name.insert(network.name.clone(), index);
+            if by_name.insert(network.name.clone(), index).is_some() {
+                *shared_names.entry(network.name.clone()).or_insert(1) += 1;
+            }
             let labelled = (network.label(LABEL_MANAGED) == Some("true"))
                 .then(|| network.label(LABEL_CLIENT))
                 .flatten()
@@ -280,6 +285,7 @@ impl Snapshot {
             owners,
             client_networks,
             cross: HashMap::new(),
+            shared_names,
         };
         snapshot.cross = snapshot.find_cross_tenant();
         snapshot
@@ -294,10 +300,16 @@ impl Snapshot {
         known_clients: &[String],
     ) -> Self {
         let names: BTreeSet<String> = inspected.iter().map(|n| n.name.clone()).collect();
+        let mut listed_names: HashMap<String, usize> = HashMap::new();
+        for network in &listed {
+            *listed_names.entry(network.name.clone()).or_default() += 1;
+        }
         let mut networks: Vec<NetworkDetails> =
             listed.into_iter().filter(|n| !names.contains(&n.name)).map(details_from_summary).collect();
         networks.extend(inspected);
         let mut snapshot = Self::new(networks, containers, known_clients);
+        // `network ls` shows every network of a shared name; an inspection by name, one.
+        snapshot.shared_names.extend(listed_names.into_iter().filter(|(_, count)| *count > 1));
         snapshot.detailed = false;
         snapshot.inspected = names;
         snapshot
@@ -356,6 +368,13 @@ impl Snapshot {
             let actual = self.network(&expected.name);
             let state = assess(&expected, actual);
             let attached: Vec<String> = self.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
+            if let Some(count) = self.shared_names.get(&expected.name) {
+                problems.push(format!("{count} networks are named {}", expected.name));
+                refusals.push(format!(
+                    "{count} networks are named {}: `docker network rm {}` removes only one; remove the extra by id",
+                    expected.name, expected.name
+                ));
+            }
             match &state {
                 State::Ok => {}
                 State::Missing => {
@@ -1218,6 +1237,37 @@ mod tests {
             && e.subnet == Some("10.201.0.64/26".parse().unwrap())));
         assert!(matches!(&repairs[2], Repair::Recreate { expected, subnet, .. } if expected.name == "acme_database"
             && *subnet == Some("10.201.0.128/26".parse().unwrap())));
+    }
+
+    #[test]
+    fn two_networks_of_one_name_fail() {
+        let mut networks = client_networks("acme", 0);
+        let mut twin = networks[1].clone();
+        twin.id = "another-id".into();
+        twin.subnets = vec!["10.201.3.0/26".parse().unwrap()];
+        networks.push(twin.clone());
+        let snapshot = Snapshot::new(networks, vec![], &ids(&["acme"]));
+        let check = snapshot.network_check("acme", "bridge", &recorded(0));
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.summary.contains("2 networks are named acme_backend"), "{}", check.summary);
+        assert!(check.fix.contains("remove the extra by id"), "{}", check.fix);
+
+        // A light snapshot (status without INSPECT=1) sees them in `network ls`.
+        let listed: Vec<NetworkSummary> = snapshot
+            .networks
+            .iter()
+            .map(|n| NetworkSummary {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                driver: n.driver.clone(),
+                scope: n.scope.clone(),
+                internal: n.internal,
+                labels: n.labels.clone(),
+            })
+            .collect();
+        let light = Snapshot::from_list(listed, vec![], vec![], &ids(&["acme"]));
+        let check = light.network_check("acme", "bridge", &recorded(0));
+        assert!(check.summary.contains("2 networks are named acme_backend"), "{}", check.summary);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod notify;
 pub mod output;
 pub mod plugin;
 pub mod realm;
+pub mod recovery;
 pub mod report;
 pub mod rotation;
 pub mod run;

@@ -37,7 +37,8 @@ fn take(
     what: &str,
 ) -> Result<Option<File>> {
     let path = dir.join(name);
-    let opened = OpenOptions::new().read(true).write(true).create(create).truncate(false).mode(0o600).open(&path);
+    // A dry run opens read-only (flock needs no write access): it must work on a read-only root.
+    let opened = OpenOptions::new().read(true).write(create).create(create).truncate(false).mode(0o600).open(&path);
     let file = match opened {
         Ok(file) => file,
         Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -30,10 +30,16 @@ pub struct Output {
     captured: RefCell<Vec<String>>,
 }
 
-/// Writes to stdout; a reader that went away (`agency --json | head`) is not an error.
-pub fn print_stdout(text: &str) {
+/// Writes a result to stdout. A reader that went away (`agency --json | head`) is not an
+/// error; any other write error is (a full disk: a truncated file must not pass for a result).
+pub fn print_stdout(text: &str) -> crate::error::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::Error::failure(format!("cannot write the result to stdout: {error}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Steps that take seconds: every restic call derives a key (about 0.75 s) before it starts
@@ -202,7 +208,7 @@ impl Output {
     pub fn summary(&self, text: &str) {
         if !self.json {
             self.clear();
-            print_stdout(&format!("{text}\n"));
+            let _ = print_stdout(&format!("{text}\n")); // The changes are made; a lost summary line is no failure.
         }
     }
 

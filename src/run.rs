@@ -59,7 +59,10 @@ fn report(error: &Error, json: bool) {
     }
     if json {
         let value = serde_json::json!({ "ok": false, "error": runner::error_json(error) });
-        print_stdout(&(serde_json::to_string_pretty(&value).expect("serializes") + "\n"));
+        // The error itself could not be written when stdout is what failed: stderr says it.
+        if print_stdout(&(serde_json::to_string_pretty(&value).expect("serializes") + "\n")).is_err() {
+            eprintln!("error: {error}");
+        }
     } else {
         let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -87,8 +90,7 @@ fn dispatch(opts: Opts) -> Result<()> {
         return Err(Error::usage(format!("{flag} takes no target or VAR=VALUE, got {}{hint}", quote(extra))));
     }
     if let Some(shell) = opts.completions {
-        print_stdout(&complete::registration(shell)?);
-        return Ok(());
+        return print_stdout(&complete::registration(shell)?);
     }
     // Set up from the raw command line before anything else, so a run that fails before its
     // script starts (a bad variable, a task file that does not parse) still reports it.
@@ -120,18 +122,14 @@ fn dispatch_run(opts: Opts, problems: Option<&mut Vec<notify::Problem>>) -> Resu
         return Err(Error::usage(format!("site directory {} does not exist", site_dir.display())));
     }
     let catalog = Catalog::load(&site_dir)?;
-    let print = |text: String| print_stdout(&text);
     if opts.makefile {
-        print(makefile::render(&catalog));
-        return Ok(());
+        return print_stdout(&makefile::render(&catalog));
     }
     if opts.list {
-        print(listing::list(&catalog, opts.json));
-        return Ok(());
+        return print_stdout(&listing::list(&catalog, opts.json));
     }
     if let Some(target) = &opts.explain {
-        print(listing::explain(&catalog, target, opts.json)?);
-        return Ok(());
+        return print_stdout(&listing::explain(&catalog, target, opts.json)?);
     }
     let invocation = Invocation::parse(&opts.args, env("MAKEFLAGS").as_deref(), env)?;
     if opts.verbose > 0 && !opts.json {

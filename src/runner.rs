@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     audit::{self, AuditRecord},
     catalog::Catalog,
+    drivers::lifetime,
     effects::{Change, Outcome},
     error::{Error, Result},
     host::Host,
@@ -175,6 +176,8 @@ pub fn run(
         }
         None => None,
     };
+    // From here on an interruption stops the run between changes, with an audit line.
+    lifetime::catch_interrupts();
 
     // The engine is built only now, so --list and --explain never pay for it; every
     // script (and every plugin's hooks) is compiled before the first runs, so a syntax
@@ -255,8 +258,21 @@ pub fn run(
         if !ok && let Some(problems) = problems.as_deref_mut() {
             problems.extend(notify::problems_of(&rhai::serde::from_dynamic(&value).unwrap_or_default()));
         }
+        let interrupted = if ok { None } else { lifetime::interrupted() };
+        let made = changes
+            .iter()
+            .filter(|c| {
+                !c.planned
+                    && matches!(c.outcome, Outcome::Created | Outcome::Updated | Outcome::Removed | Outcome::Moved)
+            })
+            .count();
         if !options.dry_run {
-            record_audit(&host.roots, task, vars, ok, error.as_deref(), &changes, &output);
+            let outcome = match (ok, interrupted) {
+                (true, _) => "ok",
+                (false, Some(_)) => "interrupted",
+                (false, None) => "failed",
+            };
+            record_audit(&host.roots, task, vars, outcome, error.as_deref(), &changes, &output);
         }
         reports.push(TaskReport {
             task: task.name.clone(),
@@ -273,6 +289,18 @@ pub fn run(
             output: output.take_captured(),
             error: error.clone(),
         });
+        if let Some(signal) = interrupted {
+            failure = Some(Error::interrupted(
+                signal,
+                format!(
+                    "{} interrupted by {} after {} change(s); a plain re-run completes it",
+                    task.name,
+                    lifetime::signal_name(signal),
+                    made
+                ),
+            ));
+            break;
+        }
         if let Err(e) = result {
             failure = Some(Error { message: format!("{} failed: {}", task.name, e.message), ..e });
             break;
@@ -292,7 +320,7 @@ pub fn run(
             tasks: reports,
             error: failure.as_ref().map(error_json),
         };
-        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"));
+        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"))?;
         return match failure {
             Some(e) => Err(Error { message: String::new(), ..e }),
             None => Ok(()),
@@ -368,7 +396,7 @@ fn record_audit(
     roots: &Roots,
     task: &Task,
     vars: &IndexMap<String, String>,
-    ok: bool,
+    outcome: &str,
     error: Option<&str>,
     changes: &[Change],
     output: &Output,
@@ -393,7 +421,7 @@ fn record_audit(
             vars: shown_vars(task, vars),
             user: audit::current_user(),
             pid: std::process::id(),
-            outcome: if ok { "ok" } else { "failed" },
+            outcome,
             error: error.map(str::to_string),
             event: None,
             changes: &changes,

@@ -3,7 +3,7 @@
 //! importing script, and no system access except through host modules.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     collections::HashMap,
     rc::Rc,
     time::{Duration, Instant},
@@ -14,6 +14,7 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Module, ModuleResolver, Par
 
 use crate::{
     catalog::read_source,
+    drivers::lifetime,
     error::{Error, SourceSpan},
     host::{self, Host},
     taskfile::{Script, SourcePath},
@@ -45,7 +46,6 @@ type SourceTable = Rc<RefCell<HashMap<String, SourceEntry>>>;
 
 pub struct ScriptEngine {
     engine: Engine,
-    deadline: Rc<Cell<Option<Instant>>>,
     sources: SourceTable,
 }
 
@@ -62,11 +62,13 @@ impl ScriptEngine {
         engine.set_strict_variables(true);
         engine.disable_symbol("eval");
 
-        let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
-        let watch = deadline.clone();
         engine.on_progress(move |operations| {
             // Reading the clock is cheap but not free: look every 4096 operations.
-            if operations % 4096 == 0 && watch.get().is_some_and(|d| Instant::now() > d) {
+            if operations % 4096 != 0 {
+                None
+            } else if let Some(signal) = lifetime::interrupted() {
+                Some(Dynamic::from(lifetime::interrupted_error(signal).to_string()))
+            } else if lifetime::deadline().is_some_and(|d| Instant::now() > d) {
                 Some(Dynamic::from("the task's timeout expired"))
             } else {
                 None
@@ -81,7 +83,7 @@ impl ScriptEngine {
         let sources: SourceTable = Rc::default();
         engine.set_module_resolver(ConfinedResolver { sources: sources.clone() });
         host::register(&mut engine, host);
-        Self { engine, deadline, sources }
+        Self { engine, sources }
     }
 
     /// Compiles a task script with its variables known (strict variables need them).
@@ -104,9 +106,9 @@ impl ScriptEngine {
         let mut scope = task_scope(vars);
         let timeout = limits.timeout;
         self.engine.set_max_operations(limits.max_operations);
-        self.deadline.set(timeout.map(|t| Instant::now() + t));
+        lifetime::set_deadline(timeout.map(|t| Instant::now() + t));
         let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
-        self.deadline.set(None);
+        lifetime::set_deadline(None);
         result.map_err(|e| self.runtime_error(&e, ast.source()))
     }
 
@@ -118,9 +120,9 @@ impl ScriptEngine {
         }
         let mut scope = Scope::new();
         self.engine.set_max_operations(limits.max_operations);
-        self.deadline.set(limits.timeout.map(|t| Instant::now() + t));
+        lifetime::set_deadline(limits.timeout.map(|t| Instant::now() + t));
         let result = self.engine.call_fn::<Dynamic>(&mut scope, ast, name, args);
-        self.deadline.set(None);
+        lifetime::set_deadline(None);
         result.map(|_| true).map_err(|e| self.runtime_error(&e, ast.source()))
     }
 

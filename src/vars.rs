@@ -69,12 +69,21 @@ impl Invocation {
         Ok(invocation)
     }
 
-    /// Make passes `n` in the first word for `make -n`, and command-line variables after ` -- `
+    /// Make passes `n` in the first word for `make -n` (someone setting `MAKEFLAGS` by hand
+    /// may write `-n`, `-kn`, `--dry-run`, `--just-print` or `--recon`: each means a dry run
+    /// too), and command-line variables after ` -- `
     /// with spaces and backslashes escaped and `$` doubled. Make also exports those variables
     /// with their final values, so the environment's copy is preferred when present.
     fn read_makeflags(&mut self, flags: &str, env: &impl Fn(&str) -> Option<String>) {
         let words = split_make_words(flags);
-        if words.first().is_some_and(|w| !w.starts_with('-') && !w.contains('=') && w.contains('n')) {
+        let flag_words = words.iter().take_while(|w| *w != "--");
+        let dry_run_word = |(index, word): (usize, &String)| {
+            let letters = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()) && w.contains('n');
+            (index == 0 && !word.starts_with('-') && !word.contains('=') && word.contains('n'))
+                || word.strip_prefix('-').is_some_and(|rest| !rest.starts_with('-') && letters(rest))
+                || matches!(word.as_str(), "--dry-run" | "--just-print" | "--recon")
+        };
+        if flag_words.enumerate().any(dry_run_word) {
             self.make_dry_run = true;
         }
         let Some(start) = words.iter().position(|w| w == "--") else { return };
@@ -256,6 +265,14 @@ mod tests {
 
         let inv = Invocation::parse(&[], Some("s --no-print-directory"), no_env).unwrap();
         assert!(!inv.make_dry_run);
+
+        // MAKEFLAGS set by hand, in every form make itself accepts for a dry run.
+        for flags in ["-n", "-kn", "--dry-run", "--just-print", "--recon", "-s -n", "--no-print-directory --dry-run"] {
+            assert!(Invocation::parse(&[], Some(flags), no_env).unwrap().make_dry_run, "{flags}");
+        }
+        for flags in ["-k", "--no-print-directory", "-j4", "--jobserver-auth=3,4", " -- NAME=n"] {
+            assert!(!Invocation::parse(&[], Some(flags), no_env).unwrap().make_dry_run, "{flags}");
+        }
     }
 
     #[test]

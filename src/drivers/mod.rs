@@ -1,6 +1,7 @@
 pub mod compose;
 pub mod docker;
 pub mod keycloak;
+pub mod lifetime;
 pub mod nft;
 pub mod process;
 pub mod restic;

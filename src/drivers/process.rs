@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 
+use super::lifetime;
+
 /// `-v`: every command line run is shown on stderr before it starts (arguments never hold
 /// secrets; the environment, where secrets go, is not shown).
 static TRACE: AtomicBool = AtomicBool::new(false);
@@ -94,15 +96,19 @@ impl Command {
             .join(" ")
     }
 
-    fn trace(&self) {
+    /// The child as duct runs it: inside agency's lifetime (`lifetime::tie`).
+    fn expression(&self, capture_stdout: bool) -> duct::Expression {
         if TRACE.load(Ordering::Relaxed) {
             eprintln!("  $ {}", self.shown());
         }
-    }
-
-    fn expression(&self) -> duct::Expression {
-        self.trace();
-        let mut expression = duct::cmd(&self.program, &self.args).stdout_capture().stderr_capture().unchecked();
+        let mut expression =
+            duct::cmd(&self.program, &self.args).stderr_capture().unchecked().before_spawn(|command| {
+                lifetime::tie(command);
+                Ok(())
+            });
+        if capture_stdout {
+            expression = expression.stdout_capture();
+        }
         for (key, value) in &self.env {
             expression = expression.env(key, value);
         }
@@ -112,9 +118,23 @@ impl Command {
         }
     }
 
-    /// Runs to completion and returns the output whatever the exit code.
+    fn not_started(&self) -> String {
+        format!("could not start {}", self.program.display())
+    }
+
+    /// Runs to completion and returns the output whatever the exit code. A child stopped
+    /// by the task's deadline or by an interruption is an error saying so.
     pub fn output(&self) -> Result<Output> {
-        let output = self.expression().run().with_context(|| format!("could not start {}", self.program.display()))?;
+        if let Some(signal) = lifetime::interrupted() {
+            return Err(lifetime::interrupted_error(signal));
+        }
+        let handle = self.expression(true).start().with_context(|| self.not_started())?;
+        let watch = lifetime::Watch::start(handle.pids()[0]);
+        let output = handle.wait().with_context(|| self.not_started())?;
+        if let Some(stopped) = watch.stopped() {
+            let name = self.program.file_name().unwrap_or_default().to_string_lossy();
+            return Err(stopped.context(format!("{name} was stopped")));
+        }
         Ok(Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -134,16 +154,36 @@ impl Command {
     }
 
     /// Starts the child with stdout as a pipe, for progress streams (e.g. `restic --json`).
-    pub fn spawn_reader(&self) -> Result<duct::ReaderHandle> {
-        self.trace();
-        let mut expression = duct::cmd(&self.program, &self.args).stderr_capture().unchecked();
-        for (key, value) in &self.env {
-            expression = expression.env(key, value);
+    pub fn spawn_reader(&self) -> Result<Reader> {
+        if let Some(signal) = lifetime::interrupted() {
+            return Err(lifetime::interrupted_error(signal));
         }
-        expression = match &self.stdin {
-            Some(bytes) => expression.stdin_bytes(bytes.clone()),
-            None => expression.stdin_null(),
-        };
-        expression.reader().with_context(|| format!("could not start {}", self.program.display()))
+        let handle = self.expression(false).reader().with_context(|| self.not_started())?;
+        let watch = lifetime::Watch::start(handle.pids()[0]);
+        Ok(Reader { handle, watch })
+    }
+}
+
+/// A running child whose stdout is read as it comes.
+pub struct Reader {
+    handle: duct::ReaderHandle,
+    watch: lifetime::Watch,
+}
+
+impl std::io::Read for &Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&self.handle).read(buf)
+    }
+}
+
+impl Reader {
+    /// Once stdout is at its end: how the child exited (stderr captured), or why agency
+    /// stopped it.
+    pub fn finish(&self) -> Result<std::process::Output> {
+        let output = self.handle.try_wait()?.ok_or_else(|| anyhow!("the child did not exit"))?;
+        match self.watch.stopped() {
+            Some(stopped) => Err(stopped),
+            None => Ok(output.clone()),
+        }
     }
 }

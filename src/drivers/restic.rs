@@ -12,7 +12,7 @@
 
 use std::{
     fmt, fs,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -23,6 +23,9 @@ use serde::{Deserialize, de::DeserializeOwned};
 use super::process::{self, Command, Output};
 
 const INSTALL_HINT: &str = "install it with `apt-get install restic` (Debian/Ubuntu) or see https://restic.net";
+
+/// The name of the temp file holding a new key's password: `.restic-new-key.XXXXXX.tmp`.
+pub const NEW_KEY_FILE: &str = "restic-new-key";
 
 /// Backends whose location is passed through to restic as it is.
 const REMOTE_SCHEMES: &[&str] = &["s3:", "rest:", "sftp:", "b2:", "azure:", "gs:", "swift:", "rclone:"];
@@ -576,7 +579,7 @@ impl Repo {
                 _ => {}
             }
         }
-        let output = reader.try_wait()?.ok_or_else(|| anyhow!("restic backup to {} did not exit", self.location))?;
+        let output = reader.finish().with_context(|| format!("restic backup to {}", self.location))?;
         let output = Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::new(),
@@ -686,9 +689,11 @@ impl Repo {
     }
 
     /// Adds a key opened by `new_password`. The new password reaches restic in a 0600
-    /// temporary file, removed afterwards.
-    pub fn key_add(&self, new_password: &Password) -> Result<()> {
-        let file = secret_file(new_password)?;
+    /// temporary file in `secrets_dir` (the client's 0700 one), removed afterwards, or by the
+    /// next run when a kill left it.
+    pub fn key_add(&self, new_password: &Password, secrets_dir: &Path) -> Result<()> {
+        let file = crate::fsutil::secret_temp_file(secrets_dir, NEW_KEY_FILE, new_password.expose().as_bytes())
+            .with_context(|| format!("could not write the new restic password file in {}", secrets_dir.display()))?;
         let command = self.command().args(["key", "add"]).arg(format!("--new-password-file={}", file.path().display()));
         self.run("key add", command)?;
         Ok(())
@@ -743,19 +748,6 @@ fn check_snapshot_id(snapshot: &str) -> Result<()> {
     } else {
         bail!("{snapshot:?} is not a snapshot id (hex digits) or `latest`")
     }
-}
-
-/// Writes `password` into a fresh 0600 temporary file (no trailing newline).
-fn secret_file(password: &Password) -> Result<tempfile::NamedTempFile> {
-    // NamedTempFile creates the file with mode 0600 (O_EXCL) before anything is written.
-    let mut file = tempfile::Builder::new()
-        .prefix(".agency-restic-key-")
-        .tempfile()
-        .context("could not create a temporary file for the new restic password")?;
-    file.write_all(password.expose().as_bytes())
-        .and_then(|()| file.flush())
-        .context("could not write the new restic password file")?;
-    Ok(file)
 }
 
 fn message_type(line: &str) -> Option<&str> {
@@ -855,6 +847,8 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     let utc_seconds = u64::try_from(local_seconds - offset_seconds).map_err(|_| invalid())?;
     Ok(UNIX_EPOCH + Duration::new(utc_seconds, nanos))
 }
+
+pub mod repair;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,6 @@
 
 use std::rc::Rc;
 
-use anyhow::Context;
 use rhai::{Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, fs::write_file, mode_arg, script_error};
@@ -28,10 +27,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("read", move |path: &str| -> ScriptResult<Map> {
         let path = h.roots.confine(path).map_err(script_error)?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))
-            .map_err(script_error)?;
-        let entries = envfile::parse(&text).with_context(|| format!("in {}", path.display())).map_err(script_error)?;
+        let entries = envfile::read_file(&path).map_err(script_error)?;
         Ok(entries.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect())
     });
 

@@ -5,7 +5,7 @@
 //! | function | mutates | returns |
 //! |---|---|---|
 //! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
-//! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation) |
+//! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation); a stopped init (keys, no config, no data) is redone, and a key of the password that does not open the config is removed |
 //! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not |
 //! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
 //! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
@@ -14,7 +14,7 @@
 //! | `restic::snapshots(id)` | no | `[#{id, short_id, time, tags, paths}]`, oldest first |
 //! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags}`; `target` must be empty or new unless `force` |
 //! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
-//! | `restic::verify(id)` | no | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
+//! | `restic::verify(id)` | no² | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
 //! | `restic::status(ids, deep)` | no | per client with a client.env, in the order of `ids`: `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
@@ -24,6 +24,11 @@
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
+//!
+//! ² Before `backup`, `forget`, `verify`, `add_pending_key` and `remove_previous_keys` use a
+//! local repository holding lock files, the locks of restic processes of this host that are
+//! gone are removed (a `restic unlock` step naming their PIDs); `status` counts keys and
+//! lock files, and with `deep` names the stale locks.
 
 use std::{
     cell::Cell,
@@ -42,7 +47,7 @@ use crate::{
     effects::Outcome,
     envfile,
     layout::ClientLayout,
-    rotation,
+    recovery, rotation,
 };
 
 /// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
@@ -61,6 +66,11 @@ fn require_backups(host: &Host) -> Result<()> {
 /// restic, or what to install (or that a host may keep no backups).
 fn locate() -> Result<Restic> {
     Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
+}
+
+/// Clears what killed runs left before the repository is used (`recovery::before_use`).
+fn recover(host: &Host, layout: &ClientLayout, config: &BackupConfig) -> Result<()> {
+    recovery::before_use(host, layout, &config.repository, || backup::repo(&locate()?, layout, config))
 }
 
 fn layout(host: &Host, id: &str) -> Result<ClientLayout> {
@@ -336,6 +346,7 @@ fn add_pending_key(host: &Host, id: &str) -> Result<String> {
             pending_path.display()
         );
     };
+    recover(host, &layout, &config)?;
     let restic = locate()?;
     let current = backup::password(&layout)?;
     let next = password_in(&pending, &pending_path)?;
@@ -355,7 +366,7 @@ fn add_pending_key(host: &Host, id: &str) -> Result<String> {
         "a key for the new RESTIC_PASSWORD (secrets.env.next)"
     };
     let outcome = host.effects.apply("restic key add", &target, detail, needed, || {
-        restic.repo(config.repository.clone(), current.clone()).key_add(&next)?;
+        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
         with_next.open().context("the new key was added but does not open the repository")
     })?;
     Ok(outcome.as_str().into())
@@ -369,6 +380,7 @@ fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT>
         return Ok(0);
     }
     let (layout, config) = setup(host, id)?;
+    recover(host, &layout, &config)?;
     let target = config.repository.to_string();
     let current_values = rotation::current(&layout)?;
     let current = password_in(&current_values, &layout.secrets_file)?;
@@ -443,7 +455,13 @@ fn init(host: &Host, id: &str) -> Result<String> {
             }
         }
     };
-    let outcome = host.effects.apply("restic init", &target, "password from secrets.env", needed, || {
+    let half_done = location.is_half_initialized()?;
+    let detail = if half_done {
+        "password from secrets.env; again: a stopped init had left keys but no config"
+    } else {
+        "password from secrets.env"
+    };
+    let outcome = host.effects.apply("restic init", &target, detail, needed, || {
         let repo = backup::repo(&locate()?, &layout, &config)?;
         if let Location::Local(path) = &config.repository {
             // restic makes the directory 0700 itself; its parent must exist.
@@ -452,8 +470,16 @@ fn init(host: &Host, id: &str) -> Result<String> {
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
         }
+        if half_done {
+            location.clear_half_init()?;
+        }
         repo.init()
     })?;
+    // A second init of an earlier run may have left a key whose master key does not open the
+    // config (restic then fails for the password on disk whenever it tries that key first).
+    if outcome == Outcome::Unchanged && location.key_files()?.len() > 1 {
+        recovery::remove_keys_not_opening_config(host, &backup::repo(&locate()?, &layout, &config)?)?;
+    }
     Ok(outcome.as_str().into())
 }
 
@@ -474,6 +500,7 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
         if volume_names.is_empty() { String::new() } else { format!(" ({})", volume_names.join(" ")) },
         plan.request.tags.join(",")
     );
+    recover(host, &layout, &config)?;
     let mut summary = None;
     host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
         let result = (|| {
@@ -528,6 +555,7 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
         map.insert("removed".into(), strings(Vec::<String>::new()));
         return Ok(map);
     }
+    recover(host, &layout, &config)?;
     let repo = backup::repo(&locate()?, &layout, &config)?;
     let planned = match repo.forget_plan(&config.retention) {
         Ok(plan) => plan,
@@ -624,6 +652,7 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
     let mut map = Map::new();
     map.insert("client".into(), text(id));
     map.insert("repository".into(), text(config.repository.to_string()));
+    recover(host, &layout, &config)?;
     let outcome = (|| -> Result<(usize, String, String)> {
         let repo = backup::repo(&locate()?, &layout, &config)?;
         let snapshots = repo.snapshots(&[])?;

@@ -4,6 +4,7 @@
 //! | function | mutates | returns |
 //! |---|---|---|
 //! | `secrets::ensure(path, [names])` | yes | names added; existing values are never changed |
+//! | `secrets::lost(id)` | no | why new secrets for client `id` would lose what exists (its secrets.env, or the `RESTIC_PASSWORD` in it, gone while its client.env or restic repository is there), with how to restore them; `""` when nothing would be lost |
 //! | `secrets::names(path)` | no | the keys present, `[]` when the file is missing |
 //! | `secrets::generate()` | no | a fresh url-safe random value (32 bytes, base64url, no padding) |
 //! | `secrets::rotation_begin(id, names)` | yes | writes the next generation beside `secrets.env` (`secrets.env.next`, 0600): fresh values for `names` (all when `[]`), reusing a pending generation of an interrupted run; `#{rotating, resumed, pending_file}` |
@@ -61,6 +62,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let h = host.clone();
+    module.set_native_fn("lost", move |id: &str| -> ScriptResult<String> { lost(&h, id).map_err(script_error) });
+
+    let h = host.clone();
     module.set_native_fn("names", move |path: &str| -> ScriptResult<Array> {
         let file = h.roots.confine(path).map_err(script_error)?;
         Ok(read(&file).map_err(script_error)?.into_keys().map(Dynamic::from).collect())
@@ -85,6 +89,37 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     module
+}
+
+/// `secrets::lost`: a client whose secrets are gone but whose client.env or repository is
+/// not; new secrets would open neither the repository nor what the old ones protected.
+fn lost(host: &Host, id: &str) -> Result<String> {
+    let layout = ClientLayout::new(&host.roots, id)?;
+    let repository = crate::backup::BackupConfig::load(&layout)
+        .map(|config| config.repository)
+        .unwrap_or_else(|_| crate::drivers::restic::Location::parse(&layout.repository));
+    let has_repository = repository.is_initialized() == Some(true) || !repository.key_files()?.is_empty();
+    let missing = if !layout.secrets_file.exists() {
+        "its secrets.env is gone"
+    } else if has_repository && !read(&layout.secrets_file)?.contains_key(crate::backup::PASSWORD_KEY) {
+        "its secrets.env holds no RESTIC_PASSWORD"
+    } else {
+        return Ok(String::new());
+    };
+    let exists = match (layout.env_file.exists(), has_repository) {
+        (true, true) => format!("a client.env and a restic repository ({repository})"),
+        (true, false) => "a client.env".to_string(),
+        (false, true) => format!("a restic repository ({repository})"),
+        (false, false) => return Ok(String::new()),
+    };
+    Ok(format!(
+        "client {id} has {exists} but {missing}; new secrets would not open what the old ones protect. \
+         Restore {} from {} or from the archive of a delete-client ({}/archive/{id}-*/), \
+         or run again with REGENERATE_SECRETS=1 to make new ones",
+        layout.secrets_file.display(),
+        layout.secrets_history_dir.display(),
+        host.roots.root.display()
+    ))
 }
 
 /// A script error of a shared helper, back into the host's error type.

@@ -355,7 +355,7 @@ fn keys_rotate_and_passwords_stay_out_of_argv() {
     let old_id = keys[0].id.clone();
     assert!(keys[0].current);
 
-    old.key_add(&password(new_secret)).unwrap();
+    old.key_add(&password(new_secret), dir.path()).unwrap();
     let keys = new.key_list().unwrap();
     assert_eq!(keys.len(), 2);
     let current: Vec<&Key> = keys.iter().filter(|key| key.current).collect();
@@ -389,8 +389,13 @@ fn keys_rotate_and_passwords_stay_out_of_argv() {
 }
 
 #[test]
-fn new_password_file_is_private() {
-    let file = secret_file(&password("s3cret")).unwrap();
+fn new_password_file_is_private_and_a_stale_one_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join(".restic-new-key.AbC123.tmp");
+    fs::write(&stale, "left by a kill").unwrap();
+    let file = crate::fsutil::secret_temp_file(dir.path(), NEW_KEY_FILE, b"s3cret").unwrap();
+    assert!(!stale.exists(), "the temp file a killed run left is removed");
+    assert_eq!(file.path().parent(), Some(dir.path()));
     let metadata = file.path().metadata().unwrap();
     assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
     assert_eq!(fs::read_to_string(file.path()).unwrap(), "s3cret", "no trailing newline");
