@@ -213,12 +213,21 @@ fn an_interrupted_delete_is_completed_by_a_rerun() {
     assert!(output.stderr.contains("injected crash"), "{}", output.stderr);
     assert!(!site.client_dir("acme").exists());
     assert!(site.secrets_file("acme").exists(), "crashed before the secrets moved");
+    // No archive.env yet: it would name paths that are not there.
+    assert!(archives(&site, "acme").iter().all(|a| !a.join("archive.env").exists()));
 
     delete(&site, "acme");
     assert!(!site.secrets_file("acme").parent().unwrap().exists());
+    // The re-run completed the same archive: one, with everything its archive.env names.
     let archived: Vec<PathBuf> = archives(&site, "acme");
-    assert!(archived.iter().any(|a| a.join("config/client.env").is_file()));
-    assert!(archived.iter().any(|a| a.join("secrets/secrets.env").is_file()));
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    let archive = &archived[0];
+    assert!(archive.join("config/client.env").is_file());
+    let manifest = archive.join("archive.env");
+    for key in ["SECRETS_FILE", "RESTIC_REPOSITORY"] {
+        let path = bash_value(&manifest, key);
+        assert!(std::path::Path::new(&path).exists(), "archive.env {key}={path} does not exist");
+    }
     site.test().arg("list-clients").stdout_lacks("acme").run();
 }
 
