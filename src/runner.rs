@@ -143,6 +143,7 @@ pub fn run(
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
     let plan = catalog.plan(target)?;
     let settings = Settings::resolve(&invocation.assignments, env);
+    settings.check().map_err(Error::usage)?;
     // The firewall settings are read by whatever task applies or checks the table: a bad one
     // stops the run before anything changes.
     crate::firewall::Settings::parse(

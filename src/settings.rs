@@ -105,6 +105,53 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Checks the settings a run depends on, so a bad one stops it before its first change
+    /// (exit 2) rather than half-way. The error names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        for root in ["AGENCY_ROOT", "AGENCY_LOG_ROOT", "AGENCY_BACKUP_ROOT", "LOGROTATE_DIR"] {
+            let value = self.get(root);
+            if !value.starts_with('/') || value.contains(['\0', '\n']) {
+                return Err(format!("{root} must be an absolute path, got {}", crate::validate::quote(value)));
+            }
+        }
+        let metrics = self.get("METRICS_DIR");
+        if !metrics.is_empty() && !metrics.starts_with('/') {
+            return Err(format!("METRICS_DIR must be an absolute path, got {}", crate::validate::quote(metrics)));
+        }
+        let one_of = |name: &str, allowed: &[&str]| -> Result<(), String> {
+            let value = self.get(name);
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                let names: Vec<String> =
+                    allowed.iter().map(|a| if a.is_empty() { "empty".into() } else { a.to_string() }).collect();
+                Err(format!("{name} must be {}, got {}", names.join(" or "), crate::validate::quote(value)))
+            }
+        };
+        one_of("AGENCY_BACKUPS", &["restic", "off"])?;
+        one_of("NETWORK_DRIVER", &["", "bridge", "overlay"])?;
+        crate::subnet::Pool::from_settings(
+            Some(self.get("AGENCY_SUBNET_POOL")),
+            Some(self.get("AGENCY_SUBNET_PREFIX")),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        let url = self.get("KEYCLOAK_URL");
+        if !url.is_empty() {
+            crate::validate::Kind::Url.check(url).map_err(|e| format!("KEYCLOAK_URL: {e}"))?;
+        }
+        for port in ["INGRESS_HTTP_PORT", "INGRESS_HTTPS_PORT"] {
+            let value = self.get(port);
+            if !value.parse::<u16>().is_ok_and(|p| p > 0) {
+                return Err(format!("{port} must be a port number, got {}", crate::validate::quote(value)));
+            }
+        }
+        let bind = self.get("INGRESS_BIND");
+        if bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("INGRESS_BIND must be an IP address, got {}", crate::validate::quote(bind)));
+        }
+        Ok(())
+    }
+
     pub fn resolve(command_line: &BTreeMap<String, String>, env: impl Fn(&str) -> Option<String>) -> Self {
         let values = SETTINGS
             .iter()

@@ -106,3 +106,28 @@ fn makeflags_carry_make_dry_run_and_variables() {
     site.test().arg("echo").env("MAKEFLAGS", " -- AGENCY=/bin/agency").run();
     site.test().arg("echo").env("MAKEFLAGS", "n").stdout_contains("(dry run: nothing is changed)").run();
 }
+
+/// A bad host setting stops create-client before its first change, with exit 2 and a
+/// message naming the setting; nothing is written.
+#[test]
+fn bad_settings_stop_a_run_before_anything_is_written() {
+    for (name, value, says) in [
+        ("AGENCY_SUBNET_PREFIX", "abc", "AGENCY_SUBNET_PREFIX"),
+        ("AGENCY_SUBNET_POOL", "10.201.0.0/99", "AGENCY_SUBNET_POOL"),
+        ("AGENCY_BACKUPS", "maybe", "AGENCY_BACKUPS must be restic or off"),
+        ("AGENCY_ROOT", "relative/root", "AGENCY_ROOT must be an absolute path"),
+        ("NETWORK_DRIVER", "macvlan", "NETWORK_DRIVER must be empty or bridge or overlay"),
+        ("KEYCLOAK_URL", "ftp://sso", "KEYCLOAK_URL"),
+        ("INGRESS_HTTP_PORT", "80x", "INGRESS_HTTP_PORT must be a port number"),
+    ] {
+        let site = Site::new();
+        let before = site.snapshot();
+        site.test()
+            .args(["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+            .env(name, value)
+            .status(2)
+            .stderr_contains(says)
+            .run();
+        assert_eq!(site.snapshot(), before, "{name}={value} changed files");
+    }
+}
