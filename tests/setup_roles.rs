@@ -591,7 +591,7 @@ kind = "client_id"
     );
 }
 
-/// A routed service recorded in OIDC_SERVICES (create-client records it from the stack) gets a confidential
+/// A routed service recorded in OIDC_SERVICES (an operator or a site plugin records it) gets a confidential
 /// OIDC client with redirect URIs from CLIENT_DOMAIN and the secret from secrets.env, generated
 /// once; a second run sends nothing; a drifted redirect URI is reported and put back; the
 /// secret never shows.
