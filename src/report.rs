@@ -239,7 +239,12 @@ mod tests {
             .map(|i| {
                 let status = if i == 120 { Status::Fail } else { Status::Ok };
                 Row {
-                    report: ClientReport::new(&format!("c{i:03}"), true, vec![Check::new("networks", status, "x")], vec![]),
+                    report: ClientReport::new(
+                        &format!("c{i:03}"),
+                        true,
+                        vec![Check::new("networks", status, "x")],
+                        vec![],
+                    ),
                     backup_age_seconds: Some(60),
                 }
             })

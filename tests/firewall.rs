@@ -374,7 +374,17 @@ fn fix_names_the_bridge_of_a_network_made_before_bridges_were_named() {
     let scratch = Scratch::new(&docker);
     let site = Site::with_docker();
     let a = scratch.client(&unique("fwo"));
-    create(&site, &a);
+    // A pool of the test's own: the backend's subnet is free for a moment below, and another
+    // test allocating from the shared default pool could take it.
+    site.test()
+        .args([
+            "create-client",
+            &format!("CLIENT_ID={a}"),
+            "CLIENT_NAME=Tenant",
+            &format!("CLIENT_DOMAIN={a}.example.com"),
+        ])
+        .args(["AGENCY_BACKUPS=off", &format!("AGENCY_SUBNET_POOL={}", crate::support::docker::scratch_pool(24))])
+        .run();
     // The backend as an older agency made it: Docker's own br-<id> bridge, and a client.env
     // without BACKEND_BRIDGE.
     let backend = format!("{a}_backend");

@@ -21,6 +21,7 @@ use crate::{
 /// Traefik running in the background, stopped (killed and reaped) on drop.
 pub struct Traefik {
     child: Child,
+    pub address: std::net::Ipv4Addr,
     pub api: u16,
     pub web: u16,
     log: std::path::PathBuf,
@@ -33,20 +34,30 @@ impl Drop for Traefik {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback address of this Traefik's own (tests run in parallel, and a port found free on a
+/// shared address can be taken before Traefik binds it), and a free port there.
+fn own_loopback() -> std::net::Ipv4Addr {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    let pid = std::process::id();
+    std::net::Ipv4Addr::new(127, 100 + (pid % 100) as u8, (pid / 100 % 250) as u8, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn free_port(address: std::net::Ipv4Addr) -> u16 {
+    TcpListener::bind((address, 0)).unwrap().local_addr().unwrap().port()
 }
 
 impl Traefik {
     pub fn start(dynamic_dir: &Path, log: &Path) -> Self {
-        let (web, websecure, api) = (free_port(), free_port(), free_port());
+        let address = own_loopback();
+        let (web, websecure, api) = (free_port(address), free_port(address), free_port(address));
         let log_file = fs::File::create(log).unwrap();
         let child = Command::new("traefik")
             .arg("--global.checkNewVersion=false")
             .arg("--global.sendAnonymousUsage=false")
-            .arg(format!("--entryPoints.web.address=127.0.0.1:{web}"))
-            .arg(format!("--entryPoints.websecure.address=127.0.0.1:{websecure}"))
-            .arg(format!("--entryPoints.traefik.address=127.0.0.1:{api}"))
+            .arg(format!("--entryPoints.web.address={address}:{web}"))
+            .arg(format!("--entryPoints.websecure.address={address}:{websecure}"))
+            .arg(format!("--entryPoints.traefik.address={address}:{api}"))
             .arg("--api.insecure=true")
             .arg(format!("--providers.file.directory={}", dynamic_dir.display()))
             .arg("--log.level=INFO")
@@ -56,7 +67,7 @@ impl Traefik {
             .stderr(log_file)
             .spawn()
             .expect("traefik starts");
-        Self { child, api, web, log: log.to_path_buf() }
+        Self { child, address, api, web, log: log.to_path_buf() }
     }
 
     pub fn log(&self) -> String {
@@ -66,7 +77,7 @@ impl Traefik {
     /// GET `path` of the API; `None` while Traefik is not serving it yet (not listening, or
     /// 404 before its internal API router is loaded).
     pub fn api(&self, path: &str) -> Option<serde_json::Value> {
-        let (status, body) = http_get(self.api, path, "127.0.0.1")?;
+        let (status, body) = http_get(self.address, self.api, path, "127.0.0.1")?;
         if status != 200 {
             return None;
         }
@@ -92,9 +103,9 @@ impl Traefik {
     }
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body including headers for non-API).
-fn http_get(port: u16, path: &str, host: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+/// A plain HTTP/1.0 GET on `address`:`port`: (status, body including headers for non-API).
+fn http_get(address: std::net::Ipv4Addr, port: u16, path: &str, host: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect((address, port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -208,8 +219,8 @@ fn traefik_loads_three_clients_files_with_every_router_and_middleware_enabled() 
     assert_eq!(forward["forwardAuth"]["address"], format!("http://oauth2-proxy-{auth}:4180/oauth2/auth"));
 
     // A request through a generated router: plain HTTP is redirected to HTTPS on the client's domain.
-    let (status, headers) =
-        http_get(traefik.web, "/login", &format!("{plain}.example.com")).expect("web entry point answers");
+    let (status, headers) = http_get(traefik.address, traefik.web, "/login", &format!("{plain}.example.com"))
+        .expect("web entry point answers");
     assert!(matches!(status, 301 | 308), "status {status}: {headers}");
     assert!(headers.contains(&format!("Location: https://{plain}.example.com/login")), "{headers}");
 

@@ -41,7 +41,11 @@ impl Location {
     /// The lock files of a local repository (their ids); empty for a remote one.
     pub fn lock_files(&self) -> Result<Vec<String>> {
         match self {
-            Self::Local(path) => entries(&path.join("locks")),
+            // Only locks restic finished writing: a restic killed while writing one leaves a
+            // `<id>-tmp-...` file that is no lock (restic itself passes over it).
+            Self::Local(path) => {
+                Ok(entries(&path.join("locks"))?.into_iter().filter(|name| is_file_id(name)).collect())
+            }
             Self::Remote(_) => Ok(Vec::new()),
         }
     }
@@ -92,6 +96,11 @@ fn hostname() -> String {
     }
     let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+/// A restic file name: the 64 hex digits of its id.
+fn is_file_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether process `pid` of this host is gone.
