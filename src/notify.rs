@@ -209,7 +209,9 @@ impl Notifier {
     /// A notifier for host functions, from the run's settings.
     pub fn from_settings(webhook: &str, healthcheck: &str, task: &str, client: &str) -> Self {
         let some = |url: &str| Some(url.to_string()).filter(|u| !u.is_empty());
-        let healthcheck = some(healthcheck).map(|u| u.replace("{task}", task).replace("{client}", client));
+        // As a run's own pings name a host-wide job: `all`.
+        let named = if client.is_empty() { "all" } else { client };
+        let healthcheck = some(healthcheck).map(|u| u.replace("{task}", task).replace("{client}", named));
         Self { webhook: some(webhook), healthcheck, task: task.to_string(), client: client.to_string(), memory: None }
     }
 
@@ -336,6 +338,15 @@ fn post(url: &str, content_type: &str, body: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_wide_job_pings_the_url_its_own_runs_ping() {
+        let url = "http://127.0.0.1:9/ping/{task}-{client}";
+        let job = Notifier::from_settings("", url, "multi-tenancy-status", "");
+        assert_eq!(job.healthcheck.as_deref(), Some("http://127.0.0.1:9/ping/multi-tenancy-status-all"));
+        let client = Notifier::from_settings("", url, "backup-client", "acme");
+        assert_eq!(client.healthcheck.as_deref(), Some("http://127.0.0.1:9/ping/backup-client-acme"));
+    }
 
     #[test]
     fn the_failing_checks_of_a_status_result() {

@@ -14,8 +14,9 @@ use crate::{
     validate::{parse_bool, quote},
 };
 
-/// Variables of the generated Makefile itself, which make also passes along.
-const MAKEFILE_VARIABLES: &[&str] = &["AGENCY"];
+/// Variables of the generated Makefile and of this repository's dev.mk (where the runner is
+/// built and installed), which make also passes along.
+const MAKEFILE_VARIABLES: &[&str] = &["AGENCY", "CARGO", "PREFIX", "BINDIR", "SBIN_PATH"];
 
 /// `YES=1` on the command line (or make's) answers a confirming task's question, as `--yes`
 /// does: `make delete-client CLIENT_ID=x YES=1` (make keeps `--yes` for itself). Never read
@@ -253,11 +254,13 @@ mod tests {
 
     #[test]
     fn makeflags_dry_run_and_variables() {
-        let inv = Invocation::parse(&[], Some(r"n -- X=it's\ $$$$x CLIENT_ID=a AGENCY=/bin/x"), no_env).unwrap();
+        let inv = Invocation::parse(&[], Some(r"n -- X=it's\ $$$$x CLIENT_ID=a AGENCY=/bin/x PREFIX=/tmp/p"), no_env)
+            .unwrap();
         assert!(inv.make_dry_run);
         assert_eq!(inv.assignments.get("X").unwrap(), "it's $$x");
         assert_eq!(inv.assignments.get("CLIENT_ID").unwrap(), "a");
         assert!(!inv.assignments.contains_key("AGENCY"));
+        assert!(!inv.assignments.contains_key("PREFIX"));
 
         let inv = Invocation::parse(&[], Some(r" -- CLIENT_NAME=ACME\ Corp"), no_env).unwrap();
         assert!(!inv.make_dry_run);
