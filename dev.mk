@@ -57,8 +57,10 @@ runtime-packages:
 # between bridges and slows overlay attachment (docs/networks.md).
 QUIET_ENGINE_TESTS := status::two_clients_are_isolated_by_real_packets status::probe_reaches_a_namespace_beyond_the_host networks::overlay_networks_on_a_single_node_swarm
 
-# The README's test command; CI runs it.
+# The README's test command; CI runs it. tests/setup first installs what the tests need
+# (as root; otherwise it names the command) and builds the test images once per machine.
 test:
+	tests/setup
 	cargo test --features fault-injection -- --test-threads=8 $(addprefix --skip ,$(QUIET_ENGINE_TESTS))
 	cargo test --features fault-injection --test integration -- --test-threads=1 $(QUIET_ENGINE_TESTS)
 
