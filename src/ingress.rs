@@ -100,7 +100,12 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
         "--accessLog.filePath=/var/log/agency/access.json".into(),
         "--log.level=INFO".into(),
     ];
-    if !acme.is_empty() {
+    if acme.is_empty() {
+        // Without ACME the ingress needs no name from outside: clients' services are found by
+        // Docker's embedded DNS, and anything else would be asked of the host's resolver,
+        // off this machine. Its upstream is the container's own loopback, where none listens.
+        args.extend(["--dns".into(), "127.0.0.1".into()]);
+    } else {
         if !acme.contains('@') || acme.contains(|c: char| c.is_whitespace() || c.is_control()) {
             bail!("ACME_EMAIL must be an e-mail address, got {acme:?}");
         }
@@ -125,14 +130,17 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
     Ok((digest, args))
 }
 
-/// The clients with a stack deployed (containers of theirs, by label), sorted.
-fn deployed_clients(docker: &Path) -> Result<Vec<String>> {
+/// The clients of this root with a stack deployed (containers of theirs, by label), sorted.
+/// Another root's clients on the same engine are not this ingress's.
+fn deployed_clients(host: &Host, docker: &Path) -> Result<Vec<String>> {
+    let ours = host.roots.client_ids()?;
     let docker = crate::drivers::docker::Docker::with_program(docker);
     let containers = docker.list_containers_with_labels(&[("agency.managed".into(), "true".into())])?;
     let mut ids: Vec<String> = containers
         .iter()
         .filter(|c| !c.is_probe() && c.label("agency.shared-ingress") != Some("true"))
         .filter_map(|c| c.label("agency.client").map(str::to_string))
+        .filter(|id| ours.contains(id))
         .collect();
     ids.sort();
     ids.dedup();
@@ -183,7 +191,7 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
         Vec::new()
     };
     let mut connected = Vec::new();
-    for id in deployed_clients(docker)? {
+    for id in deployed_clients(host, docker)? {
         let network = format!("{id}_frontend");
         if on.contains(&network) {
             host.effects.unchanged("network connect", &network, &format!("container {name}"));

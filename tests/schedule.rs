@@ -129,11 +129,20 @@ fn without_systemd_the_jobs_are_cron_lines_that_parse() {
     create(&site, "acme");
     create(&site, "beta");
     let cron = site.path().join("cron.d").join("agency");
+    // Switching from systemd leaves no timer behind.
+    site.test()
+        .args(["schedule", "MODE=systemd"])
+        .arg(&format!("ENV_FILE={}", site.path().join("schedule.env").display()))
+        .run();
+    let systemd_dir = site.path().join("systemd");
+    assert!(!names(&systemd_dir.join("timers.target.wants")).is_empty());
     site.test()
         .args(["schedule", "MODE=cron", "VERIFY_CALENDAR=Mon..Fri 03:30"])
         .arg(&format!("CRON_FILE={}", cron.display()))
         .arg(&format!("ENV_FILE={}", site.path().join("schedule.env").display()))
         .run();
+    assert!(names(&systemd_dir.join("timers.target.wants")).is_empty(), "a timer stayed enabled");
+    assert!(names(&systemd_dir).iter().all(|n| !n.starts_with("agency-")), "{:?}", names(&systemd_dir));
     assert_eq!(fs::metadata(&cron).unwrap().permissions().mode() & 0o777, 0o644);
     let text = fs::read_to_string(&cron).unwrap();
     let jobs: Vec<&str> = text.lines().filter(|l| l.contains(" root ")).collect();

@@ -254,6 +254,10 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
             ensure_dir(host, parent)?;
         }
         converge_file(host, &cron_file, &text, UNIT_MODE)?;
+        // Switched from systemd: the timers go, or every job would also run from them.
+        for stale in agency_units(&systemd_dir.join(WANTS)).into_iter().chain(agency_units(&systemd_dir)) {
+            remove_ours(host, &stale)?;
+        }
         result.insert("cron_file".into(), cron_file.display().to_string().into());
         return Ok(result);
     }
