@@ -151,7 +151,7 @@ fn a_failing_and_a_passing_run_send_their_event_and_pings_and_no_secret() {
 fn a_run_that_fails_before_its_script_starts_still_reports_it() {
     let receiver = Receiver::start();
     let site = Site::new();
-    crate::operations::create(&site, "acme");
+    crate::create_client::create(&site, "acme", "Tenant");
     let hook = format!("NOTIFY_URL={}", receiver.url("/hook"));
     let ping = format!("HEALTHCHECK_URL={}", receiver.url("/hc/{task}"));
 

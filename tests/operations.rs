@@ -12,26 +12,16 @@ use std::{
 
 use crate::{
     containers::skip,
+    create_client::create,
     support::docker::report,
     test::{Output, Site},
 };
 
-pub fn create(site: &Site, id: &str) {
-    site.test()
-        .args([
-            "create-client",
-            &format!("CLIENT_ID={id}"),
-            "CLIENT_NAME=Tenant",
-            &format!("CLIENT_DOMAIN={id}.example.com"),
-        ])
-        .run();
-}
-
 /// Two clients, `beta` not isolated (its secrets.env readable by all).
 pub fn site_with_a_broken_client() -> Site {
     let site = Site::new();
-    create(&site, "acme");
-    create(&site, "beta");
+    create(&site, "acme", "Tenant");
+    create(&site, "beta", "Tenant");
     fs::set_permissions(site.secrets_file("beta"), fs::Permissions::from_mode(0o644)).unwrap();
     site
 }
@@ -136,7 +126,7 @@ fn status_metrics_pass_promtool_and_equal_the_json_report() {
 fn backup_and_verify_metrics_record_their_last_success() {
     let Some(promtool) = program("promtool", "prometheus", module_path!()) else { return };
     let site = Site::new();
-    create(&site, "acme");
+    create(&site, "acme", "Tenant");
     let metrics = site.path().join("textfile");
     fs::create_dir(&metrics).unwrap();
     let dir = format!("METRICS_DIR={}", metrics.display());
@@ -177,7 +167,7 @@ fn backup_and_verify_metrics_record_their_last_success() {
 #[test]
 fn a_metrics_dir_that_does_not_exist_is_one_clear_error() {
     let site = Site::new();
-    create(&site, "acme");
+    create(&site, "acme", "Tenant");
     site.test()
         .args(["multi-tenancy-status", "METRICS_DIR=/nonexistent/textfile"])
         .status(1)

@@ -3,7 +3,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use crate::{operations::create, test::Site};
+use crate::{create_client::create, test::Site};
 
 fn systemd_analyze() -> Option<std::path::PathBuf> {
     match which::which("systemd-analyze") {
@@ -34,8 +34,8 @@ fn names(dir: &Path) -> Vec<String> {
 fn units_for_two_clients_pass_systemd_analyze_verify_and_re_runs_converge() {
     let Some(analyze) = systemd_analyze() else { return };
     let site = Site::new();
-    create(&site, "acme");
-    create(&site, "beta");
+    create(&site, "acme", "Tenant");
+    create(&site, "beta", "Tenant");
     let units = site.path().join("systemd");
     let env_file = site.path().join("etc").join("schedule.env");
     let args = [
@@ -126,8 +126,8 @@ fn without_systemd_the_jobs_are_cron_lines_that_parse() {
         return;
     }
     let site = Site::new();
-    create(&site, "acme");
-    create(&site, "beta");
+    create(&site, "acme", "Tenant");
+    create(&site, "beta", "Tenant");
     let cron = site.path().join("cron.d").join("agency");
     // Switching from systemd leaves no timer behind.
     site.test()
@@ -167,7 +167,7 @@ fn a_bad_calendar_is_refused_before_anything_is_written() {
         return;
     }
     let site = Site::new();
-    create(&site, "acme");
+    create(&site, "acme", "Tenant");
     let units = site.path().join("systemd");
     site.test()
         .args(["schedule", "MODE=systemd", "BACKUP_CALENDAR=every tuesday-ish"])

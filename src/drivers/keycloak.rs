@@ -884,12 +884,7 @@ impl Keycloak {
                 action: Action::CreateRealm(Value::Object(desired)),
             }));
         };
-        let mut differing = Map::new();
-        for (key, value) in desired {
-            if current.get(&key) != Some(&value) {
-                differing.insert(key, value);
-            }
-        }
+        let mut differing = differing_fields(&desired, &current);
         if differing.is_empty() {
             return Ok(None);
         }
@@ -1211,6 +1206,16 @@ impl Keycloak {
         let user = self.user(realm, username)?.ok_or_else(|| anyhow!("realm {realm} has no user {username}"))?;
         user_id(&user)
     }
+}
+
+/// The fields of `wanted` whose values `current` (a representation Keycloak returned) does
+/// not hold: what a PUT must send back.
+pub fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<String, Value> {
+    wanted
+        .iter()
+        .filter(|(key, value)| current.get(key.as_str()) != Some(*value))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn realm_path(realm: &str) -> String {

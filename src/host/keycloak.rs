@@ -255,12 +255,11 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
         }
     }
     if let Some(current) = kc.realm(&spec.realm)? {
-        let differing: Vec<String> = spec
-            .settings()
-            .into_iter()
-            .filter(|(key, value)| (check_display_name || key != "displayName") && current.get(key) != Some(value))
-            .map(|(key, _)| key)
-            .collect();
+        let mut wanted = spec.settings();
+        if !check_display_name {
+            wanted.remove("displayName");
+        }
+        let differing: Vec<String> = driver::differing_fields(&wanted, &current).keys().cloned().collect();
         if !differing.is_empty() {
             problems.push(format!(
                 "realm {} in Keycloak differs from the recorded settings in {} (setup-roles puts them back)",
@@ -274,12 +273,9 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
             None => problems.push(format!("realm {} lacks client {} in Keycloak", spec.realm, client.service)),
             Some(current) => {
                 let wanted = client.json();
-                let differing: Vec<&str> = wanted
-                    .as_object()
-                    .expect("an object")
-                    .iter()
-                    .filter(|(key, value)| current.get(key.as_str()) != Some(value))
-                    .map(|(key, _)| key.as_str())
+                let differing: Vec<String> = driver::differing_fields(wanted.as_object().expect("an object"), &current)
+                    .keys()
+                    .cloned()
                     .collect();
                 if !differing.is_empty() {
                     problems.push(format!(

@@ -3,9 +3,9 @@
 //! Keycloak holds another one. The secret travels only in a request body on curl's stdin.
 
 use anyhow::{Result, anyhow};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Action, Change, Keycloak, Outcome, Secret, realm_path, segment};
+use super::{Action, Change, Keycloak, Outcome, Secret, differing_fields, realm_path, segment};
 use crate::realm::OidcClientSpec;
 
 impl Keycloak {
@@ -40,13 +40,7 @@ impl Keycloak {
                 action: Action::CreateClient { realm: realm.into(), rep: wanted, secret: secret.clone() },
             }));
         };
-        let differing: Map<String, Value> = wanted
-            .as_object()
-            .expect("an object")
-            .iter()
-            .filter(|(key, value)| current.get(key.as_str()) != Some(value))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let differing = differing_fields(wanted.as_object().expect("an object"), &current);
         if differing.is_empty() {
             return Ok(None);
         }
