@@ -7,7 +7,7 @@ use agency::{
         self, ConnectError, CreateNetworkError, Docker, LABEL_CLIENT, LABEL_MANAGED, NetworkSpec, ProbeSpec,
         ProbeTarget, TcpOutcome,
     },
-    subnet::{Allocator, Ipv4Net, Pool},
+    tenant::subnet::{Allocator, Ipv4Net, Pool},
 };
 
 use crate::{

@@ -8,7 +8,7 @@ use agency::{
         keycloak::{IfExists, Keycloak, Outcome, Secret, Settings},
         process,
     },
-    realm::{RealmSettings, RealmSpec, RoleSpec},
+    tenant::realm::{RealmSettings, RealmSpec, RoleSpec},
 };
 use serde_json::json;
 

@@ -15,9 +15,9 @@ use rhai::{Dynamic, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    audit::{self, AuditRecord},
     effects::Outcome,
-    layout::ClientLayout,
+    tenant::audit::{self, AuditRecord},
+    tenant::layout::ClientLayout,
 };
 
 pub fn create_module(host: &Rc<Host>) -> Module {

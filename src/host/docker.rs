@@ -41,16 +41,16 @@ use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
 
 use super::{Host, ScriptResult, checks::check_dynamic, located_error, script_error};
 use crate::{
-    check::{Check, Status},
     drivers::docker::{
         self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, NetworkDetails,
         NetworkSpec, NetworkSummary,
     },
     effects::Outcome,
-    firewall,
-    isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
-    layout::ClientLayout,
-    subnet::{Allocator, Ipv4Net, Pool},
+    tenant::check::{Check, Status},
+    tenant::firewall,
+    tenant::isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
+    tenant::layout::ClientLayout,
+    tenant::subnet::{Allocator, Ipv4Net, Pool},
 };
 
 /// The image `PROBE=1` uses unless `PROBE_IMAGE` names another; built on first use from the
@@ -425,8 +425,8 @@ fn probe_settings(options: &Map) -> Result<ProbeSettings> {
     let image = get("image").unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_string());
     let ports = isolation::parse_ports(&get("ports").unwrap_or_else(|| "22,53,80,443".to_string()))?;
     // Nothing is sent beyond the host unless the operator names a target.
-    let beyond =
-        crate::validate::probe_targets(&get("beyond").unwrap_or_default()).map_err(|e| anyhow!("PROBE_BEYOND: {e}"))?;
+    let beyond = crate::format::validate::probe_targets(&get("beyond").unwrap_or_default())
+        .map_err(|e| anyhow!("PROBE_BEYOND: {e}"))?;
     let timeout = match get("timeout") {
         Some(t) => t.parse::<u32>().map_err(|_| anyhow!("probe timeout {t:?} is not a number of seconds"))?,
         None => 2,
@@ -561,7 +561,7 @@ fn recorded_subnets_by_client(host: &Host) -> Result<HashMap<String, Vec<Ipv4Net
     for id in host.roots.client_ids()? {
         let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
         let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
-        let Ok(entries) = crate::envfile::parse(&text) else { continue };
+        let Ok(entries) = crate::format::envfile::parse(&text) else { continue };
         let subnets: Vec<Ipv4Net> = isolation::TIERS
             .iter()
             .filter_map(|tier| entries.get(tier.env_subnet).and_then(|s| s.parse().ok()))

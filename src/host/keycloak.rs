@@ -36,8 +36,8 @@ use crate::{
     drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
     effects::Outcome,
     fsutil,
-    realm::{self, OidcClientSpec, RealmSettings, RealmSpec},
-    settings::SETTINGS,
+    tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec},
+    tenant::settings::SETTINGS,
 };
 
 /// The key of the realm admin's password in a client's secrets.env.
@@ -55,7 +55,7 @@ fn read_credentials_file(path: &Path) -> Result<IndexMap<String, String>> {
         );
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    crate::envfile::parse(&text).with_context(|| format!("in {}", path.display()))
+    crate::format::envfile::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 /// Resolves the Keycloak settings: command line > environment > credentials file > default.
@@ -360,7 +360,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               settings: Map,
               reset_password: &str|
               -> ScriptResult<Array> {
-            let reset = crate::validate::parse_bool(reset_password)?;
+            let reset = crate::format::validate::parse_bool(reset_password)?;
             let kc = c.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset)
         },

@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 use rhai::{Dynamic, Engine, EvalAltResult};
 
-use crate::{effects::Effects, layout::Roots, output::Output, settings::Settings};
+use crate::{effects::Effects, effects::output::Output, tenant::layout::Roots, tenant::settings::Settings};
 
 /// The state host functions share during one run.
 pub struct Host {
@@ -82,9 +82,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");
     engine.register_fn("to_string", |e: &mut UsageError| e.0.clone());
-    engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
+    engine.register_fn("timestamp_utc", crate::tenant::audit::now_rfc3339);
     engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
-        crate::validate::parse_bool(value).map_err(|e| e.into())
+        crate::format::validate::parse_bool(value).map_err(|e| e.into())
     });
 }
 

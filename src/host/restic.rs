@@ -42,12 +42,13 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    backup::{self, BackupConfig, RepoStatus},
     drivers::restic::{BackupProgress, BackupSummary, Location, Password, Restic, ResticError, Snapshot},
     effects::Outcome,
-    envfile,
-    layout::ClientLayout,
-    recovery, rotation,
+    format::envfile,
+    tenant::backup::{self, BackupConfig, RepoStatus},
+    tenant::layout::ClientLayout,
+    tenant::recovery,
+    tenant::rotation,
 };
 
 /// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
@@ -168,7 +169,7 @@ impl<'a> Progress<'a> {
                 return;
             }
             if !self.styled.replace(true) {
-                bar.set_style(crate::output::Output::bar_style());
+                bar.set_style(crate::effects::output::Output::bar_style());
             }
             bar.set_length(status.total_bytes.max(status.bytes_done));
             bar.set_position(status.bytes_done);
@@ -233,7 +234,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     module.set_native_fn("volumes", move |id: &str| -> ScriptResult<Array> {
-        crate::validate::client_id(id).map_err(|e| format!("invalid client id: {e}"))?;
+        crate::format::validate::client_id(id).map_err(|e| format!("invalid client id: {e}"))?;
         let volumes = backup::client_volumes(id).map_err(script_error)?.unwrap_or_default();
         Ok(volumes
             .into_iter()

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, fs::write_file, script_error};
-use crate::{effects::Outcome, envfile, fsutil, layout::ClientLayout, rotation};
+use crate::{effects::Outcome, format::envfile, fsutil, tenant::layout::ClientLayout, tenant::rotation};
 
 /// File mode of every secrets file.
 pub const SECRETS_MODE: u32 = 0o600;
@@ -49,7 +49,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let mut added = Vec::new();
         for name in names {
             let name = name.to_string();
-            crate::validate::secret_name(&name).map_err(|e| format!("invalid secret name: {e}"))?;
+            crate::format::validate::secret_name(&name).map_err(|e| format!("invalid secret name: {e}"))?;
             if !values.contains_key(&name) {
                 values.insert(name.clone(), generate().map_err(script_error)?);
                 added.push(name);
@@ -95,13 +95,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 /// not; new secrets would open neither the repository nor what the old ones protected.
 fn lost(host: &Host, id: &str) -> Result<String> {
     let layout = ClientLayout::new(&host.roots, id)?;
-    let repository = crate::backup::BackupConfig::load(&layout)
+    let repository = crate::tenant::backup::BackupConfig::load(&layout)
         .map(|config| config.repository)
         .unwrap_or_else(|_| crate::drivers::restic::Location::parse(&layout.repository));
     let has_repository = repository.is_initialized() == Some(true) || !repository.key_files()?.is_empty();
     let missing = if !layout.secrets_file.exists() {
         "its secrets.env is gone"
-    } else if has_repository && !read(&layout.secrets_file)?.contains_key(crate::backup::PASSWORD_KEY) {
+    } else if has_repository && !read(&layout.secrets_file)?.contains_key(crate::tenant::backup::PASSWORD_KEY) {
         "its secrets.env holds no RESTIC_PASSWORD"
     } else {
         return Ok(String::new());

@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use serde_json::Value;
 
 use super::{Action, Change, Keycloak, Outcome, Secret, differing_fields, realm_path, segment};
-use crate::realm::OidcClientSpec;
+use crate::tenant::realm::OidcClientSpec;
 
 impl Keycloak {
     pub fn create_client(&self, realm: &str, rep: &Value) -> Result<()> {

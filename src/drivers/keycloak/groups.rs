@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
 use super::{Action, Change, Keycloak, Outcome, brief_role, realm_path, segment, user_id};
-use crate::realm::{GroupSpec, UserSpec};
+use crate::tenant::realm::{GroupSpec, UserSpec};
 
 impl Keycloak {
     /// The realm's top-level groups (`id`, `name`, `path`).
