@@ -107,8 +107,8 @@ pub fn project_containers(docker: &Path, name: &str) -> Result<Vec<ContainerSumm
         LABEL_PROJECT,
         LABEL_SERVICE,
         LABEL_ONEOFF,
-        crate::tenant::stack::LABEL_DEPLOY,
-        crate::tenant::stack::LABEL_SERVICE,
+        crate::drivers::docker::LABEL_DEPLOY,
+        crate::drivers::docker::LABEL_SERVICE,
     ]);
     let filter = format!("label={LABEL_PROJECT}={name}");
     let format = exact_format(&keys);

@@ -50,6 +50,7 @@ use crate::{
     tenant::firewall,
     tenant::isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
     tenant::layout::ClientLayout,
+    tenant::networks,
     tenant::subnet::{Allocator, Ipv4Net, Pool},
 };
 
@@ -151,7 +152,9 @@ fn create_in_pool(
             Err(other) => return Err(other.into()),
         }
     }
-    docker.create_network_in_pool(&expected.spec(None), allocator).map(|(_, subnet)| subnet).map_err(Into::into)
+    networks::create_network_in_pool(docker, &expected.spec(None), allocator)
+        .map(|(_, subnet)| subnet)
+        .map_err(Into::into)
 }
 
 /// The block a network to be created would get (for plans), marked taken.

@@ -33,10 +33,10 @@ use serde_json::Value;
 
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
-    drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
+    drivers::keycloak::{IfExists, Keycloak, Secret, Settings as KeycloakSettings},
     effects::Outcome,
     fsutil,
-    tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec},
+    tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec, reconcile},
     tenant::settings::SETTINGS,
 };
 
@@ -103,11 +103,11 @@ impl Connection {
     }
 }
 
-fn outcome(outcome: driver::Outcome) -> Outcome {
+fn outcome(outcome: reconcile::Outcome) -> Outcome {
     match outcome {
-        driver::Outcome::Created => Outcome::Created,
-        driver::Outcome::Updated => Outcome::Updated,
-        driver::Outcome::Unchanged => Outcome::Unchanged,
+        reconcile::Outcome::Created => Outcome::Created,
+        reconcile::Outcome::Updated => Outcome::Updated,
+        reconcile::Outcome::Unchanged => Outcome::Unchanged,
     }
 }
 
@@ -259,7 +259,7 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
         if !check_display_name {
             wanted.remove("displayName");
         }
-        let differing: Vec<String> = driver::differing_fields(&wanted, &current).keys().cloned().collect();
+        let differing: Vec<String> = reconcile::differing_fields(&wanted, &current).keys().cloned().collect();
         if !differing.is_empty() {
             problems.push(format!(
                 "realm {} in Keycloak differs from the recorded settings in {} (setup-roles puts them back)",
@@ -273,10 +273,11 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
             None => problems.push(format!("realm {} lacks client {} in Keycloak", spec.realm, client.service)),
             Some(current) => {
                 let wanted = client.json();
-                let differing: Vec<String> = driver::differing_fields(wanted.as_object().expect("an object"), &current)
-                    .keys()
-                    .cloned()
-                    .collect();
+                let differing: Vec<String> =
+                    reconcile::differing_fields(wanted.as_object().expect("an object"), &current)
+                        .keys()
+                        .cloned()
+                        .collect();
                 if !differing.is_empty() {
                     problems.push(format!(
                         "client {} of realm {} differs in {} (setup-roles puts it back)",

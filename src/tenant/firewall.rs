@@ -14,20 +14,7 @@ use crate::{
     tenant::subnet::Ipv4Net,
 };
 
-/// The Docker network option naming a bridge network's interface.
-pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
-
-/// The interface name of a bridge network agency creates on `subnet`: `agb-` and the network
-/// address in hex (12 characters; Linux allows 15). Bridge subnets never overlap on one
-/// engine, so no two networks, of any client or any root, get the same name.
-pub fn bridge_name(subnet: Ipv4Net) -> String {
-    format!("agb-{:08x}", u32::from(subnet.network()))
-}
-
-/// The interface name Docker gives a bridge network it was not asked to name.
-pub fn docker_bridge_name(network_id: &str) -> String {
-    format!("br-{}", network_id.get(..12).unwrap_or(network_id))
-}
+pub use crate::drivers::docker::{BRIDGE_NAME_OPTION, bridge_name, docker_bridge_name};
 
 /// An interface name that may appear in a rule: 1 to 15 of `A-Z a-z 0-9 _ . -` (what a
 /// client.env holds is checked, so no value there can change the ruleset's syntax).

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod isolation;
 pub mod layout;
 pub mod metrics;
+pub mod networks;
 pub mod notify;
 pub mod realm;
 pub mod recovery;

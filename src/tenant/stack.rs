@@ -23,10 +23,7 @@ pub const TIERS: [&str; 4] = ["frontend", "backend", "database", "network"];
 /// Engines the db-passwords plugin knows.
 pub const DB_ENGINES: [&str; 4] = ["mariadb", "mysql", "postgres", "postgresql"];
 
-/// Label of every container agency deploys: the fingerprint of what it was deployed from, so
-/// a deploy of an unchanged stack starts no Compose process.
-pub const LABEL_DEPLOY: &str = "agency.deploy";
-pub const LABEL_SERVICE: &str = "agency.service";
+pub use crate::drivers::docker::{LABEL_DEPLOY, LABEL_SERVICE};
 pub const LABEL_STACK: &str = "agency.stack";
 
 /// Service keys a stack may not set: agency owns networks and hardening, and these would

@@ -4,6 +4,7 @@
 //! and drives the live Admin API calls of `drivers::keycloak`.
 
 mod clients;
+pub mod reconcile;
 mod settings;
 
 pub use clients::OidcClientSpec;
