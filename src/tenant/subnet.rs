@@ -18,8 +18,6 @@
 //! ask for the next one. Every failed attempt removes a block from the candidates, so the loop
 //! ends either with a network or with "pool is full".
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
-
 use anyhow::{Result, bail};
 
 /// The pool used when `AGENCY_SUBNET_POOL` is not set.

@@ -1,26 +1,11 @@
 //! Why a `docker` call failed: the engine unreachable, a network that cannot be created or
 //! removed, as typed errors with one sentence each.
 
-use super::*;
+use std::fmt;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use anyhow::anyhow;
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
-
-use crate::{
-    drivers::process::{self, Output},
-    format::ipv4::Ipv4Net,
-};
+use crate::format::ipv4::Ipv4Net;
 
 /// Why the engine could not be reached, as one sentence with what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,24 +2,9 @@
 
 use super::*;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
-
-use crate::{
-    drivers::process::{self, Output},
-    format::ipv4::Ipv4Net,
-};
 
 /// The Dockerfile of the probe/test image: nothing but a static busybox.
 pub const BUSYBOX_DOCKERFILE: &str = "FROM scratch\n\

@@ -10,9 +10,6 @@
 //! `network ls -q` + `network inspect` of all ≈ 235 ms, `version` ≈ 16 ms.
 
 use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -20,8 +17,7 @@ use std::{
     },
 };
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
+use anyhow::{Result, anyhow, bail};
 
 use crate::{
     drivers::process::{self, Output},

@@ -17,24 +17,9 @@ pub fn docker_bridge_name(network_id: &str) -> String {
     format!("br-{}", network_id.get(..12).unwrap_or(network_id))
 }
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
-
-use crate::{
-    drivers::process::{self, Output},
-    format::ipv4::Ipv4Net,
-};
+use crate::format::ipv4::Ipv4Net;
 
 /// A network as `docker network ls` reports it (no subnets, no containers).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,24 +3,12 @@
 
 use super::*;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::{
-    drivers::process::{self, Output},
-    format::ipv4::Ipv4Net,
-};
+use crate::format::ipv4::Ipv4Net;
 
 /// Orders networks by creation time (then ID): Docker prints RFC 3339 times with a variable
 /// number of fraction digits, so the fraction is padded before comparing.

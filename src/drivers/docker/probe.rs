@@ -5,22 +5,11 @@ use super::*;
 
 use std::{
     collections::BTreeMap,
-    fmt,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
-
-use crate::{
-    drivers::process::{self, Output},
-    format::ipv4::Ipv4Net,
-};
+use anyhow::{Result, anyhow};
 
 /// One address a probe tries to reach.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,8 @@ mod rest;
 mod token;
 mod transport;
 
-pub use rest::*;
-pub use token::*;
+pub(crate) use rest::*;
+pub(crate) use token::*;
 pub use transport::*;
 
 use std::{
@@ -30,11 +30,11 @@ use std::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Map, Value, json};
+use anyhow::{Result, anyhow, bail};
+use serde_json::Value;
 
 use super::process;
 

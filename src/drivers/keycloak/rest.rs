@@ -2,20 +2,8 @@
 
 use super::*;
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
-
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Map, Value, json};
-
-use super::process;
+use anyhow::{Result, anyhow, bail};
+use serde_json::{Value, json};
 
 impl Keycloak {
     /// One Admin API call with the admin token; a 401 (token expired or revoked on the server)

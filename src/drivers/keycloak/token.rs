@@ -2,20 +2,10 @@
 
 use super::*;
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Map, Value, json};
-
-use super::process;
+use anyhow::{Result, anyhow, bail};
+use serde_json::Value;
 
 pub(crate) struct Token {
     access: Secret,

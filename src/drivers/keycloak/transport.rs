@@ -3,18 +3,10 @@
 
 use super::*;
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::process;
 

@@ -10,13 +10,8 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
-        ProbeReport, ProbeSpec, ProbeTarget,
-    },
-    format::validate::ProbeTargets,
+    drivers::docker::{ContainerSummary, LABEL_CLIENT, NetworkDetails},
     tenant::check::{Check, Status},
-    tenant::subnet::{Ipv4Net, Pool, PoolUsage},
 };
 
 /// A container joining a client with another client.

@@ -16,21 +16,11 @@ pub use probe::*;
 pub use repair::*;
 pub use snapshot::*;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
-};
-
-use serde_json::json;
+use std::collections::BTreeMap;
 
 use crate::{
-    drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
-        ProbeReport, ProbeSpec, ProbeTarget,
-    },
-    format::validate::ProbeTargets,
-    tenant::check::{Check, Status},
-    tenant::subnet::{Ipv4Net, Pool, PoolUsage},
+    drivers::docker::{LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails},
+    tenant::subnet::Ipv4Net,
 };
 
 /// A container with this label set to `true` may sit on the frontend networks of several

@@ -3,21 +3,14 @@
 
 use super::*;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use serde_json::json;
 
 use crate::{
-    drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
-        ProbeReport, ProbeSpec, ProbeTarget,
-    },
+    drivers::docker::{HostNetInfo, LABEL_CLIENT, ProbeReport, ProbeSpec, ProbeTarget},
     format::validate::ProbeTargets,
     tenant::check::{Check, Status},
-    tenant::subnet::{Ipv4Net, Pool, PoolUsage},
 };
 
 /// Settings of a `PROBE=1` run.

@@ -2,21 +2,11 @@
 
 use super::*;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
-};
-
-use serde_json::json;
+use std::collections::BTreeMap;
 
 use crate::{
-    drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
-        ProbeReport, ProbeSpec, ProbeTarget,
-    },
-    format::validate::ProbeTargets,
-    tenant::check::{Check, Status},
-    tenant::subnet::{Ipv4Net, Pool, PoolUsage},
+    drivers::docker::{LABEL_CLIENT, NetworkDetails},
+    tenant::subnet::Ipv4Net,
 };
 
 /// A repair `FIX=1` makes to one network.

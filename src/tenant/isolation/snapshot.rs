@@ -3,19 +3,12 @@
 
 use super::*;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 
 use crate::{
-    drivers::docker::{
-        ContainerSummary, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary,
-        ProbeReport, ProbeSpec, ProbeTarget,
-    },
-    format::validate::ProbeTargets,
+    drivers::docker::{ContainerSummary, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary},
     tenant::check::{Check, Status},
     tenant::subnet::{Ipv4Net, Pool, PoolUsage},
 };

@@ -7,17 +7,9 @@ mod groups;
 
 use crate::drivers::keycloak::*;
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::fmt;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use serde_json::{Map, Value, json};
 
 use crate::tenant::realm::{ClientRole, RealmSpec, RoleSpec, UserSpec};
