@@ -114,7 +114,7 @@ fn outcome(outcome: reconcile::Outcome) -> Outcome {
 /// The realm admin's password from a client's secrets file (read here, never by a script).
 fn read_password(host: &Host, secrets_file: &str, key: &str) -> Result<Secret> {
     let path = host.roots.confine(secrets_file)?;
-    let values = super::secrets::read(&path)?;
+    let values = crate::tenant::secrets::read(&path)?;
     values
         .get(key)
         .filter(|v| !v.is_empty())

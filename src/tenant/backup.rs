@@ -23,8 +23,8 @@ use crate::{
     format::envfile,
     format::validate,
     fsutil,
-    host::secrets,
     tenant::layout::{ClientLayout, Roots},
+    tenant::secrets,
 };
 
 /// Mode of `backup/config.sh` (no secret in it).

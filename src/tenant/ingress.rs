@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::{drivers::compose as driver, effects::Outcome, host::Host, tenant::layout::Roots};
+use crate::{drivers::compose as driver, effects::Outcome, tenant::context::Context, tenant::layout::Roots};
 
 /// The label holding a hash of the container's settings: a change recreates it.
 const LABEL_CONFIG: &str = "agency.ingress-config";
@@ -33,8 +33,8 @@ fn acme_dir(roots: &Roots) -> PathBuf {
 }
 
 /// `docker run` arguments of the ingress, its settings checked, and their hash.
-fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
-    let setting = |name: &str| host.settings.get(name).to_string();
+fn run_args(cx: &Context) -> Result<(String, Vec<String>)> {
+    let setting = |name: &str| cx.settings.get(name).to_string();
     let name = setting("INGRESS_NAME");
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         || !name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -61,8 +61,8 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
         bail!("INGRESS_IMAGE must name an image, got {image:?}");
     }
     let acme = setting("ACME_EMAIL");
-    let dynamic = dynamic_dir(&host.roots);
-    let logs = log_dir(&host.roots);
+    let dynamic = dynamic_dir(&cx.roots);
+    let logs = log_dir(&cx.roots);
     let mut args: Vec<String> = vec![
         "--name".into(),
         name.clone(),
@@ -111,7 +111,7 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
         }
         let https = port("INGRESS_HTTPS_PORT")?;
         args.extend(["--publish".into(), format!("{bind}:{https}:443")]);
-        args.extend(["--volume".into(), format!("{}:/etc/agency/acme", acme_dir(&host.roots).display())]);
+        args.extend(["--volume".into(), format!("{}:/etc/agency/acme", acme_dir(&cx.roots).display())]);
         traefik.extend([
             "--entryPoints.websecure.address=:443".into(),
             format!("--certificatesResolvers.{CERT_RESOLVER}.acme.email={acme}"),
@@ -132,8 +132,8 @@ fn run_args(host: &Host) -> Result<(String, Vec<String>)> {
 
 /// The clients of this root with a stack deployed (containers of theirs, by label), sorted.
 /// Another root's clients on the same engine are not this ingress's.
-fn deployed_clients(host: &Host, docker: &Path) -> Result<Vec<String>> {
-    let ours = host.roots.client_ids()?;
+fn deployed_clients(cx: &Context, docker: &Path) -> Result<Vec<String>> {
+    let ours = cx.roots.client_ids()?;
     let docker = crate::drivers::docker::Docker::with_program(docker);
     let containers = docker.list_containers_with_labels(&[("agency.managed".into(), "true".into())])?;
     let mut ids: Vec<String> = containers
@@ -150,9 +150,9 @@ fn deployed_clients(host: &Host, docker: &Path) -> Result<Vec<String>> {
 /// Creates (or recreates, when its settings changed; starts, when stopped) the ingress and
 /// attaches it to every deployed client's frontend network. The outcome and the networks
 /// newly attached.
-pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>)> {
-    let (digest, args) = run_args(host)?;
-    let name = host.settings.get("INGRESS_NAME").to_string();
+pub fn setup(cx: &Context, docker: &Path) -> Result<(String, Outcome, Vec<String>)> {
+    let (digest, args) = run_args(cx)?;
+    let name = cx.settings.get("INGRESS_NAME").to_string();
     let found = driver::container(docker, &name)?;
     if let Some((_, labels, _)) = &found
         && labels.get("agency.shared-ingress").and_then(|v| v.as_str()) != Some("true")
@@ -164,24 +164,24 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
     let target = format!("container {name}");
     let detail = format!(
         "image {}, {}",
-        host.settings.get("INGRESS_IMAGE"),
+        cx.settings.get("INGRESS_IMAGE"),
         args[args.iter().position(|a| a == "--publish").unwrap_or(0) + 1]
     );
     let outcome = match (&found, current == Some(digest.as_str())) {
-        (None, _) => host
+        (None, _) => cx
             .effects
             .apply("ingress", &target, &detail, Outcome::Created, || driver::run_detached(docker, &args).map(drop))?,
         (Some(_), false) => {
-            host.effects.apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
+            cx.effects.apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
                 driver::container_command(docker, &["rm", "-f"], &name)?;
                 driver::run_detached(docker, &args).map(drop)
             })?
         }
-        (Some(_), true) if !running => host.effects.apply("ingress", &target, "start", Outcome::Updated, || {
+        (Some(_), true) if !running => cx.effects.apply("ingress", &target, "start", Outcome::Updated, || {
             driver::container_command(docker, &["start"], &name)
         })?,
         (Some(_), true) => {
-            host.effects.unchanged("ingress", &target, &detail);
+            cx.effects.unchanged("ingress", &target, &detail);
             Outcome::Unchanged
         }
     };
@@ -191,13 +191,13 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
         Vec::new()
     };
     let mut connected = Vec::new();
-    for id in deployed_clients(host, docker)? {
+    for id in deployed_clients(cx, docker)? {
         let network = format!("{id}_frontend");
         if on.contains(&network) {
-            host.effects.unchanged("network connect", &network, &format!("container {name}"));
+            cx.effects.unchanged("network connect", &network, &format!("container {name}"));
             continue;
         }
-        host.effects.apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
+        cx.effects.apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
             driver::container_command(docker, &["network", "connect", &network], &name)
         })?;
         connected.push(network);
@@ -206,23 +206,23 @@ pub fn setup(host: &Host, docker: &Path) -> Result<(String, Outcome, Vec<String>
 }
 
 /// Attaches a running ingress to the client's frontend network.
-pub fn connect(host: &Host, docker: &Path, id: &str) -> Result<Outcome> {
-    crate::tenant::layout::ClientLayout::new(&host.roots, id)?;
-    let name = host.settings.get("INGRESS_NAME").to_string();
+pub fn connect(cx: &Context, docker: &Path, id: &str) -> Result<Outcome> {
+    crate::tenant::layout::ClientLayout::new(&cx.roots, id)?;
+    let name = cx.settings.get("INGRESS_NAME").to_string();
     let network = format!("{id}_frontend");
     let Some((running, labels, networks)) = driver::container(docker, &name)? else {
-        host.effects.unchanged("network connect", &network, &format!("no ingress {name} (run setup-ingress)"));
+        cx.effects.unchanged("network connect", &network, &format!("no ingress {name} (run setup-ingress)"));
         return Ok(Outcome::Unchanged);
     };
     if labels.get("agency.shared-ingress").and_then(|v| v.as_str()) != Some("true") || !running {
-        host.effects.unchanged("network connect", &network, &format!("{name} is not a running ingress"));
+        cx.effects.unchanged("network connect", &network, &format!("{name} is not a running ingress"));
         return Ok(Outcome::Unchanged);
     }
     if networks.contains(&network) {
-        host.effects.unchanged("network connect", &network, &format!("container {name}"));
+        cx.effects.unchanged("network connect", &network, &format!("container {name}"));
         return Ok(Outcome::Unchanged);
     }
-    host.effects.apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
+    cx.effects.apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
         driver::container_command(docker, &["network", "connect", &network], &name)
     })
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod context;
 pub mod deploy;
 pub mod filecheck;
 pub mod firewall;
@@ -20,6 +21,7 @@ pub mod recovery;
 pub mod report;
 pub mod rotation;
 pub mod schedule;
+pub mod secrets;
 pub mod settings;
 pub mod stack;
 pub mod stack_status;

@@ -12,7 +12,7 @@ use crate::{
     drivers::restic::{Location, NEW_KEY_FILE, Repo, repair},
     effects::Outcome,
     fsutil,
-    host::Host,
+    tenant::context::Context,
     tenant::layout::ClientLayout,
 };
 
@@ -23,12 +23,12 @@ const LIVE_LOCK_GRACE: Duration = Duration::from_secs(10);
 /// step), and a new-key password file that a killed rotation left in the secrets dir.
 /// `repo` opens the repository, only when it holds lock files.
 pub fn before_use(
-    host: &Host,
+    cx: &Context,
     layout: &ClientLayout,
     location: &Location,
     repo: impl FnOnce() -> Result<Repo>,
 ) -> Result<()> {
-    if !host.effects.dry_run() && layout.secrets_dir.is_dir() {
+    if !cx.effects.dry_run() && layout.secrets_dir.is_dir() {
         fsutil::remove_stale_temp_files(&layout.secrets_dir, &format!(".{NEW_KEY_FILE}."), std::time::Duration::ZERO)?;
     }
     if location.lock_files()?.is_empty() {
@@ -53,18 +53,18 @@ pub fn before_use(
     let detail = format!("stale lock(s) of restic PID {} (gone)", pids.join(", "));
     let ids: Vec<String> = stale.into_iter().map(|(id, _)| id).collect();
     let target = repo.location().to_string();
-    host.effects.apply("restic unlock", &target, &detail, Outcome::Removed, || repo.remove_locks(&ids))?;
+    cx.effects.apply("restic unlock", &target, &detail, Outcome::Removed, || repo.remove_locks(&ids))?;
     Ok(())
 }
 
 /// Keys that the password on disk opens but that do not open the config (left by a second
 /// `init` of one repository) are removed; a key that opens it never is.
-pub fn remove_keys_not_opening_config(host: &Host, repo: &Repo) -> Result<usize> {
+pub fn remove_keys_not_opening_config(cx: &Context, repo: &Repo) -> Result<usize> {
     let ids = repo.keys_not_opening_config()?;
     let target = repo.location().to_string();
     for id in &ids {
         let detail = format!("key {} does not open the repository's config", &id[..id.len().min(8)]);
-        host.effects.apply("restic key remove", &target, &detail, Outcome::Removed, || repo.remove_key_file(id))?;
+        cx.effects.apply("restic key remove", &target, &detail, Outcome::Removed, || repo.remove_key_file(id))?;
     }
     Ok(ids.len())
 }

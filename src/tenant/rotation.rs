@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 
-use crate::{format::suggest, host::secrets, tenant::layout::ClientLayout};
+use crate::{format::suggest, tenant::layout::ClientLayout, tenant::secrets};
 
 /// The next generation, beside `secrets.env` while a rotation is under way.
 pub const PENDING_FILE: &str = "secrets.env.next";
