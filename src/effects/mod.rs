@@ -3,6 +3,7 @@
 //! list, the audit log and `--json`. Details never hold secret values, only names.
 
 pub mod output;
+pub mod progress;
 
 use std::{cell::RefCell, rc::Rc};
 

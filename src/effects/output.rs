@@ -108,7 +108,11 @@ impl Output {
         if let Some(spinner) = self.spinner.borrow().as_ref() {
             spinner.set_message(format!("{action} {target}"));
         } else if !self.json && self.verbosity > Verbosity::Quiet && takes_seconds(action) {
-            self.line(&format!("  {:<12} {action} {target}  ({})", "started", crate::tenant::audit::now_rfc3339()));
+            self.line(&format!(
+                "  {:<12} {action} {target}  ({})",
+                "started",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            ));
         }
     }
 

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod realm;
 pub mod recovery;
 pub mod report;
+pub mod repository;
 pub mod rotation;
 pub mod schedule;
 pub mod secrets;

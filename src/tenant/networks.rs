@@ -169,10 +169,10 @@ pub fn ensure_networks(
 ) -> Result<Provisioned> {
     ClientLayout::new(&cx.roots, id)?;
     let setting = cx.settings.get("NETWORK_DRIVER");
-    let driver = if setting.is_empty() { isolation::client_driver(&recorded, "") } else { setting.to_string() };
+    let driver = if setting.is_empty() { isolation::client_driver(recorded, "") } else { setting.to_string() };
     isolation::check_driver(&driver)?;
     let docker = connect()?;
-    let expected = isolation::expected_networks(id, &driver, &recorded);
+    let expected = isolation::expected_networks(id, &driver, recorded);
     let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     // A client that records subnets most likely has its networks: inspect them by name (one
     // call). A new one most likely has none: the engine's list (one call, which allocation
@@ -192,7 +192,7 @@ pub fn ensure_networks(
     let mut bridges = BTreeMap::new();
     let mut networks = BTreeMap::new();
     for expected in &expected {
-        networks.insert(expected.tier.name.into(), expected.name.clone().into());
+        networks.insert(expected.tier.name.into(), expected.name.clone());
         let actual = existing.iter().find(|n| n.name == expected.name);
         let mut bridge = actual.and_then(|n| n.bridge.clone());
         let subnet = match isolation::assess(expected, actual) {
@@ -237,10 +237,10 @@ pub fn ensure_networks(
             }
         };
         if let Some(subnet) = subnet {
-            subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+            subnets.insert(expected.tier.name.into(), subnet.to_string());
         }
         if let Some(bridge) = bridge {
-            bridges.insert(expected.tier.name.into(), bridge.into());
+            bridges.insert(expected.tier.name.into(), bridge);
         }
     }
     if !problems.is_empty() {
@@ -258,9 +258,9 @@ pub fn repair_networks(
     adopt: bool,
 ) -> Result<Repaired> {
     ClientLayout::new(&cx.roots, id)?;
-    let driver = isolation::client_driver(&recorded, cx.settings.get("NETWORK_DRIVER"));
+    let driver = isolation::client_driver(recorded, cx.settings.get("NETWORK_DRIVER"));
     isolation::check_driver(&driver)?;
-    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded, adopt);
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, recorded, adopt);
     let mut messages = Vec::new();
     let mut subnets = BTreeMap::new();
     // Every bridge as it is known now (the snapshot's, then the repaired ones).
@@ -269,7 +269,7 @@ pub fn repair_networks(
         .filter_map(|tier| {
             let network =
                 snapshot.network(recorded.get(tier.env_network).map_or(&format!("{id}_{}", tier.name), |n| n))?;
-            Some((tier.name.into(), network.bridge.clone()?.into()))
+            Some((tier.name.into(), network.bridge.clone()?))
         })
         .collect();
     let mut changed = false;
@@ -291,9 +291,9 @@ pub fn repair_networks(
             Repair::Create(expected) => {
                 let subnet = create_effect(cx, &docker, &expected, &mut allocator)?;
                 messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
-                subnets.insert(expected.tier.name.into(), subnet.to_string().into());
+                subnets.insert(expected.tier.name.into(), subnet.to_string());
                 if driver == "bridge" {
-                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet).into());
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet));
                 }
                 changed = true;
             }
@@ -354,9 +354,9 @@ pub fn repair_networks(
                     expected.name,
                     expected.describe(Some(actual))
                 ));
-                subnets.insert(expected.tier.name.into(), actual.to_string().into());
+                subnets.insert(expected.tier.name.into(), actual.to_string());
                 if driver == "bridge" {
-                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual).into());
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual));
                 }
                 changed = true;
             }

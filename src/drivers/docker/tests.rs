@@ -1,6 +1,7 @@
 //! Unit tests of the Docker driver's parsing and argument building.
 
 use super::*;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 #[test]
 fn classifies_connection_failures() {

@@ -275,6 +275,10 @@ impl Keycloak {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -1,7 +1,14 @@
 //! Unit tests of isolation: expected networks, snapshot checks, cross-tenant, repairs, probes.
 
 use super::*;
+use std::net::Ipv4Addr;
+
 use crate::drivers::docker::{Endpoint, HostAddress, ProbeResult, TcpOutcome};
+use crate::{
+    drivers::docker::{ContainerSummary, HostNetInfo, NetworkSummary, ProbeReport},
+    format::validate::ProbeTargets,
+    tenant::check::Status,
+};
 
 fn network(name: &str, labels: &[(&str, &str)], internal: bool, subnet: &str) -> NetworkDetails {
     let subnet: Ipv4Net = subnet.parse().unwrap();
