@@ -50,9 +50,10 @@ fn crate_paths(text: &str) -> Vec<(usize, String)> {
                 match c {
                     '{' => depth += 1,
                     '}' | ',' if depth == 1 => {
-                        let item = ident(code[item_start..here].trim_start());
+                        let raw = &code[item_start..here];
+                        let item = ident(raw.trim_start());
                         if !item.is_empty() {
-                            found.push((line_of(item_start), item));
+                            found.push((line_of(item_start + raw.len() - raw.trim_start().len()), item));
                         }
                         item_start = here + 1;
                         if c == '}' {
