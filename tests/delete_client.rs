@@ -159,9 +159,40 @@ fn recreating_the_same_id_starts_fresh_with_new_secrets() {
     site.test().arg("list-clients").stdout_contains("ACME Again").run();
 
     // And it can be deleted again: a second archive beside the first.
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // archive names have one-second resolution
     delete(&site, "acme");
     assert_eq!(archives(&site, "acme").len(), 2);
+}
+
+/// Archive names have one-second resolution: a delete in a second that already has a whole
+/// archive of the id gets a name of its own, and the earlier archive is untouched.
+#[test]
+fn two_deletes_of_one_id_within_a_second_get_two_archives() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let secrets = fs::read_to_string(site.secrets_file("acme")).unwrap();
+    // Whole archives (archive.env written) for this second and the next few, as a delete of
+    // the id just before would have left.
+    let archive_root = site.root().join("archive");
+    fs::create_dir_all(&archive_root).unwrap();
+    let now = std::time::SystemTime::now();
+    let mut earlier = Vec::new();
+    for ahead in 0..4 {
+        let time = now + std::time::Duration::from_secs(ahead);
+        let stamp = humantime::format_rfc3339_seconds(time).to_string().replace(['-', ':'], "");
+        let dir = archive_root.join(format!("acme-{stamp}"));
+        fs::create_dir_all(dir.join("config")).unwrap();
+        fs::write(dir.join("archive.env"), "CLIENT_ID='acme'\n").unwrap();
+        earlier.push(dir);
+    }
+
+    let output = site.test().args(["--json", "--yes", "delete-client", "CLIENT_ID=acme"]).run();
+    let archive = PathBuf::from(output.json()["tasks"][0]["result"]["archive"].as_str().unwrap());
+    assert!(!earlier.contains(&archive), "{} was taken already", archive.display());
+    assert_eq!(fs::read_to_string(archive.join("secrets/secrets.env")).unwrap(), secrets);
+    assert_eq!(archives(&site, "acme").len(), 5);
+    for dir in &earlier {
+        assert_eq!(fs::read_dir(dir.join("config")).unwrap().count(), 0, "{} changed", dir.display());
+    }
 }
 
 #[test]
@@ -377,5 +408,31 @@ mod engine {
         assert!(networks_left(&scratch, &id).is_empty());
         assert!(scratch.docker_status(&["inspect", &app]), "FORCE disconnects, it does not remove containers");
         assert!(!site.client_dir(&id).exists());
+    }
+
+    /// `network inspect` lists running containers only: a stopped one is disconnected too, so
+    /// it does not keep an endpoint on a network that is gone (it would then fail to start).
+    #[test]
+    fn force_disconnects_a_stopped_container_too() {
+        let docker = require_docker!();
+        let scratch = Scratch::new(&docker);
+        let site = Site::with_docker();
+        let id = scratch.client(&unique("stp"));
+        create(&site, &id, &scratch_pool(24));
+        let backend = format!("{id}_backend");
+        let app = scratch.container(&unique("stopped"));
+        let label = format!("{}=true", crate::support::docker::TEST_LABEL);
+        let image = crate::support::docker::busybox_image(&docker);
+        scratch.docker(&["create", "--name", &app, "--network", &backend, "--label", &label, image, "true"]);
+
+        site.test().args(["--yes", "delete-client", &format!("CLIENT_ID={id}"), "FORCE=1"]).run();
+        assert!(networks_left(&scratch, &id).is_empty());
+        let networks = scratch.docker(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", &app]);
+        assert!(!networks.contains(&backend), "the stopped container still names {backend}: {networks}");
+        let line = crate::test::audit_lines(&site, &id).pop().unwrap();
+        let disconnected = line["changes"].as_array().unwrap().iter().any(|c| {
+            c["action"] == "network disconnect" && c["target"] == backend.as_str() && c["outcome"] == "removed"
+        });
+        assert!(disconnected, "{line}");
     }
 }

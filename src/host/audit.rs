@@ -1,5 +1,5 @@
 //! `audit::` — lines a script adds to a client's audit trail, beside the one line the
-//! runner writes for every task run (see `src/audit.rs`).
+//! runner writes for every task run (see `src/tenant/audit.rs`).
 //!
 //! | function | mutates | returns |
 //! |---|---|---|

@@ -537,8 +537,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("network_disconnect", move |network: &str, container: &str| -> ScriptResult<String> {
         let docker = s.docker().map_err(script_error)?;
-        let found = docker.inspect_networks(&[network]).map_err(script_error)?;
-        let attached = found.first().is_some_and(|n| n.containers.iter().any(|c| c.name == container));
+        let attached = docker.is_attached(network, container).map_err(script_error)?;
         let needed = if attached { Outcome::Removed } else { Outcome::Unchanged };
         h.effects
             .apply("network disconnect", network, &format!("container {container}"), needed, || {

@@ -197,11 +197,7 @@ impl ClientLayout {
         let config_dir = roots.clients_dir().join(id);
         let secrets_dir = roots.root.join("secrets").join(id);
         let log_dir = roots.log_root.join("clients").join(id);
-        let repository = if roots.repository_base.is_empty() {
-            roots.backup_root.join(format!("client-{id}")).display().to_string()
-        } else {
-            format!("{}/client-{id}", roots.repository_base.trim_end_matches('/'))
-        };
+        let repository = repository_of(id, &roots.repository_base, &roots.backup_root);
         Ok(Self {
             id: id.to_string(),
             env_file: config_dir.join("client.env"),
@@ -225,6 +221,21 @@ impl ClientLayout {
     /// The Docker networks of the client, by tier.
     pub fn networks(&self) -> [(&'static str, String); 4] {
         NETWORK_TIERS.map(|tier| (tier, format!("{}_{tier}", self.id)))
+    }
+}
+
+/// The repository of client `id`: `<base>/client-<id>` when `base` (the
+/// `RESTIC_REPOSITORY_BASE`) is set and not blank, else `<backup_root>/client-<id>`. A base
+/// ending in `/` or `:` takes the name as it is (`sftp:backup@host:` names the sftp user's
+/// home, `sftp:backup@host:/client-<id>` would be the host's root).
+pub fn repository_of(id: &str, base: &str, backup_root: &Path) -> String {
+    let name = format!("client-{id}");
+    match base.trim() {
+        "" => backup_root.join(name).display().to_string(),
+        base => {
+            let separator = if base.ends_with('/') || base.ends_with(':') { "" } else { "/" };
+            format!("{base}{separator}{name}")
+        }
     }
 }
 
@@ -276,6 +287,21 @@ mod tests {
         assert!(error.contains("through a symlink"), "{error}");
         assert!(roots.confine(&at("clients/escape/a/b")).is_err());
         assert!(roots.confine(&at("clients/escape")).is_err());
+    }
+
+    #[test]
+    fn repository_paths_follow_the_base() {
+        let root = Path::new("/var/backups/agency_stack");
+        let of = |base: &str| repository_of("acme", base, root);
+        assert_eq!(of(""), "/var/backups/agency_stack/client-acme");
+        assert_eq!(of("  "), "/var/backups/agency_stack/client-acme");
+        assert_eq!(of("s3:https://s3.example.com/bucket"), "s3:https://s3.example.com/bucket/client-acme");
+        assert_eq!(of("rest:https://backup.example.com/"), "rest:https://backup.example.com/client-acme");
+        assert_eq!(of("sftp:backup@host:"), "sftp:backup@host:client-acme");
+        assert_eq!(of("sftp:backup@host:/srv/restic"), "sftp:backup@host:/srv/restic/client-acme");
+        assert_eq!(of("/mnt/backups"), "/mnt/backups/client-acme");
+        let roots = Roots { repository_base: "sftp:backup@host:".into(), ..roots() };
+        assert_eq!(ClientLayout::new(&roots, "acme").unwrap().repository, "sftp:backup@host:client-acme");
     }
 
     #[test]

@@ -284,6 +284,16 @@ impl Docker {
         }
     }
 
+    /// Whether `container` (name or ID, running or stopped) is attached to `network` (name or
+    /// ID). `network inspect` lists running containers only, so the attachment is read from
+    /// `ps -a`. False when either does not exist.
+    pub fn is_attached(&self, network: &str, container: &str) -> Result<bool> {
+        let Some(found) = self.inspect_networks(&[network])?.into_iter().next() else {
+            return Ok(false);
+        };
+        Ok(self.containers_on(&found.name)?.iter().any(|c| c.name == container || c.id == container))
+    }
+
     /// Removes several networks in one call; missing ones are fine. Fails naming those that
     /// could not be removed (after removing the rest).
     pub fn remove_networks(&self, names: &[&str]) -> Result<()> {

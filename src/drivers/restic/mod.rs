@@ -20,11 +20,7 @@ pub use model::*;
 pub use parse::*;
 pub use repo::*;
 
-use std::{
-    fmt, fs,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::{fmt, fs, path::PathBuf, time::SystemTime};
 
 use anyhow::{Context, Result, bail};
 
@@ -89,19 +85,6 @@ impl Location {
             Self::Remote(repository.to_string())
         } else {
             Self::Local(PathBuf::from(repository))
-        }
-    }
-
-    /// The repository of client `client_id`: `<base>/client-<id>` when `base` (the
-    /// `RESTIC_REPOSITORY_BASE`) is set and not empty, else `<backup_root>/client-<id>`.
-    pub fn for_client(client_id: &str, base: Option<&str>, backup_root: &Path) -> Self {
-        let name = format!("client-{client_id}");
-        match base.map(str::trim).filter(|base| !base.is_empty()) {
-            Some(base) => {
-                let separator = if base.ends_with('/') || base.ends_with(':') { "" } else { "/" };
-                Self::parse(&format!("{base}{separator}{name}"))
-            }
-            None => Self::Local(backup_root.join(name)),
         }
     }
 

@@ -404,25 +404,6 @@ fn new_password_file_is_private_and_a_stale_one_is_removed() {
 
 #[test]
 fn client_locations() {
-    let root = Path::new("/var/backups/agency_stack");
-    assert_eq!(Location::for_client("acme", None, root), Location::Local(root.join("client-acme")));
-    assert_eq!(Location::for_client("acme", Some("  "), root), Location::Local(root.join("client-acme")));
-    assert_eq!(
-        Location::for_client("acme", Some("s3:https://s3.example.com/bucket"), root),
-        Location::Remote("s3:https://s3.example.com/bucket/client-acme".into())
-    );
-    assert_eq!(
-        Location::for_client("acme", Some("rest:https://backup.example.com/"), root),
-        Location::Remote("rest:https://backup.example.com/client-acme".into())
-    );
-    assert_eq!(
-        Location::for_client("acme", Some("sftp:backup@host:"), root),
-        Location::Remote("sftp:backup@host:client-acme".into())
-    );
-    assert_eq!(
-        Location::for_client("acme", Some("/mnt/backups"), root),
-        Location::Local(PathBuf::from("/mnt/backups/client-acme"))
-    );
     assert_eq!(Location::parse("local:/srv/r"), Location::Local(PathBuf::from("/srv/r")));
 
     let remote = Location::parse("rest:https://agency:hunter2@backup.example.com:8000/client-acme");
