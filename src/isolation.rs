@@ -1192,6 +1192,7 @@ mod tests {
             state: "running".into(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             networks: networks.iter().map(|n| n.to_string()).collect(),
+            ports: String::new(),
         }
     }
 
@@ -1462,6 +1463,7 @@ mod tests {
                 HostAddress { interface: "br-1234".into(), address: Ipv4Addr::new(10, 201, 1, 1), prefix: 26 },
             ],
             default_gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            proc_net_tcp: vec![],
         };
         let settings = ProbeSettings {
             image: "img".into(),

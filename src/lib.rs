@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod plugin;
+pub mod probe;
 pub mod realm;
 pub mod recovery;
 pub mod report;

@@ -32,6 +32,7 @@ mod notify;
 mod operations;
 mod operator;
 mod plugins;
+mod probe;
 mod recovery;
 mod rotation;
 mod sandbox;

@@ -29,6 +29,9 @@ use crate::{
     subnet::{Allocator, Ipv4Net},
 };
 
+mod probe;
+pub use probe::{ForgerSpec, PEER_PORT, forger_script, parse_in_echos};
+
 /// What to install when there is no `docker` on PATH.
 pub const INSTALL_HINT: &str = "install the Docker CLI and engine (Debian/Ubuntu: `apt-get install docker.io`; \
      elsewhere see https://docs.docker.com/engine/install/), or put `docker` on PATH";
@@ -363,6 +366,8 @@ pub struct ContainerSummary {
     pub labels: BTreeMap<String, String>,
     /// Names of the networks it is attached to.
     pub networks: Vec<String>,
+    /// Its published ports as `ps` prints them (`0.0.0.0:8080->80/tcp, :::8080->80/tcp`).
+    pub ports: String,
 }
 
 impl ContainerSummary {
@@ -490,6 +495,8 @@ pub struct HostAddress {
 pub struct HostNetInfo {
     pub addresses: Vec<HostAddress>,
     pub default_gateway: Option<Ipv4Addr>,
+    /// The host's `/proc/net/tcp` and `/proc/net/tcp6` lines (its listening sockets).
+    pub proc_net_tcp: Vec<String>,
 }
 
 /// Docker's error line without the "Error response from daemon: " prefix.
@@ -775,6 +782,8 @@ struct RawContainerLine {
     labels: String,
     #[serde(default)]
     networks: String,
+    #[serde(default)]
+    ports: String,
 }
 
 /// Parses `docker ps -a --no-trunc --format` [`exact_format`]`(keys)`.
@@ -788,6 +797,7 @@ pub fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
             state: raw.state,
             labels: merge_labels(&raw.labels, exact),
             networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
+            ports: raw.ports,
         })
         .collect())
 }
@@ -885,17 +895,19 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
     ProbeReport { network: network.to_string(), source, results }
 }
 
-/// Parses `ip -4 -o addr` and `ip -4 route`, separated by a `---` line.
+/// Parses `ip -4 -o addr`, `ip -4 route` and `/proc/net/tcp{,6}`, separated by `---` lines.
 pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
     let mut info = HostNetInfo::default();
-    let mut in_routes = false;
+    let mut part = 0;
     for line in stdout.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() == Some(&"---") {
-            in_routes = true;
+            part += 1;
             continue;
         }
-        if in_routes {
+        if part >= 2 {
+            info.proc_net_tcp.push(line.to_string());
+        } else if part == 1 {
             if let ["default", "via", gateway, ..] = words.as_slice() {
                 info.default_gateway = info.default_gateway.or_else(|| gateway.parse().ok());
             }
@@ -1384,7 +1396,7 @@ impl Docker {
             "/bin/sh",
             image,
             "-c",
-            "ip -4 -o addr; echo ---; ip -4 route",
+            "ip -4 -o addr; echo ---; ip -4 route; echo ---; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true",
         ];
         let output = self.checked("run (host network probe)", &args)?;
         Ok(parse_host_net_info(&output.stdout))
