@@ -21,8 +21,11 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// address in hex (12 characters; Linux allows 15). Bridge subnets never overlap on one
 /// engine, so no two networks, of any client or any root, get the same name.
 pub fn bridge_name(subnet: Ipv4Net) -> String {
-    format!("agb-{:08x}", u32::from(subnet.network()))
+    format!("{BRIDGE_PREFIX}{:08x}", u32::from(subnet.network()))
 }
+
+/// How the interface names of agency's bridges begin.
+pub const BRIDGE_PREFIX: &str = "agb-";
 
 /// The interface name Docker gives a bridge network it was not asked to name.
 pub fn docker_bridge_name(network_id: &str) -> String {

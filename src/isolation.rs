@@ -894,7 +894,8 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
         for address in &host.addresses {
             // Bridges of other networks come and go (named bridges too); an address that
             // vanished during the probe would be routed to the default gateway, off the host.
-            // Their gateways are covered by the gateway targets; docker0's stays.
+            // Their gateways are covered by the gateway targets; docker0's stays. A bridge made
+            // since the snapshot is not among the networks but is named `br-`/`agb-`.
             let other_bridge = snapshot
                 .networks
                 .iter()
@@ -902,6 +903,7 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
             if address.address.is_loopback()
                 || other_bridge
                 || address.interface.starts_with("br-")
+                || address.interface.starts_with(crate::firewall::BRIDGE_PREFIX)
                 || address.interface.starts_with("veth")
             {
                 continue;

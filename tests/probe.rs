@@ -136,7 +136,7 @@ fn probe_passes_with_the_table_and_names_every_open_path_without_it() {
         format!("the host's port {listening} on"),
         format!("forged packets from {a}_network (source "),
         format!("reached a container on {b_database} of client {b}"),
-        format!("forged datagrams from {a}_network"),
+        format!("forged UDP datagrams from {a}_network"),
     ] {
         assert!(summary.contains(&expected), "{expected:?} not in: {summary}");
     }

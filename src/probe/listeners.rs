@@ -118,9 +118,42 @@ pub fn parse_published(text: &str) -> Vec<Published> {
     published
 }
 
+/// Reads `/proc/net/route`: the subnets the host routes to an interface of its own, not
+/// through `exits` (the interfaces off the machine) and not the default route. A probe sends
+/// to another tenant's address only while such a route covers it: once the network is gone
+/// the address would be routed off the host.
+pub fn on_host_routes(text: &str, exits: &[String]) -> Vec<crate::subnet::Ipv4Net> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (interface, destination, mask) = (*words.first()?, *words.get(1)?, *words.get(7)?);
+            if exits.iter().any(|e| e == interface) {
+                return None;
+            }
+            let (destination, mask) = (ipv4_word(destination)?, ipv4_word(mask)?);
+            let prefix = u32::from(mask).count_ones() as u8;
+            (prefix > 0).then(|| crate::subnet::Ipv4Net::truncating(destination, prefix))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_on_the_host_leave_out_exits_and_the_default() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+agb-0ac90000\t0000C90A\t00000000\t0001\t0\t0\t0\tC0FFFFFF\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+";
+        let routes = on_host_routes(text, &["eth0".to_string()]);
+        let shown: Vec<String> = routes.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, vec!["10.201.0.0/26", "172.17.0.0/16"]);
+    }
 
     #[test]
     fn proc_net_tcp_gives_the_listening_sockets_reachable_over_ipv4() {

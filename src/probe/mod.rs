@@ -112,7 +112,11 @@ fn host_addresses(snapshot: &Snapshot, plan: &ProbePlan, host: &HostNetInfo) -> 
     let own: Vec<Ipv4Addr> = snapshot.network(&plan.network).map(|n| n.gateways.clone()).unwrap_or_default();
     let mut addresses = own.clone();
     for (address, _) in &plan.host {
-        let on_host = host.addresses.iter().any(|h| h.address == *address);
+        // An address of the host itself, not of a bridge (another network's, which may go).
+        let on_host = host.addresses.iter().any(|h| {
+            h.address == *address
+                && !["br-", crate::firewall::BRIDGE_PREFIX, "veth"].iter().any(|p| h.interface.starts_with(p))
+        });
         let other_network = snapshot
             .networks
             .iter()
@@ -370,7 +374,7 @@ pub fn judge(answers: &Answers) -> Check {
         }
     }
     if !answers.forgeable {
-        warnings.push("forged sources not probed: no other client of this root has an internal network".into());
+        warnings.push("forged sources: no other client of this root has an internal network to send into".into());
     }
     if answers.host_to_peer.values().any(Option::is_none) {
         warnings.push("host→container and forged sources not checked: the engine is not on this host".into());
@@ -411,7 +415,10 @@ fn forged_evidence(forged: &Forged, failures: &mut Vec<String>, warnings: &mut V
         ));
     }
     if let Some(n) = to_host.filter(|n| *n > 0) {
-        failures.push(format!("{n} forged datagrams from {} (source {}) reached the host", f.network, f.forged));
+        failures.push(format!(
+            "{n} forged UDP datagrams from {} (source {}; {FORGED_COUNT} tftp requests and their resends) reached the host",
+            f.network, f.forged
+        ));
     }
     if into.is_none() && to_host.is_none() {
         warnings.push(format!("forged packets from {} were sent but not counted", f.network));

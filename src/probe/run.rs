@@ -86,6 +86,40 @@ fn is_local(address: Ipv4Addr) -> bool {
     UdpSocket::bind((address, 0)).is_ok()
 }
 
+/// The subnets the host routes to interfaces of its own (see [`super::listeners::on_host_routes`]),
+/// read now; `None` when the engine is not here (its routes are not this machine's).
+fn on_host_routes(local: bool) -> Option<Vec<crate::subnet::Ipv4Net>> {
+    if !local {
+        return None;
+    }
+    let exits: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    let default_via: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.get(1) == Some(&"00000000")).then(|| words[0].to_string())
+        })
+        .collect();
+    let exits: Vec<String> = exits.into_iter().chain(default_via).collect();
+    Some(super::listeners::on_host_routes(&text, &exits))
+}
+
+/// Keeps the targets that stay on this machine as it is now: its own addresses and addresses
+/// of networks it still routes itself, plus what the operator named beyond the host. The
+/// snapshot is seconds old when probes start, and a network that went since (another run
+/// removed it) would have its addresses routed off the host.
+fn stay_on_host(spec: &mut ProbeSpec, beyond: &[Ipv4Addr], routes: Option<&[crate::subnet::Ipv4Net]>) {
+    let Some(routes) = routes else { return };
+    spec.targets
+        .retain(|t| beyond.contains(&t.address) || is_local(t.address) || routes.iter().any(|r| r.contains(t.address)));
+}
+
 /// What a peer answers: its count of echo requests received; `None` when it did not answer.
 fn ask_peer(address: Ipv4Addr) -> Option<u64> {
     let mut stream =
@@ -184,9 +218,17 @@ fn probe_batch(
 
     // The probes and their second looks (see `isolation::retry_spec`), then the forgers.
     let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
-    let specs: Vec<ProbeSpec> = flat.iter().map(|p| p.spec()).collect();
+    let routes = on_host_routes(local);
+    let specs: Vec<ProbeSpec> = flat
+        .iter()
+        .map(|p| {
+            let mut spec = p.spec();
+            stay_on_host(&mut spec, &p.base.beyond, routes.as_deref());
+            spec
+        })
+        .collect();
     let reports = docker.run_probes(&specs, PARALLEL);
-    let retries = second_looks(docker, &flat, &reports);
+    let retries = second_looks(docker, &flat, &reports, local);
     let forger_specs: Vec<ForgerSpec> = forgeries
         .iter()
         .enumerate()
@@ -271,6 +313,7 @@ fn second_looks(
     docker: &Docker,
     flat: &[&NetworkProbe],
     reports: &[Result<ProbeReport>],
+    local: bool,
 ) -> Vec<Option<Result<ProbeReport>>> {
     let mut retries: Vec<Option<Result<ProbeReport>>> = flat.iter().map(|_| None).collect();
     let mut pending: Vec<(usize, ProbeSpec)> = flat
@@ -286,7 +329,15 @@ fn second_looks(
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
-        let specs: Vec<ProbeSpec> = pending.iter().map(|(_, spec)| spec.clone()).collect();
+        let routes = on_host_routes(local);
+        let specs: Vec<ProbeSpec> = pending
+            .iter()
+            .map(|(i, spec)| {
+                let mut spec = spec.clone();
+                stay_on_host(&mut spec, &flat[*i].base.beyond, routes.as_deref());
+                spec
+            })
+            .collect();
         let mut next = Vec::new();
         for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, PARALLEL)) {
             if let Ok(report) = &result
