@@ -8,11 +8,14 @@ use std::net::TcpListener;
 
 use crate::{
     require_docker,
-    support::docker::{Scratch, TEST_IMAGE, busybox_image, check, report, unique},
+    support::docker::{Scratch, TEST_IMAGE, busybox_image, check, report, scratch_pool, unique},
     test::Site,
 };
 
-fn create(site: &Site, id: &str) {
+/// create-client with the networks from `pool`, a pool of the test's own: its bridges' names
+/// (derived from their subnets) then appear in no table another root on this host may still
+/// hold, which would filter them too ("without agency's table" would not be without a table).
+fn create(site: &Site, id: &str, pool: &str) {
     site.test()
         .args([
             "create-client",
@@ -20,6 +23,7 @@ fn create(site: &Site, id: &str) {
             "CLIENT_NAME=Tenant",
             &format!("CLIENT_DOMAIN={id}.example.com"),
             "AGENCY_BACKUPS=off",
+            &format!("AGENCY_SUBNET_POOL={pool}"),
         ])
         .run();
 }
@@ -57,8 +61,9 @@ fn probe_passes_with_the_table_and_names_every_open_path_without_it() {
     let site = Site::with_docker();
     let a = scratch.client(&unique("pra"));
     let b = scratch.client(&unique("prb"));
-    create(&site, &a);
-    create(&site, &b);
+    let pool = scratch_pool(22);
+    create(&site, &a, &pool);
+    create(&site, &b, &pool);
     let (b_frontend, b_database) = (format!("{b}_frontend"), format!("{b}_database"));
     scratch.server(&unique("b-db"), &b_database, &[("agency.client", &b)]);
     // b's site, published on b's frontend gateway (an address of the host).

@@ -128,9 +128,34 @@ fn host_addresses(snapshot: &Snapshot, plan: &ProbePlan, host: &HostNetInfo) -> 
     addresses
 }
 
-/// The published ports of other tenants' containers: (container, owner, port). A container
-/// belongs to a client by its label or its networks; the shared ingress and probes to none.
-fn others_published(snapshot: &Snapshot, client: &str) -> Vec<(String, String, listeners::Published)> {
+/// Leaves out of a plan the containers and gateways of clients of other roots.
+fn keep_this_root(snapshot: &Snapshot, base: &mut ProbePlan, known: &[String]) {
+    let foreign = |address: &Ipv4Addr| {
+        snapshot.networks.iter().any(|n| {
+            snapshot.owner(&n.name).is_some_and(|(c, _)| !known.iter().any(|k| k == c))
+                && n.subnets.iter().any(|s| s.contains(*address))
+        })
+    };
+    base.tenants.retain(|(address, _, owner)| known.contains(owner) && !foreign(address));
+    base.host.retain(|(address, _)| !foreign(address));
+    let kept: Vec<Ipv4Addr> = base
+        .tenants
+        .iter()
+        .map(|t| t.0)
+        .chain(base.host.iter().map(|h| h.0))
+        .chain(base.beyond.iter().copied())
+        .collect();
+    base.spec.targets.retain(|t| kept.contains(&t.address));
+}
+
+/// The published ports of containers of other clients of this root: (container, owner,
+/// port). A container belongs to a client by its label or its networks; the shared ingress
+/// and probes to none.
+fn others_published(
+    snapshot: &Snapshot,
+    client: &str,
+    known: &[String],
+) -> Vec<(String, String, listeners::Published)> {
     let mut found = Vec::new();
     for container in &snapshot.containers {
         if container.is_probe() || container.state != "running" || container.label(LABEL_SHARED_INGRESS) == Some("true")
@@ -141,7 +166,7 @@ fn others_published(snapshot: &Snapshot, client: &str) -> Vec<(String, String, l
             .label(LABEL_CLIENT)
             .map(str::to_string)
             .or_else(|| container.networks.iter().find_map(|n| snapshot.owner(n).map(|(c, _)| c.to_string())));
-        let Some(owner) = owner.filter(|o| o != client) else { continue };
+        let Some(owner) = owner.filter(|o| o != client && known.iter().any(|k| k == o)) else { continue };
         for published in parse_published(&container.ports) {
             found.push((container.name.clone(), owner.clone(), published));
         }
@@ -150,16 +175,19 @@ fn others_published(snapshot: &Snapshot, client: &str) -> Vec<(String, String, l
 }
 
 /// The probes of one client: isolation's plan, plus the ports above. `allowed` are the
-/// `FIREWALL_HOST_ALLOW` TCP ports, which client networks may reach on the host.
+/// `FIREWALL_HOST_ALLOW` TCP ports, which client networks may reach on the host. Only clients
+/// of this root (`known`) are probed as other tenants: another root's runner removes its
+/// networks at any moment, and an address of a network gone would be routed off the host.
 pub fn plan(
     snapshot: &Snapshot,
     client: &str,
     host: &HostNetInfo,
     settings: &ProbeSettings,
     allowed: &BTreeSet<u16>,
+    known: &[String],
 ) -> Vec<NetworkProbe> {
     let listening: Vec<Listener> = parse_proc_net_tcp(host.proc_net_tcp.iter().map(String::as_str));
-    let published = others_published(snapshot, client);
+    let published = others_published(snapshot, client, known);
     // The client's own published ports are docker-proxy listeners too: reaching them is its own traffic.
     let own: BTreeSet<u16> = snapshot
         .containers
@@ -169,7 +197,8 @@ pub fn plan(
         .collect();
     isolation::plan_probes(snapshot, client, host, settings)
         .into_iter()
-        .map(|base| {
+        .map(|mut base| {
+            keep_this_root(snapshot, &mut base, known);
             let addresses = host_addresses(snapshot, &base, host);
             let mut targets = Vec::new();
             if !base.internal {

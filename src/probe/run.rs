@@ -170,7 +170,7 @@ fn probe_batch(
     known: &[String],
 ) -> Result<Vec<(String, Check)>> {
     let mut plans: Vec<Vec<NetworkProbe>> =
-        ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed)).collect();
+        ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed, known)).collect();
     let forgeries = super::plan_forgeries(snapshot, ids, known);
 
     // Peers: one on every probed network (the controls), one per forger on the network it

@@ -93,10 +93,14 @@ fn scene() -> (Snapshot, HostNetInfo, ProbeSettings) {
     (snapshot, host, settings)
 }
 
+fn known() -> Vec<String> {
+    vec!["a".into(), "b".into(), "c".into()]
+}
+
 #[test]
 fn plans_published_ports_from_routed_tiers_and_listeners_from_every_tier() {
     let (snapshot, host, settings) = scene();
-    let probes = plan(&snapshot, "a", &host, &settings, &BTreeSet::from([53]));
+    let probes = plan(&snapshot, "a", &host, &settings, &BTreeSet::from([53]), &known());
     assert_eq!(probes.len(), 4);
     let frontend = &probes[0];
     let published: Vec<(Ipv4Addr, u16, &str)> =
@@ -134,6 +138,15 @@ fn plans_published_ports_from_routed_tiers_and_listeners_from_every_tier() {
     assert_eq!(eth0.ports, vec![22, 5432, 8080]);
     assert_eq!(spec.targets.iter().filter(|t| t.address == Ipv4Addr::new(192, 0, 2, 2)).count(), 1);
     assert!(spec.targets.iter().any(|t| t.address == Ipv4Addr::new(10, 201, 0, 130) && t.ports == vec![PEER_PORT]));
+    assert_eq!(database.base.tenants.len(), 1);
+
+    // Clients of other roots are not probed: not b's database, gateways or published ports.
+    let alone = plan(&snapshot, "a", &host, &settings, &BTreeSet::new(), &["a".into()]);
+    assert!(alone.iter().all(|p| p.base.tenants.is_empty() && p.published.is_empty()), "{alone:?}");
+    let b_addresses = |a: &Ipv4Addr| (u32::from(*a) >> 8) == u32::from(Ipv4Addr::new(10, 201, 1, 0)) >> 8;
+    for probe in &alone {
+        assert!(probe.spec().targets.iter().all(|t| !b_addresses(&t.address)), "{probe:?}");
+    }
 }
 
 #[test]
@@ -184,7 +197,7 @@ fn report(probe: &NetworkProbe, open: &[(Ipv4Addr, u16)]) -> anyhow::Result<Prob
 #[test]
 fn open_paths_fail_and_blocked_ones_pass_with_working_controls() {
     let (snapshot, host, settings) = scene();
-    let mut probes = plan(&snapshot, "a", &host, &settings, &BTreeSet::new());
+    let mut probes = plan(&snapshot, "a", &host, &settings, &BTreeSet::new(), &known());
     for (i, probe) in probes.iter_mut().enumerate() {
         probe.peer = Some(Ipv4Addr::new(10, 201, 0, 64 * i as u8 + 10));
     }
