@@ -2,11 +2,11 @@
 // which replays every saved input under fuzz/seeds/, so a found crash stays a test.
 
 use agency::{
-    envfile,
-    layout::{ClientLayout, Roots},
-    taskfile::{Origin, SourcePath, Task},
-    validate::Kind,
-    vars::Invocation,
+    format::envfile,
+    format::validate::Kind,
+    task::taskfile::{Origin, SourcePath, Task},
+    task::vars::Invocation,
+    tenant::layout::{ClientLayout, Roots},
 };
 
 /// Parsing any task file returns a task or an error; it never panics, and an error
@@ -95,7 +95,7 @@ pub fn validators(data: &[u8]) {
 pub fn yaml_round_trip(data: &[u8]) {
     let mut input = Unstructured { data, pos: 0 };
     let value = input.value(0);
-    let text = agency::yaml::render(&value);
+    let text = agency::format::yaml::render(&value);
     let docs = yaml_rust2::YamlLoader::load_from_str(&text)
         .unwrap_or_else(|e| panic!("rendered YAML does not parse ({e}):\n{text}\nfrom {value:?}"));
     assert_eq!(docs.len(), 1, "one document:\n{text}");

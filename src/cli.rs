@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 use clap_complete::ArgValueCompleter;
 
-use crate::complete;
+use crate::task::complete;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -5,16 +5,17 @@ use std::{ffi::OsString, path::PathBuf};
 use clap::Parser;
 
 use crate::{
-    catalog::Catalog,
     cli::Opts,
-    complete,
+    effects::output::{Verbosity, print_stdout},
     error::{Error, ExitCode, Result},
-    listing, makefile,
-    notify::{self, Notifier},
-    output::{Verbosity, print_stdout},
-    runner::{self, RunOptions},
-    validate::quote,
-    vars::Invocation,
+    format::validate::quote,
+    task::catalog::Catalog,
+    task::complete,
+    task::listing,
+    task::makefile,
+    task::runner::{self, RunOptions},
+    task::vars::Invocation,
+    tenant::notify::{self, Notifier},
 };
 
 const DEFAULT_SITE_DIR: &str = "/etc/agency_stack";
@@ -99,7 +100,7 @@ fn dispatch(opts: Opts) -> Result<()> {
     let make_dry_run = Invocation::parse(&opts.args, makeflags.as_deref(), env).is_ok_and(|i| i.make_dry_run);
     let notifier = match is_run && !opts.dry_run && !make_dry_run {
         true => Notifier::for_run(&opts.args, makeflags.as_deref(), &env)?
-            .filter(|n| n.task != crate::schedule::NOTIFY_TASK),
+            .filter(|n| n.task != crate::tenant::schedule::NOTIFY_TASK),
         false => None,
     };
     let Some(notifier) = notifier else { return dispatch_run(opts, None) };

@@ -98,7 +98,7 @@ fn secret_values(site: &Site, id: &str) -> Vec<(String, String)> {
     }
     let mut values = Vec::new();
     for file in files {
-        for (key, value) in agency::envfile::parse(&fs::read_to_string(&file).unwrap()).unwrap() {
+        for (key, value) in agency::format::envfile::parse(&fs::read_to_string(&file).unwrap()).unwrap() {
             values.push((format!("{key} of {}", file.display()), value));
         }
     }

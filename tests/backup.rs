@@ -299,7 +299,7 @@ fn restic_never_sees_a_password_in_its_arguments() {
         assert!(argv.lines().any(|l| l == command), "restic {command} went through the shim:\n{argv}");
     }
     let secrets = fs::read_to_string(site.secrets_file("acme")).unwrap();
-    let values = agency::envfile::parse(&secrets).unwrap();
+    let values = agency::format::envfile::parse(&secrets).unwrap();
     assert!(values.contains_key("RESTIC_PASSWORD"));
     for (key, value) in &values {
         assert!(!argv.contains(value.as_str()), "{key} appears in restic's argv");

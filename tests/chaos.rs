@@ -111,7 +111,7 @@ fn kill_during(site: &Site, args: &[String], delay: Duration, group: bool) {
 fn secrets_of(file: &Path) -> BTreeMap<String, String> {
     fs::read_to_string(file)
         .ok()
-        .and_then(|text| agency::envfile::parse(&text).ok())
+        .and_then(|text| agency::format::envfile::parse(&text).ok())
         .map(|values| values.into_iter().collect())
         .unwrap_or_default()
 }

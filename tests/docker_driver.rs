@@ -7,7 +7,8 @@ use agency::{
         self, ConnectError, CreateNetworkError, Docker, LABEL_CLIENT, LABEL_MANAGED, NetworkSpec, ProbeSpec,
         ProbeTarget, TcpOutcome,
     },
-    subnet::{Allocator, Ipv4Net, Pool},
+    tenant::networks,
+    tenant::subnet::{Allocator, Ipv4Net, Pool},
 };
 
 use crate::{
@@ -46,9 +47,9 @@ fn network_lifecycle_with_labels_subnet_and_typed_errors() {
     let scratch = Scratch::new(&docker);
     let name = scratch.network(&unique("agt-net"));
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
-    let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
+    let mut allocator = Allocator::new(pool, networks::used_subnets(&docker).unwrap());
     let wanted = NetworkSpec { internal: true, ..spec(&name) }.label(LABEL_MANAGED, "true").label(LABEL_CLIENT, "x");
-    let (id, subnet) = docker.create_network_in_pool(&wanted, &mut allocator).unwrap();
+    let (id, subnet) = networks::create_network_in_pool(&docker, &wanted, &mut allocator).unwrap();
     assert!(pool.is_block(&subnet));
 
     // ls: one call, Internal and labels included.
@@ -67,7 +68,7 @@ fn network_lifecycle_with_labels_subnet_and_typed_errors() {
     assert!(details[0].internal && !details[0].attachable);
     assert_eq!(details[0].driver, "bridge");
     assert_eq!(details[0].label(LABEL_MANAGED), Some("true"));
-    assert!(docker.used_subnets().unwrap().contains(&subnet));
+    assert!(networks::used_subnets(&docker).unwrap().contains(&subnet));
 
     // Same name again: typed "name taken".
     let again = docker.create_network(&spec(&name)).unwrap_err();
@@ -91,7 +92,7 @@ fn concurrent_allocations_from_one_snapshot_never_fail_on_overlap() {
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("28")).unwrap();
     // Every thread starts from the same picture of the engine, as separate runners would, so
     // they all propose the same first blocks and must recover from Docker's overlap errors.
-    let taken = docker.used_subnets().unwrap();
+    let taken = networks::used_subnets(&docker).unwrap();
     let calls_before = docker.calls();
     let names: Vec<String> = (0..6).map(|_| scratch.network(&unique("agt-race"))).collect();
     let results: Vec<_> = std::thread::scope(|scope| {
@@ -102,7 +103,7 @@ fn concurrent_allocations_from_one_snapshot_never_fail_on_overlap() {
                 let taken = taken.clone();
                 scope.spawn(move || {
                     let mut allocator = Allocator::new(pool, taken);
-                    docker.create_network_in_pool(&spec(name), &mut allocator).map(|(_, subnet)| subnet)
+                    networks::create_network_in_pool(&docker, &spec(name), &mut allocator).map(|(_, subnet)| subnet)
                 })
             })
             .collect();
@@ -127,11 +128,11 @@ fn a_full_pool_is_a_clear_error() {
     let scratch = Scratch::new(&docker);
     // A /27 pool holds two /28 blocks.
     let pool = Pool::from_settings(Some(&scratch_pool(27)), Some("28")).unwrap();
-    let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
+    let mut allocator = Allocator::new(pool, networks::used_subnets(&docker).unwrap());
     let mut created = 0;
     let error = loop {
         let name = scratch.network(&unique("agt-full"));
-        match docker.create_network_in_pool(&spec(&name), &mut allocator) {
+        match networks::create_network_in_pool(&docker, &spec(&name), &mut allocator) {
             Ok(_) => created += 1,
             Err(error) => break error,
         }
@@ -149,9 +150,10 @@ fn containers_list_their_networks_and_networks_their_containers() {
     let a = scratch.network(&unique("agt-a"));
     let b = scratch.network(&unique("agt-b"));
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
-    let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
+    let mut allocator = Allocator::new(pool, networks::used_subnets(&docker).unwrap());
     for name in [&a, &b] {
-        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(name) }, &mut allocator).unwrap();
+        networks::create_network_in_pool(&docker, &NetworkSpec { internal: true, ..spec(name) }, &mut allocator)
+            .unwrap();
     }
     let server = scratch.server(&unique("agt-srv"), &a, &[(LABEL_CLIENT, "a")]);
     scratch.docker(&["network", "connect", &b, &server]);
@@ -182,9 +184,9 @@ fn exec_feeds_stdin_and_masks_it_in_errors() {
     let net = scratch.network(&unique("agt-exec"));
     let mut allocator = Allocator::new(
         Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap(),
-        docker.used_subnets().unwrap(),
+        networks::used_subnets(&docker).unwrap(),
     );
-    docker.create_network_in_pool(&spec(&net), &mut allocator).unwrap();
+    networks::create_network_in_pool(&docker, &spec(&net), &mut allocator).unwrap();
     let server = scratch.server(&unique("agt-exec"), &net, &[]);
 
     let out = docker
@@ -238,11 +240,11 @@ fn probe_on_an_internal_network_reaches_the_host_but_not_another_network() {
     let a = scratch.network(&unique("agt-pa"));
     let b = scratch.network(&unique("agt-pb"));
     let pool = Pool::from_settings(Some(&scratch_pool(24)), Some("26")).unwrap();
-    let mut allocator = Allocator::new(pool, docker.used_subnets().unwrap());
+    let mut allocator = Allocator::new(pool, networks::used_subnets(&docker).unwrap());
     let (_, subnet_a) =
-        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(&a) }, &mut allocator).unwrap();
+        networks::create_network_in_pool(&docker, &NetworkSpec { internal: true, ..spec(&a) }, &mut allocator).unwrap();
     let (_, subnet_b) =
-        docker.create_network_in_pool(&NetworkSpec { internal: true, ..spec(&b) }, &mut allocator).unwrap();
+        networks::create_network_in_pool(&docker, &NetworkSpec { internal: true, ..spec(&b) }, &mut allocator).unwrap();
     let neighbour = scratch.server(&unique("agt-pn"), &a, &[]);
     let stranger = scratch.server(&unique("agt-ps"), &b, &[]);
     let neighbour_ip = scratch.address(&neighbour, &a);

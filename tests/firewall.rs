@@ -82,7 +82,7 @@ fn gateway(scratch: &Scratch, network: &str) -> Ipv4Addr {
     subnet(scratch, network).first_host()
 }
 
-fn subnet(scratch: &Scratch, network: &str) -> agency::subnet::Ipv4Net {
+fn subnet(scratch: &Scratch, network: &str) -> agency::tenant::subnet::Ipv4Net {
     scratch
         .docker(&["network", "inspect", "--format", "{{(index .IPAM.Config 0).Subnet}}", network])
         .trim()
@@ -359,10 +359,10 @@ fn no_cross_tenant_reply_while_twenty_networks_are_created() {
     let b_db = scratch.server(&unique("b-db"), &format!("{b}_database"), &[("agency.client", &b)]);
     let target = scratch.address(&b_db, &format!("{b}_database"));
     let pinger = scratch.server(&unique("a-ping"), &format!("{a}_network"), &[("agency.client", &a)]);
-    let block: agency::subnet::Ipv4Net = crate::support::docker::scratch_pool(22).parse().unwrap();
+    let block: agency::tenant::subnet::Ipv4Net = crate::support::docker::scratch_pool(22).parse().unwrap();
     let creates = |round: u32| {
         for i in 0..20u32 {
-            let subnet = agency::subnet::Ipv4Net::truncating(
+            let subnet = agency::tenant::subnet::Ipv4Net::truncating(
                 Ipv4Addr::from(u32::from(block.network()) + (round * 20 + i) * 16),
                 28,
             );
@@ -444,7 +444,7 @@ fn fix_names_the_bridge_of_a_network_made_before_bridges_were_named() {
     scratch.docker(&["rm", "-f", &guest]);
     let (code, json) = status(&site, &["FIX=1"]);
     assert_eq!(code, 0, "{json:#}");
-    let named = agency::firewall::bridge_name(recorded);
+    let named = agency::tenant::firewall::bridge_name(recorded);
     assert_eq!(docker.inspect_networks(&[&backend]).unwrap()[0].bridge.as_deref(), Some(named.as_str()));
     assert!(std::fs::read_to_string(&env_file).unwrap().contains(&format!("BACKEND_BRIDGE='{named}'")));
     let (code, json) = status(&site, &[]);

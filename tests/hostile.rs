@@ -141,7 +141,7 @@ fn hostile_secret_names() {
         let context = format!("SECRET={value:?}: exit {}\n{}\n{}", output.status, output.stdout, output.stderr);
         match output.status {
             // A well-formed name the client has no secret of is a usage error too (exit 2).
-            2 if agency::validate::secret_name(&value).is_ok() => {
+            2 if agency::format::validate::secret_name(&value).is_ok() => {
                 accepted += 1;
                 assert!(output.stderr.contains(&format!("unknown secret {value} for client hostile")), "{context}");
                 assert_eq!(without_audit(site.snapshot()), without_audit(before), "changed files: {context}");
@@ -154,8 +154,9 @@ fn hostile_secret_names() {
             }
             0 if value.is_empty() => {
                 accepted += 1;
-                let after = agency::envfile::parse(&fs::read_to_string(site.secrets_file("hostile")).unwrap()).unwrap();
-                let old = agency::envfile::parse(&secrets_before).unwrap();
+                let after =
+                    agency::format::envfile::parse(&fs::read_to_string(site.secrets_file("hostile")).unwrap()).unwrap();
+                let old = agency::format::envfile::parse(&secrets_before).unwrap();
                 assert!(after.iter().all(|(k, v)| old[k] != *v), "SECRET= rotates every secret: {context}");
             }
             _ => panic!("{context}"),

@@ -5,10 +5,10 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use agency::{
     drivers::{
-        keycloak::{IfExists, Keycloak, Outcome, Secret, Settings},
+        keycloak::{IfExists, Keycloak, Secret, Settings},
         process,
     },
-    realm::{RealmSettings, RealmSpec, RoleSpec},
+    tenant::realm::{RealmSettings, RealmSpec, RoleSpec, reconcile::Outcome},
 };
 use serde_json::json;
 

@@ -22,6 +22,7 @@ mod firewall;
 mod fuzz_seeds;
 mod hostile;
 mod keycloak;
+mod layers;
 mod lifetime;
 mod list_clients;
 mod locks;

@@ -1,6 +1,6 @@
 //! Locks (issue 9, SPEC §7): every task that changes something takes the client's lock (or
 //! all clients'), a second run waits with a message or fails fast with `--no-wait`, and a
-//! read-only run never waits. The holder in these tests is `agency::lock::acquire` itself,
+//! read-only run never waits. The holder in these tests is `agency::task::lock::acquire` itself,
 //! the code every mutating run goes through, held by the test for as long as it likes.
 
 use std::{
@@ -10,8 +10,8 @@ use std::{
 };
 
 use agency::{
-    lock::{self, LockGuard},
-    output::{Output, Verbosity},
+    effects::output::{Output, Verbosity},
+    task::lock::{self, LockGuard},
 };
 
 use crate::{create_client::create, test::Site};

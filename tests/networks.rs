@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, process::Command};
 
-use agency::subnet::Ipv4Net;
+use agency::tenant::subnet::Ipv4Net;
 
 use crate::{
     argv::Shim,

@@ -67,7 +67,7 @@ fn probe_passes_with_the_table_and_names_every_open_path_without_it() {
     let (b_frontend, b_database) = (format!("{b}_frontend"), format!("{b}_database"));
     scratch.server(&unique("b-db"), &b_database, &[("agency.client", &b)]);
     // b's site, published on b's frontend gateway (an address of the host).
-    let gateway: agency::subnet::Ipv4Net = scratch
+    let gateway: agency::tenant::subnet::Ipv4Net = scratch
         .docker(&["network", "inspect", "--format", "{{(index .IPAM.Config 0).Subnet}}", &b_frontend])
         .trim()
         .parse()

@@ -25,7 +25,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn secrets(site: &Site, id: &str) -> IndexMap<String, String> {
-    agency::envfile::parse(&fs::read_to_string(site.secrets_file(id)).unwrap()).unwrap()
+    agency::format::envfile::parse(&fs::read_to_string(site.secrets_file(id)).unwrap()).unwrap()
 }
 
 fn secrets_dir(site: &Site, id: &str) -> PathBuf {
@@ -120,7 +120,7 @@ fn rotating_all_then_one_rekeys_the_repository_and_keeps_old_snapshots() {
     assert_modes(&site, "acme");
     let kept = history(&site, "acme");
     assert_eq!(kept.len(), 1);
-    assert_eq!(agency::envfile::parse(&fs::read_to_string(&kept[0]).unwrap()).unwrap(), original);
+    assert_eq!(agency::format::envfile::parse(&fs::read_to_string(&kept[0]).unwrap()).unwrap(), original);
     assert!(!secrets_dir(&site, "acme").join("secrets.env.next").exists());
 
     // A snapshot made before the rotation restores with the new password.
@@ -178,7 +178,7 @@ fn history_keeps_the_newest_generations_only() {
     assert_eq!(kept.len(), 2);
     let kept_values: Vec<String> = kept
         .iter()
-        .map(|f| agency::envfile::parse(&fs::read_to_string(f).unwrap()).unwrap()["DB_PASSWORD"].clone())
+        .map(|f| agency::format::envfile::parse(&fs::read_to_string(f).unwrap()).unwrap()["DB_PASSWORD"].clone())
         .collect();
     assert_eq!(kept_values, values[1..3], "the two generations before the current one, oldest first");
     assert_modes(&site, "acme");
@@ -272,9 +272,9 @@ fn a_crash_at_every_step_leaves_an_openable_repository_and_a_rerun_completes() {
             // What must hold after a crash anywhere.
             assert_modes(&site, "acme");
             let now = secrets(&site, "acme");
-            let previous = history(&site, "acme")
-                .last()
-                .map(|f| agency::envfile::parse(&fs::read_to_string(f).unwrap()).unwrap()["RESTIC_PASSWORD"].clone());
+            let previous = history(&site, "acme").last().map(|f| {
+                agency::format::envfile::parse(&fs::read_to_string(f).unwrap()).unwrap()["RESTIC_PASSWORD"].clone()
+            });
             assert!(
                 opens(&site, "acme", &now["RESTIC_PASSWORD"])
                     || previous.as_deref().is_some_and(|p| opens(&site, "acme", p)),
@@ -365,7 +365,7 @@ fn no_task_ever_prints_a_secret_value() {
     files.push(site.secrets_file("acme"));
     let mut checked = 0;
     for file in files {
-        for (key, value) in agency::envfile::parse(&fs::read_to_string(&file).unwrap()).unwrap() {
+        for (key, value) in agency::format::envfile::parse(&fs::read_to_string(&file).unwrap()).unwrap() {
             assert!(!seen.contains(&value), "{key} of {} appears in an output or log", file.display());
             checked += 1;
         }

@@ -209,7 +209,7 @@ fn each_drift_fails_its_check_and_fix_repairs_what_it_can() {
     assert!(recreated.internal);
     assert_eq!(
         recreated.bridge.as_deref(),
-        Some(agency::firewall::bridge_name(recreated.subnets[0]).as_str()),
+        Some(agency::tenant::firewall::bridge_name(recreated.subnets[0]).as_str()),
         "FIX=1 names the bridge"
     );
     scratch.docker(&["network", "disconnect", &format!("{b}_backend"), &both]);

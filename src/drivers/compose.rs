@@ -103,7 +103,13 @@ impl Compose {
 /// `docker ps -a`); one-off `run` containers left out.
 pub fn project_containers(docker: &Path, name: &str) -> Result<Vec<ContainerSummary>> {
     let mut keys: Vec<&str> = EXACT_LABELS.to_vec();
-    keys.extend([LABEL_PROJECT, LABEL_SERVICE, LABEL_ONEOFF, crate::stack::LABEL_DEPLOY, crate::stack::LABEL_SERVICE]);
+    keys.extend([
+        LABEL_PROJECT,
+        LABEL_SERVICE,
+        LABEL_ONEOFF,
+        crate::drivers::docker::LABEL_DEPLOY,
+        crate::drivers::docker::LABEL_SERVICE,
+    ]);
     let filter = format!("label={LABEL_PROJECT}={name}");
     let format = exact_format(&keys);
     let output =

@@ -15,9 +15,9 @@ use rhai::{Dynamic, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    audit::{self, AuditRecord},
     effects::Outcome,
-    layout::ClientLayout,
+    tenant::audit::{self, AuditRecord},
+    tenant::layout::ClientLayout,
 };
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -27,7 +27,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("append", move |id: &str, event: Dynamic| -> ScriptResult<String> {
         let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
         let mut event: serde_json::Value = rhai::serde::from_dynamic(&event)?;
-        let secrets = crate::host::secrets::read(&layout.secrets_file).map_err(script_error)?;
+        let secrets = crate::tenant::secrets::read(&layout.secrets_file).map_err(script_error)?;
         // A hand-set value shorter than 8 characters is not treated as a secret here: it
         // would blank out ordinary words. Secret task variables are redacted whatever their length.
         let mut secrets: Vec<String> = secrets.into_values().filter(|v| v.len() >= 8).collect();

@@ -1,4 +1,4 @@
-//! `checks::` — status reports built from named checks (see `crate::check`). A check is a map
+//! `checks::` — status reports built from named checks (see `crate::tenant::check`). A check is a map
 //! `#{ name, status, summary, evidence, fix }`; a `StatusReport` collects them per client,
 //! gives each client a verdict, renders the people's table and the `--json` list.
 //!
@@ -35,9 +35,9 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    check::{Check, ClientReport, Status, render_table},
-    filecheck,
-    layout::ClientLayout,
+    tenant::check::{Check, ClientReport, Status, render_table},
+    tenant::filecheck,
+    tenant::layout::ClientLayout,
 };
 
 /// Whether `value` is plain data (what `--json` can show): unit, bool, numbers, strings,
@@ -284,7 +284,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("message", |mut r: StatusReport| -> ScriptResult<String> { Ok(r.message()) });
     module.set_native_fn("clients", |mut r: StatusReport| -> ScriptResult<Array> { r.clients() });
     module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
-        crate::validate::parse_bool(value).map_err(Into::into)
+        crate::format::validate::parse_bool(value).map_err(Into::into)
     });
     module.set_native_fn("octal", |mode: INT| -> ScriptResult<String> {
         Ok(if mode < 0 { "missing".to_string() } else { format!("{mode:04o}") })

@@ -30,27 +30,22 @@
 //!
 //! ¹ a probe starts and removes throwaway containers; dry runs skip it.
 
-use std::{
-    cell::RefCell,
-    collections::{BTreeMap, HashMap},
-    rc::Rc,
-};
+use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
 
 use super::{Host, ScriptResult, checks::check_dynamic, located_error, script_error};
 use crate::{
-    check::{Check, Status},
     drivers::docker::{
-        self, ContainerSummary, CreateNetworkError, Docker, HostNetInfo, LABEL_CLIENT, LABEL_MANAGED, NetworkDetails,
-        NetworkSpec, NetworkSummary,
+        self, ContainerSummary, Docker, HostNetInfo, LABEL_CLIENT, NetworkDetails, NetworkSpec, NetworkSummary,
     },
     effects::Outcome,
-    firewall,
-    isolation::{self, Expected, ProbeSettings, Repair, Snapshot, State},
-    layout::ClientLayout,
-    subnet::{Allocator, Ipv4Net, Pool},
+    tenant::check::{Check, Status},
+    tenant::firewall,
+    tenant::isolation::{self, ProbeSettings, Snapshot},
+    tenant::networks,
+    tenant::subnet::Ipv4Net,
 };
 
 /// The image `PROBE=1` uses unless `PROBE_IMAGE` names another; built on first use from the
@@ -131,302 +126,13 @@ fn env_of(env: &Map) -> BTreeMap<String, String> {
     env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-fn pool(host: &Host) -> Result<Pool> {
-    Pool::from_settings(Some(host.settings.get("AGENCY_SUBNET_POOL")), Some(host.settings.get("AGENCY_SUBNET_PREFIX")))
-}
-
-/// Creates `expected` with `preferred` if that block is free, else with the next free block
-/// of the pool; Docker's overlap answer (another runner was faster) moves on to the next.
-fn create_in_pool(
-    docker: &Docker,
-    expected: &Expected,
-    preferred: Option<Ipv4Net>,
-    allocator: &mut Allocator,
-) -> Result<Ipv4Net> {
-    if let Some(subnet) = preferred.filter(|s| allocator.is_free(s)) {
-        allocator.mark_taken(subnet);
-        match docker.create_network(&expected.spec(Some(subnet))) {
-            Ok(_) => return Ok(subnet),
-            Err(CreateNetworkError::SubnetOverlaps { .. }) => {}
-            Err(other) => return Err(other.into()),
-        }
-    }
-    docker.create_network_in_pool(&expected.spec(None), allocator).map(|(_, subnet)| subnet).map_err(Into::into)
-}
-
-/// The block a network to be created would get (for plans), marked taken.
-fn planned_subnet(expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
-    let subnet = match expected.subnet.filter(|s| allocator.is_free(s)) {
-        Some(subnet) => subnet,
-        None => allocator.peek()?,
-    };
-    allocator.mark_taken(subnet);
-    Ok(subnet)
-}
-
-/// Creates one missing network through the effects layer; returns the subnet it got (the
-/// planned one in a dry run).
-fn create_effect(host: &Host, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
-    let mut probe_allocator = allocator.clone();
-    let planned = planned_subnet(expected, &mut probe_allocator)?;
-    let mut actual = planned;
-    let mut detail = expected.describe(Some(planned));
-    if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
-        // The recorded block is used by another network now: say so, in the plan too.
-        let warning = format!(
-            "{}: client.env records subnet {recorded}, which another network now uses; it gets {planned}",
-            expected.name
-        );
-        host.output.note(&warning);
-        detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
-    }
-    host.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
-        actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
-            Ok(subnet) => subnet,
-            // Another run (another root, or a site without the client lock) made it meanwhile:
-            // fine if it is what this run would have made.
-            Err(error) if matches!(error.downcast_ref(), Some(CreateNetworkError::NameTaken { .. })) => {
-                let found = docker.inspect_networks(&[&expected.name])?;
-                match (isolation::assess(expected, found.first()), found.first()) {
-                    (State::Ok, Some(network)) => network.subnets.first().copied().unwrap_or(planned),
-                    _ => return Err(error),
-                }
-            }
-            Err(error) => return Err(error),
-        };
-        Ok(())
-    })?;
-    if host.effects.dry_run() {
-        *allocator = probe_allocator;
-    } else if actual != planned {
-        host.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
-    }
-    Ok(actual)
-}
-
-fn ensure_networks(host: &Host, state: &DockerState, id: &str, env: &Map) -> Result<Map> {
-    ClientLayout::new(&host.roots, id)?;
-    let recorded = env_of(env);
-    let setting = host.settings.get("NETWORK_DRIVER");
-    let driver = if setting.is_empty() { isolation::client_driver(&recorded, "") } else { setting.to_string() };
-    isolation::check_driver(&driver)?;
-    let docker = state.docker()?;
-    let expected = isolation::expected_networks(id, &driver, &recorded);
-    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
-    // A client that records subnets most likely has its networks: inspect them by name (one
-    // call). A new one most likely has none: the engine's list (one call, which allocation
-    // needs anyway) says which of its names exist, and only those are inspected.
-    let mut listed = None;
-    let existing = if expected.iter().any(|e| e.subnet.is_some()) {
-        docker.inspect_networks(&names)?
-    } else {
-        let all = docker.list_networks()?;
-        let present: Vec<&str> = names.iter().copied().filter(|name| all.iter().any(|n| n.name == *name)).collect();
-        listed = Some(all);
-        docker.inspect_networks(&present)?
-    };
-    let mut allocator: Option<Allocator> = None;
-    let mut problems = Vec::new();
-    let mut subnets = Map::new();
-    let mut bridges = Map::new();
-    let mut networks = Map::new();
-    for expected in &expected {
-        networks.insert(expected.tier.name.into(), expected.name.clone().into());
-        let actual = existing.iter().find(|n| n.name == expected.name);
-        let mut bridge = actual.and_then(|n| n.bridge.clone());
-        let subnet = match isolation::assess(expected, actual) {
-            State::Ok => {
-                let network = actual.expect("ok implies a network");
-                let subnet = network.subnets.first().copied();
-                host.effects.unchanged("network", &expected.name, &expected.describe(subnet));
-                subnet
-            }
-            State::Foreign => {
-                let labels = actual
-                    .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "a Docker network named {name} already exists and is not {id}'s (labels: {}); if nothing uses \
-                     it, remove it (`docker network rm {name}`) and run create-client again; else choose another \
-                     CLIENT_ID",
-                    if labels.is_empty() { "none".to_string() } else { labels },
-                    name = expected.name,
-                ));
-                None
-            }
-            State::Drift(drift) => {
-                problems.push(format!(
-                    "network {} {} (drift); `agency multi-tenancy-status CLIENT_ID={id} FIX=1` recreates it when no \
-                     container is attached",
-                    expected.name,
-                    drift.join(", ")
-                ));
-                actual.and_then(|n| n.subnets.first().copied())
-            }
-            State::Missing => {
-                if allocator.is_none() {
-                    let mut taken = used_subnets(host, &docker, id, &driver, listed.take())?;
-                    taken.extend(existing.iter().flat_map(|n| n.subnets.iter().copied()));
-                    allocator = Some(Allocator::new(pool(host)?, taken));
-                }
-                let allocator = allocator.as_mut().expect("just set");
-                let subnet = create_effect(host, &docker, expected, allocator)?;
-                bridge = (driver == "bridge").then(|| firewall::bridge_name(subnet));
-                Some(subnet)
-            }
-        };
-        if let Some(subnet) = subnet {
-            subnets.insert(expected.tier.name.into(), subnet.to_string().into());
-        }
-        if let Some(bridge) = bridge {
-            bridges.insert(expected.tier.name.into(), bridge.into());
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
-    }
-    let mut result = Map::new();
-    result.insert("driver".into(), driver.into());
-    result.insert("networks".into(), networks.into());
-    result.insert("subnets".into(), subnets.into());
-    result.insert("bridges".into(), bridges.into());
-    Ok(result)
-}
-
-fn repair_networks(
-    host: &Host,
-    state: &DockerState,
-    snapshot: &Snapshot,
-    id: &str,
-    env: &Map,
-    adopt: bool,
-) -> Result<Map> {
-    ClientLayout::new(&host.roots, id)?;
-    let recorded = env_of(env);
-    let driver = isolation::client_driver(&recorded, host.settings.get("NETWORK_DRIVER"));
-    isolation::check_driver(&driver)?;
-    let repairs = isolation::plan_repairs(snapshot, id, &driver, &recorded, adopt);
-    let mut messages = Vec::new();
-    let mut subnets = Map::new();
-    // Every bridge as it is known now (the snapshot's, then the repaired ones).
-    let mut bridges: Map = isolation::TIERS
-        .iter()
-        .filter_map(|tier| {
-            let network =
-                snapshot.network(recorded.get(tier.env_network).map_or(&format!("{id}_{}", tier.name), |n| n))?;
-            Some((tier.name.into(), network.bridge.clone()?.into()))
-        })
-        .collect();
-    let mut changed = false;
-    if repairs.is_empty() {
-        return Ok(Map::from_iter([
-            ("repairs".into(), Array::new().into()),
-            ("subnets".into(), subnets.into()),
-            ("bridges".into(), bridges.into()),
-            ("changed".into(), false.into()),
-        ]));
-    }
-    let docker = state.docker()?;
-    let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
-    let taken = if snapshot.detailed || !needs_subnets {
-        snapshot.used_subnets()
-    } else {
-        used_subnets(host, &docker, id, &driver, None)?
-    };
-    let mut allocator = Allocator::new(pool(host)?, taken);
-    let would = if host.effects.dry_run() { "would " } else { "" };
-    for repair in repairs {
-        match repair {
-            Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
-            Repair::Create(expected) => {
-                let subnet = create_effect(host, &docker, &expected, &mut allocator)?;
-                messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
-                subnets.insert(expected.tier.name.into(), subnet.to_string().into());
-                if driver == "bridge" {
-                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet).into());
-                }
-                changed = true;
-            }
-            Repair::Recreate { expected, id: network_id, subnet } => {
-                // Docker removes a network whose containers are all stopped (they then fail to
-                // start), so ask again right before touching it: any container, running or not.
-                let attached: Vec<String> = if host.effects.dry_run() {
-                    Vec::new()
-                } else {
-                    docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect()
-                };
-                if !attached.is_empty() {
-                    messages.push(format!(
-                        "not repaired: {}",
-                        docker::NetworkInUse { name: expected.name.clone(), containers: attached }
-                    ));
-                    continue;
-                }
-                let old = snapshot.network(&expected.name).cloned();
-                let planned = match subnet {
-                    Some(subnet) => subnet,
-                    None => allocator.peek()?,
-                };
-                let mut actual = planned;
-                let applied = host.effects.apply(
-                    "network",
-                    &expected.name,
-                    &format!("remove {network_id}, then create {}", expected.describe(Some(planned))),
-                    Outcome::Updated,
-                    || {
-                        docker.remove_network(&network_id)?;
-                        // Its own old subnet is free again.
-                        let mut free = Allocator::new(
-                            *allocator.pool(),
-                            allocator.taken().iter().copied().filter(|t| Some(*t) != subnet),
-                        );
-                        actual = create_in_pool(&docker, &expected, subnet, &mut free)?;
-                        allocator = free;
-                        Ok(())
-                    },
-                );
-                if let Err(error) = applied {
-                    // A container attached meanwhile: Docker refused, nothing was changed.
-                    if let Some(in_use) = error.downcast_ref::<docker::NetworkInUse>() {
-                        messages.push(format!("not repaired: {in_use}"));
-                        continue;
-                    }
-                    return Err(error);
-                }
-                let was = old
-                    .map(|n| {
-                        let bridge = n.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default();
-                        format!("{}, {}{bridge}", n.driver, if n.internal { "internal" } else { "not internal" })
-                    })
-                    .unwrap_or_default();
-                messages.push(format!(
-                    "{would}recreate {} as {} (was: {was})",
-                    expected.name,
-                    expected.describe(Some(actual))
-                ));
-                subnets.insert(expected.tier.name.into(), actual.to_string().into());
-                if driver == "bridge" {
-                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual).into());
-                }
-                changed = true;
-            }
-        }
-    }
-    Ok(Map::from_iter([
-        ("repairs".into(), strings(messages).into()),
-        ("subnets".into(), subnets.into()),
-        ("bridges".into(), bridges.into()),
-        ("changed".into(), changed.into()),
-    ]))
-}
-
 fn probe_settings(options: &Map) -> Result<ProbeSettings> {
     let get = |key: &str| options.get(key).map(|v| v.to_string()).filter(|v| !v.is_empty());
     let image = get("image").unwrap_or_else(|| DEFAULT_PROBE_IMAGE.to_string());
     let ports = isolation::parse_ports(&get("ports").unwrap_or_else(|| "22,53,80,443".to_string()))?;
     // Nothing is sent beyond the host unless the operator names a target.
-    let beyond =
-        crate::validate::probe_targets(&get("beyond").unwrap_or_default()).map_err(|e| anyhow!("PROBE_BEYOND: {e}"))?;
+    let beyond = crate::format::validate::probe_targets(&get("beyond").unwrap_or_default())
+        .map_err(|e| anyhow!("PROBE_BEYOND: {e}"))?;
     let timeout = match get("timeout") {
         Some(t) => t.parse::<u32>().map_err(|_| anyhow!("probe timeout {t:?} is not a number of seconds"))?,
         None => 2,
@@ -489,7 +195,7 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
     let networks: usize = ids.iter().map(|id| snapshot.client_networks(id).len()).sum();
     host.output.begin("probe", &format!("{networks} network(s)"));
     for (id, check) in
-        crate::probe::run::probe_clients(&docker, snapshot, ids, &host_info, &settings, &allowed, &known)?
+        crate::tenant::probe::run::probe_clients(&docker, snapshot, ids, &host_info, &settings, &allowed, &known)?
     {
         result.insert(id.as_str().into(), check_dynamic(&check));
     }
@@ -521,63 +227,6 @@ fn net_raw(state: &DockerState, snapshot: &Snapshot, ids: &[String]) -> Result<M
         }
     }
     Ok(result)
-}
-
-/// The subnets every client of this root records in its client.env.
-fn recorded_subnets(host: &Host) -> Result<Vec<Ipv4Net>> {
-    Ok(recorded_subnets_by_client(host)?.into_values().flatten().collect())
-}
-
-/// Per client of this root (with any), the subnets its client.env records.
-fn recorded_subnets_by_client(host: &Host) -> Result<HashMap<String, Vec<Ipv4Net>>> {
-    let mut by_client = HashMap::new();
-    for id in host.roots.client_ids()? {
-        let Ok(layout) = ClientLayout::new(&host.roots, &id) else { continue };
-        let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
-        let Ok(entries) = crate::envfile::parse(&text) else { continue };
-        let subnets: Vec<Ipv4Net> = isolation::TIERS
-            .iter()
-            .filter_map(|tier| entries.get(tier.env_subnet).and_then(|s| s.parse().ok()))
-            .collect();
-        if !subnets.is_empty() {
-            by_client.insert(id, subnets);
-        }
-    }
-    Ok(by_client)
-}
-
-/// The subnets a new network of `client` (of `driver`) must avoid, as far as they need asking.
-/// A network labelled as another client of this root is represented by that client's
-/// client.env record (`client`'s own records are what it may reuse). A bridge subnet that
-/// overlaps any other local network is refused by Docker, and the allocator then takes the
-/// next block, so for bridge clients only networks of other drivers (overlay, macvlan ...),
-/// which Docker does not compare, are inspected; for overlay clients every network not known
-/// by a record is (Swarm refuses no overlap). On a usual host that is no inspect at all, where
-/// inspecting the networks of a hundred clients takes the engine over a second. `listed` is
-/// the engine's network list when the caller has it.
-fn used_subnets(
-    host: &Host,
-    docker: &Docker,
-    client: &str,
-    driver: &str,
-    listed: Option<Vec<NetworkSummary>>,
-) -> Result<Vec<Ipv4Net>> {
-    let mut recorded = recorded_subnets_by_client(host)?;
-    recorded.remove(client);
-    let listed = match listed {
-        Some(listed) => listed,
-        None => docker.list_networks()?,
-    };
-    let known = |n: &NetworkSummary| {
-        n.label(LABEL_MANAGED) == Some("true") && n.label(LABEL_CLIENT).is_some_and(|c| recorded.contains_key(c))
-    };
-    let refused_by_docker =
-        |n: &NetworkSummary| driver == "bridge" && matches!(n.driver.as_str(), "bridge" | "host" | "null");
-    let others: Vec<&str> =
-        listed.iter().filter(|n| !known(n) && !refused_by_docker(n)).map(|n| n.id.as_str()).collect();
-    let mut taken: Vec<Ipv4Net> = docker.inspect_networks(&others)?.into_iter().flat_map(|n| n.subnets).collect();
-    taken.extend(recorded.into_values().flatten());
-    Ok(taken)
 }
 
 /// `docker exec -i` through the effects layer: recorded in a dry run (returning `""`), done
@@ -661,6 +310,37 @@ fn network_spec(spec: &Map) -> Result<NetworkSpec> {
     })
 }
 
+fn string_map(entries: BTreeMap<String, String>) -> Map {
+    entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+fn provisioned_map(done: networks::Provisioned) -> Map {
+    Map::from_iter([
+        ("driver".into(), done.driver.into()),
+        ("networks".into(), string_map(done.networks).into()),
+        ("subnets".into(), string_map(done.subnets).into()),
+        ("bridges".into(), string_map(done.bridges).into()),
+    ])
+}
+
+fn repaired(
+    host: &Host,
+    state: &DockerState,
+    snapshot: &Snapshot,
+    id: &str,
+    env: &Map,
+    adopt: bool,
+) -> ScriptResult<Map> {
+    let done =
+        networks::repair_networks(host, &|| state.docker(), snapshot, id, &env_of(env), adopt).map_err(script_error)?;
+    Ok(Map::from_iter([
+        ("repairs".into(), strings(done.repairs).into()),
+        ("subnets".into(), string_map(done.subnets).into()),
+        ("bridges".into(), string_map(done.bridges).into()),
+        ("changed".into(), done.changed.into()),
+    ]))
+}
+
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
     let state = Rc::new(DockerState::default());
@@ -738,10 +418,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("pool_usage", move |snap: DockerSnapshot| -> ScriptResult<Map> {
-        let pool = pool(&h).map_err(script_error)?;
+        let pool = networks::pool(&h).map_err(script_error)?;
         // A detailed snapshot knows every network on the engine; a light one only what the
         // clients' client.env files record.
-        let mut taken = recorded_subnets(&h).map_err(script_error)?;
+        let mut taken = networks::recorded_subnets(&h).map_err(script_error)?;
         if snap.0.detailed {
             taken.extend(snap.0.used_subnets());
         }
@@ -774,18 +454,19 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("ensure_networks", move |id: &str, env: Map| -> ScriptResult<Map> {
-        ensure_networks(&h, &s, id, &env).map_err(script_error)
+        let done = networks::ensure_networks(&h, &|| s.docker(), id, &env_of(&env)).map_err(script_error)?;
+        Ok(provisioned_map(done))
     });
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("repair_networks", move |snap: DockerSnapshot, id: &str, env: Map| -> ScriptResult<Map> {
-        repair_networks(&h, &s, &snap.0, id, &env, false).map_err(script_error)
+        repaired(&h, &s, &snap.0, id, &env, false)
     });
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn(
         "repair_networks",
         move |snap: DockerSnapshot, id: &str, env: Map, adopt: bool| -> ScriptResult<Map> {
-            repair_networks(&h, &s, &snap.0, id, &env, adopt).map_err(script_error)
+            repaired(&h, &s, &snap.0, id, &env, adopt)
         },
     );
 

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use rhai::{Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, fs::write_file, mode_arg, script_error};
-use crate::envfile;
+use crate::format::envfile;
 
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();

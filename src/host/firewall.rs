@@ -1,4 +1,4 @@
-//! `firewall::` — agency's own nftables table (SPEC §9; `crate::firewall` builds it). The table
+//! `firewall::` — agency's own nftables table (SPEC §9; `crate::tenant::firewall` builds it). The table
 //! is generated from the records of every client of this root, so any task that changes a
 //! record applies it again; the saved copy (`AGENCY_ROOT/firewall/<table>.nft`) is what the boot
 //! unit loads.
@@ -25,13 +25,13 @@ use serde_json::json;
 
 use super::{Host, ScriptResult, checks::check_dynamic, docker::DockerSnapshot, script_error};
 use crate::{
-    check::{Check, Status},
     drivers::nft::Nft,
     effects::Outcome,
-    firewall::{self, Bridge, Ruleset, Settings},
     fsutil,
-    isolation::{self, Snapshot},
-    layout::ClientLayout,
+    tenant::check::{Check, Status},
+    tenant::firewall::{self, Bridge, Ruleset, Settings},
+    tenant::isolation::{self, Snapshot},
+    tenant::layout::ClientLayout,
 };
 
 fn settings(host: &Host) -> Result<Settings> {
@@ -52,7 +52,7 @@ fn records(host: &Host) -> Result<Vec<(String, BTreeMap<String, String>)>> {
         .filter_map(|id| {
             let layout = ClientLayout::new(&host.roots, &id).ok()?;
             let text = std::fs::read_to_string(&layout.env_file).ok()?;
-            let env = crate::envfile::parse(&text).ok()?.into_iter().collect();
+            let env = crate::format::envfile::parse(&text).ok()?.into_iter().collect();
             Some((id, env))
         })
         .collect())
@@ -342,7 +342,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("apply", move |id: &str, env: Map| -> ScriptResult<String> {
-        crate::validate::client_id(id).map_err(|e| script_error(anyhow::anyhow!("invalid client id: {e}")))?;
+        crate::format::validate::client_id(id).map_err(|e| script_error(anyhow::anyhow!("invalid client id: {e}")))?;
         let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         apply(&h, Some((id, (!env.is_empty()).then_some(env)))).map_err(script_error)
     });

@@ -19,7 +19,7 @@ pub fn create_module() -> Module {
     let mut module = Module::new();
     module.set_native_fn("yaml", |value: Dynamic| -> ScriptResult<String> {
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)?;
-        Ok(crate::yaml::render(&json))
+        Ok(crate::format::yaml::render(&json))
     });
     module.set_native_fn("json", |value: Dynamic| -> ScriptResult<String> {
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)?;

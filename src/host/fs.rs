@@ -203,22 +203,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module
 }
 
-/// Atomic write through the effects layer; `detail` replaces the default "mode NNNN"
-/// (env files list their keys there, never their values).
+/// Atomic write through the effects layer (see [`Context::write_file`]).
 pub fn write_file(host: &Host, path: &str, bytes: &[u8], mode: u32, detail: &str) -> ScriptResult<Outcome> {
-    let path = host.roots.confine(path).map_err(script_error)?;
-    let needed = match (fs::read(&path), fsutil::mode(&path)) {
-        (Ok(current), Some(current_mode)) if current == bytes && current_mode == mode => Outcome::Unchanged,
-        (Ok(_), _) => Outcome::Updated,
-        (Err(_), _) => Outcome::Created,
-    };
-    let detail = if detail.is_empty() { format!("mode {mode:04o}") } else { format!("mode {mode:04o}; {detail}") };
-    host.effects
-        .apply("write", &path.display().to_string(), &detail, needed, || {
-            if let Some(parent) = path.parent() {
-                anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
-            }
-            Ok(fsutil::write_atomic(&path, bytes, mode)?)
-        })
-        .map_err(script_error)
+    host.context.write_file(path, bytes, mode, detail).map_err(script_error)
 }

@@ -1,4 +1,4 @@
-//! `html::` — the one-page status report (see `crate::report`).
+//! `html::` — the one-page status report (see `crate::tenant::report`).
 //!
 //! | function | mutates | does |
 //! |---|---|---|
@@ -13,7 +13,7 @@ use super::{Host, ScriptResult, checks::StatusReport, script_error};
 use crate::{
     effects::Outcome,
     fsutil,
-    report::{self, Page, Row},
+    tenant::report::{self, Page, Row},
 };
 
 /// The page holds what status prints, no secret: readable like the table.
@@ -52,7 +52,7 @@ fn write_report(host: &Host, path: &str, status: &StatusReport, pool: &Map) -> R
     let pool_name = pool.get("pool").map(|p| p.to_string()).unwrap_or_default();
     let page = Page {
         rows: &rows,
-        generated: &crate::audit::now_rfc3339(),
+        generated: &crate::tenant::audit::now_rfc3339(),
         host: &host_name(),
         pool: &pool_name,
         pool_used: number("used"),

@@ -33,11 +33,11 @@ use serde_json::Value;
 
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
-    drivers::keycloak::{self as driver, IfExists, Keycloak, Secret, Settings as KeycloakSettings},
+    drivers::keycloak::{IfExists, Keycloak, Secret, Settings as KeycloakSettings},
     effects::Outcome,
     fsutil,
-    realm::{self, OidcClientSpec, RealmSettings, RealmSpec},
-    settings::SETTINGS,
+    tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec, reconcile},
+    tenant::settings::SETTINGS,
 };
 
 /// The key of the realm admin's password in a client's secrets.env.
@@ -55,7 +55,7 @@ fn read_credentials_file(path: &Path) -> Result<IndexMap<String, String>> {
         );
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    crate::envfile::parse(&text).with_context(|| format!("in {}", path.display()))
+    crate::format::envfile::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 /// Resolves the Keycloak settings: command line > environment > credentials file > default.
@@ -103,18 +103,18 @@ impl Connection {
     }
 }
 
-fn outcome(outcome: driver::Outcome) -> Outcome {
+fn outcome(outcome: reconcile::Outcome) -> Outcome {
     match outcome {
-        driver::Outcome::Created => Outcome::Created,
-        driver::Outcome::Updated => Outcome::Updated,
-        driver::Outcome::Unchanged => Outcome::Unchanged,
+        reconcile::Outcome::Created => Outcome::Created,
+        reconcile::Outcome::Updated => Outcome::Updated,
+        reconcile::Outcome::Unchanged => Outcome::Unchanged,
     }
 }
 
 /// The realm admin's password from a client's secrets file (read here, never by a script).
 fn read_password(host: &Host, secrets_file: &str, key: &str) -> Result<Secret> {
     let path = host.roots.confine(secrets_file)?;
-    let values = super::secrets::read(&path)?;
+    let values = crate::tenant::secrets::read(&path)?;
     values
         .get(key)
         .filter(|v| !v.is_empty())
@@ -259,7 +259,7 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
         if !check_display_name {
             wanted.remove("displayName");
         }
-        let differing: Vec<String> = driver::differing_fields(&wanted, &current).keys().cloned().collect();
+        let differing: Vec<String> = reconcile::differing_fields(&wanted, &current).keys().cloned().collect();
         if !differing.is_empty() {
             problems.push(format!(
                 "realm {} in Keycloak differs from the recorded settings in {} (setup-roles puts them back)",
@@ -273,10 +273,11 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
             None => problems.push(format!("realm {} lacks client {} in Keycloak", spec.realm, client.service)),
             Some(current) => {
                 let wanted = client.json();
-                let differing: Vec<String> = driver::differing_fields(wanted.as_object().expect("an object"), &current)
-                    .keys()
-                    .cloned()
-                    .collect();
+                let differing: Vec<String> =
+                    reconcile::differing_fields(wanted.as_object().expect("an object"), &current)
+                        .keys()
+                        .cloned()
+                        .collect();
                 if !differing.is_empty() {
                     problems.push(format!(
                         "client {} of realm {} differs in {} (setup-roles puts it back)",
@@ -360,7 +361,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               settings: Map,
               reset_password: &str|
               -> ScriptResult<Array> {
-            let reset = crate::validate::parse_bool(reset_password)?;
+            let reset = crate::format::validate::parse_bool(reset_password)?;
             let kc = c.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset)
         },

@@ -16,7 +16,7 @@ use std::{path::Path, rc::Rc};
 use rhai::{Array, Dynamic, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
-use crate::layout::ClientLayout;
+use crate::tenant::layout::ClientLayout;
 
 fn path(p: &Path) -> Dynamic {
     Dynamic::from(p.display().to_string())
@@ -65,7 +65,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("inventory", move || -> ScriptResult<Array> {
-        crate::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
+        crate::tenant::inventory::all(&h.roots, h.settings.get("AGENCY_BACKUPS") != "off")
             .map_err(script_error)?
             .iter()
             .map(rhai::serde::to_dynamic)
@@ -74,7 +74,11 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("inspect", move |id: &str| -> ScriptResult<Dynamic> {
-        rhai::serde::to_dynamic(crate::inventory::inspect(&h.roots, id, h.settings.get("AGENCY_BACKUPS") != "off"))
+        rhai::serde::to_dynamic(crate::tenant::inventory::inspect(
+            &h.roots,
+            id,
+            h.settings.get("AGENCY_BACKUPS") != "off",
+        ))
     });
 
     let h = host.clone();
@@ -93,7 +97,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("setting", move |name: &str| -> ScriptResult<String> {
-        if !crate::settings::Settings::is_setting(name) {
+        if !crate::tenant::settings::Settings::is_setting(name) {
             return Err(format!("unknown setting {name}").into());
         }
         Ok(h.settings.get(name).to_string())

@@ -1,4 +1,4 @@
-//! `metrics::` — Prometheus textfile metrics into `METRICS_DIR` (see `crate::metrics`). Each
+//! `metrics::` — Prometheus textfile metrics into `METRICS_DIR` (see `crate::tenant::metrics`). Each
 //! function writes its one file atomically (mode 0644) through the effects layer and returns
 //! its path; with `METRICS_DIR` empty it writes nothing and returns `""`.
 //!
@@ -15,13 +15,13 @@ use rhai::{Map, Module};
 
 use super::{Host, ScriptResult, checks::StatusReport, script_error};
 use crate::{
-    backup::{self, BackupConfig},
-    check::ClientReport,
     drivers::restic::Location,
     effects::Outcome,
     fsutil,
-    layout::ClientLayout,
-    metrics::{self, Exposition, PoolUsage},
+    tenant::backup::{self, BackupConfig},
+    tenant::check::ClientReport,
+    tenant::layout::ClientLayout,
+    tenant::metrics::{self, Exposition, PoolUsage},
 };
 
 /// The textfile collector reads files of any mode it can open; nothing in them is secret.

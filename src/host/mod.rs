@@ -23,38 +23,38 @@ use std::rc::Rc;
 
 use rhai::{Dynamic, Engine, EvalAltResult};
 
-use crate::{effects::Effects, layout::Roots, output::Output, settings::Settings};
+use crate::{effects::output::Output, tenant::context::Context, tenant::settings::Settings};
 
-/// The state host functions share during one run.
+/// The state host functions share during one run: the domain's [`Context`] (settings, roots,
+/// effects, output, site directory; reached through `Deref`) and what only scripts need.
 pub struct Host {
-    pub settings: Settings,
-    pub roots: Roots,
-    pub effects: Effects,
-    pub output: Rc<Output>,
+    pub context: Context,
     /// The task the operator asked for; the others of the run are its deps.
     pub target: String,
     /// Values of the running task's secret variables, redacted wherever a host function
     /// writes script data out (audit events).
     pub secret_values: std::cell::RefCell<Vec<String>>,
-    /// The site directory (its `stacks/` win over the built-in ones).
-    pub site_dir: std::path::PathBuf,
+}
+
+impl std::ops::Deref for Host {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.context
+    }
 }
 
 impl Host {
     pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>, target: &str) -> Self {
         Self {
+            context: Context::new(settings, dry_run, output),
             target: target.to_string(),
-            roots: Roots::from_settings(&settings),
-            settings,
-            effects: Effects::new(dry_run, output.clone()),
-            output,
             secret_values: Default::default(),
-            site_dir: std::path::PathBuf::new(),
         }
     }
 
     pub fn with_site_dir(mut self, site_dir: &std::path::Path) -> Self {
-        self.site_dir = site_dir.to_path_buf();
+        self.context.site_dir = site_dir.to_path_buf();
         self
     }
 }
@@ -82,9 +82,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");
     engine.register_fn("to_string", |e: &mut UsageError| e.0.clone());
-    engine.register_fn("timestamp_utc", crate::audit::now_rfc3339);
+    engine.register_fn("timestamp_utc", crate::tenant::audit::now_rfc3339);
     engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
-        crate::validate::parse_bool(value).map_err(|e| e.into())
+        crate::format::validate::parse_bool(value).map_err(|e| e.into())
     });
 }
 

@@ -1,4 +1,4 @@
-//! `notify::` — events a script sends itself (see `crate::notify`); failures and the pings of
+//! `notify::` — events a script sends itself (see `crate::tenant::notify`); failures and the pings of
 //! every run are sent by the runner. Nothing is sent in a dry run or without `NOTIFY_URL`.
 //!
 //! | function | mutates | does |
@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 use super::{Host, ScriptResult, checks::StatusReport, script_error};
 use crate::{
-    check::Status,
-    notify::{MAX_PROBLEMS, Notifier},
-    schedule::UNIT_PREFIX,
+    tenant::check::Status,
+    tenant::notify::{MAX_PROBLEMS, Notifier},
+    tenant::schedule::UNIT_PREFIX,
 };
 
 fn notifier(host: &Host, task: &str, client: &str) -> Notifier {

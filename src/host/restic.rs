@@ -31,7 +31,6 @@
 //! lock files, and with `deep` names the stale locks.
 
 use std::{
-    cell::Cell,
     path::{Path, PathBuf},
     rc::Rc,
     time::SystemTime,
@@ -42,47 +41,15 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    backup::{self, BackupConfig, RepoStatus},
-    drivers::restic::{BackupProgress, BackupSummary, Location, Password, Restic, ResticError, Snapshot},
+    drivers::restic::{BackupSummary, Location, ResticError, Snapshot},
     effects::Outcome,
-    envfile,
-    layout::ClientLayout,
-    recovery, rotation,
+    effects::progress::Progress,
+    format::envfile,
+    tenant::backup::{self, BackupConfig, RepoStatus},
+    tenant::layout::ClientLayout,
+    tenant::recovery,
+    tenant::repository,
 };
-
-/// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
-fn backups_on(host: &Host) -> Result<bool> {
-    match host.settings.get("AGENCY_BACKUPS") {
-        "restic" | "" => Ok(true),
-        "off" => Ok(false),
-        other => bail!("AGENCY_BACKUPS={other:?} is neither restic nor off"),
-    }
-}
-
-fn require_backups(host: &Host) -> Result<()> {
-    if backups_on(host)? { Ok(()) } else { bail!("backups are turned off on this host (AGENCY_BACKUPS=off)") }
-}
-
-/// restic, or what to install (or that a host may keep no backups).
-fn locate() -> Result<Restic> {
-    Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
-}
-
-/// Clears what killed runs left before the repository is used (`recovery::before_use`).
-fn recover(host: &Host, layout: &ClientLayout, config: &BackupConfig) -> Result<()> {
-    recovery::before_use(host, layout, &config.repository, || backup::repo(&locate()?, layout, config))
-}
-
-fn layout(host: &Host, id: &str) -> Result<ClientLayout> {
-    ClientLayout::new(&host.roots, id)
-}
-
-fn setup(host: &Host, id: &str) -> Result<(ClientLayout, BackupConfig)> {
-    require_backups(host)?;
-    let layout = layout(host, id)?;
-    let config = BackupConfig::load(&layout)?;
-    Ok((layout, config))
-}
 
 fn text(value: impl Into<String>) -> Dynamic {
     Dynamic::from(value.into())
@@ -146,64 +113,12 @@ fn one_line(error: &anyhow::Error) -> String {
     format!("{error:#}").replace(['\n', '\r'], " ")
 }
 
-/// Feeds restic's JSON status into the TTY bar, or (`-v`, no TTY) a line per 10 %.
-struct Progress<'a> {
-    host: &'a Host,
-    client: &'a str,
-    bar: Option<indicatif::ProgressBar>,
-    /// The bar replaces the spinner once restic knows the total (after opening, ≈ 1 s).
-    styled: Cell<bool>,
-    last_tenth: Cell<i64>,
-}
-
-impl<'a> Progress<'a> {
-    fn start(host: &'a Host, client: &'a str) -> Self {
-        let bar = host.output.start_bar(&format!("restic backup {client}"));
-        Self { host, client, bar, styled: Cell::new(false), last_tenth: Cell::new(-1) }
-    }
-
-    fn update(&self, status: &BackupProgress) {
-        if let Some(bar) = &self.bar {
-            if status.total_bytes == 0 && status.bytes_done == 0 {
-                return;
-            }
-            if !self.styled.replace(true) {
-                bar.set_style(crate::output::Output::bar_style());
-            }
-            bar.set_length(status.total_bytes.max(status.bytes_done));
-            bar.set_position(status.bytes_done);
-            return;
-        }
-        let tenth = (status.percent_done.clamp(0.0, 1.0) * 10.0).floor() as i64;
-        if tenth > self.last_tenth.get() {
-            self.last_tenth.set(tenth);
-            self.host.output.verbose(&format!(
-                "restic backup {}: {:>3}% ({} of {} files, {} of {} bytes)",
-                self.client,
-                tenth * 10,
-                status.files_done,
-                status.total_files,
-                status.bytes_done,
-                status.total_bytes
-            ));
-        }
-    }
-}
-
-impl Drop for Progress<'_> {
-    fn drop(&mut self) {
-        if self.bar.is_some() {
-            self.host.output.end_bar();
-        }
-    }
-}
-
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
 
     let h = host.clone();
     module.set_native_fn("config", move |id: &str| -> ScriptResult<Map> {
-        let layout = layout(&h, id).map_err(script_error)?;
+        let layout = repository::layout(&h, id).map_err(script_error)?;
         let entries = BackupConfig::entries(&layout).map_err(script_error)?;
         // Reject what the runner could not use before create-client writes it.
         BackupConfig::from_entries(&layout, &entries)
@@ -217,11 +132,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("open", move |id: &str| -> ScriptResult<()> {
-        if !backups_on(&h).map_err(script_error)? {
+        if !repository::backups_on(&h).map_err(script_error)? {
             return Ok(());
         }
-        let (layout, config) = setup(&h, id).map_err(script_error)?;
-        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        let (layout, config) = repository::setup(&h, id).map_err(script_error)?;
+        let repo =
+            backup::repo(&repository::locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
         h.output.begin("restic open", &config.repository.to_string());
         repo.open().map_err(script_error)?;
         h.effects.unchanged(
@@ -233,7 +149,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     module.set_native_fn("volumes", move |id: &str| -> ScriptResult<Array> {
-        crate::validate::client_id(id).map_err(|e| format!("invalid client id: {e}"))?;
+        crate::format::validate::client_id(id).map_err(|e| format!("invalid client id: {e}"))?;
         let volumes = backup::client_volumes(id).map_err(script_error)?.unwrap_or_default();
         Ok(volumes
             .into_iter()
@@ -261,8 +177,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("snapshots", move |id: &str| -> ScriptResult<Array> {
-        let (layout, config) = setup(&h, id).map_err(script_error)?;
-        let repo = backup::repo(&locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
+        let (layout, config) = repository::setup(&h, id).map_err(script_error)?;
+        let repo =
+            backup::repo(&repository::locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
         let snapshots = repo.snapshots(&[]).map_err(script_error)?;
         Ok(snapshots.iter().map(|s| Dynamic::from(snapshot_map(s))).collect())
     });
@@ -302,138 +219,29 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("add_pending_key", move |id: &str| -> ScriptResult<String> {
-        add_pending_key(&h, id).map_err(script_error)
+        Ok(repository::add_pending_key(&h, id).map_err(script_error)?.as_str().into())
     });
     let h = host.clone();
     module.set_native_fn("remove_previous_keys", move |id: &str| -> ScriptResult<INT> {
-        remove_previous_keys(&h, id, false).map_err(script_error)
+        Ok(repository::remove_previous_keys(&h, id, false).map_err(script_error)? as INT)
     });
     let h = host.clone();
     module.set_native_fn("remove_previous_keys", move |id: &str, current_too: bool| -> ScriptResult<INT> {
-        remove_previous_keys(&h, id, current_too).map_err(script_error)
+        Ok(repository::remove_previous_keys(&h, id, current_too).map_err(script_error)? as INT)
     });
 
     module
 }
 
-/// The `RESTIC_PASSWORD` of an env file of the client's secrets.
-fn password_in(values: &indexmap::IndexMap<String, String>, file: &Path) -> Result<Password> {
-    let value = values
-        .get(backup::PASSWORD_KEY)
-        .ok_or_else(|| anyhow!("{} holds no {}", file.display(), backup::PASSWORD_KEY))?;
-    Password::new(value.as_str()).with_context(|| format!("{} in {}", backup::PASSWORD_KEY, file.display()))
-}
-
-/// Rotation, "applied": the new password (in `secrets.env.next`) gets a key of its own,
-/// added with the current password, and is proved to open the repository. Until the swap
-/// both passwords open it.
-fn add_pending_key(host: &Host, id: &str) -> Result<String> {
-    let (layout, config) = match setup(host, id) {
-        Ok(found) => found,
-        Err(_) if !backups_on(host)? => return Ok(Outcome::Unchanged.as_str().into()),
-        Err(e) => return Err(e),
-    };
-    let target = config.repository.to_string();
-    let pending_path = rotation::pending_path(&layout);
-    let Some(pending) = rotation::read_optional(&pending_path)? else {
-        if host.effects.dry_run() {
-            let detail = "a key for the new RESTIC_PASSWORD";
-            host.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
-            return Ok(Outcome::Created.as_str().into());
-        }
-        bail!(
-            "no new generation of {id}'s secrets ({} is missing); rotation_begin comes first",
-            pending_path.display()
-        );
-    };
-    recover(host, &layout, &config)?;
-    let restic = locate()?;
-    let current = backup::password(&layout)?;
-    let next = password_in(&pending, &pending_path)?;
-    if next == current {
-        host.effects.unchanged("restic key add", &target, "RESTIC_PASSWORD is not rotated");
-        return Ok(Outcome::Unchanged.as_str().into());
-    }
-    let with_next = restic.repo(config.repository.clone(), next.clone());
-    let needed = match with_next.open() {
-        Ok(()) => Outcome::Unchanged,
-        Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => Outcome::Created,
-        Err(e) => return Err(e),
-    };
-    let detail = if needed == Outcome::Unchanged {
-        "the new RESTIC_PASSWORD opens it already"
-    } else {
-        "a key for the new RESTIC_PASSWORD (secrets.env.next)"
-    };
-    let outcome = host.effects.apply("restic key add", &target, detail, needed, || {
-        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
-        with_next.open().context("the new key was added but does not open the repository")
-    })?;
-    Ok(outcome.as_str().into())
-}
-
-/// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
-/// the secrets history (not the current or a pending one) is removed, using the current
-/// password — which must therefore open the repository first.
-fn remove_previous_keys(host: &Host, id: &str, current_too: bool) -> Result<INT> {
-    if !backups_on(host)? {
-        return Ok(0);
-    }
-    let (layout, config) = setup(host, id)?;
-    recover(host, &layout, &config)?;
-    let target = config.repository.to_string();
-    let current_values = rotation::current(&layout)?;
-    let current = password_in(&current_values, &layout.secrets_file)?;
-    let pending_path = rotation::pending_path(&layout);
-    let pending = rotation::read_optional(&pending_path)?;
-    let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
-    let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
-    if let Some(value) = pending_value.as_deref() {
-        keep.push(value);
-    }
-    // Only the newest previous password can still have a key: every run removes it (after
-    // its own swap, and first thing after an interrupted one), and each check costs a key
-    // derivation.
-    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
-    candidates.truncate(1);
-    if current_too && host.effects.dry_run() {
-        candidates.insert(0, current.expose_for_comparison().to_string());
-    }
-    if candidates.is_empty() {
-        return Ok(0);
-    }
-    let restic = locate()?;
-    let with_current = restic.repo(config.repository.clone(), current.clone());
-    let mut removed = 0;
-    for candidate in candidates {
-        let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
-        host.output.begin("restic key list", &target);
-        let keys = match old.key_list() {
-            Ok(keys) => keys,
-            Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
-            Err(e) => return Err(e),
-        };
-        let Some(key) = keys.into_iter().find(|k| k.current) else { continue };
-        let detail = format!("key {} of a previous RESTIC_PASSWORD", key.id);
-        host.effects
-            .apply("restic key remove", &target, &detail, Outcome::Removed, || with_current.key_remove(&key.id))?;
-        removed += 1;
-    }
-    if removed == 0 {
-        host.effects.unchanged("restic key remove", &target, "no key of a previous RESTIC_PASSWORD is left");
-    }
-    Ok(removed)
-}
-
 /// `restic::init`: cheap for a local repository (its config file), one open for a remote
 /// one (only restic can tell whether it exists).
 fn init(host: &Host, id: &str) -> Result<String> {
-    if !backups_on(host)? {
-        let layout = layout(host, id)?;
+    if !repository::backups_on(host)? {
+        let layout = repository::layout(host, id)?;
         host.effects.unchanged("restic init", &layout.repository, "skipped: AGENCY_BACKUPS=off");
         return Ok(Outcome::Unchanged.as_str().into());
     }
-    let (layout, config) = setup(host, id)?;
+    let (layout, config) = repository::setup(host, id)?;
     let location = config.repository.clone();
     let target = location.to_string();
     let needed = match location.is_initialized() {
@@ -445,7 +253,7 @@ fn init(host: &Host, id: &str) -> Result<String> {
                 Err(_) if host.effects.dry_run() => return planned_init(host, &target),
                 other => other?,
             };
-            let repo = locate()?.repo(location.clone(), password);
+            let repo = repository::locate()?.repo(location.clone(), password);
             match repo.open() {
                 Ok(()) => Outcome::Unchanged,
                 Err(e) if matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) => {
@@ -462,7 +270,7 @@ fn init(host: &Host, id: &str) -> Result<String> {
         "password from secrets.env"
     };
     let outcome = host.effects.apply("restic init", &target, detail, needed, || {
-        let repo = backup::repo(&locate()?, &layout, &config)?;
+        let repo = backup::repo(&repository::locate()?, &layout, &config)?;
         if let Location::Local(path) = &config.repository {
             // restic makes the directory 0700 itself; its parent must exist.
             if let Some(parent) = path.parent() {
@@ -478,7 +286,7 @@ fn init(host: &Host, id: &str) -> Result<String> {
     // A second init of an earlier run may have left a key whose master key does not open the
     // config (restic then fails for the password on disk whenever it tries that key first).
     if outcome == Outcome::Unchanged && location.key_files()?.len() > 1 {
-        recovery::remove_keys_not_opening_config(host, &backup::repo(&locate()?, &layout, &config)?)?;
+        recovery::remove_keys_not_opening_config(host, &backup::repo(&repository::locate()?, &layout, &config)?)?;
     }
     Ok(outcome.as_str().into())
 }
@@ -489,7 +297,7 @@ fn planned_init(host: &Host, target: &str) -> Result<String> {
 }
 
 fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
-    let (layout, config) = setup(host, id)?;
+    let (layout, config) = repository::setup(host, id)?;
     let plan = backup::plan(&host.roots, &layout, &config, extra_tags)?;
     let target = config.repository.to_string();
     let volume_names: Vec<String> = plan.volumes.iter().map(|v| v.name.clone()).collect();
@@ -500,12 +308,12 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
         if volume_names.is_empty() { String::new() } else { format!(" ({})", volume_names.join(" ")) },
         plan.request.tags.join(",")
     );
-    recover(host, &layout, &config)?;
+    repository::recover(host, &layout, &config)?;
     let mut summary = None;
     host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
         let result = (|| {
-            let repo = backup::repo(&locate()?, &layout, &config)?;
-            let progress = Progress::start(host, id);
+            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
+            let progress = Progress::start(&host.output, id);
             repo.backup(&plan.request, |status| progress.update(status))
         })();
         let line = match &result {
@@ -545,7 +353,7 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
 /// `restic::forget`: a `--dry-run` look first, so the step says what goes (and a run that
 /// removes nothing neither locks the repository exclusively nor prunes).
 fn forget(host: &Host, id: &str) -> Result<Map> {
-    let (layout, config) = setup(host, id)?;
+    let (layout, config) = repository::setup(host, id)?;
     let target = config.repository.to_string();
     let policy = config.retention_summary();
     let mut map = Map::new();
@@ -555,8 +363,8 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
         map.insert("removed".into(), strings(Vec::<String>::new()));
         return Ok(map);
     }
-    recover(host, &layout, &config)?;
-    let repo = backup::repo(&locate()?, &layout, &config)?;
+    repository::recover(host, &layout, &config)?;
+    let repo = backup::repo(&repository::locate()?, &layout, &config)?;
     let planned = match repo.forget_plan(&config.retention) {
         Ok(plan) => plan,
         Err(e)
@@ -597,7 +405,7 @@ fn has_entries(dir: &Path) -> Result<bool> {
 }
 
 fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, includes: &[String]) -> Result<Map> {
-    let (layout, config) = setup(host, id)?;
+    let (layout, config) = repository::setup(host, id)?;
     let target_path = PathBuf::from(target);
     if target.is_empty() || !target_path.is_absolute() {
         bail!("the restore target {target:?} must be an absolute directory");
@@ -611,7 +419,7 @@ fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, inc
              choose an empty or new directory, or pass FORCE=1"
         );
     }
-    let repo = backup::repo(&locate()?, &layout, &config)?;
+    let repo = backup::repo(&repository::locate()?, &layout, &config)?;
     let snapshots = repo.snapshots(&[])?;
     let chosen = if snapshot.is_empty() || snapshot == "latest" {
         snapshots.iter().max_by_key(|s| s.system_time().ok())
@@ -648,13 +456,13 @@ fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, inc
 /// `restic check` (reading back a share of the data), then a test restore of a sample —
 /// the client's `client.env` from the newest snapshot, which must name this client.
 fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
-    let (layout, config) = setup(host, id)?;
+    let (layout, config) = repository::setup(host, id)?;
     let mut map = Map::new();
     map.insert("client".into(), text(id));
     map.insert("repository".into(), text(config.repository.to_string()));
-    recover(host, &layout, &config)?;
+    repository::recover(host, &layout, &config)?;
     let outcome = (|| -> Result<(usize, String, String)> {
-        let repo = backup::repo(&locate()?, &layout, &config)?;
+        let repo = backup::repo(&repository::locate()?, &layout, &config)?;
         let snapshots = repo.snapshots(&[])?;
         let subset = subset.unwrap_or(&config.check_subset);
         repo.check(Some(subset).filter(|s| !s.is_empty() && *s != "0%" && *s != "0"))?;
@@ -706,11 +514,11 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
 }
 
 fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
-    if !backups_on(host)? {
+    if !repository::backups_on(host)? {
         return ids
             .iter()
             .map(|id| {
-                let layout = layout(host, id)?;
+                let layout = repository::layout(host, id)?;
                 let mut map = Map::new();
                 map.insert("client".into(), text(id));
                 map.insert("repository".into(), text(layout.repository));
@@ -724,12 +532,12 @@ fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
     let clients: Vec<(ClientLayout, Result<BackupConfig, String>)> = ids
         .iter()
         .map(|id| {
-            let layout = layout(host, id)?;
+            let layout = repository::layout(host, id)?;
             let config = BackupConfig::load(&layout).map_err(|e| format!("{e:#}"));
             Ok((layout, config))
         })
         .collect::<Result<_>>()?;
-    let restic = if deep { Some(locate()?) } else { None };
+    let restic = if deep { Some(repository::locate()?) } else { None };
     let now = SystemTime::now();
     let statuses = backup::status_many(restic.as_ref(), &clients, backup::deep_workers());
     Ok(statuses.iter().map(|s| status_map(s, now)).collect())

@@ -1,4 +1,4 @@
-//! `schedule::` — installs the `schedule` task's jobs (see `crate::schedule`) as systemd units
+//! `schedule::` — installs the `schedule` task's jobs (see `crate::tenant::schedule`) as systemd units
 //! or a cron file, through the effects layer (a dry run plans every file), converging: a file
 //! already as it should be is unchanged, a unit or link of ours that is no longer wanted goes.
 //!
@@ -19,10 +19,10 @@ use super::{Host, ScriptResult, script_error};
 use crate::{
     drivers::process,
     effects::Outcome,
+    format::validate,
     fsutil,
-    schedule::{self, Job, MARKER, Plan, UNIT_PREFIX},
-    settings::SETTINGS,
-    validate,
+    tenant::schedule::{self, Job, MARKER, Plan, UNIT_PREFIX},
+    tenant::settings::SETTINGS,
 };
 
 const UNIT_MODE: u32 = 0o644;

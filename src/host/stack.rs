@@ -26,15 +26,15 @@ use rhai::{Array, Dynamic, Map, Module};
 
 use super::{Host, ScriptResult, checks::check_dynamic, script_error};
 use crate::{
-    deploy::{self, Limits, Needed},
     drivers::{
         compose::{self, Compose, Project},
         docker::Docker,
     },
     effects::Outcome,
-    layout::ClientLayout,
-    stack::{ClientSpec, DEFAULT_STACK, Stack},
-    stack_status::{self, Inspection},
+    tenant::deploy::{self, Limits, Needed},
+    tenant::layout::ClientLayout,
+    tenant::stack::{ClientSpec, DEFAULT_STACK, Stack},
+    tenant::stack_status::{self, Inspection},
 };
 
 /// An inspection handed to scripts (cheap to copy).
@@ -67,7 +67,7 @@ impl State {
 
 fn read_env(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
-    Ok(crate::envfile::parse(&text)?.into_iter().collect())
+    Ok(crate::format::envfile::parse(&text)?.into_iter().collect())
 }
 
 fn map_env(env: &Map) -> BTreeMap<String, String> {
@@ -87,7 +87,7 @@ fn render(stack: &Stack, id: &str, env: &BTreeMap<String, String>) -> Result<(se
         "# Rendered by agency from stack {} ({}) for client {id}; re-rendered on every deploy.\n{}",
         stack.name,
         stack.origin,
-        crate::yaml::render(&rendered)
+        crate::format::yaml::render(&rendered)
     );
     Ok((rendered, text))
 }
@@ -216,7 +216,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("names", move || -> ScriptResult<Array> {
-        let mut names = crate::stack::builtin_names();
+        let mut names = crate::tenant::stack::builtin_names();
         if let Ok(entries) = std::fs::read_dir(h.site_dir.join("stacks")) {
             names.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
         }
@@ -286,19 +286,19 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("ingress_dir", move || -> ScriptResult<String> {
-        Ok(crate::ingress::dynamic_dir(&h.roots).display().to_string())
+        Ok(crate::tenant::ingress::dynamic_dir(&h.roots).display().to_string())
     });
 
     let h = host.clone();
     module.set_native_fn("ingress_file", move |id: &str| -> ScriptResult<String> {
         ClientLayout::new(&h.roots, id).map_err(script_error)?;
-        Ok(crate::ingress::dynamic_dir(&h.roots).join(format!("{id}.yml")).display().to_string())
+        Ok(crate::tenant::ingress::dynamic_dir(&h.roots).join(format!("{id}.yml")).display().to_string())
     });
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("setup_ingress", move || -> ScriptResult<Map> {
         let docker = s.docker().map_err(script_error)?;
-        let (name, outcome, connected) = crate::ingress::setup(&h, &docker).map_err(script_error)?;
+        let (name, outcome, connected) = crate::tenant::ingress::setup(&h, &docker).map_err(script_error)?;
         let connected: Array = connected.into_iter().map(Dynamic::from).collect();
         Ok(Map::from_iter([
             ("container".into(), name.into()),
@@ -310,7 +310,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("connect_ingress", move |id: &str| -> ScriptResult<String> {
         let docker = s.docker().map_err(script_error)?;
-        crate::ingress::connect(&h, &docker, id).map(|o| o.as_str().into()).map_err(script_error)
+        crate::tenant::ingress::connect(&h, &docker, id).map(|o| o.as_str().into()).map_err(script_error)
     });
 
     let (h, s) = (host.clone(), state.clone());

@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use agency::{drivers::docker::Docker, subnet::Ipv4Net};
+use agency::{drivers::docker::Docker, tenant::subnet::Ipv4Net};
 
 use crate::{
     support::docker::client_networks,
@@ -57,7 +57,7 @@ pub fn mode(path: &Path) -> u32 {
 
 pub fn secrets(site: &Site, id: &str) -> Option<BTreeMap<String, String>> {
     let text = fs::read_to_string(site.secrets_file(id)).ok()?;
-    Some(agency::envfile::parse(&text).unwrap().into_iter().collect())
+    Some(agency::format::envfile::parse(&text).unwrap().into_iter().collect())
 }
 
 /// `restic ARGS` on the client's repository with `password` (restic itself, no agency code).
@@ -97,7 +97,7 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
     let normalize =
         |text: &str| text.replace(&site_text, "<site>").replace(site.firewall_table(), "<table>").replace(id, "<id>");
     let recorded = fs::read_to_string(site.client_dir(id).join("client.env"))
-        .map(|text| agency::envfile::parse(&text).unwrap())
+        .map(|text| agency::format::envfile::parse(&text).unwrap())
         .unwrap_or_default();
     let pool: Ipv4Net = pool.parse().unwrap();
     let mut state = BTreeMap::new();
@@ -115,7 +115,7 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
                 let text = fs::read_to_string(path).unwrap();
                 match name.as_str() {
                     "secrets.env" => {
-                        let keys: Vec<String> = agency::envfile::parse(&text).unwrap().into_keys().collect();
+                        let keys: Vec<String> = agency::format::envfile::parse(&text).unwrap().into_keys().collect();
                         value += &format!("; keys {}", keys.join(" "));
                     }
                     "audit.log" => {
@@ -126,14 +126,14 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
                         }
                     }
                     "client.env" => {
-                        for (key, v) in agency::envfile::parse(&text).unwrap() {
+                        for (key, v) in agency::format::envfile::parse(&text).unwrap() {
                             let shown = if key.ends_with("_SUBNET") {
                                 let subnet: Ipv4Net = v.parse().unwrap();
                                 assert!(pool.contains(subnet.network()), "{key} {subnet} is outside the pool {pool}");
                                 "<subnet>".to_string()
                             } else if let Some(tier) = key.strip_suffix("_BRIDGE") {
                                 let subnet: Ipv4Net = recorded[&format!("{tier}_SUBNET")].parse().unwrap();
-                                assert_eq!(v, agency::firewall::bridge_name(subnet), "{key}");
+                                assert_eq!(v, agency::tenant::firewall::bridge_name(subnet), "{key}");
                                 "<named after its subnet>".to_string()
                             } else if key == "CLIENT_CREATED" {
                                 assert!(v.ends_with('Z') && v.len() >= 20, "CLIENT_CREATED {v:?}");
@@ -173,7 +173,8 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
     state.insert("<repository>".into(), format!("opens with RESTIC_PASSWORD; {} key(s)", keys.len()));
 
     // The four networks, labelled, subnets as recorded.
-    let env = agency::envfile::parse(&fs::read_to_string(site.client_dir(id).join("client.env")).unwrap()).unwrap();
+    let env =
+        agency::format::envfile::parse(&fs::read_to_string(site.client_dir(id).join("client.env")).unwrap()).unwrap();
     let names = client_networks(id);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let networks = docker.inspect_networks(&names).unwrap();

@@ -1,212 +1,294 @@
-//! The containers of a `PROBE=1` run besides the probes themselves ([`Docker::run_probe`]):
-//! peers (a TCP service on a client network, the positive control and the counter of forged
-//! pings that arrive) and forgers (a container that sends with a source address it does not
-//! own). All are throwaway: `--rm`, labelled `agency.probe=true`, never pulled, and each ends
-//! by itself after [`PEER_LIFETIME_SECS`] should the runner be killed before it removes them.
+//! Throwaway probe containers that try to reach addresses, and the host's own addresses seen
+//! from the host network.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::atomic::Ordering};
+use super::*;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use anyhow::{Result, anyhow};
 
-use super::{Docker, LABEL_MANAGED, LABEL_PROBE, PROBE_COUNTER, classify_connect_failure, docker_line};
-
-/// The TCP port a peer answers on.
-pub const PEER_PORT: u16 = 20007;
-
-/// A peer stops by itself after this long.
-pub const PEER_LIFETIME_SECS: u32 = 180;
-
-/// A peer answers every connection with its network namespace's ICMP counters (two
-/// `Icmp:` lines of `/proc/net/snmp`), so whoever connects learns how many echo requests
-/// reached it. Nothing but the probe's forger knows its address.
-fn peer_script() -> String {
-    format!("exec timeout {PEER_LIFETIME_SECS} nc -ll -p {PEER_PORT} -e grep ^Icmp: /proc/net/snmp")
+/// One address a probe tries to reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub address: Ipv4Addr,
+    /// Send one ICMP echo.
+    pub icmp: bool,
+    /// TCP ports to connect to.
+    pub ports: Vec<u16>,
 }
 
-/// What a forger does: take `forged` as its only address, then send `count` echo requests to
-/// `target` and `count` UDP datagrams (tftp read requests) to the host at `gateway:host_port`.
+/// A throwaway container on `network` that tries to reach `targets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForgerSpec {
+pub struct ProbeSpec {
+    /// Needs busybox applets `sh`, `ping`, `nc`, `timeout`, `ip`.
     pub image: String,
     pub network: String,
-    pub gateway: Ipv4Addr,
-    pub forged: Ipv4Addr,
-    pub target: Ipv4Addr,
-    /// `None`: nothing is sent to the host.
-    pub host_port: Option<u16>,
-    pub count: u32,
+    pub targets: Vec<ProbeTarget>,
+    /// Per-attempt timeout in seconds (all attempts run at once).
+    pub timeout_secs: u32,
+    /// Extra labels for the probe container (it always carries `agency.probe=true`).
     pub labels: BTreeMap<String, String>,
 }
 
-/// The forger's script: it prints `forger ready` once its address is set, `forger done` at
-/// the end. The address change needs NET_ADMIN, in the forger's own namespace only; what it
-/// then sends is what any container with NET_RAW can send through a raw socket.
-pub fn forger_script(spec: &ForgerSpec) -> String {
-    let (forged, gateway, target, count) = (spec.forged, spec.gateway, spec.target, spec.count);
-    let mut script = format!(
-        "ip addr flush dev eth0 && ip addr add {forged}/32 dev eth0 && ip route add {gateway} dev eth0 \
-         && ip route add default via {gateway} dev eth0 || {{ echo 'forger setup failed'; exit 1; }}\n\
-         echo 'forger ready'\n\
-         ping -q -c {count} -i 0.02 -W 1 {target} >/dev/null 2>&1\n"
-    );
-    if let Some(port) = spec.host_port {
-        script.push_str(&format!(
-            "for i in $(seq {count}); do timeout 1 tftp -g -r x -l /dev/null {gateway} {port} >/dev/null 2>&1 & done; wait\n"
-        ));
+/// How a TCP connection attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOutcome {
+    /// Connected: something listens there.
+    Open,
+    /// The host answered with a reset: reachable, nothing listening.
+    Refused,
+    /// No answer within the timeout (dropped by a firewall or nobody there).
+    Timeout,
+    /// ICMP unreachable / no route.
+    Unreachable,
+    /// Some other error.
+    Error,
+}
+
+impl TcpOutcome {
+    /// True when a packet reached the host and came back.
+    pub fn reached(self) -> bool {
+        matches!(self, TcpOutcome::Open | TcpOutcome::Refused)
     }
-    script.push_str("echo 'forger done'\n");
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpOutcome::Open => "open",
+            TcpOutcome::Refused => "refused",
+            TcpOutcome::Timeout => "timeout",
+            TcpOutcome::Unreachable => "unreachable",
+            TcpOutcome::Error => "error",
+        }
+    }
+}
+
+/// What a probe found for one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub address: Ipv4Addr,
+    /// `Some(true)` when an ICMP echo came back; `None` when not tried.
+    pub icmp: Option<bool>,
+    pub tcp: Vec<(u16, TcpOutcome)>,
+}
+
+impl ProbeResult {
+    /// True when any packet reached the address and came back.
+    pub fn reachable(&self) -> bool {
+        self.icmp == Some(true) || self.tcp.iter().any(|(_, outcome)| outcome.reached())
+    }
+
+    /// Ports that accepted a connection.
+    pub fn open_ports(&self) -> Vec<u16> {
+        self.tcp.iter().filter(|(_, o)| *o == TcpOutcome::Open).map(|(p, _)| *p).collect()
+    }
+}
+
+/// What one probe container found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    pub network: String,
+    /// The probe's own addresses on the network.
+    pub source: Vec<Ipv4Addr>,
+    pub results: Vec<ProbeResult>,
+}
+
+impl ProbeReport {
+    pub fn result(&self, address: Ipv4Addr) -> Option<&ProbeResult> {
+        self.results.iter().find(|r| r.address == address)
+    }
+}
+
+/// The shell script a probe container runs: every attempt in the background at once, one
+/// result line per attempt.
+pub fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
+    let t = timeout_secs.max(1);
+    let mut script = format!(
+        "T={t}\n\
+         icmp() {{ if ping -c 1 -W $T \"$1\" >/dev/null 2>&1; then echo \"icmp $1 ok\"; else echo \"icmp $1 fail\"; fi; }}\n\
+         tcp() {{ r=$(timeout $((T+1)) nc -w $T \"$1\" \"$2\" </dev/null 2>&1 >/dev/null); c=$?; \
+         case \"$r\" in *efused*) o=refused;; *'timed out'*) o=timeout;; *nreachable*|*'No route'*) o=unreachable;; \
+         '') if [ $c = 0 ] || [ $c = 143 ] || [ $c = 124 ]; then o=open; else o=error; fi;; *) o=error;; esac; \
+         echo \"tcp $1 $2 $o\"; }}\n\
+         ip -4 -o addr | while read n i f a rest; do [ \"$i\" = lo ] || echo \"self $a\"; done\n"
+    );
+    for target in targets {
+        if target.icmp {
+            script.push_str(&format!("icmp {} &\n", target.address));
+        }
+        for port in &target.ports {
+            script.push_str(&format!("tcp {} {port} &\n", target.address));
+        }
+    }
+    script.push_str("wait\n");
     script
 }
 
-fn probe_name(kind: &str) -> String {
-    format!("agency-{kind}-{}-{}", std::process::id(), PROBE_COUNTER.fetch_add(1, Ordering::Relaxed))
+/// Parses a probe's output into a report, in the order of `targets`.
+pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) -> ProbeReport {
+    let mut source = Vec::new();
+    let mut results: Vec<ProbeResult> =
+        targets.iter().map(|t| ProbeResult { address: t.address, icmp: None, tcp: Vec::new() }).collect();
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["self", address] => {
+                if let Some(address) = address.split('/').next().and_then(|a| a.parse().ok()) {
+                    source.push(address);
+                }
+            }
+            ["icmp", address, outcome] => {
+                if let Some(result) = results.iter_mut().find(|r| r.address.to_string() == *address) {
+                    result.icmp = Some(*outcome == "ok");
+                }
+            }
+            ["tcp", address, port, outcome] => {
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
+                let outcome = match *outcome {
+                    "open" => TcpOutcome::Open,
+                    "refused" => TcpOutcome::Refused,
+                    "timeout" => TcpOutcome::Timeout,
+                    "unreachable" => TcpOutcome::Unreachable,
+                    _ => TcpOutcome::Error,
+                };
+                if let Some(result) = results.iter_mut().find(|r| r.address.to_string() == *address) {
+                    result.tcp.push((port, outcome));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (result, target) in results.iter_mut().zip(targets) {
+        // Keep the ports in the order asked for.
+        result.tcp.sort_by_key(|(port, _)| target.ports.iter().position(|p| p == port));
+    }
+    ProbeReport { network: network.to_string(), source, results }
 }
 
-fn throwaway_args(name: &str, network: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
-    let mut args: Vec<String> =
-        ["run", "--rm", "--pull", "never", "--name", name, "--network", network, "--cap-drop", "ALL", "--read-only"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    for (key, value) in [(LABEL_PROBE, "true"), (LABEL_MANAGED, "true")]
-        .into_iter()
-        .chain(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    {
-        args.push("--label".into());
-        args.push(format!("{key}={value}"));
+/// Parses `ip -4 -o addr`, `ip -4 route` and `/proc/net/tcp{,6}`, separated by `---` lines.
+pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
+    let mut info = HostNetInfo::default();
+    let mut part = 0;
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"---") {
+            part += 1;
+            continue;
+        }
+        if part >= 2 {
+            info.proc_net_tcp.push(line.to_string());
+        } else if part == 1 {
+            if let ["default", "via", gateway, ..] = words.as_slice() {
+                info.default_gateway = info.default_gateway.or_else(|| gateway.parse().ok());
+            }
+        } else if let [_, interface, "inet", cidr, ..] = words.as_slice()
+            && let Some((address, prefix)) = cidr.split_once('/')
+            && let (Ok(address), Ok(prefix)) = (address.parse(), prefix.parse())
+        {
+            info.addresses.push(HostAddress { interface: interface.to_string(), address, prefix });
+        }
     }
-    args
+    info
 }
+
+pub(super) static PROBE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Docker {
-    /// Starts a peer on `network` (detached) and returns its container id.
-    pub fn start_peer(&self, image: &str, network: &str, labels: &BTreeMap<String, String>) -> Result<String> {
-        let name = probe_name("peer");
-        let mut args = throwaway_args(&name, network, labels);
-        args.insert(1, "-d".into());
-        args.extend(["--entrypoint", "/bin/sh", image, "-c"].iter().map(|s| s.to_string()));
-        args.push(peer_script());
+    /// Runs one throwaway probe container (`--rm`, no capabilities but NET_RAW for ping, never
+    /// pulls) on `spec.network` and reports what it reached.
+    pub fn run_probe(&self, spec: &ProbeSpec) -> Result<ProbeReport> {
+        let name = format!("agency-probe-{}-{}", std::process::id(), PROBE_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut args: Vec<String> = [
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--name",
+            &name,
+            "--network",
+            &spec.network,
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_RAW",
+            "--read-only",
+            "--label",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("{LABEL_PROBE}=true"));
+        args.push("--label".into());
+        args.push(format!("{LABEL_MANAGED}=true"));
+        for (key, value) in &spec.labels {
+            args.push("--label".into());
+            args.push(format!("{key}={value}"));
+        }
+        args.extend(["--entrypoint", "/bin/sh", &spec.image, "-c"].iter().map(|s| s.to_string()));
+        args.push(probe_script(&spec.targets, spec.timeout_secs));
         let output = self.run(&self.command(args))?;
         if !output.success() {
             return Err(match classify_connect_failure(&output.stderr) {
                 Some(connect) => connect.into(),
                 None => anyhow!(
-                    "the probe's peer on network {network} did not start (image {image}): {}",
+                    "the probe container on network {} did not run (image {}): {}",
+                    spec.network,
+                    spec.image,
                     docker_line(&output.stderr)
                 ),
             });
         }
-        Ok(output.stdout.trim().to_string())
+        Ok(parse_probe_output(&spec.network, &spec.targets, &output.stdout))
     }
 
-    /// The IPv4 address of each container on each of its networks (one `docker inspect`).
-    pub fn container_addresses(&self, ids: &[&str]) -> Result<BTreeMap<String, BTreeMap<String, Ipv4Addr>>> {
-        if ids.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let format = "{{.Id}}{{range $name, $n := .NetworkSettings.Networks}} {{$name}}={{$n.IPAddress}}{{end}}";
-        let mut args = vec!["inspect", "--type", "container", "--format", format, "--"];
-        args.extend_from_slice(ids);
-        let output = self.checked("inspect", &args)?;
-        Ok(parse_addresses(&output.stdout))
-    }
-
-    /// Runs a forger to its end and returns its output.
-    pub fn run_forger(&self, spec: &ForgerSpec) -> Result<String> {
-        let name = probe_name("forger");
-        let mut args = throwaway_args(&name, &spec.network, &spec.labels);
-        args.extend(
-            ["--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN", "--entrypoint", "/bin/sh", &spec.image, "-c"]
-                .map(String::from),
-        );
-        args.push(forger_script(spec));
-        let output = self.run(&self.command(args))?;
-        if !output.success() {
-            return Err(match classify_connect_failure(&output.stderr) {
-                Some(connect) => connect.into(),
-                None => anyhow!(
-                    "the forged-source probe on network {} did not run (image {}): {}",
-                    spec.network,
-                    spec.image,
-                    docker_line(&format!("{}{}", output.stdout, output.stderr))
-                ),
+    /// Runs several probes, at most `parallel` at a time; results in the order of `specs`.
+    pub fn run_probes(&self, specs: &[ProbeSpec], parallel: usize) -> Vec<Result<ProbeReport>> {
+        let parallel = parallel.max(1);
+        let mut results: Vec<Option<Result<ProbeReport>>> = specs.iter().map(|_| None).collect();
+        for (chunk_index, chunk) in specs.chunks(parallel).enumerate() {
+            let chunk_results: Vec<Result<ProbeReport>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk.iter().map(|spec| scope.spawn(move || self.run_probe(spec))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a probe thread panicked"))))
+                    .collect()
             });
+            for (offset, result) in chunk_results.into_iter().enumerate() {
+                results[chunk_index * parallel + offset] = Some(result);
+            }
         }
-        Ok(output.stdout)
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow!("probe did not run")))).collect()
     }
 
-    /// Removes containers, running or not (`docker rm -f`); ones already gone are fine.
-    pub fn remove_containers(&self, ids: &[&str]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut args = vec!["rm", "-f", "--"];
-        args.extend_from_slice(ids);
-        let output = self.run(&self.command(&args))?;
-        let unexpected = output
-            .stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .find(|l| !l.contains("No such container") && !l.contains("is already in progress"));
-        match unexpected {
-            Some(line) if !output.success() => Err(self.failure("rm", line)),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Reads `ID net=addr net=addr` lines.
-fn parse_addresses(stdout: &str) -> BTreeMap<String, BTreeMap<String, Ipv4Addr>> {
-    stdout
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let id = words.next()?.to_string();
-            let networks = words
-                .filter_map(|w| w.split_once('='))
-                .filter_map(|(network, address)| Some((network.to_string(), address.parse().ok()?)))
-                .collect();
-            Some((id, networks))
-        })
-        .collect()
-}
-
-/// The `InEchos` counter of the two `Icmp:` lines a peer answers with.
-pub fn parse_in_echos(text: &str) -> Option<u64> {
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Icmp:")).collect();
-    let names: Vec<&str> = lines.first()?.split_whitespace().collect();
-    let values: Vec<&str> = lines.get(1)?.split_whitespace().collect();
-    let at = names.iter().position(|n| *n == "InEchos")?;
-    values.get(at)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forger_script_and_peer_answers() {
-        let spec = ForgerSpec {
-            image: "img".into(),
-            network: "a_network".into(),
-            gateway: Ipv4Addr::new(10, 201, 0, 193),
-            forged: Ipv4Addr::new(10, 201, 1, 190),
-            target: Ipv4Addr::new(10, 201, 1, 130),
-            host_port: Some(40000),
-            count: 20,
-            labels: BTreeMap::new(),
-        };
-        let script = forger_script(&spec);
-        assert!(script.starts_with("ip addr flush dev eth0 && ip addr add 10.201.1.190/32 dev eth0"), "{script}");
-        assert!(script.contains("ping -q -c 20 -i 0.02 -W 1 10.201.1.130"), "{script}");
-        assert!(script.contains("tftp -g -r x -l /dev/null 10.201.0.193 40000"), "{script}");
-        let no_host = forger_script(&ForgerSpec { host_port: None, ..spec });
-        assert!(!no_host.contains("tftp"), "{no_host}");
-        assert_eq!(parse_in_echos("Icmp: InMsgs InErrors InEchos\nIcmp: 5 0 3\n"), Some(3));
-        assert_eq!(parse_in_echos("garbage"), None);
-        let addresses = parse_addresses("abc a_backend=10.201.0.66 b=x\ndef\n");
-        assert_eq!(addresses["abc"]["a_backend"], Ipv4Addr::new(10, 201, 0, 66));
-        assert!(addresses["def"].is_empty());
+    /// The engine host's own IPv4 addresses and default gateway, read by a throwaway container
+    /// on the host network (works for a remote engine too).
+    pub fn host_net_info(&self, image: &str) -> Result<HostNetInfo> {
+        let args = [
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "host",
+            "--cap-drop",
+            "ALL",
+            "--read-only",
+            "--label",
+            "agency.probe=true",
+            "--label",
+            "agency.managed=true",
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "-c",
+            "ip -4 -o addr; echo ---; ip -4 route; echo ---; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true",
+        ];
+        let output = self.checked("run (host network probe)", &args)?;
+        Ok(parse_host_net_info(&output.stdout))
     }
 }

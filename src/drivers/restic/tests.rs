@@ -8,6 +8,7 @@ use std::{
     os::unix::fs::{PermissionsExt, symlink},
     path::{Path, PathBuf},
     process::{Child, Stdio},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use tempfile::TempDir;

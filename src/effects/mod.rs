@@ -1,0 +1,269 @@
+//! The one layer every mutation passes through (SPEC §5). In a dry run it records the
+//! action instead of doing it; otherwise it does it and records the outcome for the step
+//! list, the audit log and `--json`. Details never hold secret values, only names.
+
+pub mod output;
+pub mod progress;
+
+use std::{cell::RefCell, rc::Rc};
+
+use serde::Serialize;
+
+use crate::{drivers::lifetime, effects::output::Output};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Created,
+    Updated,
+    Removed,
+    /// Renamed elsewhere (an archive), not destroyed.
+    Moved,
+    Unchanged,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Removed => "removed",
+            Self::Moved => "moved",
+            Self::Unchanged => "unchanged",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// What a dry run says instead.
+    pub fn planned(self) -> &'static str {
+        match self {
+            Self::Created => "would create",
+            Self::Updated => "would update",
+            Self::Removed => "would remove",
+            Self::Moved => "would move",
+            Self::Unchanged => "unchanged",
+            Self::Failed => "would fail",
+        }
+    }
+}
+
+/// One step of a run: what was (or would be) done to what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub task: String,
+    /// Short verb phrase: `mkdir`, `write`, `network create` ...
+    pub action: String,
+    pub target: String,
+    pub outcome: Outcome,
+    /// Mode, key names, labels: never a secret value.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// True in a dry run: the change was not made.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The plugin whose hook made the change; `None` for the task's own script.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    task: String,
+    plugin: Option<String>,
+    changes: Vec<Change>,
+    mutations: usize,
+}
+
+pub struct Effects {
+    dry_run: bool,
+    output: Rc<Output>,
+    state: RefCell<State>,
+}
+
+impl Effects {
+    pub fn new(dry_run: bool, output: Rc<Output>) -> Self {
+        Self { dry_run, output, state: RefCell::default() }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Names the task whose steps follow.
+    pub fn begin_task(&self, task: &str) {
+        let mut state = self.state.borrow_mut();
+        state.task = task.to_string();
+        state.plugin = None;
+    }
+
+    /// Names the plugin whose hook makes the steps that follow (`None`: the task itself).
+    pub fn set_plugin(&self, plugin: Option<&str>) {
+        self.state.borrow_mut().plugin = plugin.map(str::to_string);
+    }
+
+    /// The task whose steps are being recorded.
+    pub fn task(&self) -> String {
+        self.state.borrow().task.clone()
+    }
+
+    pub fn changes(&self) -> Vec<Change> {
+        self.state.borrow().changes.clone()
+    }
+
+    /// Changes recorded since index `from` (one task's share).
+    pub fn changes_since(&self, from: usize) -> Vec<Change> {
+        self.state.borrow().changes[from..].to_vec()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.borrow().changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, action: &str, target: &str, detail: &str, outcome: Outcome, error: Option<String>) {
+        let change = {
+            let mut state = self.state.borrow_mut();
+            let change = Change {
+                task: state.task.clone(),
+                action: action.to_string(),
+                target: target.to_string(),
+                outcome,
+                detail: detail.to_string(),
+                planned: self.dry_run && outcome != Outcome::Unchanged,
+                error,
+                plugin: state.plugin.clone(),
+            };
+            state.changes.push(change.clone());
+            change
+        };
+        self.output.step(&change);
+    }
+
+    /// Records a step that needs no change.
+    pub fn unchanged(&self, action: &str, target: &str, detail: &str) {
+        self.push(action, target, detail, Outcome::Unchanged, None);
+    }
+
+    /// Makes the change `needed` (found by a read-only look beforehand) by calling `apply`,
+    /// or in a dry run only records it. `Outcome::Unchanged` calls nothing.
+    pub fn apply<T>(
+        &self,
+        action: &str,
+        target: &str,
+        detail: &str,
+        needed: Outcome,
+        apply: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<Outcome> {
+        if needed == Outcome::Unchanged || self.dry_run {
+            self.push(action, target, detail, needed, None);
+            return Ok(needed);
+        }
+        if let Some(signal) = lifetime::interrupted() {
+            return Err(lifetime::interrupted_error(signal).context(format!("{action} {target} not started")));
+        }
+        self.output.begin(action, target);
+        let number = {
+            let mut state = self.state.borrow_mut();
+            state.mutations += 1;
+            state.mutations
+        };
+        let result = fault::before(number).and_then(|()| {
+            fault::enter(number);
+            let result = apply();
+            fault::leave();
+            result
+        });
+        match result {
+            Ok(_) => {
+                self.push(action, target, detail, needed, None);
+                fault::after(number);
+                Ok(needed)
+            }
+            Err(error) => {
+                let error = error.context(format!("{action} {target} failed"));
+                self.push(action, target, detail, Outcome::Failed, Some(format!("{error:#}")));
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A place inside a mutation where a crash would leave something half done (an atomic
+/// write's temp file, complete but not renamed yet). Test builds abort here when the
+/// mutation running is the one named by `AGENCY_FAULT_CRASH_DURING=N`.
+pub fn crash_point(place: &str) {
+    fault::during(place);
+}
+
+/// Test-only fault points: `AGENCY_FAULT_FAIL_AT=N` makes the Nth mutation fail,
+/// `AGENCY_FAULT_CRASH_AFTER=N` aborts the process right after the Nth mutation, and
+/// `AGENCY_FAULT_CRASH_DURING=N` at the [`crash_point`] inside it.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The number of the mutation being applied, 0 outside one.
+        static CURRENT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn point(name: &str) -> Option<usize> {
+        std::env::var(name).ok()?.parse().ok()
+    }
+
+    pub fn enter(number: usize) {
+        CURRENT.set(number);
+    }
+
+    pub fn leave() {
+        CURRENT.set(0);
+    }
+
+    pub fn during(place: &str) {
+        let number = CURRENT.get();
+        if number != 0 && point("AGENCY_FAULT_CRASH_DURING") == Some(number) {
+            eprintln!("agency: injected crash during mutation {number} ({place})");
+            std::process::abort();
+        }
+    }
+
+    pub fn before(number: usize) -> anyhow::Result<()> {
+        if point("AGENCY_FAULT_FAIL_AT") == Some(number) {
+            anyhow::bail!("injected fault at mutation {number}");
+        }
+        Ok(())
+    }
+
+    pub fn after(number: usize) {
+        if point("AGENCY_FAULT_CRASH_AFTER") == Some(number) {
+            eprintln!("agency: injected crash after mutation {number}");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+mod fault {
+    #[inline(always)]
+    pub fn enter(_: usize) {}
+
+    #[inline(always)]
+    pub fn leave() {}
+
+    #[inline(always)]
+    pub fn during(_: &str) {}
+
+    #[inline(always)]
+    pub fn before(_: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub fn after(_: usize) {}
+}

@@ -1,0 +1,8 @@
+//! Text formats and values with no knowledge of tenants: the YAML emitter, `KEY='value'`
+//! env files, the variable validators and "did you mean" suggestions.
+
+pub mod envfile;
+pub mod ipv4;
+pub mod suggest;
+pub mod validate;
+pub mod yaml;

@@ -1,0 +1,264 @@
+//! The checks of a client's private files for `multi-tenancy-status`: the log directory with
+//! its four log files, and secrets.env in its directory. Nothing is followed through a symlink:
+//! a link in a directory's or a file's place is reported (with where it points), and under a
+//! log directory that is not a real directory nothing is looked at.
+//!
+//! They run once per client on every status run, so each place costs one `lstat`.
+
+use std::{
+    fs::{self, Metadata},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+};
+
+use serde_json::json;
+
+use crate::{
+    fsutil,
+    tenant::check::{Check, Status},
+};
+
+/// The log files every client has (created by setup-log-segmentation).
+pub const LOG_FILES: [&str; 4] = ["access.log", "error.log", "audit.log", "backup.log"];
+const LOG_DIR_MODE: u32 = 0o750;
+const LOG_FILE_MODE: u32 = 0o640;
+const SECRETS_DIR_MODE: u32 = 0o700;
+const SECRETS_FILE_MODE: u32 = 0o600;
+
+/// What is at a place, read with one `lstat` (never following a symlink).
+struct Place {
+    meta: Option<Metadata>,
+}
+
+impl Place {
+    fn at(path: &Path) -> Self {
+        Self { meta: fs::symlink_metadata(path).ok() }
+    }
+
+    fn kind(&self) -> &'static str {
+        fsutil::kind(self.meta.as_ref())
+    }
+
+    fn mode(&self) -> Option<u32> {
+        self.meta.as_ref().map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// What is wrong with it as a `want` ("file" or "dir") named `name`: `None` when it is
+    /// one, `Some("missing")` when absent, else a sentence.
+    fn problem(&self, path: &Path, name: &str, want: &str) -> Option<String> {
+        let kind = self.kind();
+        if kind == want {
+            return None;
+        }
+        if kind == "missing" {
+            return Some("missing".into());
+        }
+        let what = if want == "file" { "a regular file" } else { "a directory" };
+        Some(if kind == "symlink" {
+            let target = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+            format!("{name} is a symlink (to {target}), not {what}")
+        } else {
+            format!("{name} is not {what} ({kind})")
+        })
+    }
+}
+
+/// `"0640"`, or `"missing"` (as `checks::octal`).
+fn octal(mode: Option<u32>) -> String {
+    mode.map_or_else(|| "missing".into(), |m| format!("{m:04o}"))
+}
+
+/// The log directory 0750 with its four files 0640, all real (no symlinks).
+pub fn logs(log_dir: &Path) -> Check {
+    let dir_name = log_dir.display().to_string();
+    let dir = Place::at(log_dir);
+    let dir_problem = dir.problem(log_dir, &dir_name, "dir");
+    let dir_usable = dir_problem.as_deref().is_none_or(|p| p == "missing");
+    let dir_mode = if dir_problem.is_none() { dir.mode() } else { None };
+    let mut problems = Vec::new();
+    match dir_problem.as_deref() {
+        Some("missing") => problems.push(format!("{dir_name} is missing")),
+        Some(problem) => problems.push(problem.to_string()),
+        None if dir_mode != Some(LOG_DIR_MODE) => {
+            problems.push(format!("{dir_name} has mode {}, not 0750", octal(dir_mode)))
+        }
+        None => {}
+    }
+    let mut links = false;
+    let mut files = Vec::new();
+    for name in LOG_FILES {
+        let path = log_dir.join(name);
+        // Under a log dir that is not a directory nothing is looked at (it may lead anywhere).
+        let file = if dir_usable { Place::at(&path) } else { Place { meta: None } };
+        let problem = file.problem(&path, name, "file");
+        let mode = if problem.is_none() { file.mode() } else { None };
+        let kind = if dir_problem.is_none() { file.kind() } else { "unknown" };
+        files.push(json!({ "name": name, "mode": octal(mode), "kind": kind }));
+        if !dir_usable {
+            continue;
+        }
+        match problem.as_deref() {
+            Some("missing") => problems.push(format!("{name} is missing")),
+            Some(problem) => {
+                links = true;
+                problems.push(problem.to_string());
+            }
+            None if mode != Some(LOG_FILE_MODE) => problems.push(format!("{name} has mode {}, not 0640", octal(mode))),
+            None => {}
+        }
+    }
+    let evidence = json!({ "dir": dir_name, "dir_mode": octal(dir_mode), "files": files });
+    if problems.is_empty() {
+        return Check::new("logs", Status::Ok, "log dir 0750, 4 log files 0640").evidence(evidence);
+    }
+    let fix = if !dir_usable {
+        format!("FIX=1 cannot: make {dir_name} a real directory by hand")
+    } else if links {
+        "FIX=1 removes a symlink in a log file's place (never its target), creates missing log files and repairs modes"
+            .into()
+    } else {
+        "FIX=1 creates missing log files and repairs modes".into()
+    };
+    Check::new("logs", Status::Fail, problems.join("; ")).evidence(evidence).fix(fix)
+}
+
+/// secrets.env 0600 in a 0700 directory, both real (no symlinks).
+pub fn secrets(secrets_dir: &Path, secrets_file: &Path) -> Check {
+    let dir_name = secrets_dir.display().to_string();
+    let file_name = secrets_file.display().to_string();
+    let dir = Place::at(secrets_dir);
+    let dir_problem = dir.problem(secrets_dir, &dir_name, "dir");
+    let file = if dir_problem.is_none() { Place::at(secrets_file) } else { Place { meta: None } };
+    let problem = match &dir_problem {
+        None => file.problem(secrets_file, "secrets.env", "file"),
+        Some(problem) => Some(problem.clone()),
+    };
+    let mode = if problem.is_none() { file.mode() } else { None };
+    let dir_mode = if dir_problem.is_none() { dir.mode() } else { None };
+    let evidence = json!({ "file": file_name, "mode": octal(mode), "dir_mode": octal(dir_mode) });
+    match problem.as_deref() {
+        Some("missing") => {
+            return Check::new("secrets", Status::Fail, format!("{file_name} is missing"))
+                .evidence(evidence)
+                .fix("FIX=1 cannot: restore secrets.env from a backup (create-client would generate new secrets)");
+        }
+        Some(problem) => {
+            return Check::new("secrets", Status::Fail, problem)
+                .evidence(evidence)
+                .fix("FIX=1 cannot: put the real secrets.env (0600) in place of the link by hand");
+        }
+        None => {}
+    }
+    let mut problems = Vec::new();
+    if mode != Some(SECRETS_FILE_MODE) {
+        problems.push(format!("secrets.env has mode {}, not 0600", octal(mode)));
+    }
+    if dir_mode != Some(SECRETS_DIR_MODE) {
+        problems.push(format!("{dir_name} has mode {}, not 0700", octal(dir_mode)));
+    }
+    if problems.is_empty() {
+        Check::new("secrets", Status::Ok, "secrets.env 0600 in a 0700 dir").evidence(evidence)
+    } else {
+        Check::new("secrets", Status::Fail, problems.join("; ")).evidence(evidence).fix("FIX=1 repairs the modes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn set_mode(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn log_dir(root: &Path) -> std::path::PathBuf {
+        let dir = root.join("logs");
+        fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o750);
+        for name in LOG_FILES {
+            fs::write(dir.join(name), "").unwrap();
+            set_mode(&dir.join(name), 0o640);
+        }
+        dir
+    }
+
+    #[test]
+    fn a_complete_log_dir_passes_with_its_modes_as_evidence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let check = logs(&log_dir(tmp.path()));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert_eq!(check.evidence["dir_mode"], "0750");
+        assert_eq!(check.evidence["files"][2], json!({ "name": "audit.log", "mode": "0640", "kind": "file" }));
+    }
+
+    #[test]
+    fn log_problems_are_listed_with_what_fix_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = log_dir(tmp.path());
+        set_mode(&dir.join("error.log"), 0o644);
+        fs::remove_file(dir.join("backup.log")).unwrap();
+        fs::remove_file(dir.join("access.log")).unwrap();
+        symlink("/etc/passwd", dir.join("access.log")).unwrap();
+        let check = logs(&dir);
+        assert_eq!(check.status, Status::Fail);
+        assert_eq!(
+            check.summary,
+            "access.log is a symlink (to /etc/passwd), not a regular file; error.log has mode 0644, not 0640; \
+             backup.log is missing"
+        );
+        assert!(check.fix.starts_with("FIX=1 removes a symlink"), "{}", check.fix);
+        assert_eq!(check.evidence["files"][0]["kind"], "symlink");
+    }
+
+    #[test]
+    fn nothing_under_a_symlinked_log_dir_is_looked_at() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = log_dir(tmp.path());
+        let dir = tmp.path().join("linked");
+        symlink(&elsewhere, &dir).unwrap();
+        let check = logs(&dir);
+        assert_eq!(check.status, Status::Fail);
+        assert_eq!(
+            check.summary,
+            format!("{} is a symlink (to {}), not a directory", dir.display(), elsewhere.display())
+        );
+        assert_eq!(check.evidence["files"][0], json!({ "name": "access.log", "mode": "missing", "kind": "unknown" }));
+        assert!(check.fix.contains("a real directory by hand"));
+    }
+
+    #[test]
+    fn a_missing_log_dir_names_every_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let check = logs(&tmp.path().join("absent"));
+        assert!(check.summary.ends_with("absent is missing; access.log is missing; error.log is missing; audit.log is missing; backup.log is missing"), "{}", check.summary);
+        assert_eq!(check.fix, "FIX=1 creates missing log files and repairs modes");
+    }
+
+    #[test]
+    fn secrets_modes_and_places() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let file = dir.join("secrets.env");
+        assert!(secrets(&dir, &file).summary.ends_with("secrets.env is missing"));
+        fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        fs::write(&file, "A='b'\n").unwrap();
+        set_mode(&file, 0o600);
+        assert_eq!(secrets(&dir, &file).status, Status::Ok);
+        set_mode(&file, 0o644);
+        set_mode(&dir, 0o755);
+        let check = secrets(&dir, &file);
+        assert_eq!(
+            check.summary,
+            format!("secrets.env has mode 0644, not 0600; {} has mode 0755, not 0700", dir.display())
+        );
+        assert_eq!(check.fix, "FIX=1 repairs the modes");
+        fs::remove_file(&file).unwrap();
+        symlink("/etc/shadow", &file).unwrap();
+        let check = secrets(&dir, &file);
+        assert_eq!(check.summary, "secrets.env is a symlink (to /etc/shadow), not a regular file");
+        assert_eq!(check.evidence["mode"], "missing");
+    }
+}

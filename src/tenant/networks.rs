@@ -1,0 +1,423 @@
+//! A client's Docker networks: each gets an explicit subnet from agency's pool, and a race
+//! with another runner for the same block moves on to the next one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    drivers::docker::{
+        self, CreateNetworkError, Docker, LABEL_CLIENT, LABEL_MANAGED, NetworkDetails, NetworkSpec, NetworkSummary,
+        network_age_key,
+    },
+    effects::Outcome,
+    tenant::{
+        context::Context,
+        firewall,
+        isolation::{self, Expected, Repair, Snapshot, State},
+        layout::ClientLayout,
+        subnet::{Allocator, Ipv4Net, Pool},
+    },
+};
+
+/// Every IPv4 subnet in use by any network of the engine (for the allocator).
+pub fn used_subnets(docker: &Docker) -> Result<Vec<Ipv4Net>> {
+    Ok(docker.inspect_all_networks()?.into_iter().flat_map(|n| n.subnets).collect())
+}
+
+/// Creates a network with the next free block of `allocator` (ignoring `spec.subnet`).
+/// When Docker says the block overlaps (another runner took it meanwhile), marks it taken
+/// and tries the next; fails when the pool is full. Returns the ID and the subnet.
+pub fn create_network_in_pool(
+    docker: &Docker,
+    spec: &NetworkSpec,
+    allocator: &mut Allocator,
+) -> std::result::Result<(String, Ipv4Net), CreateNetworkError> {
+    loop {
+        let subnet = allocator.peek().map_err(CreateNetworkError::Failed)?;
+        allocator.mark_taken(subnet);
+        let id = match docker.create_with_subnet(spec, Some(subnet)) {
+            Ok(id) => id,
+            Err(CreateNetworkError::SubnetOverlaps { .. }) => continue,
+            Err(other) => return Err(other),
+        };
+        if spec.driver == "bridge" {
+            return Ok((id, subnet));
+        }
+        // Swarm does not refuse overlapping subnets (nor does it compare overlay and
+        // bridge networks), so check afterwards: when an older network claims the block,
+        // give it up and take the next one. Both racers apply the same rule, so exactly
+        // one keeps the block.
+        let networks = docker.inspect_all_networks().map_err(CreateNetworkError::Failed)?;
+        let ours = networks.iter().find(|n| n.id == id);
+        let loses = |other: &NetworkDetails| match ours {
+            Some(ours) => network_age_key(other) < network_age_key(ours),
+            None => false,
+        };
+        let older = networks
+            .iter()
+            .filter(|n| n.id != id && n.subnets.iter().any(|s| s.overlaps(&subnet)))
+            .any(|other| loses(other) || ours.is_none());
+        if !older {
+            return Ok((id, subnet));
+        }
+        for network in &networks {
+            for other in &network.subnets {
+                allocator.mark_taken(*other);
+            }
+        }
+        docker.remove_network(&id).map_err(CreateNetworkError::Failed)?;
+    }
+}
+
+/// What [`ensure_networks`] made sure of: the driver, and per tier the network's name, subnet
+/// and (bridge networks) interface.
+pub struct Provisioned {
+    pub driver: String,
+    pub networks: BTreeMap<String, String>,
+    pub subnets: BTreeMap<String, String>,
+    pub bridges: BTreeMap<String, String>,
+}
+
+/// What [`repair_networks`] did (or would do): one line per repair, the subnets and bridges
+/// as they are now, and whether anything changed.
+pub struct Repaired {
+    pub repairs: Vec<String>,
+    pub subnets: BTreeMap<String, String>,
+    pub bridges: BTreeMap<String, String>,
+    pub changed: bool,
+}
+
+pub fn pool(cx: &Context) -> Result<Pool> {
+    Pool::from_settings(Some(cx.settings.get("AGENCY_SUBNET_POOL")), Some(cx.settings.get("AGENCY_SUBNET_PREFIX")))
+}
+
+/// Creates `expected` with `preferred` if that block is free, else with the next free block
+/// of the pool; Docker's overlap answer (another runner was faster) moves on to the next.
+fn create_in_pool(
+    docker: &Docker,
+    expected: &Expected,
+    preferred: Option<Ipv4Net>,
+    allocator: &mut Allocator,
+) -> Result<Ipv4Net> {
+    if let Some(subnet) = preferred.filter(|s| allocator.is_free(s)) {
+        allocator.mark_taken(subnet);
+        match docker.create_network(&expected.spec(Some(subnet))) {
+            Ok(_) => return Ok(subnet),
+            Err(CreateNetworkError::SubnetOverlaps { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    create_network_in_pool(docker, &expected.spec(None), allocator).map(|(_, subnet)| subnet).map_err(Into::into)
+}
+
+/// The block a network to be created would get (for plans), marked taken.
+fn planned_subnet(expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let subnet = match expected.subnet.filter(|s| allocator.is_free(s)) {
+        Some(subnet) => subnet,
+        None => allocator.peek()?,
+    };
+    allocator.mark_taken(subnet);
+    Ok(subnet)
+}
+
+/// Creates one missing network through the effects layer; returns the subnet it got (the
+/// planned one in a dry run).
+fn create_effect(cx: &Context, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+    let mut probe_allocator = allocator.clone();
+    let planned = planned_subnet(expected, &mut probe_allocator)?;
+    let mut actual = planned;
+    let mut detail = expected.describe(Some(planned));
+    if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
+        // The recorded block is used by another network now: say so, in the plan too.
+        let warning = format!(
+            "{}: client.env records subnet {recorded}, which another network now uses; it gets {planned}",
+            expected.name
+        );
+        cx.output.note(&warning);
+        detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
+    }
+    cx.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
+        actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
+            Ok(subnet) => subnet,
+            // Another run (another root, or a site without the client lock) made it meanwhile:
+            // fine if it is what this run would have made.
+            Err(error) if matches!(error.downcast_ref(), Some(CreateNetworkError::NameTaken { .. })) => {
+                let found = docker.inspect_networks(&[&expected.name])?;
+                match (isolation::assess(expected, found.first()), found.first()) {
+                    (State::Ok, Some(network)) => network.subnets.first().copied().unwrap_or(planned),
+                    _ => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(())
+    })?;
+    if cx.effects.dry_run() {
+        *allocator = probe_allocator;
+    } else if actual != planned {
+        cx.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
+    }
+    Ok(actual)
+}
+
+pub fn ensure_networks(
+    cx: &Context,
+    connect: &dyn Fn() -> Result<Docker>,
+    id: &str,
+    recorded: &BTreeMap<String, String>,
+) -> Result<Provisioned> {
+    ClientLayout::new(&cx.roots, id)?;
+    let setting = cx.settings.get("NETWORK_DRIVER");
+    let driver = if setting.is_empty() { isolation::client_driver(recorded, "") } else { setting.to_string() };
+    isolation::check_driver(&driver)?;
+    let docker = connect()?;
+    let expected = isolation::expected_networks(id, &driver, recorded);
+    let names: Vec<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+    // A client that records subnets most likely has its networks: inspect them by name (one
+    // call). A new one most likely has none: the engine's list (one call, which allocation
+    // needs anyway) says which of its names exist, and only those are inspected.
+    let mut listed = None;
+    let existing = if expected.iter().any(|e| e.subnet.is_some()) {
+        docker.inspect_networks(&names)?
+    } else {
+        let all = docker.list_networks()?;
+        let present: Vec<&str> = names.iter().copied().filter(|name| all.iter().any(|n| n.name == *name)).collect();
+        listed = Some(all);
+        docker.inspect_networks(&present)?
+    };
+    let mut allocator: Option<Allocator> = None;
+    let mut problems = Vec::new();
+    let mut subnets = BTreeMap::new();
+    let mut bridges = BTreeMap::new();
+    let mut networks = BTreeMap::new();
+    for expected in &expected {
+        networks.insert(expected.tier.name.into(), expected.name.clone());
+        let actual = existing.iter().find(|n| n.name == expected.name);
+        let mut bridge = actual.and_then(|n| n.bridge.clone());
+        let subnet = match isolation::assess(expected, actual) {
+            State::Ok => {
+                let network = actual.expect("ok implies a network");
+                let subnet = network.subnets.first().copied();
+                cx.effects.unchanged("network", &expected.name, &expected.describe(subnet));
+                subnet
+            }
+            State::Foreign => {
+                let labels = actual
+                    .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "a Docker network named {name} already exists and is not {id}'s (labels: {}); if nothing uses \
+                     it, remove it (`docker network rm {name}`) and run create-client again; else choose another \
+                     CLIENT_ID",
+                    if labels.is_empty() { "none".to_string() } else { labels },
+                    name = expected.name,
+                ));
+                None
+            }
+            State::Drift(drift) => {
+                problems.push(format!(
+                    "network {} {} (drift); `agency multi-tenancy-status CLIENT_ID={id} FIX=1` recreates it when no \
+                     container is attached",
+                    expected.name,
+                    drift.join(", ")
+                ));
+                actual.and_then(|n| n.subnets.first().copied())
+            }
+            State::Missing => {
+                if allocator.is_none() {
+                    let mut taken = client_used_subnets(cx, &docker, id, &driver, listed.take())?;
+                    taken.extend(existing.iter().flat_map(|n| n.subnets.iter().copied()));
+                    allocator = Some(Allocator::new(pool(cx)?, taken));
+                }
+                let allocator = allocator.as_mut().expect("just set");
+                let subnet = create_effect(cx, &docker, expected, allocator)?;
+                bridge = (driver == "bridge").then(|| firewall::bridge_name(subnet));
+                Some(subnet)
+            }
+        };
+        if let Some(subnet) = subnet {
+            subnets.insert(expected.tier.name.into(), subnet.to_string());
+        }
+        if let Some(bridge) = bridge {
+            bridges.insert(expected.tier.name.into(), bridge);
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    Ok(Provisioned { driver, networks, subnets, bridges })
+}
+
+pub fn repair_networks(
+    cx: &Context,
+    connect: &dyn Fn() -> Result<Docker>,
+    snapshot: &Snapshot,
+    id: &str,
+    recorded: &BTreeMap<String, String>,
+    adopt: bool,
+) -> Result<Repaired> {
+    ClientLayout::new(&cx.roots, id)?;
+    let driver = isolation::client_driver(recorded, cx.settings.get("NETWORK_DRIVER"));
+    isolation::check_driver(&driver)?;
+    let repairs = isolation::plan_repairs(snapshot, id, &driver, recorded, adopt);
+    let mut messages = Vec::new();
+    let mut subnets = BTreeMap::new();
+    // Every bridge as it is known now (the snapshot's, then the repaired ones).
+    let mut bridges: BTreeMap<String, String> = isolation::TIERS
+        .iter()
+        .filter_map(|tier| {
+            let network =
+                snapshot.network(recorded.get(tier.env_network).map_or(&format!("{id}_{}", tier.name), |n| n))?;
+            Some((tier.name.into(), network.bridge.clone()?))
+        })
+        .collect();
+    let mut changed = false;
+    if repairs.is_empty() {
+        return Ok(Repaired { repairs: Vec::new(), subnets, bridges, changed: false });
+    }
+    let docker = connect()?;
+    let needs_subnets = repairs.iter().any(|r| !matches!(r, Repair::Refuse(_)));
+    let taken = if snapshot.detailed || !needs_subnets {
+        snapshot.used_subnets()
+    } else {
+        client_used_subnets(cx, &docker, id, &driver, None)?
+    };
+    let mut allocator = Allocator::new(pool(cx)?, taken);
+    let would = if cx.effects.dry_run() { "would " } else { "" };
+    for repair in repairs {
+        match repair {
+            Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
+            Repair::Create(expected) => {
+                let subnet = create_effect(cx, &docker, &expected, &mut allocator)?;
+                messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
+                subnets.insert(expected.tier.name.into(), subnet.to_string());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(subnet));
+                }
+                changed = true;
+            }
+            Repair::Recreate { expected, id: network_id, subnet } => {
+                // Docker removes a network whose containers are all stopped (they then fail to
+                // start), so ask again right before touching it: any container, running or not.
+                let attached: Vec<String> = if cx.effects.dry_run() {
+                    Vec::new()
+                } else {
+                    docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect()
+                };
+                if !attached.is_empty() {
+                    messages.push(format!(
+                        "not repaired: {}",
+                        docker::NetworkInUse { name: expected.name.clone(), containers: attached }
+                    ));
+                    continue;
+                }
+                let old = snapshot.network(&expected.name).cloned();
+                let planned = match subnet {
+                    Some(subnet) => subnet,
+                    None => allocator.peek()?,
+                };
+                let mut actual = planned;
+                let applied = cx.effects.apply(
+                    "network",
+                    &expected.name,
+                    &format!("remove {network_id}, then create {}", expected.describe(Some(planned))),
+                    Outcome::Updated,
+                    || {
+                        docker.remove_network(&network_id)?;
+                        // Its own old subnet is free again.
+                        let mut free = Allocator::new(
+                            *allocator.pool(),
+                            allocator.taken().iter().copied().filter(|t| Some(*t) != subnet),
+                        );
+                        actual = create_in_pool(&docker, &expected, subnet, &mut free)?;
+                        allocator = free;
+                        Ok(())
+                    },
+                );
+                if let Err(error) = applied {
+                    // A container attached meanwhile: Docker refused, nothing was changed.
+                    if let Some(in_use) = error.downcast_ref::<docker::NetworkInUse>() {
+                        messages.push(format!("not repaired: {in_use}"));
+                        continue;
+                    }
+                    return Err(error);
+                }
+                let was = old
+                    .map(|n| {
+                        let bridge = n.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default();
+                        format!("{}, {}{bridge}", n.driver, if n.internal { "internal" } else { "not internal" })
+                    })
+                    .unwrap_or_default();
+                messages.push(format!(
+                    "{would}recreate {} as {} (was: {was})",
+                    expected.name,
+                    expected.describe(Some(actual))
+                ));
+                subnets.insert(expected.tier.name.into(), actual.to_string());
+                if driver == "bridge" {
+                    bridges.insert(expected.tier.name.into(), firewall::bridge_name(actual));
+                }
+                changed = true;
+            }
+        }
+    }
+    Ok(Repaired { repairs: messages, subnets, bridges, changed })
+}
+
+/// The subnets every client of this root records in its client.env.
+pub fn recorded_subnets(cx: &Context) -> Result<Vec<Ipv4Net>> {
+    Ok(recorded_subnets_by_client(cx)?.into_values().flatten().collect())
+}
+
+/// Per client of this root (with any), the subnets its client.env records.
+pub fn recorded_subnets_by_client(cx: &Context) -> Result<HashMap<String, Vec<Ipv4Net>>> {
+    let mut by_client = HashMap::new();
+    for id in cx.roots.client_ids()? {
+        let Ok(layout) = ClientLayout::new(&cx.roots, &id) else { continue };
+        let Ok(text) = std::fs::read_to_string(&layout.env_file) else { continue };
+        let Ok(entries) = crate::format::envfile::parse(&text) else { continue };
+        let subnets: Vec<Ipv4Net> = isolation::TIERS
+            .iter()
+            .filter_map(|tier| entries.get(tier.env_subnet).and_then(|s| s.parse().ok()))
+            .collect();
+        if !subnets.is_empty() {
+            by_client.insert(id, subnets);
+        }
+    }
+    Ok(by_client)
+}
+
+/// The subnets a new network of `client` (of `driver`) must avoid, as far as they need asking.
+/// A network labelled as another client of this root is represented by that client's
+/// client.env record (`client`'s own records are what it may reuse). A bridge subnet that
+/// overlaps any other local network is refused by Docker, and the allocator then takes the
+/// next block, so for bridge clients only networks of other drivers (overlay, macvlan ...),
+/// which Docker does not compare, are inspected; for overlay clients every network not known
+/// by a record is (Swarm refuses no overlap). On a usual host that is no inspect at all, where
+/// inspecting the networks of a hundred clients takes the engine over a second. `listed` is
+/// the engine's network list when the caller has it.
+pub fn client_used_subnets(
+    cx: &Context,
+    docker: &Docker,
+    client: &str,
+    driver: &str,
+    listed: Option<Vec<NetworkSummary>>,
+) -> Result<Vec<Ipv4Net>> {
+    let mut recorded = recorded_subnets_by_client(cx)?;
+    recorded.remove(client);
+    let listed = match listed {
+        Some(listed) => listed,
+        None => docker.list_networks()?,
+    };
+    let known = |n: &NetworkSummary| {
+        n.label(LABEL_MANAGED) == Some("true") && n.label(LABEL_CLIENT).is_some_and(|c| recorded.contains_key(c))
+    };
+    let refused_by_docker =
+        |n: &NetworkSummary| driver == "bridge" && matches!(n.driver.as_str(), "bridge" | "host" | "null");
+    let others: Vec<&str> =
+        listed.iter().filter(|n| !known(n) && !refused_by_docker(n)).map(|n| n.id.as_str()).collect();
+    let mut taken: Vec<Ipv4Net> = docker.inspect_networks(&others)?.into_iter().flat_map(|n| n.subnets).collect();
+    taken.extend(recorded.into_values().flatten());
+    Ok(taken)
+}

@@ -1,0 +1,161 @@
+//! A client's restic repository as runs use it: whether this host keeps backups, the
+//! repository's config, what killed runs left cleared before use, and the rotation's key
+//! steps (a key for the pending password, the previous password's key removed).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::{
+    drivers::restic::{Password, Restic, ResticError},
+    effects::Outcome,
+    tenant::{
+        backup::{self, BackupConfig},
+        context::Context,
+        layout::ClientLayout,
+        recovery, rotation,
+    },
+};
+
+/// `AGENCY_BACKUPS`: `restic` (default) or `off` (this host keeps no backups).
+pub fn backups_on(cx: &Context) -> Result<bool> {
+    match cx.settings.get("AGENCY_BACKUPS") {
+        "restic" | "" => Ok(true),
+        "off" => Ok(false),
+        other => bail!("AGENCY_BACKUPS={other:?} is neither restic nor off"),
+    }
+}
+
+pub fn require_backups(cx: &Context) -> Result<()> {
+    if backups_on(cx)? { Ok(()) } else { bail!("backups are turned off on this host (AGENCY_BACKUPS=off)") }
+}
+
+/// restic, or what to install (or that a host may keep no backups).
+pub fn locate() -> Result<Restic> {
+    Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
+}
+
+/// Clears what killed runs left before the repository is used (`recovery::before_use`).
+pub fn recover(cx: &Context, layout: &ClientLayout, config: &BackupConfig) -> Result<()> {
+    recovery::before_use(cx, layout, &config.repository, || backup::repo(&locate()?, layout, config))
+}
+
+pub fn layout(cx: &Context, id: &str) -> Result<ClientLayout> {
+    ClientLayout::new(&cx.roots, id)
+}
+
+pub fn setup(cx: &Context, id: &str) -> Result<(ClientLayout, BackupConfig)> {
+    require_backups(cx)?;
+    let layout = layout(cx, id)?;
+    let config = BackupConfig::load(&layout)?;
+    Ok((layout, config))
+}
+
+/// The `RESTIC_PASSWORD` of an env file of the client's secrets.
+pub fn password_in(values: &indexmap::IndexMap<String, String>, file: &Path) -> Result<Password> {
+    let value = values
+        .get(backup::PASSWORD_KEY)
+        .ok_or_else(|| anyhow!("{} holds no {}", file.display(), backup::PASSWORD_KEY))?;
+    Password::new(value.as_str()).with_context(|| format!("{} in {}", backup::PASSWORD_KEY, file.display()))
+}
+
+/// Rotation, "applied": the new password (in `secrets.env.next`) gets a key of its own,
+/// added with the current password, and is proved to open the repository. Until the swap
+/// both passwords open it.
+pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
+    let (layout, config) = match setup(cx, id) {
+        Ok(found) => found,
+        Err(_) if !backups_on(cx)? => return Ok(Outcome::Unchanged),
+        Err(e) => return Err(e),
+    };
+    let target = config.repository.to_string();
+    let pending_path = rotation::pending_path(&layout);
+    let Some(pending) = rotation::read_optional(&pending_path)? else {
+        if cx.effects.dry_run() {
+            let detail = "a key for the new RESTIC_PASSWORD";
+            cx.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
+            return Ok(Outcome::Created);
+        }
+        bail!(
+            "no new generation of {id}'s secrets ({} is missing); rotation_begin comes first",
+            pending_path.display()
+        );
+    };
+    recover(cx, &layout, &config)?;
+    let restic = locate()?;
+    let current = backup::password(&layout)?;
+    let next = password_in(&pending, &pending_path)?;
+    if next == current {
+        cx.effects.unchanged("restic key add", &target, "RESTIC_PASSWORD is not rotated");
+        return Ok(Outcome::Unchanged);
+    }
+    let with_next = restic.repo(config.repository.clone(), next.clone());
+    let needed = match with_next.open() {
+        Ok(()) => Outcome::Unchanged,
+        Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => Outcome::Created,
+        Err(e) => return Err(e),
+    };
+    let detail = if needed == Outcome::Unchanged {
+        "the new RESTIC_PASSWORD opens it already"
+    } else {
+        "a key for the new RESTIC_PASSWORD (secrets.env.next)"
+    };
+    let outcome = cx.effects.apply("restic key add", &target, detail, needed, || {
+        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
+        with_next.open().context("the new key was added but does not open the repository")
+    })?;
+    Ok(outcome)
+}
+
+/// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
+/// the secrets history (not the current or a pending one) is removed, using the current
+/// password — which must therefore open the repository first.
+pub fn remove_previous_keys(cx: &Context, id: &str, current_too: bool) -> Result<usize> {
+    if !backups_on(cx)? {
+        return Ok(0);
+    }
+    let (layout, config) = setup(cx, id)?;
+    recover(cx, &layout, &config)?;
+    let target = config.repository.to_string();
+    let current_values = rotation::current(&layout)?;
+    let current = password_in(&current_values, &layout.secrets_file)?;
+    let pending_path = rotation::pending_path(&layout);
+    let pending = rotation::read_optional(&pending_path)?;
+    let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
+    let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
+    if let Some(value) = pending_value.as_deref() {
+        keep.push(value);
+    }
+    // Only the newest previous password can still have a key: every run removes it (after
+    // its own swap, and first thing after an interrupted one), and each check costs a key
+    // derivation.
+    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
+    candidates.truncate(1);
+    if current_too && cx.effects.dry_run() {
+        candidates.insert(0, current.expose_for_comparison().to_string());
+    }
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let restic = locate()?;
+    let with_current = restic.repo(config.repository.clone(), current.clone());
+    let mut removed = 0;
+    for candidate in candidates {
+        let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
+        cx.output.begin("restic key list", &target);
+        let keys = match old.key_list() {
+            Ok(keys) => keys,
+            Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(key) = keys.into_iter().find(|k| k.current) else { continue };
+        let detail = format!("key {} of a previous RESTIC_PASSWORD", key.id);
+        cx.effects
+            .apply("restic key remove", &target, &detail, Outcome::Removed, || with_current.key_remove(&key.id))?;
+        removed += 1;
+    }
+    if removed == 0 {
+        cx.effects.unchanged("restic key remove", &target, "no key of a previous RESTIC_PASSWORD is left");
+    }
+    Ok(removed)
+}

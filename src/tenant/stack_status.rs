@@ -1,0 +1,215 @@
+//! The `stack` check of multi-tenancy-status, for all clients from two docker calls (`ps -q`
+//! of agency's containers, one `inspect` of them all): each deployed service running (restarts,
+//! health when defined), every container with the client's limits and the hardened defaults,
+//! only the routed service (and the shared ingress) on the frontend network, and the client's
+//! domain its own.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    drivers::process::Command,
+    tenant::check::{Check, Status},
+    tenant::deploy::Limits,
+    tenant::layout::{ClientLayout, Roots},
+    tenant::stack::{DEFAULT_STACK, LABEL_SERVICE, Stack},
+};
+
+/// What status needs of one container.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub name: String,
+    pub service: String,
+    pub status: String,
+    pub health: Option<String>,
+    pub restarts: u64,
+    pub nano_cpus: i64,
+    pub memory: i64,
+    pub pids: i64,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub restart_policy: String,
+    pub networks: Vec<String>,
+}
+
+pub struct Inspection {
+    by_client: HashMap<String, Vec<Container>>,
+    domains: BTreeMap<String, Vec<String>>,
+    env: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// Domain → the clients whose client.env records it.
+pub fn domains(roots: &Roots) -> BTreeMap<String, Vec<String>> {
+    domains_of(&client_envs(roots))
+}
+
+fn domains_of(envs: &[(String, BTreeMap<String, String>)]) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, env) in envs {
+        if let Some(domain) = env.get("CLIENT_DOMAIN") {
+            map.entry(domain.clone()).or_default().push(id.clone());
+        }
+    }
+    map
+}
+
+fn client_envs(roots: &Roots) -> Vec<(String, BTreeMap<String, String>)> {
+    // An unreadable clients dir is reported by the task that lists clients; here it holds none.
+    roots
+        .client_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|id| {
+            let layout = ClientLayout::new(roots, &id).ok()?;
+            let text = std::fs::read_to_string(&layout.env_file).ok()?;
+            Some((id, crate::format::envfile::parse(&text).ok()?.into_iter().collect()))
+        })
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+impl Inspection {
+    pub fn take(docker: &Path, roots: &Roots) -> Result<Inspection> {
+        let listed = Command::new(docker)
+            .args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"])
+            .output()?;
+        if !listed.success() {
+            bail!("`docker ps` failed: {}", listed.first_error_line());
+        }
+        let ids: Vec<&str> = listed.stdout.split_whitespace().collect();
+        let mut by_client: HashMap<String, Vec<Container>> = HashMap::new();
+        if !ids.is_empty() {
+            let mut args = vec!["inspect", "--type", "container", "--"];
+            args.extend(&ids);
+            let output = Command::new(docker).args(&args).output()?;
+            // A container removed between the two calls makes inspect fail for it alone.
+            let inspected: Vec<Value> = serde_json::from_str(&output.stdout).unwrap_or_default();
+            for c in inspected {
+                let labels = &c["Config"]["Labels"];
+                let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
+                let client = label("agency.client");
+                if client.is_empty() || label("agency.probe") == "true" {
+                    continue;
+                }
+                let host = &c["HostConfig"];
+                by_client.entry(client).or_default().push(Container {
+                    name: c["Name"].as_str().unwrap_or("").trim_start_matches('/').to_string(),
+                    service: label(LABEL_SERVICE),
+                    status: c["State"]["Status"].as_str().unwrap_or("").to_string(),
+                    health: c["State"]["Health"]["Status"].as_str().map(str::to_string),
+                    restarts: c["RestartCount"].as_u64().unwrap_or(0),
+                    nano_cpus: host["NanoCpus"].as_i64().unwrap_or(0),
+                    memory: host["Memory"].as_i64().unwrap_or(0),
+                    pids: host["PidsLimit"].as_i64().unwrap_or(0),
+                    cap_drop: strings(&host["CapDrop"]),
+                    security_opt: strings(&host["SecurityOpt"]),
+                    restart_policy: host["RestartPolicy"]["Name"].as_str().unwrap_or("").to_string(),
+                    networks: c["NetworkSettings"]["Networks"]
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        let envs = client_envs(roots);
+        Ok(Inspection { by_client, domains: domains_of(&envs), env: envs.into_iter().collect() })
+    }
+
+    pub fn check(&self, site_dir: &Path, id: &str) -> Check {
+        let env = self.env.get(id).cloned().unwrap_or_default();
+        let mut problems: Vec<String> = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        if let Some(domain) = env.get("CLIENT_DOMAIN") {
+            let others: Vec<&String> = self.domains.get(domain).into_iter().flatten().filter(|o| *o != id).collect();
+            if !others.is_empty() {
+                problems.push(format!(
+                    "domain {domain} is also recorded by {}",
+                    others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        let containers = self.by_client.get(id).map(Vec::as_slice).unwrap_or_default();
+        let stack_name = env.get("STACK").map_or(DEFAULT_STACK, String::as_str);
+        let evidence = json!({
+            "stack": stack_name,
+            "containers": containers.iter().map(|c| json!({
+                "name": c.name, "service": c.service, "status": c.status, "health": c.health, "restarts": c.restarts,
+            })).collect::<Vec<_>>(),
+        });
+        if containers.is_empty() {
+            return match problems.is_empty() {
+                true => {
+                    Check::new("stack", Status::Skip, format!("stack {stack_name} not deployed")).evidence(evidence)
+                }
+                false => Check::new("stack", Status::Fail, problems.join("; ")).evidence(evidence),
+            };
+        }
+        let routed = Stack::load(site_dir, stack_name).ok().and_then(|s| s.routed().map(|r| r.name.clone()));
+        let limits = Limits::from_env(&env).ok();
+        let frontend = format!("{id}_frontend");
+        for c in containers {
+            if c.status != "running" {
+                warnings.push(format!("{} is {}", c.name, c.status));
+            } else if c.health.as_deref().is_some_and(|h| h != "healthy" && h != "starting") {
+                warnings.push(format!("{} is {}", c.name, c.health.as_deref().unwrap_or("")));
+            }
+            if c.restarts > 0 {
+                warnings.push(format!("{} restarted {} time(s)", c.name, c.restarts));
+            }
+            if !c
+                .cap_drop
+                .iter()
+                .any(|cap| cap.eq_ignore_ascii_case("NET_RAW") || cap.eq_ignore_ascii_case("CAP_NET_RAW"))
+            {
+                problems.push(format!("{} keeps NET_RAW", c.name));
+            }
+            if !c.security_opt.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges") {
+                problems.push(format!("{} lacks no-new-privileges", c.name));
+            }
+            if c.restart_policy.is_empty() || c.restart_policy == "no" {
+                warnings.push(format!("{} has no restart policy", c.name));
+            }
+            if let Some(limits) = &limits {
+                let cpus = (limits.cpus * 1e9).round() as i64;
+                if c.nano_cpus != cpus || c.memory != memory_bytes(&limits.memory) || c.pids != limits.pids {
+                    problems.push(format!(
+                        "{} runs without the client's limits (cpus {}, memory {}, pids {})",
+                        c.name, limits.cpus, limits.memory, limits.pids
+                    ));
+                }
+            }
+            if c.networks.contains(&frontend) && routed.as_deref() != Some(c.service.as_str()) {
+                problems.push(format!("{} is on {frontend} but is not the service the ingress routes to", c.name));
+            }
+        }
+        let running = containers.iter().filter(|c| c.status == "running").count();
+        let (status, summary) = if !problems.is_empty() {
+            (Status::Fail, [problems, warnings].concat().join("; "))
+        } else if !warnings.is_empty() {
+            (Status::Warn, warnings.join("; "))
+        } else {
+            (Status::Ok, format!("stack {stack_name}: {running} container(s) running, limited and hardened"))
+        };
+        Check::new("stack", status, summary).evidence(evidence)
+    }
+}
+
+/// Docker's byte count of a `512m`-style size.
+fn memory_bytes(text: &str) -> i64 {
+    let (digits, unit) = text.split_at(text.trim_end_matches(['b', 'k', 'm', 'g']).len());
+    let base: i64 = digits.parse().unwrap_or(0);
+    base * match unit {
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => 1,
+    }
+}
