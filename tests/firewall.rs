@@ -28,15 +28,25 @@ use crate::{
 };
 
 fn create(site: &Site, id: &str) {
-    site.test()
-        .args([
-            "create-client",
-            &format!("CLIENT_ID={id}"),
-            "CLIENT_NAME=Tenant",
-            &format!("CLIENT_DOMAIN={id}.example.com"),
-            "AGENCY_BACKUPS=off",
-        ])
-        .run();
+    create_in(site, id, "");
+}
+
+/// create-client with the networks from `pool` (empty: the default pool). A pool of the
+/// test's own keeps its bridges' names (derived from their subnets) out of tables other roots
+/// on this host may still hold for subnets their clients had: those would filter the bridges
+/// too, and "without agency's table" would not be without a table.
+fn create_in(site: &Site, id: &str, pool: &str) {
+    let mut test = site.test().args([
+        "create-client",
+        &format!("CLIENT_ID={id}"),
+        "CLIENT_NAME=Tenant",
+        &format!("CLIENT_DOMAIN={id}.example.com"),
+        "AGENCY_BACKUPS=off",
+    ]);
+    if !pool.is_empty() {
+        test = test.arg(&format!("AGENCY_SUBNET_POOL={pool}"));
+    }
+    test.run();
 }
 
 fn status(site: &Site, args: &[&str]) -> (i32, serde_json::Value) {
@@ -200,8 +210,9 @@ fn the_table_blocks_forged_cross_tenant_and_host_paths_which_are_open_without_it
     let site = Site::with_docker();
     let a = scratch.client(&unique("fwa"));
     let b = scratch.client(&unique("fwb"));
-    create(&site, &a);
-    create(&site, &b);
+    let pool = crate::support::docker::scratch_pool(22);
+    create_in(&site, &a, &pool);
+    create_in(&site, &b, &pool);
     let (a_frontend, a_backend, a_network) = (format!("{a}_frontend"), format!("{a}_backend"), format!("{a}_network"));
     let (b_frontend, b_database) = (format!("{b}_frontend"), format!("{b}_database"));
 
@@ -288,6 +299,10 @@ fn the_table_blocks_forged_cross_tenant_and_host_paths_which_are_open_without_it
     let (code, json) = status(&site, &[]);
     assert_eq!(code, 0, "{json:#}");
     assert_eq!(check(report(&json, &a), "firewall")["status"], "ok", "{json:#}");
+    // The forger (NET_RAW added) and a's servers (Docker's default set) are named: a warning.
+    let capabilities = check(report(&json, &a), "capabilities");
+    assert_eq!(capabilities["status"], "warn", "{capabilities:#}");
+    assert!(capabilities["summary"].as_str().unwrap().contains(&scene.forger), "{capabilities:#}");
 
     // Without it (what Docker alone gives): every path open, and status says the table is gone.
     let nft = agency::drivers::nft::Nft::locate().unwrap();

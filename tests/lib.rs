@@ -33,6 +33,7 @@ mod notify;
 mod operations;
 mod operator;
 mod plugins;
+mod probe;
 mod recovery;
 mod rotation;
 mod sandbox;

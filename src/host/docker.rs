@@ -185,45 +185,18 @@ fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], 
     if let Some(own) = settings.beyond.addresses.iter().find(|a| host_info.addresses.iter().any(|h| h.address == **a)) {
         bail!("PROBE_BEYOND: {own} is an address of the engine's host, not beyond it");
     }
-    let plans: Vec<Vec<isolation::ProbePlan>> =
-        ids.iter().map(|id| isolation::plan_probes(snapshot, id, &host_info, &settings)).collect();
-    let specs: Vec<docker::ProbeSpec> = plans.iter().flatten().map(|p| p.spec.clone()).collect();
-    host.output.begin("probe", &format!("{} network(s)", specs.len()));
-    let reports = docker.run_probes(&specs, 8);
-    // Confirm every forbidden reach twice more, a moment apart (see `isolation::retry_spec`):
-    // it counts only when every try reaches it.
-    let flat: Vec<&isolation::ProbePlan> = plans.iter().flatten().collect();
-    let mut retries: Vec<Option<Result<docker::ProbeReport>>> = flat.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, docker::ProbeSpec)> = flat
-        .iter()
-        .zip(&reports)
-        .enumerate()
-        .filter_map(|(i, (plan, report))| {
-            report.as_ref().ok().and_then(|r| isolation::retry_spec(plan, r)).map(|spec| (i, spec))
-        })
-        .collect();
-    for _ in 0..2 {
-        if pending.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let specs: Vec<docker::ProbeSpec> = pending.iter().map(|(_, spec)| spec.clone()).collect();
-        let mut next = Vec::new();
-        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, 8)) {
-            if let Ok(report) = &result
-                && let Some(spec) = isolation::retry_spec(flat[*i], report)
-            {
-                next.push((*i, spec));
-            }
-            retries[*i] = Some(result);
-        }
-        pending = next;
-    }
-    let mut reports = reports.into_iter();
-    for (id, plans) in ids.iter().zip(&plans) {
-        let answers: Vec<_> = reports.by_ref().take(plans.len()).collect();
-        let second: Vec<_> = retries.drain(..plans.len()).collect();
-        let check = isolation::probe_check(plans, &answers, &second);
+    let allowed = firewall::Settings::parse(
+        host.settings.get("AGENCY_FIREWALL_TABLE"),
+        host.settings.get("FIREWALL"),
+        host.settings.get("FIREWALL_HOST_ALLOW"),
+    )?
+    .host_tcp;
+    let known = host.roots.client_ids()?;
+    let networks: usize = ids.iter().map(|id| snapshot.client_networks(id).len()).sum();
+    host.output.begin("probe", &format!("{networks} network(s)"));
+    for (id, check) in
+        crate::tenant::probe::run::probe_clients(&docker, snapshot, ids, &host_info, &settings, &allowed, &known)?
+    {
         result.insert(id.as_str().into(), check_dynamic(&check));
     }
     Ok(result)

@@ -179,6 +179,7 @@ mod tests {
             labels: [(COMPOSE_SERVICE.to_string(), service.to_string()), (LABEL_DEPLOY.into(), fingerprint.into())]
                 .into(),
             networks: vec![],
+            ports: String::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::{
     tenant::subnet::Ipv4Net,
 };
 
-pub use crate::drivers::docker::{BRIDGE_NAME_OPTION, bridge_name, docker_bridge_name};
+pub use crate::drivers::docker::{BRIDGE_NAME_OPTION, BRIDGE_PREFIX, bridge_name, docker_bridge_name};
 
 /// An interface name that may appear in a rule: 1 to 15 of `A-Z a-z 0-9 _ . -` (what a
 /// client.env holds is checked, so no value there can change the ruleset's syntax).

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod metrics;
 pub mod networks;
 pub mod notify;
+pub mod probe;
 pub mod realm;
 pub mod recovery;
 pub mod report;

@@ -76,6 +76,7 @@ mod error;
 mod image;
 mod model;
 mod parse;
+mod peers;
 mod probe;
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,7 @@ pub use error::*;
 pub use image::*;
 pub use model::*;
 pub use parse::*;
+pub use peers::{ForgerSpec, PEER_PORT, forger_script, parse_in_echos};
 pub use probe::*;
 
 impl Docker {

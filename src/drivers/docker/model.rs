@@ -9,8 +9,11 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// address in hex (12 characters; Linux allows 15). Bridge subnets never overlap on one
 /// engine, so no two networks, of any client or any root, get the same name.
 pub fn bridge_name(subnet: Ipv4Net) -> String {
-    format!("agb-{:08x}", u32::from(subnet.network()))
+    format!("{BRIDGE_PREFIX}{:08x}", u32::from(subnet.network()))
 }
+
+/// How the interface names of agency's bridges begin.
+pub const BRIDGE_PREFIX: &str = "agb-";
 
 /// The interface name Docker gives a bridge network it was not asked to name.
 pub fn docker_bridge_name(network_id: &str) -> String {
@@ -149,6 +152,8 @@ pub struct ContainerSummary {
     pub labels: BTreeMap<String, String>,
     /// Names of the networks it is attached to.
     pub networks: Vec<String>,
+    /// Its published ports as `ps` prints them (`0.0.0.0:8080->80/tcp, :::8080->80/tcp`).
+    pub ports: String,
 }
 
 impl ContainerSummary {
@@ -185,4 +190,6 @@ pub struct HostAddress {
 pub struct HostNetInfo {
     pub addresses: Vec<HostAddress>,
     pub default_gateway: Option<Ipv4Addr>,
+    /// The host's `/proc/net/tcp` and `/proc/net/tcp6` lines (its listening sockets).
+    pub proc_net_tcp: Vec<String>,
 }

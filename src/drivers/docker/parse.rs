@@ -281,6 +281,8 @@ struct RawContainerLine {
     labels: String,
     #[serde(default)]
     networks: String,
+    #[serde(default)]
+    ports: String,
 }
 
 /// Parses `docker ps -a --no-trunc --format` [`exact_format`]`(keys)`.
@@ -294,6 +296,7 @@ pub fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
             state: raw.state,
             labels: merge_labels(&raw.labels, exact),
             networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
+            ports: raw.ports,
         })
         .collect())
 }

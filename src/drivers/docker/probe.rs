@@ -170,17 +170,19 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
     ProbeReport { network: network.to_string(), source, results }
 }
 
-/// Parses `ip -4 -o addr` and `ip -4 route`, separated by a `---` line.
+/// Parses `ip -4 -o addr`, `ip -4 route` and `/proc/net/tcp{,6}`, separated by `---` lines.
 pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
     let mut info = HostNetInfo::default();
-    let mut in_routes = false;
+    let mut part = 0;
     for line in stdout.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() == Some(&"---") {
-            in_routes = true;
+            part += 1;
             continue;
         }
-        if in_routes {
+        if part >= 2 {
+            info.proc_net_tcp.push(line.to_string());
+        } else if part == 1 {
             if let ["default", "via", gateway, ..] = words.as_slice() {
                 info.default_gateway = info.default_gateway.or_else(|| gateway.parse().ok());
             }
@@ -194,7 +196,7 @@ pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
     info
 }
 
-static PROBE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+pub(super) static PROBE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Docker {
     /// Runs one throwaway probe container (`--rm`, no capabilities but NET_RAW for ping, never
@@ -284,7 +286,7 @@ impl Docker {
             "/bin/sh",
             image,
             "-c",
-            "ip -4 -o addr; echo ---; ip -4 route",
+            "ip -4 -o addr; echo ---; ip -4 route; echo ---; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true",
         ];
         let output = self.checked("run (host network probe)", &args)?;
         Ok(parse_host_net_info(&output.stdout))

@@ -74,6 +74,7 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
             if address.address.is_loopback()
                 || other_bridge
                 || address.interface.starts_with("br-")
+                || address.interface.starts_with(crate::drivers::docker::BRIDGE_PREFIX)
                 || address.interface.starts_with("veth")
             {
                 continue;

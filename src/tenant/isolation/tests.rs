@@ -52,6 +52,7 @@ fn container(name: &str, networks: &[&str], labels: &[(&str, &str)]) -> Containe
         state: "running".into(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         networks: networks.iter().map(|n| n.to_string()).collect(),
+        ports: String::new(),
     }
 }
 
@@ -318,6 +319,7 @@ fn probe_plan_and_verdicts() {
             HostAddress { interface: "br-1234".into(), address: Ipv4Addr::new(10, 201, 1, 1), prefix: 26 },
         ],
         default_gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        proc_net_tcp: vec![],
     };
     let settings = ProbeSettings {
         image: "img".into(),

@@ -1,0 +1,378 @@
+//! Runs `PROBE=1` against the engine: peers first (one on every probed network and on every
+//! network a forger sends into), then the probes and the forgers, the second looks, the
+//! counters, and the peers removed again (also when something fails: they are removed when
+//! [`Peers`] drops, and end by themselves should the runner be killed).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io::Read,
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+
+use super::{Answers, FORGED_COUNT, Forged, Forgery, NetworkProbe};
+use crate::{
+    drivers::docker::{
+        Docker, ForgerSpec, HostNetInfo, LABEL_CLIENT, PEER_PORT, ProbeReport, ProbeSpec, parse_in_echos,
+    },
+    tenant::check::Check,
+    tenant::isolation::{ProbeSettings, Snapshot},
+};
+
+/// Clients probed together: their peers, probes and forgers run at once.
+const BATCH: usize = 4;
+
+/// Containers started at once.
+const PARALLEL: usize = 8;
+
+/// The peers of a batch, removed when dropped.
+struct Peers<'a> {
+    docker: &'a Docker,
+    ids: Vec<String>,
+}
+
+impl Drop for Peers<'_> {
+    fn drop(&mut self) {
+        let ids: Vec<&str> = self.ids.iter().map(String::as_str).collect();
+        let _ = self.docker.remove_containers(&ids);
+    }
+}
+
+/// Datagrams that reach a socket of the runner on every host address, counted by source.
+struct HostSocket {
+    port: u16,
+    counts: Arc<Mutex<HashMap<Ipv4Addr, u64>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostSocket {
+    fn listen() -> Result<Self> {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let port = socket.local_addr()?.port();
+        let (counts, stop) = (Arc::new(Mutex::new(HashMap::new())), Arc::new(AtomicBool::new(false)));
+        let (c, s) = (counts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((_, SocketAddr::V4(from))) = socket.recv_from(&mut buffer) {
+                    *c.lock().unwrap_or_else(|e| e.into_inner()).entry(*from.ip()).or_default() += 1;
+                }
+            }
+        });
+        Ok(Self { port, counts, stop })
+    }
+
+    fn received(&self, source: Ipv4Addr) -> u64 {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HostSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// True when `address` (a bridge's gateway) is an address of this machine: the engine runs
+/// here, so the runner itself can connect to containers and count what reaches the host.
+fn is_local(address: Ipv4Addr) -> bool {
+    UdpSocket::bind((address, 0)).is_ok()
+}
+
+/// The subnets the host routes to interfaces of its own (see [`super::listeners::on_host_routes`]),
+/// read now; `None` when the engine is not here (its routes are not this machine's).
+fn on_host_routes(local: bool) -> Option<Vec<crate::tenant::subnet::Ipv4Net>> {
+    if !local {
+        return None;
+    }
+    let exits: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    let default_via: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.get(1) == Some(&"00000000")).then(|| words[0].to_string())
+        })
+        .collect();
+    let exits: Vec<String> = exits.into_iter().chain(default_via).collect();
+    Some(super::listeners::on_host_routes(&text, &exits))
+}
+
+/// Keeps the targets that stay on this machine as it is now: its own addresses and addresses
+/// of networks it still routes itself, plus what the operator named beyond the host. The
+/// snapshot is seconds old when probes start, and a network that went since (another run
+/// removed it) would have its addresses routed off the host.
+fn stay_on_host(spec: &mut ProbeSpec, beyond: &[Ipv4Addr], routes: Option<&[crate::tenant::subnet::Ipv4Net]>) {
+    let Some(routes) = routes else { return };
+    spec.targets
+        .retain(|t| beyond.contains(&t.address) || is_local(t.address) || routes.iter().any(|r| r.contains(t.address)));
+}
+
+/// What a peer answers: its count of echo requests received; `None` when it did not answer.
+fn ask_peer(address: Ipv4Addr) -> Option<u64> {
+    let mut stream =
+        TcpStream::connect_timeout(&SocketAddr::from((address, PEER_PORT)), Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    parse_in_echos(&text)
+}
+
+/// Runs `f` on every item, at most [`PARALLEL`] at a time; results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let mut results = Vec::with_capacity(items.len());
+    for chunk in items.chunks(PARALLEL) {
+        let chunk_results: Vec<R> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk.iter().map(|item| scope.spawn(|| f(item))).collect();
+            handles.into_iter().map(|h| h.join().expect("a probe thread panicked")).collect()
+        });
+        results.extend(chunk_results);
+    }
+    results
+}
+
+/// The `probe` check of every client of `ids`, in order.
+pub fn probe_clients(
+    docker: &Docker,
+    snapshot: &Snapshot,
+    ids: &[String],
+    host: &HostNetInfo,
+    settings: &ProbeSettings,
+    allowed: &BTreeSet<u16>,
+    known: &[String],
+) -> Result<Vec<(String, Check)>> {
+    let mut checks = Vec::new();
+    for batch in ids.chunks(BATCH) {
+        checks.extend(probe_batch(docker, snapshot, batch, host, settings, allowed, known)?);
+    }
+    Ok(checks)
+}
+
+fn probe_batch(
+    docker: &Docker,
+    snapshot: &Snapshot,
+    ids: &[String],
+    host: &HostNetInfo,
+    settings: &ProbeSettings,
+    allowed: &BTreeSet<u16>,
+    known: &[String],
+) -> Result<Vec<(String, Check)>> {
+    let mut plans: Vec<Vec<NetworkProbe>> =
+        ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed, known)).collect();
+    let forgeries = super::plan_forgeries(snapshot, ids, known);
+
+    // Peers: one on every probed network (the controls), one per forger on the network it
+    // forges into (so what that one counts came from that forger alone).
+    let mut jobs: Vec<(Peer, String)> =
+        plans.iter().flatten().map(|p| (Peer::Control(p.base.network.clone()), p.base.network.clone())).collect();
+    jobs.extend(forgeries.iter().enumerate().map(|(i, f)| (Peer::Receiver(i), f.target_network.clone())));
+    let mut peers = Peers { docker, ids: Vec::new() };
+    let started = parallel(&jobs, |(_, network)| {
+        let owner = snapshot.owner(network).map(|(c, _)| c.to_string()).unwrap_or_default();
+        docker.start_peer(&settings.image, network, &BTreeMap::from([(LABEL_CLIENT.to_string(), owner)]))
+    });
+    let mut peer_errors: BTreeMap<Peer, String> = BTreeMap::new();
+    let mut peer_ids: Vec<(Peer, String, String)> = Vec::new();
+    for ((key, network), result) in jobs.into_iter().zip(started) {
+        match result {
+            Ok(id) => {
+                peers.ids.push(id.clone());
+                peer_ids.push((key, network, id));
+            }
+            Err(error) => {
+                peer_errors.insert(key, format!("{error:#}"));
+            }
+        }
+    }
+    let ids_started: Vec<&str> = peers.ids.iter().map(String::as_str).collect();
+    let addresses = docker.container_addresses(&ids_started)?;
+    let peer_address: BTreeMap<Peer, Ipv4Addr> = peer_ids
+        .iter()
+        .filter_map(|(key, network, id)| Some((key.clone(), *addresses.get(id)?.get(network)?)))
+        .collect();
+    for probe in plans.iter_mut().flatten() {
+        probe.peer = peer_address.get(&Peer::Control(probe.base.network.clone())).copied();
+    }
+
+    // The engine is here when a bridge's gateway is one of this machine's addresses.
+    let local = plans
+        .iter()
+        .flatten()
+        .filter_map(|p| snapshot.network(&p.base.network))
+        .flat_map(|n| n.gateways.iter().copied())
+        .next()
+        .is_some_and(is_local);
+    let socket = if local { Some(HostSocket::listen()?) } else { None };
+
+    // The probes and their second looks (see `isolation::retry_spec`), then the forgers.
+    let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
+    let routes = on_host_routes(local);
+    let specs: Vec<ProbeSpec> = flat
+        .iter()
+        .map(|p| {
+            let mut spec = p.spec();
+            stay_on_host(&mut spec, &p.base.beyond, routes.as_deref());
+            spec
+        })
+        .collect();
+    let reports = docker.run_probes(&specs, PARALLEL);
+    let retries = second_looks(docker, &flat, &reports, local);
+    let forger_specs: Vec<ForgerSpec> = forgeries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| peer_address.contains_key(&Peer::Receiver(*i)))
+        .map(|(i, f)| ForgerSpec {
+            image: settings.image.clone(),
+            network: f.network.clone(),
+            gateway: f.gateway,
+            forged: f.forged,
+            target: peer_address.get(&Peer::Receiver(i)).copied().unwrap_or(f.gateway),
+            host_port: socket.as_ref().map(|s| s.port),
+            count: FORGED_COUNT,
+            labels: BTreeMap::from([(LABEL_CLIENT.to_string(), f.client.clone())]),
+        })
+        .collect();
+    let ran = parallel(&forger_specs, |spec| docker.run_forger(spec));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Counters and host→container, from the runner (when the engine is here).
+    let answered: BTreeMap<Peer, Option<u64>> = if local {
+        let list: Vec<(Peer, Ipv4Addr)> = peer_address.iter().map(|(k, a)| (k.clone(), *a)).collect();
+        parallel(&list, |(key, address)| (key.clone(), ask_peer(*address))).into_iter().collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut ran = ran.into_iter();
+    let forged: Vec<Forged> = forgeries
+        .iter()
+        .enumerate()
+        .map(|(i, forgery)| {
+            let key = Peer::Receiver(i);
+            let result = match (peer_errors.get(&key), peer_address.contains_key(&key)) {
+                (Some(error), _) => Err(format!("no peer on {}: {error}", forgery.target_network)),
+                (None, false) => Err(format!("the peer on {} has no address", forgery.target_network)),
+                (None, true) => count(forgery, ran.next(), answered.get(&key).copied(), socket.as_ref()),
+            };
+            Forged { forgery: forgery.clone(), result }
+        })
+        .collect();
+    drop(socket);
+    drop(peers);
+
+    let control_errors: BTreeMap<String, String> = peer_errors
+        .into_iter()
+        .filter_map(|(key, error)| match key {
+            Peer::Control(network) => Some((network, error)),
+            Peer::Receiver(_) => None,
+        })
+        .collect();
+    let host_to_peer: BTreeMap<String, Option<bool>> = peer_address
+        .keys()
+        .filter_map(|key| match key {
+            Peer::Control(network) => {
+                Some((network.clone(), if local { Some(answered.get(key).copied().flatten().is_some()) } else { None }))
+            }
+            Peer::Receiver(_) => None,
+        })
+        .collect();
+    let mut reports = reports.into_iter();
+    let mut retries = retries.into_iter();
+    let mut checks = Vec::new();
+    for (id, probes) in ids.iter().zip(&plans) {
+        let reports: Vec<_> = reports.by_ref().take(probes.len()).collect();
+        let retries: Vec<_> = retries.by_ref().take(probes.len()).collect();
+        let forged: Vec<Forged> = forged.iter().filter(|f| f.forgery.client == *id).cloned().collect();
+        let answers = Answers {
+            probes,
+            forgeable: forged.iter().any(|f| f.forgery.client == *id) || !probes.iter().any(|p| !p.base.internal),
+            reports: &reports,
+            retries: &retries,
+            peer_errors: &control_errors,
+            host_to_peer: &host_to_peer,
+            forged: &forged,
+        };
+        checks.push((id.clone(), super::judge(&answers)));
+    }
+    Ok(checks)
+}
+
+/// Tries every forbidden reach twice more, 0.5 s apart: it counts only when every try reaches it.
+fn second_looks(
+    docker: &Docker,
+    flat: &[&NetworkProbe],
+    reports: &[Result<ProbeReport>],
+    local: bool,
+) -> Vec<Option<Result<ProbeReport>>> {
+    let mut retries: Vec<Option<Result<ProbeReport>>> = flat.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, ProbeSpec)> = flat
+        .iter()
+        .zip(reports)
+        .enumerate()
+        .filter_map(|(i, (probe, report))| {
+            report.as_ref().ok().and_then(|r| super::retry_spec(probe, r)).map(|s| (i, s))
+        })
+        .collect();
+    for _ in 0..2 {
+        if pending.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let routes = on_host_routes(local);
+        let specs: Vec<ProbeSpec> = pending
+            .iter()
+            .map(|(i, spec)| {
+                let mut spec = spec.clone();
+                stay_on_host(&mut spec, &flat[*i].base.beyond, routes.as_deref());
+                spec
+            })
+            .collect();
+        let mut next = Vec::new();
+        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, PARALLEL)) {
+            if let Ok(report) = &result
+                && let Some(spec) = super::retry_spec(flat[*i], report)
+            {
+                next.push((*i, spec));
+            }
+            retries[*i] = Some(result);
+        }
+        pending = next;
+    }
+    retries
+}
+
+/// What one forger delivered: into its peer on the target network (that peer's echo counter;
+/// nothing else sends it echo requests) and to the runner's socket.
+fn count(
+    forgery: &Forgery,
+    ran: Option<Result<String>>,
+    answered: Option<Option<u64>>,
+    socket: Option<&HostSocket>,
+) -> Result<(Option<u64>, Option<u64>), String> {
+    let output = ran.ok_or("it did not run")?.map_err(|e| format!("{e:#}"))?;
+    if !output.contains("forger done") {
+        return Err(format!("it did not finish: {}", output.trim()));
+    }
+    let Some(socket) = socket else { return Ok((None, None)) };
+    let into =
+        answered.flatten().ok_or_else(|| format!("its peer on {} did not answer the host", forgery.target_network))?;
+    Ok((Some(into), Some(socket.received(forgery.forged))))
+}
+
+/// A peer of a batch: the control on a probed network, or the receiver of forgery `i`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    Control(String),
+    Receiver(usize),
+}
