@@ -2,7 +2,7 @@
 # Variables given to make (make create-client CLIENT_ID=acme ...) reach agency through
 # MAKEFLAGS, and `make -n` runs agency's dry run. Local targets go in dev.mk.
 
-AGENCY_TASKS := backup-client client-report create-client delete-client deploy-client list-clients multi-tenancy-status notify-failure restore-client rotate-secrets schedule setup-firewall setup-ingress setup-log-segmentation setup-roles stop-client verify-backup
+AGENCY_TASKS := backup-client client-report collect-logs create-client delete-client deploy-client list-clients multi-tenancy-status notify-failure restore-client rotate-secrets schedule setup-firewall setup-ingress setup-log-segmentation setup-roles stop-client verify-backup
 
 -include dev.mk
 
@@ -20,6 +20,10 @@ backup-client:
 
 .PHONY: client-report
 client-report:
+	+@$(AGENCY) $@
+
+.PHONY: collect-logs
+collect-logs:
 	+@$(AGENCY) $@
 
 .PHONY: create-client

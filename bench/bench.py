@@ -419,6 +419,13 @@ def table(args):
         if thousand:
             p(f"   target under 100 ms at 1,000 clients: {verdict(thousand['median_ms'] < 100)}")
         p("")
+    logs = by.get("logs", [])
+    if logs:
+        p("7. collect-logs: the ingress's access log split into 100 clients' access.log, from no cursor (median)")
+        for r in logs:
+            p(f"   {r['label']:<58} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}")
+        p(f"   target under 1 s: {verdict(logs[0]['median_ms'] < 1000)}")
+        p("")
     p("6. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
     for r in by.get("notes", []):
         p("   " + r["label"])

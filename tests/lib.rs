@@ -27,6 +27,7 @@ mod lifetime;
 mod list_clients;
 mod locks;
 mod log_segmentation;
+mod logs;
 mod make;
 mod networks;
 mod notify;

@@ -96,7 +96,7 @@ fn logrotate_accepts_the_policy() {
 }
 
 #[test]
-fn logrotate_rotates_service_logs_in_place_and_renames_the_audit_log() {
+fn logrotate_renames_every_log_and_creates_it_again_with_its_mode() {
     let Some(logrotate) = logrotate() else { return };
     let site = Site::new();
     segment(&site, "acme");
@@ -110,9 +110,11 @@ fn logrotate_rotates_service_logs_in_place_and_renames_the_audit_log() {
     let output = Command::new(&logrotate).arg("-f").arg("-s").arg(&state).arg(&policy).output().unwrap();
     assert!(output.status.success(), "logrotate -f failed: {}", String::from_utf8_lossy(&output.stderr));
 
-    // copytruncate: the writer's file stays, emptied; the old lines are in .1
+    // create 0640: every writer opens per write, so the old lines move whole into .1 (a
+    // copytruncate could lose what is appended between its copy and its truncate).
     assert_eq!(fs::read_to_string(dir.join("access.log.1")).unwrap(), "GET / 200\n");
     assert_eq!(fs::metadata(dir.join("access.log")).unwrap().len(), 0);
+    assert_eq!(mode(&dir.join("access.log")), 0o640);
     // create 0640: audit.log renamed whole, a fresh one with the same mode
     assert_eq!(fs::read_to_string(dir.join("audit.log.1")).unwrap(), audit_before);
     assert_eq!(mode(&dir.join("audit.log")), 0o640);

@@ -164,6 +164,32 @@ fn backup_and_verify_metrics_record_their_last_success() {
     assert_eq!(samples(&backup)["agency_backup_last_success_timestamp_seconds{client=\"acme\"}"], last);
 }
 
+/// A deleted client's backup and verify series would stand forever (and its backup-age alert
+/// fire): delete-client removes its files, and only its.
+#[test]
+fn delete_client_removes_its_metrics_files_and_no_other() {
+    let site = Site::new();
+    create(&site, "acme", "Tenant");
+    create(&site, "beta", "Tenant");
+    let metrics = site.path().join("textfile");
+    fs::create_dir(&metrics).unwrap();
+    let dir = format!("METRICS_DIR={}", metrics.display());
+    for id in ["acme", "beta"] {
+        site.test().args(["backup-client", &format!("CLIENT_ID={id}"), &dir]).run();
+        site.test().args(["verify-backup", &format!("CLIENT_ID={id}"), &dir]).run();
+    }
+    site.test().args(["multi-tenancy-status", &dir]).run();
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(&metrics).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names().len(), 5, "{:?}", names());
+    site.test().args(["--yes", "delete-client", "CLIENT_ID=acme", &dir]).run();
+    assert_eq!(names(), ["agency-backup-beta.prom", "agency-status.prom", "agency-verify-beta.prom"]);
+}
+
 #[test]
 fn a_metrics_dir_that_does_not_exist_is_one_clear_error() {
     let site = Site::new();
@@ -237,6 +263,17 @@ fn the_report_opened_in_chromium_shows_every_clients_verdict() {
     }
     assert!(text.contains("secrets.env has mode 0644, not 0600"));
     assert!(text.contains("Subnet pool 10.201.0.0/16"));
+    // The services column shows the `stack` check, as a word and its summary.
+    for client in ["acme", "beta"] {
+        let stack = crate::support::docker::check(report(&json, client), "stack");
+        let word = match stack["status"].as_str().unwrap() {
+            "warn" => "WARN",
+            "fail" => "FAIL",
+            other => other,
+        };
+        let shown = format!("{word}: {}", stack["summary"].as_str().unwrap());
+        assert!(text.contains(&shown), "{client}: the services column lacks {shown:?}");
+    }
 
     let screenshot = site.path().join("out").join("status.png");
     let shot =

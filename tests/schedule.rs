@@ -62,6 +62,7 @@ fn units_for_two_clients_pass_systemd_analyze_verify_and_re_runs_converge() {
             "agency-backup@acme.timer",
             "agency-backup@beta.timer",
             "agency-digest.timer",
+            "agency-logs.timer",
             "agency-status.timer",
             "agency-verify@acme.timer",
             "agency-verify@beta.timer"
@@ -81,6 +82,10 @@ fn units_for_two_clients_pass_systemd_analyze_verify_and_re_runs_converge() {
     assert!(service.contains(" backup-client CLIENT_ID=%i\n"), "{service}");
     assert!(fs::read_to_string(units.join("agency-status.timer")).unwrap().contains("OnCalendar=*:0/15\n"));
     assert!(fs::read_to_string(units.join("agency-verify@.timer")).unwrap().contains("OnCalendar=weekly\n"));
+    // Log collection every minute, by collect-logs.
+    assert!(fs::read_to_string(units.join("agency-logs.timer")).unwrap().contains("OnCalendar=minutely\n"));
+    let logs = fs::read_to_string(units.join("agency-logs.service")).unwrap();
+    assert!(logs.lines().any(|l| l.starts_with("ExecStart=") && l.ends_with(" collect-logs")), "{logs}");
     assert!(!units.join("agency-rotate@.timer").exists(), "rotation is off unless asked");
     // The settings file carries the webhook URL (a credential): root only.
     assert_eq!(fs::metadata(&env_file).unwrap().permissions().mode() & 0o777, 0o600);
@@ -146,7 +151,7 @@ fn without_systemd_the_jobs_are_cron_lines_that_parse() {
     assert_eq!(fs::metadata(&cron).unwrap().permissions().mode() & 0o777, 0o644);
     let text = fs::read_to_string(&cron).unwrap();
     let jobs: Vec<&str> = text.lines().filter(|l| l.contains(" root ")).collect();
-    assert_eq!(jobs.len(), 6, "{text}");
+    assert_eq!(jobs.len(), 7, "{text}");
     for line in &jobs {
         let fields: Vec<&str> = line.splitn(7, ' ').collect();
         let schedule = fields[..5].join(" ");
@@ -159,6 +164,80 @@ fn without_systemd_the_jobs_are_cron_lines_that_parse() {
     assert!(jobs.iter().any(|l| l.starts_with("30 3 * * 1-5 root ") && l.ends_with(" verify-backup CLIENT_ID=acme")));
     assert!(jobs.iter().any(|l| l.starts_with("0-59/15 * * * * root ") && l.ends_with(" multi-tenancy-status")));
     assert!(jobs.iter().any(|l| l.ends_with(" multi-tenancy-status DIGEST=1")));
+    assert!(jobs.iter().any(|l| l.starts_with("* * * * * root ") && l.ends_with(" collect-logs")), "{text}");
+}
+
+/// Where systemd runs (its runtime directory exists: the test makes one), schedule reloads
+/// systemd and starts the timers it enabled, and REMOVE=1 stops them first. systemd does not
+/// run in the test's container, so `systemctl` is a stand-in that records each call and, for
+/// `start` and `stop`, runs the real `systemd-analyze verify` on every unit named, as linked
+/// in timers.target.wants: it fails unless the units are in place (and valid) at that moment.
+#[test]
+fn where_systemd_runs_timers_are_started_with_systemctl_and_stopped_before_removal() {
+    let Some(analyze) = systemd_analyze() else { return };
+    let site = Site::new();
+    create(&site, "acme", "Tenant");
+    let units = site.path().join("systemd");
+    let runtime = site.path().join("run-systemd");
+    fs::create_dir(&runtime).unwrap();
+    let bin = site.path().join("systemctl-bin");
+    fs::create_dir(&bin).unwrap();
+    let calls = site.path().join("systemctl.log");
+    let stand_in = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{calls}'\ncase \"$1\" in start|stop) shift; for t in \"$@\"; do \
+         '{analyze}' verify '{wants}'/\"$t\" || {{ echo \"not a valid unit: $t\" >&2; exit 1; }}; done;; esac\n",
+        calls = calls.display(),
+        analyze = analyze.display(),
+        wants = units.join("timers.target.wants").display()
+    );
+    fs::write(bin.join("systemctl"), stand_in).unwrap();
+    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = |extra: &[&str]| {
+        let mut test = site
+            .test()
+            .env("PATH", &path)
+            .args(["schedule"])
+            .arg(&format!("SYSTEMD_RUNTIME={}", runtime.display()))
+            .arg(&format!("SYSTEMD_DIR={}", units.display()));
+        for arg in extra {
+            test = test.arg(arg);
+        }
+        test.run()
+    };
+    // Each call as its verb and its units in name order.
+    let recorded = || -> Vec<String> {
+        fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let mut words: Vec<&str> = line.split(' ').collect();
+                words[1..].sort();
+                words.join(" ")
+            })
+            .collect()
+    };
+
+    // MODE=auto picks systemd; the timers it enabled are started after the reload.
+    let first = run(&[]).stdout;
+    assert!(first.contains("timer(s) enabled"), "{first}");
+    let timers =
+        "agency-backup@acme.timer agency-digest.timer agency-logs.timer agency-status.timer agency-verify@acme.timer";
+    assert_eq!(recorded(), ["daemon-reload".to_string(), format!("start {timers}")]);
+    assert!(!site.path().join("cron.d").join("agency").exists(), "a cron file besides the timers");
+
+    // A re-run reloads and starts nothing; a new client's timers are started alone.
+    run(&[]);
+    assert_eq!(recorded()[2..], ["daemon-reload"]);
+    create(&site, "beta", "Tenant");
+    run(&[]);
+    assert_eq!(recorded()[3..], ["daemon-reload", "start agency-backup@beta.timer agency-verify@beta.timer"]);
+
+    // REMOVE=1 stops every timer while its unit is still there, then removes and reloads.
+    run(&["REMOVE=1"]);
+    let all = "agency-backup@acme.timer agency-backup@beta.timer agency-digest.timer agency-logs.timer agency-status.timer agency-verify@acme.timer agency-verify@beta.timer";
+    assert_eq!(recorded()[5..], [format!("stop {all}"), "daemon-reload".to_string()]);
+    assert!(names(&units.join("timers.target.wants")).is_empty());
 }
 
 #[test]

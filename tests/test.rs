@@ -120,6 +120,8 @@ impl Site {
             ("ENV_FILE".into(), path(self.path().join("schedule.env"))),
             ("AGENCY_FIREWALL_TABLE".into(), self.firewall_table.clone()),
             ("SYSTEMD_UNIT_DIR".into(), path(self.unit_dir())),
+            // Never the host's systemd: a test that wants one makes this directory.
+            ("SYSTEMD_RUNTIME".into(), path(self.path().join("run-systemd"))),
         ];
         if self.real_docker {
             for key in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {

@@ -1,4 +1,5 @@
 pub mod compose;
+pub mod container_logs;
 pub mod docker;
 pub mod keycloak;
 pub mod lifetime;

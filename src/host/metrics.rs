@@ -7,6 +7,7 @@
 //! | `metrics::status(report, pool)` | yes | `agency-status.prom`: per client `agency_client_isolated`, `agency_check_ok{check}`, `agency_firewall_enforced`; the subnet pool (`pool` as `docker::pool_usage` returns it) |
 //! | `metrics::backup(id)` | yes | `agency-backup-<id>.prom`: `agency_backup_last_success_timestamp_seconds` (now), `agency_backup_snapshots`, `agency_backup_repository_bytes` (local repositories) |
 //! | `metrics::verify(id)` | yes | `agency-verify-<id>.prom`: `agency_verify_last_success_timestamp_seconds` (now) |
+//! | `metrics::remove_client(id)` | yes | removes the client's `agency-backup-<id>.prom` and `agency-verify-<id>.prom` (delete-client: a deleted client's series would stand forever); the paths removed |
 
 use std::{path::Path, rc::Rc, time::SystemTime};
 
@@ -76,6 +77,28 @@ fn backup(host: &Host, id: &str) -> Result<String> {
     })
 }
 
+/// Removes the per-client files of `METRICS_DIR` (none when it is empty).
+fn remove_client(host: &Host, id: &str) -> Result<rhai::Array> {
+    ClientLayout::new(&host.roots, id)?;
+    let dir = host.settings.get("METRICS_DIR");
+    let mut removed = rhai::Array::new();
+    if dir.is_empty() {
+        return Ok(removed);
+    }
+    for name in [format!("agency-backup-{id}.prom"), format!("agency-verify-{id}.prom")] {
+        let path = Path::new(dir).join(name);
+        if path.symlink_metadata().is_err() {
+            continue;
+        }
+        let target = path.display().to_string();
+        host.effects.apply("remove", &target, "the deleted client's metrics", Outcome::Removed, || {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {target}"))
+        })?;
+        removed.push(target.into());
+    }
+    Ok(removed)
+}
+
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
     let h = host.clone();
@@ -88,6 +111,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("verify", move |id: &str| -> ScriptResult<String> {
         ClientLayout::new(&h.roots, id).map_err(script_error)?;
         write(&h, &format!("agency-verify-{id}"), || Ok(metrics::verify(id, SystemTime::now()))).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("remove_client", move |id: &str| -> ScriptResult<rhai::Array> {
+        remove_client(&h, id).map_err(script_error)
     });
     module
 }

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod html;
 pub mod keycloak;
 pub mod layout;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod restic;
@@ -78,6 +79,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("html", html::create_module(host).into());
     engine.register_static_module("schedule", schedule::create_module(host).into());
     engine.register_static_module("notify", notify::create_module(host).into());
+    engine.register_static_module("logs", logs::create_module(host).into());
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");

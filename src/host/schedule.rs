@@ -34,8 +34,11 @@ fn var(vars: &Map, name: &str) -> String {
     vars.get(name).map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn systemd_runs() -> bool {
-    Path::new("/run/systemd/system").is_dir()
+/// Whether systemd runs here: its runtime directory (`SYSTEMD_RUNTIME`, default
+/// `/run/systemd/system`, what `sd_booted()` looks at) exists.
+fn systemd_runs(vars: &Map) -> bool {
+    let dir = var(vars, "SYSTEMD_RUNTIME");
+    Path::new(if dir.is_empty() { "/run/systemd/system" } else { &dir }).is_dir()
 }
 
 fn systemd_analyze() -> Result<PathBuf> {
@@ -217,7 +220,7 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
     let plan = plan(vars, clients)?;
     let mode = match var(vars, "MODE").as_str() {
         "auto" | "" => {
-            if systemd_runs() {
+            if systemd_runs(vars) {
                 "systemd"
             } else {
                 "cron"
@@ -304,7 +307,7 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
         }
     }
     remove_ours(host, &cron_file)?;
-    if systemd_runs() {
+    if systemd_runs(vars) {
         systemctl(host, &["daemon-reload"])?;
         if !started.is_empty() {
             let mut args = vec!["start"];
@@ -327,7 +330,7 @@ fn remove(host: &Host, vars: &Map) -> Result<Map> {
         .filter(|p| is_ours(p))
         .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
         .collect();
-    if systemd_runs() && !timers.is_empty() {
+    if systemd_runs(vars) && !timers.is_empty() {
         let mut args = vec!["stop"];
         args.extend(timers.iter().map(String::as_str));
         systemctl(host, &args)?;
@@ -342,7 +345,7 @@ fn remove(host: &Host, vars: &Map) -> Result<Map> {
             removed.push(path.display().to_string().into());
         }
     }
-    if systemd_runs() {
+    if systemd_runs(vars) {
         systemctl(host, &["daemon-reload"])?;
     }
     Ok(Map::from_iter([("removed".into(), removed.into())]))

@@ -13,6 +13,7 @@ pub mod ingress;
 pub mod inventory;
 pub mod isolation;
 pub mod layout;
+pub mod logs;
 pub mod metrics;
 pub mod networks;
 pub mod notify;

@@ -7,8 +7,9 @@
 //! Every request goes through curl with its whole configuration, URL included, on stdin
 //! (`curl -q -sS -K -`), as for Keycloak: webhook and ping URLs are credentials and never
 //! reach an argument list, a log line or a message (which names only scheme and host). Events
-//! carry the task, the client, the outcome and the failing checks' summaries: never a variable
-//! value other than CLIENT_ID, never a secret. Dry runs send nothing.
+//! carry the task, the client, the outcome, the run's error line (which can quote a value the
+//! operator gave, such as an invalid CLIENT_DOMAIN) and the failing checks' summaries: never a
+//! secret. Dry runs send nothing.
 
 use std::{
     path::PathBuf,

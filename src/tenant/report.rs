@@ -29,8 +29,8 @@ pub struct Page<'a> {
     pub pool_total: u64,
 }
 
-/// The status check that reports a client's running services (stacks), when a site has one.
-const SERVICES_CHECK: &str = "services";
+/// The status check of a client's running services: the `stack` check (src/stack_status.rs).
+const SERVICES_CHECK: &str = "stack";
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#111}\
 h1{font-size:1.4em;margin:0 0 .3em}p.meta{color:#444;margin:.2em 0}\
