@@ -70,9 +70,10 @@ impl Fixture {
             ]);
             fixture.run(&["deploy-client", &format!("CLIENT_ID={id}")]);
         }
+        // Traefik and the stacks start asynchronously; on a loaded CI machine that took over a minute.
         fixture.run(&["setup-ingress"]);
         for id in &fixture.ids {
-            wait_for(fixture.port, "/", &domain(id), 60, |status, body| status == 200 && body.contains("hello"));
+            wait_for(fixture.port, "/", &domain(id), 180, |status, body| status == 200 && body.contains("hello"));
         }
         Some(fixture)
     }
