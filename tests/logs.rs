@@ -70,8 +70,8 @@ impl Fixture {
             ]);
             fixture.run(&["deploy-client", &format!("CLIENT_ID={id}")]);
         }
-        // Traefik and the stacks start asynchronously; on a loaded CI machine that took over a minute.
         fixture.run(&["setup-ingress"]);
+        // Traefik and the stacks start asynchronously; on a loaded CI machine that took over a minute.
         for id in &fixture.ids {
             wait_for(fixture.port, "/", &domain(id), 180, |status, body| status == 200 && body.contains("hello"));
         }
