@@ -10,6 +10,7 @@
 //! - `drivers/`: external programs (docker, compose, restic, curl for Keycloak, nft);
 //! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators).
 
+pub mod builtin;
 pub mod cli;
 pub mod drivers;
 pub mod effects;

@@ -13,9 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("format", &[]),
     ("drivers", &["format", "fsutil", "error"]),
     ("effects", &["drivers", "format", "fsutil", "error"]),
-    // tenant/stack.rs reads the built-in files and tenant/notify.rs a `VAR=VALUE` parser from
-    // task/ (not the runner).
-    ("tenant", &["effects", "drivers", "format", "fsutil", "error", "task"]),
+    ("tenant", &["effects", "drivers", "format", "fsutil", "error", "builtin"]),
     ("host", &["tenant", "effects", "drivers", "format", "fsutil", "error"]),
 ];
 

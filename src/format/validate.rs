@@ -81,6 +81,17 @@ impl Kind {
     }
 }
 
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Splits a command-line `NAME=value` into its parts when NAME is a variable name.
+pub fn parse_assignment(arg: &str) -> Option<(&str, &str)> {
+    arg.split_once('=').filter(|(name, _)| is_var_name(name))
+}
+
 /// Quotes a value for an error message so control characters show as escapes.
 pub fn quote(value: &str) -> String {
     let shown: String = value.chars().take(60).collect();

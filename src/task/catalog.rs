@@ -7,18 +7,17 @@ use std::{
 };
 
 use crate::{
+    builtin::{self, BUILTIN_FILES},
     error::{Error, Result},
     format::suggest::did_you_mean_task,
     task::plugin::Plugin,
     task::taskfile::{Origin, SourcePath, Task},
 };
 
-include!(concat!(env!("OUT_DIR"), "/builtin_files.rs"));
-
 /// Reads a built-in or on-disk source file.
 pub fn read_source(path: &SourcePath) -> Option<String> {
     match path {
-        SourcePath::Embedded(key) => BUILTIN_FILES.iter().find(|(k, _)| k == key).map(|(_, text)| text.to_string()),
+        SourcePath::Embedded(key) => builtin::file(key).map(str::to_string),
         SourcePath::Disk(path) => fs::read_to_string(path).ok(),
     }
 }

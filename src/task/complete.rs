@@ -14,8 +14,8 @@ use clap_complete::{CompletionCandidate, env::Shells};
 use crate::{
     cli::Opts,
     error::{Error, Result},
+    format::validate::parse_assignment,
     task::catalog::Catalog,
-    task::vars::parse_assignment,
 };
 
 /// The environment variable that turns a run into a completion request.

@@ -8,8 +8,9 @@ use std::{fs, path::Path};
 use serde::Deserialize;
 
 use crate::{
+    builtin::BUILTIN_FILES,
     error::{Error, Result, SourceSpan},
-    task::catalog::{BUILTIN_FILES, read_source},
+    task::catalog::read_source,
     task::taskfile::{Origin, Script, SourcePath, Task},
 };
 

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use crate::{
     error::{Error, Result},
     format::suggest::did_you_mean,
-    format::validate::{parse_bool, quote},
+    format::validate::{parse_assignment, parse_bool, quote},
     task::taskfile::Task,
     tenant::layout::Roots,
     tenant::settings::Settings,
@@ -33,17 +33,6 @@ pub struct Invocation {
     pub assignments: BTreeMap<String, String>,
     /// `make -n` reached us through `MAKEFLAGS`.
     pub make_dry_run: bool,
-}
-
-fn is_var_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Splits `NAME=value` into its parts when NAME is a variable name.
-pub fn parse_assignment(arg: &str) -> Option<(&str, &str)> {
-    arg.split_once('=').filter(|(name, _)| is_var_name(name))
 }
 
 impl Invocation {

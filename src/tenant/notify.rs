@@ -168,7 +168,7 @@ impl Notifier {
         makeflags: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, Error> {
-        let Some(task) = args.iter().find(|a| crate::task::vars::parse_assignment(a).is_none()) else {
+        let Some(task) = args.iter().find(|a| validate::parse_assignment(a).is_none()) else {
             return Ok(None);
         };
         let value = |name: &str| raw_value(args, makeflags, env, name);

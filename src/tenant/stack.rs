@@ -113,7 +113,7 @@ pub fn check_name(name: &str) -> Result<()> {
 
 /// The names of the built-in stacks.
 pub fn builtin_names() -> Vec<String> {
-    crate::task::catalog::BUILTIN_FILES
+    crate::builtin::BUILTIN_FILES
         .iter()
         .filter_map(|(key, _)| key.strip_prefix("stacks/")?.strip_suffix("/compose.yml"))
         .map(str::to_string)
@@ -129,8 +129,8 @@ impl Stack {
             return Stack::parse(name, &path.display().to_string(), &text);
         }
         let key = format!("stacks/{name}/compose.yml");
-        match crate::task::catalog::BUILTIN_FILES.iter().find(|(k, _)| *k == key) {
-            Some((_, text)) => Stack::parse(name, "built-in", text),
+        match crate::builtin::file(&key) {
+            Some(text) => Stack::parse(name, "built-in", text),
             None => bail!(
                 "no stack {name:?}: neither {} nor a built-in one (built in: {})",
                 path.display(),
