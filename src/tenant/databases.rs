@@ -245,8 +245,10 @@ impl DumpReader {
         let line = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
         if let Some(database) = self.database_switch(&line) {
-            self.tables.entry(database.clone()).or_insert(0);
-            self.database = Some(database);
+            if let Some(name) = &database {
+                self.tables.entry(name.clone()).or_insert(0);
+            }
+            self.database = database;
         } else if self.creates_table(&line)
             && let Some(database) = &self.database
         {
@@ -254,11 +256,13 @@ impl DumpReader {
         }
     }
 
-    fn database_switch(&self, line: &str) -> Option<String> {
+    /// The database a line switches to: `Some(None)` for a template, whose tables count
+    /// nowhere.
+    fn database_switch(&self, line: &str) -> Option<Option<String>> {
         match self.engine {
             Engine::MariaDb => {
                 let name = line.strip_prefix("USE `")?.strip_suffix("`;")?;
-                Some(name.replace("``", "`"))
+                Some(Some(name.replace("``", "`")))
             }
             Engine::Postgres => {
                 let target = line.strip_prefix("\\connect ")?.trim();
@@ -271,7 +275,7 @@ impl DumpReader {
                     None => target.to_string(),
                 };
                 // Templates are no user database (the table counts leave them out too).
-                Some(name).filter(|n| n != "template1" && n != "template0")
+                Some(Some(name).filter(|n| n != "template1" && n != "template0"))
             }
         }
     }
@@ -320,7 +324,7 @@ mod tests {
 
     #[test]
     fn counts_the_tables_of_each_database_of_pg_dumpall() {
-        let dump = "\\connect template1\nCREATE TABLE public.t (x int);\n\\connect postgres\n\
+        let dump = "\\connect postgres\n\\connect template1\nCREATE TABLE public.t (x int);\n\
                     CREATE DATABASE app WITH TEMPLATE = template0;\n\\connect app\nCREATE TABLE public.items (\n    id integer\n);\n\
                     CREATE UNLOGGED TABLE public.cache (k text);\nCOPY public.items (id) FROM stdin;\n1\n\\.\n\
                     \\connect -reuse-previous=on \"dbname='it\\'s'\"\n\\connect \"Odd\"\nCREATE TABLE x.y (z int);\n";
