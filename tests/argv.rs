@@ -3,7 +3,8 @@
 //! the Keycloak fake. No secret value (any generation of secrets.env, the Keycloak admin
 //! password, an issued token) is in any argv. And a dry run of every task starts no child that
 //! changes anything, sends no changing request and writes no file: every mutation goes
-//! through the effects layer.
+//! through the effects layer. The client-data tests (tests/client_data.rs) run this shim
+//! through backups, restores and verifications of real databases.
 
 use std::{
     collections::BTreeMap,
@@ -90,7 +91,7 @@ fn live<'a>(test: Test<'a>, shim: &Shim, keycloak: &FakeKeycloak, pool: &str) ->
 }
 
 /// Every secret value the site holds: all generations of secrets.env.
-fn secret_values(site: &Site, id: &str) -> Vec<(String, String)> {
+pub(crate) fn secret_values(site: &Site, id: &str) -> Vec<(String, String)> {
     let dir = site.secrets_file(id).parent().unwrap().to_path_buf();
     let mut files = vec![site.secrets_file(id)];
     if let Ok(history) = fs::read_dir(dir.join("history")) {

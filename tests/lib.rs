@@ -8,6 +8,7 @@ mod backup;
 mod bad_files;
 mod chaos;
 mod cli;
+mod client_data;
 mod compose;
 mod concurrency;
 mod containers;

@@ -147,6 +147,11 @@ impl Watch {
         Self { group, expired, _stop_watchdog: stop_watchdog }
     }
 
+    /// Sends `signal` to the child's process group (a pipeline stops one end this way).
+    pub fn signal(&self, signal: i32) {
+        signal_group(self.group, signal);
+    }
+
     /// Why the child was stopped, if agency stopped it: the deadline or a signal.
     pub fn stopped(&self) -> Option<anyhow::Error> {
         if self.expired.load(Ordering::SeqCst) {

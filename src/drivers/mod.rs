@@ -4,5 +4,6 @@ pub mod docker;
 pub mod keycloak;
 pub mod lifetime;
 pub mod nft;
+pub mod pipeline;
 pub mod process;
 pub mod restic;

@@ -118,7 +118,27 @@ impl Command {
         }
     }
 
-    fn not_started(&self) -> String {
+    /// The child as `std::process` spawns it (for pipelines, whose plumbing duct does not
+    /// expose): arguments, environment, and inside agency's lifetime.
+    pub(super) fn std_command(&self) -> std::process::Command {
+        if TRACE.load(Ordering::Relaxed) {
+            eprintln!("  $ {}", self.shown());
+        }
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        lifetime::tie(&mut command);
+        command
+    }
+
+    /// The program's file name, for messages.
+    pub(super) fn name(&self) -> String {
+        self.program.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    }
+
+    pub(super) fn not_started(&self) -> String {
         format!("could not start {}", self.program.display())
     }
 

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod checks;
+pub mod databases;
 pub mod docker;
 pub mod envfile;
 pub mod firewall;
@@ -67,6 +68,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_static_module("envfile", envfile::create_module(host).into());
     engine.register_static_module("secrets", secrets::create_module(host).into());
     engine.register_static_module("restic", restic::create_module(host).into());
+    engine.register_static_module("databases", databases::create_module(host).into());
     engine.register_static_module("keycloak", keycloak::create_module(host).into());
     engine.register_static_module("format", format::create_module().into());
     engine.register_static_module("audit", audit::create_module(host).into());

@@ -46,6 +46,8 @@ use crate::{
     effects::progress::Progress,
     format::envfile,
     tenant::backup::{self, BackupConfig, RepoStatus},
+    tenant::client_data,
+    tenant::dump_verify,
     tenant::layout::ClientLayout,
     tenant::recovery,
     tenant::repository,
@@ -164,12 +166,18 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("backup", move |id: &str| -> ScriptResult<Map> {
-        run_backup(&h, id, &[]).map_err(script_error)
+        run_backup(&h, id, &[], &[]).map_err(script_error)
     });
     let h = host.clone();
     module.set_native_fn("backup", move |id: &str, tags: Array| -> ScriptResult<Map> {
         let tags: Vec<String> = tags.into_iter().map(|t| t.to_string()).collect();
-        run_backup(&h, id, &tags).map_err(script_error)
+        run_backup(&h, id, &tags, &[]).map_err(script_error)
+    });
+    let h = host.clone();
+    module.set_native_fn("backup", move |id: &str, tags: Array, excludes: Array| -> ScriptResult<Map> {
+        let tags: Vec<String> = tags.into_iter().map(|t| t.to_string()).collect();
+        let excludes: Vec<String> = excludes.into_iter().map(|t| t.to_string()).collect();
+        run_backup(&h, id, &tags, &excludes).map_err(script_error)
     });
 
     let h = host.clone();
@@ -296,16 +304,21 @@ fn planned_init(host: &Host, target: &str) -> Result<String> {
     Ok(Outcome::Created.as_str().into())
 }
 
-fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
+fn run_backup(host: &Host, id: &str, extra_tags: &[String], excludes: &[String]) -> Result<Map> {
     let (layout, config) = repository::setup(host, id)?;
-    let plan = backup::plan(&host.roots, &layout, &config, extra_tags)?;
+    let mut plan = backup::plan(&host.roots, &layout, &config, extra_tags)?;
+    if let Some(relative) = excludes.iter().find(|e| !e.starts_with('/')) {
+        bail!("exclude {relative:?} is not an absolute path");
+    }
+    plan.request.excludes.extend(excludes.iter().cloned());
     let target = config.repository.to_string();
     let volume_names: Vec<String> = plan.volumes.iter().map(|v| v.name.clone()).collect();
     let detail = format!(
-        "{} path(s), {} volume(s){}; tags {}",
+        "{} path(s), {} volume(s){}{}; tags {}",
         plan.request.paths.len() - plan.volumes.len(),
         plan.volumes.len(),
         if volume_names.is_empty() { String::new() } else { format!(" ({})", volume_names.join(" ")) },
+        if excludes.is_empty() { String::new() } else { format!(", {} dumped data dir(s) left out", excludes.len()) },
         plan.request.tags.join(",")
     );
     repository::recover(host, &layout, &config)?;
@@ -377,20 +390,32 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
         }
         Err(e) => return Err(e),
     };
-    let needed = if planned.removed.is_empty() { Outcome::Unchanged } else { Outcome::Removed };
-    let detail = format!(
-        "{policy}; {} snapshot(s) to remove, {} kept{}",
-        planned.removed.len(),
-        planned.kept.len(),
-        if config.prune && needed == Outcome::Removed { "; prune" } else { "" }
-    );
-    let mut report = planned.clone();
-    host.effects.apply("restic forget", &target, &detail, needed, || {
-        report = repo.forget(&config.retention, config.prune)?;
-        Ok(())
-    })?;
-    map.insert("kept".into(), strings(report.kept.iter().map(|s| s.short_id.clone())));
-    map.insert("removed".into(), strings(report.removed.iter().map(|s| s.short_id.clone())));
+    // The files by the policy, then each service's dumps by the same rules, apart.
+    let dumps = repo.snapshots(&[client_data::DUMP_TAG.to_string()])?;
+    let mut policies = vec![("files".to_string(), config.retention.clone(), planned)];
+    for retention in client_data::dump_retention(&config, &dumps) {
+        let plan = repo.forget_plan(&retention)?;
+        policies.push((format!("dumps of {}", retention.tags[1]), retention, plan));
+    }
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for (what, retention, planned) in policies {
+        let needed = if planned.removed.is_empty() { Outcome::Unchanged } else { Outcome::Removed };
+        let detail = format!(
+            "{what}: {policy}; {} snapshot(s) to remove, {} kept{}",
+            planned.removed.len(),
+            planned.kept.len(),
+            if config.prune && needed == Outcome::Removed { "; prune" } else { "" }
+        );
+        let mut report = planned.clone();
+        host.effects.apply("restic forget", &target, &detail, needed, || {
+            report = repo.forget(&retention, config.prune)?;
+            Ok(())
+        })?;
+        kept.extend(report.kept.iter().map(|s| s.short_id.clone()));
+        removed.extend(report.removed.iter().map(|s| s.short_id.clone()));
+    }
+    map.insert("kept".into(), strings(kept));
+    map.insert("removed".into(), strings(removed));
     Ok(map)
 }
 
@@ -461,13 +486,15 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
     map.insert("client".into(), text(id));
     map.insert("repository".into(), text(config.repository.to_string()));
     repository::recover(host, &layout, &config)?;
+    let mut dumps = Array::new();
     let outcome = (|| -> Result<(usize, String, String)> {
         let repo = backup::repo(&repository::locate()?, &layout, &config)?;
         let snapshots = repo.snapshots(&[])?;
         let subset = subset.unwrap_or(&config.check_subset);
         repo.check(Some(subset).filter(|s| !s.is_empty() && *s != "0%" && *s != "0"))?;
         let check = if subset.is_empty() { "ok".to_string() } else { format!("ok (read back {subset} of the data)") };
-        let Some(newest) = snapshots.iter().max_by_key(|s| s.system_time().ok()) else {
+        let files = snapshots.iter().filter(|s| !s.tags.iter().any(|t| t == client_data::DUMP_TAG));
+        let Some(newest) = files.max_by_key(|s| s.system_time().ok()) else {
             bail!("the repository holds no snapshot to restore a sample from");
         };
         let scratch =
@@ -479,24 +506,39 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
         }
         repo.restore(&newest.id, scratch.path(), &[sample.display().to_string()])?;
         let restored = scratch.path().join(sample.strip_prefix("/").unwrap_or(sample));
-        let text = std::fs::read_to_string(&restored).map_err(|e| {
+        let restored_text = std::fs::read_to_string(&restored).map_err(|e| {
             anyhow!(
                 "the test restore of {} from snapshot {} gave no readable file: {e}",
                 sample.display(),
                 newest.short_id
             )
         })?;
-        let values = envfile::parse(&text).context("the restored client.env does not parse")?;
+        let values = envfile::parse(&restored_text).context("the restored client.env does not parse")?;
         match values.get("CLIENT_ID") {
             Some(found) if found == id => {}
             other => bail!("the restored client.env names client {other:?}, not {id}"),
         }
-        Ok((
-            snapshots.len(),
-            check,
-            format!("a copy of {} from snapshot {} restored into a scratch dir", sample.display(), newest.short_id),
-        ))
+        let mut sample =
+            format!("a copy of {} from snapshot {} restored into a scratch dir", sample.display(), newest.short_id);
+        let verdicts = dump_verify::verify_dumps(host, &layout, &repo, &snapshots)?;
+        for verdict in &verdicts {
+            let mut entry = Map::new();
+            entry.insert("service".into(), text(&verdict.service));
+            entry.insert("snapshot".into(), text(&verdict.snapshot));
+            entry.insert("ok".into(), Dynamic::from(verdict.ok));
+            entry.insert("message".into(), text(&verdict.message));
+            dumps.push(Dynamic::from(entry));
+        }
+        let failed: Vec<&str> = verdicts.iter().filter(|v| !v.ok).map(|v| v.message.as_str()).collect();
+        if !failed.is_empty() {
+            bail!("{}", failed.join("; "));
+        }
+        for verdict in &verdicts {
+            sample.push_str(&format!("; {}", verdict.message));
+        }
+        Ok((snapshots.len(), check, sample))
     })();
+    map.insert("dumps".into(), Dynamic::from(dumps));
     match outcome {
         Ok((count, check, sample)) => {
             map.insert("ok".into(), Dynamic::from(true));

@@ -5,8 +5,12 @@
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod client_data;
 pub mod context;
+pub mod data_restore;
+pub mod databases;
 pub mod deploy;
+pub mod dump_verify;
 pub mod filecheck;
 pub mod firewall;
 pub mod ingress;

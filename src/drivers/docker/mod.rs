@@ -72,6 +72,7 @@ pub struct Docker {
     calls: Arc<AtomicUsize>,
 }
 
+mod containers;
 mod error;
 mod image;
 mod model;
@@ -81,6 +82,7 @@ mod probe;
 #[cfg(test)]
 mod tests;
 
+pub use containers::*;
 pub use error::*;
 pub use image::*;
 pub use model::*;
@@ -383,27 +385,7 @@ impl Docker {
         stdin: Option<&[u8]>,
         secrets: &[&str],
     ) -> Result<String> {
-        if argv.is_empty() {
-            bail!("nothing to run in container {container}: the command is empty");
-        }
-        let mut args: Vec<String> = vec!["exec".into()];
-        if stdin.is_some() {
-            args.push("-i".into());
-        }
-        for (key, _) in env {
-            if key.is_empty() || key.contains('=') {
-                bail!("`{key}` is not a valid environment variable name");
-            }
-            args.push("-e".into());
-            args.push((*key).to_string());
-        }
-        args.push("--".into());
-        args.push(container.into());
-        args.extend(argv.iter().map(|a| a.to_string()));
-        let mut command = self.command(args);
-        for (key, value) in env {
-            command = command.env(key, value);
-        }
+        let mut command = self.exec_command(container, argv, env, stdin.is_some())?;
         if let Some(bytes) = stdin {
             command = command.stdin(bytes.to_vec());
         }

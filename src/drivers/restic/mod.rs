@@ -14,11 +14,13 @@ mod error;
 mod model;
 mod parse;
 mod repo;
+mod stream;
 
 pub use error::*;
 pub use model::*;
 pub use parse::*;
 pub use repo::*;
+pub use stream::*;
 
 use std::{fmt, fs, path::PathBuf, time::SystemTime};
 
