@@ -123,7 +123,7 @@ fn a_key_that_does_not_open_the_config_is_removed_and_never_one_that_does() {
     let removed: Vec<String> =
         steps(&rerun).into_iter().filter(|s| s.starts_with("removed restic key remove")).collect();
     assert_eq!(removed.len(), 1, "{:?}", steps(&rerun));
-    assert!(removed[0].contains("does not open the repository's config"), "{removed:?}");
+    assert!(removed[0].contains("does not open the repository with the password on disk"), "{removed:?}");
     assert_eq!(keys(&site, "rc-keys").len(), 1);
     opens_with_every_key(&site, "rc-keys");
     // Nothing left to remove: a third run changes nothing.
@@ -264,6 +264,76 @@ fn a_rotation_killed_in_key_add_leaves_its_password_file_only_in_the_secrets_dir
     let leftovers: Vec<String> =
         files(&secrets_dir).into_iter().filter(|n| n.starts_with('.') && n.ends_with(".tmp")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A key of another password: what a rotation killed in `key add` leaves once its password
+/// is rotated away (restic wrote the key; the password is no longer on disk).
+fn add_foreign_key(site: &Site, id: &str, foreign: &str) {
+    let file = site.path().join(format!("{id}-foreign"));
+    fs::write(&file, foreign).unwrap();
+    let added =
+        restic(site, id, &password(site, id), &["key", "add", &format!("--new-password-file={}", file.display())]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    fs::remove_file(&file).unwrap();
+}
+
+fn opens_with(site: &Site, id: &str, password: &str) -> bool {
+    restic(site, id, password, &["cat", "config"]).status.success()
+}
+
+#[test]
+fn a_key_no_password_on_disk_opens_is_removed_by_the_next_run_and_never_the_one_that_does() {
+    let site = Site::new();
+    create(&site, "rc-extra");
+    let foreign = "a-rotated-away-password";
+    add_foreign_key(&site, "rc-extra", foreign);
+    assert!(opens_with(&site, "rc-extra", foreign));
+    status_says(&site, "rc-extra", false, "2 keys in the repository (1 expected)");
+    status_says(&site, "rc-extra", false, "removes every key the password on disk does not open");
+
+    let backup = site.test().args(["--json", "backup-client", "CLIENT_ID=rc-extra"]).run();
+    let removed: Vec<String> = steps(&backup).into_iter().filter(|s| s.contains("restic key remove")).collect();
+    assert_eq!(removed.len(), 1, "{:?}", steps(&backup));
+    assert!(removed[0].contains("does not open the repository with the password on disk"), "{removed:?}");
+    assert_eq!(keys(&site, "rc-extra").len(), 1, "exactly one key");
+    assert!(!opens_with(&site, "rc-extra", foreign), "the rotated-away password no longer opens it");
+    opens_with_every_key(&site, "rc-extra");
+    let report = status_of(&site, "rc-extra", false).to_string();
+    assert!(!report.contains("keys in the repository"), "{report}");
+    // Nothing left: the next backup removes nothing.
+    let again = site.test().args(["--json", "backup-client", "CLIENT_ID=rc-extra"]).run();
+    assert!(!steps(&again).iter().any(|s| s.contains("restic key remove")), "{:?}", steps(&again));
+}
+
+#[test]
+fn during_a_rotation_the_pending_passwords_key_is_kept_and_a_foreign_one_removed() {
+    let site = Site::new();
+    create(&site, "rc-pend");
+    // A rotation stopped after its key add: secrets.env.next holds the new password, whose
+    // key is in the repository; a foreign key besides.
+    let secrets = site.secrets_file("rc-pend");
+    let next = secrets.with_file_name("secrets.env.next");
+    let current = fs::read_to_string(&secrets).unwrap();
+    let old = password(&site, "rc-pend");
+    let new = "the-pending-rotations-password";
+    fs::write(&next, current.replace(&old, new)).unwrap();
+    fs::set_permissions(&next, fs::Permissions::from_mode(0o600)).unwrap();
+    add_foreign_key(&site, "rc-pend", new);
+    add_foreign_key(&site, "rc-pend", "a-foreign-password");
+    assert_eq!(keys(&site, "rc-pend").len(), 3);
+    status_says(&site, "rc-pend", false, "3 keys in the repository (2 expected)");
+
+    site.test().args(["backup-client", "CLIENT_ID=rc-pend"]).run();
+    assert_eq!(keys(&site, "rc-pend").len(), 2, "the current and the pending password's keys");
+    assert!(opens_with(&site, "rc-pend", &old) && opens_with(&site, "rc-pend", new));
+    assert!(!opens_with(&site, "rc-pend", "a-foreign-password"));
+
+    // The rotation completes with one key: the pending password's.
+    site.test().args(["rotate-secrets", "CLIENT_ID=rc-pend", "SECRET=RESTIC_PASSWORD"]).run();
+    assert_eq!(password(&site, "rc-pend"), new);
+    assert_eq!(keys(&site, "rc-pend").len(), 1);
+    assert!(!opens_with(&site, "rc-pend", &old));
+    opens_with_every_key(&site, "rc-pend");
 }
 
 fn list_health(site: &Site, id: &str) -> String {

@@ -19,7 +19,7 @@
 //! | `restic::status(ids, deep)` | no | per client with a client.env, in the order of `ids`: `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
 //! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
-//! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
+//! | `restic::remove_previous_keys(id)` | yes | rotation: removes every key that neither the current `RESTIC_PASSWORD` nor a pending one opens (the previous password's after the swap); the number removed |
 //! | `restic::remove_previous_keys(id, current_too)` | yes | the same; in a dry run `current_too` plans the removal of the current key too (as after a swap) |
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
@@ -27,8 +27,9 @@
 //!
 //! ² Before `backup`, `forget`, `verify`, `add_pending_key` and `remove_previous_keys` use a
 //! local repository holding lock files, the locks of restic processes of this host that are
-//! gone are removed (a `restic unlock` step naming their PIDs); `status` counts keys and
-//! lock files, and with `deep` names the stale locks.
+//! gone are removed (a `restic unlock` step naming their PIDs), and so is every key that
+//! neither the password on disk nor a pending rotation's opens (a `restic key remove` step);
+//! `status` counts keys and lock files, and with `deep` names the stale locks.
 
 use std::{
     path::{Path, PathBuf},
@@ -49,7 +50,6 @@ use crate::{
     tenant::client_data,
     tenant::dump_verify,
     tenant::layout::ClientLayout,
-    tenant::recovery,
     tenant::repository,
 };
 
@@ -293,8 +293,8 @@ fn init(host: &Host, id: &str) -> Result<String> {
     })?;
     // A second init of an earlier run may have left a key whose master key does not open the
     // config (restic then fails for the password on disk whenever it tries that key first).
-    if outcome == Outcome::Unchanged && location.key_files()?.len() > 1 {
-        recovery::remove_keys_not_opening_config(host, &backup::repo(&repository::locate()?, &layout, &config)?)?;
+    if outcome == Outcome::Unchanged {
+        repository::recover(host, &layout, &config)?;
     }
     Ok(outcome.as_str().into())
 }

@@ -450,12 +450,13 @@ pub fn status_cheap(layout: &ClientLayout, config: &BackupConfig, now: SystemTim
 /// next backup, rotation or verify tell and remove the stale ones.
 fn judge_keys_and_locks(status: &mut RepoStatus, layout: &ClientLayout, location: &Location) {
     let keys = location.key_files().map(|k| k.len()).unwrap_or(0);
-    let expected = if crate::tenant::rotation::pending_path(layout).exists() { 2 } else { 1 };
+    let expected = crate::tenant::recovery::expected_keys(crate::tenant::rotation::pending_path(layout).exists());
     if keys > expected {
         status.level = Level::Problem;
         status.message = format!(
             "{keys} keys in the repository ({expected} expected): a password other than the one on disk may \
-             open it; rotate-secrets (or create-client, for a key that does not open the config) removes them"
+             open it; the next backup-client, verify-backup or rotate-secrets removes every key the password \
+             on disk does not open"
         );
         return;
     }

@@ -35,8 +35,9 @@ pub fn locate() -> Result<Restic> {
     Restic::locate().map_err(|e| anyhow!("{e}; or set AGENCY_BACKUPS=off on a host that keeps no backups"))
 }
 
-/// Clears what killed runs left before the repository is used (`recovery::before_use`).
-pub fn recover(cx: &Context, layout: &ClientLayout, config: &BackupConfig) -> Result<()> {
+/// Clears what killed runs left before the repository is used (`recovery::before_use`);
+/// the number of keys removed.
+pub fn recover(cx: &Context, layout: &ClientLayout, config: &BackupConfig) -> Result<usize> {
     recovery::before_use(cx, layout, &config.repository, || backup::repo(&locate()?, layout, config))
 }
 
@@ -107,53 +108,22 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
-/// the secrets history (not the current or a pending one) is removed, using the current
-/// password — which must therefore open the repository first.
+/// Rotation, "old keys removed": every key that neither the current password nor a pending
+/// one opens is removed (after the swap: the previous password's; first thing in a run:
+/// what an interrupted one left). In a dry run, `current_too` plans the removal of the
+/// current password's key, as the swap planned before it would leave it a previous one.
 pub fn remove_previous_keys(cx: &Context, id: &str, current_too: bool) -> Result<usize> {
     if !backups_on(cx)? {
         return Ok(0);
     }
     let (layout, config) = setup(cx, id)?;
-    recover(cx, &layout, &config)?;
     let target = config.repository.to_string();
-    let current_values = rotation::current(&layout)?;
-    let current = password_in(&current_values, &layout.secrets_file)?;
-    let pending_path = rotation::pending_path(&layout);
-    let pending = rotation::read_optional(&pending_path)?;
-    let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
-    let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
-    if let Some(value) = pending_value.as_deref() {
-        keep.push(value);
-    }
-    // Only the newest previous password can still have a key: every run removes it (after
-    // its own swap, and first thing after an interrupted one), and each check costs a key
-    // derivation.
-    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
-    candidates.truncate(1);
     if current_too && cx.effects.dry_run() {
-        candidates.insert(0, current.expose_for_comparison().to_string());
+        let detail = "key of the previous RESTIC_PASSWORD";
+        cx.effects.apply("restic key remove", &target, detail, Outcome::Removed, || Ok(()))?;
+        return Ok(1);
     }
-    if candidates.is_empty() {
-        return Ok(0);
-    }
-    let restic = locate()?;
-    let with_current = restic.repo(config.repository.clone(), current.clone());
-    let mut removed = 0;
-    for candidate in candidates {
-        let old = restic.repo(config.repository.clone(), Password::new(candidate)?);
-        cx.output.begin("restic key list", &target);
-        let keys = match old.key_list() {
-            Ok(keys) => keys,
-            Err(e) if matches!(ResticError::of(&e), Some(ResticError::WrongPassword { .. })) => continue,
-            Err(e) => return Err(e),
-        };
-        let Some(key) = keys.into_iter().find(|k| k.current) else { continue };
-        let detail = format!("key {} of a previous RESTIC_PASSWORD", key.id);
-        cx.effects
-            .apply("restic key remove", &target, &detail, Outcome::Removed, || with_current.key_remove(&key.id))?;
-        removed += 1;
-    }
+    let removed = recover(cx, &layout, &config)?;
     if removed == 0 {
         cx.effects.unchanged("restic key remove", &target, "no key of a previous RESTIC_PASSWORD is left");
     }

@@ -143,22 +143,6 @@ pub fn history_name(now: SystemTime) -> String {
     format!("{HISTORY_PREFIX}{stamp}")
 }
 
-/// The distinct earlier values of `key` in the history, newest first, without `except`.
-pub fn previous_values(layout: &ClientLayout, key: &str, except: &[&str]) -> Result<Vec<String>> {
-    let mut values: Vec<String> = Vec::new();
-    for file in history_files(layout)?.iter().rev() {
-        let generation = secrets::read(file)?;
-        if let Some(value) = generation.get(key)
-            && !value.is_empty()
-            && !except.contains(&value.as_str())
-            && !values.contains(value)
-        {
-            values.push(value.clone());
-        }
-    }
-    Ok(values)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

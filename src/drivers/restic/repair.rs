@@ -30,10 +30,11 @@ fn holds_files(dir: &Path) -> bool {
 }
 
 impl Location {
-    /// The key files of a local repository (their ids); empty for a remote one.
+    /// The key files of a local repository (their ids); empty for a remote one. A restic
+    /// killed while writing a key leaves a `<id>-tmp-...` file that is no key.
     pub fn key_files(&self) -> Result<Vec<String>> {
         match self {
-            Self::Local(path) => entries(&path.join("keys")),
+            Self::Local(path) => Ok(entries(&path.join("keys"))?.into_iter().filter(|name| is_file_id(name)).collect()),
             Self::Remote(_) => Ok(Vec::new()),
         }
     }

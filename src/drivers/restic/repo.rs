@@ -24,6 +24,11 @@ impl Repo {
         &self.location
     }
 
+    /// The same repository opened with another password.
+    pub fn with_password(&self, password: Password) -> Repo {
+        Repo { password, ..self.clone() }
+    }
+
     /// A restic command for this repository: repository and password in the environment;
     /// variables of the operator's shell that would override or conflict with them are
     /// emptied (restic treats an empty value as unset).
