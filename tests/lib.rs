@@ -43,6 +43,7 @@ mod setup_roles;
 mod stacks;
 mod status;
 mod support;
+mod swarm;
 mod traefik;
 mod traffic_guard;
 mod variables;

@@ -6,3 +6,4 @@ pub mod lifetime;
 pub mod nft;
 pub mod process;
 pub mod restic;
+pub mod swarm;
