@@ -52,10 +52,11 @@ runtime-packages:
 	    echo "agency drives programs this machine lacks; install them with: sudo apt-get install$$missing"; \
 	fi
 
-# Tests that judge isolation by real packets, or attach to a Swarm overlay, run alone after
-# the rest: every `docker network create` elsewhere briefly lifts the engine's isolation
-# between bridges and slows overlay attachment (docs/networks.md).
-QUIET_ENGINE_TESTS := status::two_clients_are_isolated_by_real_packets status::probe_reaches_a_namespace_beyond_the_host networks::overlay_networks_on_a_single_node_swarm
+# Tests that judge isolation by real packets, or make this engine a Swarm for a while, run
+# alone after the rest: every `docker network create` elsewhere briefly lifts the engine's
+# isolation between bridges and slows overlay attachment (docs/networks.md), and a Swarm
+# test must be the only one to init and leave the Swarm.
+QUIET_ENGINE_TESTS := status::two_clients_are_isolated_by_real_packets status::probe_reaches_a_namespace_beyond_the_host networks::overlay_networks_on_a_single_node_swarm swarm::a_site_stack_runs_as_a_swarm_stack_on_overlay_networks
 
 # The README's test command; CI runs it. tests/setup first installs what the tests need
 # (as root; otherwise it names the command) and builds the test images once per machine.

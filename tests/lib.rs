@@ -44,6 +44,7 @@ mod setup_roles;
 mod stacks;
 mod status;
 mod support;
+mod swarm;
 mod traefik;
 mod traffic_guard;
 mod variables;

@@ -2,7 +2,7 @@
 //! backend and database internal, subnets allocated from AGENCY_SUBNET_POOL, recorded and kept,
 //! drift and foreign networks reported, race-safe allocation, overlay on a single-node swarm.
 
-use std::{collections::BTreeMap, process::Command};
+use std::collections::BTreeMap;
 
 use agency::tenant::subnet::Ipv4Net;
 
@@ -11,6 +11,7 @@ use crate::{
     create_client::bash_value,
     require_docker,
     support::docker::{Scratch, busybox_image, check, client_networks, docker_calls, report, scratch_pool, unique},
+    support::swarm::SingleNodeSwarm,
     test::{Output, Site},
 };
 
@@ -304,36 +305,12 @@ fn create_client_takes_other_clients_subnets_from_their_records() {
     no_overlaps(&all);
 }
 
-/// Leaves the swarm (and removes the bridge it made) when dropped, if this test joined it.
-struct SwarmGuard {
-    gwbridge_existed: bool,
-}
-
-impl Drop for SwarmGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["swarm", "leave", "--force"]).output();
-        if !self.gwbridge_existed {
-            let _ = Command::new("docker").args(["network", "rm", "docker_gwbridge"]).output();
-        }
-    }
-}
-
 #[test]
 fn overlay_networks_on_a_single_node_swarm() {
     let docker = require_docker!();
     let image = busybox_image(&docker);
+    let Some(_swarm) = SingleNodeSwarm::init("overlay test") else { return };
     let scratch = Scratch::new(&docker);
-    let state = scratch.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-    if state.trim() != "inactive" {
-        crate::support::loud_skip(&format!(
-            "overlay test: the engine is already in a swarm ({}); not touching it",
-            state.trim()
-        ));
-        return;
-    }
-    let gwbridge_existed = docker.inspect_networks(&["docker_gwbridge"]).unwrap().len() == 1;
-    scratch.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-    let _swarm = SwarmGuard { gwbridge_existed };
 
     let site = Site::with_docker();
     let id = scratch.client(&unique("ovl"));

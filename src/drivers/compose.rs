@@ -90,13 +90,23 @@ impl Compose {
         if output.success() {
             return Ok(());
         }
-        let mut line =
-            output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output").to_string();
-        for (_, value) in project.env.iter().filter(|(_, v)| v.len() >= 4) {
-            line = line.replace(value.as_str(), "<redacted>");
-        }
-        Err(anyhow!("`{}` failed (exit {}): {line}", self.describe(project, action), output.code))
+        Err(anyhow!(
+            "`{}` failed (exit {}): {}",
+            self.describe(project, action),
+            output.code,
+            masked_last_error(&output, project.env)
+        ))
     }
+}
+
+/// The last non-empty stderr line, every value of `env` (of 4 characters or more) masked.
+pub fn masked_last_error(output: &process::Output, env: &[(String, String)]) -> String {
+    let mut line =
+        output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output").to_string();
+    for (_, value) in env.iter().filter(|(_, v)| v.len() >= 4) {
+        line = line.replace(value.as_str(), "<redacted>");
+    }
+    line
 }
 
 /// The containers of project `name`, running or not, with the labels agency reads (one

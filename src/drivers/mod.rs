@@ -7,3 +7,4 @@ pub mod nft;
 pub mod pipeline;
 pub mod process;
 pub mod restic;
+pub mod swarm;

@@ -21,20 +21,17 @@
 
 use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, rc::Rc};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use rhai::{Array, Dynamic, Map, Module};
 
 use super::{Host, ScriptResult, checks::check_dynamic, script_error};
 use crate::{
-    drivers::{
-        compose::{self, Compose, Project},
-        docker::Docker,
-    },
-    effects::Outcome,
-    tenant::deploy::{self, Limits, Needed},
+    drivers::{compose::Compose, docker::Docker},
     tenant::layout::ClientLayout,
-    tenant::stack::{ClientSpec, DEFAULT_STACK, Stack},
+    tenant::stack::Stack,
+    tenant::stack_run,
     tenant::stack_status::{self, Inspection},
+    tenant::swarm::Runner,
 };
 
 /// An inspection handed to scripts (cheap to copy).
@@ -65,124 +62,29 @@ impl State {
     }
 }
 
-fn read_env(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
-    Ok(crate::format::envfile::parse(&text)?.into_iter().collect())
-}
-
 fn map_env(env: &Map) -> BTreeMap<String, String> {
     env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// The stack named in client.env (`STACK`), the built-in default for clients without one.
-pub fn stack_of(host: &Host, env: &BTreeMap<String, String>) -> Result<Stack> {
-    Stack::load(&host.site_dir, env.get("STACK").map_or(DEFAULT_STACK, String::as_str))
-}
-
-fn render(stack: &Stack, id: &str, env: &BTreeMap<String, String>) -> Result<(serde_json::Value, String)> {
-    let limits = Limits::from_env(env)?;
-    let spec = ClientSpec { id, cpus: limits.cpus, memory: &limits.memory, pids: limits.pids };
-    let rendered = stack.render_override(&spec);
-    let text = format!(
-        "# Rendered by agency from stack {} ({}) for client {id}; re-rendered on every deploy.\n{}",
-        stack.name,
-        stack.origin,
-        crate::format::yaml::render(&rendered)
-    );
-    Ok((rendered, text))
 }
 
 fn upstream(stack: &Stack, id: &str) -> String {
     stack.routed().map(|s| format!("http://{id}-{}:{}", s.name, s.http_port.unwrap_or(80))).unwrap_or_default()
 }
 
-/// Writes `text` through the effects layer; in a dry run a changed file's diff is printed.
-fn write_shown(host: &Host, path: &std::path::Path, text: &str) -> Result<Outcome> {
-    let current = std::fs::read_to_string(path).unwrap_or_default();
-    if host.effects.dry_run() && current != text {
-        host.output.note(&format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
-    }
-    super::fs::write_file(host, &path.display().to_string(), text.as_bytes(), 0o640, "").map_err(|e| anyhow!("{e}"))
-}
-
 fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
-    let layout = ClientLayout::new(&host.roots, id)?;
-    if !layout.env_file.exists() {
-        anyhow::bail!("client {id} does not exist: {} is missing (run create-client)", layout.env_file.display());
-    }
-    let client = read_env(&layout.env_file)?;
-    let secrets = read_env(&layout.secrets_file)?;
-    let stack = stack_of(host, &client)?;
-    let (rendered, override_text) = render(&stack, id, &client)?;
-    let base = layout.config_dir.join("compose.yml");
-    write_shown(host, &base, &stack.text)?;
-    write_shown(host, &layout.compose_override, &override_text)?;
-
-    let mut env = deploy::compose_env(&stack, &client, &secrets, &|name| std::env::var(name).ok())?;
     let docker = state.docker()?;
-    let images = deploy::images(&stack, &env);
-    let names: Vec<&str> = {
-        let mut names: Vec<&str> = images.values().map(String::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+    let deployed = stack_run::deploy(host, &docker, &|| state.compose(), id)?;
+    let services: Array = deployed.services.into_iter().map(Dynamic::from).collect();
+    let runner = match deployed.runner {
+        Runner::Compose => "compose",
+        Runner::Swarm => "swarm",
     };
-    let image_ids = compose::image_ids(&docker, &names)?;
-    let fingerprints = deploy::fingerprints(&stack, &rendered, &env, &image_ids);
-    for service in &stack.services {
-        env.insert(service.deploy_variable(), fingerprints[&service.name].clone());
-    }
-    let containers = compose::project_containers(&docker, id)?;
-    let (needed, detail) = match deploy::needed(&fingerprints, &containers) {
-        Needed::UpToDate => {
-            (Outcome::Unchanged, format!("{}: {} service(s) up to date", stack.name, fingerprints.len()))
-        }
-        Needed::Create => (Outcome::Created, format!("{}: services {}", stack.name, join(fingerprints.keys()))),
-        Needed::Update(changed) => (Outcome::Updated, format!("{}: {} changed", stack.name, changed.join(", "))),
-    };
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let project =
-        Project { name: id, directory: &layout.config_dir, files: [&base, &layout.compose_override], env: &env };
-    let action = ["up", "-d", "--remove-orphans"];
-    // Compose is looked for only when there is something to do.
-    let mut command = String::new();
-    if needed != Outcome::Unchanged {
-        let compose = state.compose()?;
-        command = compose.describe(&project, &action);
-        if host.effects.dry_run() {
-            host.output.note(&format!("would run: {command}"));
-        }
-    }
-    host.effects
-        .apply("compose up", &format!("stack {id}"), &detail, needed, || state.compose()?.run(&project, &action))?;
-    let services: Array = stack.services.iter().map(|s| Dynamic::from(s.name.clone())).collect();
     Ok(Map::from_iter([
-        ("stack".into(), stack.name.clone().into()),
-        ("outcome".into(), needed.as_str().into()),
+        ("stack".into(), deployed.stack.into()),
+        ("outcome".into(), deployed.outcome.as_str().into()),
         ("services".into(), services.into()),
-        ("command".into(), command.into()),
+        ("command".into(), deployed.command.into()),
+        ("runner".into(), runner.into()),
     ]))
-}
-
-fn join<'a>(items: impl Iterator<Item = &'a String>) -> String {
-    items.map(String::as_str).collect::<Vec<_>>().join(", ")
-}
-
-fn stop(host: &Host, state: &State, id: &str) -> Result<String> {
-    ClientLayout::new(&host.roots, id)?;
-    let docker = state.docker()?;
-    let containers = compose::project_containers(&docker, id)?;
-    if containers.is_empty() {
-        host.effects.unchanged("stack stop", &format!("stack {id}"), "no containers");
-        return Ok(Outcome::Unchanged.as_str().into());
-    }
-    let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-    let names: Vec<&String> = containers.iter().map(|c| &c.name).collect();
-    let detail = format!("containers {}; volumes kept", join(names.into_iter()));
-    host.effects.apply("stack stop", &format!("stack {id}"), &detail, Outcome::Removed, || {
-        compose::stop_and_remove(&docker, &ids, 10)
-    })?;
-    Ok(Outcome::Removed.as_str().into())
 }
 
 fn states(state: &State) -> Result<Map> {
@@ -252,11 +154,13 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         ]))
     });
 
-    let h = host.clone();
+    let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("override", move |name: &str, id: &str, env: Map| -> ScriptResult<String> {
         ClientLayout::new(&h.roots, id).map_err(script_error)?;
         let stack = Stack::load(&h.site_dir, name).map_err(script_error)?;
-        render(&stack, id, &map_env(&env)).map(|(_, text)| text).map_err(script_error)
+        let env = map_env(&env);
+        let runner = stack_run::runner(&h, &|| s.docker(), id, &env).map_err(script_error)?;
+        stack_run::render(&stack, id, &env, runner).map(|(_, text)| text).map_err(script_error)
     });
 
     let h = host.clone();
@@ -279,7 +183,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     module.set_native_fn("deploy", move |id: &str| -> ScriptResult<Map> { deploy(&h, &s, id).map_err(script_error) });
 
     let (h, s) = (host.clone(), state.clone());
-    module.set_native_fn("stop", move |id: &str| -> ScriptResult<String> { stop(&h, &s, id).map_err(script_error) });
+    module.set_native_fn("stop", move |id: &str| -> ScriptResult<String> {
+        let docker = s.docker().map_err(script_error)?;
+        stack_run::stop(&h, &docker, id).map(|o| o.as_str().into()).map_err(script_error)
+    });
 
     let s = state.clone();
     module.set_native_fn("states", move || -> ScriptResult<Map> { states(&s).map_err(script_error) });

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    drivers::{compose::LABEL_SERVICE as COMPOSE_SERVICE, docker::ContainerSummary},
+    drivers::{compose::LABEL_SERVICE as COMPOSE_SERVICE, docker::ContainerSummary, swarm},
     tenant::stack::{LABEL_DEPLOY, Stack, interpolate},
 };
 
@@ -127,35 +127,67 @@ pub fn fingerprints(
         .collect()
 }
 
-/// What a deploy must do, judged from the project's containers.
+/// What a deploy must do, judged from what runs of the client's stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Needed {
-    /// Every service has one running container deployed from the same inputs, and no other
-    /// container is in the project.
+    /// Every service has one running instance deployed from the same inputs, and nothing else
+    /// runs in the project.
     UpToDate,
-    /// No container yet.
+    /// Nothing deployed yet.
     Create,
-    /// These services (and containers of services no longer in the stack) change.
+    /// These services (and instances of services no longer in the stack) change.
     Update(Vec<String>),
 }
 
-pub fn needed(fingerprints: &BTreeMap<String, String>, containers: &[ContainerSummary]) -> Needed {
-    if containers.is_empty() {
+/// One deployed instance of a service: a Compose container, or a Swarm service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance<'a> {
+    pub service: &'a str,
+    /// Running as wanted (a container running; all of a Swarm service's tasks).
+    pub running: bool,
+    /// Its `agency.deploy` label.
+    pub fingerprint: Option<&'a str>,
+}
+
+/// The instances of a Compose project's containers.
+pub fn container_instances(containers: &[ContainerSummary]) -> Vec<Instance<'_>> {
+    containers
+        .iter()
+        .map(|c| Instance {
+            service: c.label(COMPOSE_SERVICE).unwrap_or(""),
+            running: c.state == "running",
+            fingerprint: c.label(LABEL_DEPLOY),
+        })
+        .collect()
+}
+
+/// The instances of a Swarm stack's services.
+pub fn service_instances<'a>(namespace: &str, services: &'a [swarm::Service]) -> Vec<Instance<'a>> {
+    services
+        .iter()
+        .map(|s| Instance {
+            service: s.short_name(namespace),
+            running: s.desired > 0 && s.running == s.desired,
+            fingerprint: s.labels.get(LABEL_DEPLOY).map(String::as_str),
+        })
+        .collect()
+}
+
+pub fn needed(fingerprints: &BTreeMap<String, String>, instances: &[Instance]) -> Needed {
+    if instances.is_empty() {
         return Needed::Create;
     }
     let mut changed: Vec<String> = Vec::new();
     for (service, fingerprint) in fingerprints {
-        let mine: Vec<&ContainerSummary> =
-            containers.iter().filter(|c| c.label(COMPOSE_SERVICE) == Some(service.as_str())).collect();
-        let fresh = matches!(mine.as_slice(), [c] if c.state == "running" && c.label(LABEL_DEPLOY) == Some(fingerprint.as_str()));
+        let mine: Vec<&Instance> = instances.iter().filter(|i| i.service == service).collect();
+        let fresh = matches!(mine.as_slice(), [i] if i.running && i.fingerprint == Some(fingerprint.as_str()));
         if !fresh {
             changed.push(service.clone());
         }
     }
-    for container in containers {
-        let service = container.label(COMPOSE_SERVICE).unwrap_or("");
-        if !fingerprints.contains_key(service) {
-            changed.push(format!("{service} (not in the stack)"));
+    for instance in instances {
+        if !fingerprints.contains_key(instance.service) {
+            changed.push(format!("{} (not in the stack)", instance.service));
         }
     }
     if changed.is_empty() { Needed::UpToDate } else { Needed::Update(changed) }
@@ -198,12 +230,36 @@ mod tests {
         let prints: BTreeMap<String, String> = [("web".into(), "a".into()), ("db".into(), "b".into())].into();
         assert_eq!(needed(&prints, &[]), Needed::Create);
         let fresh = [container("web", "running", "a"), container("db", "running", "b")];
-        assert_eq!(needed(&prints, &fresh), Needed::UpToDate);
+        assert_eq!(needed(&prints, &container_instances(&fresh)), Needed::UpToDate);
         let stale =
             [container("web", "running", "old"), container("db", "exited", "b"), container("cron", "running", "c")];
         assert_eq!(
-            needed(&prints, &stale),
+            needed(&prints, &container_instances(&stale)),
             Needed::Update(vec!["db".into(), "web".into(), "cron (not in the stack)".into()])
+        );
+        let twice =
+            [container("web", "running", "a"), container("web", "running", "a"), container("db", "running", "b")];
+        assert_eq!(needed(&prints, &container_instances(&twice)), Needed::Update(vec!["web".into()]));
+    }
+
+    #[test]
+    fn judges_a_swarm_stack_by_its_services() {
+        let prints: BTreeMap<String, String> = [("web".into(), "a".into())].into();
+        let service = |name: &str, running: u32, fingerprint: &str| swarm::Service {
+            id: name.into(),
+            name: format!("acme_{name}"),
+            running,
+            desired: 1,
+            labels: [(LABEL_DEPLOY.to_string(), fingerprint.to_string())].into(),
+        };
+        assert_eq!(needed(&prints, &service_instances("acme", &[service("web", 1, "a")])), Needed::UpToDate);
+        assert_eq!(
+            needed(&prints, &service_instances("acme", &[service("web", 0, "a")])),
+            Needed::Update(vec!["web".into()])
+        );
+        assert_eq!(
+            needed(&prints, &service_instances("acme", &[service("web", 1, "b"), service("old", 1, "c")])),
+            Needed::Update(vec!["web".into(), "old (not in the stack)".into()])
         );
     }
 }

@@ -31,5 +31,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod settings;
 pub mod stack;
+pub mod stack_run;
 pub mod stack_status;
 pub mod subnet;
+pub mod swarm;

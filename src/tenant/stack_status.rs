@@ -1,8 +1,9 @@
 //! The `stack` check of multi-tenancy-status, for all clients from two docker calls (`ps -q`
-//! of agency's containers, one `inspect` of them all): each deployed service running (restarts,
-//! health when defined), every container with the client's limits and the hardened defaults,
-//! only the routed service (and the shared ingress) on the frontend network, and the client's
-//! domain its own.
+//! of agency's containers, one `inspect` of them all), and a third (`docker service ls`) when
+//! some client runs on overlay networks: each deployed service running (restarts, health when
+//! defined; a Swarm service's tasks), every container with the client's limits and the hardened
+//! defaults, only the routed service (and the shared ingress) on the frontend network, and the
+//! client's domain its own. Of a Swarm stack, the task containers on this node are checked.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,11 +14,13 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    drivers::process::Command,
+    drivers::{process::Command, swarm},
     tenant::check::{Check, Status},
     tenant::deploy::Limits,
+    tenant::isolation::ENV_DRIVER,
     tenant::layout::{ClientLayout, Roots},
     tenant::stack::{DEFAULT_STACK, LABEL_SERVICE, Stack},
+    tenant::swarm::NO_NEW_PRIVILEGES_NOTE,
 };
 
 /// What status needs of one container.
@@ -35,10 +38,14 @@ pub struct Container {
     pub security_opt: Vec<String>,
     pub restart_policy: String,
     pub networks: Vec<String>,
+    /// A Swarm task's container (Swarm restarts tasks; it cannot set no-new-privileges).
+    pub swarm_task: bool,
 }
 
 pub struct Inspection {
     by_client: HashMap<String, Vec<Container>>,
+    /// The Swarm services of clients, as `docker service ls` shows them (without labels).
+    services: HashMap<String, Vec<swarm::Service>>,
     domains: BTreeMap<String, Vec<String>>,
     env: HashMap<String, BTreeMap<String, String>>,
 }
@@ -116,11 +123,21 @@ impl Inspection {
                         .as_object()
                         .map(|m| m.keys().cloned().collect())
                         .unwrap_or_default(),
+                    swarm_task: !label(swarm::LABEL_NAMESPACE).is_empty(),
                 });
             }
         }
         let envs = client_envs(roots);
-        Ok(Inspection { by_client, domains: domains_of(&envs), env: envs.into_iter().collect() })
+        let mut services: HashMap<String, Vec<swarm::Service>> = HashMap::new();
+        if envs.iter().any(|(_, env)| env.get(ENV_DRIVER).is_some_and(|d| d == "overlay")) {
+            // Not a manager: no client runs as a Swarm stack here.
+            for service in swarm::list(docker, "agency.managed=true")?.unwrap_or_default() {
+                if let Some((client, _)) = service.name.split_once('_') {
+                    services.entry(client.to_string()).or_default().push(service);
+                }
+            }
+        }
+        Ok(Inspection { by_client, services, domains: domains_of(&envs), env: envs.into_iter().collect() })
     }
 
     pub fn check(&self, site_dir: &Path, id: &str) -> Check {
@@ -136,15 +153,27 @@ impl Inspection {
                 ));
             }
         }
-        let containers = self.by_client.get(id).map(Vec::as_slice).unwrap_or_default();
+        let services = self.services.get(id).map(Vec::as_slice).unwrap_or_default();
+        // A Swarm keeps the exited containers of replaced tasks: only its running ones count.
+        let containers: Vec<&Container> =
+            self.by_client.get(id).into_iter().flatten().filter(|c| !c.swarm_task || c.status == "running").collect();
         let stack_name = env.get("STACK").map_or(DEFAULT_STACK, String::as_str);
-        let evidence = json!({
+        let mut evidence = json!({
             "stack": stack_name,
             "containers": containers.iter().map(|c| json!({
                 "name": c.name, "service": c.service, "status": c.status, "health": c.health, "restarts": c.restarts,
             })).collect::<Vec<_>>(),
         });
-        if containers.is_empty() {
+        if !services.is_empty() {
+            evidence["swarm_services"] = services
+                .iter()
+                .map(|s| json!({ "name": s.name, "running": s.running, "desired": s.desired }))
+                .collect();
+        }
+        for service in services.iter().filter(|s| s.running < s.desired || s.desired == 0) {
+            warnings.push(format!("service {} runs {}/{} task(s)", service.name, service.running, service.desired));
+        }
+        if containers.is_empty() && services.is_empty() {
             return match problems.is_empty() {
                 true => {
                     Check::new("stack", Status::Skip, format!("stack {stack_name} not deployed")).evidence(evidence)
@@ -155,7 +184,8 @@ impl Inspection {
         let routed = Stack::load(site_dir, stack_name).ok().and_then(|s| s.routed().map(|r| r.name.clone()));
         let limits = Limits::from_env(&env).ok();
         let frontend = format!("{id}_frontend");
-        for c in containers {
+        let mut swarm_without_no_new_privileges = false;
+        for c in &containers {
             if c.status != "running" {
                 warnings.push(format!("{} is {}", c.name, c.status));
             } else if c.health.as_deref().is_some_and(|h| h != "healthy" && h != "starting") {
@@ -172,9 +202,13 @@ impl Inspection {
                 problems.push(format!("{} keeps NET_RAW", c.name));
             }
             if !c.security_opt.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges") {
-                problems.push(format!("{} lacks no-new-privileges", c.name));
+                if c.swarm_task {
+                    swarm_without_no_new_privileges = true;
+                } else {
+                    problems.push(format!("{} lacks no-new-privileges", c.name));
+                }
             }
-            if c.restart_policy.is_empty() || c.restart_policy == "no" {
+            if !c.swarm_task && (c.restart_policy.is_empty() || c.restart_policy == "no") {
                 warnings.push(format!("{} has no restart policy", c.name));
             }
             if let Some(limits) = &limits {
@@ -189,6 +223,9 @@ impl Inspection {
             if c.networks.contains(&frontend) && routed.as_deref() != Some(c.service.as_str()) {
                 problems.push(format!("{} is on {frontend} but is not the service the ingress routes to", c.name));
             }
+        }
+        if swarm_without_no_new_privileges {
+            warnings.push(NO_NEW_PRIVILEGES_NOTE.to_string());
         }
         let running = containers.iter().filter(|c| c.status == "running").count();
         let (status, summary) = if !problems.is_empty() {

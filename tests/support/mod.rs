@@ -14,3 +14,4 @@ pub fn loud_skip(what: &str) {
     let _ = stderr.flush();
 }
 pub mod state;
+pub mod swarm;
