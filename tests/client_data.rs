@@ -242,7 +242,7 @@ fn acme_mariadb_round_trip_restore_and_verify_against_a_tampered_dump() {
     assert!(!listing.contains("ibdata1") && !listing.contains("/wordpress/kept"), "the live data directory was copied");
 
     sql("DROP DATABASE wordpress; DROP DATABASE shop").unwrap();
-    assert_ne!(checksum(), before);
+    assert!(sql("SELECT COUNT(*) FROM wordpress.kept").is_err(), "the database was dropped");
     let refused = acme.run_unchecked(&["restore-client", "ONLY=volumes"]);
     assert_eq!(refused.status, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("stop-client first"), "{}", refused.stderr);

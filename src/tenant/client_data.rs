@@ -71,7 +71,12 @@ pub struct DumpRecord {
 /// The client's running databases, and the names of database containers that are not
 /// running (their volumes are backed up as files, as they are consistent at rest).
 pub fn databases(docker: &Docker, id: &str) -> Result<(Vec<Database>, Vec<String>)> {
-    let filter = [(CLIENT_LABEL.to_string(), id.to_string()), (LABEL_DB.to_string(), String::new())];
+    // Every stack container carries its service's name; asking for the label returns it.
+    let filter = [
+        (CLIENT_LABEL.to_string(), id.to_string()),
+        (LABEL_DB.to_string(), String::new()),
+        (LABEL_SERVICE.to_string(), String::new()),
+    ];
     let containers = docker.list_containers_with_labels(&filter)?;
     let volumes = backup::client_volumes(id)?.unwrap_or_default();
     let (mut running, mut stopped) = (Vec::new(), Vec::new());
