@@ -20,7 +20,6 @@
 //! | `restic::status(id, deep)` | no | the same for one client |
 //! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
 //! | `restic::remove_previous_keys(id)` | yes | rotation: removes the key the newest previous `RESTIC_PASSWORD` of the secrets history still opens (not the current's, not a pending one's); the number removed |
-//! | `restic::remove_previous_keys(id, current_too)` | yes | the same; in a dry run `current_too` plans the removal of the current key too (as after a swap) |
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
@@ -223,13 +222,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     let h = host.clone();
     module.set_native_fn("remove_previous_keys", move |id: &str| -> ScriptResult<INT> {
-        Ok(repository::remove_previous_keys(&h, id, false).map_err(script_error)? as INT)
+        Ok(repository::remove_previous_keys(&h, id).map_err(script_error)? as INT)
     });
-    let h = host.clone();
-    module.set_native_fn("remove_previous_keys", move |id: &str, current_too: bool| -> ScriptResult<INT> {
-        Ok(repository::remove_previous_keys(&h, id, current_too).map_err(script_error)? as INT)
-    });
-
     module
 }
 
@@ -269,20 +263,23 @@ fn init(host: &Host, id: &str) -> Result<String> {
     } else {
         "password from secrets.env"
     };
-    let outcome = host.effects.apply("restic init", &target, detail, needed, || {
-        let repo = backup::repo(&repository::locate()?, &layout, &config)?;
-        if let Location::Local(path) = &config.repository {
-            // restic makes the directory 0700 itself; its parent must exist.
-            if let Some(parent) = path.parent() {
-                crate::fsutil::create_dir(parent, 0o700)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+    let outcome = host
+        .effects
+        .apply("restic init", &target, detail, needed, || {
+            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
+            if let Location::Local(path) = &config.repository {
+                // restic makes the directory 0700 itself; its parent must exist.
+                if let Some(parent) = path.parent() {
+                    crate::fsutil::create_dir(parent, 0o700)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
             }
-        }
-        if half_done {
-            location.clear_half_init()?;
-        }
-        repo.init()
-    })?;
+            if half_done {
+                location.clear_half_init()?;
+            }
+            repo.init()
+        })?
+        .outcome;
     // A second init of an earlier run may have left a key whose master key does not open the
     // config (restic then fails for the password on disk whenever it tries that key first).
     if outcome == Outcome::Unchanged && location.key_files()?.len() > 1 {
@@ -309,30 +306,31 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String]) -> Result<Map> {
         plan.request.tags.join(",")
     );
     repository::recover(host, &layout, &config)?;
-    let mut summary = None;
-    host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
-        let result = (|| {
-            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
-            let progress = Progress::start(&host.output, id);
-            repo.backup(&plan.request, |status| progress.update(status))
-        })();
-        let line = match &result {
-            Ok(s) => format!("backup ok {}", summary_line(s, plan.volumes.len())),
-            Err(e) => match ResticError::of(e) {
-                Some(ResticError::PartialBackup { summary, unreadable, .. }) => format!(
-                    "backup partial {} unreadable={}",
-                    summary_line(summary, plan.volumes.len()),
-                    unreadable.len().max(1)
-                ),
-                _ => format!("backup failed error={:?}", one_line(e)),
-            },
-        };
-        if let Err(e) = backup::log_result(&layout, &line) {
-            host.output.warn(&format!("could not append to the backup.log of {id}: {e}"));
-        }
-        summary = Some(result?);
-        Ok(())
-    })?;
+    let summary = host
+        .effects
+        .apply("restic backup", &target, &detail, Outcome::Created, || {
+            let result = (|| {
+                let repo = backup::repo(&repository::locate()?, &layout, &config)?;
+                let progress = Progress::start(&host.output, id);
+                repo.backup(&plan.request, |status| progress.update(status))
+            })();
+            let line = match &result {
+                Ok(s) => format!("backup ok {}", summary_line(s, plan.volumes.len())),
+                Err(e) => match ResticError::of(e) {
+                    Some(ResticError::PartialBackup { summary, unreadable, .. }) => format!(
+                        "backup partial {} unreadable={}",
+                        summary_line(summary, plan.volumes.len()),
+                        unreadable.len().max(1)
+                    ),
+                    _ => format!("backup failed error={:?}", one_line(e)),
+                },
+            };
+            if let Err(e) = backup::log_result(&layout, &line) {
+                host.output.warn(&format!("could not append to the backup.log of {id}: {e}"));
+            }
+            result
+        })?
+        .value;
     let mut map = Map::new();
     map.insert("planned".into(), Dynamic::from(summary.is_none()));
     map.insert("paths".into(), strings(plan.request.paths.iter().map(|p| p.display().to_string())));

@@ -98,9 +98,9 @@ fn upstream(stack: &Stack, id: &str) -> String {
 
 /// Writes `text` through the effects layer; in a dry run a changed file's diff is printed.
 fn write_shown(host: &Host, path: &std::path::Path, text: &str) -> Result<Outcome> {
-    let current = std::fs::read_to_string(path).unwrap_or_default();
-    if host.effects.dry_run() && current != text {
-        host.output.note(&format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
+    let current = host.effects.read_to_string(path).unwrap_or_default();
+    if current != text {
+        host.effects.plan_note(|| format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
     }
     super::fs::write_file(host, &path.display().to_string(), text.as_bytes(), 0o640, "").map_err(|e| anyhow!("{e}"))
 }
@@ -149,9 +149,7 @@ fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
     if needed != Outcome::Unchanged {
         let compose = state.compose()?;
         command = compose.describe(&project, &action);
-        if host.effects.dry_run() {
-            host.output.note(&format!("would run: {command}"));
-        }
+        host.effects.plan_note(|| format!("would run: {command}"));
     }
     host.effects
         .apply("compose up", &format!("stack {id}"), &detail, needed, || state.compose()?.run(&project, &action))?;

@@ -70,7 +70,7 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     };
     let target = config.repository.to_string();
     let pending_path = rotation::pending_path(&layout);
-    let Some(pending) = rotation::read_optional(&pending_path)? else {
+    let Some(pending) = rotation::read_optional(&cx.effects, &pending_path)? else {
         if cx.effects.dry_run() {
             let detail = "a key for the new RESTIC_PASSWORD";
             cx.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
@@ -100,27 +100,30 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     } else {
         "a key for the new RESTIC_PASSWORD (secrets.env.next)"
     };
-    let outcome = cx.effects.apply("restic key add", &target, detail, needed, || {
-        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
-        with_next.open().context("the new key was added but does not open the repository")
-    })?;
+    let outcome = cx
+        .effects
+        .apply("restic key add", &target, detail, needed, || {
+            restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
+            with_next.open().context("the new key was added but does not open the repository")
+        })?
+        .outcome;
     Ok(outcome)
 }
 
 /// Rotation, "old keys removed": the key opened by the newest previous `RESTIC_PASSWORD` of
 /// the secrets history (not the current or a pending one) is removed, using the current
 /// password — which must therefore open the repository first.
-pub fn remove_previous_keys(cx: &Context, id: &str, current_too: bool) -> Result<usize> {
+pub fn remove_previous_keys(cx: &Context, id: &str) -> Result<usize> {
     if !backups_on(cx)? {
         return Ok(0);
     }
     let (layout, config) = setup(cx, id)?;
     recover(cx, &layout, &config)?;
     let target = config.repository.to_string();
-    let current_values = rotation::current(&layout)?;
+    let current_values = rotation::current(&cx.effects, &layout)?;
     let current = password_in(&current_values, &layout.secrets_file)?;
     let pending_path = rotation::pending_path(&layout);
-    let pending = rotation::read_optional(&pending_path)?;
+    let pending = rotation::read_optional(&cx.effects, &pending_path)?;
     let pending_value = pending.as_ref().and_then(|p| p.get(backup::PASSWORD_KEY)).cloned();
     let mut keep: Vec<&str> = vec![current.expose_for_comparison()];
     if let Some(value) = pending_value.as_deref() {
@@ -129,11 +132,9 @@ pub fn remove_previous_keys(cx: &Context, id: &str, current_too: bool) -> Result
     // Only the newest previous password can still have a key: every run removes it (after
     // its own swap, and first thing after an interrupted one), and each check costs a key
     // derivation.
-    let mut candidates = rotation::previous_values(&layout, backup::PASSWORD_KEY, &keep)?;
+    // A dry run's planned swap is read back: its history file holds the password swapped out.
+    let mut candidates = rotation::previous_values(&cx.effects, &layout, backup::PASSWORD_KEY, &keep)?;
     candidates.truncate(1);
-    if current_too && cx.effects.dry_run() {
-        candidates.insert(0, current.expose_for_comparison().to_string());
-    }
     if candidates.is_empty() {
         return Ok(0);
     }
