@@ -2,6 +2,7 @@
 //! action instead of doing it; otherwise it does it and records the outcome for the step
 //! list, the audit log and `--json`. Details never hold secret values, only names.
 
+mod files;
 pub mod output;
 pub mod progress;
 
@@ -77,15 +78,24 @@ struct State {
     mutations: usize,
 }
 
+/// What [`Effects::apply`] did: the outcome it recorded, and the closure's value when the
+/// closure ran (`None` when the step was unchanged or only planned).
+#[derive(Debug)]
+pub struct Applied<T> {
+    pub outcome: Outcome,
+    pub value: Option<T>,
+}
+
 pub struct Effects {
     dry_run: bool,
     output: Rc<Output>,
     state: RefCell<State>,
+    planned_files: RefCell<files::PlannedFiles>,
 }
 
 impl Effects {
     pub fn new(dry_run: bool, output: Rc<Output>) -> Self {
-        Self { dry_run, output, state: RefCell::default() }
+        Self { dry_run, output, state: RefCell::default(), planned_files: RefCell::default() }
     }
 
     pub fn dry_run(&self) -> bool {
@@ -145,6 +155,14 @@ impl Effects {
         self.output.step(&change);
     }
 
+    /// Adds `note` (a diff, the command a step would run) to the output of a dry run, where
+    /// it shows what the plan means; a run that makes the change says nothing more.
+    pub fn plan_note(&self, note: impl FnOnce() -> String) {
+        if self.dry_run {
+            self.output.note(&note());
+        }
+    }
+
     /// Records a step that needs no change.
     pub fn unchanged(&self, action: &str, target: &str, detail: &str) {
         self.push(action, target, detail, Outcome::Unchanged, None);
@@ -159,10 +177,10 @@ impl Effects {
         detail: &str,
         needed: Outcome,
         apply: impl FnOnce() -> anyhow::Result<T>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<Applied<T>> {
         if needed == Outcome::Unchanged || self.dry_run {
             self.push(action, target, detail, needed, None);
-            return Ok(needed);
+            return Ok(Applied { outcome: needed, value: None });
         }
         if let Some(signal) = lifetime::interrupted() {
             return Err(lifetime::interrupted_error(signal).context(format!("{action} {target} not started")));
@@ -180,10 +198,10 @@ impl Effects {
             result
         });
         match result {
-            Ok(_) => {
+            Ok(value) => {
                 self.push(action, target, detail, needed, None);
                 fault::after(number);
-                Ok(needed)
+                Ok(Applied { outcome: needed, value: Some(value) })
             }
             Err(error) => {
                 let error = error.context(format!("{action} {target} failed"));

@@ -37,7 +37,12 @@ pub fn render<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resu
 /// Reads and parses the env file at `path`; an error names the place as `path:line: ...`
 /// (a file that is not UTF-8 too, at the line of its first bad byte).
 pub fn read_file(path: &std::path::Path) -> Result<IndexMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    parse_read(path, std::fs::read(path))
+}
+
+/// [`read_file`] of bytes read elsewhere (a dry run's planned file).
+pub fn parse_read(path: &std::path::Path, read: std::io::Result<Vec<u8>>) -> Result<IndexMap<String, String>> {
+    let bytes = read.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..bad].iter().filter(|b| **b == b'\n').count() + 1;

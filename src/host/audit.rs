@@ -56,7 +56,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 );
                 Ok(())
             })
-            .map(|o| o.as_str().into())
+            .map(|applied| applied.outcome.as_str().into())
             .map_err(script_error)
     });
 

@@ -485,7 +485,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         );
         h.effects
             .apply("network", &spec.name, &detail, needed, || docker.create_network(&spec).map_err(Into::into))
-            .map(|o| o.as_str().into())
+            .map(|applied| applied.outcome.as_str().into())
             .map_err(script_error)
     });
 
@@ -503,7 +503,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 docker.remove_network(&id)?;
                 Ok(())
             })
-            .map(|o| o.as_str().into())
+            .map(|applied| applied.outcome.as_str().into())
             .map_err(script_error)
     });
 
@@ -517,7 +517,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 docker.disconnect_network(network, container)?;
                 Ok(())
             })
-            .map(|o| o.as_str().into())
+            .map(|applied| applied.outcome.as_str().into())
             .map_err(script_error)
     });
 

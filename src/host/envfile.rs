@@ -27,7 +27,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("read", move |path: &str| -> ScriptResult<Map> {
         let path = h.roots.confine(path).map_err(script_error)?;
-        let entries = envfile::read_file(&path).map_err(script_error)?;
+        let entries = envfile::parse_read(&path, h.effects.read(&path)).map_err(script_error)?;
         Ok(entries.into_iter().map(|(k, v)| (k.into(), Dynamic::from(v))).collect())
     });
 

@@ -121,7 +121,7 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
         detail = format!("{detail}; {}", capped(comparison.lines()).join("; "));
     }
     let script = ruleset.script();
-    let outcome = host.effects.apply("firewall", &target, &detail, needed, || nft.apply(&script))?;
+    let outcome = host.effects.apply("firewall", &target, &detail, needed, || nft.apply(&script))?.outcome;
     save(host, &settings, &script)?;
     Ok(outcome.as_str().into())
 }
@@ -301,11 +301,14 @@ fn install_unit(host: &Host) -> Result<String> {
         Ok(_) => Outcome::Updated,
         Err(_) => Outcome::Created,
     };
-    let outcome = host.effects.apply("write", &path.display().to_string(), "0644, systemd unit", needed, || {
-        fsutil::create_dir(&dir, 0o755)?;
-        fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
-        Ok(())
-    })?;
+    let outcome = host
+        .effects
+        .apply("write", &path.display().to_string(), "0644, systemd unit", needed, || {
+            fsutil::create_dir(&dir, 0o755)?;
+            fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+            Ok(())
+        })?
+        .outcome;
     // `systemctl enable` without a running systemd: the links its [Install] section asks for.
     for wants in ["multi-user.target.wants", "docker.service.wants"] {
         let link = dir.join(wants).join(&name);

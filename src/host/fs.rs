@@ -18,24 +18,17 @@
 //!
 //! `touch` and `chmod` refuse a symlink in their place (they would change its target).
 
-use std::{fs, rc::Rc};
+use std::{path::Path, rc::Rc};
 
 use anyhow::Context;
 use rhai::{Array, Dynamic, INT, Module};
 
 use super::{Host, ScriptResult, mode_arg, script_error};
-use crate::{effects::Outcome, fsutil};
+use crate::effects::Outcome;
 
-/// Fails when `path` is a symlink: a mode or a file is never set through one.
-fn refuse_symlink(path: &std::path::Path) -> ScriptResult<()> {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(format!(
-            "{} is a symlink; not following it (remove the link, e.g. with FIX=1 of multi-tenancy-status)",
-            path.display()
-        )
-        .into());
-    }
-    Ok(())
+/// The outcome of a step as scripts see it.
+fn outcome_text(outcome: anyhow::Result<Outcome>) -> ScriptResult<String> {
+    outcome.map(|o| o.as_str().into()).map_err(script_error)
 }
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -44,22 +37,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("mkdir", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
-        let target = path.display().to_string();
-        let needed = match fsutil::mode(&path) {
-            None => Outcome::Created,
-            Some(current) if current != mode => Outcome::Updated,
-            Some(_) => Outcome::Unchanged,
-        };
-        let outcome = h
-            .effects
-            .apply("mkdir", &target, &format!("mode {mode:04o}"), needed, || {
-                fsutil::create_dir(&path, mode)?;
-                fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-                Ok(())
-            })
-            .map_err(script_error)?;
-        Ok(outcome.as_str().into())
+        outcome_text(h.effects.mkdir(&h.roots.confine(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
@@ -70,137 +48,76 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("touch", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
-        refuse_symlink(&path)?;
-        let (needed, detail) = match fsutil::mode(&path) {
-            None => (Outcome::Created, format!("mode {mode:04o}")),
-            Some(current) if current != mode => (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}")),
-            Some(_) => (Outcome::Unchanged, format!("mode {mode:04o}")),
-        };
-        h.effects
-            .apply("file", &path.display().to_string(), &detail, needed, || {
-                fsutil::create_file(&path, mode)?;
-                Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
-            })
-            .map(|o| o.as_str().into())
-            .map_err(script_error)
+        outcome_text(h.effects.touch(&h.roots.confine(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
     module.set_native_fn("chmod", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
-        refuse_symlink(&path)?;
-        let current = fsutil::mode(&path).ok_or_else(|| format!("{} does not exist", path.display()))?;
-        let (needed, detail) = if current == mode {
-            (Outcome::Unchanged, format!("mode {mode:04o}"))
-        } else {
-            (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}"))
-        };
-        h.effects
-            .apply("chmod", &path.display().to_string(), &detail, needed, || {
-                Ok(fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?)
-            })
-            .map(|o| o.as_str().into())
-            .map_err(script_error)
+        outcome_text(h.effects.chmod(&h.roots.confine(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
     module.set_native_fn("remove", move |path: &str| -> ScriptResult<String> {
-        let path = h.roots.confine(path).map_err(script_error)?;
-        let needed = if path.exists() { Outcome::Removed } else { Outcome::Unchanged };
-        h.effects
-            .apply("remove", &path.display().to_string(), "", needed, || Ok(fs::remove_file(&path)?))
-            .map(|o| o.as_str().into())
-            .map_err(script_error)
+        outcome_text(h.effects.remove_file(&h.roots.confine(path).map_err(script_error)?, ""))
     });
 
     let h = host.clone();
     module.set_native_fn("rename", move |from: &str, to: &str| -> ScriptResult<String> {
         let from = h.roots.confine(from).map_err(script_error)?;
         let to = h.roots.confine(to).map_err(script_error)?;
-        let (from_exists, to_exists) = (fs::symlink_metadata(&from).is_ok(), fs::symlink_metadata(&to).is_ok());
-        let needed = match (from_exists, to_exists) {
-            (true, false) => Outcome::Moved,
-            // Already moved by an earlier, interrupted run.
-            (false, true) => Outcome::Unchanged,
-            (true, true) => {
-                return Err(format!("cannot move {} to {}: it already exists", from.display(), to.display()).into());
-            }
-            (false, false) => return Err(format!("cannot move {}: it does not exist", from.display()).into()),
-        };
-        h.effects
-            .apply("rename", &from.display().to_string(), &format!("to {}", to.display()), needed, || {
-                if let Some(parent) = to.parent() {
-                    anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
-                }
-                Ok(fsutil::rename_durable(&from, &to)?)
-            })
-            .map(|o| o.as_str().into())
-            .map_err(script_error)
+        outcome_text(h.effects.rename(&from, &to))
     });
 
     let h = host.clone();
     module.set_native_fn("read", move |path: &str| -> ScriptResult<String> {
         let path = h.roots.confine(path).map_err(script_error)?;
-        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())).map_err(script_error)
+        h.effects.read_to_string(&path).with_context(|| format!("cannot read {}", path.display())).map_err(script_error)
     });
 
     let h = host.clone();
     module.set_native_fn("exists", move |path: &str| -> ScriptResult<bool> {
-        Ok(h.roots.confine(path).map_err(script_error)?.exists())
+        Ok(h.effects.exists(&h.roots.confine(path).map_err(script_error)?))
     });
 
     let h = host.clone();
     module.set_native_fn("mode", move |path: &str| -> ScriptResult<INT> {
         let path = h.roots.confine(path).map_err(script_error)?;
-        Ok(fsutil::mode(&path).map_or(-1, INT::from))
+        Ok(h.effects.mode(&path).map_or(-1, INT::from))
     });
 
     let h = host.clone();
     module.set_native_fn("list", move |path: &str| -> ScriptResult<Array> {
         let path = h.roots.confine(path).map_err(script_error)?;
-        let mut names: Vec<String> = fs::read_dir(&path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        Ok(names.into_iter().map(Dynamic::from).collect())
+        Ok(h.effects.list(&path).into_iter().map(Dynamic::from).collect())
     });
 
     let h = host.clone();
     module.set_native_fn("kind", move |path: &str| -> ScriptResult<String> {
         let path = h.roots.confine_entry(path).map_err(script_error)?;
-        Ok(fsutil::kind(fs::symlink_metadata(path).ok().as_ref()).into())
+        Ok(h.effects.kind(&path).into())
     });
 
     let h = host.clone();
     module.set_native_fn("link_target", move |path: &str| -> ScriptResult<String> {
         let path = h.roots.confine_entry(path).map_err(script_error)?;
-        Ok(fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default())
+        Ok(link_target(&h, &path))
     });
 
     let h = host.clone();
     module.set_native_fn("unlink", move |path: &str| -> ScriptResult<String> {
-        let path = h.roots.confine_entry(path).map_err(script_error)?;
-        let target = fs::read_link(&path).ok();
-        let needed = if target.is_some() { Outcome::Removed } else { Outcome::Unchanged };
-        let detail = target.map(|t| format!("symlink to {}", t.display())).unwrap_or_else(|| "no symlink".into());
-        h.effects
-            .apply("remove symlink", &path.display().to_string(), &detail, needed, || {
-                // remove_file on a symlink removes the link, never its target.
-                if !fs::symlink_metadata(&path)?.file_type().is_symlink() {
-                    anyhow::bail!("{} is no longer a symlink; left alone", path.display());
-                }
-                Ok(fs::remove_file(&path)?)
-            })
-            .map(|o| o.as_str().into())
-            .map_err(script_error)
+        outcome_text(h.effects.remove_symlink(&h.roots.confine_entry(path).map_err(script_error)?))
     });
 
     module
+}
+
+/// Where the symlink at `path` points, `""` for anything else (or a link a planned step took away).
+fn link_target(host: &Host, path: &Path) -> String {
+    if host.effects.kind(path) != "symlink" {
+        return String::new();
+    }
+    std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default()
 }
 
 /// Atomic write through the effects layer (see [`Context::write_file`]).

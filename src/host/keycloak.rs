@@ -114,7 +114,7 @@ fn outcome(outcome: reconcile::Outcome) -> Outcome {
 /// The realm admin's password from a client's secrets file (read here, never by a script).
 fn read_password(host: &Host, secrets_file: &str, key: &str) -> Result<Secret> {
     let path = host.roots.confine(secrets_file)?;
-    let values = crate::tenant::secrets::read(&path)?;
+    let values = crate::tenant::secrets::read_planned(&host.effects, &path)?;
     values
         .get(key)
         .filter(|v| !v.is_empty())
@@ -130,20 +130,11 @@ fn setup_realm(
     secrets_file: &str,
     reset_password: bool,
 ) -> ScriptResult<Array> {
-    let password = match read_password(host, secrets_file, PASSWORD_KEY) {
-        Ok(password) => password,
-        // A dry run of a first create-client plans before secrets.env exists; the value is
-        // never sent in a dry run.
-        Err(_) if host.effects.dry_run() => Secret::new(""),
-        Err(e) => return Err(script_error(e)),
-    };
+    // A dry run of a first create-client reads the secrets.env it only planned.
+    let password = read_password(host, secrets_file, PASSWORD_KEY).map_err(script_error)?;
     let mut client_secrets = Vec::new();
     for client in &spec.clients {
-        client_secrets.push(match read_password(host, secrets_file, &client.secret_key()) {
-            Ok(secret) => secret,
-            Err(_) if host.effects.dry_run() => Secret::new(""),
-            Err(e) => return Err(script_error(e)),
-        });
+        client_secrets.push(read_password(host, secrets_file, &client.secret_key()).map_err(script_error)?);
     }
     let steps = kc.plan_with_clients(spec, Some(&password), reset_password, &client_secrets).map_err(script_error)?;
     let mut report = Array::new();
@@ -155,7 +146,8 @@ fn setup_realm(
                 Some(change) => kc.apply(change),
                 None => Ok(()),
             })
-            .map_err(script_error)?;
+            .map_err(script_error)?
+            .outcome;
         let mut entry = Map::new();
         entry.insert("action".into(), step.action.into());
         entry.insert("target".into(), step.target.clone().into());
@@ -383,7 +375,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                     Some(change) => kc.apply(change),
                     None => Ok(()),
                 })
-                .map(|o| o.as_str().into())
+                .map(|applied| applied.outcome.as_str().into())
                 .map_err(script_error)
         },
     );
@@ -413,7 +405,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                     Some(change) => kc.apply(change),
                     None => Ok(()),
                 })
-                .map(|o| o.as_str().into())
+                .map(|applied| applied.outcome.as_str().into())
                 .map_err(script_error)
         },
     );
@@ -427,15 +419,14 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let detail =
             format!("policy {}; {} realm role(s), {} user(s)", policy.as_str(), count("/roles/realm"), count("/users"));
         let kc = c.get(&h).map_err(script_error)?;
-        let summary = RefCell::new(None);
-        h.effects
+        let imported = h
+            .effects
             .apply("keycloak partial import", realm, &detail, Outcome::Updated, || {
-                *summary.borrow_mut() = Some(kc.partial_import(realm, &rep, policy)?);
-                Ok(())
+                kc.partial_import(realm, &rep, policy)
             })
             .map_err(script_error)?;
         let mut map = Map::new();
-        if let Some(summary) = summary.into_inner() {
+        if let Some(summary) = imported.value {
             map.insert("added".into(), Dynamic::from(summary.added as rhai::INT));
             map.insert("skipped".into(), Dynamic::from(summary.skipped as rhai::INT));
             map.insert("overwritten".into(), Dynamic::from(summary.overwritten as rhai::INT));

@@ -19,8 +19,7 @@
 //! | `restic::status(ids, deep)` | no | per client with a client.env, in the order of `ids`: `#{client, level, ok, message, initialized, snapshots, newest, age_seconds, age, repository, remote, deep}`; `level` is ok / warning / problem / unchecked (a remote repository without `deep`, or AGENCY_BACKUPS=off) |
 //! | `restic::status(id, deep)` | no | the same for one client |
 //! | `restic::add_pending_key(id)` | yes | rotation: adds a key for the `RESTIC_PASSWORD` of `secrets.env.next` ("unchanged" when it opens the repository already) |
-//! | `restic::remove_previous_keys(id)` | yes | rotation: removes every key that neither the current `RESTIC_PASSWORD` nor a pending one opens (the previous password's after the swap); the number removed |
-//! | `restic::remove_previous_keys(id, current_too)` | yes | the same; in a dry run `current_too` plans the removal of the current key too (as after a swap) |
+//! | `restic::remove_previous_keys(id)` | yes | rotation: removes every key that neither the current `RESTIC_PASSWORD` nor a pending one opens (the previous password's after the swap; in a dry run, the on-disk password's when the swap is planned); the number removed |
 //!
 //! Every backup appends a result line to the client's `backup.log`; on a TTY it shows a
 //! progress bar fed by restic's JSON status, with `-v` elsewhere a line every 10 %.
@@ -231,13 +230,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     let h = host.clone();
     module.set_native_fn("remove_previous_keys", move |id: &str| -> ScriptResult<INT> {
-        Ok(repository::remove_previous_keys(&h, id, false).map_err(script_error)? as INT)
+        Ok(repository::remove_previous_keys(&h, id).map_err(script_error)? as INT)
     });
-    let h = host.clone();
-    module.set_native_fn("remove_previous_keys", move |id: &str, current_too: bool| -> ScriptResult<INT> {
-        Ok(repository::remove_previous_keys(&h, id, current_too).map_err(script_error)? as INT)
-    });
-
     module
 }
 
@@ -277,20 +271,23 @@ fn init(host: &Host, id: &str) -> Result<String> {
     } else {
         "password from secrets.env"
     };
-    let outcome = host.effects.apply("restic init", &target, detail, needed, || {
-        let repo = backup::repo(&repository::locate()?, &layout, &config)?;
-        if let Location::Local(path) = &config.repository {
-            // restic makes the directory 0700 itself; its parent must exist.
-            if let Some(parent) = path.parent() {
-                crate::fsutil::create_dir(parent, 0o700)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+    let outcome = host
+        .effects
+        .apply("restic init", &target, detail, needed, || {
+            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
+            if let Location::Local(path) = &config.repository {
+                // restic makes the directory 0700 itself; its parent must exist.
+                if let Some(parent) = path.parent() {
+                    crate::fsutil::create_dir(parent, 0o700)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
             }
-        }
-        if half_done {
-            location.clear_half_init()?;
-        }
-        repo.init()
-    })?;
+            if half_done {
+                location.clear_half_init()?;
+            }
+            repo.init()
+        })?
+        .outcome;
     // A second init of an earlier run may have left a key whose master key does not open the
     // config (restic then fails for the password on disk whenever it tries that key first).
     if outcome == Outcome::Unchanged {
@@ -322,30 +319,31 @@ fn run_backup(host: &Host, id: &str, extra_tags: &[String], excludes: &[String])
         plan.request.tags.join(",")
     );
     repository::recover(host, &layout, &config)?;
-    let mut summary = None;
-    host.effects.apply("restic backup", &target, &detail, Outcome::Created, || {
-        let result = (|| {
-            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
-            let progress = Progress::start(&host.output, id);
-            repo.backup(&plan.request, |status| progress.update(status))
-        })();
-        let line = match &result {
-            Ok(s) => format!("backup ok {}", summary_line(s, plan.volumes.len())),
-            Err(e) => match ResticError::of(e) {
-                Some(ResticError::PartialBackup { summary, unreadable, .. }) => format!(
-                    "backup partial {} unreadable={}",
-                    summary_line(summary, plan.volumes.len()),
-                    unreadable.len().max(1)
-                ),
-                _ => format!("backup failed error={:?}", one_line(e)),
-            },
-        };
-        if let Err(e) = backup::log_result(&layout, &line) {
-            host.output.warn(&format!("could not append to the backup.log of {id}: {e}"));
-        }
-        summary = Some(result?);
-        Ok(())
-    })?;
+    let summary = host
+        .effects
+        .apply("restic backup", &target, &detail, Outcome::Created, || {
+            let result = (|| {
+                let repo = backup::repo(&repository::locate()?, &layout, &config)?;
+                let progress = Progress::start(&host.output, id);
+                repo.backup(&plan.request, |status| progress.update(status))
+            })();
+            let line = match &result {
+                Ok(s) => format!("backup ok {}", summary_line(s, plan.volumes.len())),
+                Err(e) => match ResticError::of(e) {
+                    Some(ResticError::PartialBackup { summary, unreadable, .. }) => format!(
+                        "backup partial {} unreadable={}",
+                        summary_line(summary, plan.volumes.len()),
+                        unreadable.len().max(1)
+                    ),
+                    _ => format!("backup failed error={:?}", one_line(e)),
+                },
+            };
+            if let Err(e) = backup::log_result(&layout, &line) {
+                host.output.warn(&format!("could not append to the backup.log of {id}: {e}"));
+            }
+            result
+        })?
+        .value;
     let mut map = Map::new();
     map.insert("planned".into(), Dynamic::from(summary.is_none()));
     map.insert("paths".into(), strings(plan.request.paths.iter().map(|p| p.display().to_string())));

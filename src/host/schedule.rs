@@ -148,9 +148,11 @@ fn converge_file(host: &Host, path: &Path, text: &str, mode: u32) -> Result<Outc
         Some(_) => Outcome::Unchanged,
     };
     let target = path.display().to_string();
-    host.effects.apply("write", &target, &format!("mode {mode:04o}"), needed, || {
-        fsutil::write_atomic(path, text.as_bytes(), mode).with_context(|| format!("cannot write {target}"))
-    })
+    host.effects
+        .apply("write", &target, &format!("mode {mode:04o}"), needed, || {
+            fsutil::write_atomic(path, text.as_bytes(), mode).with_context(|| format!("cannot write {target}"))
+        })
+        .map(|applied| applied.outcome)
 }
 
 /// Whether `path` is a regular file `schedule` wrote (it starts with [`MARKER`]).

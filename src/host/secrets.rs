@@ -18,7 +18,7 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
     format::envfile,
-    tenant::secrets::{self, SECRETS_MODE, generate, read},
+    tenant::secrets::{self, SECRETS_MODE, generate, read_planned},
 };
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -27,7 +27,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("ensure", move |path: &str, names: Array| -> ScriptResult<Array> {
         let file = h.roots.confine(path).map_err(script_error)?;
-        let mut values = read(&file).map_err(script_error)?;
+        let mut values = read_planned(&h.effects, &file).map_err(script_error)?;
         let mut added = Vec::new();
         for name in names {
             let name = name.to_string();
@@ -50,7 +50,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("names", move |path: &str| -> ScriptResult<Array> {
         let file = h.roots.confine(path).map_err(script_error)?;
-        Ok(read(&file).map_err(script_error)?.into_keys().map(Dynamic::from).collect())
+        Ok(read_planned(&h.effects, &file).map_err(script_error)?.into_keys().map(Dynamic::from).collect())
     });
 
     module.set_native_fn("generate", || -> ScriptResult<String> { generate().map_err(script_error) });

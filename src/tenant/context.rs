@@ -1,13 +1,12 @@
 //! What domain operations of one run share: the host-wide settings, the roots they name, the
 //! effects layer every change passes through, the output, and the site directory.
 
-use std::{fs, path::PathBuf, rc::Rc};
+use std::{path::PathBuf, rc::Rc};
 
 use anyhow::Result;
 
 use crate::{
     effects::{Effects, Outcome, output::Output},
-    fsutil,
     tenant::{layout::Roots, settings::Settings},
 };
 
@@ -32,21 +31,9 @@ impl Context {
         }
     }
 
-    /// Atomic write through the effects layer; `detail` replaces the default "mode NNNN"
-    /// (env files list their keys there, never their values).
+    /// Atomic write of a path inside the roots through the effects layer
+    /// ([`Effects::write_file`]).
     pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32, detail: &str) -> Result<Outcome> {
-        let path = self.roots.confine(path)?;
-        let needed = match (fs::read(&path), fsutil::mode(&path)) {
-            (Ok(current), Some(current_mode)) if current == bytes && current_mode == mode => Outcome::Unchanged,
-            (Ok(_), _) => Outcome::Updated,
-            (Err(_), _) => Outcome::Created,
-        };
-        let detail = if detail.is_empty() { format!("mode {mode:04o}") } else { format!("mode {mode:04o}; {detail}") };
-        self.effects.apply("write", &path.display().to_string(), &detail, needed, || {
-            if let Some(parent) = path.parent() {
-                anyhow::ensure!(parent.is_dir(), "directory {} does not exist", parent.display());
-            }
-            Ok(fsutil::write_atomic(&path, bytes, mode)?)
-        })
+        self.effects.write_file(&self.roots.confine(path)?, bytes, mode, detail)
     }
 }

@@ -168,18 +168,26 @@ pub fn setup(cx: &Context, docker: &Path) -> Result<(String, Outcome, Vec<String
         args[args.iter().position(|a| a == "--publish").unwrap_or(0) + 1]
     );
     let outcome = match (&found, current == Some(digest.as_str())) {
-        (None, _) => cx
-            .effects
-            .apply("ingress", &target, &detail, Outcome::Created, || driver::run_detached(docker, &args).map(drop))?,
-        (Some(_), false) => {
-            cx.effects.apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
-                driver::container_command(docker, &["rm", "-f"], &name)?;
-                driver::run_detached(docker, &args).map(drop)
-            })?
+        (None, _) => {
+            cx.effects
+                .apply("ingress", &target, &detail, Outcome::Created, || driver::run_detached(docker, &args).map(drop))?
+                .outcome
         }
-        (Some(_), true) if !running => cx.effects.apply("ingress", &target, "start", Outcome::Updated, || {
-            driver::container_command(docker, &["start"], &name)
-        })?,
+        (Some(_), false) => {
+            cx.effects
+                .apply("ingress", &target, &format!("{detail} (settings changed)"), Outcome::Updated, || {
+                    driver::container_command(docker, &["rm", "-f"], &name)?;
+                    driver::run_detached(docker, &args).map(drop)
+                })?
+                .outcome
+        }
+        (Some(_), true) if !running => {
+            cx.effects
+                .apply("ingress", &target, "start", Outcome::Updated, || {
+                    driver::container_command(docker, &["start"], &name)
+                })?
+                .outcome
+        }
         (Some(_), true) => {
             cx.effects.unchanged("ingress", &target, &detail);
             Outcome::Unchanged
@@ -222,7 +230,9 @@ pub fn connect(cx: &Context, docker: &Path, id: &str) -> Result<Outcome> {
         cx.effects.unchanged("network connect", &network, &format!("container {name}"));
         return Ok(Outcome::Unchanged);
     }
-    cx.effects.apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
-        driver::container_command(docker, &["network", "connect", &network], &name)
-    })
+    cx.effects
+        .apply("network connect", &network, &format!("container {name}"), Outcome::Created, || {
+            driver::container_command(docker, &["network", "connect", &network], &name)
+        })
+        .map(|applied| applied.outcome)
 }

@@ -31,7 +31,7 @@ pub fn before_use(
     if !cx.effects.dry_run() && layout.secrets_dir.is_dir() {
         fsutil::remove_stale_temp_files(&layout.secrets_dir, &format!(".{NEW_KEY_FILE}."), std::time::Duration::ZERO)?;
     }
-    let pending = rotation::read_optional(&rotation::pending_path(layout))?;
+    let pending = rotation::read_optional(&cx.effects, &rotation::pending_path(layout))?;
     let extra_keys = location.key_files()?.len() > expected_keys(pending.is_some());
     if location.lock_files()?.is_empty() && !extra_keys {
         return Ok(0);

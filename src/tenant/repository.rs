@@ -13,7 +13,7 @@ use crate::{
         backup::{self, BackupConfig},
         context::Context,
         layout::ClientLayout,
-        recovery, rotation,
+        recovery, rotation, secrets,
     },
 };
 
@@ -71,7 +71,7 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     };
     let target = config.repository.to_string();
     let pending_path = rotation::pending_path(&layout);
-    let Some(pending) = rotation::read_optional(&pending_path)? else {
+    let Some(pending) = rotation::read_optional(&cx.effects, &pending_path)? else {
         if cx.effects.dry_run() {
             let detail = "a key for the new RESTIC_PASSWORD";
             cx.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
@@ -101,24 +101,30 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     } else {
         "a key for the new RESTIC_PASSWORD (secrets.env.next)"
     };
-    let outcome = cx.effects.apply("restic key add", &target, detail, needed, || {
-        restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
-        with_next.open().context("the new key was added but does not open the repository")
-    })?;
+    let outcome = cx
+        .effects
+        .apply("restic key add", &target, detail, needed, || {
+            restic.repo(config.repository.clone(), current.clone()).key_add(&next, &layout.secrets_dir)?;
+            with_next.open().context("the new key was added but does not open the repository")
+        })?
+        .outcome;
     Ok(outcome)
 }
 
 /// Rotation, "old keys removed": every key that neither the current password nor a pending
 /// one opens is removed (after the swap: the previous password's; first thing in a run:
-/// what an interrupted one left). In a dry run, `current_too` plans the removal of the
-/// current password's key, as the swap planned before it would leave it a previous one.
-pub fn remove_previous_keys(cx: &Context, id: &str, current_too: bool) -> Result<usize> {
+/// what an interrupted one left).
+pub fn remove_previous_keys(cx: &Context, id: &str) -> Result<usize> {
     if !backups_on(cx)? {
         return Ok(0);
     }
     let (layout, config) = setup(cx, id)?;
     let target = config.repository.to_string();
-    if current_too && cx.effects.dry_run() {
+    // A swap that is only planned leaves the password on disk a previous one: its key is
+    // what the swap's run would remove.
+    let planned = secrets::read_planned(&cx.effects, &layout.secrets_file)?;
+    let on_disk = secrets::read(&layout.secrets_file)?;
+    if planned.get(backup::PASSWORD_KEY) != on_disk.get(backup::PASSWORD_KEY) {
         let detail = "key of the previous RESTIC_PASSWORD";
         cx.effects.apply("restic key remove", &target, detail, Outcome::Removed, || Ok(()))?;
         return Ok(1);

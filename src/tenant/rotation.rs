@@ -14,10 +14,10 @@ use std::{
     time::SystemTime,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use indexmap::IndexMap;
 
-use crate::{format::suggest, tenant::layout::ClientLayout, tenant::secrets};
+use crate::{effects::Effects, format::suggest, tenant::layout::ClientLayout, tenant::secrets};
 
 /// The next generation, beside `secrets.env` while a rotation is under way.
 pub const PENDING_FILE: &str = "secrets.env.next";
@@ -31,13 +31,13 @@ pub fn pending_path(layout: &ClientLayout) -> PathBuf {
 }
 
 /// Reads an env file; `None` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<IndexMap<String, String>>> {
-    if path.exists() { secrets::read(path).map(Some) } else { Ok(None) }
+pub fn read_optional(effects: &Effects, path: &Path) -> Result<Option<IndexMap<String, String>>> {
+    if effects.exists(path) { secrets::read_planned(effects, path).map(Some) } else { Ok(None) }
 }
 
 /// The client's current secrets; a client without them is an error.
-pub fn current(layout: &ClientLayout) -> Result<IndexMap<String, String>> {
-    let values = secrets::read(&layout.secrets_file)?;
+pub fn current(effects: &Effects, layout: &ClientLayout) -> Result<IndexMap<String, String>> {
+    let values = secrets::read_planned(effects, &layout.secrets_file)?;
     if values.is_empty() {
         bail!(
             "client {} has no secrets ({} is missing or empty); run create-client first",
@@ -119,22 +119,16 @@ pub fn next_generation(
     Ok(NextGeneration { values, rotating, resumed })
 }
 
-/// The history files, oldest first.
-pub fn history_files(layout: &ClientLayout) -> Result<Vec<PathBuf>> {
+/// The history files, oldest first, as the steps so far left them.
+pub fn history_files(effects: &Effects, layout: &ClientLayout) -> Vec<PathBuf> {
     let dir = &layout.secrets_history_dir;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| e.file_name().to_string_lossy().starts_with(HISTORY_PREFIX))
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    Ok(files)
+    effects
+        .list(dir)
+        .into_iter()
+        .filter(|name| name.starts_with(HISTORY_PREFIX))
+        .map(|name| dir.join(name))
+        .filter(|path| effects.kind(path) == "file")
+        .collect()
 }
 
 /// The name of a new history file: `secrets.env.20261127T124739.123456789Z`.

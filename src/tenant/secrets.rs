@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use base64::Engine as _;
 
 use crate::{
-    effects::Outcome,
+    effects::{Effects, Outcome},
     format::envfile,
     fsutil,
     tenant::{context::Context, layout::ClientLayout, rotation},
@@ -26,7 +26,16 @@ pub fn generate() -> Result<String> {
 
 /// Reads a secrets file; a missing file is empty.
 pub fn read(path: &std::path::Path) -> Result<indexmap::IndexMap<String, String>> {
-    match fs::read_to_string(path) {
+    values(path, fs::read_to_string(path))
+}
+
+/// [`read`] as the steps so far left the file (a dry run's planned writes included).
+pub fn read_planned(effects: &Effects, path: &std::path::Path) -> Result<indexmap::IndexMap<String, String>> {
+    values(path, effects.read_to_string(path))
+}
+
+fn values(path: &std::path::Path, read: std::io::Result<String>) -> Result<indexmap::IndexMap<String, String>> {
+    match read {
         Ok(text) => envfile::parse(&text).with_context(|| format!("in {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -85,10 +94,10 @@ pub struct Committed {
 /// Step 1 of a rotation: the next generation beside the current one.
 pub fn rotation_begin(cx: &Context, id: &str, names: &[String]) -> Result<Begun> {
     let layout = ClientLayout::new(&cx.roots, id)?;
-    let current = rotation::current(&layout)?;
+    let current = rotation::current(&cx.effects, &layout)?;
     let names = rotation::check_names(&layout, &current, names)?;
     let pending_path = rotation::pending_path(&layout);
-    let pending = rotation::read_optional(&pending_path)?;
+    let pending = rotation::read_optional(&cx.effects, &pending_path)?;
     let next = rotation::next_generation(&current, pending.as_ref(), &names, generate)?;
     let detail = match (next.resumed.is_empty(), next.rotating.len() == next.resumed.len()) {
         (true, _) => format!("new values for {}", next.rotating.join(" ")),
@@ -108,13 +117,12 @@ pub fn rotation_begin(cx: &Context, id: &str, names: &[String]) -> Result<Begun>
 pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
     let layout = ClientLayout::new(&cx.roots, id)?;
     let pending_path = rotation::pending_path(&layout);
-    let current = rotation::current(&layout)?;
-    let pending = rotation::read_optional(&pending_path)?;
+    let current = rotation::current(&cx.effects, &layout)?;
+    let pending = rotation::read_optional(&cx.effects, &pending_path)?;
     let rotated: Vec<String> = match &pending {
         Some(next) => {
             current.keys().filter(|k| next.get(*k).is_some_and(|v| Some(v) != current.get(*k))).cloned().collect()
         }
-        None if cx.effects.dry_run() => Vec::new(),
         None => anyhow::bail!("no new generation of {id}'s secrets to swap in ({} is missing)", pending_path.display()),
     };
 
@@ -128,9 +136,9 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
 
     // The current generation into the history, unless an interrupted run put it there.
     let text = render(&current)?;
-    let history = rotation::history_files(&layout)?;
+    let history = rotation::history_files(&cx.effects, &layout);
     let newest_is_current = match history.last() {
-        Some(file) => secrets_equal(file, &current)?,
+        Some(file) => read_planned(&cx.effects, file)? == current,
         None => false,
     };
     let history_file = if newest_is_current {
@@ -143,27 +151,14 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
     cx.write_file(&history_file.display().to_string(), text.as_bytes(), SECRETS_MODE, &detail)?;
 
     // The swap: one rename, so secrets.env is always one whole generation.
-    let needed = if pending.is_some() || cx.effects.dry_run() { Outcome::Updated } else { Outcome::Unchanged };
     let detail = if rotated.is_empty() {
         "the new generation".to_string()
     } else {
         format!("new values for {}", rotated.join(" "))
     };
-    cx.effects.apply("swap in", &layout.secrets_file.display().to_string(), &detail, needed, || {
-        let file = std::fs::File::open(&pending_path)?;
-        file.sync_all()?;
-        std::fs::rename(&pending_path, &layout.secrets_file).with_context(|| {
-            format!("cannot rename {} over {}", pending_path.display(), layout.secrets_file.display())
-        })?;
-        std::fs::File::open(&layout.secrets_dir)?.sync_all()?;
-        Ok(())
-    })?;
+    cx.effects.swap_in(&pending_path, &layout.secrets_file, &detail)?;
 
     Ok(Committed { rotated, history_file: history_file.display().to_string() })
-}
-
-fn secrets_equal(file: &std::path::Path, values: &indexmap::IndexMap<String, String>) -> Result<bool> {
-    Ok(&read(file)? == values)
 }
 
 /// Step 5 of a rotation: only the newest `keep` previous generations stay.
@@ -172,12 +167,10 @@ pub fn prune_history(cx: &Context, id: &str, keep: i64) -> Result<usize> {
         anyhow::bail!("SECRETS_HISTORY must keep at least 1 previous generation, got {keep}");
     }
     let layout = ClientLayout::new(&cx.roots, id)?;
-    let files = rotation::history_files(&layout)?;
+    let files = rotation::history_files(&cx.effects, &layout);
     let excess = files.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
     for file in &files[..excess] {
-        cx.effects.apply("remove", &file.display().to_string(), "old secrets generation", Outcome::Removed, || {
-            std::fs::remove_file(file).with_context(|| format!("cannot remove {}", file.display()))
-        })?;
+        cx.effects.remove_file(file, "old secrets generation")?;
     }
     Ok(excess)
 }
