@@ -24,6 +24,7 @@ mod hostile;
 mod keycloak;
 mod layers;
 mod lifetime;
+mod links;
 mod list_clients;
 mod locks;
 mod log_segmentation;

@@ -14,9 +14,12 @@
 //! | `fs::list(dir)` | no | sorted entry names, `[]` when missing |
 //! | `fs::kind(path)` | no | `"file"`, `"dir"`, `"symlink"`, `"other"` or `"missing"`, never following a symlink |
 //! | `fs::link_target(path)` | no | where a symlink points (`""` for anything else) |
+//! | `fs::links(path)` | no | how many names the entry has (more than 1: a hard-linked file, which no change touches); 0 when missing, never following a symlink |
 //! | `fs::unlink(path)` | yes | removes a symlink itself (never its target); "removed" / "unchanged" (no symlink there) |
 //!
-//! `touch` and `chmod` refuse a symlink in their place (they would change its target).
+//! No change follows a symlink below a root (a mkdir, write, touch or chmod refuses a path
+//! with one at any component; remove, rename and unlink act on the entry itself, never on a
+//! link's target), and none reaches a regular file with other names (a hard link).
 
 use std::{fs, rc::Rc};
 
@@ -26,25 +29,13 @@ use rhai::{Array, Dynamic, INT, Module};
 use super::{Host, ScriptResult, mode_arg, script_error};
 use crate::{effects::Outcome, fsutil};
 
-/// Fails when `path` is a symlink: a mode or a file is never set through one.
-fn refuse_symlink(path: &std::path::Path) -> ScriptResult<()> {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(format!(
-            "{} is a symlink; not following it (remove the link, e.g. with FIX=1 of multi-tenancy-status)",
-            path.display()
-        )
-        .into());
-    }
-    Ok(())
-}
-
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
 
     let h = host.clone();
     module.set_native_fn("mkdir", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
+        let path = h.roots.confine_change(path).map_err(script_error)?;
         let target = path.display().to_string();
         let needed = match fsutil::mode(&path) {
             None => Outcome::Created,
@@ -70,8 +61,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("touch", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
-        refuse_symlink(&path)?;
+        let path = h.roots.confine_change(path).map_err(script_error)?;
         let (needed, detail) = match fsutil::mode(&path) {
             None => (Outcome::Created, format!("mode {mode:04o}")),
             Some(current) if current != mode => (Outcome::Updated, format!("mode {current:04o} -> {mode:04o}")),
@@ -89,8 +79,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("chmod", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        let path = h.roots.confine(path).map_err(script_error)?;
-        refuse_symlink(&path)?;
+        let path = h.roots.confine_change(path).map_err(script_error)?;
         let current = fsutil::mode(&path).ok_or_else(|| format!("{} does not exist", path.display()))?;
         let (needed, detail) = if current == mode {
             (Outcome::Unchanged, format!("mode {mode:04o}"))
@@ -107,7 +96,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("remove", move |path: &str| -> ScriptResult<String> {
-        let path = h.roots.confine(path).map_err(script_error)?;
+        let path = h.roots.confine_change_entry(path).map_err(script_error)?;
         let needed = if path.exists() { Outcome::Removed } else { Outcome::Unchanged };
         h.effects
             .apply("remove", &path.display().to_string(), "", needed, || Ok(fs::remove_file(&path)?))
@@ -117,8 +106,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("rename", move |from: &str, to: &str| -> ScriptResult<String> {
-        let from = h.roots.confine(from).map_err(script_error)?;
-        let to = h.roots.confine(to).map_err(script_error)?;
+        let from = h.roots.confine_change_entry(from).map_err(script_error)?;
+        let to = h.roots.confine_change(to).map_err(script_error)?;
         let (from_exists, to_exists) = (fs::symlink_metadata(&from).is_ok(), fs::symlink_metadata(&to).is_ok());
         let needed = match (from_exists, to_exists) {
             (true, false) => Outcome::Moved,
@@ -183,8 +172,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let h = host.clone();
-    module.set_native_fn("unlink", move |path: &str| -> ScriptResult<String> {
+    module.set_native_fn("links", move |path: &str| -> ScriptResult<INT> {
         let path = h.roots.confine_entry(path).map_err(script_error)?;
+        let names = fs::symlink_metadata(path).map_or(0, |m| std::os::unix::fs::MetadataExt::nlink(&m));
+        Ok(INT::try_from(names).unwrap_or(INT::MAX))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("unlink", move |path: &str| -> ScriptResult<String> {
+        let path = h.roots.confine_change_entry(path).map_err(script_error)?;
         let target = fs::read_link(&path).ok();
         let needed = if target.is_some() { Outcome::Removed } else { Outcome::Unchanged };
         let detail = target.map(|t| format!("symlink to {}", t.display())).unwrap_or_else(|| "no symlink".into());

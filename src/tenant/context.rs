@@ -35,7 +35,7 @@ impl Context {
     /// Atomic write through the effects layer; `detail` replaces the default "mode NNNN"
     /// (env files list their keys there, never their values).
     pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32, detail: &str) -> Result<Outcome> {
-        let path = self.roots.confine(path)?;
+        let path = self.roots.confine_change(path)?;
         let needed = match (fs::read(&path), fsutil::mode(&path)) {
             (Ok(current), Some(current_mode)) if current == bytes && current_mode == mode => Outcome::Unchanged,
             (Ok(_), _) => Outcome::Updated,
