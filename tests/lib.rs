@@ -32,6 +32,7 @@ mod logs;
 mod make;
 mod networks;
 mod notify;
+mod oidc;
 mod operations;
 mod operator;
 mod plugins;

@@ -35,12 +35,16 @@ pub struct Container {
     pub security_opt: Vec<String>,
     pub restart_policy: String,
     pub networks: Vec<String>,
+    /// The values of its environment (secrets among them: only searched, never shown).
+    pub env_values: Vec<String>,
 }
 
 pub struct Inspection {
     by_client: HashMap<String, Vec<Container>>,
     domains: BTreeMap<String, Vec<String>>,
     env: HashMap<String, BTreeMap<String, String>>,
+    /// KEYCLOAK_URL: when set, a routed service with an OIDC client must name its realm's issuer.
+    keycloak_url: String,
 }
 
 /// Domain → the clients whose client.env records it.
@@ -77,7 +81,7 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 impl Inspection {
-    pub fn take(docker: &Path, roots: &Roots) -> Result<Inspection> {
+    pub fn take(docker: &Path, roots: &Roots, keycloak_url: &str) -> Result<Inspection> {
         let listed = Command::new(docker)
             .args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"])
             .output()?;
@@ -116,11 +120,20 @@ impl Inspection {
                         .as_object()
                         .map(|m| m.keys().cloned().collect())
                         .unwrap_or_default(),
+                    env_values: strings(&c["Config"]["Env"])
+                        .into_iter()
+                        .filter_map(|pair| pair.split_once('=').map(|(_, value)| value.to_string()))
+                        .collect(),
                 });
             }
         }
         let envs = client_envs(roots);
-        Ok(Inspection { by_client, domains: domains_of(&envs), env: envs.into_iter().collect() })
+        Ok(Inspection {
+            by_client,
+            domains: domains_of(&envs),
+            env: envs.into_iter().collect(),
+            keycloak_url: keycloak_url.to_string(),
+        })
     }
 
     pub fn check(&self, site_dir: &Path, id: &str) -> Check {
@@ -190,6 +203,9 @@ impl Inspection {
                 problems.push(format!("{} is on {frontend} but is not the service the ingress routes to", c.name));
             }
         }
+        if let Some(routed) = routed.as_deref() {
+            problems.extend(self.issuer_problems(id, &env, routed, containers));
+        }
         let running = containers.iter().filter(|c| c.status == "running").count();
         let (status, summary) = if !problems.is_empty() {
             (Status::Fail, [problems, warnings].concat().join("; "))
@@ -199,6 +215,38 @@ impl Inspection {
             (Status::Ok, format!("stack {stack_name}: {running} container(s) running, limited and hardened"))
         };
         Check::new("stack", status, summary).evidence(evidence)
+    }
+}
+
+impl Inspection {
+    /// With Keycloak configured, the routed service, when it has an OIDC client in the
+    /// client's realm (OIDC_SERVICES), must name that realm's issuer in its environment:
+    /// else it signs its users in elsewhere, or nowhere.
+    fn issuer_problems(
+        &self,
+        id: &str,
+        env: &BTreeMap<String, String>,
+        routed: &str,
+        containers: &[Container],
+    ) -> Vec<String> {
+        let has_client = env.get("OIDC_SERVICES").is_some_and(|s| s.split(',').any(|s| s.trim() == routed));
+        if self.keycloak_url.is_empty() || !has_client {
+            return Vec::new();
+        }
+        let realm = env.get("CLIENT_REALM").map_or(id, String::as_str);
+        let issuer = crate::tenant::realm::issuer(&self.keycloak_url, realm);
+        containers
+            .iter()
+            .filter(|c| c.service == routed && !c.env_values.iter().any(|v| v.trim_end_matches('/') == issuer))
+            .map(|c| {
+                format!(
+                    "{} (service {routed}, an OIDC client of realm {realm}) does not name the realm's issuer {issuer} in \
+                     its environment (${{{}}} hands it over)",
+                    c.name,
+                    crate::tenant::realm::ISSUER_VARIABLE
+                )
+            })
+            .collect()
     }
 }
 
