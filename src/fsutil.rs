@@ -25,6 +25,21 @@ pub fn mode(path: &Path) -> Option<u32> {
     fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777)
 }
 
+/// Fails when the regular file `path` (whose `lstat` is `meta`) has other names: a hard link
+/// may be a file outside every root, whose mode or contents a change would reach.
+pub fn refuse_hard_link(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.is_file() && meta.nlink() > 1 {
+        return Err(io::Error::other(format!(
+            "{} is hard-linked ({} names share the file); not changing it: make it a file of its own \
+             (cp -p FILE FILE.own && mv FILE.own FILE) once you know what the other names are",
+            path.display(),
+            meta.nlink()
+        )));
+    }
+    Ok(())
+}
+
 /// Random characters in a temp file's name (tempfile's default).
 const TEMP_RANDOM_LEN: usize = 6;
 
@@ -114,8 +129,12 @@ pub fn remove_stale_temp_files(dir: &Path, prefix: &str, stale_after: Duration) 
 
 /// Creates `path` and missing parents with `mode`; returns whether anything was created.
 pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
-    if path.is_dir() {
-        return Ok(false);
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(false),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(io::Error::other(format!("{} is a symlink; not following it", path.display())));
+        }
+        _ => {}
     }
     DirBuilder::new().recursive(true).mode(mode).create(path)?;
     // Exactly `mode`, whatever the umask; the directory is still empty.
@@ -138,10 +157,12 @@ pub fn create_file(path: &Path, mode: u32) -> io::Result<bool> {
 /// Appends one line with a single `write` on an `O_APPEND` descriptor, so concurrent
 /// writers never interleave inside a line (the kernel moves the offset to the end and
 /// writes under the inode lock). The file is created with `mode` if missing; a symlink in
-/// its place is refused, so a log cannot be pointed at a file elsewhere. A short write
+/// its place is refused, and so is a hard-linked file, so a log cannot be pointed at a file
+/// elsewhere. A short write
 /// (disk full) is an error rather than a retry, which could split the line.
 pub fn append_line(path: &Path, line: &str, mode: u32) -> io::Result<()> {
     let mut file = OpenOptions::new().append(true).create(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    refuse_hard_link(path, &file.metadata()?)?;
     let mut bytes = line.trim_end_matches('\n').as_bytes().to_vec();
     bytes.push(b'\n');
     let written = file.write(&bytes)?;

@@ -358,3 +358,121 @@ fn missing_docker_and_an_unreachable_daemon_are_named() {
         .stderr_contains("the Docker daemon is not running or not reachable at unix:///nonexistent/agency-test.sock")
         .run();
 }
+
+/// Networks of one name, by id, and their subnets (`docker network ls` shows every one).
+fn networks_named(docker: &agency::drivers::docker::Docker, name: &str) -> Vec<(String, Vec<Ipv4Net>)> {
+    let ids: Vec<String> =
+        docker.list_networks().unwrap().into_iter().filter(|n| n.name == name).map(|n| n.id).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    docker.inspect_networks(&ids).unwrap().into_iter().map(|n| (n.id, n.subnets)).collect()
+}
+
+/// Removes, when dropped, every network labelled for `client` by id (a name no longer names
+/// one network once there are twins).
+struct RemoveByLabel<'a>(&'a agency::drivers::docker::Docker, String);
+
+impl Drop for RemoveByLabel<'_> {
+    fn drop(&mut self) {
+        for network in self.0.list_networks().unwrap_or_default() {
+            if network.labels.get("agency.client") == Some(&self.1) {
+                let _ = self.0.remove_network(&network.id);
+            }
+        }
+    }
+}
+
+/// What a create killed after Docker made the network, and a re-run that made it again,
+/// leave: two networks of one name. The engine checks the name before it creates, so
+/// concurrent creates of one name each pass the check; tried until two exist (the first
+/// round nearly always makes them here).
+fn make_twins(docker: &agency::drivers::docker::Docker, id: &str, subnets: [Ipv4Net; 2]) -> usize {
+    let name = format!("{id}_backend");
+    let bridge = docker.inspect_networks(&[&name]).unwrap()[0].bridge.clone().unwrap();
+    docker.remove_network(&name).unwrap();
+    for _ in 0..20 {
+        std::thread::scope(|threads| {
+            for (index, subnet) in subnets.iter().enumerate() {
+                let (name, bridge) = (&name, &bridge);
+                threads.spawn(move || {
+                    let client = format!("agency.client={id}");
+                    let subnet = subnet.to_string();
+                    // The recorded subnet's network keeps agency's bridge name; the other's is Docker's.
+                    let bridge_option = format!("com.docker.network.bridge.name={bridge}");
+                    let mut args = vec!["network", "create", "--internal", "--label", "agency.managed=true"];
+                    args.extend(["--label", &client, "--label", "agency.tier=backend", "--subnet", &subnet]);
+                    if index == 0 {
+                        args.extend(["-o", &bridge_option]);
+                    }
+                    args.push(name);
+                    let _ = Command::new(docker.program()).args(&args).output();
+                });
+            }
+        });
+        let count = networks_named(docker, &name).len();
+        if count > 1 {
+            return count;
+        }
+        for (network_id, _) in networks_named(docker, &name).into_iter().skip(1) {
+            docker.remove_network(&network_id).unwrap();
+        }
+    }
+    panic!("twenty rounds of concurrent creates never made two networks named {name}");
+}
+
+#[test]
+fn twin_networks_of_one_name_are_flagged_and_fix_keeps_the_recorded_one() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let id = scratch.client(&unique("twin"));
+    let _cleanup = RemoveByLabel(&docker, id.clone());
+    let pool: Ipv4Net = scratch_pool(23).parse().unwrap();
+    let pool_arg = format!("AGENCY_SUBNET_POOL={pool}");
+    created(&site, &id, &[&pool_arg]);
+    let recorded = recorded_subnets(&site, &id)["backend"];
+    let used: Vec<Ipv4Net> = recorded_subnets(&site, &id).into_values().collect();
+    let base = u32::from(pool.network());
+    let other = (0..8)
+        .map(|k| Ipv4Net::new(std::net::Ipv4Addr::from(base + k * 64), 26).unwrap())
+        .find(|s| !used.contains(s))
+        .unwrap();
+    let name = format!("{id}_backend");
+    let count = make_twins(&docker, &id, [recorded, other]);
+
+    // Status flags them, with and without INSPECT=1.
+    for extra in [None, Some("INSPECT=1")] {
+        let mut test = site.test().args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={id}")]);
+        if let Some(extra) = extra {
+            test = test.arg(extra);
+        }
+        test = test.arg(&pool_arg);
+        let output = test.run_unchecked();
+        assert_eq!(output.status, 1, "{extra:?}: {}", output.stdout);
+        let networks = check(report(&output.json(), &id), "networks").clone();
+        assert_eq!(networks["status"], "fail");
+        let summary = networks["summary"].as_str().unwrap();
+        assert!(summary.contains(&format!("{count} networks are named {name}")), "{extra:?}: {summary}");
+    }
+
+    // A plain re-run of create-client neither makes a third nor fails obscurely.
+    let rerun = create(&site, &id, &[&pool_arg]);
+    assert_eq!(rerun.status, 1, "{}", rerun.stdout);
+    assert!(rerun.stderr.contains(&format!("{count} networks are named {name}")), "{}", rerun.stderr);
+    assert!(rerun.stderr.contains("FIX=1"), "{}", rerun.stderr);
+    assert_eq!(networks_named(&docker, &name).len(), count, "the re-run made another");
+
+    // FIX=1 removes the extra ones by id and keeps the one with the recorded subnet.
+    let fix = site
+        .test()
+        .args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={id}"), "FIX=1"])
+        .arg(&pool_arg)
+        .run_unchecked();
+    let repairs = report(&fix.json(), &id)["repairs"].to_string();
+    assert!(repairs.contains(&format!("remove the twin of {name}")), "{repairs}");
+    let left = networks_named(&docker, &name);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].1, vec![recorded]);
+    let status = site.test().args(["--json", "multi-tenancy-status", &format!("CLIENT_ID={id}")]).arg(&pool_arg).run();
+    assert_eq!(check(report(&status.json(), &id), "networks")["status"], "ok");
+    created(&site, &id, &[&pool_arg]);
+}

@@ -22,8 +22,9 @@
 //! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, healthy, health, checks, repairs }`; once per report (the check maps are handed over, not copied) |
 //! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
-//! | `checks::logs(id)` | the client's log dir 0750 with its four files 0640, no symlinks (`logs` check) |
-//! | `checks::secrets(id)` | the client's secrets.env 0600 in a 0700 dir, no symlinks (`secrets` check) |
+//! | `checks::logs(id)` | the client's log dir 0750 with its four files 0640, no symlinks, none hard-linked (`logs` check) |
+//! | `checks::secrets(id)` | the client's secrets.env 0600 in a 0700 dir, no symlinks, not hard-linked (`secrets` check) |
+//! | `checks::config(id)` | the client's config dirs and files (client.env, compose override, realm.json, backup config, traefik.yml): no symlinks, none hard-linked (`config` check) |
 //!
 //! Other modules add their own checks to a client's list (`backup` ...): a `fail` makes the
 //! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes; a `fail` of a
@@ -301,6 +302,12 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
         let secrets_dir = h.roots.confine_entry(&layout.secrets_dir.to_string_lossy()).map_err(script_error)?;
         Ok(check_dynamic(&filecheck::secrets(&secrets_dir, &layout.secrets_file)))
+    });
+    let h = host.clone();
+    module.set_native_fn("config", move |id: &str| -> ScriptResult<Dynamic> {
+        let layout = ClientLayout::new(&h.roots, id).map_err(script_error)?;
+        h.roots.confine_entry(&layout.config_dir.to_string_lossy()).map_err(script_error)?;
+        Ok(check_dynamic(&filecheck::config(&layout)))
     });
     module
 }

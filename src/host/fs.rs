@@ -14,9 +14,12 @@
 //! | `fs::list(dir)` | no | sorted entry names, `[]` when missing |
 //! | `fs::kind(path)` | no | `"file"`, `"dir"`, `"symlink"`, `"other"` or `"missing"`, never following a symlink |
 //! | `fs::link_target(path)` | no | where a symlink points (`""` for anything else) |
+//! | `fs::links(path)` | no | how many names the entry has (more than 1: a hard-linked file, which no change touches); 0 when missing, never following a symlink |
 //! | `fs::unlink(path)` | yes | removes a symlink itself (never its target); "removed" / "unchanged" (no symlink there) |
 //!
-//! `touch` and `chmod` refuse a symlink in their place (they would change its target).
+//! No change follows a symlink below a root (a mkdir, write, touch or chmod refuses a path
+//! with one at any component; remove, rename and unlink act on the entry itself, never on a
+//! link's target), and none reaches a regular file with other names (a hard link).
 
 use std::{path::Path, rc::Rc};
 
@@ -37,7 +40,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("mkdir", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        outcome_text(h.effects.mkdir(&h.roots.confine(path).map_err(script_error)?, mode))
+        outcome_text(h.effects.mkdir(&h.roots.confine_change(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
@@ -48,24 +51,24 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("touch", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        outcome_text(h.effects.touch(&h.roots.confine(path).map_err(script_error)?, mode))
+        outcome_text(h.effects.touch(&h.roots.confine_change(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
     module.set_native_fn("chmod", move |path: &str, mode: INT| -> ScriptResult<String> {
         let mode = mode_arg(mode)?;
-        outcome_text(h.effects.chmod(&h.roots.confine(path).map_err(script_error)?, mode))
+        outcome_text(h.effects.chmod(&h.roots.confine_change(path).map_err(script_error)?, mode))
     });
 
     let h = host.clone();
     module.set_native_fn("remove", move |path: &str| -> ScriptResult<String> {
-        outcome_text(h.effects.remove_file(&h.roots.confine(path).map_err(script_error)?, ""))
+        outcome_text(h.effects.remove_file(&h.roots.confine_change_entry(path).map_err(script_error)?, ""))
     });
 
     let h = host.clone();
     module.set_native_fn("rename", move |from: &str, to: &str| -> ScriptResult<String> {
-        let from = h.roots.confine(from).map_err(script_error)?;
-        let to = h.roots.confine(to).map_err(script_error)?;
+        let from = h.roots.confine_change_entry(from).map_err(script_error)?;
+        let to = h.roots.confine_change(to).map_err(script_error)?;
         outcome_text(h.effects.rename(&from, &to))
     });
 
@@ -105,8 +108,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let h = host.clone();
+    module.set_native_fn("links", move |path: &str| -> ScriptResult<INT> {
+        let path = h.roots.confine_entry(path).map_err(script_error)?;
+        let names = std::fs::symlink_metadata(path).map_or(0, |m| std::os::unix::fs::MetadataExt::nlink(&m));
+        Ok(INT::try_from(names).unwrap_or(INT::MAX))
+    });
+
+    let h = host.clone();
     module.set_native_fn("unlink", move |path: &str| -> ScriptResult<String> {
-        outcome_text(h.effects.remove_symlink(&h.roots.confine_entry(path).map_err(script_error)?))
+        outcome_text(h.effects.remove_symlink(&h.roots.confine_change_entry(path).map_err(script_error)?))
     });
 
     module

@@ -17,7 +17,7 @@
 //! | `stack::setup_ingress()` | yes | the shared Traefik container (`INGRESS_*` settings), attached to every deployed client's frontend network: `#{ container, outcome, connected }` |
 //! | `stack::connect_ingress(id)` | yes | attaches a running ingress to the client's frontend network: "created" / "unchanged" (no ingress, or attached) |
 //! | `stack::inspect()` | no | a `StackInspection` of every agency container (one `docker ps` + one `docker inspect`) and the domains of all clients |
-//! | `stack::check(inspection, id)` | no | the `stack` check of a client: services running (restarts, health), limits and hardened defaults, only the routed service on the frontend, its domain its own |
+//! | `stack::check(inspection, id)` | no | the `stack` check of a client: services running (restarts, health), limits and hardened defaults, only the routed service on the frontend, its domain its own; with `KEYCLOAK_URL` set, a routed service with an OIDC client names the realm's issuer in its environment |
 
 use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, rc::Rc};
 
@@ -223,7 +223,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("inspect", move || -> ScriptResult<StackInspection> {
         let docker = s.docker().map_err(script_error)?;
-        Inspection::take(&docker, &h.roots).map(|i| StackInspection(Rc::new(i))).map_err(script_error)
+        Inspection::take(&docker, &h.roots, h.settings.get("KEYCLOAK_URL"))
+            .map(|i| StackInspection(Rc::new(i)))
+            .map_err(script_error)
     });
 
     let h = host.clone();

@@ -34,6 +34,6 @@ impl Context {
     /// Atomic write of a path inside the roots through the effects layer
     /// ([`Effects::write_file`]).
     pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32, detail: &str) -> Result<Outcome> {
-        self.effects.write_file(&self.roots.confine(path)?, bytes, mode, detail)
+        self.effects.write_file(&self.roots.confine_change(path)?, bytes, mode, detail)
     }
 }

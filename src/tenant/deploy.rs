@@ -51,17 +51,23 @@ impl Limits {
     }
 }
 
-/// The compose process's environment: client.env, then secrets.env, then (for variables the
-/// stack names that neither sets) the runner's own environment; every reference without a
-/// default must be set.
+/// The compose process's environment: client.env, then secrets.env, the issuer of the
+/// client's realm as `OIDC_ISSUER` when Keycloak is configured (`keycloak_url`), then (for
+/// variables the stack names that none of them sets) the runner's own environment; every
+/// reference without a default must be set.
 pub fn compose_env(
     stack: &Stack,
     client: &BTreeMap<String, String>,
     secrets: &BTreeMap<String, String>,
+    keycloak_url: &str,
     outside: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, String>> {
     let mut env = client.clone();
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !keycloak_url.is_empty() {
+        let realm = client.get("CLIENT_REALM").or_else(|| client.get("CLIENT_ID")).cloned().unwrap_or_default();
+        env.insert(crate::tenant::realm::ISSUER_VARIABLE.into(), crate::tenant::realm::issuer(keycloak_url, &realm));
+    }
     let mut missing = Vec::new();
     for reference in stack.references() {
         if env.contains_key(&reference.name) {

@@ -7,7 +7,7 @@
 
 use std::{
     fs::{self, Metadata},
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
 };
 
@@ -15,8 +15,16 @@ use serde_json::json;
 
 use crate::{
     fsutil,
-    tenant::check::{Check, Status},
+    tenant::{
+        check::{Check, Status},
+        layout::ClientLayout,
+    },
 };
+
+/// What FIX=1 cannot do for a hard-linked file: only the operator knows what the other
+/// names are.
+const HARD_LINK_FIX: &str = "FIX=1 cannot: find the file's other names (find / -samefile FILE), then make it a file of its own \
+     (cp -p FILE FILE.own && mv FILE.own FILE); agency changes no hard-linked file";
 
 /// The log files every client has (created by setup-log-segmentation).
 pub const LOG_FILES: [&str; 4] = ["access.log", "error.log", "audit.log", "backup.log"];
@@ -41,6 +49,13 @@ impl Place {
 
     fn mode(&self) -> Option<u32> {
         self.meta.as_ref().map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// `Some(sentence)` when it is a regular file with other names (a hard link: a change of
+    /// its mode or contents would reach a file that may lie outside every root).
+    fn hard_linked(&self, name: &str) -> Option<String> {
+        let meta = self.meta.as_ref().filter(|m| m.is_file() && m.nlink() > 1)?;
+        Some(format!("{name} is hard-linked ({} names share the file)", meta.nlink()))
     }
 
     /// What is wrong with it as a `want` ("file" or "dir") named `name`: `None` when it is
@@ -84,7 +99,7 @@ pub fn logs(log_dir: &Path) -> Check {
         }
         None => {}
     }
-    let mut links = false;
+    let (mut links, mut hard_links) = (false, false);
     let mut files = Vec::new();
     for name in LOG_FILES {
         let path = log_dir.join(name);
@@ -103,6 +118,10 @@ pub fn logs(log_dir: &Path) -> Check {
                 links = true;
                 problems.push(problem.to_string());
             }
+            None if file.hard_linked(name).is_some() => {
+                hard_links = true;
+                problems.extend(file.hard_linked(name));
+            }
             None if mode != Some(LOG_FILE_MODE) => problems.push(format!("{name} has mode {}, not 0640", octal(mode))),
             None => {}
         }
@@ -113,6 +132,8 @@ pub fn logs(log_dir: &Path) -> Check {
     }
     let fix = if !dir_usable {
         format!("FIX=1 cannot: make {dir_name} a real directory by hand")
+    } else if hard_links {
+        HARD_LINK_FIX.into()
     } else if links {
         "FIX=1 removes a symlink in a log file's place (never its target), creates missing log files and repairs modes"
             .into()
@@ -149,6 +170,9 @@ pub fn secrets(secrets_dir: &Path, secrets_file: &Path) -> Check {
         }
         None => {}
     }
+    if let Some(problem) = file.hard_linked("secrets.env") {
+        return Check::new("secrets", Status::Fail, problem).evidence(evidence).fix(HARD_LINK_FIX);
+    }
     let mut problems = Vec::new();
     if mode != Some(SECRETS_FILE_MODE) {
         problems.push(format!("secrets.env has mode {}, not 0600", octal(mode)));
@@ -161,6 +185,48 @@ pub fn secrets(secrets_dir: &Path, secrets_file: &Path) -> Check {
     } else {
         Check::new("secrets", Status::Fail, problems.join("; ")).evidence(evidence).fix("FIX=1 repairs the modes")
     }
+}
+
+/// The client's config files (client.env, the compose override, realm.json, the backup
+/// config, traefik.yml) and their directories: none a symlink, no file hard-linked. A missing
+/// one is left to the checks that use it.
+pub fn config(layout: &ClientLayout) -> Check {
+    let dirs = [&layout.config_dir, &layout.keycloak_dir, &layout.backup_dir];
+    let files =
+        [&layout.env_file, &layout.compose_override, &layout.realm_file, &layout.backup_config, &layout.traefik_file];
+    let mut problems = Vec::new();
+    let mut hard_links = false;
+    for dir in dirs {
+        let place = Place::at(dir);
+        if let Some(problem) = place.problem(dir, &dir.display().to_string(), "dir").filter(|p| p != "missing") {
+            problems.push(problem);
+        }
+    }
+    // Under a config dir that is not a real one nothing is looked at (it may lead anywhere).
+    if problems.is_empty() {
+        for file in files {
+            let place = Place::at(file);
+            let name = file.strip_prefix(&layout.config_dir).unwrap_or(file).display().to_string();
+            if let Some(problem) = place.problem(file, &name, "file").filter(|p| p != "missing") {
+                problems.push(problem);
+            } else if let Some(problem) = place.hard_linked(&name) {
+                hard_links = true;
+                problems.push(problem);
+            }
+        }
+    }
+    let evidence = json!({ "dir": layout.config_dir.display().to_string() });
+    if problems.is_empty() {
+        return Check::new("config", Status::Ok, "config files and dirs are real, none hard-linked").evidence(evidence);
+    }
+    let fix = if hard_links && problems.len() == 1 {
+        HARD_LINK_FIX.to_string()
+    } else {
+        "FIX=1 cannot: put the real directory or file in place of each link by hand (agency follows none, \
+         and changes no hard-linked file)"
+            .to_string()
+    };
+    Check::new("config", Status::Fail, problems.join("; ")).evidence(evidence).fix(fix)
 }
 
 #[cfg(test)]
@@ -260,5 +326,61 @@ mod tests {
         let check = secrets(&dir, &file);
         assert_eq!(check.summary, "secrets.env is a symlink (to /etc/shadow), not a regular file");
         assert_eq!(check.evidence["mode"], "missing");
+    }
+
+    #[test]
+    fn hard_linked_secrets_logs_and_config_fail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "").unwrap();
+        set_mode(&outside, 0o600);
+        let dir = log_dir(tmp.path());
+        fs::remove_file(dir.join("audit.log")).unwrap();
+        fs::hard_link(&outside, dir.join("audit.log")).unwrap();
+        set_mode(&outside, 0o640);
+        let check = logs(&dir);
+        assert_eq!(check.status, Status::Fail);
+        assert_eq!(check.summary, "audit.log is hard-linked (2 names share the file)");
+        assert!(check.fix.starts_with("FIX=1 cannot"), "{}", check.fix);
+
+        let secrets_dir = tmp.path().join("secrets");
+        fs::create_dir(&secrets_dir).unwrap();
+        set_mode(&secrets_dir, 0o700);
+        fs::hard_link(&outside, secrets_dir.join("secrets.env")).unwrap();
+        let check = secrets(&secrets_dir, &secrets_dir.join("secrets.env"));
+        assert_eq!(
+            (check.status, check.summary.as_str()),
+            (Status::Fail, "secrets.env is hard-linked (3 names share the file)")
+        );
+
+        let roots = crate::tenant::layout::Roots {
+            root: tmp.path().join("root"),
+            log_root: tmp.path().join("log"),
+            backup_root: tmp.path().join("bk"),
+            logrotate_dir: tmp.path().join("lr"),
+            repository_base: String::new(),
+        };
+        let layout = ClientLayout::new(&roots, "acme").unwrap();
+        fs::create_dir_all(&layout.config_dir).unwrap();
+        fs::write(&layout.env_file, "CLIENT_ID='acme'\n").unwrap();
+        assert_eq!(config(&layout).status, Status::Ok);
+        fs::hard_link(&layout.env_file, tmp.path().join("elsewhere.env")).unwrap();
+        let check = config(&layout);
+        assert_eq!(
+            (check.status, check.summary.as_str()),
+            (Status::Fail, "client.env is hard-linked (2 names share the file)")
+        );
+        symlink(&secrets_dir, &layout.keycloak_dir).unwrap();
+        let check = config(&layout);
+        assert!(
+            check.summary.starts_with(&format!(
+                "{} is a symlink (to {})",
+                layout.keycloak_dir.display(),
+                secrets_dir.display()
+            )),
+            "{}",
+            check.summary
+        );
+        assert!(check.fix.contains("in place of each link"), "{}", check.fix);
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::{format::validate, tenant::settings::Settings};
+use crate::{format::validate, fsutil, tenant::settings::Settings};
 
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -90,6 +90,48 @@ impl Roots {
             }
         }
         Ok(candidate.to_path_buf())
+    }
+
+    /// Resolves `path` for a change (a directory made, a file written, a mode set): inside
+    /// one of the roots, and no symlink at any of its components below the root, even one
+    /// staying inside it (`clients/x/keycloak -> ../../secrets/y` would have a mkdir make
+    /// y 0750). A regular file there with other names (a hard link, which may be a file
+    /// outside every root) is refused too.
+    pub fn confine_change(&self, path: &str) -> Result<PathBuf> {
+        let candidate = self.confine_change_entry(path)?;
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => bail!(
+                "{path} is a symlink; a change never follows one (remove the link, e.g. with FIX=1 of \
+                 multi-tenancy-status)"
+            ),
+            Ok(meta) => fsutil::refuse_hard_link(&candidate, &meta)?,
+            Err(_) => {}
+        }
+        Ok(candidate)
+    }
+
+    /// [`Roots::confine_change`] for a change of the entry `path` itself (removing or moving
+    /// it, never following it): its directories below the root hold no symlink; the entry may
+    /// be one.
+    pub fn confine_change_entry(&self, path: &str) -> Result<PathBuf> {
+        let candidate = self.confine_lexically(path)?;
+        let root =
+            self.all().into_iter().filter(|root| candidate.starts_with(root)).max_by_key(|r| r.as_os_str().len());
+        let root = root.expect("confined lexically");
+        let mut walked = root.to_path_buf();
+        let below: Vec<Component> = candidate.strip_prefix(root).unwrap_or(Path::new("")).components().collect();
+        for part in below.iter().take(below.len().saturating_sub(1)) {
+            walked.push(part);
+            match std::fs::symlink_metadata(&walked) {
+                Ok(meta) if meta.file_type().is_symlink() => bail!(
+                    "{path} leads through the symlink {}; a change never follows one inside the roots",
+                    walked.display()
+                ),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(candidate)
     }
 
     /// [`Roots::confine`] for a path with a symlink below its root: the deepest existing
@@ -287,6 +329,36 @@ mod tests {
         assert!(error.contains("through a symlink"), "{error}");
         assert!(roots.confine(&at("clients/escape/a/b")).is_err());
         assert!(roots.confine(&at("clients/escape")).is_err());
+    }
+
+    #[test]
+    fn a_change_follows_no_symlink_and_touches_no_hard_linked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("clients/x")).unwrap();
+        std::fs::create_dir_all(root.join("secrets/y")).unwrap();
+        std::os::unix::fs::symlink(root.join("secrets/y"), root.join("clients/x/keycloak")).unwrap();
+        std::fs::write(base.join("outside"), "").unwrap();
+        std::fs::hard_link(base.join("outside"), root.join("clients/x/client.env")).unwrap();
+        let roots = Roots {
+            root: root.clone(),
+            log_root: base.join("log"),
+            backup_root: base.join("bk"),
+            logrotate_dir: base.join("lr"),
+            repository_base: String::new(),
+        };
+        let at = |rel: &str| root.join(rel).display().to_string();
+        assert!(roots.confine(&at("clients/x/keycloak/realm.json")).is_ok(), "reads may follow it inside the root");
+        let error = roots.confine_change(&at("clients/x/keycloak")).unwrap_err().to_string();
+        assert!(error.contains("is a symlink; a change never follows one"), "{error}");
+        let error = roots.confine_change(&at("clients/x/keycloak/realm.json")).unwrap_err().to_string();
+        assert!(error.contains("leads through the symlink"), "{error}");
+        assert!(roots.confine_change_entry(&at("clients/x/keycloak")).is_ok(), "the link itself may be removed");
+        let error = roots.confine_change(&at("clients/x/client.env")).unwrap_err().to_string();
+        assert!(error.contains("is hard-linked (2 names share the file)"), "{error}");
+        assert!(roots.confine_change(&at("clients/x/new/deeper")).is_ok(), "missing components are fine");
+        assert!(roots.confine_change("/etc/passwd").is_err());
     }
 
     #[test]

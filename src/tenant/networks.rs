@@ -179,7 +179,7 @@ pub fn ensure_networks(
     // needs anyway) says which of its names exist, and only those are inspected.
     let mut listed = None;
     let existing = if expected.iter().any(|e| e.subnet.is_some()) {
-        docker.inspect_networks(&names)?
+        docker.inspect_networks(&names).map_err(|error| twins_error(&docker, id, &names).unwrap_or(error))?
     } else {
         let all = docker.list_networks()?;
         let present: Vec<&str> = names.iter().copied().filter(|name| all.iter().any(|n| n.name == *name)).collect();
@@ -249,6 +249,71 @@ pub fn ensure_networks(
     Ok(Provisioned { driver, networks, subnets, bridges })
 }
 
+/// FIX=1 for networks of one name: removes all but the one with the subnet client.env
+/// records, by ID, when every one is labelled as the client's and no container (running or
+/// stopped) is on a network of that name; else says why not. The message, and whether
+/// anything was removed.
+fn remove_twins(cx: &Context, docker: &Docker, id: &str, expected: &Expected) -> Result<(String, bool)> {
+    let name = &expected.name;
+    let ids: Vec<String> = docker.list_networks()?.into_iter().filter(|n| n.name == *name).map(|n| n.id).collect();
+    let twins = docker.inspect_networks(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let count = twins.len();
+    let refuse = |why: String| Ok((format!("not repaired: {count} networks are named {name}: {why}"), false));
+    if twins.iter().any(|n| n.label(LABEL_MANAGED) != Some("true") || n.label(LABEL_CLIENT) != Some(id)) {
+        return refuse(format!("not all are labelled as {id}'s; remove the foreign one by id by hand"));
+    }
+    let Some(recorded) = expected.subnet else {
+        return refuse("client.env records no subnet for it, so none can be told to be the one to keep".into());
+    };
+    let Some(keep) = twins.iter().find(|n| n.subnets.contains(&recorded)) else {
+        return refuse(format!(
+            "none has the subnet client.env records ({recorded}); remove the wrong ones by id by hand"
+        ));
+    };
+    let attached: Vec<String> = docker.containers_on(name)?.into_iter().map(|c| c.name).collect();
+    if !attached.is_empty() {
+        return refuse(format!(
+            "containers are attached ({}), and Docker does not say to which of them; detach them and run FIX=1 again",
+            attached.join(", ")
+        ));
+    }
+    let would = if cx.effects.dry_run() { "would " } else { "" };
+    let mut removed = Vec::new();
+    for twin in twins.iter().filter(|n| n.id != keep.id) {
+        let subnets: Vec<String> = twin.subnets.iter().map(ToString::to_string).collect();
+        let detail = format!(
+            "the twin {} (subnet {}); {} with the recorded {recorded} stays",
+            twin.id,
+            subnets.join(" "),
+            keep.id
+        );
+        cx.effects
+            .apply("network rm", name, &detail, Outcome::Removed, || docker.remove_network(&twin.id).map(drop))?;
+        removed.push(format!("{} ({})", &twin.id[..twin.id.len().min(12)], subnets.join(" ")));
+    }
+    Ok((format!("{would}remove the twin of {name}: {}; keep the one with subnet {recorded}", removed.join(", ")), true))
+}
+
+/// When a create was interrupted after Docker made the network and a re-run made it again,
+/// two networks carry one name (Docker allows it only for racing creates) and inspecting by
+/// name fails: the error that says so and what to run, or `None` when no name is shared.
+fn twins_error(docker: &Docker, id: &str, names: &[&str]) -> Option<anyhow::Error> {
+    let listed = docker.list_networks().ok()?;
+    let shared: Vec<String> = names
+        .iter()
+        .map(|name| (name, listed.iter().filter(|n| n.name == *name).count()))
+        .filter(|(_, count)| *count > 1)
+        .map(|(name, count)| format!("{count} networks are named {name}"))
+        .collect();
+    (!shared.is_empty()).then(|| {
+        anyhow::anyhow!(
+            "{} (an interrupted create); nothing was changed: `agency multi-tenancy-status CLIENT_ID={id} FIX=1` \
+             removes the extra ones by id, keeping the one with the subnet client.env records",
+            shared.join(", ")
+        )
+    })
+}
+
 pub fn repair_networks(
     cx: &Context,
     connect: &dyn Fn() -> Result<Docker>,
@@ -288,6 +353,11 @@ pub fn repair_networks(
     for repair in repairs {
         match repair {
             Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
+            Repair::RemoveTwins(expected) => {
+                let (message, removed) = remove_twins(cx, &docker, id, &expected)?;
+                messages.push(message);
+                changed |= removed;
+            }
             Repair::Create(expected) => {
                 let subnet = create_effect(cx, &docker, &expected, &mut allocator)?;
                 messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));

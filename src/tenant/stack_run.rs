@@ -126,7 +126,9 @@ pub fn deploy(cx: &Context, docker: &Path, compose: &dyn Fn() -> Result<Compose>
     write_shown(cx, &base, &stack.text)?;
     write_shown(cx, &layout.compose_override, &override_text)?;
 
-    let mut env = deploy::compose_env(&stack, &client, &secrets, &|name| std::env::var(name).ok())?;
+    let mut env = deploy::compose_env(&stack, &client, &secrets, cx.settings.get("KEYCLOAK_URL"), &|name| {
+        std::env::var(name).ok()
+    })?;
     let images = deploy::images(&stack, &env);
     let mut names: Vec<&str> = images.values().map(String::as_str).collect();
     names.sort_unstable();

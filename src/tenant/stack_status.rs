@@ -40,6 +40,8 @@ pub struct Container {
     pub networks: Vec<String>,
     /// A Swarm task's container (Swarm restarts tasks; it cannot set no-new-privileges).
     pub swarm_task: bool,
+    /// The values of its environment (secrets among them: only searched, never shown).
+    pub env_values: Vec<String>,
 }
 
 pub struct Inspection {
@@ -48,6 +50,8 @@ pub struct Inspection {
     services: HashMap<String, Vec<swarm::Service>>,
     domains: BTreeMap<String, Vec<String>>,
     env: HashMap<String, BTreeMap<String, String>>,
+    /// KEYCLOAK_URL: when set, a routed service with an OIDC client must name its realm's issuer.
+    keycloak_url: String,
 }
 
 /// Domain → the clients whose client.env records it.
@@ -84,7 +88,7 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 impl Inspection {
-    pub fn take(docker: &Path, roots: &Roots) -> Result<Inspection> {
+    pub fn take(docker: &Path, roots: &Roots, keycloak_url: &str) -> Result<Inspection> {
         let listed = Command::new(docker)
             .args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"])
             .output()?;
@@ -124,6 +128,10 @@ impl Inspection {
                         .map(|m| m.keys().cloned().collect())
                         .unwrap_or_default(),
                     swarm_task: !label(swarm::LABEL_NAMESPACE).is_empty(),
+                    env_values: strings(&c["Config"]["Env"])
+                        .into_iter()
+                        .filter_map(|pair| pair.split_once('=').map(|(_, value)| value.to_string()))
+                        .collect(),
                 });
             }
         }
@@ -137,7 +145,13 @@ impl Inspection {
                 }
             }
         }
-        Ok(Inspection { by_client, services, domains: domains_of(&envs), env: envs.into_iter().collect() })
+        Ok(Inspection {
+            by_client,
+            services,
+            domains: domains_of(&envs),
+            env: envs.into_iter().collect(),
+            keycloak_url: keycloak_url.to_string(),
+        })
     }
 
     pub fn check(&self, site_dir: &Path, id: &str) -> Check {
@@ -227,6 +241,9 @@ impl Inspection {
         if swarm_without_no_new_privileges {
             warnings.push(NO_NEW_PRIVILEGES_NOTE.to_string());
         }
+        if let Some(routed) = routed.as_deref() {
+            problems.extend(self.issuer_problems(id, &env, routed, &containers));
+        }
         let running = containers.iter().filter(|c| c.status == "running").count();
         let (status, summary) = if !problems.is_empty() {
             (Status::Fail, [problems, warnings].concat().join("; "))
@@ -236,6 +253,38 @@ impl Inspection {
             (Status::Ok, format!("stack {stack_name}: {running} container(s) running, limited and hardened"))
         };
         Check::new("stack", status, summary).evidence(evidence)
+    }
+}
+
+impl Inspection {
+    /// With Keycloak configured, the routed service, when it has an OIDC client in the
+    /// client's realm (OIDC_SERVICES), must name that realm's issuer in its environment:
+    /// else it signs its users in elsewhere, or nowhere.
+    fn issuer_problems(
+        &self,
+        id: &str,
+        env: &BTreeMap<String, String>,
+        routed: &str,
+        containers: &[&Container],
+    ) -> Vec<String> {
+        let has_client = env.get("OIDC_SERVICES").is_some_and(|s| s.split(',').any(|s| s.trim() == routed));
+        if self.keycloak_url.is_empty() || !has_client {
+            return Vec::new();
+        }
+        let realm = env.get("CLIENT_REALM").map_or(id, String::as_str);
+        let issuer = crate::tenant::realm::issuer(&self.keycloak_url, realm);
+        containers
+            .iter()
+            .filter(|c| c.service == routed && !c.env_values.iter().any(|v| v.trim_end_matches('/') == issuer))
+            .map(|c| {
+                format!(
+                    "{} (service {routed}, an OIDC client of realm {realm}) does not name the realm's issuer {issuer} in \
+                     its environment (${{{}}} hands it over)",
+                    c.name,
+                    crate::tenant::realm::ISSUER_VARIABLE
+                )
+            })
+            .collect()
     }
 }
 

@@ -234,7 +234,8 @@ impl LockHolder {
         let holder = Self(child);
         let locks = fixture.path("repo/locks");
         for _ in 0..600 {
-            if fs::read_dir(&locks).unwrap().next().is_some() {
+            // A finished lock (its 64-hex name), not restic's temp file of one it is writing.
+            if fs::read_dir(&locks).unwrap().flatten().any(|e| e.file_name().len() == 64) {
                 return holder;
             }
             std::thread::sleep(Duration::from_millis(20));

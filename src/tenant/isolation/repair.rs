@@ -19,6 +19,10 @@ pub enum Repair {
         id: String,
         subnet: Option<Ipv4Net>,
     },
+    /// Several networks carry the expected name (an interrupted create, then a re-run): all
+    /// but the one with the recorded subnet to be removed by ID, if that is safe (checked on
+    /// the engine: the snapshot may know one of them only).
+    RemoveTwins(Expected),
     /// Cannot be repaired safely; the message says why.
     Refuse(String),
 }
@@ -57,6 +61,10 @@ pub fn plan_repairs(
 ) -> Vec<Repair> {
     let mut repairs = Vec::new();
     for expected in expected_networks(client, driver, recorded) {
+        if snapshot.shared_names.contains_key(&expected.name) {
+            repairs.push(Repair::RemoveTwins(expected));
+            continue;
+        }
         let actual = snapshot.network(&expected.name);
         match assess(&expected, actual) {
             State::Ok => {

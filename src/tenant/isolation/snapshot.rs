@@ -167,8 +167,9 @@ impl Snapshot {
             let attached: Vec<String> = self.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
             if let Some(count) = self.shared_names.get(&expected.name) {
                 problems.push(format!("{count} networks are named {}", expected.name));
-                refusals.push(format!(
-                    "{count} networks are named {}: `docker network rm {}` removes only one; remove the extra by id",
+                fixes.push(format!(
+                    "removes the extra {} by id (`docker network rm {}` would remove only one), keeping the one with \
+                     the recorded subnet, when no container is attached",
                     expected.name, expected.name
                 ));
             }

@@ -107,7 +107,9 @@ fn two_networks_of_one_name_fail() {
     let check = snapshot.network_check("acme", "bridge", &recorded(0));
     assert_eq!(check.status, Status::Fail);
     assert!(check.summary.contains("2 networks are named acme_backend"), "{}", check.summary);
-    assert!(check.fix.contains("remove the extra by id"), "{}", check.fix);
+    assert!(check.fix.contains("removes the extra acme_backend by id"), "{}", check.fix);
+    let repairs = plan_repairs(&snapshot, "acme", "bridge", &recorded(0), false);
+    assert!(matches!(&repairs[..], [Repair::RemoveTwins(e)] if e.name == "acme_backend"), "{repairs:?}");
 
     // A light snapshot (status without INSPECT=1) sees them in `network ls`.
     let listed: Vec<NetworkSummary> = snapshot

@@ -142,14 +142,17 @@ fn undo_unfinished(effects: &Effects, state: &State) -> Result<()> {
     Ok(())
 }
 
+/// A client's log, opened to append: never through a symlink, never a hard-linked file.
 fn open_for_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(LOG_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    crate::fsutil::refuse_hard_link(path, &file.metadata()?)?;
+    Ok(file)
 }
 
 /// Writes `bytes` in two parts (a crash point between them: a half-finished append) and syncs.

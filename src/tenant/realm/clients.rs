@@ -3,6 +3,15 @@
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+/// The variable that hands a stack the issuer of the client's realm (`${OIDC_ISSUER}`).
+pub const ISSUER_VARIABLE: &str = "OIDC_ISSUER";
+
+/// The issuer of `realm` on the Keycloak at `keycloak_url` (KEYCLOAK_URL, with its `/auth`
+/// prefix when the server has one): `<url>/realms/<realm>`.
+pub fn issuer(keycloak_url: &str, realm: &str) -> String {
+    format!("{}/realms/{realm}", keycloak_url.trim_end_matches('/'))
+}
+
 /// A confidential OpenID Connect client of the realm for one routed service of the client's
 /// stack, reachable at the client's domain. Its secret lives in secrets.env under
 /// [`OidcClientSpec::secret_key`] and reaches Keycloak only through the Admin API.

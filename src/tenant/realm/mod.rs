@@ -7,7 +7,7 @@ mod clients;
 pub mod reconcile;
 mod settings;
 
-pub use clients::OidcClientSpec;
+pub use clients::{ISSUER_VARIABLE, OidcClientSpec, issuer};
 pub use settings::{RealmSettings, SETTING_KEYS};
 
 use anyhow::{Result, bail};

@@ -1,0 +1,107 @@
+//! A deployed stack's routed service and the client's realm (issue 23): deploy-client gives
+//! it a confidential OIDC client (secret generated once, handed over by Compose
+//! interpolation with the realm's issuer), a second deploy sends Keycloak nothing that
+//! changes, and live status fails a routed service whose environment names another issuer.
+
+use std::fs;
+
+use crate::{
+    containers,
+    create_client::bash_value,
+    stacks::{Deployed, busybox_stack, inspect, project},
+    support::fake_keycloak::FakeKeycloak,
+    test::Site,
+};
+
+const ADMIN_PASSWORD: &str = "Kc-admin-pw-0123";
+
+/// The busybox stack with the routed service `web` reading its OIDC client's secret and the
+/// realm's issuer (`issuer` is what its ISSUER variable holds).
+fn stack_with_issuer(issuer: &str) -> String {
+    let stack = busybox_stack();
+    let with = stack.replace(
+        "      SECRET: ${DB_PASSWORD}\n",
+        &format!("      SECRET: ${{DB_PASSWORD}}\n      OIDC_SECRET: ${{OIDC_SECRET_WEB}}\n      ISSUER: {issuer}\n"),
+    );
+    assert_ne!(with, stack, "the busybox stack changed its environment");
+    with
+}
+
+fn env_of(container: &str, name: &str) -> String {
+    let env = inspect(container)["Config"]["Env"].clone();
+    let prefix = format!("{name}=");
+    env.as_array().unwrap().iter().filter_map(|v| v.as_str()?.strip_prefix(&prefix)).next().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_deployed_routed_service_gets_an_oidc_client_of_the_realm_and_names_its_issuer() {
+    if !containers::engine_or_skip("oidc::routed_service") {
+        return;
+    }
+    if crate::compose::compose_tool().is_none() {
+        containers::skip("oidc::routed_service", "neither `docker compose` nor `docker-compose` is installed");
+        return;
+    }
+    let fake = FakeKeycloak::builder().admin("admin", ADMIN_PASSWORD).start();
+    let site = Site::with_docker();
+    site.site_file("stacks/bb/compose.yml", &stack_with_issuer("${OIDC_ISSUER}"));
+    let id = containers::unique("oi");
+    let _cleanup = Deployed::new(std::slice::from_ref(&id));
+    let run = |args: &[&str], status: i32| {
+        let mut test = site
+            .test()
+            .env("AGENCY_BACKUPS", "off")
+            .env("KEYCLOAK_URL", &fake.url())
+            .env("KEYCLOAK_ADMIN", "admin")
+            .env("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        for arg in args {
+            test = test.arg(arg);
+        }
+        test.status(status).run()
+    };
+    let client_id = format!("CLIENT_ID={id}");
+    run(&["create-client", &client_id, "CLIENT_NAME=OIDC", &format!("CLIENT_DOMAIN={id}.example.test"), "STACK=bb"], 0);
+    assert!(fake.client_rep(&id, "web").is_none(), "no client before the stack is deployed");
+
+    let deployed = run(&["deploy-client", &client_id], 0);
+    let env_file = site.client_dir(&id).join("client.env");
+    assert_eq!(bash_value(&env_file, "OIDC_SERVICES"), "web");
+    let secret = bash_value(&site.secrets_file(&id), "OIDC_SECRET_WEB");
+    assert!(secret.len() >= 32, "a generated secret");
+    let client = fake.client_rep(&id, "web").expect("the routed service's client");
+    assert_eq!(client["publicClient"], false);
+    assert_eq!(client["secret"], secret.as_str());
+    assert_eq!(client["redirectUris"], serde_json::json!([format!("https://{id}.example.test/*")]));
+    let web = project(&id).into_iter().find(|(s, _)| s == "web").unwrap().1;
+    assert_eq!(env_of(&web, "OIDC_SECRET"), secret, "handed over by Compose interpolation");
+    let issuer = format!("{}/realms/{id}", fake.url().trim_end_matches('/'));
+    assert_eq!(env_of(&web, "ISSUER"), issuer);
+    assert!(!deployed.stdout.contains(&secret) && !deployed.stderr.contains(&secret), "the secret was shown");
+    for file in ["client.env", "keycloak/realm.json", "compose.yml", "docker-compose.override.yml"] {
+        let text = fs::read_to_string(site.client_dir(&id).join(file)).unwrap();
+        assert!(!text.contains(&secret), "{file} holds the client secret");
+    }
+
+    // A second deploy: the same secret, and no request that changes anything.
+    fake.clear_requests();
+    run(&["deploy-client", &client_id], 0);
+    let mutations: Vec<String> = fake.mutations().iter().map(|r| r.line()).collect();
+    assert!(mutations.is_empty(), "a second deploy changed Keycloak: {mutations:#?}");
+    assert_eq!(bash_value(&site.secrets_file(&id), "OIDC_SECRET_WEB"), secret, "generated once");
+
+    // Live status: the realm, its client and the service's issuer check out.
+    let status = run(&["--json", "multi-tenancy-status", &client_id], 0).json();
+    let report = status.to_string();
+    assert!(!report.contains(&secret), "status showed the secret");
+    let checks = status["tasks"][0]["result"]["clients"][0]["checks"].as_array().unwrap().clone();
+    let stack = checks.iter().find(|c| c["name"] == "stack").unwrap();
+    assert_eq!(stack["status"], "ok", "{stack:#}");
+    let realm = checks.iter().find(|c| c["name"] == "realm").unwrap();
+    assert_eq!(realm["status"], "ok", "{realm:#}");
+
+    // The service wired to another realm's issuer: status fails it, naming the right one.
+    site.site_file("stacks/bb/compose.yml", &stack_with_issuer(&format!("{}/realms/master", fake.url())));
+    run(&["deploy-client", &client_id], 0);
+    let output = run(&["multi-tenancy-status", &client_id], 1);
+    assert!(output.stdout.contains(&format!("does not name the realm's issuer {issuer}")), "{}", output.stdout);
+}
