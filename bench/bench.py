@@ -313,95 +313,98 @@ def table(args):
             p(r["label"])
         p("")
 
-    # 1. startup
-    p(f"1. Startup on equivalent {args.targets}-target files (median of {args.startup_runs} runs, hyperfine -N)")
-    p(f"   {'command':<58} {'median':>9} {'vs just':>8} {'peak RSS':>9}")
-    results = {}
-    for group, just_label in (("list", "just --list"), ("dry", "just -n create-client")):
-        base = get("startup", just_label)
-        for r in [r for r in by.get("startup", []) if r.get("group") == group]:
-            ratio = r["median_ms"] / base["median_ms"] if base else None
-            results[r["label"]] = ratio
-            note = f" [{r['note']}]" if r.get("note") else ""
-            p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {('%.2fx' % ratio) if ratio else '-':>8} {mb(r.get('rss_kb')):>9}")
+    if "startup" in by:
+        # 1. startup
+        p(f"1. Startup on equivalent {args.targets}-target files (median of {args.startup_runs} runs, hyperfine -N)")
+        p(f"   {'command':<58} {'median':>9} {'vs just':>8} {'peak RSS':>9}")
+        results = {}
+        for group, just_label in (("list", "just --list"), ("dry", "just -n create-client")):
+            base = get("startup", just_label)
+            for r in [r for r in by.get("startup", []) if r.get("group") == group]:
+                ratio = r["median_ms"] / base["median_ms"] if base else None
+                results[r["label"]] = ratio
+                note = f" [{r['note']}]" if r.get("note") else ""
+                p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {('%.2fx' % ratio) if ratio else '-':>8} {mb(r.get('rss_kb')):>9}")
+            p("")
+        lst = results.get("agency --list")
+        dry = results.get("agency -n create-client")
+        x = lambda r: "-" if r is None else f"{r:.2f}x"
+        # The runner's own cost of a dry run: the replayed run minus its calls to the stand-in.
+        standin = get("startup", "docker stand-in, one replayed call")
+        replayed = get("startup", "agency -n create-client, docker replayed")
+        just_dry = get("startup", "just -n create-client")
+        own = own_ratio = None
+        if standin and replayed and just_dry:
+            own = replayed["median_ms"] - int(standin["calls"]) * standin["median_ms"]
+            own_ratio = own / just_dry["median_ms"]
+            p(f"   {'docker stand-in, one replayed call':<58} {ms(standin['median_ms']):>9}")
+            p(f"   {'agency -n create-client, own (replayed - ' + standin['calls'] + ' x stand-in)':<58}"
+              f" {ms(own):>9} {x(own_ratio):>8}")
+            p("")
+        p(f"   target agency no slower than just: --list {verdict(lst is not None and lst <= 1.0)} ({x(lst)});"
+          f" -n create-client {verdict(dry is not None and dry <= 1.0)} ({x(dry)} with the real engine,"
+          f" whose reads just does not make; the runner's own cost {x(own_ratio)})")
         p("")
-    lst = results.get("agency --list")
-    dry = results.get("agency -n create-client")
-    x = lambda r: "-" if r is None else f"{r:.2f}x"
-    # The runner's own cost of a dry run: the replayed run minus its calls to the stand-in.
-    standin = get("startup", "docker stand-in, one replayed call")
-    replayed = get("startup", "agency -n create-client, docker replayed")
-    just_dry = get("startup", "just -n create-client")
-    own = own_ratio = None
-    if standin and replayed and just_dry:
-        own = replayed["median_ms"] - int(standin["calls"]) * standin["median_ms"]
-        own_ratio = own / just_dry["median_ms"]
-        p(f"   {'docker stand-in, one replayed call':<58} {ms(standin['median_ms']):>9}")
-        p(f"   {'agency -n create-client, own (replayed - ' + standin['calls'] + ' x stand-in)':<58}"
-          f" {ms(own):>9} {x(own_ratio):>8}")
+
+    if "status" in by:
+        # 2. status
+        p("2. multi-tenancy-status, all clients (agency: median of hyperfine runs; baseline: one `docker network ls | grep` per client)")
+        p(f"   {'engine':<10} {'clients':>7} {'agency':>9} {'docker':>7} {'peak RSS':>9} {'baseline':>9} {'docker':>7} {'peak RSS':>9} {'speed-up':>9}")
+        status = [r for r in by.get("status", []) if r.get("who") == "agency"]
+        status.sort(key=lambda r: (r.get("engine") != "real", int(r["clients"])))
+        speedup_100 = None
+        calls = []
+        for r in status:
+            b = next((x for x in by.get("status", []) if x.get("who") == "baseline" and x["clients"] == r["clients"]
+                      and x.get("engine") == r.get("engine")), None)
+            sp = b["median_ms"] / r["median_ms"] if b else None
+            if r.get("engine") == "real":
+                calls.append(r.get("docker_calls"))
+                if r["clients"] == "100":
+                    speedup_100 = sp
+            p(f"   {r.get('engine'):<10} {r['clients']:>7} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}"
+              f" {ms(b['median_ms']) if b else '-':>9} {b.get('docker_calls', '-') if b else '-':>7} {mb(b.get('rss_kb')) if b else '-':>9}"
+              f" {('%.0fx' % sp) if sp else '-':>9}")
+        replay = {int(r["clients"]): r["median_ms"] for r in status if r.get("engine") == "replayed"}
         p("")
-    p(f"   target agency no slower than just: --list {verdict(lst is not None and lst <= 1.0)} ({x(lst)});"
-      f" -n create-client {verdict(dry is not None and dry <= 1.0)} ({x(dry)} with the real engine,"
-      f" whose reads just does not make; the runner's own cost {x(own_ratio)})")
-    p("")
+        if len(replay) >= 2:
+            ks = sorted(replay)
+            lo, hi = ks[0], ks[-1]
+            per = (replay[hi] - replay[lo]) / (hi - lo)
+            p(f"   replayed engine: {per * 1000:.0f} µs per client between {lo} and {hi} clients;"
+              f" {', '.join(f'{k}: {replay[k] / k * 1000:.0f} µs/client' for k in ks)}")
+        # At least one call: a runner that no longer reached docker through PATH would count 0.
+        o1 = len(set(calls)) == 1 and calls[0] is not None and 1 <= int(calls[0]) <= 3
+        p(f"   target O(1) docker calls: {verdict(o1)} ({', '.join(str(c) for c in calls)} for {', '.join(r['clients'] for r in status if r.get('engine') == 'real')} clients);"
+          f" >=10x faster than the baseline at 100: {verdict(speedup_100 is not None and speedup_100 >= 10)}"
+          f" ({'%.0fx' % speedup_100 if speedup_100 else '-'}); under 1 s at 5,000: {verdict(replay.get(5000, 1e9) < 1000)}"
+          f" ({ms(replay.get(5000))})")
+        p("")
 
-    # 2. status
-    p("2. multi-tenancy-status, all clients (agency: median of hyperfine runs; baseline: one `docker network ls | grep` per client)")
-    p(f"   {'engine':<10} {'clients':>7} {'agency':>9} {'docker':>7} {'peak RSS':>9} {'baseline':>9} {'docker':>7} {'peak RSS':>9} {'speed-up':>9}")
-    status = [r for r in by.get("status", []) if r.get("who") == "agency"]
-    status.sort(key=lambda r: (r.get("engine") != "real", int(r["clients"])))
-    speedup_100 = None
-    calls = []
-    for r in status:
-        b = next((x for x in by.get("status", []) if x.get("who") == "baseline" and x["clients"] == r["clients"]
-                  and x.get("engine") == r.get("engine")), None)
-        sp = b["median_ms"] / r["median_ms"] if b else None
-        if r.get("engine") == "real":
-            calls.append(r.get("docker_calls"))
-            if r["clients"] == "100":
-                speedup_100 = sp
-        p(f"   {r.get('engine'):<10} {r['clients']:>7} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}"
-          f" {ms(b['median_ms']) if b else '-':>9} {b.get('docker_calls', '-') if b else '-':>7} {mb(b.get('rss_kb')) if b else '-':>9}"
-          f" {('%.0fx' % sp) if sp else '-':>9}")
-    replay = {int(r["clients"]): r["median_ms"] for r in status if r.get("engine") == "replayed"}
-    p("")
-    if len(replay) >= 2:
-        ks = sorted(replay)
-        lo, hi = ks[0], ks[-1]
-        per = (replay[hi] - replay[lo]) / (hi - lo)
-        p(f"   replayed engine: {per * 1000:.0f} µs per client between {lo} and {hi} clients;"
-          f" {', '.join(f'{k}: {replay[k] / k * 1000:.0f} µs/client' for k in ks)}")
-    # At least one call: a runner that no longer reached docker through PATH would count 0.
-    o1 = len(set(calls)) == 1 and calls[0] is not None and 1 <= int(calls[0]) <= 3
-    p(f"   target O(1) docker calls: {verdict(o1)} ({', '.join(str(c) for c in calls)} for {', '.join(r['clients'] for r in status if r.get('engine') == 'real')} clients);"
-      f" >=10x faster than the baseline at 100: {verdict(speedup_100 is not None and speedup_100 >= 10)}"
-      f" ({'%.0fx' % speedup_100 if speedup_100 else '-'}); under 1 s at 5,000: {verdict(replay.get(5000, 1e9) < 1000)}"
-      f" ({ms(replay.get(5000))})")
-    p("")
-
-    # 3. create-client
-    cc = get("create", "agency create-client (new client)")
-    nets = get("create", "4 x docker network create, alone")
-    restic = get("create", "restic init, alone")
-    with_restic = cc and cc.get("restic") == "yes"
-    p(f"3. create-client of a new client with {args.clients} clients on the engine (median of {cc['runs'] if cc else '-'}, interleaved)")
-    p(f"   {'':<58} {'median':>9} {'docker':>7} {'peak RSS':>9}")
-    for r in (cc, nets, restic):
-        if r:
-            note = f" [{r['note']}]" if r.get("note") else ""
-            p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}")
-    if cc and nets:
-        parts = nets["median_ms"] + (restic["median_ms"] if (restic and with_restic) else 0)
-        over = (cc["median_ms"] - parts) / parts * 100
-        what = "4 network creates + restic init" if with_restic else "4 network creates (create-client does not run restic init on this build)"
-        p(f"   overhead above the parts it cannot avoid ({what}): {cc['median_ms'] - parts:+.0f} ms = {over:+.1f}%;"
-          f" target <= 10%: {verdict(over <= 10)}")
-        if restic and with_restic:
-            # restic init is mostly key derivation, whose time varies from run to run.
-            spread = restic["max_ms"] - restic["min_ms"]
-            p(f"   (restic init alone ranged {ms(restic['min_ms'])} to {ms(restic['max_ms'])}, a spread of {ms(spread)};"
-              f" an overhead within that spread{', here a negative one,' if over < 0 else ''} is noise)")
-    p("")
+    if "create" in by:
+        # 3. create-client
+        cc = get("create", "agency create-client (new client)")
+        nets = get("create", "4 x docker network create, alone")
+        restic = get("create", "restic init, alone")
+        with_restic = cc and cc.get("restic") == "yes"
+        p(f"3. create-client of a new client with {args.clients} clients on the engine (median of {cc['runs'] if cc else '-'}, interleaved)")
+        p(f"   {'':<58} {'median':>9} {'docker':>7} {'peak RSS':>9}")
+        for r in (cc, nets, restic):
+            if r:
+                note = f" [{r['note']}]" if r.get("note") else ""
+                p(f"   {r['label'] + note:<58} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}")
+        if cc and nets:
+            parts = nets["median_ms"] + (restic["median_ms"] if (restic and with_restic) else 0)
+            over = (cc["median_ms"] - parts) / parts * 100
+            what = "4 network creates + restic init" if with_restic else "4 network creates (create-client does not run restic init on this build)"
+            p(f"   overhead above the parts it cannot avoid ({what}): {cc['median_ms'] - parts:+.0f} ms = {over:+.1f}%;"
+              f" target <= 10%: {verdict(over <= 10)}")
+            if restic and with_restic:
+                # restic init is mostly key derivation, whose time varies from run to run.
+                spread = restic["max_ms"] - restic["min_ms"]
+                p(f"   (restic init alone ranged {ms(restic['min_ms'])} to {ms(restic['max_ms'])}, a spread of {ms(spread)};"
+                  f" an overhead within that spread{', here a negative one,' if over < 0 else ''} is noise)")
+        p("")
 
     # 4. no-op
     noop = get("noop", "agency create-client (existing client, no-op)")
@@ -426,7 +429,25 @@ def table(args):
             p(f"   {r['label']:<58} {ms(r['median_ms']):>9} {r.get('docker_calls', '-'):>7} {mb(r.get('rss_kb')):>9}")
         p(f"   target under 1 s: {verdict(logs[0]['median_ms'] < 1000)}")
         p("")
-    p("6. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
+    stacks = by.get("stacks", [])
+    if stacks:
+        noop = next((r for r in stacks if "no-op" in r["label"]), None)
+        first = next((r for r in stacks if r["label"].startswith("deploy-client, first")), None)
+        plain = next((r for r in stacks if r is not noop and r is not first), None)
+        p("8. deploy-client of a 2-service busybox stack (bench/stacks; first deploys interleaved with the plain command)")
+        p(f"   {'':<58} {'median':>9} {'runs':>5} {'docker':>7}")
+        for r in (noop, first, plain):
+            if r:
+                p(f"   {r['label']:<58} {ms(r['median_ms']):>9} {r['runs']:>5} {r.get('docker_calls', '-'):>7}")
+        if noop:
+            p(f"   target no-op under 300 ms: {verdict(noop['median_ms'] < 300)}")
+        if first and plain:
+            over = (first["median_ms"] - plain["median_ms"]) / plain["median_ms"] * 100
+            p(f"   first deploy over the plain command: {first['median_ms'] - plain['median_ms']:+.0f} ms = {over:+.1f}%;"
+              f" target <= 10%: {verdict(over <= 10)}")
+        p("")
+    if "startup" in by:
+        p("6. Peak memory: the peak RSS columns above (/usr/bin/time -v, one run each; for the baseline the largest process it started)")
     for r in by.get("notes", []):
         p("   " + r["label"])
     print("\n".join(out))

@@ -6,11 +6,11 @@
 //! |---|---|---|
 //! | `stack::names()` | no | the stacks there are: the built-in ones and the site's `stacks/<name>/compose.yml` |
 //! | `stack::load(name)` | no | the stack checked: `#{ name, origin, text, services: [#{ name, tiers, http_port, db, image }], volumes }`; fails naming what is wrong |
-//! | `stack::override(name, id, env)` | no | the client's compose override (YAML text) for the client.env map `env` (its `CPU_LIMIT`, `MEMORY_LIMIT`, `PIDS_LIMIT`) |
+//! | `stack::override(name, id, env)` | no | the client's compose override (YAML text) for the client.env map `env` (its `CPU_LIMIT`, `MEMORY_LIMIT`, `PIDS_LIMIT`; in Swarm's terms for a client on overlay networks of a Swarm manager) |
 //! | `stack::upstream(name, id)` | no | where the ingress sends the client's requests, `http://<id>-<service>:<port>`, or `""` when no service carries `agency.http.port` |
 //! | `stack::domain_owner(id, domain)` | no | the id of another client whose client.env records `domain`, or `""` |
-//! | `stack::deploy(id)` | yes | writes the client's compose.yml and override, runs `compose up -d --remove-orphans` as project `<id>` unless every service already runs as deployed: `#{ stack, outcome, services, command }` (`command`: the Compose command line, `""` when nothing ran) |
-//! | `stack::stop(id)` | yes | stops and removes the client's containers, keeps its volumes: "removed" / "unchanged" |
+//! | `stack::deploy(id)` | yes | writes the client's compose.yml and override, runs `compose up -d --remove-orphans` as project `<id>` (for a client on overlay networks of a Swarm manager `docker stack deploy`) unless every service already runs as deployed: `#{ stack, outcome, services, command, runner }` (`command`: the command line, `""` when nothing ran; `runner`: `compose` / `swarm`) |
+//! | `stack::stop(id)` | yes | stops and removes the client's containers (a Swarm stack: `docker stack rm`), keeps its volumes: "removed" / "unchanged" |
 //! | `stack::states()` | no | map client id → `running` / `stopped` / `partial` of the clients with containers (one `docker ps`) |
 //! | `stack::ingress_dir()` | no | the directory of the ingress's per-client dynamic files |
 //! | `stack::ingress_file(id)` | no | the client's dynamic file there |
