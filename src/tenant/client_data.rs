@@ -326,19 +326,26 @@ pub fn table_counts(
     crate::tenant::databases::parse_table_counts(&out)
 }
 
-/// Loads the dump `snapshot` holds for `database` into `container` (the database's own, or
-/// a throwaway of its image): what the stream held, after the server's errors were judged.
+/// A database server to log in to: its container, engine and superuser.
+#[derive(Debug, Clone, Copy)]
+pub struct Server<'a> {
+    pub docker: &'a Docker,
+    pub container: &'a str,
+    pub engine: Engine,
+    pub admin: &'a str,
+    pub password: &'a str,
+}
+
+/// Loads the dump `snapshot` holds (`file_name`) into `server` (the database's own, or a
+/// throwaway of its image): what the stream held, after the server's errors were judged.
 pub fn load_dump(
     repo: &Repo,
-    docker: &Docker,
     snapshot: &Snapshot,
     file_name: &str,
-    container: &str,
-    engine: Engine,
-    admin: &str,
-    password: &str,
+    server: Server,
     replace: bool,
 ) -> Result<(String, BTreeMap<String, u64>)> {
+    let Server { docker, container, engine, admin, password } = server;
     let argv = engine.load_argv(admin, replace);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let sink = docker.exec_command(container, &argv, &[(engine.password_variable(), password)], true)?;

@@ -102,17 +102,14 @@ pub fn restore_databases(cx: &Context, id: &str, snapshot: &str, force: bool) ->
         let mut tables = String::new();
         cx.effects.apply("database restore", &database.container, &detail, Outcome::Updated, || {
             client_data::wait_ready(&docker, &database.container, database.engine, &database.admin, &password)?;
-            let (_, expected) = client_data::load_dump(
-                &repo,
-                &docker,
-                dump,
-                &database.file_name(),
-                &database.container,
-                database.engine,
-                &database.admin,
-                &password,
-                force,
-            )?;
+            let server = client_data::Server {
+                docker: &docker,
+                container: &database.container,
+                engine: database.engine,
+                admin: &database.admin,
+                password: &password,
+            };
+            let (_, expected) = client_data::load_dump(&repo, dump, &database.file_name(), server, force)?;
             let now =
                 client_data::table_counts(&docker, &database.container, database.engine, &database.admin, &password)?;
             let missing: Vec<String> = expected

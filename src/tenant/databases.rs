@@ -79,13 +79,17 @@ const POSTGRES_DUMP: &str = r#"set -eu
 exec pg_dumpall --no-role-passwords -U "$1"
 "#;
 
+/// (No pipe: a failed login must fail the script, not vanish in a pipeline's status.)
 const POSTGRES_TABLES: &str = r#"set -eu
-psql -X -w -At -U "$1" -d postgres -c 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate' |
+names=$(psql -X -w -At -U "$1" -d postgres -c 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate')
 while IFS= read -r db; do
+  [ -n "$db" ] || continue
   count=$(psql -X -w -At -U "$1" -d "$db" -c "SELECT count(*) FROM information_schema.tables
     WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')" </dev/null)
   printf '%s\t%s\n' "$db" "$count"
-done
+done <<EOF
+$names
+EOF
 "#;
 
 /// `$2` = 1: every database but `postgres` and the templates is dropped first (FORCE).

@@ -153,8 +153,8 @@ fn verify_one(
     throwaway.container = Some(container.clone());
     client_data::wait_ready(docker, &container, engine, &admin, &password)?;
     let file = format!("db-{service}.sql");
-    let (sha256, streamed) =
-        client_data::load_dump(repo, docker, dump, &file, &container, engine, &admin, &password, false)?;
+    let server = client_data::Server { docker, container: &container, engine, admin: &admin, password: &password };
+    let (sha256, streamed) = client_data::load_dump(repo, dump, &file, server, false)?;
     let loaded = client_data::table_counts(docker, &container, engine, &admin, &password)?;
     let loaded: BTreeMap<String, u64> = loaded.into_iter().filter(|(db, _)| record.tables.contains_key(db)).collect();
     if loaded != record.tables {
