@@ -2,7 +2,7 @@
 //! backend and database internal, subnets allocated from AGENCY_SUBNET_POOL, recorded and kept,
 //! drift and foreign networks reported, race-safe allocation, overlay on a single-node swarm.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, process::Command};
 
 use agency::tenant::subnet::Ipv4Net;
 
