@@ -108,6 +108,24 @@ fn a_stopped_init_is_initialized_again_with_one_key() {
 }
 
 #[test]
+fn an_init_stopped_while_writing_its_key_is_initialized_again_with_one_key_file() {
+    let site = Site::new();
+    create(&site, "rc-tmpkey");
+    // What a kill inside restic's key write leaves (seen in the chaos test): no config, and a
+    // half-written `<id>-tmp-<random>` beside where the key would be.
+    let repo = repository(&site, "rc-tmpkey");
+    fs::remove_file(repo.join("config")).unwrap();
+    let key = keys(&site, "rc-tmpkey").remove(0);
+    fs::rename(repo.join("keys").join(&key), repo.join("keys").join(format!("{key}-tmp-123456"))).unwrap();
+
+    let rerun = create(&site, "rc-tmpkey");
+    assert!(steps(&rerun).iter().any(|s| s.starts_with("created restic init")), "{:?}", steps(&rerun));
+    let files: Vec<_> = fs::read_dir(repo.join("keys")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "one key file, no half-written one beside it: {files:?}");
+    opens_with_every_key(&site, "rc-tmpkey");
+}
+
+#[test]
 fn a_key_that_does_not_open_the_config_is_removed_and_never_one_that_does() {
     let site = Site::new();
     create(&site, "rc-keys");

@@ -51,11 +51,12 @@ impl Location {
         }
     }
 
-    /// A local repository whose `init` was stopped: keys but no `config`, and no data,
-    /// index or snapshot (nothing that a fresh init would lose).
+    /// A local repository whose `init` was stopped: key files (finished or half-written
+    /// `<id>-tmp-...` ones) but no `config`, and no data, index or snapshot (nothing that a
+    /// fresh init would lose).
     pub fn is_half_initialized(&self) -> Result<bool> {
         let Self::Local(path) = self else { return Ok(false) };
-        if path.join("config").exists() || self.key_files()?.is_empty() {
+        if path.join("config").exists() || entries(&path.join("keys"))?.is_empty() {
             return Ok(false);
         }
         if ["data", "index", "snapshots"].iter().any(|dir| holds_files(&path.join(dir))) {
@@ -70,8 +71,9 @@ impl Location {
     /// Removes the keys a stopped `init` left, so the next init makes the only one.
     pub fn clear_half_init(&self) -> Result<()> {
         let Self::Local(path) = self else { return Ok(()) };
-        for id in self.key_files()? {
-            let file = path.join("keys").join(&id);
+        // Half-written ones too: restic leaves them beside the key a new init makes.
+        for name in entries(&path.join("keys"))? {
+            let file = path.join("keys").join(&name);
             fs::remove_file(&file).with_context(|| format!("could not remove {}", file.display()))?;
         }
         Ok(())
