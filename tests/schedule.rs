@@ -258,3 +258,21 @@ fn a_bad_calendar_is_refused_before_anything_is_written() {
     assert!(!units.exists());
     assert!(!site.path().join("schedule.env").exists());
 }
+
+#[test]
+fn a_calendar_cron_cannot_express_is_refused_before_anything_is_written() {
+    let site = Site::new();
+    create(&site, "acme", "Tenant");
+    let cron = site.path().join("cron.d").join("agency");
+    let env_file = site.path().join("schedule.env");
+    let refused = site
+        .test()
+        .args(["schedule", "MODE=cron", "BACKUP_CALENDAR=monthly"])
+        .arg(&format!("CRON_FILE={}", cron.display()))
+        .arg(&format!("ENV_FILE={}", env_file.display()))
+        .status(1)
+        .run();
+    assert!(!refused.stdout.contains("write"), "a step ran before the refusal: {}", refused.stdout);
+    assert!(!env_file.exists(), "the settings file was written before the refusal");
+    assert!(!cron.exists());
+}

@@ -239,6 +239,16 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
             span_seconds(delay)?;
         }
     }
+    // A calendar without a cron form is refused here too, before the settings file is written.
+    let cron_text = if mode == "cron" {
+        let lookup = |calendar: &str| {
+            let index = plan.jobs.iter().position(|j| j.calendar == calendar).expect("a job's calendar");
+            Ok(forms[index].clone())
+        };
+        Some(schedule::cron_file(&plan, &lookup, &span_seconds)?)
+    } else {
+        None
+    };
     let env_file = PathBuf::from(&plan.env_file);
     if let Some(parent) = env_file.parent() {
         ensure_dir(host, parent)?;
@@ -249,12 +259,7 @@ fn apply(host: &Host, vars: &Map, clients: &Array) -> Result<Map> {
     let mut result = Map::new();
     result.insert("mode".into(), mode.into());
     result.insert("env_file".into(), plan.env_file.clone().into());
-    if mode == "cron" {
-        let lookup = |calendar: &str| {
-            let index = plan.jobs.iter().position(|j| j.calendar == calendar).expect("a job's calendar");
-            Ok(forms[index].clone())
-        };
-        let text = schedule::cron_file(&plan, &lookup, &span_seconds)?;
+    if let Some(text) = cron_text {
         if let Some(parent) = cron_file.parent() {
             ensure_dir(host, parent)?;
         }

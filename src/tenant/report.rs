@@ -37,7 +37,8 @@ h1{font-size:1.4em;margin:0 0 .3em}p.meta{color:#444;margin:.2em 0}\
 table{border-collapse:collapse;margin-top:1em}th,td{border:1px solid #bbb;padding:2px 6px;text-align:left;white-space:nowrap}\
 th{background:#eee;position:sticky;top:0}tr:target{outline:3px solid #06c}\
 .ok{background:#d8f0d8}.warn{background:#fff0b3}.fail{background:#f8c8c8;font-weight:bold}.skip{background:#f2f2f2;color:#555}\
-.invalid{background:#e0d0f0;font-weight:bold}ul.bad li{margin:.1em 0}td.detail{white-space:normal;max-width:40em;font-size:.9em}";
+.invalid{background:#e0d0f0;font-weight:bold}ul.bad li{margin:.1em 0}td.detail{white-space:normal;max-width:40em;font-size:.9em}\
+ td.summary{white-space:normal;min-width:12em;max-width:20em}";
 
 /// `&`, `<`, `>`, `"` and `'` as entities: client names and summaries are data, not markup.
 pub fn escape(text: &str) -> String {
@@ -96,7 +97,7 @@ fn summary_cell(report: &ClientReport, name: &str) -> String {
         None => "<td class=\"skip\">-</td>".to_string(),
         Some(check) => {
             let (class, word) = state(check.status);
-            format!("<td class=\"{class}\">{word}: {}</td>", escape(&check.summary))
+            format!("<td class=\"{class} summary\">{word}: {}</td>", escape(&check.summary))
         }
     }
 }
