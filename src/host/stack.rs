@@ -10,6 +10,7 @@
 //! | `stack::upstream(name, id)` | no | where the ingress sends the client's requests, `http://<id>-<service>:<port>`, or `""` when no service carries `agency.http.port` |
 //! | `stack::domain_owner(id, domain)` | no | the id of another client whose client.env records `domain`, or `""` |
 //! | `stack::deploy(id)` | yes | writes the client's compose.yml and override, runs `compose up -d --remove-orphans` as project `<id>` (for a client on overlay networks of a Swarm manager `docker stack deploy`) unless every service already runs as deployed: `#{ stack, outcome, services, command, runner }` (`command`: the command line, `""` when nothing ran; `runner`: `compose` / `swarm`) |
+//! | `stack::deploy(id, before)` | yes | the same; `before` (a function of the id) is called just before containers change, never for an up-to-date stack (deploy-client collects their logs there) |
 //! | `stack::stop(id)` | yes | stops and removes the client's containers (a Swarm stack: `docker stack rm`), keeps its volumes: "removed" / "unchanged" |
 //! | `stack::states()` | no | map client id → `running` / `stopped` / `partial` of the clients with containers (one `docker ps`) |
 //! | `stack::ingress_dir()` | no | the directory of the ingress's per-client dynamic files |
@@ -21,8 +22,8 @@
 
 use std::{cell::RefCell, collections::BTreeMap, path::PathBuf, rc::Rc};
 
-use anyhow::Result;
-use rhai::{Array, Dynamic, Map, Module};
+use anyhow::{Result, anyhow};
+use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
 
 use super::{Host, ScriptResult, checks::check_dynamic, script_error};
 use crate::{
@@ -70,9 +71,9 @@ fn upstream(stack: &Stack, id: &str) -> String {
     stack.routed().map(|s| format!("http://{id}-{}:{}", s.name, s.http_port.unwrap_or(80))).unwrap_or_default()
 }
 
-fn deploy(host: &Host, state: &State, id: &str) -> Result<Map> {
+fn deploy(host: &Host, state: &State, id: &str, before_change: &dyn Fn() -> Result<()>) -> Result<Map> {
     let docker = state.docker()?;
-    let deployed = stack_run::deploy(host, &docker, &|| state.compose(), id)?;
+    let deployed = stack_run::deploy(host, &docker, &|| state.compose(), before_change, id)?;
     let services: Array = deployed.services.into_iter().map(Dynamic::from).collect();
     let runner = match deployed.runner {
         Runner::Compose => "compose",
@@ -180,7 +181,17 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let (h, s) = (host.clone(), state.clone());
-    module.set_native_fn("deploy", move |id: &str| -> ScriptResult<Map> { deploy(&h, &s, id).map_err(script_error) });
+    module.set_native_fn("deploy", move |id: &str| -> ScriptResult<Map> {
+        deploy(&h, &s, id, &|| Ok(())).map_err(script_error)
+    });
+
+    let (h, s) = (host.clone(), state.clone());
+    module.set_native_fn("deploy", move |context: NativeCallContext, id: &str, before: FnPtr| -> ScriptResult<Map> {
+        let before_change = || -> Result<()> {
+            before.call_within_context::<Dynamic>(&context, (id.to_string(),)).map(drop).map_err(|e| anyhow!("{e}"))
+        };
+        deploy(&h, &s, id, &before_change).map_err(script_error)
+    });
 
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("stop", move |id: &str| -> ScriptResult<String> {

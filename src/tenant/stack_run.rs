@@ -109,8 +109,15 @@ fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
 }
 
 /// deploy-client's work: the files, then Compose or Swarm unless every service already runs
-/// as deployed. `compose` locates Compose, looked for only when something is to be done.
-pub fn deploy(cx: &Context, docker: &Path, compose: &dyn Fn() -> Result<Compose>, id: &str) -> Result<Deployed> {
+/// as deployed. `compose` locates Compose, looked for only when something is to be done;
+/// `before_change` runs just before containers change (log collection), never on a no-op.
+pub fn deploy(
+    cx: &Context,
+    docker: &Path,
+    compose: &dyn Fn() -> Result<Compose>,
+    before_change: &dyn Fn() -> Result<()>,
+    id: &str,
+) -> Result<Deployed> {
     let layout = ClientLayout::new(&cx.roots, id)?;
     if !layout.env_file.exists() {
         bail!("client {id} does not exist: {} is missing (run create-client)", layout.env_file.display());
@@ -166,6 +173,7 @@ pub fn deploy(cx: &Context, docker: &Path, compose: &dyn Fn() -> Result<Compose>
         if cx.effects.dry_run() {
             cx.output.note(&format!("would run: {command}"));
         }
+        before_change()?;
     }
     let (action, subject) = match runner {
         Runner::Compose => ("compose up", format!("stack {id}")),
