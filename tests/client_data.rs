@@ -271,6 +271,15 @@ fn acme_mariadb_round_trip_restore_and_verify_against_a_tampered_dump() {
     let leftovers = docker(&["ps", "-aq", "--filter", &format!("label=agency.verify={}", acme.id)]);
     assert!(leftovers.stdout.is_empty(), "a failed verify left its throwaway server");
 
+    // db-passwords on the real MariaDB: the new root password logs in, the old is refused.
+    acme.run(&["rotate-secrets"]);
+    let new = secret(&site, &acme.id, "DB_ROOT_PASSWORD");
+    assert_ne!(new, root);
+    let db = container_of(&acme.id, "db");
+    exec(&db, "MYSQL_PWD", &new, &["mariadb", "-uroot", "-N", "-e", "SELECT 1"]).unwrap();
+    let refused = exec(&db, "MYSQL_PWD", &root, &["mariadb", "-uroot", "-N", "-e", "SELECT 1"]).unwrap_err();
+    assert!(refused.contains("Access denied"), "{refused}");
+
     assert_no_secret_in_argv(&site, &acme.id, &shim);
 }
 

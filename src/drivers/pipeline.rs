@@ -20,6 +20,18 @@ use super::{
     process::{Command, Output},
 };
 
+/// The pipes' capacity (Linux's default unprivileged maximum): a 64 KiB pipe wakes agency up
+/// for every 64 KiB, and on a loaded host each wake-up waits for a time slice.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Grows a pipe's buffer; a kernel that refuses keeps its default (only slower).
+fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl(F_SETPIPE_SZ) on a pipe descriptor this process owns; no memory involved.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
+}
+
 /// How long a stopped sink has to clean up (restic removes its lock) before it is killed.
 const SINK_GRACE: Duration = Duration::from_secs(10);
 
@@ -74,6 +86,10 @@ impl Pipeline {
         let mut source_out = source.stdout.take().expect("piped");
         let source_err = source.stderr.take().expect("piped");
         let mut sink_in = sink.stdin.take();
+        grow_pipe(&source_out);
+        if let Some(input) = &sink_in {
+            grow_pipe(input);
+        }
         let sink_out = sink.stdout.take().expect("piped");
         let sink_err = sink.stderr.take().expect("piped");
 
@@ -125,7 +141,7 @@ impl Pipeline {
 /// Copies `from` into `to` in chunks through `inspect`; the bytes copied, and the write error
 /// that ended it early (the reader of `to` went away).
 fn copy(from: &mut impl Read, to: &mut ChildStdin, inspect: &mut dyn FnMut(&[u8])) -> (u64, Option<std::io::Error>) {
-    let mut buffer = vec![0u8; 256 * 1024];
+    let mut buffer = vec![0u8; PIPE_BYTES as usize];
     let mut total = 0u64;
     loop {
         let read = match from.read(&mut buffer) {

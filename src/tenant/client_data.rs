@@ -380,3 +380,80 @@ pub fn wait_ready(docker: &Docker, container: &str, engine: Engine, admin: &str,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acme(dir: &std::path::Path) -> ClientLayout {
+        let roots = crate::tenant::layout::Roots {
+            root: dir.join("root"),
+            log_root: dir.join("log"),
+            backup_root: dir.join("backup"),
+            logrotate_dir: dir.join("lr"),
+            repository_base: String::new(),
+        };
+        ClientLayout::new(&roots, "acme").unwrap()
+    }
+
+    fn snapshot(id: &str, time: &str, tags: &[&str]) -> Snapshot {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("{id}{}", "0".repeat(60)), "short_id": id, "time": time, "tags": tags,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_set_picks_its_own_dump_and_retention_keeps_each_service_apart() {
+        let snapshots = [
+            snapshot("a1", "2026-12-01T02:00:00Z", &["dump", "service=db", "set=s1"]),
+            snapshot("a2", "2026-12-01T02:00:05Z", &["agency", "client-acme", "set=s1"]),
+            snapshot("b1", "2026-12-02T02:00:00Z", &["dump", "service=db", "set=s2"]),
+            snapshot("c1", "2026-12-02T02:00:01Z", &["dump", "service=pg", "set=s2"]),
+            snapshot("b2", "2026-12-02T02:00:05Z", &["agency", "client-acme", "set=s2"]),
+            snapshot("m1", "2026-12-03T02:00:00Z", &["agency", "client-acme"]),
+        ];
+        assert_eq!(dump_of(&snapshots, "db", None).unwrap().short_id, "b1");
+        assert_eq!(dump_of(&snapshots, "db", Some(&snapshots[1])).unwrap().short_id, "a1");
+        assert_eq!(dump_of(&snapshots, "pg", Some(&snapshots[1])), None, "set s1 has no dump of pg");
+        // A snapshot of no set (made outside backup-client) names no dump.
+        assert_eq!(dump_of(&snapshots, "db", Some(&snapshots[5])), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let layout = acme(dir.path());
+        let config = BackupConfig::load(&layout).unwrap();
+        let policies = dump_retention(&config, &snapshots);
+        let tags: Vec<Vec<String>> = policies.iter().map(|p| p.tags.clone()).collect();
+        assert_eq!(tags, [["dump", "service=db"], ["dump", "service=pg"]]);
+        assert!(policies.iter().all(|p| p.keep_daily == config.retention.keep_daily));
+        // The files' policy asks for tags no dump carries.
+        assert!(snapshots[0].tags.iter().all(|t| !config.retention.tags.contains(t)));
+    }
+
+    #[test]
+    fn records_are_kept_atomically_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = acme(dir.path());
+        std::fs::create_dir_all(&layout.backup_dir).unwrap();
+        assert!(records(&layout).unwrap().is_empty());
+        for n in 0..RECORDS_KEPT + 3 {
+            let record = DumpRecord {
+                snapshot: format!("{n:08x}"),
+                set: "s".into(),
+                service: "db".into(),
+                engine: "mariadb".into(),
+                image: "i".into(),
+                bytes: n as u64,
+                sha256: String::new(),
+                tables: BTreeMap::from([("wordpress".into(), 12)]),
+                seconds: 0.5,
+            };
+            append_record(&layout, record).unwrap();
+        }
+        let kept = records(&layout).unwrap();
+        assert_eq!(kept.len(), RECORDS_KEPT);
+        assert_eq!(kept[0].bytes, 3, "the oldest go first");
+        assert_eq!(crate::fsutil::mode(&records_path(&layout)), Some(backup::CONFIG_MODE));
+        assert_eq!(tables_text(&kept[0].tables), "wordpress:12");
+    }
+}
