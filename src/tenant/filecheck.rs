@@ -16,14 +16,8 @@ use serde_json::json;
 use crate::{
     fsutil,
     tenant::check::{Check, Status},
+    tenant::policy::{LOG_DIR_MODE, LOG_FILE_MODE, LOG_FILES, SECRETS_DIR_MODE, SECRETS_FILE_MODE},
 };
-
-/// The log files every client has (created by setup-log-segmentation).
-pub const LOG_FILES: [&str; 4] = ["access.log", "error.log", "audit.log", "backup.log"];
-const LOG_DIR_MODE: u32 = 0o750;
-const LOG_FILE_MODE: u32 = 0o640;
-const SECRETS_DIR_MODE: u32 = 0o700;
-const SECRETS_FILE_MODE: u32 = 0o600;
 
 /// What is at a place, read with one `lstat` (never following a symlink).
 struct Place {

@@ -28,8 +28,11 @@ pub fn before_use(
     location: &Location,
     repo: impl FnOnce() -> Result<Repo>,
 ) -> Result<()> {
-    if !cx.effects.dry_run() && layout.secrets_dir.is_dir() {
-        fsutil::remove_stale_temp_files(&layout.secrets_dir, &format!(".{NEW_KEY_FILE}."), std::time::Duration::ZERO)?;
+    if layout.secrets_dir.is_dir() {
+        cx.effects.side_effect(|| {
+            let prefix = format!(".{NEW_KEY_FILE}.");
+            Ok(fsutil::remove_stale_temp_files(&layout.secrets_dir, &prefix, std::time::Duration::ZERO)?)
+        })?;
     }
     if location.lock_files()?.is_empty() {
         return Ok(());
