@@ -6,7 +6,7 @@ use clap::Parser;
 
 use crate::{
     cli::Opts,
-    effects::output::{Verbosity, print_stdout},
+    effects::output::{self, Verbosity, print_stdout},
     error::{Error, ExitCode, Result},
     format::validate::quote,
     task::catalog::Catalog,
@@ -65,9 +65,8 @@ fn report(error: &Error, json: bool) {
             eprintln!("error: {error}");
         }
     } else {
-        let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        let label = if color { "\x1b[31merror:\x1b[0m" } else { "error:" };
+        let stderr = std::io::stderr();
+        let label = output::painted(output::colors(&stderr), output::RED, "error:");
         eprintln!("{label} {error}");
     }
 }

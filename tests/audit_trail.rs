@@ -153,7 +153,7 @@ fn many_concurrent_appends_from_two_processes_never_interleave() {
         "spam",
         "none",
         "let pad = \"\";\npad.pad(9000, 'x');\n\
-         for i in 0..parse_int(COUNT) { audit::append(CLIENT_ID, #{ n: i, pad: pad }); }\n",
+         for i in 0..COUNT { audit::append(CLIENT_ID, #{ n: i, pad: pad }); }\n",
     );
     let count = format!("COUNT={COUNT}");
     std::thread::scope(|scope| {

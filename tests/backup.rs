@@ -342,7 +342,7 @@ fn dry_runs_change_nothing() {
 fn status(site: &Site, deep: bool) -> Vec<serde_json::Value> {
     site.site_file(
         "tasks/backup-status-probe.toml",
-        "description = \"probe\"\nlock = \"none\"\nscript = 'restic::status(layout::clients(), DEEP == \"1\")'\n\n\
+        "description = \"probe\"\nlock = \"none\"\nscript = 'restic::status(layout::clients(), DEEP)'\n\n\
          [vars.DEEP]\ndefault = \"0\"\nkind = \"bool\"\n",
     );
     let output = site.test().args(["--json", "backup-status-probe"]).arg(if deep { "DEEP=1" } else { "DEEP=0" }).run();

@@ -19,7 +19,7 @@ use crate::{create_client::create, test::Site};
 /// Holds what a create-client run for `client` holds (`None`: what a task over all clients holds).
 fn hold(site: &Site, client: Option<&str>) -> LockGuard {
     let output = Output::new(true, Verbosity::Quiet);
-    lock::acquire(&site.root().join(".locks"), client, false, true, &output).unwrap_or_else(|e| panic!("{e}"))
+    lock::acquire(&site.root().join(".locks"), client, true, true, &output).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn status<'a>(site: &'a Site, args: &[&str]) -> crate::test::Test<'a> {

@@ -36,6 +36,40 @@ fn command_line_beats_environment_beats_default() {
 }
 
 #[test]
+fn bool_and_int_variables_reach_scripts_typed() {
+    let site = Site::new();
+    site.site_file(
+        "tasks/typed.toml",
+        r#"
+description = "Typed variables"
+script = '''
+let hook_view = VARS.FLAG;
+print(`FLAG=${type_of(FLAG)}:${FLAG} VARS=${type_of(hook_view)} COUNT=${type_of(COUNT)}:${COUNT + 1} UNSET=${type_of(UNSET)}`);
+if FLAG { print("flag is on"); }
+'''
+
+[vars.FLAG]
+kind = "bool"
+default = "0"
+
+[vars.COUNT]
+kind = "int"
+default = "1"
+
+[vars.UNSET]
+kind = "int"
+"#,
+    );
+    site.test()
+        .args(["typed", "FLAG=yes", "COUNT=41"])
+        .stdout_contains("FLAG=bool:true VARS=bool COUNT=i64:42 UNSET=()")
+        .stdout_contains("flag is on")
+        .run();
+    let off = site.test().args(["typed"]).stdout_contains("FLAG=bool:false").stdout_contains("COUNT=i64:2").run();
+    assert!(!off.stdout.contains("flag is on"), "{}", off.stdout);
+}
+
+#[test]
 fn assignments_may_come_before_and_after_the_target() {
     site().test().args(["COUNT=7", "echo", "GREETING=hi"]).stdout_contains("GREETING=hi COUNT=7").run();
 }

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use super::{Effects, Outcome};
 use crate::fsutil;
@@ -298,6 +298,30 @@ impl Effects {
             self.plan(from, Entry::Gone);
         }
         Ok(outcome)
+    }
+
+    /// An exclusive lock on the file at `path` (mode 0600), held while the returned file
+    /// lives. A run that changes things first creates `dirs` (each with its mode) and the
+    /// file; a dry run creates nothing and locks only a file that is there (a missing one
+    /// is held by nobody): `None`.
+    pub fn lock(&self, path: &Path, dirs: &[(&Path, u32)]) -> Result<Option<fs::File>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let create = !self.dry_run;
+        if create {
+            for (dir, mode) in dirs {
+                fsutil::create_dir(dir, *mode).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+        }
+        // A dry run opens read-only (flock needs no write access): it works on a read-only root.
+        let opened =
+            fs::OpenOptions::new().read(true).write(create).create(create).truncate(false).mode(0o600).open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(_) if !create => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        };
+        file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(Some(file))
     }
 }
 

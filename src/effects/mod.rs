@@ -163,6 +163,19 @@ impl Effects {
         }
     }
 
+    /// A side effect no step records (a notification sent, a crashed write's stale temp files
+    /// swept, a probe's throwaway containers): done in a run that changes things, left out
+    /// (`None`) of a dry run.
+    pub fn side_effect<T>(&self, effect: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+        if self.dry_run { Ok(None) } else { effect().map(Some) }
+    }
+
+    /// Whether an earlier step of this run on `target` was only planned: what a later look at
+    /// an outside system (a repository a planned step would fill) cannot see yet.
+    pub fn planned_on(&self, target: &str) -> bool {
+        self.state.borrow().changes.iter().any(|change| change.planned && change.target == target)
+    }
+
     /// Records a step that needs no change.
     pub fn unchanged(&self, action: &str, target: &str, detail: &str) {
         self.push(action, target, detail, Outcome::Unchanged, None);

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use anstyle::{AnsiColor, Style};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::effects::{Change, Outcome};
@@ -48,17 +49,27 @@ fn takes_seconds(action: &str) -> bool {
     action.starts_with("restic ") || action == "probe"
 }
 
-const GREEN: &str = "\x1b[32m";
-const YELLOW: &str = "\x1b[33m";
-const RED: &str = "\x1b[31m";
-const DIM: &str = "\x1b[2m";
-const BOLD: &str = "\x1b[1m";
-const RESET: &str = "\x1b[0m";
+const GREEN: Style = AnsiColor::Green.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+pub const RED: Style = AnsiColor::Red.on_default();
+const DIM: Style = Style::new().dimmed();
+const BOLD: Style = Style::new().bold();
+
+/// Whether what is written to `stream` gets colour: a terminal that takes it, unless
+/// `NO_COLOR` says no (or `CLICOLOR_FORCE` yes), as anstream reads them.
+pub fn colors(stream: &impl anstream::stream::RawStream) -> bool {
+    anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
+}
+
+/// `text` in `style` when `color`, plain otherwise.
+pub fn painted(color: bool, style: Style, text: &str) -> String {
+    if color { format!("{style}{text}{style:#}") } else { text.to_string() }
+}
 
 impl Output {
     pub fn new(json: bool, verbosity: Verbosity) -> Self {
         let tty = std::io::stdout().is_terminal();
-        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let color = colors(&std::io::stdout());
         let spinner = (tty && !json && verbosity != Verbosity::Quiet).then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
@@ -79,8 +90,8 @@ impl Output {
         self.color
     }
 
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("{code}{text}{RESET}") } else { text.to_string() }
+    fn paint(&self, style: Style, text: &str) -> String {
+        painted(self.color, style, text)
     }
 
     fn line(&self, text: &str) {

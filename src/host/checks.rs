@@ -20,7 +20,6 @@
 //! | `checks::isolated_count(report)` | clients isolated |
 //! | `checks::message(report)` | the one-line verdict for the exit status |
 //! | `checks::clients(report)` | the reports as maps `#{ client, valid, isolated, verdict, healthy, health, checks, repairs }`; once per report (the check maps are handed over, not copied) |
-//! | `checks::flag(value)` | a bool variable's value (`1`, `true`, `yes`, `on`) as a bool |
 //! | `checks::octal(mode)` | `"0640"`, or `"missing"` for -1 (as `fs::mode` returns) |
 //! | `checks::logs(id)` | the client's log dir 0750 with its four files 0640, no symlinks, none hard-linked (`logs` check) |
 //! | `checks::secrets(id)` | the client's secrets.env 0600 in a 0700 dir, no symlinks, not hard-linked (`secrets` check) |
@@ -284,9 +283,6 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     module.set_native_fn("message", |mut r: StatusReport| -> ScriptResult<String> { Ok(r.message()) });
     module.set_native_fn("clients", |mut r: StatusReport| -> ScriptResult<Array> { r.clients() });
-    module.set_native_fn("flag", |value: &str| -> ScriptResult<bool> {
-        crate::format::validate::parse_bool(value).map_err(Into::into)
-    });
     module.set_native_fn("octal", |mode: INT| -> ScriptResult<String> {
         Ok(if mode < 0 { "missing".to_string() } else { format!("{mode:04o}") })
     });

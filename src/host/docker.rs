@@ -164,15 +164,18 @@ fn ensure_probe_image(host: &Host, state: &DockerState, docker: &Docker, image: 
     Ok(())
 }
 
+/// `docker::probe`; a dry run starts no probe (a probe starts containers): each client's check
+/// is a skip.
 fn probe(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], options: &Map) -> Result<Map> {
-    let mut result = Map::new();
-    if host.effects.dry_run() {
-        for id in ids {
-            let check = Check::new("probe", Status::Skip, "not probed in a dry run (a probe starts containers)");
-            result.insert(id.as_str().into(), check_dynamic(&check));
-        }
+    if let Some(result) = host.effects.side_effect(|| probe_now(host, state, snapshot, ids, options))? {
         return Ok(result);
     }
+    let check = Check::new("probe", Status::Skip, "not probed in a dry run (a probe starts containers)");
+    Ok(ids.iter().map(|id| (id.as_str().into(), check_dynamic(&check))).collect())
+}
+
+fn probe_now(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[String], options: &Map) -> Result<Map> {
+    let mut result = Map::new();
     let settings = probe_settings(options)?;
     let docker = state.docker()?;
     ensure_probe_image(host, state, &docker, &settings.image)?;

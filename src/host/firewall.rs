@@ -13,13 +13,12 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
-    os::unix::fs::OpenOptionsExt,
+    fs::File,
     path::{Path, PathBuf},
     rc::Rc,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rhai::{Array, Map, Module};
 use serde_json::json;
 
@@ -69,15 +68,9 @@ fn saved_path(host: &Host, settings: &Settings) -> PathBuf {
 
 /// Held while the records are read and the table applied, so two runs (two clients' locks)
 /// never apply tables that each miss the other's client.
-fn apply_lock(host: &Host) -> Result<File> {
+fn apply_lock(host: &Host) -> Result<Option<File>> {
     let dir = host.roots.locks_dir();
-    fsutil::create_dir(&host.roots.root, 0o755)
-        .with_context(|| format!("cannot create {}", host.roots.root.display()))?;
-    fsutil::create_dir(&dir, 0o700).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("firewall.lock");
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
-    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(file)
+    host.effects.lock(&dir.join("firewall.lock"), &[(&host.roots.root, 0o755), (&dir, 0o700)])
 }
 
 /// Diff lines shown in a plan or a check, at most this many.
@@ -102,7 +95,7 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
         return Ok(Outcome::Unchanged.as_str().into());
     }
     let nft = Nft::locate()?;
-    let _lock = if host.effects.dry_run() { None } else { Some(apply_lock(host)?) };
+    let _lock = apply_lock(host)?;
     let mut records = records(host)?;
     if let Some((id, env)) = planned {
         records.retain(|(r, _)| r != id);

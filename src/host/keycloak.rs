@@ -8,7 +8,7 @@
 //! | `keycloak::realm_json(realm, display_name, settings)` | no | the realm.json text for a fresh file; `settings` is a map holding those keys (a client.env map; other keys are ignored) |
 //! | `keycloak::write_realm_file(path, realm, display_name, settings)` | yes | outcome; creates realm.json or brings it up to date, keeping what else it holds |
 //! | `keycloak::setup_realm(realm, display_name, secrets_file, settings)` | yes | array of `#{action, target, outcome}`: realm with its settings, roles, composites, groups and their roles, admin user, its password (set only when it has none), its role mapping, its groups |
-//! | `keycloak::setup_realm(realm, display_name, secrets_file, settings, reset_password)` | yes | the same; `"1"` (or `"true"`, `"yes"` ...) sets the password even when the user has one |
+//! | `keycloak::setup_realm(realm, display_name, secrets_file, settings, reset_password)` | yes | the same; `true` sets the password even when the user has one |
 //! | `keycloak::set_admin_password(realm, secrets_file, key)` | yes | outcome (`updated`): the realm admin's password becomes the value of `key` in `secrets_file` |
 //! | `keycloak::client_secret_names(settings)` | no | the secrets.env keys of the OIDC clients of the routed services in `settings.OIDC_SERVICES` (`OIDC_SECRET_WEB` for `web`) |
 //! | `keycloak::set_client_secret(realm, settings, secrets_file, key)` | yes | outcome: the OIDC client whose secret is `key` gets the value of `key` in `secrets_file` in Keycloak (rotation) |
@@ -343,7 +343,6 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
-    // `reset_password` straight from a task variable: "1", "true", "yes", "on" ...
     let (h, c) = (host.clone(), connection.clone());
     module.set_native_fn(
         "setup_realm",
@@ -351,11 +350,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               display_name: &str,
               secrets_file: &str,
               settings: Map,
-              reset_password: &str|
+              reset_password: bool|
               -> ScriptResult<Array> {
-            let reset = crate::format::validate::parse_bool(reset_password)?;
             let kc = c.get(&h).map_err(script_error)?;
-            setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset)
+            setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset_password)
         },
     );
 

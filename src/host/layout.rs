@@ -8,6 +8,7 @@
 //! | `layout::inspect(id)` | the same map for one client |
 //! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
 //! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
+//! | `layout::policy()` | the tenant policy, the table the Rust checks read too: `tiers` (`[#{name, internal, network_key, subnet_key, bridge_key}]`), `subnet_keys` and `bridge_keys` (tier → client.env key), `log_files`, `log_dir_mode`, `log_file_mode`, `secrets_dir_mode`, `secrets_file_mode`, `client_label` |
 //! | `layout::dry_run()` | whether this run only plans |
 //! | `layout::target()` | the task the operator asked for (deps run for it: `create-client` when `setup-log-segmentation` runs as its dep) |
 
@@ -16,7 +17,7 @@ use std::{path::Path, rc::Rc};
 use rhai::{Array, Dynamic, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
-use crate::tenant::layout::ClientLayout;
+use crate::tenant::{layout::ClientLayout, policy};
 
 fn path(p: &Path) -> Dynamic {
     Dynamic::from(p.display().to_string())
@@ -50,8 +51,41 @@ pub fn client_map(layout: &ClientLayout) -> Map {
     map
 }
 
+/// The Rhai map of the tenant policy ([`policy`]).
+fn policy_map() -> Map {
+    let tier_keys = |key: fn(&policy::Tier) -> &'static str| -> Map {
+        policy::TIERS.iter().map(|t| (t.name.into(), Dynamic::from(key(t)))).collect()
+    };
+    let tiers: Array = policy::TIERS
+        .iter()
+        .map(|t| {
+            Dynamic::from(Map::from_iter([
+                ("name".into(), Dynamic::from(t.name)),
+                ("internal".into(), Dynamic::from(t.internal)),
+                ("network_key".into(), Dynamic::from(t.env_network)),
+                ("subnet_key".into(), Dynamic::from(t.env_subnet)),
+                ("bridge_key".into(), Dynamic::from(t.env_bridge)),
+            ]))
+        })
+        .collect();
+    let mode = |m: u32| Dynamic::from(rhai::INT::from(m));
+    Map::from_iter([
+        ("tiers".into(), tiers.into()),
+        ("subnet_keys".into(), tier_keys(|t| t.env_subnet).into()),
+        ("bridge_keys".into(), tier_keys(|t| t.env_bridge).into()),
+        ("log_files".into(), policy::LOG_FILES.iter().map(|f| Dynamic::from(*f)).collect::<Array>().into()),
+        ("log_dir_mode".into(), mode(policy::LOG_DIR_MODE)),
+        ("log_file_mode".into(), mode(policy::LOG_FILE_MODE)),
+        ("secrets_dir_mode".into(), mode(policy::SECRETS_DIR_MODE)),
+        ("secrets_file_mode".into(), mode(policy::SECRETS_FILE_MODE)),
+        ("client_label".into(), Dynamic::from(policy::CLIENT_LABEL)),
+    ])
+}
+
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
+
+    module.set_native_fn("policy", || -> ScriptResult<Map> { Ok(policy_map()) });
 
     let h = host.clone();
     module.set_native_fn("client", move |id: &str| -> ScriptResult<Map> {

@@ -87,9 +87,6 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<UsageError>("UsageError");
     engine.register_fn("to_string", |e: &mut UsageError| e.0.clone());
     engine.register_fn("timestamp_utc", crate::tenant::audit::now_rfc3339);
-    engine.register_fn("flag", |value: &str| -> ScriptResult<bool> {
-        crate::format::validate::parse_bool(value).map_err(|e| e.into())
-    });
 }
 
 /// Host errors reach the script as runtime errors carrying the whole context chain.

@@ -26,7 +26,7 @@ fn notifier(host: &Host, task: &str, client: &str) -> Notifier {
 
 fn digest(host: &Host, report: &StatusReport, pool: &Map) -> Result<bool> {
     let notifier = notifier(host, &host.effects.task(), "");
-    if host.effects.dry_run() || !notifier.has_webhook() {
+    if !notifier.has_webhook() {
         return Ok(false);
     }
     let (mut clients, mut isolated, mut warnings) = (0, 0, 0);
@@ -55,8 +55,7 @@ fn digest(host: &Host, report: &StatusReport, pool: &Map) -> Result<bool> {
         "used": number("used"),
         "total": number("total"),
     });
-    notifier.send(&event)?;
-    Ok(true)
+    Ok(host.effects.side_effect(|| notifier.send(&event))?.is_some())
 }
 
 /// The task and client of one of schedule's units: `agency-backup@acme.service`.
@@ -78,19 +77,17 @@ fn job_of(unit: &str) -> Result<(String, String)> {
 fn unit_failed(host: &Host, unit: &str) -> Result<bool> {
     let (task, client) = job_of(unit)?;
     let notifier = notifier(host, &task, &client);
-    if host.effects.dry_run() {
-        return Ok(false);
-    }
     let message = format!("systemd reports that {unit} failed (journalctl -u {unit})");
     let mut event = notifier.envelope("unit-failed");
     event["unit"] = json!(unit);
     event["outcome"] = json!("failed");
     event["message"] = json!(message);
-    let sent = notifier.has_webhook();
-    let webhook = notifier.send(&event);
-    notifier.failed_ping(&message)?;
-    webhook?;
-    Ok(sent)
+    let sent = host.effects.side_effect(|| {
+        let webhook = notifier.send(&event);
+        notifier.failed_ping(&message)?;
+        webhook
+    })?;
+    Ok(sent.is_some() && notifier.has_webhook())
 }
 
 pub fn create_module(host: &Rc<Host>) -> Module {

@@ -6,13 +6,13 @@
 //! |---|---|---|
 //! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
 //! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation); a stopped init (keys, no config, no data) is redone, and a key of the password that does not open the config is removed |
-//! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not |
+//! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not; nothing to open when this dry run only planned the repository |
 //! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
 //! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
 //! | `restic::backup(id, tags)` | yes | the same, with extra tags for this snapshot |
 //! | `restic::forget(id)` | yes | `#{kept, removed}` (short ids) after the retention policy of backup/config.sh, pruned when `PRUNE=1` |
 //! | `restic::snapshots(id)` | no | `[#{id, short_id, time, tags, paths}]`, oldest first |
-//! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags}`; `target` must be empty or new unless `force` |
+//! | `restic::restore(id, snapshot, target, force)` | yes | `#{snapshot, time, target, paths, tags, planned}` (`planned`: a dry run, nothing restored); `target` must be empty or new unless `force` |
 //! | `restic::restore(id, snapshot, target, force, includes)` | yes | the same, only the paths matching `includes` |
 //! | `restic::verify(id)` | no² | `#{ok, check, sample, snapshots, message}`: restic check, then a test restore of client.env |
 //! | `restic::verify(id, subset)` | no | the same, reading back `subset` of the data (`10%`, `1/7`) |
@@ -50,6 +50,7 @@ use crate::{
     tenant::dump_verify,
     tenant::layout::ClientLayout,
     tenant::repository,
+    tenant::secrets,
 };
 
 fn text(value: impl Into<String>) -> Dynamic {
@@ -137,6 +138,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
             return Ok(());
         }
         let (layout, config) = repository::setup(&h, id).map_err(script_error)?;
+        // A repository this dry run only planned to create has nothing to open yet.
+        if h.effects.planned_on(&config.repository.to_string()) {
+            return Ok(());
+        }
         let repo =
             backup::repo(&repository::locate().map_err(script_error)?, &layout, &config).map_err(script_error)?;
         h.output.begin("restic open", &config.repository.to_string());
@@ -250,11 +255,9 @@ fn init(host: &Host, id: &str) -> Result<String> {
         Some(true) => Outcome::Unchanged,
         Some(false) => Outcome::Created,
         None => {
-            let password = match backup::password(&layout) {
-                // A dry run of a new client: secrets.env is not written yet.
-                Err(_) if host.effects.dry_run() => return planned_init(host, &target),
-                other => other?,
-            };
+            // A dry run of a new client reads the secrets.env it planned.
+            let secrets = secrets::read_planned(&host.effects, &layout.secrets_file)?;
+            let password = repository::password_in(&secrets, &layout.secrets_file)?;
             let repo = repository::locate()?.repo(location.clone(), password);
             match repo.open() {
                 Ok(()) => Outcome::Unchanged,
@@ -294,11 +297,6 @@ fn init(host: &Host, id: &str) -> Result<String> {
         repository::recover(host, &layout, &config)?;
     }
     Ok(outcome.as_str().into())
-}
-
-fn planned_init(host: &Host, target: &str) -> Result<String> {
-    host.effects.apply("restic init", target, "password from secrets.env", Outcome::Created, || Ok(()))?;
-    Ok(Outcome::Created.as_str().into())
 }
 
 fn run_backup(host: &Host, id: &str, extra_tags: &[String], excludes: &[String]) -> Result<Map> {
@@ -379,7 +377,8 @@ fn forget(host: &Host, id: &str) -> Result<Map> {
     let planned = match repo.forget_plan(&config.retention) {
         Ok(plan) => plan,
         Err(e)
-            if host.effects.dry_run() && matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) =>
+            if host.effects.planned_on(&target)
+                && matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) =>
         {
             host.effects.unchanged("restic forget", &target, "repository not created yet");
             map.insert("kept".into(), strings(Vec::<String>::new()));
@@ -467,10 +466,11 @@ fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, inc
         if includes.is_empty() { String::new() } else { format!("; only {}", includes.join(" ")) },
         if force { "; FORCE" } else { "" }
     );
-    host.effects.apply("restic restore", target, &detail, Outcome::Created, || {
+    let restored = host.effects.apply("restic restore", target, &detail, Outcome::Created, || {
         repo.restore(&chosen.id, &target_path, includes)
     })?;
     let mut map = snapshot_map(chosen);
+    map.insert("planned".into(), Dynamic::from(restored.value.is_none()));
     map.insert("snapshot".into(), text(&chosen.short_id));
     map.insert("target".into(), text(target));
     Ok(map)

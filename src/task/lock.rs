@@ -64,19 +64,20 @@ fn take(
     Ok(Some(file))
 }
 
-/// Locks one client (`Some(id)`) or every client (`None`). In a dry run nothing may be
-/// created: only lock files that exist are taken (a missing one is held by nobody).
+/// Locks one client (`Some(id)`) or every client (`None`). Without `create` (the runner's
+/// dry run) nothing may be created: only lock files that exist are taken (a missing one is
+/// held by nobody).
 pub fn acquire(
     locks_dir: &Path,
     client: Option<&str>,
-    dry_run: bool,
+    create: bool,
     no_wait: bool,
     output: &Output,
 ) -> Result<LockGuard> {
-    if dry_run && !locks_dir.is_dir() {
+    if !create && !locks_dir.is_dir() {
         return Ok(LockGuard { _files: Vec::new() });
     }
-    if !dry_run {
+    if create {
         // The root itself must stay traversable for the group that reads client configs.
         if let Some(root) = locks_dir.parent() {
             fsutil::create_dir(root, 0o755)
@@ -85,7 +86,6 @@ pub fn acquire(
         fsutil::create_dir(locks_dir, 0o700)
             .map_err(|e| Error::failure(format!("cannot create lock directory {}: {e}", locks_dir.display())))?;
     }
-    let create = !dry_run;
     let files = match client {
         Some(id) => vec![
             take(locks_dir, "all.lock", Mode::Shared, create, no_wait, output, "all clients")?,

@@ -75,21 +75,19 @@ pub fn hook_name(phase: Phase, task: &str) -> String {
     format!("{}_{}", phase.as_str(), task.replace('-', "_"))
 }
 
-/// `[major, minor, patch]` of `1`, `1.2`, `1.2.3`, `>=1.2.3` or `1.2.3-rc1` (suffix ignored).
-pub fn parse_version(text: &str) -> Option<[u64; 3]> {
+/// What a plugin's `requires_agency` accepts: a semver requirement (`>=0.2, <0.4`, `~0.3`),
+/// a bare version (`0.1`, `0.1.0`) meaning that version or newer.
+pub fn version_requirement(text: &str) -> Option<semver::VersionReq> {
     let text = text.trim();
-    let text = text.strip_prefix(">=").unwrap_or(text).trim();
-    let core = text.split(['-', '+']).next()?;
-    let mut parts = [0u64; 3];
-    let mut count = 0;
-    for (i, part) in core.split('.').enumerate() {
-        if i >= 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        parts[i] = part.parse().ok()?;
-        count += 1;
+    // Each comparator names a version: no bare wildcard (`*`, `x`), which semver would take.
+    let names_versions = text.split(',').all(|comparator| {
+        comparator.trim().trim_start_matches(['<', '>', '=', '~', '^', ' ']).starts_with(|c: char| c.is_ascii_digit())
+    });
+    if !names_versions {
+        return None;
     }
-    (count > 0).then_some(parts)
+    let text = if text.starts_with(|c: char| c.is_ascii_digit()) { format!(">={text}") } else { text.to_string() };
+    semver::VersionReq::parse(&text).ok()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -141,19 +139,23 @@ impl Plugin {
         if manifest.description.contains('\n') {
             return Err(invalid("description must be one line".into()));
         }
-        let Some(needed) = parse_version(&manifest.requires_agency) else {
+        let Some(needed) = version_requirement(&manifest.requires_agency) else {
             return Err(invalid(format!(
                 "requires_agency {:?} is not a version like \"0.1.0\"",
                 manifest.requires_agency
             )));
         };
-        let have = parse_version(AGENCY_VERSION).expect("the crate version parses");
-        if needed > have {
+        let have = semver::Version::parse(AGENCY_VERSION).expect("the crate version parses");
+        if !needed.matches(&have) {
+            let wanted = manifest.requires_agency.trim();
+            let wanted = match wanted.strip_prefix(">=") {
+                Some(oldest) => format!("{} or newer", oldest.trim()),
+                None if wanted.starts_with(|c: char| c.is_ascii_digit()) => format!("{wanted} or newer"),
+                None => wanted.to_string(),
+            };
             return Err(Error::usage(format!(
-                "plugin {} {} needs agency {} or newer; this is agency {AGENCY_VERSION}",
-                manifest.name,
-                manifest.version,
-                manifest.requires_agency.trim().trim_start_matches(">=").trim()
+                "plugin {} {} needs agency {wanted}; this is agency {AGENCY_VERSION}",
+                manifest.name, manifest.version,
             ))
             .with_detail(format!("{}\n  upgrade agency, or remove the plugin's directory", where_())));
         }
@@ -271,12 +273,16 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
-        assert_eq!(parse_version("0.1"), Some([0, 1, 0]));
-        assert_eq!(parse_version(">= 0.10.2"), Some([0, 10, 2]));
-        assert_eq!(parse_version("1.2.3-rc1"), Some([1, 2, 3]));
-        assert!(parse_version("0.10.0") > parse_version("0.9.9"));
+        let accepts = |req: &str, version: &str| {
+            version_requirement(req).unwrap().matches(&semver::Version::parse(version).unwrap())
+        };
+        assert!(accepts("0.1", "0.1.0") && accepts("0.1", "0.2.0"));
+        assert!(accepts(">= 0.10.2", "0.10.2") && !accepts(">= 0.10.2", "0.10.1"));
+        assert!(accepts("1.2.3-rc1", "1.2.3"));
+        assert!(accepts("0.9.9", "0.10.0") && !accepts("0.10.0", "0.9.9"));
+        assert!(accepts(">=0.1, <0.3", "0.2.5") && !accepts(">=0.1, <0.3", "0.3.0"));
         for bad in ["", "x", "1..2", "1.2.3.4", "v1", "1.-2"] {
-            assert_eq!(parse_version(bad), None, "{bad:?}");
+            assert!(version_requirement(bad).is_none(), "{bad:?}");
         }
     }
 

@@ -17,7 +17,7 @@ use crate::{
     task::catalog::Catalog,
     task::lock,
     task::plugin::{self, Phase, Plugin},
-    task::script::{Limits, ScriptEngine},
+    task::script::{Limits, ScriptEngine, script_vars},
     task::taskfile::{LockScope, Task},
     task::vars::Invocation,
     tenant::audit::{self, AuditRecord},
@@ -173,7 +173,7 @@ pub fn run(
     };
     let _lock = match lock_client {
         Some(client) => {
-            Some(lock::acquire(&host.roots.locks_dir(), client, options.dry_run, options.no_wait, &output)?)
+            Some(lock::acquire(&host.roots.locks_dir(), client, !options.dry_run, options.no_wait, &output)?)
         }
         None => None,
     };
@@ -184,15 +184,19 @@ pub fn run(
     // script (and every plugin's hooks) is compiled before the first runs, so a syntax
     // error changes nothing.
     let mut engine = ScriptEngine::new(&host);
-    let compiled =
-        resolved.iter().map(|(task, vars)| engine.compile(&task.script, vars)).collect::<Result<Vec<_>>>()?;
+    let typed: Vec<rhai::Map> = resolved.iter().map(|(task, vars)| script_vars(task, vars)).collect();
+    let compiled = resolved
+        .iter()
+        .zip(&typed)
+        .map(|((task, _), vars)| engine.compile(&task.script, vars))
+        .collect::<Result<Vec<_>>>()?;
     let hooks = compile_hooks(&engine, catalog)?;
 
     let mut reports = Vec::new();
     let mut failure: Option<Error> = None;
     // The `message` of the target's result map, the one line `-q` prints for a read-only task.
     let mut result_message = None;
-    for ((task, vars), ast) in resolved.iter().zip(&compiled) {
+    for (((task, vars), ast), typed_vars) in resolved.iter().zip(&compiled).zip(&typed) {
         output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
         *host.secret_values.borrow_mut() = task
@@ -231,10 +235,10 @@ pub fn run(
             }
             Ok(())
         };
-        let vars_map = hook_vars(vars);
+        let vars_map = typed_vars.clone();
         let result = run_hooks(&mut engine, Phase::Before, &|| vec![vars_map.clone().into()]).and_then(|()| {
             let task_start = host.effects.len();
-            let value = engine.run(ast, vars, limits)?;
+            let value = engine.run(ast, typed_vars, limits)?;
             if reported_problem(&value, &task.name).is_none() {
                 let cell = std::cell::OnceCell::new();
                 let result = || {
@@ -339,7 +343,7 @@ fn compile_hooks<'a>(engine: &ScriptEngine, catalog: &'a Catalog) -> Result<Vec<
     let mut hooks = Vec::new();
     for plugin in &catalog.plugins {
         let Some(script) = &plugin.hooks else { continue };
-        let ast = engine.compile(script, &IndexMap::new())?;
+        let ast = engine.compile(script, &rhai::Map::new())?;
         for function in ast.iter_functions() {
             for phase in [Phase::Before, Phase::After] {
                 let task = catalog.tasks.keys().find(|t| plugin::hook_name(phase, t) == function.name);
@@ -364,10 +368,6 @@ fn compile_hooks<'a>(engine: &ScriptEngine, catalog: &'a Catalog) -> Result<Vec<
 }
 
 /// The `vars` argument of a hook: the task's resolved variables.
-fn hook_vars(vars: &IndexMap<String, String>) -> rhai::Map {
-    vars.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect()
-}
-
 /// The `result` argument of an `after_` hook: the task, whether this is a dry run, the changes
 /// the task's script made (or planned), and the value it ended with.
 fn hook_result(task: &Task, changes: &[Change], value: &Dynamic, dry_run: bool) -> rhai::Map {

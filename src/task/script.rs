@@ -15,9 +15,10 @@ use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Module, ModuleResolver, Par
 use crate::{
     drivers::lifetime,
     error::{Error, SourceSpan},
+    format::validate::{Kind, parse_bool},
     host::{self, Host},
     task::catalog::read_source,
-    task::taskfile::{Script, SourcePath},
+    task::taskfile::{Script, SourcePath, Task},
 };
 
 const MAX_CALL_LEVELS: usize = 64;
@@ -87,7 +88,7 @@ impl ScriptEngine {
     }
 
     /// Compiles a task script with its variables known (strict variables need them).
-    pub fn compile(&self, script: &Script, vars: &IndexMap<String, String>) -> Result<AST, Error> {
+    pub fn compile(&self, script: &Script, vars: &Map) -> Result<AST, Error> {
         let scope = task_scope(vars);
         let name = script.path.display();
         let entry =
@@ -102,7 +103,7 @@ impl ScriptEngine {
     }
 
     /// Runs a compiled task script; the value it ends with is the task's result.
-    pub fn run(&mut self, ast: &AST, vars: &IndexMap<String, String>, limits: Limits) -> Result<Dynamic, Error> {
+    pub fn run(&mut self, ast: &AST, vars: &Map, limits: Limits) -> Result<Dynamic, Error> {
         let mut scope = task_scope(vars);
         let timeout = limits.timeout;
         self.engine.set_max_operations(limits.max_operations);
@@ -128,7 +129,7 @@ impl ScriptEngine {
 
     /// Compiles a plugin's hook file (no task variables in scope).
     pub fn compile_file(&self, path: &SourcePath, text: &str) -> Result<AST, Error> {
-        self.compile(&Script { text: text.to_string(), path: path.clone(), line_offset: 0 }, &IndexMap::new())
+        self.compile(&Script { text: text.to_string(), path: path.clone(), line_offset: 0 }, &Map::new())
     }
 
     fn runtime_error(&self, error: &EvalAltResult, script: Option<&str>) -> Error {
@@ -173,15 +174,30 @@ impl ScriptEngine {
     }
 }
 
+/// A task's variables as scripts and hooks see them: a `bool` kind as a boolean, an `int`
+/// kind as an integer (`()` when unset), every other kind as its text. The values were checked
+/// against their kinds when they were resolved.
+pub fn script_vars(task: &Task, vars: &IndexMap<String, String>) -> Map {
+    vars.iter()
+        .map(|(name, value)| {
+            let kind = task.vars.get(name).and_then(|spec| spec.kind);
+            let typed = match kind {
+                Some(Kind::Bool) => Dynamic::from(parse_bool(value).unwrap_or(false)),
+                Some(Kind::Int) => value.parse::<rhai::INT>().map_or(Dynamic::UNIT, Dynamic::from),
+                _ => Dynamic::from(value.clone()),
+            };
+            (name.as_str().into(), typed)
+        })
+        .collect()
+}
+
 /// Task variables as constants, plus `VARS`, a map of them all (for functions and hooks).
-fn task_scope(vars: &IndexMap<String, String>) -> Scope<'static> {
+fn task_scope(vars: &Map) -> Scope<'static> {
     let mut scope = Scope::new();
-    let mut map = Map::new();
     for (name, value) in vars {
         scope.push_constant(name.as_str(), value.clone());
-        map.insert(name.as_str().into(), Dynamic::from(value.clone()));
     }
-    scope.push_constant("VARS", map);
+    scope.push_constant("VARS", vars.clone());
     scope
 }
 

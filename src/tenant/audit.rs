@@ -6,10 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::{effects::Change, fsutil, tenant::layout::ClientLayout};
-
-/// Mode of every log file.
-pub const LOG_FILE_MODE: u32 = 0o640;
+use crate::{effects::Change, fsutil, tenant::layout::ClientLayout, tenant::policy::LOG_FILE_MODE};
 
 #[derive(Serialize)]
 pub struct AuditRecord<'a> {
@@ -31,29 +28,40 @@ pub struct AuditRecord<'a> {
 }
 
 /// Who ran the task: the invoking user behind sudo, else the login name, else the
-/// name of the process's uid in /etc/passwd, else `uid N`.
+/// name of the process's uid in the user database, else `uid N`.
 pub fn current_user() -> String {
     if let Some(name) =
         ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     {
         return name;
     }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string()))
-        })
-        .unwrap_or_default();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|l| {
-                let fields: Vec<&str> = l.split(':').collect();
-                (fields.len() > 2 && fields[2] == uid).then(|| fields[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The name of `uid` in the user database (`getpwuid_r`: /etc/passwd, LDAP ... as nsswitch
+/// says), `None` when it has none.
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut buffer = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill in.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is to a live local, `buffer` of the length given; on success the
+        // strings of `entry` point into `buffer`, which outlives their use below.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found) };
+        if rc == libc::ERANGE && buffer.len() < 1 << 20 {
+            buffer.resize(buffer.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name is a NUL-terminated string inside `buffer`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -91,6 +99,15 @@ pub fn append(layout: &ClientLayout, record: &AuditRecord) -> std::io::Result<bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_come_from_the_user_database() {
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let listed: Vec<u32> = passwd.lines().filter_map(|l| l.split(':').nth(2)?.parse().ok()).collect();
+        let unlisted = (60000..65000).find(|uid| !listed.contains(uid)).unwrap();
+        assert_eq!(user_name(unlisted), None);
+    }
 
     #[test]
     fn redacts_secret_values_anywhere() {

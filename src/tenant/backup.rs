@@ -31,8 +31,7 @@ use crate::{
 pub const CONFIG_MODE: u32 = 0o640;
 /// The key of the repository password in `secrets.env`.
 pub const PASSWORD_KEY: &str = "RESTIC_PASSWORD";
-/// The Docker label naming a resource's client.
-pub const CLIENT_LABEL: &str = "agency.client";
+pub use crate::tenant::policy::CLIENT_LABEL;
 
 /// The keys of `backup/config.sh`, in file order, with what they mean.
 pub const CONFIG_KEYS: &[(&str, &str)] = &[
@@ -312,7 +311,7 @@ pub fn log_result(layout: &ClientLayout, line: &str) -> std::io::Result<bool> {
     fsutil::append_line(
         &path,
         &format!("{} {line}", crate::tenant::audit::now_rfc3339()),
-        crate::tenant::audit::LOG_FILE_MODE,
+        crate::tenant::policy::LOG_FILE_MODE,
     )?;
     Ok(true)
 }

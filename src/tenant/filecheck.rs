@@ -15,23 +15,15 @@ use serde_json::json;
 
 use crate::{
     fsutil,
-    tenant::{
-        check::{Check, Status},
-        layout::ClientLayout,
-    },
+    tenant::check::{Check, Status},
+    tenant::layout::ClientLayout,
+    tenant::policy::{LOG_DIR_MODE, LOG_FILE_MODE, LOG_FILES, SECRETS_DIR_MODE, SECRETS_FILE_MODE},
 };
 
 /// What FIX=1 cannot do for a hard-linked file: only the operator knows what the other
 /// names are.
 const HARD_LINK_FIX: &str = "FIX=1 cannot: find the file's other names (find / -samefile FILE), then make it a file of its own \
      (cp -p FILE FILE.own && mv FILE.own FILE); agency changes no hard-linked file";
-
-/// The log files every client has (created by setup-log-segmentation).
-pub const LOG_FILES: [&str; 4] = ["access.log", "error.log", "audit.log", "backup.log"];
-const LOG_DIR_MODE: u32 = 0o750;
-const LOG_FILE_MODE: u32 = 0o640;
-const SECRETS_DIR_MODE: u32 = 0o700;
-const SECRETS_FILE_MODE: u32 = 0o600;
 
 /// What is at a place, read with one `lstat` (never following a symlink).
 struct Place {

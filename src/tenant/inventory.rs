@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::{
     format::envfile,
     fsutil::mode,
-    tenant::layout::{ClientLayout, LOG_FILES, Roots},
+    tenant::layout::{ClientLayout, Roots},
+    tenant::policy::LOG_FILES,
 };
 
 /// One word for a client's state on disk, worst first.

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::{format::validate, fsutil, tenant::settings::Settings};
+use crate::{format::validate, fsutil, tenant::policy, tenant::settings::Settings};
 
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -164,7 +164,7 @@ impl Roots {
                 .or_else(|| first(self.backup_root.clone(), "client-"))?
         } else {
             let (id, tier) = target.rsplit_once('_')?;
-            if !NETWORK_TIERS.contains(&tier) {
+            if !policy::TIER_NAMES.contains(&tier) {
                 return None;
             }
             id.to_string()
@@ -225,12 +225,6 @@ pub struct ClientLayout {
     pub repository: String,
 }
 
-/// The tiers of a client's networks, named `<id>_<tier>`.
-pub const NETWORK_TIERS: [&str; 4] = ["frontend", "backend", "database", "network"];
-
-/// The log files every client has, created 0640 by setup-log-segmentation.
-pub const LOG_FILES: &[&str] = &["access.log", "error.log", "audit.log", "backup.log"];
-
 impl ClientLayout {
     pub fn new(roots: &Roots, id: &str) -> Result<Self> {
         if let Err(e) = validate::client_id(id) {
@@ -262,7 +256,7 @@ impl ClientLayout {
 
     /// The Docker networks of the client, by tier.
     pub fn networks(&self) -> [(&'static str, String); 4] {
-        NETWORK_TIERS.map(|tier| (tier, format!("{}_{tier}", self.id)))
+        policy::TIER_NAMES.map(|tier| (tier, format!("{}_{tier}", self.id)))
     }
 }
 

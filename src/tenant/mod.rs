@@ -21,6 +21,7 @@ pub mod logs;
 pub mod metrics;
 pub mod networks;
 pub mod notify;
+pub mod policy;
 pub mod probe;
 pub mod realm;
 pub mod recovery;

@@ -121,12 +121,17 @@ fn planned_subnet(expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4
     Ok(subnet)
 }
 
+/// The subnet a network got from [`create_effect`], and whether it was only planned.
+struct Created {
+    subnet: Ipv4Net,
+    planned: bool,
+}
+
 /// Creates one missing network through the effects layer; returns the subnet it got (the
-/// planned one in a dry run).
-fn create_effect(cx: &Context, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Ipv4Net> {
+/// planned one in a dry run, then taken for the networks planned after it).
+fn create_effect(cx: &Context, docker: &Docker, expected: &Expected, allocator: &mut Allocator) -> Result<Created> {
     let mut probe_allocator = allocator.clone();
     let planned = planned_subnet(expected, &mut probe_allocator)?;
-    let mut actual = planned;
     let mut detail = expected.describe(Some(planned));
     if let Some(recorded) = expected.subnet.filter(|r| *r != planned) {
         // The recorded block is used by another network now: say so, in the plan too.
@@ -137,28 +142,33 @@ fn create_effect(cx: &Context, docker: &Docker, expected: &Expected, allocator: 
         cx.output.note(&warning);
         detail = format!("{detail} (client.env recorded {recorded}, now used by another network)");
     }
-    cx.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
-        actual = match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
-            Ok(subnet) => subnet,
+    let created = cx.effects.apply("network", &expected.name, &detail, Outcome::Created, || {
+        match create_in_pool(docker, expected, expected.subnet.or(Some(planned)), allocator) {
+            Ok(subnet) => Ok(subnet),
             // Another run (another root, or a site without the client lock) made it meanwhile:
             // fine if it is what this run would have made.
             Err(error) if matches!(error.downcast_ref(), Some(CreateNetworkError::NameTaken { .. })) => {
                 let found = docker.inspect_networks(&[&expected.name])?;
                 match (isolation::assess(expected, found.first()), found.first()) {
-                    (State::Ok, Some(network)) => network.subnets.first().copied().unwrap_or(planned),
-                    _ => return Err(error),
+                    (State::Ok, Some(network)) => Ok(network.subnets.first().copied().unwrap_or(planned)),
+                    _ => Err(error),
                 }
             }
-            Err(error) => return Err(error),
-        };
-        Ok(())
+            Err(error) => Err(error),
+        }
     })?;
-    if cx.effects.dry_run() {
-        *allocator = probe_allocator;
-    } else if actual != planned {
-        cx.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
+    match created.value {
+        None => {
+            *allocator = probe_allocator;
+            Ok(Created { subnet: planned, planned: true })
+        }
+        Some(actual) => {
+            if actual != planned {
+                cx.output.note(&format!("{}: subnet {planned} was taken meanwhile; it got {actual}", expected.name));
+            }
+            Ok(Created { subnet: actual, planned: false })
+        }
     }
-    Ok(actual)
 }
 
 pub fn ensure_networks(
@@ -231,7 +241,7 @@ pub fn ensure_networks(
                     allocator = Some(Allocator::new(pool(cx)?, taken));
                 }
                 let allocator = allocator.as_mut().expect("just set");
-                let subnet = create_effect(cx, &docker, expected, allocator)?;
+                let subnet = create_effect(cx, &docker, expected, allocator)?.subnet;
                 bridge = (driver == "bridge").then(|| firewall::bridge_name(subnet));
                 Some(subnet)
             }
@@ -349,7 +359,6 @@ pub fn repair_networks(
         client_used_subnets(cx, &docker, id, &driver, None)?
     };
     let mut allocator = Allocator::new(pool(cx)?, taken);
-    let would = if cx.effects.dry_run() { "would " } else { "" };
     for repair in repairs {
         match repair {
             Repair::Refuse(message) => messages.push(format!("not repaired: {message}")),
@@ -359,7 +368,8 @@ pub fn repair_networks(
                 changed |= removed;
             }
             Repair::Create(expected) => {
-                let subnet = create_effect(cx, &docker, &expected, &mut allocator)?;
+                let Created { subnet, planned } = create_effect(cx, &docker, &expected, &mut allocator)?;
+                let would = if planned { "would " } else { "" };
                 messages.push(format!("{would}create {} ({})", expected.name, expected.describe(Some(subnet))));
                 subnets.insert(expected.tier.name.into(), subnet.to_string());
                 if driver == "bridge" {
@@ -370,11 +380,7 @@ pub fn repair_networks(
             Repair::Recreate { expected, id: network_id, subnet } => {
                 // Docker removes a network whose containers are all stopped (they then fail to
                 // start), so ask again right before touching it: any container, running or not.
-                let attached: Vec<String> = if cx.effects.dry_run() {
-                    Vec::new()
-                } else {
-                    docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect()
-                };
+                let attached: Vec<String> = docker.containers_on(&expected.name)?.into_iter().map(|c| c.name).collect();
                 if !attached.is_empty() {
                     messages.push(format!(
                         "not repaired: {}",
@@ -387,7 +393,6 @@ pub fn repair_networks(
                     Some(subnet) => subnet,
                     None => allocator.peek()?,
                 };
-                let mut actual = planned;
                 let applied = cx.effects.apply(
                     "network",
                     &expected.name,
@@ -400,19 +405,27 @@ pub fn repair_networks(
                             *allocator.pool(),
                             allocator.taken().iter().copied().filter(|t| Some(*t) != subnet),
                         );
-                        actual = create_in_pool(&docker, &expected, subnet, &mut free)?;
-                        allocator = free;
-                        Ok(())
+                        let created = create_in_pool(&docker, &expected, subnet, &mut free)?;
+                        Ok((created, free))
                     },
                 );
-                if let Err(error) = applied {
+                let (actual, would) = match applied {
+                    Ok(applied) => match applied.value {
+                        Some((created, free)) => {
+                            allocator = free;
+                            (created, "")
+                        }
+                        None => (planned, "would "),
+                    },
                     // A container attached meanwhile: Docker refused, nothing was changed.
-                    if let Some(in_use) = error.downcast_ref::<docker::NetworkInUse>() {
-                        messages.push(format!("not repaired: {in_use}"));
-                        continue;
-                    }
-                    return Err(error);
-                }
+                    Err(error) => match error.downcast_ref::<docker::NetworkInUse>() {
+                        Some(in_use) => {
+                            messages.push(format!("not repaired: {in_use}"));
+                            continue;
+                        }
+                        None => return Err(error),
+                    },
+                };
                 let was = old
                     .map(|n| {
                         let bridge = n.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default();

@@ -28,8 +28,11 @@ pub fn before_use(
     location: &Location,
     repo: impl FnOnce() -> Result<Repo>,
 ) -> Result<usize> {
-    if !cx.effects.dry_run() && layout.secrets_dir.is_dir() {
-        fsutil::remove_stale_temp_files(&layout.secrets_dir, &format!(".{NEW_KEY_FILE}."), std::time::Duration::ZERO)?;
+    if layout.secrets_dir.is_dir() {
+        cx.effects.side_effect(|| {
+            let prefix = format!(".{NEW_KEY_FILE}.");
+            Ok(fsutil::remove_stale_temp_files(&layout.secrets_dir, &prefix, std::time::Duration::ZERO)?)
+        })?;
     }
     let pending = rotation::read_optional(&cx.effects, &rotation::pending_path(layout))?;
     let extra_keys = location.key_files()?.len() > expected_keys(pending.is_some());

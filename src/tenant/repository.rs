@@ -71,12 +71,8 @@ pub fn add_pending_key(cx: &Context, id: &str) -> Result<Outcome> {
     };
     let target = config.repository.to_string();
     let pending_path = rotation::pending_path(&layout);
+    // A dry run reads the secrets.env.next its rotation_begin planned.
     let Some(pending) = rotation::read_optional(&cx.effects, &pending_path)? else {
-        if cx.effects.dry_run() {
-            let detail = "a key for the new RESTIC_PASSWORD";
-            cx.effects.apply("restic key add", &target, detail, Outcome::Created, || Ok(()))?;
-            return Ok(Outcome::Created);
-        }
         bail!(
             "no new generation of {id}'s secrets ({} is missing); rotation_begin comes first",
             pending_path.display()

@@ -14,11 +14,10 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::{Map, Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::tenant::policy::TIER_NAMES as TIERS;
+
 /// The stack a client gets when create-client is given no `STACK`.
 pub const DEFAULT_STACK: &str = "wordpress";
-
-/// The tiers a service may join (the client's networks `<id>_<tier>`).
-pub const TIERS: [&str; 4] = ["frontend", "backend", "database", "network"];
 
 /// Engines the db-passwords plugin knows.
 pub const DB_ENGINES: [&str; 4] = ["mariadb", "mysql", "postgres", "postgresql"];

@@ -2,7 +2,7 @@
 
 use super::*;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, de::DeserializeOwned};
@@ -63,31 +63,6 @@ where
 
 /// RFC 3339 with an optional fraction and a `Z` or `±hh:mm` offset → `SystemTime`.
 pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
-    let invalid = || anyhow!("{text:?} is not an RFC 3339 time");
-    let (base, offset_seconds) = if let Some(base) = text.strip_suffix('Z') {
-        (base, 0i64)
-    } else {
-        let sign_at = text.rfind(['+', '-']).filter(|&i| i > 10).ok_or_else(invalid)?;
-        let (base, offset) = text.split_at(sign_at);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (hours, minutes) = offset[1..].split_once(':').ok_or_else(invalid)?;
-        let hours: i64 = hours.parse().map_err(|_| invalid())?;
-        let minutes: i64 = minutes.parse().map_err(|_| invalid())?;
-        (base, sign * (hours * 3600 + minutes * 60))
-    };
-    let (seconds_part, nanos) = match base.split_once('.') {
-        Some((seconds_part, fraction)) => {
-            let digits: String = fraction.chars().take(9).collect();
-            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return Err(invalid());
-            }
-            let nanos: u32 = format!("{digits:0<9}").parse().map_err(|_| invalid())?;
-            (seconds_part, nanos)
-        }
-        None => (base, 0),
-    };
-    let local = humantime::parse_rfc3339_weak(seconds_part).map_err(|_| invalid())?;
-    let local_seconds = local.duration_since(UNIX_EPOCH).map_err(|_| invalid())?.as_secs() as i64;
-    let utc_seconds = u64::try_from(local_seconds - offset_seconds).map_err(|_| invalid())?;
-    Ok(UNIX_EPOCH + Duration::new(utc_seconds, nanos))
+    let time: jiff::Timestamp = text.parse().map_err(|_| anyhow!("{text:?} is not an RFC 3339 time"))?;
+    Ok(SystemTime::from(time))
 }

@@ -31,54 +31,7 @@ pub use crate::drivers::docker::LABEL_SHARED_INGRESS;
 /// The key in client.env recording the driver of the client's networks.
 pub const ENV_DRIVER: &str = "NETWORK_DRIVER";
 
-/// One of the four networks every client has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tier {
-    pub name: &'static str,
-    /// `--internal`: no route out of the host.
-    pub internal: bool,
-    /// client.env key holding the network's name.
-    pub env_network: &'static str,
-    /// client.env key holding the network's subnet.
-    pub env_subnet: &'static str,
-    /// client.env key holding the name of the network's bridge interface (bridge driver).
-    pub env_bridge: &'static str,
-}
-
-pub const TIERS: [Tier; 4] = [
-    Tier {
-        name: "frontend",
-        internal: false,
-        env_network: "FRONTEND_NETWORK",
-        env_subnet: "FRONTEND_SUBNET",
-        env_bridge: "FRONTEND_BRIDGE",
-    },
-    Tier {
-        name: "backend",
-        internal: true,
-        env_network: "BACKEND_NETWORK",
-        env_subnet: "BACKEND_SUBNET",
-        env_bridge: "BACKEND_BRIDGE",
-    },
-    Tier {
-        name: "database",
-        internal: true,
-        env_network: "DATABASE_NETWORK",
-        env_subnet: "DATABASE_SUBNET",
-        env_bridge: "DATABASE_BRIDGE",
-    },
-    Tier {
-        name: "network",
-        internal: false,
-        env_network: "CLIENT_NETWORK",
-        env_subnet: "CLIENT_SUBNET",
-        env_bridge: "CLIENT_BRIDGE",
-    },
-];
-
-pub fn tier(name: &str) -> Option<Tier> {
-    TIERS.iter().copied().find(|t| t.name == name)
-}
+pub use crate::tenant::policy::{TIERS, Tier, tier};
 
 /// The driver names the runner accepts for `NETWORK_DRIVER`.
 pub fn check_driver(driver: &str) -> anyhow::Result<()> {

@@ -37,12 +37,12 @@ use crate::{
     format::validate,
     fsutil,
     tenant::layout::{ClientLayout, Roots},
+    tenant::policy::LOG_FILE_MODE,
 };
 use errors::{ContainerCursor, ErrorLine};
 use source::FileCursor;
 
 const STATE_MODE: u32 = 0o600;
-const LOG_MODE: u32 = 0o640;
 
 /// The directory of the collection's state and lock.
 pub fn state_dir(roots: &Roots) -> PathBuf {
@@ -147,7 +147,7 @@ fn open_for_append(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(LOG_MODE)
+        .mode(LOG_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
@@ -233,31 +233,16 @@ fn collect_errors(
 /// Brings the clients' access.log and error.log (and the host-level file) up to date.
 pub fn collect(roots: &Roots, effects: &Effects, scope: Scope) -> Result<Report> {
     let dir = state_dir(roots);
-    if !dir.is_dir() {
+    if !effects.is_dir(&dir) {
         // Never collected. A run that finds nothing to write leaves no trace (stop-client of a
         // client without containers, a refused delete-client); one that does makes the
         // directory and starts over under the lock (another first run may have come first).
-        if effects.dry_run() {
-            return collect_locked(roots, effects, scope, true).map(|r| r.expect("may write"));
-        }
         if let Some(report) = collect_locked(roots, effects, scope.clone(), false)? {
             return Ok(report);
         }
-        let shown = dir.display().to_string();
-        effects.apply("mkdir", &shown, "mode 0700", Outcome::Created, || {
-            fsutil::create_dir(&dir, 0o700).map(drop).with_context(|| format!("cannot create {shown}"))
-        })?;
+        effects.mkdir(&dir, 0o700)?;
     }
-    let lock_path = dir.join("collect.lock");
-    let lock = File::options().create(true).append(true).mode(0o600).open(&lock_path);
-    let _lock = match lock {
-        Ok(file) => {
-            file.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
-            Some(file)
-        }
-        Err(_) if effects.dry_run() => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", lock_path.display())),
-    };
+    let _lock = effects.lock(&dir.join("collect.lock"), &[])?;
     collect_locked(roots, effects, scope, true).map(|r| r.expect("may write"))
 }
 
