@@ -4,11 +4,13 @@
 //! Layers, each importing only those below it:
 //! - `task/`: loading, variables, the script engine, plugins, the runner, locks, listing;
 //! - `host/`: the Rhai bindings, one module per script namespace (Dynamic <-> Rust only);
-//! - `tenant/`: the tenant domain (layout, subnets, networks, isolation, backup, secrets,
-//!   rotation, realm, checks, stack, firewall, audit);
-//! - `effects/`: the one door every mutation and dry-run decision passes, and the output;
+//! - `tenant/`: the tenant domain (policy, layout, subnets, networks, isolation, backup,
+//!   secrets, rotation, realm, checks, stack, firewall, audit);
+//! - `effects/`: the one door every mutation and dry-run decision passes (a plan's files are
+//!   what later reads see), and the output;
 //! - `drivers/`: external programs (docker, compose, restic, curl for Keycloak, nft);
-//! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators).
+//! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators);
+//! - `builtin`: the repository's tasks, plugins and stacks compiled in (below every layer).
 
 pub mod builtin;
 pub mod cli;

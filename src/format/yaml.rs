@@ -1,5 +1,7 @@
 //! A small YAML emitter for generated configs (compose overrides, Traefik files): block
-//! style, every string double-quoted and escaped, so any value is data and never syntax.
+//! style, every string value double-quoted and escaped, so any value is data and never
+//! syntax. Keys that need no quotes (`services`, `agency.client`) are written plain, as an
+//! operator would write them; any other key is quoted like a value.
 
 use serde_json::Value;
 
@@ -19,7 +21,7 @@ pub fn render(value: &Value) -> String {
 fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
     for (key, value) in map {
         out.push_str(&" ".repeat(indent));
-        out.push_str(&quote(key));
+        out.push_str(&key_text(key));
         out.push(':');
         write_child(out, value, indent);
     }
@@ -60,6 +62,19 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
+/// `key` as a plain scalar when YAML reads it back as that same string: a letter or `_`
+/// first, then letters, digits and `_ . / -`, and no word YAML 1.1 reads as a boolean or
+/// null. Anything else is quoted.
+fn key_text(key: &str) -> String {
+    let plain = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
+        && !matches!(
+            key.to_ascii_lowercase().as_str(),
+            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
+        );
+    if plain { key.to_string() } else { quote(key) }
+}
+
 /// A YAML double-quoted scalar; non-printable and invisible characters become escapes.
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -92,8 +107,19 @@ mod tests {
         let value = serde_json::json!({"services": {"web": {"networks": ["a", "b"], "labels": {"agency.client": "acme"}}}, "empty": {}});
         assert_eq!(
             render(&value),
-            "\"empty\": {}\n\"services\":\n  \"web\":\n    \"labels\":\n      \"agency.client\": \"acme\"\n    \"networks\":\n      - \"a\"\n      - \"b\"\n"
+            "empty: {}\nservices:\n  web:\n    labels:\n      agency.client: \"acme\"\n    networks:\n      - \"a\"\n      - \"b\"\n"
         );
+    }
+
+    #[test]
+    fn keys_are_plain_unless_yaml_would_read_them_otherwise() {
+        for plain in ["services", "agency.client", "traefik.http.routers.acme-web.rule", "_x", "a/b"] {
+            assert_eq!(key_text(plain), plain);
+        }
+        for quoted in ["", "yes", "No", "on", "null", "1", "0x1f", "-a", "a: b", "a #b", "~", ".inf", "ключ", "a b"]
+        {
+            assert_eq!(key_text(quoted), quote(quoted), "{quoted:?}");
+        }
     }
 
     #[test]
