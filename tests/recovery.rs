@@ -399,6 +399,15 @@ fn create_client_refuses_new_secrets_for_a_client_that_lost_them_unless_asked() 
     fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
     again().status(1).stderr_contains("its secrets.env holds no RESTIC_PASSWORD").run();
     assert_eq!(fs::read_to_string(&secrets).unwrap(), without, "secrets.env unchanged");
+    // And list-clients and a plain status keep saying so (not only DEEP=1).
+    assert_eq!(list_health(&site, "rc-lost"), "broken");
+    status_says(&site, "rc-lost", false, "secrets.env holds no RESTIC_PASSWORD");
+
+    // A line bash would read differently (a CR at its end) is as broken.
+    fs::write(&secrets, original.replacen('\n', "\r\n", 1)).unwrap();
+    assert_eq!(list_health(&site, "rc-lost"), "broken");
+    status_says(&site, "rc-lost", false, "secrets.env: line 1: a carriage return");
+    fs::write(&secrets, &without).unwrap();
 
     // Asked for: new ones.
     again().env("REGENERATE_SECRETS", "1").run();

@@ -199,9 +199,9 @@ pub fn password(layout: &ClientLayout) -> Result<Password> {
     let values = secrets::read(&layout.secrets_file)?;
     let value = values.get(PASSWORD_KEY).ok_or_else(|| {
         anyhow!(
-            "{} holds no {PASSWORD_KEY}; run create-client for {} to add it",
+            "{} holds no {PASSWORD_KEY}; restore it from {} or a delete-client archive",
             layout.secrets_file.display(),
-            layout.id
+            layout.secrets_history_dir.display()
         )
     })?;
     Password::new(value.as_str()).with_context(|| format!("{PASSWORD_KEY} in {}", layout.secrets_file.display()))

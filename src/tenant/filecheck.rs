@@ -18,6 +18,7 @@ use crate::{
     tenant::check::{Check, Status},
     tenant::layout::ClientLayout,
     tenant::policy::{LOG_DIR_MODE, LOG_FILE_MODE, LOG_FILES, SECRETS_DIR_MODE, SECRETS_FILE_MODE},
+    tenant::{backup, secrets},
 };
 
 /// What FIX=1 cannot do for a hard-linked file: only the operator knows what the other
@@ -153,7 +154,7 @@ pub fn secrets(secrets_dir: &Path, secrets_file: &Path) -> Check {
         Some("missing") => {
             return Check::new("secrets", Status::Fail, format!("{file_name} is missing"))
                 .evidence(evidence)
-                .fix("FIX=1 cannot: restore secrets.env from a backup (create-client would generate new secrets)");
+                .fix(RESTORE_SECRETS_FIX);
         }
         Some(problem) => {
             return Check::new("secrets", Status::Fail, problem)
@@ -172,12 +173,28 @@ pub fn secrets(secrets_dir: &Path, secrets_file: &Path) -> Check {
     if dir_mode != Some(SECRETS_DIR_MODE) {
         problems.push(format!("{dir_name} has mode {}, not 0700", octal(dir_mode)));
     }
-    if problems.is_empty() {
-        Check::new("secrets", Status::Ok, "secrets.env 0600 in a 0700 dir").evidence(evidence)
-    } else {
-        Check::new("secrets", Status::Fail, problems.join("; ")).evidence(evidence).fix("FIX=1 repairs the modes")
+    if !problems.is_empty() {
+        return Check::new("secrets", Status::Fail, problems.join("; "))
+            .evidence(evidence)
+            .fix("FIX=1 repairs the modes");
+    }
+    // Every task reads the file as bash would, so one it refuses is as broken as a missing one.
+    match secrets::read(secrets_file) {
+        Err(e) => Check::new("secrets", Status::Fail, format!("{e:#}")).evidence(evidence).fix(
+            "FIX=1 cannot: edit the line so bash and agency read it alike (KEY='value', no comment after it, no CR)",
+        ),
+        Ok(values) if !values.contains_key(backup::PASSWORD_KEY) => {
+            Check::new("secrets", Status::Fail, format!("secrets.env holds no {}", backup::PASSWORD_KEY))
+                .evidence(evidence)
+                .fix(RESTORE_SECRETS_FIX)
+        }
+        Ok(_) => Check::new("secrets", Status::Ok, "secrets.env 0600 in a 0700 dir").evidence(evidence),
     }
 }
+
+/// What a client whose secrets are gone needs: create-client refuses to make new ones.
+const RESTORE_SECRETS_FIX: &str = "FIX=1 cannot: restore secrets.env from the secrets history or a delete-client archive \
+     (create-client makes new secrets only with REGENERATE_SECRETS=1, and they would not open the repository)";
 
 /// The client's config files (client.env, the compose override, realm.json, the backup
 /// config, traefik.yml) and their directories: none a symlink, no file hard-linked. A missing
@@ -304,6 +321,10 @@ mod tests {
         set_mode(&dir, 0o700);
         fs::write(&file, "A='b'\n").unwrap();
         set_mode(&file, 0o600);
+        assert_eq!(secrets(&dir, &file).summary, "secrets.env holds no RESTIC_PASSWORD");
+        fs::write(&file, "RESTIC_PASSWORD='b' # note\n").unwrap();
+        assert_eq!(secrets(&dir, &file).status, Status::Fail, "a line bash reads differently");
+        fs::write(&file, "RESTIC_PASSWORD='b'\n").unwrap();
         assert_eq!(secrets(&dir, &file).status, Status::Ok);
         set_mode(&file, 0o644);
         set_mode(&dir, 0o755);

@@ -125,7 +125,13 @@ pub fn inspect(roots: &Roots, id: &str, backups: bool) -> ClientInfo {
         None if env_present => found.add(Health::Broken, "secrets.env missing".into()),
         None => found.add(Health::Incomplete, "secrets.env missing".into()),
         Some(m) if m & 0o077 != 0 => found.add(Health::Insecure, format!("secrets.env mode {m:04o}, want 0600")),
-        Some(_) => {}
+        Some(_) => match crate::tenant::secrets::read(&layout.secrets_file) {
+            Err(e) => found.add(Health::Broken, format!("secrets.env: {e:#}")),
+            Ok(values) if !values.contains_key(crate::tenant::backup::PASSWORD_KEY) => {
+                found.add(Health::Broken, format!("secrets.env holds no {}", crate::tenant::backup::PASSWORD_KEY))
+            }
+            Ok(_) => {}
+        },
     }
     if let Some(m) = too_open(&layout.secrets_dir, 0o077) {
         found.add(Health::Insecure, format!("secrets dir mode {m:04o}, want 0700"));

@@ -101,8 +101,8 @@ impl Roots {
         let candidate = self.confine_change_entry(path)?;
         match std::fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() => bail!(
-                "{path} is a symlink; a change never follows one (remove the link, e.g. with FIX=1 of \
-                 multi-tenancy-status)"
+                "{path} is a symlink; a change never follows one (replace the link with a real directory or \
+                 file by hand; multi-tenancy-status names it)"
             ),
             Ok(meta) => fsutil::refuse_hard_link(&candidate, &meta)?,
             Err(_) => {}
