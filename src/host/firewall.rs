@@ -162,13 +162,16 @@ fn checks(host: &Host, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
         }
     };
     let records = records(host)?;
-    let ruleset = Ruleset::new(&settings, all_bridges(&records));
-    let comparison = ruleset.compare(live.as_ref());
+    let comparison = Ruleset::new(&settings, all_bridges(&records)).compare(live.as_ref());
+    // The same for every client: made once (a whole missing table is thousands of lines).
+    let diff = capped(comparison.lines());
     let listing = live.unwrap_or_default();
+    let records: BTreeMap<String, BTreeMap<String, String>> = records.into_iter().collect();
+    let no_record = BTreeMap::new();
     let mut result = Map::new();
     for id in ids {
-        let env = records.iter().find(|(r, _)| r == id).map(|(_, env)| env.clone()).unwrap_or_default();
-        let check = client_check(&settings, snapshot, id, &env, &ruleset, &listing, &comparison);
+        let env = records.get(id).unwrap_or(&no_record);
+        let check = client_check(&settings, snapshot, id, env, &listing, &comparison, &diff);
         result.insert(id.as_str().into(), check_dynamic(&check));
     }
     Ok(result)
@@ -179,9 +182,9 @@ fn client_check(
     snapshot: &Snapshot,
     id: &str,
     env: &BTreeMap<String, String>,
-    ruleset: &Ruleset,
     listing: &firewall::Listing,
     comparison: &firewall::Comparison,
+    diff: &[String],
 ) -> Check {
     let table = format!("table inet {}", settings.table);
     if isolation::client_driver(env, "") != "bridge" {
@@ -211,7 +214,7 @@ fn client_check(
         }
     }
     // The client's own elements in the kernel's sets (the rules are shared by all).
-    let missing = ruleset.missing(&bridges, listing);
+    let missing = firewall::missing(&bridges, listing);
     if !comparison.present {
         problems.push(format!("{table} is missing"));
     } else {
@@ -229,7 +232,7 @@ fn client_check(
             "network": b.network, "interface": b.interface, "subnet": b.subnet.to_string(), "internal": b.internal,
         })).collect::<Vec<_>>(),
         "missing": capped(missing),
-        "diff": capped(comparison.lines()),
+        "diff": diff,
     });
     if !problems.is_empty() {
         Check::new("firewall", Status::Fail, problems.join("; "))

@@ -152,6 +152,26 @@ const CHAINS: [(&str, &str, &[&str]); 2] = [
     ),
 ];
 
+/// The sets' elements that `bridges` imply (every set, the host ports' empty), written as
+/// `nft list` prints them.
+fn bridge_sets(bridges: &[Bridge]) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut sets: BTreeMap<&'static str, BTreeSet<String>> =
+        SETS.iter().map(|(n, _, _)| (*n, BTreeSet::new())).collect();
+    for bridge in bridges {
+        let name = format!("\"{}\"", bridge.interface);
+        let set = |sets: &mut BTreeMap<&'static str, BTreeSet<String>>, key: &str, value: String| {
+            sets.get_mut(key).expect("declared set").insert(value);
+        };
+        set(&mut sets, "bridges", name.clone());
+        if bridge.internal {
+            set(&mut sets, "internal", name.clone());
+        }
+        set(&mut sets, "same_bridge", format!("{name} . {name}"));
+        set(&mut sets, "sources", format!("{name} . {}", bridge.subnet));
+    }
+    sets
+}
+
 /// The table for a set of bridges.
 #[derive(Debug, Clone)]
 pub struct Ruleset {
@@ -173,20 +193,7 @@ impl Ruleset {
 
     /// Each set's elements, written as `nft list` prints them.
     pub fn sets(&self) -> BTreeMap<&'static str, BTreeSet<String>> {
-        let mut sets: BTreeMap<&'static str, BTreeSet<String>> =
-            SETS.iter().map(|(n, _, _)| (*n, BTreeSet::new())).collect();
-        for bridge in &self.bridges {
-            let name = format!("\"{}\"", bridge.interface);
-            let set = |sets: &mut BTreeMap<&'static str, BTreeSet<String>>, key: &str, value: String| {
-                sets.get_mut(key).expect("declared set").insert(value);
-            };
-            set(&mut sets, "bridges", name.clone());
-            if bridge.internal {
-                set(&mut sets, "internal", name.clone());
-            }
-            set(&mut sets, "same_bridge", format!("{name} . {name}"));
-            set(&mut sets, "sources", format!("{name} . {}", bridge.subnet));
-        }
+        let mut sets = bridge_sets(&self.bridges);
         sets.insert("host_tcp", self.host_tcp.iter().map(u16::to_string).collect());
         sets.insert("host_udp", self.host_udp.iter().map(u16::to_string).collect());
         sets
@@ -221,22 +228,6 @@ impl Ruleset {
         out
     }
 
-    /// The elements of `bridges` (some of this table's) that the kernel's table lacks.
-    pub fn missing(&self, bridges: &[Bridge], live: &Listing) -> Vec<String> {
-        let own =
-            Self { bridges: bridges.to_vec(), host_tcp: BTreeSet::new(), host_udp: BTreeSet::new(), ..self.clone() };
-        own.sets()
-            .into_iter()
-            .flat_map(|(name, elements)| {
-                let found = live.sets.get(name);
-                elements
-                    .into_iter()
-                    .filter(move |e| !found.is_some_and(|f| f.contains(e)))
-                    .map(move |e| format!("{name} {e}"))
-            })
-            .collect()
-    }
-
     /// How the kernel's table (`None`: there is none) differs from this one.
     pub fn compare(&self, live: Option<&Listing>) -> Comparison {
         let Some(live) = live else {
@@ -269,6 +260,20 @@ impl Ruleset {
         }
         comparison
     }
+}
+
+/// The elements of `bridges` (one client's) that the kernel's table lacks.
+pub fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
+    bridge_sets(bridges)
+        .into_iter()
+        .flat_map(|(name, elements)| {
+            let found = live.sets.get(name);
+            elements
+                .into_iter()
+                .filter(move |e| !found.is_some_and(|f| f.contains(e)))
+                .map(move |e| format!("{name} {e}"))
+        })
+        .collect()
 }
 
 /// A table as `nft list table` prints it: each set's elements and each chain's lines.
@@ -471,5 +476,22 @@ mod tests {
         let diff = rules.compare(Some(&edited));
         assert_eq!(diff.rules, ["chain input has other rules", "chain extra is not agency's"]);
         assert!(diff.summary().contains("chain input has other rules"));
+    }
+
+    #[test]
+    fn a_client_misses_only_its_own_elements_that_the_kernel_lacks() {
+        let rules = ruleset(&[("acme", 0), ("beta", 1)]);
+        let body: String = rules.script().lines().skip(2).map(|l| format!("{l}\n")).collect();
+        let mut listing = parse_listing(&body);
+        let acme = client_bridges("acme", &env("acme", 0, true)).0;
+        let beta = client_bridges("beta", &env("beta", 1, true)).0;
+        assert!(missing(&acme, &listing).is_empty());
+        listing.sets.get_mut("sources").unwrap().remove("\"agb-0ac90040\" . 10.201.0.64/26");
+        listing.sets.remove("internal");
+        assert_eq!(
+            missing(&acme, &listing),
+            ["internal \"agb-0ac90040\"", "internal \"agb-0ac90080\"", "sources \"agb-0ac90040\" . 10.201.0.64/26"]
+        );
+        assert_eq!(missing(&beta, &listing).len(), 2, "{:?}", missing(&beta, &listing));
     }
 }
