@@ -83,24 +83,29 @@ impl Compose {
             command = command.arg("compose");
         }
         command = command.args(self.project_args(project)).args(action);
-        for (key, value) in project.env {
-            command = command.env(key, value);
-        }
-        let output = command.output()?;
-        if output.success() {
-            return Ok(());
-        }
-        Err(anyhow!(
-            "`{}` failed (exit {}): {}",
-            self.describe(project, action),
-            output.code,
-            masked_last_error(&output, project.env)
-        ))
+        run_with_values(command, project.env, || self.describe(project, action))
     }
 }
 
+/// Runs `command` with the values of `env` in its environment (never its argv); a failure
+/// names the command (`describe`) and quotes its last error line, the values masked.
+pub fn run_with_values(
+    mut command: Command,
+    env: &[(String, String)],
+    describe: impl FnOnce() -> String,
+) -> Result<()> {
+    for (key, value) in env {
+        command = command.env(key, value);
+    }
+    let output = command.output()?;
+    if output.success() {
+        return Ok(());
+    }
+    Err(anyhow!("`{}` failed (exit {}): {}", describe(), output.code, masked_last_error(&output, env)))
+}
+
 /// The last non-empty stderr line, every value of `env` (of 4 characters or more) masked.
-pub fn masked_last_error(output: &process::Output, env: &[(String, String)]) -> String {
+fn masked_last_error(output: &process::Output, env: &[(String, String)]) -> String {
     let mut line =
         output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output").to_string();
     for (_, value) in env.iter().filter(|(_, v)| v.len() >= 4) {

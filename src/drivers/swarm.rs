@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Result, anyhow, bail};
 
 use crate::drivers::{
-    compose::{Project, masked_last_error},
+    compose::{Project, run_with_values},
     process::{Command, Output},
 };
 
@@ -123,20 +123,7 @@ pub fn describe_deploy(project: &Project) -> String {
 /// in the CLI's environment; a failure quotes the CLI's last error line, values masked. The
 /// engine's own images are used as they are (no registry is asked).
 pub fn deploy(docker: &Path, project: &Project) -> Result<()> {
-    let mut command = Command::new(docker).args(deploy_args(project));
-    for (key, value) in project.env {
-        command = command.env(key, value);
-    }
-    let output = command.output()?;
-    if output.success() {
-        return Ok(());
-    }
-    Err(anyhow!(
-        "`{}` failed (exit {}): {}",
-        describe_deploy(project),
-        output.code,
-        masked_last_error(&output, project.env)
-    ))
+    run_with_values(Command::new(docker).args(deploy_args(project)), project.env, || describe_deploy(project))
 }
 
 /// `docker stack rm`, then waits (up to `timeout`) until no task container of the stack runs
