@@ -299,6 +299,17 @@ mod tests {
         assert!(roots.confine("/srv/ab/x").is_err());
     }
 
+    /// Roots under a temp dir, the main one at `base/root`.
+    fn roots_in(base: &Path) -> Roots {
+        Roots {
+            root: base.join("root"),
+            log_root: base.join("log"),
+            backup_root: base.join("bk"),
+            logrotate_dir: base.join("lr"),
+            repository_base: String::new(),
+        }
+    }
+
     #[test]
     fn symlinks_below_a_root_are_followed_only_inside_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -308,13 +319,7 @@ mod tests {
         std::os::unix::fs::symlink(base.join("root/clients/acme"), base.join("root/clients/alias")).unwrap();
         std::os::unix::fs::symlink(base.join("outside"), base.join("root/clients/escape")).unwrap();
         let root = base.join("root");
-        let roots = Roots {
-            root: root.clone(),
-            log_root: base.join("log"),
-            backup_root: base.join("bk"),
-            logrotate_dir: base.join("lr"),
-            repository_base: String::new(),
-        };
+        let roots = roots_in(base);
         let at = |rel: &str| root.join(rel).display().to_string();
         assert!(roots.confine(&at("clients/acme/client.env")).is_ok());
         assert!(roots.confine(&at("clients/new/deeper/file")).is_ok(), "missing components are fine");
@@ -335,13 +340,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("secrets/y"), root.join("clients/x/keycloak")).unwrap();
         std::fs::write(base.join("outside"), "").unwrap();
         std::fs::hard_link(base.join("outside"), root.join("clients/x/client.env")).unwrap();
-        let roots = Roots {
-            root: root.clone(),
-            log_root: base.join("log"),
-            backup_root: base.join("bk"),
-            logrotate_dir: base.join("lr"),
-            repository_base: String::new(),
-        };
+        let roots = roots_in(base);
         let at = |rel: &str| root.join(rel).display().to_string();
         assert!(roots.confine(&at("clients/x/keycloak/realm.json")).is_ok(), "reads may follow it inside the root");
         let error = roots.confine_change(&at("clients/x/keycloak")).unwrap_err().to_string();
