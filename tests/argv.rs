@@ -138,10 +138,7 @@ fn no_secret_reaches_the_argv_of_any_child_in_a_full_cycle() {
             text.push_str("OIDC_SERVICES='web'\n");
             fs::write(&env_file, text).unwrap();
         }
-        let mut test = live(site.test(), &shim, &keycloak, &pool);
-        for arg in args {
-            test = test.arg(arg);
-        }
+        let test = live(site.test(), &shim, &keycloak, &pool).args(args);
         let output = test.run();
         outputs.push((args.join(" "), format!("{}{}", output.stdout, output.stderr)));
     }

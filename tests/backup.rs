@@ -282,10 +282,7 @@ fn restic_never_sees_a_password_in_its_arguments() {
     let path = format!("{}:{site_path}", shims.display());
 
     let with_shim = |args: &[&str]| {
-        let mut test = site.test().env("PATH", &path);
-        for arg in args {
-            test = test.arg(arg);
-        }
+        let test = site.test().env("PATH", &path).args(args);
         test.run()
     };
     with_shim(&["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com", "DEEP=1"]);

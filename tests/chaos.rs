@@ -80,10 +80,7 @@ impl Scenario {
 }
 
 fn agency(site: &Site, args: &[String]) -> Output {
-    let mut test = site.test();
-    for arg in args {
-        test = test.arg(arg);
-    }
+    let test = site.test().args(args);
     test.run_unchecked()
 }
 

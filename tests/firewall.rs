@@ -50,10 +50,7 @@ fn create_in(site: &Site, id: &str, pool: &str) {
 }
 
 fn status(site: &Site, args: &[&str]) -> (i32, serde_json::Value) {
-    let mut test = site.test().args(["--json", "multi-tenancy-status", "AGENCY_BACKUPS=off"]);
-    for arg in args {
-        test = test.arg(arg);
-    }
+    let test = site.test().args(["--json", "multi-tenancy-status", "AGENCY_BACKUPS=off"]).args(args);
     let output = test.run_unchecked();
     (output.status, output.json())
 }

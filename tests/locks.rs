@@ -23,11 +23,7 @@ fn hold(site: &Site, client: Option<&str>) -> LockGuard {
 }
 
 fn status<'a>(site: &'a Site, args: &[&str]) -> crate::test::Test<'a> {
-    let mut test = site.test().arg("multi-tenancy-status");
-    for arg in args {
-        test = test.arg(arg);
-    }
-    test
+    site.test().arg("multi-tenancy-status").args(args)
 }
 
 #[test]

@@ -89,10 +89,7 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut test = self.test();
-        for arg in args {
-            test = test.arg(arg);
-        }
+        let test = self.test().args(args);
         test.run()
     }
 

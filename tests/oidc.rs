@@ -48,15 +48,13 @@ fn a_deployed_routed_service_gets_an_oidc_client_of_the_realm_and_names_its_issu
     let id = containers::unique("oi");
     let _cleanup = Deployed::new(std::slice::from_ref(&id));
     let run = |args: &[&str], status: i32| {
-        let mut test = site
+        let test = site
             .test()
             .env("AGENCY_BACKUPS", "off")
             .env("KEYCLOAK_URL", &fake.url())
             .env("KEYCLOAK_ADMIN", "admin")
-            .env("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        for arg in args {
-            test = test.arg(arg);
-        }
+            .env("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .args(args);
         test.status(status).run()
     };
     let client_id = format!("CLIENT_ID={id}");

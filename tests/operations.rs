@@ -71,10 +71,7 @@ fn now() -> f64 {
 }
 
 fn status_json(site: &Site, args: &[&str]) -> (Output, serde_json::Value) {
-    let mut test = site.test().args(["--json", "multi-tenancy-status"]);
-    for arg in args {
-        test = test.arg(arg);
-    }
+    let test = site.test().args(["--json", "multi-tenancy-status"]).args(args);
     let output = test.run_unchecked();
     let json = output.json();
     (output, json)

@@ -399,14 +399,12 @@ fn real_keycloak_setup_roles_twice() {
 
     let site = Site::new();
     let run = |args: &[&str]| {
-        let mut test = site
+        let test = site
             .test()
             .env("KEYCLOAK_URL", &url)
             .env("KEYCLOAK_ADMIN", &user)
-            .env("KEYCLOAK_ADMIN_PASSWORD", &password);
-        for arg in args {
-            test = test.arg(arg);
-        }
+            .env("KEYCLOAK_ADMIN_PASSWORD", &password)
+            .args(args);
         test.run()
     };
     run(&[

@@ -167,10 +167,7 @@ fn a_site_stack_deploys_with_tiers_labels_limits_volumes_and_secrets_and_redeplo
     compose_argv_shim(&shim_dir, &argv_log);
     let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap());
     let run = |args: &[&str]| {
-        let mut test = site.test().env("AGENCY_BACKUPS", "off").env("PATH", &path);
-        for arg in args {
-            test = test.arg(arg);
-        }
+        let test = site.test().env("AGENCY_BACKUPS", "off").env("PATH", &path).args(args);
         test.run()
     };
     run(&[
@@ -349,16 +346,14 @@ fn the_ingress_routes_each_domain_to_its_own_client() {
     let ingress = Named(containers::unique("agency-test-ingress-"));
     let port = free_port().to_string();
     let run = |args: &[&str]| {
-        let mut test = site
+        let test = site
             .test()
             .env("AGENCY_BACKUPS", "off")
             .env("INGRESS_NAME", &ingress.0)
             .env("INGRESS_IMAGE", TRAEFIK_IMAGE)
             .env("INGRESS_BIND", "127.0.0.1")
-            .env("INGRESS_HTTP_PORT", &port);
-        for arg in args {
-            test = test.arg(arg);
-        }
+            .env("INGRESS_HTTP_PORT", &port)
+            .args(args);
         test.run()
     };
     // The first client is deployed before the ingress runs, the second after.

@@ -24,10 +24,7 @@ fn create(site: &Site, id: &str) {
 }
 
 fn status(site: &Site, args: &[&str]) -> (Output, serde_json::Value) {
-    let mut test = site.test().args(["--json", "multi-tenancy-status"]);
-    for arg in args {
-        test = test.arg(arg);
-    }
+    let test = site.test().args(["--json", "multi-tenancy-status"]).args(args);
     let output = test.run_unchecked();
     let json = output.json();
     (output, json)

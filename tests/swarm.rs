@@ -91,10 +91,7 @@ fn a_site_stack_runs_as_a_swarm_stack_on_overlay_networks() {
     let (shim_dir, argv_log) = containers::docker_argv_shim(site.path());
     let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap());
     let run = |args: &[&str]| {
-        let mut test = site.test().env("AGENCY_BACKUPS", "off").env("PATH", &path);
-        for arg in args {
-            test = test.arg(arg);
-        }
+        let test = site.test().env("AGENCY_BACKUPS", "off").env("PATH", &path).args(args);
         test.run()
     };
     let id_arg = format!("CLIENT_ID={id}");

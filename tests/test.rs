@@ -239,8 +239,8 @@ impl<'a> Test<'a> {
         self
     }
 
-    pub fn args<const N: usize>(mut self, args: [&str; N]) -> Self {
-        self.args.extend(args.iter().map(|a| a.to_string()));
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
         self
     }
 

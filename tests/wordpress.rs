@@ -68,7 +68,7 @@ fn two_wordpress_clients_through_the_ingress_survive_rotation_and_a_restart() {
     let ingress = Named(containers::unique("agency-test-ingress-"));
     let port = free_port();
     let run = |args: &[&str]| {
-        let mut test = site
+        let test = site
             .test()
             .env("AGENCY_BACKUPS", "off")
             .env("WORDPRESS_IMAGE", WORDPRESS_IMAGE)
@@ -76,10 +76,8 @@ fn two_wordpress_clients_through_the_ingress_survive_rotation_and_a_restart() {
             .env("INGRESS_NAME", &ingress.0)
             .env("INGRESS_IMAGE", TRAEFIK_IMAGE)
             .env("INGRESS_BIND", "127.0.0.1")
-            .env("INGRESS_HTTP_PORT", &port.to_string());
-        for arg in args {
-            test = test.arg(arg);
-        }
+            .env("INGRESS_HTTP_PORT", &port.to_string())
+            .args(args);
         test.run()
     };
     let domain = |id: &str| format!("{id}.example.test");
