@@ -8,8 +8,10 @@
 //!
 //! Each line written is one request, eight fields separated by one space:
 //!
-//!     time method host path status duration client bytes
-//!     2026-12-02T07:40:01.123456789Z GET acme.example.com /wp-login.php 200 12.345ms 172.18.0.1 5120
+//! ```text
+//! time method host path status duration client bytes
+//! 2026-12-02T07:40:01.123456789Z GET acme.example.com /wp-login.php 200 12.345ms 172.18.0.1 5120
+//! ```
 //!
 //! `time` is the request's start in UTC as Traefik gives it (`StartUTC`), `duration` the
 //! whole request in milliseconds, `client` the downstream address without its port, `bytes`
