@@ -77,8 +77,13 @@ pub fn databases(docker: &Docker, id: &str) -> Result<(Vec<Database>, Vec<String
         (LABEL_DB.to_string(), String::new()),
         (LABEL_SERVICE.to_string(), String::new()),
     ];
-    let containers = docker.list_containers_with_labels(&filter)?;
-    let volumes = backup::client_volumes(id)?.unwrap_or_default();
+    // Two independent reads of the engine, each mostly the docker CLI's own start-up: at once.
+    let (containers, volumes) = std::thread::scope(|scope| {
+        let volumes = scope.spawn(|| backup::client_volumes(id));
+        let containers = docker.list_containers_with_labels(&filter);
+        (containers, volumes.join().expect("listing volumes panicked"))
+    });
+    let (containers, volumes) = (containers?, volumes?.unwrap_or_default());
     let (mut running, mut stopped) = (Vec::new(), Vec::new());
     for container in containers.into_iter().filter(|c| c.label(CLIENT_LABEL) == Some(id)) {
         let label = container.label(LABEL_DB).unwrap_or_default();

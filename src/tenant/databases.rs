@@ -232,7 +232,7 @@ impl DumpReader {
     pub fn feed(&mut self, chunk: &[u8]) {
         self.hasher.update(chunk);
         let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             self.take(&rest[..end]);
             self.finish_line();
             rest = &rest[end + 1..];
@@ -246,6 +246,12 @@ impl DumpReader {
     }
 
     fn finish_line(&mut self) {
+        // Most lines are row data: only a line that can switch the database or create a table
+        // is decoded (a dump has one line per row).
+        if !self.may_matter(&self.line) {
+            self.line.clear();
+            return;
+        }
         let line = String::from_utf8_lossy(&self.line).into_owned();
         self.line.clear();
         if let Some(database) = self.database_switch(&line) {
@@ -258,6 +264,14 @@ impl DumpReader {
         {
             *self.tables.entry(database.clone()).or_insert(0) += 1;
         }
+    }
+
+    fn may_matter(&self, line: &[u8]) -> bool {
+        let heads: &[&[u8]] = match self.engine {
+            Engine::MariaDb => &[b"USE `", b"CREATE TABLE `"],
+            Engine::Postgres => &[b"\\connect ", b"CREATE TABLE ", b"CREATE UNLOGGED TABLE "],
+        };
+        heads.iter().any(|head| line.starts_with(head))
     }
 
     /// The database a line switches to: `Some(None)` for a template, whose tables count
