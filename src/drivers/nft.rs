@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
-use super::process::{self, Command, Output};
+use super::process::{self, Command, ProcessOutput};
 
 pub const INSTALL_HINT: &str = "install Debian's `nftables` package (`apt-get install nftables`), or set FIREWALL=off \
                                 to run without agency's firewall (status then reports isolation as not enforced)";
@@ -30,7 +30,7 @@ impl Nft {
         &self.program
     }
 
-    fn failure(&self, what: &str, output: &Output) -> anyhow::Error {
+    fn failure(&self, what: &str, output: &ProcessOutput) -> anyhow::Error {
         let line = output.first_error_line();
         if line.contains("Operation not permitted") {
             anyhow!("`nft {what}` was refused: changing or reading the firewall needs root (CAP_NET_ADMIN)")

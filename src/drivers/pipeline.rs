@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow};
 
 use super::{
     lifetime,
-    process::{Command, Output},
+    process::{Command, ProcessOutput},
 };
 
 /// The pipes' capacity (Linux's default unprivileged maximum): a 64 KiB pipe wakes agency up
@@ -39,8 +39,8 @@ const SINK_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PipeOutput {
     /// The source's exit code and stderr (its stdout went to the sink).
-    pub source: Output,
-    pub sink: Output,
+    pub source: ProcessOutput,
+    pub sink: ProcessOutput,
     /// Bytes that went from the source to the sink.
     pub bytes: u64,
     /// Whether the sink was stopped because the source failed.
@@ -125,7 +125,7 @@ impl Pipeline {
                     return Err(stopped.context(format!("{name} was stopped")));
                 }
             }
-            let output = |status: std::process::ExitStatus, stderr: thread::ScopedJoinHandle<String>| Output {
+            let output = |status: std::process::ExitStatus, stderr: thread::ScopedJoinHandle<String>| ProcessOutput {
                 code: status.code().unwrap_or(-1),
                 stdout: String::new(),
                 stderr: stderr.join().unwrap_or_default(),

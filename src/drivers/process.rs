@@ -22,13 +22,13 @@ pub fn trace_commands() {
 
 /// What a finished child process left behind.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub struct ProcessOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-impl Output {
+impl ProcessOutput {
     pub fn success(&self) -> bool {
         self.code == 0
     }
@@ -144,7 +144,7 @@ impl Command {
 
     /// Runs to completion and returns the output whatever the exit code. A child stopped
     /// by the task's deadline or by an interruption is an error saying so.
-    pub fn output(&self) -> Result<Output> {
+    pub fn output(&self) -> Result<ProcessOutput> {
         if let Some(signal) = lifetime::interrupted() {
             return Err(lifetime::interrupted_error(signal));
         }
@@ -155,7 +155,7 @@ impl Command {
             let name = self.program.file_name().unwrap_or_default().to_string_lossy();
             return Err(stopped.context(format!("{name} was stopped")));
         }
-        Ok(Output {
+        Ok(ProcessOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -163,7 +163,7 @@ impl Command {
     }
 
     /// Runs to completion; a non-zero exit is an error quoting the child's stderr.
-    pub fn checked_output(&self) -> Result<Output> {
+    pub fn checked_output(&self) -> Result<ProcessOutput> {
         let output = self.output()?;
         if output.success() {
             Ok(output)

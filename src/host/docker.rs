@@ -188,7 +188,7 @@ fn probe_now(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[Strin
     if let Some(own) = settings.beyond.addresses.iter().find(|a| host_info.addresses.iter().any(|h| h.address == **a)) {
         bail!("PROBE_BEYOND: {own} is an address of the engine's host, not beyond it");
     }
-    let allowed = firewall::Settings::parse(
+    let allowed = firewall::FirewallSettings::parse(
         host.settings.get("AGENCY_FIREWALL_TABLE"),
         host.settings.get("FIREWALL"),
         host.settings.get("FIREWALL_HOST_ALLOW"),

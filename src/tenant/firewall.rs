@@ -24,7 +24,7 @@ pub fn valid_interface(name: &str) -> bool {
 
 /// The firewall settings: `AGENCY_FIREWALL_TABLE`, `FIREWALL`, `FIREWALL_HOST_ALLOW`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub struct FirewallSettings {
     /// The table's name in the `inet` family.
     pub table: String,
     /// `FIREWALL=off`: no table is applied, and status says isolation is not enforced.
@@ -33,7 +33,7 @@ pub struct Settings {
     pub host_udp: BTreeSet<u16>,
 }
 
-impl Settings {
+impl FirewallSettings {
     pub fn parse(table: &str, firewall: &str, host_allow: &str) -> Result<Self> {
         let valid_table = table.len() <= 32
             && table.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -182,7 +182,7 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    pub fn new(settings: &Settings, bridges: Vec<Bridge>) -> Self {
+    pub fn new(settings: &FirewallSettings, bridges: Vec<Bridge>) -> Self {
         Self {
             table: settings.table.clone(),
             bridges,
@@ -388,7 +388,7 @@ mod tests {
     }
 
     fn ruleset(clients: &[(&str, u8)]) -> Ruleset {
-        let settings = Settings::parse("agency", "on", "53/udp,22").unwrap();
+        let settings = FirewallSettings::parse("agency", "on", "53/udp,22").unwrap();
         let bridges = clients.iter().flat_map(|(c, b)| client_bridges(c, &env(c, *b, true)).0).collect();
         Ruleset::new(&settings, bridges)
     }
@@ -407,15 +407,15 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let s = Settings::parse("agency_t1", "off", "53/udp, 8080/tcp 22").unwrap();
+        let s = FirewallSettings::parse("agency_t1", "off", "53/udp, 8080/tcp 22").unwrap();
         assert!(!s.enabled);
         assert_eq!(s.host_tcp, BTreeSet::from([22, 8080]));
         assert_eq!(s.host_udp, BTreeSet::from([53]));
         for (table, firewall, allow) in [("1x", "on", ""), ("a-b", "on", ""), ("ok", "maybe", ""), ("ok", "on", "0")] {
-            assert!(Settings::parse(table, firewall, allow).is_err(), "{table} {firewall} {allow}");
+            assert!(FirewallSettings::parse(table, firewall, allow).is_err(), "{table} {firewall} {allow}");
         }
-        assert!(Settings::parse("ok", "on", "53/icmp").is_err());
-        assert!(Settings::parse("ok", "on", "70000").is_err());
+        assert!(FirewallSettings::parse("ok", "on", "53/icmp").is_err());
+        assert!(FirewallSettings::parse("ok", "on", "70000").is_err());
     }
 
     #[test]

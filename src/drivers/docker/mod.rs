@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Result, anyhow, bail};
 
 use crate::{
-    drivers::process::{self, Output},
+    drivers::process::{self, ProcessOutput},
     format::ipv4::Ipv4Net,
 };
 
@@ -140,13 +140,13 @@ impl Docker {
         command
     }
 
-    fn run(&self, command: &process::Command) -> Result<Output> {
+    fn run(&self, command: &process::Command) -> Result<ProcessOutput> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         command.output()
     }
 
     /// Runs `docker ARGS`; a failure is one sentence naming the command.
-    fn checked(&self, what: &str, args: &[&str]) -> Result<Output> {
+    fn checked(&self, what: &str, args: &[&str]) -> Result<ProcessOutput> {
         let output = self.run(&self.command(args))?;
         if output.success() {
             return Ok(output);

@@ -73,7 +73,7 @@ impl fmt::Display for Secret {
 
 /// Where the Keycloak server is and how to log in to its admin realm.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct KeycloakSettings {
     /// Base URL without a trailing slash, e.g. `https://sso.example.com` (may include `/auth`).
     pub url: String,
     pub admin_user: String,
@@ -88,7 +88,7 @@ pub struct Settings {
     pub ca_cert: Option<PathBuf>,
 }
 
-impl Settings {
+impl KeycloakSettings {
     pub fn new(url: &str, admin_user: &str, admin_password: Secret) -> Result<Self> {
         Ok(Self {
             url: normalize_url(url)?,
@@ -236,7 +236,7 @@ pub struct ImportSummary {
 
 /// A Keycloak server, reached with curl.
 pub struct Keycloak {
-    settings: Settings,
+    settings: KeycloakSettings,
     curl: PathBuf,
     state: Mutex<State>,
     requests: AtomicUsize,
@@ -250,16 +250,16 @@ impl fmt::Debug for Keycloak {
 
 impl Keycloak {
     /// Finds curl on PATH; the server is not contacted yet.
-    pub fn new(settings: Settings) -> Result<Self> {
+    pub fn new(settings: KeycloakSettings) -> Result<Self> {
         let curl = process::locate("curl", "install curl (Debian: apt-get install curl)")?;
         Ok(Self::with_curl(settings, &curl))
     }
 
-    pub fn with_curl(settings: Settings, curl: &Path) -> Self {
+    pub fn with_curl(settings: KeycloakSettings, curl: &Path) -> Self {
         Self { settings, curl: curl.to_path_buf(), state: Mutex::new(State::default()), requests: AtomicUsize::new(0) }
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &KeycloakSettings {
         &self.settings
     }
 
@@ -328,10 +328,10 @@ mod tests {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
             move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
         };
-        assert!(Settings::from_vars(vars(&[])).unwrap().is_none());
-        let err = Settings::from_vars(vars(&[("KEYCLOAK_URL", "http://kc:8080")])).unwrap_err();
+        assert!(KeycloakSettings::from_vars(vars(&[])).unwrap().is_none());
+        let err = KeycloakSettings::from_vars(vars(&[("KEYCLOAK_URL", "http://kc:8080")])).unwrap_err();
         assert!(err.to_string().contains("KEYCLOAK_ADMIN_PASSWORD"), "{err}");
-        let s = Settings::from_vars(vars(&[
+        let s = KeycloakSettings::from_vars(vars(&[
             ("KEYCLOAK_URL", "https://sso.example.com/auth/"),
             ("KEYCLOAK_ADMIN_PASSWORD", "pw"),
             ("KEYCLOAK_PATH_PREFIX", "auth/"),
@@ -342,8 +342,8 @@ mod tests {
         assert_eq!(s.admin_user, "admin");
         assert_eq!(s.path_prefix.as_deref(), Some("/auth"));
         assert_eq!(format!("{s:?}").matches("pw").count(), 0);
-        assert!(Settings::new("ftp://x", "a", Secret::new("p")).is_err());
-        assert!(Settings::new("http://user:pw@x", "a", Secret::new("p")).is_err());
+        assert!(KeycloakSettings::new("ftp://x", "a", Secret::new("p")).is_err());
+        assert!(KeycloakSettings::new("http://user:pw@x", "a", Secret::new("p")).is_err());
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct BackupSummary {
 
 /// A snapshot as `restic snapshots --json` lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Snapshot {
+pub struct BackupSnapshot {
     pub id: String,
     pub short_id: String,
     /// RFC 3339 with nanoseconds and the offset of the machine that made it.
@@ -73,7 +73,7 @@ pub struct Snapshot {
     pub parent: Option<String>,
 }
 
-impl Snapshot {
+impl BackupSnapshot {
     /// The snapshot's time as a `SystemTime`.
     pub fn system_time(&self) -> Result<SystemTime> {
         parse_rfc3339(&self.time)
@@ -155,14 +155,14 @@ impl Retention {
 /// What `forget` decided, each list oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForgetReport {
-    pub kept: Vec<Snapshot>,
-    pub removed: Vec<Snapshot>,
+    pub kept: Vec<BackupSnapshot>,
+    pub removed: Vec<BackupSnapshot>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct ForgetGroup {
     #[serde(default, deserialize_with = "null_as_empty")]
-    pub(super) keep: Vec<Snapshot>,
+    pub(super) keep: Vec<BackupSnapshot>,
     #[serde(default, deserialize_with = "null_as_empty")]
-    pub(super) remove: Vec<Snapshot>,
+    pub(super) remove: Vec<BackupSnapshot>,
 }

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::process::{Command, Output};
+use super::process::{Command, ProcessOutput};
 
 /// A handle on one repository with its password.
 #[derive(Debug, Clone)]
@@ -49,12 +49,12 @@ impl Repo {
     }
 
     /// Runs a command to completion; non-zero exits are classified.
-    pub(super) fn run(&self, action: &'static str, command: Command) -> Result<Output> {
+    pub(super) fn run(&self, action: &'static str, command: Command) -> Result<ProcessOutput> {
         let output = command.output()?;
         if output.success() { Ok(output) } else { Err(self.classify(action, &output).into()) }
     }
 
-    pub(super) fn classify(&self, action: &'static str, output: &Output) -> ResticError {
+    pub(super) fn classify(&self, action: &'static str, output: &ProcessOutput) -> ResticError {
         let repo = self.location.to_string();
         let stderr = &output.stderr;
         if stderr.contains("wrong password or no key found") {
@@ -150,7 +150,7 @@ impl Repo {
             }
         }
         let output = reader.finish().with_context(|| format!("restic backup to {}", self.location))?;
-        let output = Output {
+        let output = ProcessOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::new(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -169,7 +169,7 @@ impl Repo {
     }
 
     /// All snapshots, or those carrying every tag in `tags`, oldest first.
-    pub fn snapshots(&self, tags: &[String]) -> Result<Vec<Snapshot>> {
+    pub fn snapshots(&self, tags: &[String]) -> Result<Vec<BackupSnapshot>> {
         let mut command = self.command().args(["snapshots", "--json"]);
         if let Some(filter) = tag_filter(tags)? {
             command = command.arg(filter);
@@ -206,7 +206,7 @@ impl Repo {
             report.removed.extend(group.remove);
         }
         // restic lists each group newest first; report oldest first, like `snapshots`.
-        let oldest_first = |a: &Snapshot, b: &Snapshot| a.system_time().ok().cmp(&b.system_time().ok());
+        let oldest_first = |a: &BackupSnapshot, b: &BackupSnapshot| a.system_time().ok().cmp(&b.system_time().ok());
         report.kept.sort_by(oldest_first);
         report.removed.sort_by(oldest_first);
         Ok(report)

@@ -5,7 +5,7 @@ use super::*;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::process::{Command, Output};
+use super::process::{Command, ProcessOutput};
 use crate::drivers::pipeline::{PipeOutput, Pipeline};
 
 /// What a streamed backup left: the snapshot's summary and what passed through.
@@ -14,7 +14,7 @@ pub struct StreamBackup {
     pub summary: BackupSummary,
     /// Bytes of the stream.
     pub bytes: u64,
-    pub source: Output,
+    pub source: ProcessOutput,
 }
 
 /// A file name for `--stdin-filename`: one plain name, no directory.
