@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     drivers::lifetime,
     effects::output::{Output, Verbosity, print_stdout},
-    effects::{Change, Outcome},
+    effects::{Change, Mode, Outcome},
     error::{Error, Result},
     host::Host,
     task::catalog::Catalog,
@@ -147,7 +147,8 @@ pub fn run(
     let (settings, resolved) = resolve_and_confirm(catalog, invocation, options, env, target)?;
 
     let output = Rc::new(Output::new(options.json, options.verbosity));
-    let host = Rc::new(Host::new(settings, options.dry_run, output.clone(), target).with_site_dir(&catalog.site_dir));
+    let mode = if options.dry_run { Mode::Plan } else { Mode::Apply };
+    let host = Rc::new(Host::new(settings, mode, output.clone(), target).with_site_dir(&catalog.site_dir));
     let _lock = lock_for_plan(&resolved, &host, options, &output)?;
     // From here on an interruption stops the run between changes, with an audit line.
     lifetime::catch_interrupts();
@@ -208,7 +209,7 @@ fn resolve_and_confirm<'c>(
     settings.check().map_err(Error::usage)?;
     // The firewall settings are read by whatever task applies or checks the table: a bad one
     // stops the run before anything changes.
-    crate::tenant::firewall::Settings::parse(
+    crate::tenant::firewall::FirewallSettings::parse(
         settings.get("AGENCY_FIREWALL_TABLE"),
         settings.get("FIREWALL"),
         settings.get("FIREWALL_HOST_ALLOW"),

@@ -287,7 +287,6 @@ fn remove_twins(cx: &Context, docker: &Docker, id: &str, expected: &Expected) ->
             attached.join(", ")
         ));
     }
-    let would = if cx.effects.dry_run() { "would " } else { "" };
     let mut removed = Vec::new();
     for twin in twins.iter().filter(|n| n.id != keep.id) {
         let subnets: Vec<String> = twin.subnets.iter().map(ToString::to_string).collect();
@@ -301,7 +300,14 @@ fn remove_twins(cx: &Context, docker: &Docker, id: &str, expected: &Expected) ->
             .apply("network rm", name, &detail, Outcome::Removed, || docker.remove_network(&twin.id).map(drop))?;
         removed.push(format!("{} ({})", &twin.id[..twin.id.len().min(12)], subnets.join(" ")));
     }
-    Ok((format!("{would}remove the twin of {name}: {}; keep the one with subnet {recorded}", removed.join(", ")), true))
+    Ok((
+        format!(
+            "{} the twin of {name}: {}; keep the one with subnet {recorded}",
+            cx.effects.verb("remove"),
+            removed.join(", ")
+        ),
+        true,
+    ))
 }
 
 /// When a create was interrupted after Docker made the network and a re-run made it again,

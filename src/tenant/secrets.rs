@@ -89,6 +89,8 @@ pub struct Begun {
 pub struct Committed {
     pub rotated: Vec<String>,
     pub history_file: String,
+    /// A dry run's: the swap was only planned.
+    pub planned: bool,
 }
 
 /// Step 1 of a rotation: the next generation beside the current one.
@@ -157,8 +159,9 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
         format!("new values for {}", rotated.join(" "))
     };
     cx.effects.swap_in(&pending_path, &layout.secrets_file, &detail)?;
+    let planned = cx.effects.planned_on(&layout.secrets_file.display().to_string());
 
-    Ok(Committed { rotated, history_file: history_file.display().to_string() })
+    Ok(Committed { rotated, history_file: history_file.display().to_string(), planned })
 }
 
 /// Step 5 of a rotation: only the newest `keep` previous generations stay.
