@@ -18,7 +18,8 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
     format::envfile,
-    tenant::secrets::{self, SECRETS_MODE, generate, read_planned},
+    tenant::policy::SECRETS_FILE_MODE,
+    tenant::secrets::{self, generate, read_planned},
 };
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -39,7 +40,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         }
         let text = envfile::render(values.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(script_error)?;
         let detail = if added.is_empty() { "no new keys".to_string() } else { format!("new keys {}", added.join(" ")) };
-        write_file(&h, path, text.as_bytes(), SECRETS_MODE, &detail)?;
+        write_file(&h, path, text.as_bytes(), SECRETS_FILE_MODE, &detail)?;
         Ok(added.into_iter().map(Dynamic::from).collect())
     });
 
