@@ -269,9 +269,4 @@ impl Task {
             _ => self.lock,
         }
     }
-
-    /// Hook function names for this task: `before_create_client`, `after_create_client`.
-    pub fn hook_name(&self, phase: &str) -> String {
-        format!("{phase}_{}", self.name.replace('-', "_"))
-    }
 }

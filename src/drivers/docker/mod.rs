@@ -298,26 +298,6 @@ impl Docker {
         Ok(self.containers_on(&found.name)?.iter().any(|c| c.name == container || c.id == container))
     }
 
-    /// Removes several networks in one call; missing ones are fine. Fails naming those that
-    /// could not be removed (after removing the rest).
-    pub fn remove_networks(&self, names: &[&str]) -> Result<()> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let mut args = vec!["network", "rm", "--"];
-        args.extend_from_slice(names);
-        let output = self.run(&self.command(&args))?;
-        if output.success() {
-            return Ok(());
-        }
-        let failures: Vec<&str> =
-            output.stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !is_not_found(l)).collect();
-        match failures.first() {
-            None => Ok(()),
-            Some(first) => Err(self.failure("network rm", first)),
-        }
-    }
-
     /// Every container, running or not, with its networks, in one `docker ps -a` call.
     pub fn list_containers(&self) -> Result<Vec<ContainerSummary>> {
         let format = exact_format(&EXACT_LABELS);
