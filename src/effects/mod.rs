@@ -4,7 +4,7 @@
 
 mod files;
 pub mod output;
-pub mod progress;
+pub(crate) mod progress;
 
 use std::{cell::RefCell, rc::Rc};
 
