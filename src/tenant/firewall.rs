@@ -14,17 +14,18 @@ use crate::{
     tenant::subnet::Ipv4Net,
 };
 
-pub use crate::drivers::docker::{BRIDGE_NAME_OPTION, BRIDGE_PREFIX, bridge_name, docker_bridge_name};
+pub use crate::drivers::docker::bridge_name;
+pub(crate) use crate::drivers::docker::docker_bridge_name;
 
 /// An interface name that may appear in a rule: 1 to 15 of `A-Z a-z 0-9 _ . -` (what a
 /// client.env holds is checked, so no value there can change the ruleset's syntax).
-pub fn valid_interface(name: &str) -> bool {
+pub(crate) fn valid_interface(name: &str) -> bool {
     (1..=15).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// The firewall settings: `AGENCY_FIREWALL_TABLE`, `FIREWALL`, `FIREWALL_HOST_ALLOW`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FirewallSettings {
+pub(crate) struct FirewallSettings {
     /// The table's name in the `inet` family.
     pub table: String,
     /// `FIREWALL=off`: no table is applied, and status says isolation is not enforced.
@@ -34,7 +35,7 @@ pub struct FirewallSettings {
 }
 
 impl FirewallSettings {
-    pub fn parse(table: &str, firewall: &str, host_allow: &str) -> Result<Self> {
+    pub(crate) fn parse(table: &str, firewall: &str, host_allow: &str) -> Result<Self> {
         let valid_table = table.len() <= 32
             && table.starts_with(|c: char| c.is_ascii_alphabetic())
             && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -68,7 +69,7 @@ impl FirewallSettings {
 
 /// One bridge network of a client, as its client.env records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bridge {
+pub(crate) struct Bridge {
     pub client: String,
     pub network: String,
     pub internal: bool,
@@ -78,7 +79,7 @@ pub struct Bridge {
 
 /// A client's bridges from its client.env, and what keeps a network out of the table (no
 /// bridge recorded, an invalid name or subnet). Overlay clients have no bridges.
-pub fn client_bridges(client: &str, env: &BTreeMap<String, String>) -> (Vec<Bridge>, Vec<String>) {
+pub(crate) fn client_bridges(client: &str, env: &BTreeMap<String, String>) -> (Vec<Bridge>, Vec<String>) {
     let (mut bridges, mut problems) = (Vec::new(), Vec::new());
     if client_driver(env, "") != "bridge" {
         return (bridges, problems);
@@ -174,7 +175,7 @@ fn bridge_sets(bridges: &[Bridge]) -> BTreeMap<&'static str, BTreeSet<String>> {
 
 /// The table for a set of bridges.
 #[derive(Debug, Clone)]
-pub struct Ruleset {
+pub(crate) struct Ruleset {
     pub table: String,
     pub bridges: Vec<Bridge>,
     host_tcp: BTreeSet<u16>,
@@ -182,7 +183,7 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    pub fn new(settings: &FirewallSettings, bridges: Vec<Bridge>) -> Self {
+    pub(crate) fn new(settings: &FirewallSettings, bridges: Vec<Bridge>) -> Self {
         Self {
             table: settings.table.clone(),
             bridges,
@@ -192,7 +193,7 @@ impl Ruleset {
     }
 
     /// Each set's elements, written as `nft list` prints them.
-    pub fn sets(&self) -> BTreeMap<&'static str, BTreeSet<String>> {
+    pub(crate) fn sets(&self) -> BTreeMap<&'static str, BTreeSet<String>> {
         let mut sets = bridge_sets(&self.bridges);
         sets.insert("host_tcp", self.host_tcp.iter().map(u16::to_string).collect());
         sets.insert("host_udp", self.host_udp.iter().map(u16::to_string).collect());
@@ -201,7 +202,7 @@ impl Ruleset {
 
     /// The `nft -f` script that replaces the table in one transaction (creating it first, so
     /// the delete never fails).
-    pub fn script(&self) -> String {
+    pub(crate) fn script(&self) -> String {
         let table = &self.table;
         let mut out = format!("table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
         let sets = self.sets();
@@ -229,7 +230,7 @@ impl Ruleset {
     }
 
     /// How the kernel's table (`None`: there is none) differs from this one.
-    pub fn compare(&self, live: Option<&Listing>) -> Comparison {
+    pub(crate) fn compare(&self, live: Option<&Listing>) -> Comparison {
         let Some(live) = live else {
             return Comparison { present: false, ..Comparison::default() };
         };
@@ -263,7 +264,7 @@ impl Ruleset {
 }
 
 /// The elements of `bridges` (one client's) that the kernel's table lacks.
-pub fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
+pub(crate) fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
     bridge_sets(bridges)
         .into_iter()
         .flat_map(|(name, elements)| {
@@ -278,14 +279,14 @@ pub fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
 
 /// A table as `nft list table` prints it: each set's elements and each chain's lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub sets: BTreeMap<String, BTreeSet<String>>,
     pub chains: BTreeMap<String, Vec<String>>,
 }
 
 /// Reads `nft list table inet NAME` output. Element lists may wrap over several lines;
 /// no element agency writes contains a comma or a brace.
-pub fn parse_listing(text: &str) -> Listing {
+pub(crate) fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     while let Some(line) = lines.next() {
@@ -324,7 +325,7 @@ pub fn parse_listing(text: &str) -> Listing {
 
 /// What differs between the table the records imply and the kernel's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     /// False when the kernel has no such table.
     pub present: bool,
     /// `set element` lines the kernel lacks, and those it has beyond the records.
@@ -335,12 +336,12 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    pub fn is_equal(&self) -> bool {
+    pub(crate) fn is_equal(&self) -> bool {
         self.present && self.added.is_empty() && self.removed.is_empty() && self.rules.is_empty()
     }
 
     /// The diff, one line each: `+ bridges "agb-0ac90000"`, `- ...`, `~ chain input ...`.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if !self.present {
             lines.push("+ the whole table".to_string());
@@ -352,7 +353,7 @@ impl Comparison {
     }
 
     /// One line for people: what applying the records would change.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if !self.present {
             return "missing".to_string();
         }

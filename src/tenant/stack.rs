@@ -25,7 +25,7 @@ pub const DEFAULT_STACK: &str = "wordpress";
 /// Engines the db-passwords plugin knows.
 pub const DB_ENGINES: [&str; 4] = ["mariadb", "mysql", "postgres", "postgresql"];
 
-pub use crate::drivers::docker::{LABEL_DEPLOY, LABEL_SERVICE};
+pub(crate) use crate::drivers::docker::{LABEL_DEPLOY, LABEL_SERVICE};
 pub const LABEL_STACK: &str = "agency.stack";
 
 /// Service keys a stack may not set: agency owns networks and hardening, and these would

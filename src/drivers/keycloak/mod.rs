@@ -105,7 +105,7 @@ impl KeycloakSettings {
     /// `KEYCLOAK_ADMIN` (default `admin`), `KEYCLOAK_ADMIN_PASSWORD` (required),
     /// `KEYCLOAK_ADMIN_REALM` (`master`), `KEYCLOAK_ADMIN_CLIENT_ID` (`admin-cli`),
     /// `KEYCLOAK_PATH_PREFIX` (`/auth` or empty; detected when unset) and `KEYCLOAK_CA_CERT`.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+    pub(crate) fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let get = |key: &str| get(key).filter(|v| !v.trim().is_empty());
         let Some(url) = get("KEYCLOAK_URL") else {
             return Ok(None);
@@ -132,7 +132,7 @@ impl KeycloakSettings {
 }
 
 /// `auth`, `/auth/` → `/auth`; `/`, `` → ``.
-pub fn normalize_prefix(prefix: &str) -> String {
+pub(crate) fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim().trim_matches('/');
     if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
 }
@@ -158,7 +158,7 @@ fn normalize_url(url: &str) -> Result<String> {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment,
 /// a query value or a form field.
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
@@ -171,7 +171,7 @@ pub fn encode(text: &str) -> String {
 
 /// Encodes one path segment. A segment of dots alone (`.`, `..`) would be a relative-path
 /// step that curl and servers squash; its dots are percent-encoded too.
-pub fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     if !text.is_empty() && text.chars().all(|c| c == '.') {
         return "%2E".repeat(text.len());
     }
@@ -206,7 +206,7 @@ pub enum IfExists {
 }
 
 impl IfExists {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IfExists::Fail => "FAIL",
             IfExists::Skip => "SKIP",
@@ -257,10 +257,6 @@ impl Keycloak {
 
     pub fn with_curl(settings: KeycloakSettings, curl: &Path) -> Self {
         Self { settings, curl: curl.to_path_buf(), state: Mutex::new(State::default()), requests: AtomicUsize::new(0) }
-    }
-
-    pub fn settings(&self) -> &KeycloakSettings {
-        &self.settings
     }
 
     /// How many HTTP requests curl has been asked to make so far.

@@ -20,12 +20,12 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn location(&self) -> &Location {
+    pub(crate) fn location(&self) -> &Location {
         &self.location
     }
 
     /// The same repository opened with another password.
-    pub fn with_password(&self, password: Password) -> Repo {
+    pub(crate) fn with_password(&self, password: Password) -> Repo {
         Repo { password, ..self.clone() }
     }
 
@@ -87,7 +87,8 @@ impl Repo {
 
     /// Initializes unless already initialized; `true` when it created the repository.
     /// A local repository with its config file is left alone without running restic.
-    pub fn ensure_initialized(&self) -> Result<bool> {
+    #[cfg(test)]
+    pub(crate) fn ensure_initialized(&self) -> Result<bool> {
         if self.location.is_initialized() == Some(true) {
             return Ok(false);
         }
@@ -99,7 +100,7 @@ impl Repo {
     }
 
     /// Deep check: proves the password opens the repository (one key derivation).
-    pub fn open(&self) -> Result<()> {
+    pub(crate) fn open(&self) -> Result<()> {
         self.run("open", self.command().args(["cat", "config"]))?;
         Ok(())
     }
@@ -169,7 +170,7 @@ impl Repo {
     }
 
     /// All snapshots, or those carrying every tag in `tags`, oldest first.
-    pub fn snapshots(&self, tags: &[String]) -> Result<Vec<BackupSnapshot>> {
+    pub(crate) fn snapshots(&self, tags: &[String]) -> Result<Vec<BackupSnapshot>> {
         let mut command = self.command().args(["snapshots", "--json"]);
         if let Some(filter) = tag_filter(tags)? {
             command = command.arg(filter);
@@ -179,12 +180,12 @@ impl Repo {
     }
 
     /// Applies `policy` (`restic forget`), then `prune`s unreferenced data when asked.
-    pub fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
+    pub(crate) fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
         self.forget_with(policy, if prune { &["--prune"] } else { &[] })
     }
 
     /// What `forget` would keep and remove now, changing nothing (`restic forget --dry-run`).
-    pub fn forget_plan(&self, policy: &Retention) -> Result<ForgetReport> {
+    pub(crate) fn forget_plan(&self, policy: &Retention) -> Result<ForgetReport> {
         self.forget_with(policy, &["--dry-run"])
     }
 
@@ -214,7 +215,7 @@ impl Repo {
 
     /// `restic check`, reading back `read_data_subset` of the data (e.g. `"10%"`, `"1/5"`)
     /// when given. Damage is [`ResticError::Damaged`].
-    pub fn check(&self, read_data_subset: Option<&str>) -> Result<()> {
+    pub(crate) fn check(&self, read_data_subset: Option<&str>) -> Result<()> {
         let mut command = self.command().arg("check");
         if let Some(subset) = read_data_subset {
             if subset.is_empty() || subset.starts_with('-') {
@@ -261,7 +262,7 @@ impl Repo {
     /// Adds a key opened by `new_password`. The new password reaches restic in a 0600
     /// temporary file in `secrets_dir` (the client's 0700 one), removed afterwards, or by the
     /// next run when a kill left it.
-    pub fn key_add(&self, new_password: &Password, secrets_dir: &Path) -> Result<()> {
+    pub(crate) fn key_add(&self, new_password: &Password, secrets_dir: &Path) -> Result<()> {
         let file = crate::fsutil::secret_temp_file(secrets_dir, NEW_KEY_FILE, new_password.expose().as_bytes())
             .with_context(|| format!("could not write the new restic password file in {}", secrets_dir.display()))?;
         let command = self.command().args(["key", "add"]).arg(format!("--new-password-file={}", file.path().display()));
@@ -270,13 +271,13 @@ impl Repo {
     }
 
     /// The repository's keys; `current` marks the one this handle's password opens.
-    pub fn key_list(&self) -> Result<Vec<Key>> {
+    pub(crate) fn key_list(&self) -> Result<Vec<Key>> {
         let output = self.run("key list", self.command().args(["key", "list", "--json"]))?;
         first_json(&output.stdout, "key list", &self.location)
     }
 
     /// Removes key `id` (restic refuses to remove the key in use by this handle).
-    pub fn key_remove(&self, id: &str) -> Result<()> {
+    pub(crate) fn key_remove(&self, id: &str) -> Result<()> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             bail!("{id:?} is not a restic key id");
         }
@@ -285,7 +286,8 @@ impl Repo {
     }
 
     /// Removes stale locks (those of processes that are gone); live locks stay.
-    pub fn unlock(&self) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn unlock(&self) -> Result<()> {
         self.run("unlock", self.command().arg("unlock"))?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use super::{Action, Keycloak, RealmChange, RealmOutcome, Secret, differing_field
 use crate::tenant::realm::OidcClientSpec;
 
 impl Keycloak {
-    pub fn create_client(&self, realm: &str, rep: &Value) -> Result<()> {
+    pub(crate) fn create_client(&self, realm: &str, rep: &Value) -> Result<()> {
         let name = rep["clientId"].as_str().unwrap_or("");
         let path = format!("{}/clients", realm_path(realm));
         self.call("POST", &path, Some(rep), &[201], &format!("create client {name} in realm {realm}"))?;
@@ -31,7 +31,7 @@ impl Keycloak {
     }
 
     /// The client exists with the fields the runner manages.
-    pub fn check_oidc_client(
+    pub(crate) fn check_oidc_client(
         &self,
         realm: &str,
         spec: &OidcClientSpec,
@@ -62,7 +62,7 @@ impl Keycloak {
     }
 
     /// Keycloak holds the secret of secrets.env for the client (checked only once it exists).
-    pub fn check_client_secret(
+    pub(crate) fn check_client_secret(
         &self,
         realm: &str,
         spec: &OidcClientSpec,

@@ -23,7 +23,7 @@ pub enum RealmOutcome {
 }
 
 impl RealmOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RealmOutcome::Created => "created",
             RealmOutcome::Updated => "updated",
@@ -48,12 +48,7 @@ pub struct RealmChange {
     action: Action,
 }
 
-impl RealmChange {
-    /// True for the changes that send a password.
-    pub fn sets_password(&self) -> bool {
-        matches!(self.action, Action::SetPassword { .. })
-    }
-}
+impl RealmChange {}
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -91,11 +86,11 @@ impl Step {
     }
 
     /// `keycloak role acme/editor`.
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         format!("{} {}", self.action, self.target)
     }
 
-    pub fn outcome(&self) -> RealmOutcome {
+    pub(crate) fn outcome(&self) -> RealmOutcome {
         self.change.as_ref().map_or(RealmOutcome::Unchanged, |c| c.outcome)
     }
 }
@@ -104,7 +99,7 @@ impl Keycloak {
     // ---- checks: read-only, return the change still needed --------------------------------
 
     /// The realm exists with the managed settings of `spec`.
-    pub fn check_realm(&self, spec: &RealmSpec) -> Result<Option<RealmChange>> {
+    pub(crate) fn check_realm(&self, spec: &RealmSpec) -> Result<Option<RealmChange>> {
         let desired = spec.settings();
         let Some(current) = self.realm(&spec.realm)? else {
             return Ok(Some(RealmChange {
@@ -127,7 +122,7 @@ impl Keycloak {
     }
 
     /// The realm role exists with its description.
-    pub fn check_role(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
+    pub(crate) fn check_role(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
         let rep = json!({"name": role.name, "description": role.description});
         match self.realm_role(realm, &role.name)? {
             None => Ok(Some(RealmChange {
@@ -145,7 +140,7 @@ impl Keycloak {
     }
 
     /// The realm role contains the roles of `role` (composites are only ever added).
-    pub fn check_composites(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
+    pub(crate) fn check_composites(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
         if !role.is_composite() {
             return Ok(None);
         }
@@ -198,15 +193,9 @@ impl Keycloak {
         }))
     }
 
-    /// The user exists (exact username) with its names and email.
-    pub fn check_user(&self, realm: &str, user: &UserSpec) -> Result<Option<RealmChange>> {
-        let current = self.user(realm, &user.username)?;
-        Ok(user_change(realm, user, current.as_ref()))
-    }
-
     /// The user has a password. A user that has one keeps it unless `reset` (rotation):
     /// Keycloak cannot say whether a stored password equals ours without a login.
-    pub fn check_password(
+    pub(crate) fn check_password(
         &self,
         realm: &str,
         username: &str,
@@ -215,12 +204,6 @@ impl Keycloak {
     ) -> Result<Option<RealmChange>> {
         let current = self.user(realm, username)?;
         self.password_change(realm, username, current.as_ref(), password, reset)
-    }
-
-    /// The user has the realm roles directly mapped.
-    pub fn check_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<Option<RealmChange>> {
-        let current = self.user(realm, username)?;
-        self.mapping_change(realm, username, current.as_ref(), roles)
     }
 
     fn password_change(
@@ -279,7 +262,7 @@ impl Keycloak {
 
     /// [`Keycloak::plan`], and each OIDC client of `spec` with its secret (`client_secrets`,
     /// in the order of `spec.clients`).
-    pub fn plan_with_clients(
+    pub(crate) fn plan_with_clients(
         &self,
         spec: &RealmSpec,
         password: Option<&Secret>,
@@ -392,7 +375,7 @@ impl Keycloak {
     }
 
     /// Check and apply in one: the outcome of one change-or-not.
-    pub fn ensure(&self, change: Option<RealmChange>) -> Result<RealmOutcome> {
+    pub(crate) fn ensure(&self, change: Option<RealmChange>) -> Result<RealmOutcome> {
         match change {
             None => Ok(RealmOutcome::Unchanged),
             Some(change) => {
@@ -414,16 +397,8 @@ impl Keycloak {
         self.ensure(self.check_composites(realm, role)?)
     }
 
-    pub fn ensure_user(&self, realm: &str, user: &UserSpec) -> Result<RealmOutcome> {
-        self.ensure(self.check_user(realm, user)?)
-    }
-
     pub fn ensure_password(&self, realm: &str, username: &str, password: &Secret, reset: bool) -> Result<RealmOutcome> {
         self.ensure(self.check_password(realm, username, password, reset)?)
-    }
-
-    pub fn ensure_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<RealmOutcome> {
-        self.ensure(self.check_role_mappings(realm, username, roles)?)
     }
 
     fn require_realm_role(&self, realm: &str, name: &str) -> Result<Value> {
@@ -439,7 +414,7 @@ impl Keycloak {
 
 /// The fields of `wanted` whose values `current` (a representation Keycloak returned) does
 /// not hold: what a PUT must send back.
-pub fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<String, Value> {
+pub(crate) fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<String, Value> {
     wanted
         .iter()
         .filter(|(key, value)| current.get(key.as_str()) != Some(*value))
