@@ -12,15 +12,15 @@
 //! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators);
 //! - `builtin`: the repository's tasks, plugins and stacks compiled in (below every layer).
 
-pub mod builtin;
-pub mod cli;
+pub(crate) mod builtin;
+pub(crate) mod cli;
 pub mod drivers;
 pub mod effects;
-pub mod error;
+pub(crate) mod error;
 pub mod format;
-pub mod fsutil;
-pub mod host;
-pub mod run;
+pub(crate) mod fsutil;
+pub(crate) mod host;
+pub(crate) mod run;
 pub mod task;
 pub mod tenant;
 

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use agency::drivers::process::{Command, Output};
+use agency::drivers::process::{Command, ProcessOutput};
 
 use crate::{
     require_docker,
@@ -55,7 +55,7 @@ fn status(site: &Site, args: &[&str]) -> (i32, serde_json::Value) {
     (output.status, output.json())
 }
 
-fn exec(container: &str, argv: &[&str]) -> Output {
+fn exec(container: &str, argv: &[&str]) -> ProcessOutput {
     Command::new(&which::which("docker").unwrap())
         .args(["exec", container])
         .args(argv.iter().copied())

@@ -5,10 +5,10 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use agency::{
     drivers::{
-        keycloak::{IfExists, Keycloak, Secret, Settings},
+        keycloak::{IfExists, Keycloak, KeycloakSettings, Secret},
         process,
     },
-    tenant::realm::{RealmSettings, RealmSpec, RoleSpec, reconcile::Outcome},
+    tenant::realm::{RealmSettings, RealmSpec, RoleSpec, reconcile::RealmOutcome},
 };
 use serde_json::json;
 
@@ -18,7 +18,7 @@ const ADMIN_PASSWORD: &str = "admin-password";
 const REALM_ADMIN_PASSWORD: &str = "Xq7-realm-admin-secret_value";
 
 fn client(fake: &FakeKeycloak) -> Keycloak {
-    let settings = Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
+    let settings = KeycloakSettings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
     Keycloak::new(settings).unwrap()
 }
 
@@ -85,7 +85,7 @@ fn setup_twice(prefix: &str) {
             "keycloak group membership acme/realm-admin",
         ]
     );
-    assert!(first.iter().all(|(_, o)| *o == Outcome::Created), "{first:?}");
+    assert!(first.iter().all(|(_, o)| *o == RealmOutcome::Created), "{first:?}");
     assert_realm_set_up(&fake);
     let requests = fake.requests();
     assert!(
@@ -100,13 +100,13 @@ fn setup_twice(prefix: &str) {
 
     fake.clear_requests();
     let second = kc.setup_realm(&spec(), Some(&password), false).unwrap();
-    assert!(second.iter().all(|(_, o)| *o == Outcome::Unchanged), "{second:?}");
+    assert!(second.iter().all(|(_, o)| *o == RealmOutcome::Unchanged), "{second:?}");
     assert_eq!(fake.mutations().len(), 0, "second run mutated:\n{}", lines(&fake.requests()));
 
     // A new client (new process) finds the same: it only logs in and reads.
     fake.clear_requests();
     let third = client(&fake).setup_realm(&spec(), Some(&password), false).unwrap();
-    assert!(third.iter().all(|(_, o)| *o == Outcome::Unchanged), "{third:?}");
+    assert!(third.iter().all(|(_, o)| *o == RealmOutcome::Unchanged), "{third:?}");
     assert!(fake.requests().iter().all(|r| r.method == "GET" || r.is_token_request()));
 }
 
@@ -126,7 +126,7 @@ fn realm_admin_administers_its_own_realm_only() {
     client(&fake).setup_realm(&spec(), Some(&Secret::new(REALM_ADMIN_PASSWORD)), false).unwrap();
     client(&fake).ensure_realm(&RealmSpec::for_client("other", "Other", RealmSettings::default())).unwrap();
 
-    let mut settings = Settings::new(&fake.url(), "realm-admin", Secret::new(REALM_ADMIN_PASSWORD)).unwrap();
+    let mut settings = KeycloakSettings::new(&fake.url(), "realm-admin", Secret::new(REALM_ADMIN_PASSWORD)).unwrap();
     settings.admin_realm = "acme".into();
     let realm_admin = Keycloak::new(settings).unwrap();
     assert!(realm_admin.realm("acme").unwrap().is_some());
@@ -138,10 +138,10 @@ fn realm_admin_administers_its_own_realm_only() {
 #[test]
 fn explicit_prefix_skips_detection() {
     let fake = FakeKeycloak::builder().prefix("/auth").start();
-    let mut settings = Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
+    let mut settings = KeycloakSettings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
     settings.path_prefix = Some("auth".into());
     let kc = Keycloak::new(settings).unwrap();
-    assert_eq!(kc.ensure_realm(&spec()).unwrap(), Outcome::Created);
+    assert_eq!(kc.ensure_realm(&spec()).unwrap(), RealmOutcome::Created);
     let requests = fake.requests();
     assert!(requests.iter().all(|r| !r.path.contains(".well-known")), "{}", lines(&requests));
     assert!(requests.iter().all(|r| r.path.starts_with("/auth/")), "{}", lines(&requests));
@@ -152,7 +152,7 @@ fn token_expiring_mid_run_is_renewed_and_the_call_retried() {
     let fake = FakeKeycloak::builder().expire_tokens_after(4).start();
     let kc = client(&fake);
     let report = kc.setup_realm(&spec(), Some(&Secret::new(REALM_ADMIN_PASSWORD)), false).unwrap();
-    assert!(report.iter().all(|(_, o)| *o == Outcome::Created), "{report:?}");
+    assert!(report.iter().all(|(_, o)| *o == RealmOutcome::Created), "{report:?}");
     assert_realm_set_up(&fake);
 
     let requests = fake.requests();
@@ -196,7 +196,7 @@ fn url_param(form: &str, name: &str) -> String {
 fn wrong_admin_password_is_one_clear_error() {
     let fake = FakeKeycloak::start();
     let wrong = "not-the-Password-42";
-    let settings = Settings::new(&fake.url(), "admin", Secret::new(wrong)).unwrap();
+    let settings = KeycloakSettings::new(&fake.url(), "admin", Secret::new(wrong)).unwrap();
     let kc = Keycloak::new(settings).unwrap();
     let err = format!("{:#}", kc.setup_realm(&spec(), None, false).unwrap_err());
     assert!(err.contains("Invalid user credentials"), "{err}");
@@ -259,10 +259,10 @@ fn names_in_urls_are_percent_encoded() {
         composites: vec!["offline_access".into()],
         client_composites: vec![],
     };
-    assert_eq!(kc.ensure_role("acme", &role).unwrap(), Outcome::Created);
-    assert_eq!(kc.ensure_composites("acme", &role).unwrap(), Outcome::Created);
-    assert_eq!(kc.ensure_role("acme", &role).unwrap(), Outcome::Unchanged);
-    assert_eq!(kc.ensure_composites("acme", &role).unwrap(), Outcome::Unchanged);
+    assert_eq!(kc.ensure_role("acme", &role).unwrap(), RealmOutcome::Created);
+    assert_eq!(kc.ensure_composites("acme", &role).unwrap(), RealmOutcome::Created);
+    assert_eq!(kc.ensure_role("acme", &role).unwrap(), RealmOutcome::Unchanged);
+    assert_eq!(kc.ensure_composites("acme", &role).unwrap(), RealmOutcome::Unchanged);
     assert!(fake.realm_role_names("acme").contains(&role.name));
     assert_eq!(fake.composite_names("acme", &role.name), vec!["offline_access"]);
     let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
@@ -306,8 +306,8 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
     let kc = client(&fake);
     let password = Secret::new(REALM_ADMIN_PASSWORD);
     let report = kc.setup_realm(&spec(), Some(&password), false).unwrap();
-    let changed: Vec<_> = report.iter().filter(|(_, o)| *o != Outcome::Unchanged).collect();
-    assert_eq!(changed, [&("keycloak password acme/realm-admin".to_string(), Outcome::Created)], "{report:?}");
+    let changed: Vec<_> = report.iter().filter(|(_, o)| *o != RealmOutcome::Unchanged).collect();
+    assert_eq!(changed, [&("keycloak password acme/realm-admin".to_string(), RealmOutcome::Created)], "{report:?}");
     assert_realm_set_up(&fake);
 
     // Someone changes the display name and drops a composite: the next run puts them back.
@@ -319,10 +319,10 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
     fake.clear_requests();
     let report = kc.setup_realm(&spec(), Some(&password), false).unwrap();
     let changed: Vec<_> =
-        report.iter().filter(|(_, o)| *o != Outcome::Unchanged).map(|(s, o)| (s.as_str(), *o)).collect();
+        report.iter().filter(|(_, o)| *o != RealmOutcome::Unchanged).map(|(s, o)| (s.as_str(), *o)).collect();
     assert_eq!(
         changed,
-        [("keycloak realm acme", Outcome::Updated), ("keycloak composites acme/editor", Outcome::Created)]
+        [("keycloak realm acme", RealmOutcome::Updated), ("keycloak composites acme/editor", RealmOutcome::Created)]
     );
     let put = fake.mutations().into_iter().find(|r| r.method == "PUT").unwrap();
     assert_eq!(put.json(), json!({"realm": "acme", "displayName": "ACME Corporation", "bruteForceProtected": true}));
@@ -330,7 +330,7 @@ fn imported_realm_gets_its_password_and_drift_is_converged() {
 
     // Rotation: asked explicitly, the password is reset (an update, always).
     let rotated = Secret::new("rotated-Secret-value-123");
-    assert_eq!(kc.ensure_password("acme", "realm-admin", &rotated, true).unwrap(), Outcome::Updated);
+    assert_eq!(kc.ensure_password("acme", "realm-admin", &rotated, true).unwrap(), RealmOutcome::Updated);
     assert_eq!(fake.user_password("acme", "realm-admin").as_deref(), Some("rotated-Secret-value-123"));
 }
 
@@ -373,7 +373,7 @@ fn no_keycloak_at_the_url_is_reported() {
 
     // Nothing listening.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let settings = Settings::new(&format!("http://127.0.0.1:{port}"), "admin", Secret::new("x")).unwrap();
+    let settings = KeycloakSettings::new(&format!("http://127.0.0.1:{port}"), "admin", Secret::new("x")).unwrap();
     let err = Keycloak::new(settings).unwrap().realm("acme").unwrap_err().to_string();
     assert!(err.starts_with(&format!("could not reach Keycloak at http://127.0.0.1:{port}:")), "{err}");
 }
@@ -394,7 +394,7 @@ fn curl_argv_never_holds_a_secret() {
 
     let fake =
         FakeKeycloak::builder().expire_tokens_after(5).announce_lifespan(std::time::Duration::from_secs(1)).start();
-    let settings = Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
+    let settings = KeycloakSettings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap();
     let kc = Keycloak::with_curl(settings, Path::new(&shim));
     kc.setup_realm(&spec(), Some(&Secret::new(REALM_ADMIN_PASSWORD)), true).unwrap();
 
@@ -426,7 +426,7 @@ fn real_keycloak_setup_twice() {
     };
     let user = std::env::var("KEYCLOAK_TEST_ADMIN").unwrap_or_else(|_| "admin".into());
     let password = std::env::var("KEYCLOAK_TEST_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into());
-    let kc = Keycloak::new(Settings::new(&url, &user, Secret::new(password)).unwrap()).unwrap();
+    let kc = Keycloak::new(KeycloakSettings::new(&url, &user, Secret::new(password)).unwrap()).unwrap();
     let id = format!("agency-test-{}", std::process::id());
     let spec = RealmSpec::for_client(&id, "Agency \"test\" <realm>", RealmSettings::default());
     struct Cleanup<'a>(&'a Keycloak, String);
@@ -439,14 +439,14 @@ fn real_keycloak_setup_twice() {
 
     let secret = Secret::new("Real-test-password-0123456789");
     let first = kc.setup_realm(&spec, Some(&secret), false).unwrap();
-    assert!(first.iter().all(|(_, o)| *o == Outcome::Created), "{first:?}");
+    assert!(first.iter().all(|(_, o)| *o == RealmOutcome::Created), "{first:?}");
     let second = kc.setup_realm(&spec, Some(&secret), false).unwrap();
-    assert!(second.iter().all(|(_, o)| *o == Outcome::Unchanged), "{second:?}");
+    assert!(second.iter().all(|(_, o)| *o == RealmOutcome::Unchanged), "{second:?}");
     let realm = kc.realm(&id).unwrap().unwrap();
     assert_eq!(realm["displayName"], "Agency \"test\" <realm>");
 
     // The realm admin logs in to its realm and can administer it.
-    let mut settings = Settings::new(&url, &spec.admin.username, secret).unwrap();
+    let mut settings = KeycloakSettings::new(&url, &spec.admin.username, secret).unwrap();
     settings.admin_realm = id.clone();
     let realm_admin = Keycloak::new(settings).unwrap();
     assert!(realm_admin.user(&id, &spec.admin.username).unwrap().is_some());
@@ -464,13 +464,13 @@ fn hostile_values_reach_keycloak_intact() {
         let realm = format!("hostile{i}");
         assert_eq!(
             kc.ensure_realm(&RealmSpec::for_client(&realm, value, RealmSettings::default())).unwrap(),
-            Outcome::Created,
+            RealmOutcome::Created,
             "{value:?}"
         );
         assert_eq!(fake.realm(&realm).unwrap()["displayName"], value.as_str(), "{value:?}");
         assert_eq!(
             kc.ensure_realm(&RealmSpec::for_client(&realm, value, RealmSettings::default())).unwrap(),
-            Outcome::Unchanged,
+            RealmOutcome::Unchanged,
             "{value:?}"
         );
     }
@@ -481,6 +481,6 @@ fn hostile_values_reach_keycloak_intact() {
         composites: vec![],
         client_composites: vec![],
     };
-    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), Outcome::Created);
-    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), Outcome::Unchanged);
+    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), RealmOutcome::Created);
+    assert_eq!(kc.ensure_role("hostile0", &role).unwrap(), RealmOutcome::Unchanged);
 }

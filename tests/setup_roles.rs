@@ -385,9 +385,12 @@ fn real_keycloak_setup_roles_twice() {
     let user = std::env::var("KEYCLOAK_TEST_ADMIN").unwrap_or_else(|_| "admin".into());
     let password = std::env::var("KEYCLOAK_TEST_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into());
     let id = format!("agencyt{}", std::process::id());
-    let settings =
-        agency::drivers::keycloak::Settings::new(&url, &user, agency::drivers::keycloak::Secret::new(password.clone()))
-            .unwrap();
+    let settings = agency::drivers::keycloak::KeycloakSettings::new(
+        &url,
+        &user,
+        agency::drivers::keycloak::Secret::new(password.clone()),
+    )
+    .unwrap();
     let kc = agency::drivers::keycloak::Keycloak::new(settings).unwrap();
     struct Cleanup(agency::drivers::keycloak::Keycloak, String);
     impl Drop for Cleanup {
@@ -576,8 +579,8 @@ kind = "client_id"
     assert_eq!(status(live(site.test(), &fake)), serde_json::json!({"ok": true, "source": "live", "problems": []}));
 
     // A role removed in Keycloak shows.
-    use agency::drivers::keycloak::{Keycloak, Secret, Settings};
-    let kc = Keycloak::new(Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
+    use agency::drivers::keycloak::{Keycloak, KeycloakSettings, Secret};
+    let kc = Keycloak::new(KeycloakSettings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
     kc.admin_call("DELETE", "/admin/realms/acme/roles/viewer", None).unwrap();
     let result = status(live(site.test(), &fake));
     assert_eq!(
@@ -624,8 +627,8 @@ fn a_routed_service_gets_a_confidential_client_with_the_secret_from_secrets_env(
     assert_eq!(bash_value(&site.secrets_file("acme"), "OIDC_SECRET_WEB"), secret, "generated once");
 
     // Drift: another redirect URI and another secret in Keycloak.
-    use agency::drivers::keycloak::{Keycloak, Secret, Settings};
-    let kc = Keycloak::new(Settings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
+    use agency::drivers::keycloak::{Keycloak, KeycloakSettings, Secret};
+    let kc = Keycloak::new(KeycloakSettings::new(&fake.url(), "admin", Secret::new(ADMIN_PASSWORD)).unwrap()).unwrap();
     let uuid = client["id"].as_str().unwrap();
     kc.update_client("acme", uuid, &serde_json::json!({"redirectUris": ["https://evil.example.net/*"], "secret": "x"}))
         .unwrap();

@@ -105,7 +105,7 @@ pub fn run_with_values(
 }
 
 /// The last non-empty stderr line, every value of `env` (of 4 characters or more) masked.
-fn masked_last_error(output: &process::Output, env: &[(String, String)]) -> String {
+fn masked_last_error(output: &process::ProcessOutput, env: &[(String, String)]) -> String {
     let mut line =
         output.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no error output").to_string();
     for (_, value) in env.iter().filter(|(_, v)| v.len() >= 4) {
@@ -135,7 +135,7 @@ pub fn project_containers(docker: &Path, name: &str) -> Result<Vec<ContainerSumm
     Ok(parse_ps(&output.stdout, &keys)?.into_iter().filter(|c| c.label(LABEL_ONEOFF) != Some("True")).collect())
 }
 
-fn docker_checked(docker: &Path, what: &str, args: &[&str]) -> Result<process::Output> {
+fn docker_checked(docker: &Path, what: &str, args: &[&str]) -> Result<process::ProcessOutput> {
     let output = Command::new(docker).args(args).output()?;
     if !output.success() {
         bail!("`docker {what}` failed: {}", output.first_error_line());

@@ -1,10 +1,10 @@
-pub mod compose;
-pub mod container_logs;
+pub(crate) mod compose;
+pub(crate) mod container_logs;
 pub mod docker;
 pub mod keycloak;
-pub mod lifetime;
+pub(crate) mod lifetime;
 pub mod nft;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod process;
 pub mod restic;
-pub mod swarm;
+pub(crate) mod swarm;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
-use super::process::{self, Command, Output};
+use super::process::{self, Command, ProcessOutput};
 
-pub const INSTALL_HINT: &str = "install Debian's `nftables` package (`apt-get install nftables`), or set FIREWALL=off \
+pub(crate) const INSTALL_HINT: &str = "install Debian's `nftables` package (`apt-get install nftables`), or set FIREWALL=off \
                                 to run without agency's firewall (status then reports isolation as not enforced)";
 
 #[derive(Debug, Clone)]
@@ -26,11 +26,11 @@ impl Nft {
         Ok(Self { program })
     }
 
-    pub fn program(&self) -> &Path {
+    pub(crate) fn program(&self) -> &Path {
         &self.program
     }
 
-    fn failure(&self, what: &str, output: &Output) -> anyhow::Error {
+    fn failure(&self, what: &str, output: &ProcessOutput) -> anyhow::Error {
         let line = output.first_error_line();
         if line.contains("Operation not permitted") {
             anyhow!("`nft {what}` was refused: changing or reading the firewall needs root (CAP_NET_ADMIN)")
@@ -52,7 +52,7 @@ impl Nft {
     }
 
     /// Runs an `nft -f` script, read from stdin: all of it or nothing.
-    pub fn apply(&self, script: &str) -> Result<()> {
+    pub(crate) fn apply(&self, script: &str) -> Result<()> {
         let output = Command::new(&self.program).args(["-f", "-"]).stdin(script.as_bytes()).output()?;
         if output.success() { Ok(()) } else { Err(self.failure("-f", &output)) }
     }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow};
 
 use super::{
     lifetime,
-    process::{Command, Output},
+    process::{Command, ProcessOutput},
 };
 
 /// The pipes' capacity (Linux's default unprivileged maximum): a 64 KiB pipe wakes agency up
@@ -39,12 +39,10 @@ const SINK_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PipeOutput {
     /// The source's exit code and stderr (its stdout went to the sink).
-    pub source: Output,
-    pub sink: Output,
+    pub source: ProcessOutput,
+    pub sink: ProcessOutput,
     /// Bytes that went from the source to the sink.
     pub bytes: u64,
-    /// Whether the sink was stopped because the source failed.
-    pub sink_stopped: bool,
 }
 
 /// `source | sink`.
@@ -112,8 +110,7 @@ impl Pipeline {
             }
             drop(source_out);
             let source_status = source.wait().with_context(|| self.source.not_started())?;
-            let sink_stopped = !source_status.success();
-            if sink_stopped {
+            if !source_status.success() {
                 // Its input stays open while it stops: it never sees a clean end of a cut stream.
                 sink_watch.signal(libc::SIGTERM);
                 wait_or_kill(&mut sink, &sink_watch);
@@ -125,7 +122,7 @@ impl Pipeline {
                     return Err(stopped.context(format!("{name} was stopped")));
                 }
             }
-            let output = |status: std::process::ExitStatus, stderr: thread::ScopedJoinHandle<String>| Output {
+            let output = |status: std::process::ExitStatus, stderr: thread::ScopedJoinHandle<String>| ProcessOutput {
                 code: status.code().unwrap_or(-1),
                 stdout: String::new(),
                 stderr: stderr.join().unwrap_or_default(),
@@ -133,7 +130,7 @@ impl Pipeline {
             let source = output(source_status, source_err);
             let mut sink = output(sink_status, sink_err);
             sink.stdout = sink_out.join().unwrap_or_default();
-            Ok(PipeOutput { source, sink, bytes, sink_stopped })
+            Ok(PipeOutput { source, sink, bytes })
         })
     }
 }
@@ -186,6 +183,12 @@ fn wait_or_kill(child: &mut std::process::Child, watch: &lifetime::Watch) {
 }
 
 impl PipeOutput {
+    /// Whether the sink was stopped because the source failed.
+    #[cfg(test)]
+    fn sink_stopped(&self) -> bool {
+        !self.source.success()
+    }
+
     /// The first failure of the two, as a sentence: the source's, else the sink's.
     pub fn failure(&self, source: &str, sink: &str) -> Option<anyhow::Error> {
         if !self.source.success() {
@@ -227,7 +230,7 @@ mod tests {
         let sink = sh(&format!("cat >/dev/null && touch '{}'", done.display()));
         let output =
             Pipeline::new(sh("echo partial; echo 'dump: lost connection' >&2; exit 2"), sink).run(&mut |_| {}).unwrap();
-        assert!(output.sink_stopped);
+        assert!(output.sink_stopped());
         let message = output.failure("the dump", "the sink").unwrap().to_string();
         assert_eq!(message, "the dump failed (exit 2): dump: lost connection");
         assert!(!done.exists(), "the sink saw a clean end of a failed stream");

@@ -16,25 +16,25 @@ use super::lifetime;
 static TRACE: AtomicBool = AtomicBool::new(false);
 
 /// Turns the command trace of `-v` on.
-pub fn trace_commands() {
+pub(crate) fn trace_commands() {
     TRACE.store(true, Ordering::Relaxed);
 }
 
 /// What a finished child process left behind.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub struct ProcessOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-impl Output {
+impl ProcessOutput {
     pub fn success(&self) -> bool {
         self.code == 0
     }
 
     /// The first non-empty stderr line, for one-line error messages.
-    pub fn first_error_line(&self) -> &str {
+    pub(crate) fn first_error_line(&self) -> &str {
         self.stderr.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
     }
 }
@@ -73,7 +73,7 @@ impl Command {
     }
 
     /// Adds a variable to the child's environment (the place for passwords).
-    pub fn env(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
@@ -144,7 +144,7 @@ impl Command {
 
     /// Runs to completion and returns the output whatever the exit code. A child stopped
     /// by the task's deadline or by an interruption is an error saying so.
-    pub fn output(&self) -> Result<Output> {
+    pub fn output(&self) -> Result<ProcessOutput> {
         if let Some(signal) = lifetime::interrupted() {
             return Err(lifetime::interrupted_error(signal));
         }
@@ -155,7 +155,7 @@ impl Command {
             let name = self.program.file_name().unwrap_or_default().to_string_lossy();
             return Err(stopped.context(format!("{name} was stopped")));
         }
-        Ok(Output {
+        Ok(ProcessOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -163,7 +163,7 @@ impl Command {
     }
 
     /// Runs to completion; a non-zero exit is an error quoting the child's stderr.
-    pub fn checked_output(&self) -> Result<Output> {
+    pub(crate) fn checked_output(&self) -> Result<ProcessOutput> {
         let output = self.output()?;
         if output.success() {
             Ok(output)
@@ -174,7 +174,7 @@ impl Command {
     }
 
     /// Starts the child with stdout as a pipe, for progress streams (e.g. `restic --json`).
-    pub fn spawn_reader(&self) -> Result<Reader> {
+    pub(crate) fn spawn_reader(&self) -> Result<Reader> {
         if let Some(signal) = lifetime::interrupted() {
             return Err(lifetime::interrupted_error(signal));
         }
@@ -185,7 +185,7 @@ impl Command {
 }
 
 /// A running child whose stdout is read as it comes.
-pub struct Reader {
+pub(crate) struct Reader {
     handle: duct::ReaderHandle,
     watch: lifetime::Watch,
 }
@@ -199,7 +199,7 @@ impl std::io::Read for &Reader {
 impl Reader {
     /// Once stdout is at its end: how the child exited (stderr captured), or why agency
     /// stopped it.
-    pub fn finish(&self) -> Result<std::process::Output> {
+    pub(crate) fn finish(&self) -> Result<std::process::Output> {
         let output = self.handle.try_wait()?.ok_or_else(|| anyhow!("the child did not exit"))?;
         match self.watch.stopped() {
             Some(stopped) => Err(stopped),

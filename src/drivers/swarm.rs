@@ -13,7 +13,7 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::drivers::{
     compose::{Project, run_with_values},
-    process::{Command, Output},
+    process::{Command, ProcessOutput},
 };
 
 /// Swarm's label naming a service's (and its task containers') stack.
@@ -39,7 +39,7 @@ impl Service {
     }
 }
 
-fn not_a_manager(output: &Output) -> bool {
+fn not_a_manager(output: &ProcessOutput) -> bool {
     output.stderr.to_lowercase().contains("not a swarm manager")
 }
 

@@ -4,7 +4,7 @@
 
 mod files;
 pub mod output;
-pub mod progress;
+pub(crate) mod progress;
 
 use std::{cell::RefCell, rc::Rc};
 
@@ -86,6 +86,13 @@ pub struct Applied<T> {
     pub value: Option<T>,
 }
 
+/// Whether a run makes its changes or only plans them (`--dry-run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Plan,
+}
+
 pub struct Effects {
     dry_run: bool,
     output: Rc<Output>,
@@ -94,12 +101,14 @@ pub struct Effects {
 }
 
 impl Effects {
-    pub fn new(dry_run: bool, output: Rc<Output>) -> Self {
-        Self { dry_run, output, state: RefCell::default(), planned_files: RefCell::default() }
+    pub fn new(mode: Mode, output: Rc<Output>) -> Self {
+        Self { dry_run: mode == Mode::Plan, output, state: RefCell::default(), planned_files: RefCell::default() }
     }
 
-    pub fn dry_run(&self) -> bool {
-        self.dry_run
+    /// `verb` as a message of this run says it: `would repair` in a dry run, `repair` when the
+    /// run makes its changes. Scripts word their lines with it and never ask which run this is.
+    pub fn verb(&self, verb: &str) -> String {
+        if self.dry_run { format!("would {verb}") } else { verb.to_string() }
     }
 
     /// Names the task whose steps follow.

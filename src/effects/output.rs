@@ -33,7 +33,7 @@ pub struct Output {
 
 /// Writes a result to stdout. A reader that went away (`agency --json | head`) is not an
 /// error; any other write error is (a full disk: a truncated file must not pass for a result).
-pub fn print_stdout(text: &str) -> crate::error::Result<()> {
+pub(crate) fn print_stdout(text: &str) -> crate::error::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -51,18 +51,18 @@ fn takes_seconds(action: &str) -> bool {
 
 const GREEN: Style = AnsiColor::Green.on_default();
 const YELLOW: Style = AnsiColor::Yellow.on_default();
-pub const RED: Style = AnsiColor::Red.on_default();
+pub(crate) const RED: Style = AnsiColor::Red.on_default();
 const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
 
 /// Whether what is written to `stream` gets colour: a terminal that takes it, unless
 /// `NO_COLOR` says no (or `CLICOLOR_FORCE` yes), as anstream reads them.
-pub fn colors(stream: &impl anstream::stream::RawStream) -> bool {
+pub(crate) fn colors(stream: &impl anstream::stream::RawStream) -> bool {
     anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
 }
 
 /// `text` in `style` when `color`, plain otherwise.
-pub fn painted(color: bool, style: Style, text: &str) -> String {
+pub(crate) fn painted(color: bool, style: Style, text: &str) -> String {
     if color { format!("{style}{text}{style:#}") } else { text.to_string() }
 }
 
@@ -84,10 +84,6 @@ impl Output {
             heading: RefCell::default(),
             captured: RefCell::default(),
         }
-    }
-
-    pub fn color(&self) -> bool {
-        self.color
     }
 
     fn paint(&self, style: Style, text: &str) -> String {
@@ -115,7 +111,7 @@ impl Output {
     /// Shows what is being done right now: the spinner's message on a TTY; off a TTY (a cron
     /// log) a `started` line with the time for a step that takes seconds (restic, probes), so
     /// the log shows where a run was.
-    pub fn begin(&self, action: &str, target: &str) {
+    pub(crate) fn begin(&self, action: &str, target: &str) {
         if let Some(spinner) = self.spinner.borrow().as_ref() {
             spinner.set_message(format!("{action} {target}"));
         } else if !self.json && self.verbosity > Verbosity::Quiet && takes_seconds(action) {
@@ -130,7 +126,7 @@ impl Output {
     /// The TTY spinner, to be turned into a byte progress bar (a long backup) with
     /// [`Output::bar_style`] once the total is known, until [`Output::end_bar`]; `None`
     /// without a TTY, under `--json` or `-q`.
-    pub fn start_bar(&self, message: &str) -> Option<ProgressBar> {
+    pub(crate) fn start_bar(&self, message: &str) -> Option<ProgressBar> {
         let spinner = self.spinner.borrow();
         let bar = spinner.as_ref()?;
         bar.set_message(message.to_string());
@@ -138,14 +134,14 @@ impl Output {
     }
 
     /// The look of a byte progress bar (fits an 80-column terminal).
-    pub fn bar_style() -> ProgressStyle {
+    pub(crate) fn bar_style() -> ProgressStyle {
         ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
             .expect("static template")
             .progress_chars("=> ")
     }
 
     /// Turns the progress bar back into the step spinner.
-    pub fn end_bar(&self) {
+    pub(crate) fn end_bar(&self) {
         if let Some(bar) = self.spinner.borrow().as_ref() {
             bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
             bar.unset_length();
@@ -154,7 +150,7 @@ impl Output {
 
     /// A step line: changes (made or planned) and failures by default, unchanged steps with `-v`,
     /// none with `-q` or `--json`.
-    pub fn step(&self, change: &Change) {
+    pub(crate) fn step(&self, change: &Change) {
         let shown = match change.outcome {
             Outcome::Unchanged => self.verbosity == Verbosity::Verbose,
             _ => self.verbosity > Verbosity::Quiet,
@@ -180,7 +176,7 @@ impl Output {
     }
 
     /// A heading for one task of the run, shown before the task's first line (`-v`: at once).
-    pub fn task_heading(&self, task: &str, dry_run: bool) {
+    pub(crate) fn task_heading(&self, task: &str, dry_run: bool) {
         if self.json || self.verbosity == Verbosity::Quiet {
             return;
         }
@@ -196,7 +192,7 @@ impl Output {
 
     /// Output of a script's `print()`: the operator's terminal (not with `-q`), stderr under
     /// `--json` (and kept for the document).
-    pub fn script_print(&self, text: &str) {
+    pub(crate) fn script_print(&self, text: &str) {
         if self.json {
             self.captured.borrow_mut().push(text.to_string());
         } else if self.verbosity == Verbosity::Quiet {
@@ -205,12 +201,12 @@ impl Output {
         self.line(text);
     }
 
-    pub fn take_captured(&self) -> Vec<String> {
+    pub(crate) fn take_captured(&self) -> Vec<String> {
         std::mem::take(&mut self.captured.borrow_mut())
     }
 
     /// Runner notes (waiting for a lock, skipped steps): stderr, hidden by `-q`.
-    pub fn note(&self, text: &str) {
+    pub(crate) fn note(&self, text: &str) {
         if self.verbosity > Verbosity::Quiet {
             match self.spinner.borrow().as_ref() {
                 Some(spinner) => spinner.suspend(|| eprintln!("{text}")),
@@ -220,31 +216,26 @@ impl Output {
     }
 
     /// The closing line of a run (the one line `-q` keeps): stdout, not under `--json`.
-    pub fn summary(&self, text: &str) {
+    pub(crate) fn summary(&self, text: &str) {
         if !self.json {
             self.clear();
             let _ = print_stdout(&format!("{text}\n")); // The changes are made; a lost summary line is no failure.
         }
     }
 
-    pub fn verbose(&self, text: &str) {
+    pub(crate) fn verbose(&self, text: &str) {
         if self.verbosity == Verbosity::Verbose {
             self.note(text);
         }
     }
 
-    pub fn warn(&self, text: &str) {
+    pub(crate) fn warn(&self, text: &str) {
         self.clear();
         eprintln!("{} {text}", self.paint(YELLOW, "warning:"));
     }
 
-    pub fn error(&self, text: &str) {
-        self.clear();
-        eprintln!("{} {text}", self.paint(RED, "error:"));
-    }
-
     /// Removes the spinner before anything else is printed for good.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Some(spinner) = self.spinner.borrow_mut().take() {
             spinner.finish_and_clear();
         }

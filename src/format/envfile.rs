@@ -5,14 +5,14 @@ use anyhow::{Result, bail};
 use indexmap::IndexMap;
 
 /// Keys are shell variable names.
-pub fn valid_key(key: &str) -> bool {
+pub(crate) fn valid_key(key: &str) -> bool {
     let mut chars = key.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Single quotes keep everything literal in bash; a quote itself is written `'\''`.
-pub fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
@@ -34,14 +34,8 @@ pub fn render<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resu
     Ok(text)
 }
 
-/// Reads and parses the env file at `path`; an error names the place as `path:line: ...`
-/// (a file that is not UTF-8 too, at the line of its first bad byte).
-pub fn read_file(path: &std::path::Path) -> Result<IndexMap<String, String>> {
-    parse_read(path, std::fs::read(path))
-}
-
 /// [`read_file`] of bytes read elsewhere (a dry run's planned file).
-pub fn parse_read(path: &std::path::Path, read: std::io::Result<Vec<u8>>) -> Result<IndexMap<String, String>> {
+pub(crate) fn parse_read(path: &std::path::Path, read: std::io::Result<Vec<u8>>) -> Result<IndexMap<String, String>> {
     let bytes = read.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();

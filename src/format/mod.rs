@@ -2,7 +2,7 @@
 //! env files, the variable validators and "did you mean" suggestions.
 
 pub mod envfile;
-pub mod ipv4;
-pub mod suggest;
+pub(crate) mod ipv4;
+pub(crate) mod suggest;
 pub mod validate;
 pub mod yaml;

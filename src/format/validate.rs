@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use serde::Deserialize;
 
 /// Client ids that must never be used: Keycloak's admin realm and names the layout reserves.
-pub const RESERVED_CLIENT_IDS: &[&str] = &["master", "admin", "default", "system", "archive"];
+pub(crate) const RESERVED_CLIENT_IDS: &[&str] = &["master", "admin", "default", "system", "archive"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,7 +41,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::ClientId => "client_id",
             Self::Domain => "domain",
@@ -88,18 +88,18 @@ fn is_var_name(name: &str) -> bool {
 }
 
 /// Splits a command-line `NAME=value` into its parts when NAME is a variable name.
-pub fn parse_assignment(arg: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_assignment(arg: &str) -> Option<(&str, &str)> {
     arg.split_once('=').filter(|(name, _)| is_var_name(name))
 }
 
 /// Quotes a value for an error message so control characters show as escapes.
-pub fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     let shown: String = value.chars().take(60).collect();
     let ellipsis = if value.chars().count() > 60 { "..." } else { "" };
     format!("{:?}{ellipsis}", shown)
 }
 
-pub fn client_id(value: &str) -> Result<(), String> {
+pub(crate) fn client_id(value: &str) -> Result<(), String> {
     let bytes = value.as_bytes();
     let shape_ok = (3..=32).contains(&bytes.len())
         && bytes[0].is_ascii_lowercase()
@@ -117,7 +117,7 @@ pub fn client_id(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn domain(value: &str) -> Result<(), String> {
+pub(crate) fn domain(value: &str) -> Result<(), String> {
     let label_ok = |label: &str| {
         let b = label.as_bytes();
         !b.is_empty()
@@ -139,7 +139,7 @@ pub fn domain(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn name(value: &str) -> Result<(), String> {
+pub(crate) fn name(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err("must not be empty or only spaces".into());
     }
@@ -164,7 +164,7 @@ pub fn secret_name(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn parse_bool(value: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "" | "0" | "false" | "no" | "off" => Ok(false),
@@ -172,7 +172,7 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-pub fn cidr(value: &str) -> Result<(), String> {
+pub(crate) fn cidr(value: &str) -> Result<(), String> {
     let err = || format!("{} is not an IPv4 CIDR block like 10.201.0.0/16", quote(value));
     let (address, prefix) = value.split_once('/').ok_or_else(err)?;
     address.parse::<std::net::Ipv4Addr>().map_err(|_| err())?;
@@ -185,7 +185,7 @@ pub fn cidr(value: &str) -> Result<(), String> {
 /// What `PROBE_BEYOND` names: addresses beyond this host, and whether the host's default
 /// gateway is one of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProbeTargets {
+pub(crate) struct ProbeTargets {
     pub addresses: Vec<Ipv4Addr>,
     pub gateway: bool,
 }
@@ -193,7 +193,7 @@ pub struct ProbeTargets {
 /// Parses a [`Kind::ProbeTargets`] value. An address that a probe container would answer
 /// itself (loopback), that never leaves its own link (link-local), that is not unicast, or that
 /// belongs to this host would make "reaches beyond the host" a false verdict, so each is refused.
-pub fn probe_targets(value: &str) -> Result<ProbeTargets, String> {
+pub(crate) fn probe_targets(value: &str) -> Result<ProbeTargets, String> {
     let own = own_addresses();
     let mut targets = ProbeTargets::default();
     for word in value.split([',', ' ']).filter(|w| !w.is_empty()) {
@@ -242,7 +242,7 @@ fn own_addresses() -> Vec<Ipv4Addr> {
 
 /// Checks a comma-separated list of IPv4/IPv6 addresses or CIDR blocks and returns its
 /// items, trimmed (a bare address is a single host).
-pub fn cidr_list(value: &str) -> Result<Vec<String>, String> {
+pub(crate) fn cidr_list(value: &str) -> Result<Vec<String>, String> {
     let items: Vec<&str> = value.split(',').map(str::trim).collect();
     if items.iter().all(|i| i.is_empty()) {
         return Err("is an empty list; give addresses or CIDR blocks separated by commas".into());
@@ -275,7 +275,7 @@ pub fn cidr_list(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-pub fn url(value: &str) -> Result<(), String> {
+pub(crate) fn url(value: &str) -> Result<(), String> {
     let err = |why: &str| format!("{} is not a usable URL: {why}", quote(value));
     let rest = value
         .strip_prefix("https://")

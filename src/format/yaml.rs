@@ -76,7 +76,7 @@ fn key_text(key: &str) -> String {
 }
 
 /// A YAML double-quoted scalar; non-printable and invisible characters become escapes.
-pub fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -8,8 +8,8 @@
 //! | `databases::list(id)` | no | `[#{service, container, engine, image, data_paths}]`: running containers labelled `agency.client=<id>` and `agency.db` |
 //! | `databases::new_set()` | no | a snapshot set id for one backup run (tag `set=<id>` on every snapshot of the run) |
 //! | `databases::backup(id, set, tags)` | yes | `#{set, dumps: [#{service, container, engine, image, planned, snapshot, bytes, sha256, tables, seconds}], excludes}`: one dump snapshot per service (tags `dump`, `service=`, `engine=`, `image=`, `set=`, then `tags`); `excludes` are the data directories the dumps stand for, to leave out of the files backup |
-//! | `databases::restore(id, snapshot, force)` | yes | `[#{service, container, snapshot, tables}]`: each service's dump of the snapshot set of `snapshot` (`latest`: the newest) into its running server; a server holding tables is refused unless `force`, which replaces its databases |
-//! | `databases::restore_volumes(id, snapshot)` | yes | `#{snapshot, volumes}`: the client's named volumes from the files snapshot (of the set of `snapshot`); refused while a container of the client runs |
+//! | `databases::restore(id, snapshot, force)` | yes | `[#{service, container, snapshot, tables, planned}]` (`planned`: a dry run, nothing restored): each service's dump of the snapshot set of `snapshot` (`latest`: the newest) into its running server; a server holding tables is refused unless `force`, which replaces its databases |
+//! | `databases::restore_volumes(id, snapshot)` | yes | `#{snapshot, volumes, planned}`: the client's named volumes from the files snapshot (of the set of `snapshot`); refused while a container of the client runs |
 
 use std::rc::Rc;
 
@@ -68,6 +68,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 map.insert("container".into(), text(r.container));
                 map.insert("snapshot".into(), text(r.snapshot));
                 map.insert("tables".into(), text(r.tables));
+                map.insert("planned".into(), Dynamic::from(r.planned));
                 Dynamic::from(map)
             })
             .collect())
@@ -75,10 +76,11 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("restore_volumes", move |id: &str, snapshot: &str| -> ScriptResult<Map> {
-        let (snapshot, volumes) = data_restore::restore_volumes(&h, id, snapshot).map_err(script_error)?;
+        let restored = data_restore::restore_volumes(&h, id, snapshot).map_err(script_error)?;
         let mut map = Map::new();
-        map.insert("snapshot".into(), text(snapshot));
-        map.insert("volumes".into(), strings(volumes));
+        map.insert("snapshot".into(), text(restored.snapshot));
+        map.insert("volumes".into(), strings(restored.volumes));
+        map.insert("planned".into(), Dynamic::from(restored.planned));
         Ok(map)
     });
 

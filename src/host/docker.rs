@@ -85,28 +85,36 @@ fn strings(items: impl IntoIterator<Item = String>) -> Array {
 }
 
 fn summary_map(network: &NetworkSummary) -> Map {
-    let mut map = Map::new();
-    map.insert("id".into(), network.id.clone().into());
-    map.insert("name".into(), network.name.clone().into());
-    map.insert("driver".into(), network.driver.clone().into());
-    map.insert("scope".into(), network.scope.clone().into());
-    map.insert("internal".into(), network.internal.into());
-    map.insert("labels".into(), map_of(&network.labels).into());
-    map
+    let NetworkSummary { id, name, driver, scope, internal, labels } = network;
+    network_map(id, name, driver, scope, *internal, labels)
 }
 
 fn details_map(network: &NetworkDetails) -> Map {
-    let mut map = Map::new();
-    map.insert("id".into(), network.id.clone().into());
-    map.insert("name".into(), network.name.clone().into());
-    map.insert("driver".into(), network.driver.clone().into());
-    map.insert("scope".into(), network.scope.clone().into());
-    map.insert("internal".into(), network.internal.into());
+    let NetworkDetails { id, name, driver, scope, internal, labels, .. } = network;
+    let mut map = network_map(id, name, driver, scope, *internal, labels);
     map.insert("attachable".into(), network.attachable.into());
     map.insert("subnets".into(), strings(network.subnets.iter().map(ToString::to_string)).into());
     map.insert("gateways".into(), strings(network.gateways.iter().map(ToString::to_string)).into());
-    map.insert("labels".into(), map_of(&network.labels).into());
     map.insert("containers".into(), strings(network.containers.iter().map(|c| c.name.clone())).into());
+    map
+}
+
+/// What a network's summary and its details both tell scripts.
+fn network_map(
+    id: &str,
+    name: &str,
+    driver: &str,
+    scope: &str,
+    internal: bool,
+    labels: &BTreeMap<String, String>,
+) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), id.into());
+    map.insert("name".into(), name.into());
+    map.insert("driver".into(), driver.into());
+    map.insert("scope".into(), scope.into());
+    map.insert("internal".into(), internal.into());
+    map.insert("labels".into(), map_of(labels).into());
     map
 }
 
@@ -188,7 +196,7 @@ fn probe_now(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[Strin
     if let Some(own) = settings.beyond.addresses.iter().find(|a| host_info.addresses.iter().any(|h| h.address == **a)) {
         bail!("PROBE_BEYOND: {own} is an address of the engine's host, not beyond it");
     }
-    let allowed = firewall::Settings::parse(
+    let allowed = firewall::FirewallSettings::parse(
         host.settings.get("AGENCY_FIREWALL_TABLE"),
         host.settings.get("FIREWALL"),
         host.settings.get("FIREWALL_HOST_ALLOW"),

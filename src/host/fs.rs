@@ -15,6 +15,7 @@
 //! | `fs::kind(path)` | no | `"file"`, `"dir"`, `"symlink"`, `"other"` or `"missing"`, never following a symlink |
 //! | `fs::link_target(path)` | no | where a symlink points (`""` for anything else) |
 //! | `fs::links(path)` | no | how many names the entry has (more than 1: a hard-linked file, which no change touches); 0 when missing, never following a symlink |
+//! | `fs::place_problem(path, name, want)` | no | what is wrong with `path` as a `want` (`"file"`: a regular file, or `"dir"`) called `name`: `""` when it is one, `"missing"` when absent, else a sentence (a symlink's says where it points); never following a symlink |
 //! | `fs::unlink(path)` | yes | removes a symlink itself (never its target); "removed" / "unchanged" (no symlink there) |
 //!
 //! No change follows a symlink below a root (a mkdir, write, touch or chmod refuses a path
@@ -27,7 +28,7 @@ use anyhow::Context;
 use rhai::{Array, Dynamic, INT, Module};
 
 use super::{Host, ScriptResult, mode_arg, script_error};
-use crate::effects::Outcome;
+use crate::{effects::Outcome, tenant::filecheck};
 
 /// The outcome of a step as scripts see it.
 fn outcome_text(outcome: anyhow::Result<Outcome>) -> ScriptResult<String> {
@@ -112,6 +113,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let path = h.roots.confine_entry(path).map_err(script_error)?;
         let names = std::fs::symlink_metadata(path).map_or(0, |m| std::os::unix::fs::MetadataExt::nlink(&m));
         Ok(INT::try_from(names).unwrap_or(INT::MAX))
+    });
+
+    let h = host.clone();
+    module.set_native_fn("place_problem", move |path: &str, name: &str, want: &str| -> ScriptResult<String> {
+        if want != "file" && want != "dir" {
+            return Err(format!("fs::place_problem wants \"file\" or \"dir\", not {want:?}").into());
+        }
+        let path = h.roots.confine_entry(path).map_err(script_error)?;
+        Ok(filecheck::place_problem(h.effects.kind(&path), &path, name, want).unwrap_or_default())
     });
 
     let h = host.clone();

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
-    drivers::keycloak::{IfExists, Keycloak, Secret, Settings as KeycloakSettings},
+    drivers::keycloak::{IfExists, Keycloak, KeycloakSettings, Secret},
     effects::Outcome,
     fsutil,
     tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec, reconcile},
@@ -103,11 +103,11 @@ impl Connection {
     }
 }
 
-fn outcome(outcome: reconcile::Outcome) -> Outcome {
+fn outcome(outcome: reconcile::RealmOutcome) -> Outcome {
     match outcome {
-        reconcile::Outcome::Created => Outcome::Created,
-        reconcile::Outcome::Updated => Outcome::Updated,
-        reconcile::Outcome::Unchanged => Outcome::Unchanged,
+        reconcile::RealmOutcome::Created => Outcome::Created,
+        reconcile::RealmOutcome::Updated => Outcome::Updated,
+        reconcile::RealmOutcome::Unchanged => Outcome::Unchanged,
     }
 }
 

@@ -9,7 +9,7 @@
 //! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
 //! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
 //! | `layout::policy()` | the tenant policy, the table the Rust checks read too: `tiers` (`[#{name, internal, network_key, subnet_key, bridge_key}]`), `subnet_keys` and `bridge_keys` (tier → client.env key), `log_files`, `log_dir_mode`, `log_file_mode`, `secrets_dir_mode`, `secrets_file_mode`, `client_label` |
-//! | `layout::dry_run()` | whether this run only plans |
+//! | `layout::verb(verb)` | `verb` as this run's messages say it: `"would repair"` in a dry run, `"repair"` otherwise |
 //! | `layout::target()` | the task the operator asked for (deps run for it: `create-client` when `setup-log-segmentation` runs as its dep) |
 
 use std::{path::Path, rc::Rc};
@@ -138,7 +138,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let h = host.clone();
-    module.set_native_fn("dry_run", move || -> ScriptResult<bool> { Ok(h.effects.dry_run()) });
+    module.set_native_fn("verb", move |verb: &str| -> ScriptResult<String> { Ok(h.effects.verb(verb)) });
 
     let h = host.clone();
     module.set_native_fn("target", move || -> ScriptResult<String> { Ok(h.target.clone()) });

@@ -25,7 +25,7 @@ use std::rc::Rc;
 
 use rhai::{Dynamic, Engine, EvalAltResult};
 
-use crate::{effects::output::Output, tenant::context::Context, tenant::settings::Settings};
+use crate::{effects::Mode, effects::output::Output, tenant::context::Context, tenant::settings::Settings};
 
 /// The state host functions share during one run: the domain's [`Context`] (settings, roots,
 /// effects, output, site directory; reached through `Deref`) and what only scripts need.
@@ -47,9 +47,9 @@ impl std::ops::Deref for Host {
 }
 
 impl Host {
-    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>, target: &str) -> Self {
+    pub fn new(settings: Settings, mode: Mode, output: Rc<Output>, target: &str) -> Self {
         Self {
-            context: Context::new(settings, dry_run, output),
+            context: Context::new(settings, mode, output),
             target: target.to_string(),
             secret_values: Default::default(),
         }

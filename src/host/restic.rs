@@ -41,7 +41,7 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    drivers::restic::{BackupSummary, Location, ResticError, Snapshot},
+    drivers::restic::{BackupSnapshot, BackupSummary, Location, ResticError},
     effects::Outcome,
     effects::progress::Progress,
     format::envfile,
@@ -69,7 +69,7 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn snapshot_map(snapshot: &Snapshot) -> Map {
+fn snapshot_map(snapshot: &BackupSnapshot) -> Map {
     let mut map = Map::new();
     map.insert("id".into(), text(&snapshot.id));
     map.insert("short_id".into(), text(&snapshot.short_id));
@@ -446,7 +446,7 @@ fn restore(host: &Host, id: &str, snapshot: &str, target: &str, force: bool, inc
     let chosen = if snapshot.is_empty() || snapshot == "latest" {
         snapshots.iter().max_by_key(|s| s.system_time().ok())
     } else {
-        let matching: Vec<&Snapshot> = snapshots.iter().filter(|s| s.id.starts_with(snapshot)).collect();
+        let matching: Vec<&BackupSnapshot> = snapshots.iter().filter(|s| s.id.starts_with(snapshot)).collect();
         if matching.len() > 1 {
             bail!("snapshot prefix {snapshot} matches {} snapshots of {id}; give more digits", matching.len());
         }

@@ -8,7 +8,7 @@
 //! | `secrets::names(path)` | no | the keys present, `[]` when the file is missing |
 //! | `secrets::generate()` | no | a fresh url-safe random value (32 bytes, base64url, no padding) |
 //! | `secrets::rotation_begin(id, names)` | yes | writes the next generation beside `secrets.env` (`secrets.env.next`, 0600): fresh values for `names` (all when `[]`), reusing a pending generation of an interrupted run; `#{rotating, resumed, pending_file}` |
-//! | `secrets::rotation_commit(id)` | yes | copies `secrets.env` into the history (0600), then renames `secrets.env.next` over it (atomic); `#{rotated, history_file}` |
+//! | `secrets::rotation_commit(id)` | yes | copies `secrets.env` into the history (0600), then renames `secrets.env.next` over it (atomic); `#{rotated, history_file, planned}` (`planned`: a dry run, nothing swapped) |
 //! | `secrets::prune_history(id, keep)` | yes | removes all but the newest `keep` history generations; the number removed |
 
 use std::rc::Rc;
@@ -18,7 +18,8 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 use super::{Host, ScriptResult, fs::write_file, script_error};
 use crate::{
     format::envfile,
-    tenant::secrets::{self, SECRETS_MODE, generate, read_planned},
+    tenant::policy::SECRETS_FILE_MODE,
+    tenant::secrets::{self, generate, read_planned},
 };
 
 pub fn create_module(host: &Rc<Host>) -> Module {
@@ -39,7 +40,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         }
         let text = envfile::render(values.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(script_error)?;
         let detail = if added.is_empty() { "no new keys".to_string() } else { format!("new keys {}", added.join(" ")) };
-        write_file(&h, path, text.as_bytes(), SECRETS_MODE, &detail)?;
+        write_file(&h, path, text.as_bytes(), SECRETS_FILE_MODE, &detail)?;
         Ok(added.into_iter().map(Dynamic::from).collect())
     });
 
@@ -72,6 +73,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let mut map = Map::new();
         map.insert("rotated".into(), names_array(&committed.rotated));
         map.insert("history_file".into(), Dynamic::from(committed.history_file));
+        map.insert("planned".into(), Dynamic::from(committed.planned));
         Ok(map)
     });
 

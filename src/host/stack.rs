@@ -27,8 +27,12 @@ use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
 
 use super::{Host, ScriptResult, checks::check_dynamic, script_error};
 use crate::{
-    drivers::{compose::Compose, docker::Docker},
+    drivers::{
+        compose::Compose,
+        docker::{Docker, LABEL_MANAGED},
+    },
     tenant::layout::ClientLayout,
+    tenant::policy::CLIENT_LABEL,
     tenant::stack::Stack,
     tenant::stack_run,
     tenant::stack_status::{self, Inspection},
@@ -90,10 +94,10 @@ fn deploy(host: &Host, state: &State, id: &str, before_change: &dyn Fn() -> Resu
 
 fn states(state: &State) -> Result<Map> {
     let docker = Docker::with_program(state.docker()?);
-    let containers = docker.list_containers_with_labels(&[("agency.managed".into(), "true".into())])?;
+    let containers = docker.list_containers_with_labels(&[(LABEL_MANAGED.into(), "true".into())])?;
     let mut by_client: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for container in containers.iter().filter(|c| !c.is_probe()) {
-        let Some(client) = container.label("agency.client") else { continue };
+        let Some(client) = container.label(CLIENT_LABEL) else { continue };
         let entry = by_client.entry(client.to_string()).or_default();
         entry.0 += 1;
         entry.1 += usize::from(container.state == "running");

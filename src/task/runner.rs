@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     drivers::lifetime,
     effects::output::{Output, Verbosity, print_stdout},
-    effects::{Change, Outcome},
+    effects::{Change, Mode, Outcome},
     error::{Error, Result},
     host::Host,
     task::catalog::Catalog,
@@ -132,6 +132,9 @@ fn probe_targets_outside_pool(task: &Task, vars: &IndexMap<String, String>, sett
     Ok(())
 }
 
+/// The tasks of a plan, each with its resolved variables, in the order they run.
+type Resolved<'t> = Vec<(&'t Task, IndexMap<String, String>)>;
+
 pub fn run(
     catalog: &Catalog,
     invocation: &Invocation,
@@ -141,42 +144,12 @@ pub fn run(
 ) -> Result<()> {
     let target =
         invocation.target.as_deref().ok_or_else(|| Error::usage("no target given; `agency --list` shows the tasks"))?;
-    let plan = catalog.plan(target)?;
-    let settings = Settings::resolve(&invocation.assignments, env);
-    settings.check().map_err(Error::usage)?;
-    // The firewall settings are read by whatever task applies or checks the table: a bad one
-    // stops the run before anything changes.
-    crate::tenant::firewall::Settings::parse(
-        settings.get("AGENCY_FIREWALL_TABLE"),
-        settings.get("FIREWALL"),
-        settings.get("FIREWALL_HOST_ALLOW"),
-    )
-    .map_err(|e| Error::usage(format!("{e:#}")))?;
-    invocation.check_known(&plan, &Roots::from_settings(&settings))?;
-    let resolved = invocation.resolve_plan(&plan, env)?;
-    let confirmed = options.yes || invocation.confirmed()?;
-    for (task, vars) in &resolved {
-        probe_targets_outside_pool(task, vars, &settings)?;
-        confirm(task, vars, confirmed || options.dry_run)?;
-    }
+    let (settings, resolved) = resolve_and_confirm(catalog, invocation, options, env, target)?;
 
     let output = Rc::new(Output::new(options.json, options.verbosity));
-    let host = Rc::new(Host::new(settings, options.dry_run, output.clone(), target).with_site_dir(&catalog.site_dir));
-    let target_vars = &resolved.last().expect("plan holds the target").1;
-    let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
-    let lock_client = if locks.contains(&LockScope::All) {
-        Some(None)
-    } else if locks.contains(&LockScope::Client) {
-        Some(client_of(target_vars))
-    } else {
-        None
-    };
-    let _lock = match lock_client {
-        Some(client) => {
-            Some(lock::acquire(&host.roots.locks_dir(), client, !options.dry_run, options.no_wait, &output)?)
-        }
-        None => None,
-    };
+    let mode = if options.dry_run { Mode::Plan } else { Mode::Apply };
+    let host = Rc::new(Host::new(settings, mode, output.clone(), target).with_site_dir(&catalog.site_dir));
+    let _lock = lock_for_plan(&resolved, &host, options, &output)?;
     // From here on an interruption stops the run between changes, with an audit line.
     lifetime::catch_interrupts();
 
@@ -192,12 +165,116 @@ pub fn run(
         .collect::<Result<Vec<_>>>()?;
     let hooks = compile_hooks(&engine, catalog)?;
 
+    let runner = TaskRunner { host: &host, output: &output, options, hooks: &hooks };
     let mut reports = Vec::new();
     let mut failure: Option<Error> = None;
     // The `message` of the target's result map, the one line `-q` prints for a read-only task.
     let mut result_message = None;
     for (((task, vars), ast), typed_vars) in resolved.iter().zip(&compiled).zip(&typed) {
-        output.task_heading(&task.name, options.dry_run);
+        let finished = runner.run_task(&mut engine, task, vars, ast, typed_vars);
+        result_message = finished.value.read_lock::<rhai::Map>().and_then(|m| m.get("message").map(|v| v.to_string()));
+        if !finished.report.ok
+            && let Some(problems) = problems.as_deref_mut()
+        {
+            problems.extend(notify::problems_of(&rhai::serde::from_dynamic(&finished.value).unwrap_or_default()));
+        }
+        reports.push(finished.report);
+        if finished.failure.is_some() {
+            failure = finished.failure;
+            break;
+        }
+    }
+    output.clear();
+
+    if options.json {
+        return print_json_report(target, options.dry_run, reports, failure);
+    }
+    if failure.is_none() {
+        print_summary(&output, target, &host.effects.changes(), options.dry_run, result_message.as_deref());
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// The run's settings and its plan's tasks with their variables, every value checked and
+/// every confirmation given, before anything runs.
+fn resolve_and_confirm<'c>(
+    catalog: &'c Catalog,
+    invocation: &Invocation,
+    options: &RunOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+    target: &str,
+) -> Result<(Settings, Resolved<'c>)> {
+    let plan = catalog.plan(target)?;
+    let settings = Settings::resolve(&invocation.assignments, env);
+    settings.check().map_err(Error::usage)?;
+    // The firewall settings are read by whatever task applies or checks the table: a bad one
+    // stops the run before anything changes.
+    crate::tenant::firewall::FirewallSettings::parse(
+        settings.get("AGENCY_FIREWALL_TABLE"),
+        settings.get("FIREWALL"),
+        settings.get("FIREWALL_HOST_ALLOW"),
+    )
+    .map_err(|e| Error::usage(format!("{e:#}")))?;
+    invocation.check_known(&plan, &Roots::from_settings(&settings))?;
+    let resolved = invocation.resolve_plan(&plan, env)?;
+    let confirmed = options.yes || invocation.confirmed()?;
+    for (task, vars) in &resolved {
+        probe_targets_outside_pool(task, vars, &settings)?;
+        confirm(task, vars, confirmed || options.dry_run)?;
+    }
+    Ok((settings, resolved))
+}
+
+/// The lock the plan's widest task needs: every client's, the target's client's, or none.
+fn lock_for_plan(
+    resolved: &Resolved<'_>,
+    host: &Host,
+    options: &RunOptions,
+    output: &Output,
+) -> Result<Option<lock::LockGuard>> {
+    let target_vars = &resolved.last().expect("plan holds the target").1;
+    let locks: Vec<LockScope> = resolved.iter().map(|(task, vars)| task.lock_for(vars)).collect();
+    let lock_client = if locks.contains(&LockScope::All) {
+        Some(None)
+    } else if locks.contains(&LockScope::Client) {
+        Some(client_of(target_vars))
+    } else {
+        None
+    };
+    lock_client
+        .map(|client| lock::acquire(&host.roots.locks_dir(), client, !options.dry_run, options.no_wait, output))
+        .transpose()
+}
+
+/// What one task's run leaves: its report, the value its script ended with, and the error
+/// that stops the run after it.
+struct FinishedTask {
+    report: TaskReport,
+    value: Dynamic,
+    failure: Option<Error>,
+}
+
+/// Runs the tasks of one run, each with its plugins' hooks around it.
+struct TaskRunner<'a> {
+    host: &'a Host,
+    output: &'a Output,
+    options: &'a RunOptions,
+    hooks: &'a [(&'a Plugin, AST)],
+}
+
+impl TaskRunner<'_> {
+    /// Runs `task`'s script between its before and after hooks, records its audit line and
+    /// reports it.
+    fn run_task(
+        &self,
+        engine: &mut ScriptEngine,
+        task: &Task,
+        vars: &IndexMap<String, String>,
+        ast: &AST,
+        typed_vars: &rhai::Map,
+    ) -> FinishedTask {
+        let (host, options) = (self.host, self.options);
+        self.output.task_heading(&task.name, options.dry_run);
         host.effects.begin_task(&task.name);
         *host.secret_values.borrow_mut() = task
             .vars
@@ -206,51 +283,8 @@ pub fn run(
             .filter_map(|(name, _)| vars.get(name).filter(|v| !v.is_empty()).cloned())
             .collect();
         let first_change = host.effects.len();
-        let limits = Limits { timeout: task.timeout, max_operations: task.max_operations };
         let mut hooks_ran = Vec::new();
-        let mut run_hooks = |engine: &mut ScriptEngine, phase: Phase, args: &dyn Fn() -> Vec<Dynamic>| {
-            let name = plugin::hook_name(phase, &task.name);
-            for (plugin, ast) in &hooks {
-                // The arguments (the after-hook's result map copies the task's whole result)
-                // are built only for a plugin that defines this hook.
-                if !ast.iter_functions().any(|f| f.name == name) {
-                    continue;
-                }
-                host.effects.set_plugin(Some(&plugin.name));
-                let called = engine.call_hook(ast, &name, args(), limits);
-                host.effects.set_plugin(None);
-                match called {
-                    Ok(true) => hooks_ran.push(format!("{}: {name}", plugin.name)),
-                    Ok(false) => {}
-                    Err(e) => {
-                        let file = plugin.hooks.as_ref().map(|h| h.path.display()).unwrap_or_default();
-                        let mut error =
-                            Error { message: format!("plugin {}: {name}: {}", plugin.name, e.message), ..e };
-                        if error.span.is_none() && error.detail.is_none() {
-                            error.detail = Some(format!("  --> {file}"));
-                        }
-                        return Err(error);
-                    }
-                }
-            }
-            Ok(())
-        };
-        let vars_map = typed_vars.clone();
-        let result = run_hooks(&mut engine, Phase::Before, &|| vec![vars_map.clone().into()]).and_then(|()| {
-            let task_start = host.effects.len();
-            let value = engine.run(ast, typed_vars, limits)?;
-            if reported_problem(&value, &task.name).is_none() {
-                let cell = std::cell::OnceCell::new();
-                let result = || {
-                    cell.get_or_init(|| {
-                        hook_result(task, &host.effects.changes_since(task_start), &value, options.dry_run)
-                    })
-                    .clone()
-                };
-                run_hooks(&mut engine, Phase::After, &|| vec![vars_map.clone().into(), result().into()])?;
-            }
-            Ok(value)
-        });
+        let result = self.run_script_with_hooks(engine, task, ast, typed_vars, &mut hooks_ran);
         let changes = host.effects.changes_since(first_change);
         let (ok, error, value, result) = match result {
             Ok(value) => match reported_problem(&value, &task.name) {
@@ -259,27 +293,17 @@ pub fn run(
             },
             Err(e) => (false, Some(e.to_string()), Dynamic::UNIT, Err(e)),
         };
-        result_message = value.read_lock::<rhai::Map>().and_then(|m| m.get("message").map(|v| v.to_string()));
-        if !ok && let Some(problems) = problems.as_deref_mut() {
-            problems.extend(notify::problems_of(&rhai::serde::from_dynamic(&value).unwrap_or_default()));
-        }
         let interrupted = if ok { None } else { lifetime::interrupted() };
-        let made = changes
-            .iter()
-            .filter(|c| {
-                !c.planned
-                    && matches!(c.outcome, Outcome::Created | Outcome::Updated | Outcome::Removed | Outcome::Moved)
-            })
-            .count();
         if !options.dry_run {
             let outcome = match (ok, interrupted) {
                 (true, _) => "ok",
                 (false, Some(_)) => "interrupted",
                 (false, None) => "failed",
             };
-            record_audit(&host.roots, task, vars, outcome, error.as_deref(), &changes, &output);
+            record_audit(&host.roots, task, vars, outcome, error.as_deref(), &changes, self.output);
         }
-        reports.push(TaskReport {
+        let failure = run_failure(task, &changes, interrupted, result, error.clone());
+        let report = TaskReport {
             task: task.name.clone(),
             ok,
             vars: shown_vars(task, vars),
@@ -291,50 +315,131 @@ pub fn run(
                 serde_json::Value::Null
             },
             hooks: hooks_ran,
-            output: output.take_captured(),
-            error: error.clone(),
-        });
-        if let Some(signal) = interrupted {
-            failure = Some(Error::interrupted(
-                signal,
-                format!(
-                    "{} interrupted by {} after {} change(s); a plain re-run completes it",
-                    task.name,
-                    lifetime::signal_name(signal),
-                    made
-                ),
-            ));
-            break;
-        }
-        if let Err(e) = result {
-            failure = Some(Error { message: format!("{} failed: {}", task.name, e.message), ..e });
-            break;
-        }
-        if let Some(problem) = error {
-            failure = Some(Error::failure(problem));
-            break;
-        }
+            output: self.output.take_captured(),
+            error,
+        };
+        FinishedTask { report, value, failure }
     }
-    output.clear();
 
-    if options.json {
-        let report = RunReport {
-            target: target.to_string(),
-            ok: failure.is_none(),
-            dry_run: options.dry_run,
-            tasks: reports,
-            error: failure.as_ref().map(error_json),
-        };
-        print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"))?;
-        return match failure {
-            Some(e) => Err(Error { message: String::new(), ..e }),
-            None => Ok(()),
-        };
+    /// The before hooks, the script, then (unless the script reported a problem) the after
+    /// hooks with the script's result; the script's value.
+    fn run_script_with_hooks(
+        &self,
+        engine: &mut ScriptEngine,
+        task: &Task,
+        ast: &AST,
+        typed_vars: &rhai::Map,
+        hooks_ran: &mut Vec<String>,
+    ) -> Result<Dynamic> {
+        let effects = &self.host.effects;
+        self.run_hooks(engine, task, Phase::Before, &|| vec![typed_vars.clone().into()], hooks_ran)?;
+        let task_start = effects.len();
+        let value = engine.run(ast, typed_vars, limits_of(task))?;
+        if reported_problem(&value, &task.name).is_none() {
+            let cell = std::cell::OnceCell::new();
+            let result = || {
+                cell.get_or_init(|| hook_result(task, &effects.changes_since(task_start), &value, self.options.dry_run))
+                    .clone()
+            };
+            self.run_hooks(
+                engine,
+                task,
+                Phase::After,
+                &|| vec![typed_vars.clone().into(), result().into()],
+                hooks_ran,
+            )?;
+        }
+        Ok(value)
     }
-    if failure.is_none() {
-        print_summary(&output, target, &host.effects.changes(), options.dry_run, result_message.as_deref());
+
+    /// Calls every plugin's `phase` hook for `task`, noting each that ran in `hooks_ran`.
+    fn run_hooks(
+        &self,
+        engine: &mut ScriptEngine,
+        task: &Task,
+        phase: Phase,
+        args: &dyn Fn() -> Vec<Dynamic>,
+        hooks_ran: &mut Vec<String>,
+    ) -> Result<()> {
+        let name = plugin::hook_name(phase, &task.name);
+        for (plugin, ast) in self.hooks {
+            // The arguments (the after-hook's result map copies the task's whole result)
+            // are built only for a plugin that defines this hook.
+            if !ast.iter_functions().any(|f| f.name == name) {
+                continue;
+            }
+            self.host.effects.set_plugin(Some(&plugin.name));
+            let called = engine.call_hook(ast, &name, args(), limits_of(task));
+            self.host.effects.set_plugin(None);
+            match called {
+                Ok(true) => hooks_ran.push(format!("{}: {name}", plugin.name)),
+                Ok(false) => {}
+                Err(e) => {
+                    let file = plugin.hooks.as_ref().map(|h| h.path.display()).unwrap_or_default();
+                    let mut error = Error { message: format!("plugin {}: {name}: {}", plugin.name, e.message), ..e };
+                    if error.span.is_none() && error.detail.is_none() {
+                        error.detail = Some(format!("  --> {file}"));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
     }
-    failure.map_or(Ok(()), Err)
+}
+
+/// A task's resource limits from its file.
+fn limits_of(task: &Task) -> Limits {
+    Limits { timeout: task.timeout, max_operations: task.max_operations }
+}
+
+/// The error that stops the run after `task`: an interruption (naming how many changes it
+/// made), the script's error, or the problem its result reported.
+fn run_failure(
+    task: &Task,
+    changes: &[Change],
+    interrupted: Option<i32>,
+    result: Result<()>,
+    problem: Option<String>,
+) -> Option<Error> {
+    if let Some(signal) = interrupted {
+        let made = changes
+            .iter()
+            .filter(|c| {
+                !c.planned
+                    && matches!(c.outcome, Outcome::Created | Outcome::Updated | Outcome::Removed | Outcome::Moved)
+            })
+            .count();
+        return Some(Error::interrupted(
+            signal,
+            format!(
+                "{} interrupted by {} after {} change(s); a plain re-run completes it",
+                task.name,
+                lifetime::signal_name(signal),
+                made
+            ),
+        ));
+    }
+    if let Err(e) = result {
+        return Some(Error { message: format!("{} failed: {}", task.name, e.message), ..e });
+    }
+    problem.map(Error::failure)
+}
+
+/// The `--json` document on stdout; a failure keeps its exit code, its message is in the document.
+fn print_json_report(target: &str, dry_run: bool, tasks: Vec<TaskReport>, failure: Option<Error>) -> Result<()> {
+    let report = RunReport {
+        target: target.to_string(),
+        ok: failure.is_none(),
+        dry_run,
+        tasks,
+        error: failure.as_ref().map(error_json),
+    };
+    print_stdout(&(serde_json::to_string_pretty(&report).expect("report serializes") + "\n"))?;
+    match failure {
+        Some(e) => Err(Error { message: String::new(), ..e }),
+        None => Ok(()),
+    }
 }
 
 /// Every plugin's `plugin.rhai`, compiled, in hook order. A hook with the wrong number of

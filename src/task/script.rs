@@ -130,11 +130,6 @@ impl ScriptEngine {
         result.map(|_| true).map_err(|e| self.runtime_error(&e, ast.source()))
     }
 
-    /// Compiles a plugin's hook file (no task variables in scope).
-    pub fn compile_file(&self, path: &SourcePath, text: &str) -> Result<AST, Error> {
-        self.compile(&Script { text: text.to_string(), path: path.clone(), line_offset: 0 }, &Map::new())
-    }
-
     fn runtime_error(&self, error: &EvalAltResult, script: Option<&str>) -> Error {
         // Errors inside imported modules name the module's file.
         let (error, source) = match error {

@@ -42,7 +42,7 @@ pub enum SourcePath {
 
 impl SourcePath {
     /// The path shown in messages.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Self::Embedded(key) => format!("<built-in>/{key}"),
             Self::Disk(path) => path.display().to_string(),
@@ -50,7 +50,7 @@ impl SourcePath {
     }
 
     /// A file or directory inside this directory (`rel` uses `/`).
-    pub fn join(&self, rel: &str) -> Self {
+    pub(crate) fn join(&self, rel: &str) -> Self {
         match self {
             Self::Embedded(key) if key.is_empty() => Self::Embedded(rel.to_string()),
             Self::Embedded(key) => Self::Embedded(format!("{key}/{rel}")),
@@ -59,7 +59,7 @@ impl SourcePath {
     }
 
     /// The directory holding this file.
-    pub fn parent(&self) -> Self {
+    pub(crate) fn parent(&self) -> Self {
         match self {
             Self::Embedded(key) => Self::Embedded(key.rsplit_once('/').map_or("", |(dir, _)| dir).to_string()),
             Self::Disk(path) => Self::Disk(path.parent().map(PathBuf::from).unwrap_or_default()),
@@ -67,7 +67,7 @@ impl SourcePath {
     }
 
     /// A sibling file: `script_file` and `import` resolve next to the file that names them.
-    pub fn sibling(&self, name: &str) -> Self {
+    pub(crate) fn sibling(&self, name: &str) -> Self {
         match self {
             Self::Embedded(key) => {
                 let dir = key.rsplit_once('/').map_or("", |(dir, _)| dir);
@@ -79,7 +79,7 @@ impl SourcePath {
 }
 
 /// Enough for status over thousands of clients; a runaway loop still ends.
-pub const DEFAULT_MAX_OPERATIONS: u64 = 100_000_000;
+pub(crate) const DEFAULT_MAX_OPERATIONS: u64 = 100_000_000;
 
 /// Which lock a task takes while it runs (SPEC §7: per-client lock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -95,7 +95,7 @@ pub enum LockScope {
 }
 
 impl LockScope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::All => "all",
@@ -261,17 +261,12 @@ impl Task {
 
     /// The lock this run of the task takes: [`Task::lock`], or none when `lock_when` names a
     /// variable that is false in `vars`.
-    pub fn lock_for(&self, vars: &IndexMap<String, String>) -> LockScope {
+    pub(crate) fn lock_for(&self, vars: &IndexMap<String, String>) -> LockScope {
         match &self.lock_when {
             Some(var) if !vars.get(var).is_some_and(|v| crate::format::validate::parse_bool(v).unwrap_or(true)) => {
                 LockScope::None
             }
             _ => self.lock,
         }
-    }
-
-    /// Hook function names for this task: `before_create_client`, `after_create_client`.
-    pub fn hook_name(&self, phase: &str) -> String {
-        format!("{phase}_{}", self.name.replace('-', "_"))
     }
 }

@@ -90,7 +90,7 @@ impl Invocation {
 
     /// Rejects assignments no task of the plan declares (settings excepted), with a suggestion.
     /// `roots` names the file an environment-only secret is read from.
-    pub fn check_known(&self, plan: &[&Task], roots: &Roots) -> Result<()> {
+    pub(crate) fn check_known(&self, plan: &[&Task], roots: &Roots) -> Result<()> {
         let target = plan.last().map_or("", |t| t.name.as_str());
         let confirms = plan.iter().any(|t| t.confirm);
         if self.assignments.contains_key(KEYCLOAK_PASSWORD) {
@@ -118,7 +118,7 @@ impl Invocation {
 
     /// Whether `YES=1` was given (checked by [`Invocation::check_known`] to be for a task that
     /// confirms).
-    pub fn confirmed(&self) -> Result<bool> {
+    pub(crate) fn confirmed(&self) -> Result<bool> {
         self.assignments.get(YES_VARIABLE).map_or(Ok(false), |value| {
             parse_bool(value).map_err(|e| Error::usage(format!("invalid {YES_VARIABLE}: {e}")))
         })
@@ -126,7 +126,7 @@ impl Invocation {
 
     /// Every task's variables, in plan order; all required variables missing anywhere in the
     /// plan are reported in one error.
-    pub fn resolve_plan<'t>(
+    pub(crate) fn resolve_plan<'t>(
         &self,
         plan: &[&'t Task],
         env: impl Fn(&str) -> Option<String>,
@@ -166,7 +166,11 @@ impl Invocation {
 
     /// The task's variables: command line > environment > default; required ones present;
     /// each value checked by its kind and pattern.
-    pub fn resolve(&self, task: &Task, env: impl Fn(&str) -> Option<String>) -> Result<IndexMap<String, String>> {
+    pub(crate) fn resolve(
+        &self,
+        task: &Task,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<IndexMap<String, String>> {
         let mut values = IndexMap::new();
         for (name, spec) in &task.vars {
             let value = self.value_of(name, &env).or_else(|| spec.default.clone());

@@ -33,26 +33,6 @@ pub const CONFIG_MODE: u32 = 0o640;
 pub const PASSWORD_KEY: &str = "RESTIC_PASSWORD";
 pub use crate::tenant::policy::CLIENT_LABEL;
 
-/// The keys of `backup/config.sh`, in file order, with what they mean.
-pub const CONFIG_KEYS: &[(&str, &str)] = &[
-    ("CLIENT_ID", "the client this file belongs to"),
-    ("RESTIC_REPOSITORY", "the repository (a local path, or s3:/rest:/sftp:...)"),
-    ("BACKUP_PATHS", "directories backed up, separated by ':'"),
-    ("BACKUP_VOLUMES", "1: also the Docker volumes labelled agency.client=<id>"),
-    ("BACKUP_EXCLUDES", "restic exclude patterns, separated by ':'"),
-    ("BACKUP_TAGS", "tags of every snapshot, separated by ','"),
-    ("KEEP_LAST", "retention: keep the last N snapshots"),
-    ("KEEP_HOURLY", "retention: one per hour for N hours"),
-    ("KEEP_DAILY", "retention: one per day for N days"),
-    ("KEEP_WEEKLY", "retention: one per week for N weeks"),
-    ("KEEP_MONTHLY", "retention: one per month for N months"),
-    ("KEEP_YEARLY", "retention: one per year for N years"),
-    ("KEEP_WITHIN", "retention: everything newer than this (e.g. 14d)"),
-    ("PRUNE", "1: remove the data of forgotten snapshots"),
-    ("CHECK_READ_DATA_SUBSET", "share of the data verify-backup reads back (e.g. 5%)"),
-    ("BACKUP_MAX_AGE", "status warns when the newest snapshot is older (e.g. 26h)"),
-];
-
 /// A client's backup settings, read from `backup/config.sh` over the defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackupConfig {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     drivers::{
         docker::{Docker, LABEL_SERVICE},
-        restic::{Repo, Retention, Snapshot},
+        restic::{BackupSnapshot, Repo, Retention},
     },
     effects::Outcome,
     tenant::{
@@ -164,7 +164,7 @@ fn append_record(layout: &ClientLayout, record: DumpRecord) -> Result<()> {
 }
 
 /// `key=value` of a snapshot's tags.
-pub fn tag_value<'a>(snapshot: &'a Snapshot, key: &str) -> Option<&'a str> {
+pub fn tag_value<'a>(snapshot: &'a BackupSnapshot, key: &str) -> Option<&'a str> {
     snapshot.tags.iter().find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
 }
 
@@ -286,7 +286,7 @@ fn dump_one(
 }
 
 /// The retention policies of the client's dumps: the files' rules, per service.
-pub fn dump_retention(config: &BackupConfig, snapshots: &[Snapshot]) -> Vec<Retention> {
+pub fn dump_retention(config: &BackupConfig, snapshots: &[BackupSnapshot]) -> Vec<Retention> {
     let mut services: Vec<&str> = snapshots
         .iter()
         .filter(|s| s.tags.iter().any(|t| t == DUMP_TAG))
@@ -305,7 +305,11 @@ pub fn dump_retention(config: &BackupConfig, snapshots: &[Snapshot]) -> Vec<Rete
 
 /// The dump of `service` to restore: the newest, or the one of the set `chosen` belongs to
 /// (`chosen` may be the set's files snapshot or any of its dumps).
-pub fn dump_of<'a>(snapshots: &'a [Snapshot], service: &str, chosen: Option<&Snapshot>) -> Option<&'a Snapshot> {
+pub fn dump_of<'a>(
+    snapshots: &'a [BackupSnapshot],
+    service: &str,
+    chosen: Option<&BackupSnapshot>,
+) -> Option<&'a BackupSnapshot> {
     let set = chosen.map(|c| tag_value(c, "set"));
     snapshots
         .iter()
@@ -345,7 +349,7 @@ pub struct Server<'a> {
 /// throwaway of its image): what the stream held, after the server's errors were judged.
 pub fn load_dump(
     repo: &Repo,
-    snapshot: &Snapshot,
+    snapshot: &BackupSnapshot,
     file_name: &str,
     server: Server,
     replace: bool,
@@ -401,7 +405,7 @@ mod tests {
         ClientLayout::new(&roots, "acme").unwrap()
     }
 
-    fn snapshot(id: &str, time: &str, tags: &[&str]) -> Snapshot {
+    fn snapshot(id: &str, time: &str, tags: &[&str]) -> BackupSnapshot {
         serde_json::from_value(serde_json::json!({
             "id": format!("{id}{}", "0".repeat(60)), "short_id": id, "time": time, "tags": tags,
         }))

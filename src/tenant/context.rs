@@ -6,7 +6,7 @@ use std::{path::PathBuf, rc::Rc};
 use anyhow::Result;
 
 use crate::{
-    effects::{Effects, Outcome, output::Output},
+    effects::{Effects, Mode, Outcome, output::Output},
     tenant::{layout::Roots, settings::Settings},
 };
 
@@ -21,11 +21,11 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(settings: Settings, dry_run: bool, output: Rc<Output>) -> Self {
+    pub fn new(settings: Settings, mode: Mode, output: Rc<Output>) -> Self {
         Self {
             roots: Roots::from_settings(&settings),
             settings,
-            effects: Effects::new(dry_run, output.clone()),
+            effects: Effects::new(mode, output.clone()),
             output,
             site_dir: PathBuf::new(),
         }

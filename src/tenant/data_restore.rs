@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use crate::{
     drivers::{
         docker::Docker,
-        restic::{Repo, Snapshot},
+        restic::{BackupSnapshot, Repo},
     },
     effects::Outcome,
     tenant::{
@@ -28,14 +28,25 @@ pub struct RestoredDump {
     pub container: String,
     pub snapshot: String,
     pub tables: String,
+    /// A dry run's: nothing was restored.
+    pub planned: bool,
+}
+
+/// The named volumes restored (or planned) from one files snapshot.
+#[derive(Debug, Clone)]
+pub struct RestoredVolumes {
+    pub snapshot: String,
+    pub volumes: Vec<String>,
+    /// A dry run's: nothing was restored.
+    pub planned: bool,
 }
 
 /// The snapshot an operator named (`latest` or an id prefix), or `None` for the newest.
-fn chosen<'a>(snapshots: &'a [Snapshot], id: &str, wanted: &str) -> Result<Option<&'a Snapshot>> {
+fn chosen<'a>(snapshots: &'a [BackupSnapshot], id: &str, wanted: &str) -> Result<Option<&'a BackupSnapshot>> {
     if wanted.is_empty() || wanted == "latest" {
         return Ok(None);
     }
-    let matching: Vec<&Snapshot> = snapshots.iter().filter(|s| s.id.starts_with(wanted)).collect();
+    let matching: Vec<&BackupSnapshot> = snapshots.iter().filter(|s| s.id.starts_with(wanted)).collect();
     match matching.as_slice() {
         [one] => Ok(Some(one)),
         [] => bail!("snapshot {wanted} is not in the repository of {id}"),
@@ -43,7 +54,7 @@ fn chosen<'a>(snapshots: &'a [Snapshot], id: &str, wanted: &str) -> Result<Optio
     }
 }
 
-fn open(cx: &Context, id: &str) -> Result<(ClientLayout, Repo, Vec<Snapshot>)> {
+fn open(cx: &Context, id: &str) -> Result<(ClientLayout, Repo, Vec<BackupSnapshot>)> {
     let (layout, config) = repository::setup(cx, id)?;
     repository::recover(cx, &layout, &config)?;
     let repo = backup::repo(&repository::locate()?, &layout, &config)?;
@@ -66,7 +77,7 @@ pub fn restore_databases(cx: &Context, id: &str, snapshot: &str, force: bool) ->
     let (layout, repo, snapshots) = open(cx, id)?;
     let chosen = chosen(&snapshots, id, snapshot)?;
     let password = client_data::root_password(&layout)?;
-    let mut plan: Vec<(&Database, &Snapshot)> = Vec::new();
+    let mut plan: Vec<(&Database, &BackupSnapshot)> = Vec::new();
     for database in &found {
         let Some(dump) = client_data::dump_of(&snapshots, &database.service, chosen) else {
             let which = chosen.map_or("any snapshot".to_string(), |c| format!("the snapshot set of {}", c.short_id));
@@ -100,7 +111,7 @@ pub fn restore_databases(cx: &Context, id: &str, snapshot: &str, force: bool) ->
             if force { "; FORCE: its databases are replaced" } else { "" }
         );
         let mut tables = String::new();
-        cx.effects.apply("database restore", &database.container, &detail, Outcome::Updated, || {
+        let applied = cx.effects.apply("database restore", &database.container, &detail, Outcome::Updated, || {
             client_data::wait_ready(&docker, &database.container, database.engine, &database.admin, &password)?;
             let server = client_data::Server {
                 docker: &docker,
@@ -136,6 +147,7 @@ pub fn restore_databases(cx: &Context, id: &str, snapshot: &str, force: bool) ->
             container: database.container.clone(),
             snapshot: dump.short_id.clone(),
             tables,
+            planned: applied.value.is_none(),
         });
     }
     Ok(restored)
@@ -143,7 +155,7 @@ pub fn restore_databases(cx: &Context, id: &str, snapshot: &str, force: bool) ->
 
 /// The files of the client's named volumes from `snapshot` (or the newest files snapshot)
 /// back into the volumes; the volumes' names restored.
-pub fn restore_volumes(cx: &Context, id: &str, snapshot: &str) -> Result<(String, Vec<String>)> {
+pub fn restore_volumes(cx: &Context, id: &str, snapshot: &str) -> Result<RestoredVolumes> {
     let docker = Docker::locate()?;
     let filter = [(CLIENT_LABEL.to_string(), id.to_string())];
     let running: Vec<String> = docker
@@ -160,7 +172,7 @@ pub fn restore_volumes(cx: &Context, id: &str, snapshot: &str) -> Result<(String
     }
     let volumes = backup::client_volumes(id)?.unwrap_or_default();
     let (_, repo, snapshots) = open(cx, id)?;
-    let files: Vec<&Snapshot> = snapshots.iter().filter(|s| !s.tags.iter().any(|t| t == DUMP_TAG)).collect();
+    let files: Vec<&BackupSnapshot> = snapshots.iter().filter(|s| !s.tags.iter().any(|t| t == DUMP_TAG)).collect();
     let source = match chosen(&snapshots, id, snapshot)? {
         Some(one) if !one.tags.iter().any(|t| t == DUMP_TAG) => Some(one),
         // A dump names its set: the files snapshot of the same run.
@@ -179,8 +191,8 @@ pub fn restore_volumes(cx: &Context, id: &str, snapshot: &str) -> Result<(String
     let names: Vec<String> = held.iter().map(|v| v.name.clone()).collect();
     let includes: Vec<String> = held.iter().map(|v| v.mountpoint.display().to_string()).collect();
     let detail = format!("snapshot {}: {}", source.short_id, names.join(" "));
-    cx.effects.apply("volume restore", id, &detail, Outcome::Updated, || {
+    let applied = cx.effects.apply("volume restore", id, &detail, Outcome::Updated, || {
         repo.restore(&source.id, std::path::Path::new("/"), &includes)
     })?;
-    Ok((source.short_id.clone(), names))
+    Ok(RestoredVolumes { snapshot: source.short_id.clone(), volumes: names, planned: applied.value.is_none() })
 }

@@ -11,7 +11,7 @@ use anyhow::{Result, anyhow, bail};
 use crate::{
     drivers::{
         docker::{Docker, NetworkSpec, ThrowawaySpec},
-        restic::{Repo, Snapshot},
+        restic::{BackupSnapshot, Repo},
     },
     effects::Outcome,
     tenant::{
@@ -70,8 +70,8 @@ fn remove_leftovers(docker: &Docker, id: &str) -> Result<()> {
 }
 
 /// The newest dump of each service in the repository.
-fn newest_dumps(snapshots: &[Snapshot]) -> Vec<&Snapshot> {
-    let mut newest: BTreeMap<&str, &Snapshot> = BTreeMap::new();
+fn newest_dumps(snapshots: &[BackupSnapshot]) -> Vec<&BackupSnapshot> {
+    let mut newest: BTreeMap<&str, &BackupSnapshot> = BTreeMap::new();
     for snapshot in snapshots.iter().filter(|s| s.tags.iter().any(|t| t == DUMP_TAG)) {
         let Some(service) = tag_value(snapshot, "service") else { continue };
         let newer = newest.get(service).is_none_or(|s| s.system_time().ok() < snapshot.system_time().ok());
@@ -87,7 +87,7 @@ pub fn verify_dumps(
     cx: &Context,
     layout: &ClientLayout,
     repo: &Repo,
-    snapshots: &[Snapshot],
+    snapshots: &[BackupSnapshot],
 ) -> Result<Vec<DumpVerdict>> {
     let dumps = newest_dumps(snapshots);
     if dumps.is_empty() {
@@ -120,7 +120,7 @@ fn verify_one(
     docker: &Docker,
     id: &str,
     repo: &Repo,
-    dump: &Snapshot,
+    dump: &BackupSnapshot,
     service: &str,
     records: &[DumpRecord],
 ) -> Result<String> {

@@ -51,24 +51,29 @@ impl Place {
         Some(format!("{name} is hard-linked ({} names share the file)", meta.nlink()))
     }
 
-    /// What is wrong with it as a `want` ("file" or "dir") named `name`: `None` when it is
-    /// one, `Some("missing")` when absent, else a sentence.
+    /// What is wrong with it as a `want` ("file" or "dir") named `name` (see [`place_problem`]).
     fn problem(&self, path: &Path, name: &str, want: &str) -> Option<String> {
-        let kind = self.kind();
-        if kind == want {
-            return None;
-        }
-        if kind == "missing" {
-            return Some("missing".into());
-        }
-        let what = if want == "file" { "a regular file" } else { "a directory" };
-        Some(if kind == "symlink" {
-            let target = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
-            format!("{name} is a symlink (to {target}), not {what}")
-        } else {
-            format!("{name} is not {what} ({kind})")
-        })
+        place_problem(self.kind(), path, name, want)
     }
+}
+
+/// What is wrong with the entry at `path`, of kind `kind` (`fsutil::kind`), as a `want`
+/// ("file" or "dir") named `name`: `None` when it is one, `Some("missing")` when absent, else
+/// a sentence (naming where a symlink points, never following it).
+pub fn place_problem(kind: &str, path: &Path, name: &str, want: &str) -> Option<String> {
+    if kind == want {
+        return None;
+    }
+    if kind == "missing" {
+        return Some("missing".into());
+    }
+    let what = if want == "file" { "a regular file" } else { "a directory" };
+    Some(if kind == "symlink" {
+        let target = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+        format!("{name} is a symlink (to {target}), not {what}")
+    } else {
+        format!("{name} is not {what} ({kind})")
+    })
 }
 
 /// `"0640"`, or `"missing"` (as `checks::octal`).

@@ -14,17 +14,18 @@ use crate::{
     tenant::subnet::Ipv4Net,
 };
 
-pub use crate::drivers::docker::{BRIDGE_NAME_OPTION, BRIDGE_PREFIX, bridge_name, docker_bridge_name};
+pub use crate::drivers::docker::bridge_name;
+pub(crate) use crate::drivers::docker::docker_bridge_name;
 
 /// An interface name that may appear in a rule: 1 to 15 of `A-Z a-z 0-9 _ . -` (what a
 /// client.env holds is checked, so no value there can change the ruleset's syntax).
-pub fn valid_interface(name: &str) -> bool {
+pub(crate) fn valid_interface(name: &str) -> bool {
     (1..=15).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// The firewall settings: `AGENCY_FIREWALL_TABLE`, `FIREWALL`, `FIREWALL_HOST_ALLOW`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct FirewallSettings {
     /// The table's name in the `inet` family.
     pub table: String,
     /// `FIREWALL=off`: no table is applied, and status says isolation is not enforced.
@@ -33,8 +34,8 @@ pub struct Settings {
     pub host_udp: BTreeSet<u16>,
 }
 
-impl Settings {
-    pub fn parse(table: &str, firewall: &str, host_allow: &str) -> Result<Self> {
+impl FirewallSettings {
+    pub(crate) fn parse(table: &str, firewall: &str, host_allow: &str) -> Result<Self> {
         let valid_table = table.len() <= 32
             && table.starts_with(|c: char| c.is_ascii_alphabetic())
             && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -68,7 +69,7 @@ impl Settings {
 
 /// One bridge network of a client, as its client.env records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bridge {
+pub(crate) struct Bridge {
     pub client: String,
     pub network: String,
     pub internal: bool,
@@ -78,7 +79,7 @@ pub struct Bridge {
 
 /// A client's bridges from its client.env, and what keeps a network out of the table (no
 /// bridge recorded, an invalid name or subnet). Overlay clients have no bridges.
-pub fn client_bridges(client: &str, env: &BTreeMap<String, String>) -> (Vec<Bridge>, Vec<String>) {
+pub(crate) fn client_bridges(client: &str, env: &BTreeMap<String, String>) -> (Vec<Bridge>, Vec<String>) {
     let (mut bridges, mut problems) = (Vec::new(), Vec::new());
     if client_driver(env, "") != "bridge" {
         return (bridges, problems);
@@ -198,7 +199,7 @@ fn bridge_sets(bridges: &[Bridge], one_length: bool) -> BTreeMap<String, BTreeSe
 
 /// The table for a set of bridges.
 #[derive(Debug, Clone)]
-pub struct Ruleset {
+pub(crate) struct Ruleset {
     pub table: String,
     pub bridges: Vec<Bridge>,
     host_tcp: BTreeSet<u16>,
@@ -206,7 +207,7 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    pub fn new(settings: &Settings, bridges: Vec<Bridge>) -> Self {
+    pub(crate) fn new(settings: &FirewallSettings, bridges: Vec<Bridge>) -> Self {
         Self {
             table: settings.table.clone(),
             bridges,
@@ -216,7 +217,7 @@ impl Ruleset {
     }
 
     /// Each set's elements, written as `nft list` prints them.
-    pub fn sets(&self) -> BTreeMap<String, BTreeSet<String>> {
+    pub(crate) fn sets(&self) -> BTreeMap<String, BTreeSet<String>> {
         let mut sets = bridge_sets(&self.bridges, self.one_length());
         sets.insert("host_tcp".into(), self.host_tcp.iter().map(u16::to_string).collect());
         sets.insert("host_udp".into(), self.host_udp.iter().map(u16::to_string).collect());
@@ -256,7 +257,7 @@ impl Ruleset {
 
     /// The `nft -f` script that replaces the table in one transaction (creating it first, so
     /// the delete never fails).
-    pub fn script(&self) -> String {
+    pub(crate) fn script(&self) -> String {
         let table = &self.table;
         let mut out = format!("table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n");
         let sets = self.sets();
@@ -281,7 +282,7 @@ impl Ruleset {
     }
 
     /// How the kernel's table (`None`: there is none) differs from this one.
-    pub fn compare(&self, live: Option<&Listing>) -> Comparison {
+    pub(crate) fn compare(&self, live: Option<&Listing>) -> Comparison {
         let Some(live) = live else {
             return Comparison { present: false, ..Comparison::default() };
         };
@@ -314,7 +315,7 @@ impl Ruleset {
 }
 
 /// The elements of `bridges` (one client's) that the kernel's table lacks.
-pub fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
+pub(crate) fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
     // A table of several prefix lengths has a bridges_<len> set per length (`source_rule`).
     let one_length = !live.sets.keys().any(|name| name.starts_with("bridges_"));
     bridge_sets(bridges, one_length)
@@ -331,14 +332,14 @@ pub fn missing(bridges: &[Bridge], live: &Listing) -> Vec<String> {
 
 /// A table as `nft list table` prints it: each set's elements and each chain's lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub sets: BTreeMap<String, BTreeSet<String>>,
     pub chains: BTreeMap<String, Vec<String>>,
 }
 
 /// Reads `nft list table inet NAME` output. Element lists may wrap over several lines;
 /// no element agency writes contains a comma or a brace.
-pub fn parse_listing(text: &str) -> Listing {
+pub(crate) fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     while let Some(line) = lines.next() {
@@ -377,7 +378,7 @@ pub fn parse_listing(text: &str) -> Listing {
 
 /// What differs between the table the records imply and the kernel's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Comparison {
+pub(crate) struct Comparison {
     /// False when the kernel has no such table.
     pub present: bool,
     /// `set element` lines the kernel lacks, and those it has beyond the records.
@@ -388,12 +389,12 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    pub fn is_equal(&self) -> bool {
+    pub(crate) fn is_equal(&self) -> bool {
         self.present && self.added.is_empty() && self.removed.is_empty() && self.rules.is_empty()
     }
 
     /// The diff, one line each: `+ bridges "agb-0ac90000"`, `- ...`, `~ chain input ...`.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if !self.present {
             lines.push("+ the whole table".to_string());
@@ -405,7 +406,7 @@ impl Comparison {
     }
 
     /// One line for people: what applying the records would change.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if !self.present {
             return "missing".to_string();
         }
@@ -441,7 +442,7 @@ mod tests {
     }
 
     fn ruleset(clients: &[(&str, u8)]) -> Ruleset {
-        let settings = Settings::parse("agency", "on", "53/udp,22").unwrap();
+        let settings = FirewallSettings::parse("agency", "on", "53/udp,22").unwrap();
         let bridges = clients.iter().flat_map(|(c, b)| client_bridges(c, &env(c, *b, true)).0).collect();
         Ruleset::new(&settings, bridges)
     }
@@ -460,15 +461,15 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let s = Settings::parse("agency_t1", "off", "53/udp, 8080/tcp 22").unwrap();
+        let s = FirewallSettings::parse("agency_t1", "off", "53/udp, 8080/tcp 22").unwrap();
         assert!(!s.enabled);
         assert_eq!(s.host_tcp, BTreeSet::from([22, 8080]));
         assert_eq!(s.host_udp, BTreeSet::from([53]));
         for (table, firewall, allow) in [("1x", "on", ""), ("a-b", "on", ""), ("ok", "maybe", ""), ("ok", "on", "0")] {
-            assert!(Settings::parse(table, firewall, allow).is_err(), "{table} {firewall} {allow}");
+            assert!(FirewallSettings::parse(table, firewall, allow).is_err(), "{table} {firewall} {allow}");
         }
-        assert!(Settings::parse("ok", "on", "53/icmp").is_err());
-        assert!(Settings::parse("ok", "on", "70000").is_err());
+        assert!(FirewallSettings::parse("ok", "on", "53/icmp").is_err());
+        assert!(FirewallSettings::parse("ok", "on", "70000").is_err());
     }
 
     #[test]
@@ -555,7 +556,7 @@ mod tests {
 
     #[test]
     fn each_prefix_length_has_its_own_source_check() {
-        let settings = Settings::parse("agency", "on", "").unwrap();
+        let settings = FirewallSettings::parse("agency", "on", "").unwrap();
         let mut wide = env("wide", 9, false);
         for (i, tier) in TIERS.iter().enumerate() {
             let subnet: Ipv4Net = format!("10.202.{i}.0/24").parse().unwrap();

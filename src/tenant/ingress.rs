@@ -13,7 +13,16 @@ use std::{
 use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::{drivers::compose as driver, effects::Outcome, tenant::context::Context, tenant::layout::Roots};
+use crate::{
+    drivers::{
+        compose as driver,
+        docker::{Docker, LABEL_MANAGED, LABEL_SHARED_INGRESS},
+    },
+    effects::Outcome,
+    tenant::context::Context,
+    tenant::layout::Roots,
+    tenant::policy::CLIENT_LABEL,
+};
 
 /// The label holding a hash of the container's settings: a change recreates it.
 const LABEL_CONFIG: &str = "agency.ingress-config";
@@ -134,12 +143,12 @@ fn run_args(cx: &Context) -> Result<(String, Vec<String>)> {
 /// Another root's clients on the same engine are not this ingress's.
 fn deployed_clients(cx: &Context, docker: &Path) -> Result<Vec<String>> {
     let ours = cx.roots.client_ids()?;
-    let docker = crate::drivers::docker::Docker::with_program(docker);
-    let containers = docker.list_containers_with_labels(&[("agency.managed".into(), "true".into())])?;
+    let docker = Docker::with_program(docker);
+    let containers = docker.list_containers_with_labels(&[(LABEL_MANAGED.into(), "true".into())])?;
     let mut ids: Vec<String> = containers
         .iter()
-        .filter(|c| !c.is_probe() && c.label("agency.shared-ingress") != Some("true"))
-        .filter_map(|c| c.label("agency.client").map(str::to_string))
+        .filter(|c| !c.is_probe() && c.label(LABEL_SHARED_INGRESS) != Some("true"))
+        .filter_map(|c| c.label(CLIENT_LABEL).map(str::to_string))
         .filter(|id| ours.contains(id))
         .collect();
     ids.sort();

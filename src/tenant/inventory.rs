@@ -28,17 +28,6 @@ pub enum Health {
     Ok,
 }
 
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Broken => "broken",
-            Self::Insecure => "insecure",
-            Self::Incomplete => "incomplete",
-            Self::Ok => "ok",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientInfo {
     pub id: String,

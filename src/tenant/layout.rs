@@ -18,7 +18,7 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub(crate) fn from_settings(settings: &Settings) -> Self {
         Self {
             root: settings.path("AGENCY_ROOT"),
             log_root: settings.path("AGENCY_LOG_ROOT"),
@@ -28,27 +28,27 @@ impl Roots {
         }
     }
 
-    pub fn clients_dir(&self) -> PathBuf {
+    pub(crate) fn clients_dir(&self) -> PathBuf {
         self.root.join("clients")
     }
 
     /// `$AGENCY_ROOT/secrets/keycloak.env`: the Keycloak admin's credentials (0600).
-    pub fn keycloak_credentials(&self) -> PathBuf {
+    pub(crate) fn keycloak_credentials(&self) -> PathBuf {
         self.root.join("secrets").join("keycloak.env")
     }
 
-    pub fn locks_dir(&self) -> PathBuf {
+    pub(crate) fn locks_dir(&self) -> PathBuf {
         self.root.join(".locks")
     }
 
     /// The directories scripts may touch.
-    pub fn all(&self) -> [&Path; 4] {
+    pub(crate) fn all(&self) -> [&Path; 4] {
         [&self.root, &self.log_root, &self.backup_root, &self.logrotate_dir]
     }
 
     /// Ids of the clients that have a config dir, sorted; none when there is no clients dir
     /// yet. A dir that cannot be read (permission denied) is an error, never "no clients".
-    pub fn client_ids(&self) -> Result<Vec<String>> {
+    pub(crate) fn client_ids(&self) -> Result<Vec<String>> {
         let dir = self.clients_dir();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -97,7 +97,7 @@ impl Roots {
     /// staying inside it (`clients/x/keycloak -> ../../secrets/y` would have a mkdir make
     /// y 0750). A regular file there with other names (a hard link, which may be a file
     /// outside every root) is refused too.
-    pub fn confine_change(&self, path: &str) -> Result<PathBuf> {
+    pub(crate) fn confine_change(&self, path: &str) -> Result<PathBuf> {
         let candidate = self.confine_change_entry(path)?;
         match std::fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() => bail!(
@@ -113,7 +113,7 @@ impl Roots {
     /// [`Roots::confine_change`] for a change of the entry `path` itself (removing or moving
     /// it, never following it): its directories below the root hold no symlink; the entry may
     /// be one.
-    pub fn confine_change_entry(&self, path: &str) -> Result<PathBuf> {
+    pub(crate) fn confine_change_entry(&self, path: &str) -> Result<PathBuf> {
         let candidate = self.confine_lexically(path)?;
         let root =
             self.all().into_iter().filter(|root| candidate.starts_with(root)).max_by_key(|r| r.as_os_str().len());
@@ -149,7 +149,7 @@ impl Roots {
 
     /// The client a change's target belongs to: a path inside one of its directories, its
     /// logrotate policy or repository, or one of its network names (`acme_backend`).
-    pub fn client_of_target(&self, target: &str) -> Option<String> {
+    pub(crate) fn client_of_target(&self, target: &str) -> Option<String> {
         let path = Path::new(target);
         let first = |base: PathBuf, prefix: &str| -> Option<String> {
             let rest = path.strip_prefix(base).ok()?;
@@ -174,7 +174,7 @@ impl Roots {
 
     /// Like [`Roots::confine`] for the directory holding `path`, not for `path` itself: the
     /// entry may be a symlink pointing anywhere (to be reported or removed, never followed).
-    pub fn confine_entry(&self, path: &str) -> Result<PathBuf> {
+    pub(crate) fn confine_entry(&self, path: &str) -> Result<PathBuf> {
         let candidate = Path::new(path);
         let (Some(parent), Some(_)) = (candidate.parent(), candidate.file_name()) else {
             bail!("path {path:?} has no parent directory");
@@ -255,7 +255,7 @@ impl ClientLayout {
     }
 
     /// The Docker networks of the client, by tier.
-    pub fn networks(&self) -> [(&'static str, String); 4] {
+    pub(crate) fn networks(&self) -> [(&'static str, String); 4] {
         policy::TIER_NAMES.map(|tier| (tier, format!("{}_{tier}", self.id)))
     }
 }
@@ -264,7 +264,7 @@ impl ClientLayout {
 /// `RESTIC_REPOSITORY_BASE`) is set and not blank, else `<backup_root>/client-<id>`. A base
 /// ending in `/` or `:` takes the name as it is (`sftp:backup@host:` names the sftp user's
 /// home, `sftp:backup@host:/client-<id>` would be the host's root).
-pub fn repository_of(id: &str, base: &str, backup_root: &Path) -> String {
+pub(crate) fn repository_of(id: &str, base: &str, backup_root: &Path) -> String {
     let name = format!("client-{id}");
     match base.trim() {
         "" => backup_root.join(name).display().to_string(),

@@ -72,7 +72,7 @@ pub fn create_network_in_pool(
 
 /// What [`ensure_networks`] made sure of: the driver, and per tier the network's name, subnet
 /// and (bridge networks) interface.
-pub struct Provisioned {
+pub(crate) struct Provisioned {
     pub driver: String,
     pub networks: BTreeMap<String, String>,
     pub subnets: BTreeMap<String, String>,
@@ -81,14 +81,14 @@ pub struct Provisioned {
 
 /// What [`repair_networks`] did (or would do): one line per repair, the subnets and bridges
 /// as they are now, and whether anything changed.
-pub struct Repaired {
+pub(crate) struct Repaired {
     pub repairs: Vec<String>,
     pub subnets: BTreeMap<String, String>,
     pub bridges: BTreeMap<String, String>,
     pub changed: bool,
 }
 
-pub fn pool(cx: &Context) -> Result<Pool> {
+pub(crate) fn pool(cx: &Context) -> Result<Pool> {
     Pool::from_settings(Some(cx.settings.get("AGENCY_SUBNET_POOL")), Some(cx.settings.get("AGENCY_SUBNET_PREFIX")))
 }
 
@@ -171,7 +171,7 @@ fn create_effect(cx: &Context, docker: &Docker, expected: &Expected, allocator: 
     }
 }
 
-pub fn ensure_networks(
+pub(crate) fn ensure_networks(
     cx: &Context,
     connect: &dyn Fn() -> Result<Docker>,
     id: &str,
@@ -287,7 +287,6 @@ fn remove_twins(cx: &Context, docker: &Docker, id: &str, expected: &Expected) ->
             attached.join(", ")
         ));
     }
-    let would = if cx.effects.dry_run() { "would " } else { "" };
     let mut removed = Vec::new();
     for twin in twins.iter().filter(|n| n.id != keep.id) {
         let subnets: Vec<String> = twin.subnets.iter().map(ToString::to_string).collect();
@@ -301,7 +300,14 @@ fn remove_twins(cx: &Context, docker: &Docker, id: &str, expected: &Expected) ->
             .apply("network rm", name, &detail, Outcome::Removed, || docker.remove_network(&twin.id).map(drop))?;
         removed.push(format!("{} ({})", &twin.id[..twin.id.len().min(12)], subnets.join(" ")));
     }
-    Ok((format!("{would}remove the twin of {name}: {}; keep the one with subnet {recorded}", removed.join(", ")), true))
+    Ok((
+        format!(
+            "{} the twin of {name}: {}; keep the one with subnet {recorded}",
+            cx.effects.verb("remove"),
+            removed.join(", ")
+        ),
+        true,
+    ))
 }
 
 /// When a create was interrupted after Docker made the network and a re-run made it again,
@@ -324,7 +330,7 @@ fn twins_error(docker: &Docker, id: &str, names: &[&str]) -> Option<anyhow::Erro
     })
 }
 
-pub fn repair_networks(
+pub(crate) fn repair_networks(
     cx: &Context,
     connect: &dyn Fn() -> Result<Docker>,
     snapshot: &Snapshot,
@@ -449,12 +455,12 @@ pub fn repair_networks(
 }
 
 /// The subnets every client of this root records in its client.env.
-pub fn recorded_subnets(cx: &Context) -> Result<Vec<Ipv4Net>> {
+pub(crate) fn recorded_subnets(cx: &Context) -> Result<Vec<Ipv4Net>> {
     Ok(recorded_subnets_by_client(cx)?.into_values().flatten().collect())
 }
 
 /// Per client of this root (with any), the subnets its client.env records.
-pub fn recorded_subnets_by_client(cx: &Context) -> Result<HashMap<String, Vec<Ipv4Net>>> {
+pub(crate) fn recorded_subnets_by_client(cx: &Context) -> Result<HashMap<String, Vec<Ipv4Net>>> {
     let mut by_client = HashMap::new();
     for id in cx.roots.client_ids()? {
         let Ok(layout) = ClientLayout::new(&cx.roots, &id) else { continue };
@@ -480,7 +486,7 @@ pub fn recorded_subnets_by_client(cx: &Context) -> Result<HashMap<String, Vec<Ip
 /// by a record is (Swarm refuses no overlap). On a usual host that is no inspect at all, where
 /// inspecting the networks of a hundred clients takes the engine over a second. `listed` is
 /// the engine's network list when the caller has it.
-pub fn client_used_subnets(
+pub(crate) fn client_used_subnets(
     cx: &Context,
     docker: &Docker,
     client: &str,

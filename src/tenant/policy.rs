@@ -66,5 +66,6 @@ pub const SECRETS_DIR_MODE: u32 = 0o700;
 /// Mode of a client's secrets.env.
 pub const SECRETS_FILE_MODE: u32 = 0o600;
 
-/// The label (`agency.client=<id>`) on the containers, volumes and networks of a client.
-pub const CLIENT_LABEL: &str = "agency.client";
+/// The label (`agency.client=<id>`) on the containers, volumes and networks of a client. The
+/// Docker driver reads it exactly (its `EXACT_LABELS`), so its literal lives there.
+pub const CLIENT_LABEL: &str = crate::drivers::docker::LABEL_CLIENT;

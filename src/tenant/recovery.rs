@@ -100,12 +100,12 @@ pub fn remove_keys_of_no_password_on_disk(cx: &Context, repo: &Repo, pending: Op
         Ok(keys) => keys,
         // restic tried a second init's key first: the config does not open with it.
         Err(error) if format!("{error:#}").contains("ciphertext verification failed") => {
-            let removed = remove_keys_not_opening_config(cx, repo)?;
+            let (removed, made) = remove_keys_not_opening_config(cx, repo)?;
             if removed == 0 {
                 return Err(error);
             }
-            // A dry run removed nothing: listing again would fail alike.
-            let rest = if cx.effects.dry_run() { 0 } else { remove_keys_of_no_password_on_disk(cx, repo, pending)? };
+            // Keys only planned for removal are still there: listing again would fail alike.
+            let rest = if made { remove_keys_of_no_password_on_disk(cx, repo, pending)? } else { 0 };
             return Ok(removed + rest);
         }
         Err(error) => return Err(error),
@@ -132,13 +132,17 @@ pub fn remove_keys_of_no_password_on_disk(cx: &Context, repo: &Repo, pending: Op
 }
 
 /// Keys that the password on disk opens but that do not open the config (left by a second
-/// `init` of one repository) are removed; a key that opens it never is.
-fn remove_keys_not_opening_config(cx: &Context, repo: &Repo) -> Result<usize> {
+/// `init` of one repository) are removed; a key that opens it never is. How many, and
+/// whether any was removed now rather than only planned.
+fn remove_keys_not_opening_config(cx: &Context, repo: &Repo) -> Result<(usize, bool)> {
     let ids = repo.keys_not_opening_config()?;
     let target = repo.location().to_string();
+    let mut made = false;
     for id in &ids {
-        cx.effects
+        let applied = cx
+            .effects
             .apply("restic key remove", &target, &removal_detail(id), Outcome::Removed, || repo.remove_key_file(id))?;
+        made |= applied.value.is_some();
     }
-    Ok(ids.len())
+    Ok((ids.len(), made))
 }

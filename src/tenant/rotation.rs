@@ -23,8 +23,6 @@ use crate::{effects::Effects, format::suggest, tenant::layout::ClientLayout, ten
 pub const PENDING_FILE: &str = "secrets.env.next";
 /// History files are `history/secrets.env.<UTC time to the nanosecond>`, so names sort by age.
 pub const HISTORY_PREFIX: &str = "secrets.env.";
-/// Mode of the history dir.
-pub const HISTORY_DIR_MODE: u32 = 0o700;
 
 pub fn pending_path(layout: &ClientLayout) -> PathBuf {
     layout.secrets_dir.join(PENDING_FILE)

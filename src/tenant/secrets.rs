@@ -11,11 +11,13 @@ use crate::{
     effects::{Effects, Outcome},
     format::envfile,
     fsutil,
-    tenant::{context::Context, layout::ClientLayout, rotation},
+    tenant::{
+        context::Context,
+        layout::ClientLayout,
+        policy::{SECRETS_DIR_MODE, SECRETS_FILE_MODE},
+        rotation,
+    },
 };
-
-/// File mode of every secrets file.
-pub const SECRETS_MODE: u32 = 0o600;
 
 /// 32 bytes from the OS CSPRNG, url-safe base64 without padding (43 characters).
 pub fn generate() -> Result<String> {
@@ -89,6 +91,8 @@ pub struct Begun {
 pub struct Committed {
     pub rotated: Vec<String>,
     pub history_file: String,
+    /// A dry run's: the swap was only planned.
+    pub planned: bool,
 }
 
 /// Step 1 of a rotation: the next generation beside the current one.
@@ -109,7 +113,7 @@ pub fn rotation_begin(cx: &Context, id: &str, names: &[String]) -> Result<Begun>
         ),
     };
     let target = pending_path.display().to_string();
-    cx.write_file(&target, render(&next.values)?.as_bytes(), SECRETS_MODE, &detail)?;
+    cx.write_file(&target, render(&next.values)?.as_bytes(), SECRETS_FILE_MODE, &detail)?;
     Ok(Begun { rotating: next.rotating, resumed: next.resumed, pending_file: target })
 }
 
@@ -130,7 +134,7 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
     let dir = &layout.secrets_history_dir;
     let needed = if dir.is_dir() { Outcome::Unchanged } else { Outcome::Created };
     cx.effects.apply("mkdir", &dir.display().to_string(), "mode 0700", needed, || {
-        fsutil::create_dir(dir, rotation::HISTORY_DIR_MODE)?;
+        fsutil::create_dir(dir, SECRETS_DIR_MODE)?;
         Ok(())
     })?;
 
@@ -148,7 +152,7 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
     };
     let keys: Vec<&str> = current.keys().map(String::as_str).collect();
     let detail = format!("previous generation: {}", keys.join(" "));
-    cx.write_file(&history_file.display().to_string(), text.as_bytes(), SECRETS_MODE, &detail)?;
+    cx.write_file(&history_file.display().to_string(), text.as_bytes(), SECRETS_FILE_MODE, &detail)?;
 
     // The swap: one rename, so secrets.env is always one whole generation.
     let detail = if rotated.is_empty() {
@@ -157,8 +161,9 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
         format!("new values for {}", rotated.join(" "))
     };
     cx.effects.swap_in(&pending_path, &layout.secrets_file, &detail)?;
+    let planned = cx.effects.planned_on(&layout.secrets_file.display().to_string());
 
-    Ok(Committed { rotated, history_file: history_file.display().to_string() })
+    Ok(Committed { rotated, history_file: history_file.display().to_string(), planned })
 }
 
 /// Step 5 of a rotation: only the newest `keep` previous generations stay.

@@ -14,7 +14,10 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::{Map, Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::tenant::policy::TIER_NAMES as TIERS;
+use crate::{
+    drivers::docker::LABEL_MANAGED,
+    tenant::policy::{CLIENT_LABEL, TIER_NAMES as TIERS},
+};
 
 /// The stack a client gets when create-client is given no `STACK`.
 pub const DEFAULT_STACK: &str = "wordpress";
@@ -22,7 +25,7 @@ pub const DEFAULT_STACK: &str = "wordpress";
 /// Engines the db-passwords plugin knows.
 pub const DB_ENGINES: [&str; 4] = ["mariadb", "mysql", "postgres", "postgresql"];
 
-pub use crate::drivers::docker::{LABEL_DEPLOY, LABEL_SERVICE};
+pub(crate) use crate::drivers::docker::{LABEL_DEPLOY, LABEL_SERVICE};
 pub const LABEL_STACK: &str = "agency.stack";
 
 /// Service keys a stack may not set: agency owns networks and hardening, and these would
@@ -221,8 +224,8 @@ impl Stack {
                 attached.insert((*tier).into(), entry);
             }
             let labels = json!({
-                "agency.client": id,
-                "agency.managed": "true",
+                CLIENT_LABEL: id,
+                LABEL_MANAGED: "true",
                 LABEL_STACK: self.name,
                 LABEL_SERVICE: service.name,
                 LABEL_DEPLOY: format!("${{{}}}", service.deploy_variable()),
@@ -252,7 +255,7 @@ impl Stack {
                 volume.clone(),
                 json!({
                     "name": format!("{id}_{volume}"),
-                    "labels": { "agency.client": id, "agency.managed": "true", "agency.volume": volume },
+                    "labels": { CLIENT_LABEL: id, LABEL_MANAGED: "true", "agency.volume": volume },
                 }),
             );
         }
@@ -450,14 +453,25 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Compose's interpolation syntax: `$$` a dollar, `$NAME`, `${NAME}`, `${NAME:-x}`,
-/// `${NAME-x}`, `${NAME:?msg}`, `${NAME?msg}`, `${NAME:+x}`, `${NAME+x}`.
-fn parse_references(text: &str) -> Vec<Reference> {
+/// A piece of text in Compose's interpolation syntax.
+enum Piece<'a> {
+    /// Plain text; `$$` is the text `$`.
+    Text(&'a str),
+    /// `$NAME`, or `${NAME}` followed by its modifier (`:-x`, `-x`, `:?msg`, `?msg`, `:+x`,
+    /// `+x`; `""` for none). The name is empty for a `$` that starts none.
+    Reference { name: &'a str, modifier: &'a str },
+}
+
+/// `text` cut into its pieces: `$$` a dollar, `$NAME`, `${NAME}`, `${NAME:-x}`, `${NAME-x}`,
+/// `${NAME:?msg}`, `${NAME?msg}`, `${NAME:+x}`, `${NAME+x}`.
+fn pieces(text: &str) -> Vec<Piece<'_>> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find('$') {
+        found.push(Piece::Text(&rest[..at]));
         rest = &rest[at + 1..];
         if let Some(after) = rest.strip_prefix('$') {
+            found.push(Piece::Text("$"));
             rest = after;
         } else if let Some(inner) = rest.strip_prefix('{') {
             let end = inner.find('}').unwrap_or(inner.len());
@@ -465,62 +479,59 @@ fn parse_references(text: &str) -> Vec<Reference> {
             rest = inner.get(end + 1..).unwrap_or("");
             let name_end = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
             let (name, modifier) = body.split_at(name_end);
-            let default = modifier
-                .strip_prefix(":-")
-                .or_else(|| modifier.strip_prefix('-'))
-                .or_else(|| modifier.strip_prefix(":+").map(|_| ""))
-                .or_else(|| modifier.strip_prefix('+').map(|_| ""))
-                .map(str::to_string);
-            if !name.is_empty() {
-                found.push(Reference { name: name.into(), default });
-            }
+            found.push(Piece::Reference { name, modifier });
         } else {
             let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
-            if end > 0 {
-                found.push(Reference { name: rest[..end].into(), default: None });
-            }
+            found.push(Piece::Reference { name: &rest[..end], modifier: "" });
             rest = &rest[end..];
         }
     }
+    found.push(Piece::Text(rest));
     found
+}
+
+/// The variables `text` refers to, each with the default it gives (`""` for `:+x`/`+x`).
+fn parse_references(text: &str) -> Vec<Reference> {
+    pieces(text)
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Reference { name, modifier } if !name.is_empty() => {
+                let default = modifier
+                    .strip_prefix(":-")
+                    .or_else(|| modifier.strip_prefix('-'))
+                    .or_else(|| modifier.strip_prefix(":+").map(|_| ""))
+                    .or_else(|| modifier.strip_prefix('+').map(|_| ""))
+                    .map(str::to_string);
+                Some(Reference { name: name.into(), default })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `text` with its references filled from `env` the way Compose fills them.
 pub fn interpolate(text: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('$') {
-            out.push('$');
-            rest = after;
-        } else if let Some(inner) = rest.strip_prefix('{') {
-            let end = inner.find('}').unwrap_or(inner.len());
-            let body = &inner[..end];
-            rest = inner.get(end + 1..).unwrap_or("");
-            let name_end = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
-            let (name, modifier) = body.split_at(name_end);
-            let value = env.get(name);
-            let text = if let Some(default) = modifier.strip_prefix(":-") {
-                value.filter(|v| !v.is_empty()).map_or(default, String::as_str)
-            } else if let Some(default) = modifier.strip_prefix('-') {
-                value.map_or(default, String::as_str)
-            } else if let Some(alternative) = modifier.strip_prefix(":+") {
-                if value.is_some_and(|v| !v.is_empty()) { alternative } else { "" }
-            } else if let Some(alternative) = modifier.strip_prefix('+') {
-                if value.is_some() { alternative } else { "" }
-            } else {
-                value.map_or("", String::as_str)
-            };
-            out.push_str(text);
-        } else {
-            let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
-            out.push_str(env.get(&rest[..end]).map_or("", String::as_str));
-            rest = &rest[end..];
-        }
+    for piece in pieces(text) {
+        let text = match piece {
+            Piece::Text(text) => text,
+            Piece::Reference { name, modifier } => {
+                let value = env.get(name);
+                if let Some(default) = modifier.strip_prefix(":-") {
+                    value.filter(|v| !v.is_empty()).map_or(default, String::as_str)
+                } else if let Some(default) = modifier.strip_prefix('-') {
+                    value.map_or(default, String::as_str)
+                } else if let Some(alternative) = modifier.strip_prefix(":+") {
+                    if value.is_some_and(|v| !v.is_empty()) { alternative } else { "" }
+                } else if let Some(alternative) = modifier.strip_prefix('+') {
+                    if value.is_some() { alternative } else { "" }
+                } else {
+                    value.map_or("", String::as_str)
+                }
+            }
+        };
+        out.push_str(text);
     }
-    out.push_str(rest);
     out
 }
 

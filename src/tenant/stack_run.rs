@@ -69,8 +69,8 @@ pub fn render(stack: &Stack, id: &str, env: &BTreeMap<String, String>, runner: R
 /// Writes `text` through the effects layer; in a dry run a changed file's diff is printed.
 fn write_shown(cx: &Context, path: &Path, text: &str) -> Result<Outcome> {
     let current = std::fs::read_to_string(path).unwrap_or_default();
-    if cx.effects.dry_run() && current != text {
-        cx.output.note(&format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
+    if current != text {
+        cx.effects.plan_note(|| format!("--- {}\n{}", path.display(), deploy::diff(&current, text)));
     }
     cx.write_file(&path.display().to_string(), text.as_bytes(), 0o640, "")
 }
@@ -170,9 +170,7 @@ pub fn deploy(
             Runner::Compose => compose()?.describe(&project, &up),
             Runner::Swarm => swarm::describe_deploy(&project),
         };
-        if cx.effects.dry_run() {
-            cx.output.note(&format!("would run: {command}"));
-        }
+        cx.effects.plan_note(|| format!("would run: {command}"));
         before_change()?;
     }
     let (action, subject) = match runner {

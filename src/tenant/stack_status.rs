@@ -14,11 +14,12 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    drivers::{process::Command, swarm},
+    drivers::{docker::LABEL_PROBE, process::Command, swarm},
     tenant::check::{Check, Status},
     tenant::deploy::Limits,
     tenant::isolation::ENV_DRIVER,
     tenant::layout::{ClientLayout, Roots},
+    tenant::policy::CLIENT_LABEL,
     tenant::stack::{DEFAULT_STACK, LABEL_SERVICE, Stack},
     tenant::swarm::NO_NEW_PRIVILEGES_NOTE,
 };
@@ -106,8 +107,8 @@ impl Inspection {
             for c in inspected {
                 let labels = &c["Config"]["Labels"];
                 let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
-                let client = label("agency.client");
-                if client.is_empty() || label("agency.probe") == "true" {
+                let client = label(CLIENT_LABEL);
+                if client.is_empty() || label(LABEL_PROBE) == "true" {
                     continue;
                 }
                 let host = &c["HostConfig"];

@@ -21,11 +21,11 @@
 use anyhow::{Result, bail};
 
 /// The pool used when `AGENCY_SUBNET_POOL` is not set.
-pub const DEFAULT_POOL: &str = "10.201.0.0/16";
+pub(crate) const DEFAULT_POOL: &str = "10.201.0.0/16";
 /// The block size used when `AGENCY_SUBNET_PREFIX` is not set.
-pub const DEFAULT_PREFIX: u8 = 26;
+pub(crate) const DEFAULT_PREFIX: u8 = 26;
 /// Blocks smaller than this leave no room for containers (network, gateway, broadcast).
-pub const MAX_PREFIX: u8 = 29;
+pub(crate) const MAX_PREFIX: u8 = 29;
 
 pub use crate::format::ipv4::{Ipv4Net, parse_prefix};
 
@@ -38,7 +38,7 @@ pub struct Pool {
 
 /// How much of a pool is in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolUsage {
+pub(crate) struct PoolUsage {
     /// Blocks that overlap an existing network.
     pub used: u64,
     /// Blocks in the pool.
@@ -46,7 +46,7 @@ pub struct PoolUsage {
 }
 
 impl Pool {
-    pub fn new(net: Ipv4Net, prefix: u8) -> Result<Self> {
+    pub(crate) fn new(net: Ipv4Net, prefix: u8) -> Result<Self> {
         if prefix < net.prefix() {
             bail!(
                 "AGENCY_SUBNET_PREFIX /{prefix} is larger than the pool {net}; use a prefix of /{} or more",
@@ -75,12 +75,12 @@ impl Pool {
         self.net
     }
 
-    pub fn block_prefix(&self) -> u8 {
+    pub(crate) fn block_prefix(&self) -> u8 {
         self.prefix
     }
 
     /// Number of blocks in the pool.
-    pub fn capacity(&self) -> u64 {
+    pub(crate) fn capacity(&self) -> u64 {
         1u64 << (self.prefix - self.net.prefix())
     }
 
@@ -96,7 +96,7 @@ impl Pool {
 
     /// Up to `count` free blocks in address order, skipping every block that overlaps `taken`.
     /// Fails, saying how full the pool is, when fewer than `count` blocks are free.
-    pub fn next_free(&self, taken: &[Ipv4Net], count: usize) -> Result<Vec<Ipv4Net>> {
+    pub(crate) fn next_free(&self, taken: &[Ipv4Net], count: usize) -> Result<Vec<Ipv4Net>> {
         let mut relevant: Vec<Ipv4Net> = taken.iter().copied().filter(|t| t.overlaps(&self.net)).collect();
         relevant.sort();
         let mut found = Vec::with_capacity(count);
@@ -134,7 +134,7 @@ impl Pool {
     }
 
     /// How many blocks overlap one of `taken`.
-    pub fn usage(&self, taken: &[Ipv4Net]) -> PoolUsage {
+    pub(crate) fn usage(&self, taken: &[Ipv4Net]) -> PoolUsage {
         let mut relevant: Vec<Ipv4Net> = taken.iter().copied().filter(|t| t.overlaps(&self.net)).collect();
         relevant.sort();
         let step = 1u64 << (32 - u32::from(self.prefix));
@@ -165,40 +165,42 @@ impl Allocator {
         Self { pool, taken: taken.into_iter().collect() }
     }
 
-    pub fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    pub fn taken(&self) -> &[Ipv4Net] {
+    pub(crate) fn taken(&self) -> &[Ipv4Net] {
         &self.taken
     }
 
     /// Records a subnet as in use (after creating a network with it, or after Docker said it
     /// overlaps something this allocator did not know about).
-    pub fn mark_taken(&mut self, net: Ipv4Net) {
+    pub(crate) fn mark_taken(&mut self, net: Ipv4Net) {
         if !self.taken.contains(&net) {
             self.taken.push(net);
         }
     }
 
     /// True when `net` overlaps nothing known to be taken.
-    pub fn is_free(&self, net: &Ipv4Net) -> bool {
+    pub(crate) fn is_free(&self, net: &Ipv4Net) -> bool {
         !self.taken.iter().any(|t| t.overlaps(net))
     }
 
     /// The next free block, without taking it.
-    pub fn peek(&self) -> Result<Ipv4Net> {
+    pub(crate) fn peek(&self) -> Result<Ipv4Net> {
         Ok(self.pool.next_free(&self.taken, 1)?[0])
     }
 
     /// The next free block, marked taken.
-    pub fn take(&mut self) -> Result<Ipv4Net> {
+    #[cfg(test)]
+    pub(crate) fn take(&mut self) -> Result<Ipv4Net> {
         let net = self.peek()?;
         self.taken.push(net);
         Ok(net)
     }
 
-    pub fn usage(&self) -> PoolUsage {
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> PoolUsage {
         self.pool.usage(&self.taken)
     }
 }

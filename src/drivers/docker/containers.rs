@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 /// A mount of a container, as `docker inspect` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Mount {
+pub(crate) struct Mount {
     #[serde(rename = "Type", default)]
     pub kind: String,
     /// The volume's name (empty for a bind mount).
@@ -22,7 +22,7 @@ pub struct Mount {
 /// A throwaway container to start: detached, on one network, labelled, with `env` handed
 /// over by the CLI's environment (`-e NAME`).
 #[derive(Debug, Clone)]
-pub struct ThrowawaySpec<'a> {
+pub(crate) struct ThrowawaySpec<'a> {
     pub name: &'a str,
     pub image: &'a str,
     pub network: &'a str,
@@ -34,7 +34,7 @@ impl Docker {
     /// `docker exec [-i] -e NAME... -- <container> argv...` as a command to run or pipe: the
     /// values of `env` reach the process through the docker CLI's environment, never an
     /// argument list.
-    pub fn exec_command(
+    pub(crate) fn exec_command(
         &self,
         container: &str,
         argv: &[&str],
@@ -67,7 +67,7 @@ impl Docker {
     }
 
     /// A container's image (as it was named when created) and its mounts (one `docker inspect`).
-    pub fn image_and_mounts(&self, container: &str) -> Result<(String, Vec<Mount>)> {
+    pub(crate) fn image_and_mounts(&self, container: &str) -> Result<(String, Vec<Mount>)> {
         let output = self.checked(
             "inspect",
             &[
@@ -91,7 +91,7 @@ impl Docker {
     }
 
     /// Starts a throwaway container (`docker run -d`), its id.
-    pub fn run_throwaway(&self, spec: &ThrowawaySpec) -> Result<String> {
+    pub(crate) fn run_throwaway(&self, spec: &ThrowawaySpec) -> Result<String> {
         let mut args: Vec<String> =
             ["run", "-d", "--name", spec.name, "--network", spec.network].iter().map(|s| s.to_string()).collect();
         for (key, value) in spec.labels {

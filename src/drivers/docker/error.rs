@@ -45,7 +45,7 @@ impl std::error::Error for ConnectError {}
 
 /// Reads a failed `docker` invocation's stderr: a connection problem, or `None` for an
 /// ordinary command error.
-pub fn classify_connect_failure(stderr: &str) -> Option<ConnectError> {
+pub(crate) fn classify_connect_failure(stderr: &str) -> Option<ConnectError> {
     let line = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
     let endpoint = |text: &str| -> String {
         // "… daemon at unix:///var/run/docker.sock. Is …" / "… daemon socket at unix:///…: Get …"
@@ -129,7 +129,7 @@ impl fmt::Display for CreateNetworkError {
 impl std::error::Error for CreateNetworkError {}
 
 /// Reads `docker network create`'s stderr into a typed error.
-pub fn classify_create_failure(name: &str, subnet: Option<Ipv4Net>, stderr: &str) -> CreateNetworkError {
+pub(crate) fn classify_create_failure(name: &str, subnet: Option<Ipv4Net>, stderr: &str) -> CreateNetworkError {
     let lower = stderr.to_lowercase();
     if lower.contains("already exists") {
         CreateNetworkError::NameTaken { name: name.to_string() }
@@ -148,7 +148,7 @@ pub fn classify_create_failure(name: &str, subnet: Option<Ipv4Net>, stderr: &str
 
 /// A network that cannot be removed because containers (running or stopped) are attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkInUse {
+pub(crate) struct NetworkInUse {
     pub name: String,
     /// The containers, when known.
     pub containers: Vec<String>,

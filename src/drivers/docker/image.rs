@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 
 /// The Dockerfile of the probe/test image: nothing but a static busybox.
-pub const BUSYBOX_DOCKERFILE: &str = "FROM scratch\n\
+pub(crate) const BUSYBOX_DOCKERFILE: &str = "FROM scratch\n\
 COPY busybox /bin/busybox\n\
 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
 LABEL agency.probe-image=true\n\
@@ -33,7 +33,7 @@ pub fn find_static_busybox() -> Result<PathBuf> {
 
 /// Fails unless `path` is an ELF executable without a program interpreter (statically
 /// linked), which is what runs in a `FROM scratch` image.
-pub fn check_static_elf(path: &Path) -> Result<()> {
+pub(crate) fn check_static_elf(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
         bail!("{} is not an ELF executable", path.display());

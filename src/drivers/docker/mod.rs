@@ -20,12 +20,12 @@ use std::{
 use anyhow::{Result, anyhow, bail};
 
 use crate::{
-    drivers::process::{self, Output},
+    drivers::process::{self, ProcessOutput},
     format::ipv4::Ipv4Net,
 };
 
 /// What to install when there is no `docker` on PATH.
-pub const INSTALL_HINT: &str = "install the Docker CLI and engine (Debian/Ubuntu: `apt-get install docker.io`; \
+pub(crate) const INSTALL_HINT: &str = "install the Docker CLI and engine (Debian/Ubuntu: `apt-get install docker.io`; \
      elsewhere see https://docs.docker.com/engine/install/), or put `docker` on PATH";
 
 /// Label every network and container the runner manages carries.
@@ -33,23 +33,23 @@ pub const LABEL_MANAGED: &str = "agency.managed";
 /// Label naming the client a resource belongs to.
 pub const LABEL_CLIENT: &str = "agency.client";
 /// Label naming a network's tier (frontend, backend, database, network).
-pub const LABEL_TIER: &str = "agency.tier";
+pub(crate) const LABEL_TIER: &str = "agency.tier";
 /// Label on throwaway probe containers.
-pub const LABEL_PROBE: &str = "agency.probe";
+pub(crate) const LABEL_PROBE: &str = "agency.probe";
 /// Label of a container allowed on several clients' frontend networks (a shared reverse proxy).
-pub const LABEL_SHARED_INGRESS: &str = "agency.shared-ingress";
+pub(crate) const LABEL_SHARED_INGRESS: &str = "agency.shared-ingress";
 
 /// Label of every container agency deploys: the fingerprint of what it was deployed from, so
 /// a deploy of an unchanged stack starts no Compose process.
-pub const LABEL_DEPLOY: &str = "agency.deploy";
+pub(crate) const LABEL_DEPLOY: &str = "agency.deploy";
 /// Label naming the stack service a container was deployed for.
-pub const LABEL_SERVICE: &str = "agency.service";
+pub(crate) const LABEL_SERVICE: &str = "agency.service";
 
 /// Labels read exactly from `ls`/`ps` output. Docker prints a resource's labels there as one
 /// comma-joined `k=v,k=v` string, so `--label 'x=1,agency.client=b'` would read as two labels;
 /// these keys are asked for one by one with the template function `.Label`, and any other
 /// `agency.*` key found in the joined string is dropped (it cannot be told from a spoof).
-pub const EXACT_LABELS: [&str; 10] = [
+pub(crate) const EXACT_LABELS: [&str; 10] = [
     LABEL_MANAGED,
     LABEL_CLIENT,
     LABEL_TIER,
@@ -82,12 +82,12 @@ mod probe;
 #[cfg(test)]
 mod tests;
 
-pub use containers::*;
+pub(crate) use containers::*;
 pub use error::*;
 pub use image::*;
 pub use model::*;
-pub use parse::*;
-pub use peers::{ForgerSpec, PEER_PORT, forger_script, parse_in_echos};
+pub(crate) use parse::*;
+pub(crate) use peers::{ForgerSpec, PEER_PORT, parse_in_echos};
 pub use probe::*;
 
 impl Docker {
@@ -140,13 +140,13 @@ impl Docker {
         command
     }
 
-    fn run(&self, command: &process::Command) -> Result<Output> {
+    fn run(&self, command: &process::Command) -> Result<ProcessOutput> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         command.output()
     }
 
     /// Runs `docker ARGS`; a failure is one sentence naming the command.
-    fn checked(&self, what: &str, args: &[&str]) -> Result<Output> {
+    fn checked(&self, what: &str, args: &[&str]) -> Result<ProcessOutput> {
         let output = self.run(&self.command(args))?;
         if output.success() {
             return Ok(output);
@@ -296,26 +296,6 @@ impl Docker {
             return Ok(false);
         };
         Ok(self.containers_on(&found.name)?.iter().any(|c| c.name == container || c.id == container))
-    }
-
-    /// Removes several networks in one call; missing ones are fine. Fails naming those that
-    /// could not be removed (after removing the rest).
-    pub fn remove_networks(&self, names: &[&str]) -> Result<()> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let mut args = vec!["network", "rm", "--"];
-        args.extend_from_slice(names);
-        let output = self.run(&self.command(&args))?;
-        if output.success() {
-            return Ok(());
-        }
-        let failures: Vec<&str> =
-            output.stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !is_not_found(l)).collect();
-        match failures.first() {
-            None => Ok(()),
-            Some(first) => Err(self.failure("network rm", first)),
-        }
     }
 
     /// Every container, running or not, with its networks, in one `docker ps -a` call.

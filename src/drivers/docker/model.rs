@@ -3,7 +3,7 @@
 use super::*;
 
 /// The Docker network option naming a bridge network's interface.
-pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+pub(crate) const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// The interface name of a bridge network agency creates on `subnet`: `agb-` and the network
 /// address in hex (12 characters; Linux allows 15). Bridge subnets never overlap on one
@@ -13,10 +13,10 @@ pub fn bridge_name(subnet: Ipv4Net) -> String {
 }
 
 /// How the interface names of agency's bridges begin.
-pub const BRIDGE_PREFIX: &str = "agb-";
+pub(crate) const BRIDGE_PREFIX: &str = "agb-";
 
 /// The interface name Docker gives a bridge network it was not asked to name.
-pub fn docker_bridge_name(network_id: &str) -> String {
+pub(crate) fn docker_bridge_name(network_id: &str) -> String {
     format!("br-{}", network_id.get(..12).unwrap_or(network_id))
 }
 

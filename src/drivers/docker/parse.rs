@@ -12,7 +12,7 @@ use crate::format::ipv4::Ipv4Net;
 
 /// Orders networks by creation time (then ID): Docker prints RFC 3339 times with a variable
 /// number of fraction digits, so the fraction is padded before comparing.
-pub fn network_age_key(network: &NetworkDetails) -> (String, String) {
+pub(crate) fn network_age_key(network: &NetworkDetails) -> (String, String) {
     let created = &network.created;
     let key = match created.split_once('.') {
         Some((seconds, rest)) => {
@@ -30,7 +30,7 @@ pub fn network_age_key(network: &NetworkDetails) -> (String, String) {
 
 /// The `--format` of an `ls`/`ps` call: the `{{json .}}` line, then a tab and the JSON string
 /// of each of `keys` (`.Label`, exact). JSON never holds a raw tab, so the fields split cleanly.
-pub fn exact_format(keys: &[&str]) -> String {
+pub(crate) fn exact_format(keys: &[&str]) -> String {
     let mut format = "{{json .}}".to_string();
     for key in keys {
         format.push_str(&format!("\t{{{{json (.Label \"{key}\")}}}}"));
@@ -39,7 +39,7 @@ pub fn exact_format(keys: &[&str]) -> String {
 }
 
 /// True for a label key that can go into a Go template and a `--filter` unquoted.
-pub fn plain_label_key(key: &str) -> bool {
+pub(crate) fn plain_label_key(key: &str) -> bool {
     !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
 }
 
@@ -87,7 +87,7 @@ fn exact_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str, keys: &[&
 
 /// Parses the `a=b,c=d` label list of `ls`/`ps` output. Not exact: a value holding a comma
 /// reads as more labels (see [`EXACT_LABELS`]); inspect output is exact.
-pub fn parse_label_list(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_label_list(text: &str) -> BTreeMap<String, String> {
     text.split(',')
         .filter(|item| !item.is_empty())
         .map(|item| match item.split_once('=') {
@@ -114,7 +114,7 @@ struct RawNetworkLine {
 }
 
 /// Parses `docker network ls --no-trunc --format` [`exact_format`]`(&EXACT_LABELS)`.
-pub fn parse_network_ls(stdout: &str) -> Result<Vec<NetworkSummary>> {
+pub(crate) fn parse_network_ls(stdout: &str) -> Result<Vec<NetworkSummary>> {
     Ok(exact_lines::<RawNetworkLine>("network ls", stdout, &EXACT_LABELS)?
         .into_iter()
         .map(|(raw, exact)| NetworkSummary {
@@ -181,7 +181,7 @@ struct RawEndpoint {
 
 /// The containers of [`Docker::with_net_raw`]'s output lines that have NET_RAW: privileged,
 /// adding it (or ALL), or keeping Docker's default set, which holds it, without dropping it.
-pub fn parse_net_raw(stdout: &str) -> Vec<String> {
+pub(crate) fn parse_net_raw(stdout: &str) -> Vec<String> {
     let caps = |json: &str| -> Vec<String> {
         serde_json::from_str::<Option<Vec<String>>>(json)
             .ok()
@@ -204,7 +204,7 @@ pub fn parse_net_raw(stdout: &str) -> Vec<String> {
 }
 
 /// Parses `docker network inspect` output (a JSON array).
-pub fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
+pub(crate) fn parse_network_inspect(stdout: &str) -> Result<Vec<NetworkDetails>> {
     let trimmed = stdout.trim();
     if trimmed.is_empty() {
         return Ok(Vec::new());
@@ -286,7 +286,7 @@ struct RawContainerLine {
 }
 
 /// Parses `docker ps -a --no-trunc --format` [`exact_format`]`(keys)`.
-pub fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
+pub(crate) fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
     Ok(exact_lines::<RawContainerLine>("ps", stdout, keys)?
         .into_iter()
         .map(|(raw, exact)| ContainerSummary {
@@ -314,7 +314,7 @@ struct RawVolumeLine {
 }
 
 /// Parses `docker volume ls --format` [`exact_format`]`(&EXACT_LABELS)`.
-pub fn parse_volume_ls(stdout: &str) -> Result<Vec<Volume>> {
+pub(crate) fn parse_volume_ls(stdout: &str) -> Result<Vec<Volume>> {
     Ok(exact_lines::<RawVolumeLine>("volume ls", stdout, &EXACT_LABELS)?
         .into_iter()
         .map(|(raw, exact)| Volume {
@@ -328,7 +328,7 @@ pub fn parse_volume_ls(stdout: &str) -> Result<Vec<Volume>> {
 
 /// Masks every word of `secret` (longer than 3 bytes) found in `text`, so a tool that echoes
 /// its input in an error cannot leak a password into a message.
-pub fn redact(text: &str, secret: &str) -> String {
+pub(crate) fn redact(text: &str, secret: &str) -> String {
     let mut words: Vec<&str> = secret.split(|c: char| c.is_whitespace() || "'\";".contains(c)).collect();
     words.retain(|w| w.len() > 3);
     words.sort_by_key(|w| std::cmp::Reverse(w.len()));

@@ -11,10 +11,10 @@ use anyhow::{Result, anyhow};
 use super::{Docker, LABEL_MANAGED, LABEL_PROBE, PROBE_COUNTER, classify_connect_failure, docker_line};
 
 /// The TCP port a peer answers on.
-pub const PEER_PORT: u16 = 20007;
+pub(crate) const PEER_PORT: u16 = 20007;
 
 /// A peer stops by itself after this long.
-pub const PEER_LIFETIME_SECS: u32 = 180;
+pub(crate) const PEER_LIFETIME_SECS: u32 = 180;
 
 /// A peer answers every connection with its network namespace's ICMP counters (two
 /// `Icmp:` lines of `/proc/net/snmp`), so whoever connects learns how many echo requests
@@ -26,7 +26,7 @@ fn peer_script() -> String {
 /// What a forger does: take `forged` as its only address, then send `count` echo requests to
 /// `target` and `count` UDP datagrams (tftp read requests) to the host at `gateway:host_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForgerSpec {
+pub(crate) struct ForgerSpec {
     pub image: String,
     pub network: String,
     pub gateway: Ipv4Addr,
@@ -41,7 +41,7 @@ pub struct ForgerSpec {
 /// The forger's script: it prints `forger ready` once its address is set, `forger done` at
 /// the end. The address change needs NET_ADMIN, in the forger's own namespace only; what it
 /// then sends is what any container with NET_RAW can send through a raw socket.
-pub fn forger_script(spec: &ForgerSpec) -> String {
+pub(crate) fn forger_script(spec: &ForgerSpec) -> String {
     let (forged, gateway, target, count) = (spec.forged, spec.gateway, spec.target, spec.count);
     let mut script = format!(
         "ip addr flush dev eth0 && ip addr add {forged}/32 dev eth0 && ip route add {gateway} dev eth0 \
@@ -80,7 +80,7 @@ fn throwaway_args(name: &str, network: &str, labels: &BTreeMap<String, String>) 
 
 impl Docker {
     /// Starts a peer on `network` (detached) and returns its container id.
-    pub fn start_peer(&self, image: &str, network: &str, labels: &BTreeMap<String, String>) -> Result<String> {
+    pub(crate) fn start_peer(&self, image: &str, network: &str, labels: &BTreeMap<String, String>) -> Result<String> {
         let name = probe_name("peer");
         let mut args = throwaway_args(&name, network, labels);
         args.insert(1, "-d".into());
@@ -100,7 +100,7 @@ impl Docker {
     }
 
     /// The IPv4 address of each container on each of its networks (one `docker inspect`).
-    pub fn container_addresses(&self, ids: &[&str]) -> Result<BTreeMap<String, BTreeMap<String, Ipv4Addr>>> {
+    pub(crate) fn container_addresses(&self, ids: &[&str]) -> Result<BTreeMap<String, BTreeMap<String, Ipv4Addr>>> {
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -112,7 +112,7 @@ impl Docker {
     }
 
     /// Runs a forger to its end and returns its output.
-    pub fn run_forger(&self, spec: &ForgerSpec) -> Result<String> {
+    pub(crate) fn run_forger(&self, spec: &ForgerSpec) -> Result<String> {
         let name = probe_name("forger");
         let mut args = throwaway_args(&name, &spec.network, &spec.labels);
         args.extend(
@@ -136,7 +136,7 @@ impl Docker {
     }
 
     /// Removes containers, running or not (`docker rm -f`); ones already gone are fine.
-    pub fn remove_containers(&self, ids: &[&str]) -> Result<()> {
+    pub(crate) fn remove_containers(&self, ids: &[&str]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -173,7 +173,7 @@ fn parse_addresses(stdout: &str) -> BTreeMap<String, BTreeMap<String, Ipv4Addr>>
 }
 
 /// The `InEchos` counter of the two `Icmp:` lines a peer answers with.
-pub fn parse_in_echos(text: &str) -> Option<u64> {
+pub(crate) fn parse_in_echos(text: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Icmp:")).collect();
     let names: Vec<&str> = lines.first()?.split_whitespace().collect();
     let values: Vec<&str> = lines.get(1)?.split_whitespace().collect();

@@ -51,18 +51,8 @@ pub enum TcpOutcome {
 
 impl TcpOutcome {
     /// True when a packet reached the host and came back.
-    pub fn reached(self) -> bool {
+    pub(crate) fn reached(self) -> bool {
         matches!(self, TcpOutcome::Open | TcpOutcome::Refused)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TcpOutcome::Open => "open",
-            TcpOutcome::Refused => "refused",
-            TcpOutcome::Timeout => "timeout",
-            TcpOutcome::Unreachable => "unreachable",
-            TcpOutcome::Error => "error",
-        }
     }
 }
 
@@ -82,7 +72,7 @@ impl ProbeResult {
     }
 
     /// Ports that accepted a connection.
-    pub fn open_ports(&self) -> Vec<u16> {
+    pub(crate) fn open_ports(&self) -> Vec<u16> {
         self.tcp.iter().filter(|(_, o)| *o == TcpOutcome::Open).map(|(p, _)| *p).collect()
     }
 }
@@ -104,7 +94,7 @@ impl ProbeReport {
 
 /// The shell script a probe container runs: every attempt in the background at once, one
 /// result line per attempt.
-pub fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
+pub(crate) fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
     let t = timeout_secs.max(1);
     let mut script = format!(
         "T={t}\n\
@@ -128,7 +118,7 @@ pub fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
 }
 
 /// Parses a probe's output into a report, in the order of `targets`.
-pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) -> ProbeReport {
+pub(crate) fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) -> ProbeReport {
     let mut source = Vec::new();
     let mut results: Vec<ProbeResult> =
         targets.iter().map(|t| ProbeResult { address: t.address, icmp: None, tcp: Vec::new() }).collect();
@@ -171,7 +161,7 @@ pub fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout: &str) 
 }
 
 /// Parses `ip -4 -o addr`, `ip -4 route` and `/proc/net/tcp{,6}`, separated by `---` lines.
-pub fn parse_host_net_info(stdout: &str) -> HostNetInfo {
+pub(crate) fn parse_host_net_info(stdout: &str) -> HostNetInfo {
     let mut info = HostNetInfo::default();
     let mut part = 0;
     for line in stdout.lines() {

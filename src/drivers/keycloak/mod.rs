@@ -73,7 +73,7 @@ impl fmt::Display for Secret {
 
 /// Where the Keycloak server is and how to log in to its admin realm.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct KeycloakSettings {
     /// Base URL without a trailing slash, e.g. `https://sso.example.com` (may include `/auth`).
     pub url: String,
     pub admin_user: String,
@@ -88,7 +88,7 @@ pub struct Settings {
     pub ca_cert: Option<PathBuf>,
 }
 
-impl Settings {
+impl KeycloakSettings {
     pub fn new(url: &str, admin_user: &str, admin_password: Secret) -> Result<Self> {
         Ok(Self {
             url: normalize_url(url)?,
@@ -105,7 +105,7 @@ impl Settings {
     /// `KEYCLOAK_ADMIN` (default `admin`), `KEYCLOAK_ADMIN_PASSWORD` (required),
     /// `KEYCLOAK_ADMIN_REALM` (`master`), `KEYCLOAK_ADMIN_CLIENT_ID` (`admin-cli`),
     /// `KEYCLOAK_PATH_PREFIX` (`/auth` or empty; detected when unset) and `KEYCLOAK_CA_CERT`.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+    pub(crate) fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let get = |key: &str| get(key).filter(|v| !v.trim().is_empty());
         let Some(url) = get("KEYCLOAK_URL") else {
             return Ok(None);
@@ -132,7 +132,7 @@ impl Settings {
 }
 
 /// `auth`, `/auth/` → `/auth`; `/`, `` → ``.
-pub fn normalize_prefix(prefix: &str) -> String {
+pub(crate) fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim().trim_matches('/');
     if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") }
 }
@@ -158,7 +158,7 @@ fn normalize_url(url: &str) -> Result<String> {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a path segment,
 /// a query value or a form field.
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
@@ -171,7 +171,7 @@ pub fn encode(text: &str) -> String {
 
 /// Encodes one path segment. A segment of dots alone (`.`, `..`) would be a relative-path
 /// step that curl and servers squash; its dots are percent-encoded too.
-pub fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     if !text.is_empty() && text.chars().all(|c| c == '.') {
         return "%2E".repeat(text.len());
     }
@@ -206,7 +206,7 @@ pub enum IfExists {
 }
 
 impl IfExists {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IfExists::Fail => "FAIL",
             IfExists::Skip => "SKIP",
@@ -236,7 +236,7 @@ pub struct ImportSummary {
 
 /// A Keycloak server, reached with curl.
 pub struct Keycloak {
-    settings: Settings,
+    settings: KeycloakSettings,
     curl: PathBuf,
     state: Mutex<State>,
     requests: AtomicUsize,
@@ -250,17 +250,13 @@ impl fmt::Debug for Keycloak {
 
 impl Keycloak {
     /// Finds curl on PATH; the server is not contacted yet.
-    pub fn new(settings: Settings) -> Result<Self> {
+    pub fn new(settings: KeycloakSettings) -> Result<Self> {
         let curl = process::locate("curl", "install curl (Debian: apt-get install curl)")?;
         Ok(Self::with_curl(settings, &curl))
     }
 
-    pub fn with_curl(settings: Settings, curl: &Path) -> Self {
+    pub fn with_curl(settings: KeycloakSettings, curl: &Path) -> Self {
         Self { settings, curl: curl.to_path_buf(), state: Mutex::new(State::default()), requests: AtomicUsize::new(0) }
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// How many HTTP requests curl has been asked to make so far.
@@ -328,10 +324,10 @@ mod tests {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
             move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
         };
-        assert!(Settings::from_vars(vars(&[])).unwrap().is_none());
-        let err = Settings::from_vars(vars(&[("KEYCLOAK_URL", "http://kc:8080")])).unwrap_err();
+        assert!(KeycloakSettings::from_vars(vars(&[])).unwrap().is_none());
+        let err = KeycloakSettings::from_vars(vars(&[("KEYCLOAK_URL", "http://kc:8080")])).unwrap_err();
         assert!(err.to_string().contains("KEYCLOAK_ADMIN_PASSWORD"), "{err}");
-        let s = Settings::from_vars(vars(&[
+        let s = KeycloakSettings::from_vars(vars(&[
             ("KEYCLOAK_URL", "https://sso.example.com/auth/"),
             ("KEYCLOAK_ADMIN_PASSWORD", "pw"),
             ("KEYCLOAK_PATH_PREFIX", "auth/"),
@@ -342,8 +338,8 @@ mod tests {
         assert_eq!(s.admin_user, "admin");
         assert_eq!(s.path_prefix.as_deref(), Some("/auth"));
         assert_eq!(format!("{s:?}").matches("pw").count(), 0);
-        assert!(Settings::new("ftp://x", "a", Secret::new("p")).is_err());
-        assert!(Settings::new("http://user:pw@x", "a", Secret::new("p")).is_err());
+        assert!(KeycloakSettings::new("ftp://x", "a", Secret::new("p")).is_err());
+        assert!(KeycloakSettings::new("http://user:pw@x", "a", Secret::new("p")).is_err());
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Keycloak {
         self.get_optional(&path, &format!("read role {role} of realm {realm}"))
     }
 
-    pub fn realm_roles(&self, realm: &str) -> Result<Vec<Value>> {
+    pub(crate) fn realm_roles(&self, realm: &str) -> Result<Vec<Value>> {
         let path = format!("{}/roles", realm_path(realm));
         self.get_list(&path, &format!("list the roles of realm {realm}"))
     }
@@ -93,7 +93,7 @@ impl Keycloak {
     }
 
     /// A role of a client, the client given by its internal id.
-    pub fn client_role(&self, realm: &str, client_uuid: &str, role: &str) -> Result<Option<Value>> {
+    pub(crate) fn client_role(&self, realm: &str, client_uuid: &str, role: &str) -> Result<Option<Value>> {
         let path = format!("{}/clients/{}/roles/{}", realm_path(realm), segment(client_uuid), segment(role));
         self.get_optional(&path, &format!("read client role {role} in realm {realm}"))
     }
@@ -107,13 +107,13 @@ impl Keycloak {
         Ok(users.into_iter().find(|u| u["username"].as_str().is_some_and(|name| name.to_lowercase() == wanted)))
     }
 
-    pub fn user_credentials(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
+    pub(crate) fn user_credentials(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
         let path = format!("{}/users/{}/credentials", realm_path(realm), segment(user_id));
         self.get_list(&path, &format!("list the credentials of a user in realm {realm}"))
     }
 
     /// The realm roles mapped directly to a user.
-    pub fn user_realm_roles(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
+    pub(crate) fn user_realm_roles(&self, realm: &str, user_id: &str) -> Result<Vec<Value>> {
         let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), segment(user_id));
         self.get_list(&path, &format!("list the realm roles of a user in realm {realm}"))
     }
@@ -145,7 +145,7 @@ impl Keycloak {
         Ok(())
     }
 
-    pub fn update_realm_role(&self, realm: &str, role: &str, rep: &Value) -> Result<()> {
+    pub(crate) fn update_realm_role(&self, realm: &str, role: &str, rep: &Value) -> Result<()> {
         let path = format!("{}/roles/{}", realm_path(realm), segment(role));
         self.call("PUT", &path, Some(rep), &[204], &format!("update role {role} in realm {realm}"))?;
         Ok(())
@@ -178,7 +178,7 @@ impl Keycloak {
         user_id(&user)
     }
 
-    pub fn update_user(&self, realm: &str, user_id: &str, rep: &Value) -> Result<()> {
+    pub(crate) fn update_user(&self, realm: &str, user_id: &str, rep: &Value) -> Result<()> {
         let path = format!("{}/users/{}", realm_path(realm), segment(user_id));
         self.call("PUT", &path, Some(rep), &[204], &format!("update a user of realm {realm}"))?;
         Ok(())
@@ -193,7 +193,7 @@ impl Keycloak {
     }
 
     /// Maps realm roles (representations with `id` and `name`) to a user.
-    pub fn add_user_realm_roles(&self, realm: &str, user_id: &str, roles: &[Value]) -> Result<()> {
+    pub(crate) fn add_user_realm_roles(&self, realm: &str, user_id: &str, roles: &[Value]) -> Result<()> {
         let path = format!("{}/users/{}/role-mappings/realm", realm_path(realm), segment(user_id));
         let what = format!("map realm roles to a user of realm {realm}");
         self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;

@@ -19,11 +19,11 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
-    pub fn json(&self) -> Result<Value> {
+    pub(crate) fn json(&self) -> Result<Value> {
         serde_json::from_str(&self.body).with_context(|| {
             format!("Keycloak answered HTTP {} with a body that is not JSON: {}", self.status, self.snippet())
         })
@@ -31,7 +31,7 @@ impl HttpResponse {
 
     /// Keycloak's own words: `errorMessage` (admin API), `error_description` and `error`
     /// (OAuth and exception mapper), else the start of a non-JSON body.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         if let Ok(Value::Object(body)) = serde_json::from_str::<Value>(&self.body) {
             let text = |key: &str| body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
             if let Some(message) = text("errorMessage") {
@@ -154,7 +154,7 @@ impl Keycloak {
 
     /// The path prefix in front of `/realms` and `/admin`: `KEYCLOAK_PATH_PREFIX`, else the one
     /// under which the admin realm's discovery document answers (none first, then `/auth`).
-    pub fn path_prefix(&self) -> Result<String> {
+    pub(crate) fn path_prefix(&self) -> Result<String> {
         if let Some(prefix) = &self.settings.path_prefix {
             return Ok(normalize_prefix(prefix));
         }

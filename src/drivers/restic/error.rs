@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 /// A restic failure, classified. Each renders as one sentence naming the repository.
 #[derive(Debug)]
-pub enum ResticError {
+pub(crate) enum ResticError {
     /// No repository at the location (restic: "unable to open config file").
     RepositoryMissing { repo: String },
     /// The password opens no key of the repository.
@@ -77,7 +77,7 @@ impl std::error::Error for ResticError {}
 
 impl ResticError {
     /// The classification of an error returned by this module, if it is one.
-    pub fn of(error: &anyhow::Error) -> Option<&ResticError> {
+    pub(crate) fn of(error: &anyhow::Error) -> Option<&ResticError> {
         error.downcast_ref::<ResticError>()
     }
 }

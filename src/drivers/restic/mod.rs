@@ -16,11 +16,10 @@ mod parse;
 mod repo;
 mod stream;
 
-pub use error::*;
+pub(crate) use error::*;
 pub use model::*;
-pub use parse::*;
+pub(crate) use parse::*;
 pub use repo::*;
-pub use stream::*;
 
 use std::{fmt, fs, path::PathBuf, time::SystemTime};
 
@@ -31,7 +30,7 @@ use super::process::{self, Command};
 const INSTALL_HINT: &str = "install it with `apt-get install restic` (Debian/Ubuntu) or see https://restic.net";
 
 /// The name of the temp file holding a new key's password: `.restic-new-key.XXXXXX.tmp`.
-pub const NEW_KEY_FILE: &str = "restic-new-key";
+pub(crate) const NEW_KEY_FILE: &str = "restic-new-key";
 
 /// Backends whose location is passed through to restic as it is.
 const REMOTE_SCHEMES: &[&str] = &["s3:", "rest:", "sftp:", "b2:", "azure:", "gs:", "swift:", "rclone:"];
@@ -57,11 +56,6 @@ impl Password {
     fn expose(&self) -> &str {
         &self.0
     }
-
-    /// The value, only to tell generations apart (never to print or pass on).
-    pub fn expose_for_comparison(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Debug for Password {
@@ -80,7 +74,7 @@ pub enum Location {
 
 impl Location {
     /// Parses a restic repository string; `local:/x` and plain paths are local.
-    pub fn parse(repository: &str) -> Self {
+    pub(crate) fn parse(repository: &str) -> Self {
         if let Some(path) = repository.strip_prefix("local:") {
             Self::Local(PathBuf::from(path))
         } else if REMOTE_SCHEMES.iter().any(|scheme| repository.starts_with(scheme)) {
@@ -90,7 +84,7 @@ impl Location {
         }
     }
 
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         matches!(self, Self::Local(_))
     }
 
@@ -104,7 +98,7 @@ impl Location {
 
     /// Cheap: whether a local repository has its `config` file (no key derivation).
     /// `None` for a remote repository: only opening it can tell.
-    pub fn is_initialized(&self) -> Option<bool> {
+    pub(crate) fn is_initialized(&self) -> Option<bool> {
         match self {
             Self::Local(path) => Some(path.join("config").is_file()),
             Self::Remote(_) => None,
@@ -115,7 +109,7 @@ impl Location {
     /// modification time of its newest file (when its newest snapshot was written), `None`
     /// when it holds none. A remote repository is an error: its snapshots can only be listed
     /// by opening it.
-    pub fn snapshot_files(&self) -> Result<(usize, Option<SystemTime>)> {
+    pub(crate) fn snapshot_files(&self) -> Result<(usize, Option<SystemTime>)> {
         let Self::Local(path) = self else {
             bail!("{self} is a remote repository; its snapshots can only be listed by opening it");
         };
@@ -189,7 +183,8 @@ impl Restic {
     }
 
     /// Uses a given program (tests put a logging shim here).
-    pub fn with_program(program: impl Into<PathBuf>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_program(program: impl Into<PathBuf>) -> Self {
         Self { program: program.into() }
     }
 

@@ -56,7 +56,7 @@ pub struct BackupSummary {
 
 /// A snapshot as `restic snapshots --json` lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct BackupSnapshot {
     pub id: String,
     pub short_id: String,
     /// RFC 3339 with nanoseconds and the offset of the machine that made it.
@@ -73,16 +73,16 @@ pub struct Snapshot {
     pub parent: Option<String>,
 }
 
-impl Snapshot {
+impl BackupSnapshot {
     /// The snapshot's time as a `SystemTime`.
-    pub fn system_time(&self) -> Result<SystemTime> {
+    pub(crate) fn system_time(&self) -> Result<SystemTime> {
         parse_rfc3339(&self.time)
     }
 }
 
 /// A key as `restic key list --json` lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Key {
+pub(crate) struct Key {
     pub id: String,
     /// The key the password of this call opened.
     pub current: bool,
@@ -96,7 +96,7 @@ pub struct Key {
 
 /// A keep-policy for `restic forget`. Unset rules are not passed.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Retention {
+pub(crate) struct Retention {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
@@ -114,7 +114,7 @@ pub struct Retention {
 }
 
 impl Retention {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keep_last.is_none()
             && self.keep_hourly.is_none()
             && self.keep_daily.is_none()
@@ -154,15 +154,15 @@ impl Retention {
 
 /// What `forget` decided, each list oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ForgetReport {
-    pub kept: Vec<Snapshot>,
-    pub removed: Vec<Snapshot>,
+pub(crate) struct ForgetReport {
+    pub kept: Vec<BackupSnapshot>,
+    pub removed: Vec<BackupSnapshot>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct ForgetGroup {
     #[serde(default, deserialize_with = "null_as_empty")]
-    pub(super) keep: Vec<Snapshot>,
+    pub(super) keep: Vec<BackupSnapshot>,
     #[serde(default, deserialize_with = "null_as_empty")]
-    pub(super) remove: Vec<Snapshot>,
+    pub(super) remove: Vec<BackupSnapshot>,
 }

@@ -62,7 +62,7 @@ where
 }
 
 /// RFC 3339 with an optional fraction and a `Z` or `±hh:mm` offset → `SystemTime`.
-pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     let time: jiff::Timestamp = text.parse().map_err(|_| anyhow!("{text:?} is not an RFC 3339 time"))?;
     Ok(SystemTime::from(time))
 }

@@ -32,7 +32,7 @@ fn holds_files(dir: &Path) -> bool {
 impl Location {
     /// The key files of a local repository (their ids); empty for a remote one. A restic
     /// killed while writing a key leaves a `<id>-tmp-...` file that is no key.
-    pub fn key_files(&self) -> Result<Vec<String>> {
+    pub(crate) fn key_files(&self) -> Result<Vec<String>> {
         match self {
             Self::Local(path) => Ok(entries(&path.join("keys"))?.into_iter().filter(|name| is_file_id(name)).collect()),
             Self::Remote(_) => Ok(Vec::new()),
@@ -40,7 +40,7 @@ impl Location {
     }
 
     /// The lock files of a local repository (their ids); empty for a remote one.
-    pub fn lock_files(&self) -> Result<Vec<String>> {
+    pub(crate) fn lock_files(&self) -> Result<Vec<String>> {
         match self {
             // Only locks restic finished writing: a restic killed while writing one leaves a
             // `<id>-tmp-...` file that is no lock (restic itself passes over it).
@@ -54,7 +54,7 @@ impl Location {
     /// A local repository whose `init` was stopped: key files (finished or half-written
     /// `<id>-tmp-...` ones) but no `config`, and no data, index or snapshot (nothing that a
     /// fresh init would lose).
-    pub fn is_half_initialized(&self) -> Result<bool> {
+    pub(crate) fn is_half_initialized(&self) -> Result<bool> {
         let Self::Local(path) = self else { return Ok(false) };
         if path.join("config").exists() || entries(&path.join("keys"))?.is_empty() {
             return Ok(false);
@@ -69,7 +69,7 @@ impl Location {
     }
 
     /// Removes the keys a stopped `init` left, so the next init makes the only one.
-    pub fn clear_half_init(&self) -> Result<()> {
+    pub(crate) fn clear_half_init(&self) -> Result<()> {
         let Self::Local(path) = self else { return Ok(()) };
         // Half-written ones too: restic leaves them beside the key a new init makes.
         for name in entries(&path.join("keys"))? {
@@ -107,7 +107,7 @@ fn is_file_id(name: &str) -> bool {
 }
 
 /// Whether process `pid` of this host is gone.
-pub fn process_gone(pid: i64) -> bool {
+pub(crate) fn process_gone(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     if pid <= 0 {
         return false;
@@ -119,12 +119,12 @@ pub fn process_gone(pid: i64) -> bool {
 
 impl Repo {
     /// Locks of restic processes of this host that are gone (their ids and pids).
-    pub fn stale_locks(&self) -> Result<Vec<(String, i64)>> {
+    pub(crate) fn stale_locks(&self) -> Result<Vec<(String, i64)>> {
         Ok(self.host_locks()?.into_iter().filter(|(_, pid)| process_gone(*pid)).collect())
     }
 
     /// Locks taken by restic processes of this host, gone or not (their ids and pids).
-    pub fn host_locks(&self) -> Result<Vec<(String, i64)>> {
+    pub(crate) fn host_locks(&self) -> Result<Vec<(String, i64)>> {
         let ids = self.location.lock_files()?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -143,7 +143,7 @@ impl Repo {
     }
 
     /// Removes the lock files `ids` of a local repository.
-    pub fn remove_locks(&self, ids: &[String]) -> Result<()> {
+    pub(crate) fn remove_locks(&self, ids: &[String]) -> Result<()> {
         let Location::Local(path) = &self.location else { return Ok(()) };
         for id in ids {
             let file = path.join("locks").join(id);
@@ -160,7 +160,7 @@ impl Repo {
     /// does not open the config (a second init's): safe to remove, as long as another key
     /// of the password opens the config, which is proved here too (else nothing is
     /// returned: a damaged config would fail every key alike).
-    pub fn keys_not_opening_config(&self) -> Result<Vec<String>> {
+    pub(crate) fn keys_not_opening_config(&self) -> Result<Vec<String>> {
         let ids = self.location.key_files()?;
         if ids.len() < 2 {
             return Ok(Vec::new());
@@ -185,7 +185,7 @@ impl Repo {
 
     /// Removes the key file `id` of a local repository (restic itself may not open the
     /// repository while the key sorts first).
-    pub fn remove_key_file(&self, id: &str) -> Result<()> {
+    pub(crate) fn remove_key_file(&self, id: &str) -> Result<()> {
         let Location::Local(path) = &self.location else { bail!("{} is not a local repository", self.location) };
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             bail!("{id:?} is not a restic key id");

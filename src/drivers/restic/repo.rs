@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::process::{Command, Output};
+use super::process::{Command, ProcessOutput};
 
 /// A handle on one repository with its password.
 #[derive(Debug, Clone)]
@@ -20,12 +20,12 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn location(&self) -> &Location {
+    pub(crate) fn location(&self) -> &Location {
         &self.location
     }
 
     /// The same repository opened with another password.
-    pub fn with_password(&self, password: Password) -> Repo {
+    pub(crate) fn with_password(&self, password: Password) -> Repo {
         Repo { password, ..self.clone() }
     }
 
@@ -49,12 +49,12 @@ impl Repo {
     }
 
     /// Runs a command to completion; non-zero exits are classified.
-    pub(super) fn run(&self, action: &'static str, command: Command) -> Result<Output> {
+    pub(super) fn run(&self, action: &'static str, command: Command) -> Result<ProcessOutput> {
         let output = command.output()?;
         if output.success() { Ok(output) } else { Err(self.classify(action, &output).into()) }
     }
 
-    pub(super) fn classify(&self, action: &'static str, output: &Output) -> ResticError {
+    pub(super) fn classify(&self, action: &'static str, output: &ProcessOutput) -> ResticError {
         let repo = self.location.to_string();
         let stderr = &output.stderr;
         if stderr.contains("wrong password or no key found") {
@@ -87,7 +87,8 @@ impl Repo {
 
     /// Initializes unless already initialized; `true` when it created the repository.
     /// A local repository with its config file is left alone without running restic.
-    pub fn ensure_initialized(&self) -> Result<bool> {
+    #[cfg(test)]
+    pub(crate) fn ensure_initialized(&self) -> Result<bool> {
         if self.location.is_initialized() == Some(true) {
             return Ok(false);
         }
@@ -99,7 +100,7 @@ impl Repo {
     }
 
     /// Deep check: proves the password opens the repository (one key derivation).
-    pub fn open(&self) -> Result<()> {
+    pub(crate) fn open(&self) -> Result<()> {
         self.run("open", self.command().args(["cat", "config"]))?;
         Ok(())
     }
@@ -150,7 +151,7 @@ impl Repo {
             }
         }
         let output = reader.finish().with_context(|| format!("restic backup to {}", self.location))?;
-        let output = Output {
+        let output = ProcessOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::new(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -169,7 +170,7 @@ impl Repo {
     }
 
     /// All snapshots, or those carrying every tag in `tags`, oldest first.
-    pub fn snapshots(&self, tags: &[String]) -> Result<Vec<Snapshot>> {
+    pub(crate) fn snapshots(&self, tags: &[String]) -> Result<Vec<BackupSnapshot>> {
         let mut command = self.command().args(["snapshots", "--json"]);
         if let Some(filter) = tag_filter(tags)? {
             command = command.arg(filter);
@@ -179,12 +180,12 @@ impl Repo {
     }
 
     /// Applies `policy` (`restic forget`), then `prune`s unreferenced data when asked.
-    pub fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
+    pub(crate) fn forget(&self, policy: &Retention, prune: bool) -> Result<ForgetReport> {
         self.forget_with(policy, if prune { &["--prune"] } else { &[] })
     }
 
     /// What `forget` would keep and remove now, changing nothing (`restic forget --dry-run`).
-    pub fn forget_plan(&self, policy: &Retention) -> Result<ForgetReport> {
+    pub(crate) fn forget_plan(&self, policy: &Retention) -> Result<ForgetReport> {
         self.forget_with(policy, &["--dry-run"])
     }
 
@@ -206,7 +207,7 @@ impl Repo {
             report.removed.extend(group.remove);
         }
         // restic lists each group newest first; report oldest first, like `snapshots`.
-        let oldest_first = |a: &Snapshot, b: &Snapshot| a.system_time().ok().cmp(&b.system_time().ok());
+        let oldest_first = |a: &BackupSnapshot, b: &BackupSnapshot| a.system_time().ok().cmp(&b.system_time().ok());
         report.kept.sort_by(oldest_first);
         report.removed.sort_by(oldest_first);
         Ok(report)
@@ -214,7 +215,7 @@ impl Repo {
 
     /// `restic check`, reading back `read_data_subset` of the data (e.g. `"10%"`, `"1/5"`)
     /// when given. Damage is [`ResticError::Damaged`].
-    pub fn check(&self, read_data_subset: Option<&str>) -> Result<()> {
+    pub(crate) fn check(&self, read_data_subset: Option<&str>) -> Result<()> {
         let mut command = self.command().arg("check");
         if let Some(subset) = read_data_subset {
             if subset.is_empty() || subset.starts_with('-') {
@@ -261,7 +262,7 @@ impl Repo {
     /// Adds a key opened by `new_password`. The new password reaches restic in a 0600
     /// temporary file in `secrets_dir` (the client's 0700 one), removed afterwards, or by the
     /// next run when a kill left it.
-    pub fn key_add(&self, new_password: &Password, secrets_dir: &Path) -> Result<()> {
+    pub(crate) fn key_add(&self, new_password: &Password, secrets_dir: &Path) -> Result<()> {
         let file = crate::fsutil::secret_temp_file(secrets_dir, NEW_KEY_FILE, new_password.expose().as_bytes())
             .with_context(|| format!("could not write the new restic password file in {}", secrets_dir.display()))?;
         let command = self.command().args(["key", "add"]).arg(format!("--new-password-file={}", file.path().display()));
@@ -270,13 +271,13 @@ impl Repo {
     }
 
     /// The repository's keys; `current` marks the one this handle's password opens.
-    pub fn key_list(&self) -> Result<Vec<Key>> {
+    pub(crate) fn key_list(&self) -> Result<Vec<Key>> {
         let output = self.run("key list", self.command().args(["key", "list", "--json"]))?;
         first_json(&output.stdout, "key list", &self.location)
     }
 
     /// Removes key `id` (restic refuses to remove the key in use by this handle).
-    pub fn key_remove(&self, id: &str) -> Result<()> {
+    pub(crate) fn key_remove(&self, id: &str) -> Result<()> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             bail!("{id:?} is not a restic key id");
         }
@@ -285,7 +286,8 @@ impl Repo {
     }
 
     /// Removes stale locks (those of processes that are gone); live locks stay.
-    pub fn unlock(&self) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn unlock(&self) -> Result<()> {
         self.run("unlock", self.command().arg("unlock"))?;
         Ok(())
     }

@@ -5,16 +5,15 @@ use super::*;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::process::{Command, Output};
+use super::process::Command;
 use crate::drivers::pipeline::{PipeOutput, Pipeline};
 
 /// What a streamed backup left: the snapshot's summary and what passed through.
 #[derive(Debug, Clone)]
-pub struct StreamBackup {
+pub(crate) struct StreamBackup {
     pub summary: BackupSummary,
     /// Bytes of the stream.
     pub bytes: u64,
-    pub source: Output,
 }
 
 /// A file name for `--stdin-filename`: one plain name, no directory.
@@ -29,7 +28,7 @@ impl Repo {
     /// `source | restic backup --stdin --stdin-filename=<file_name>` with `tags`; `inspect`
     /// sees the stream on its way. A failed source leaves no snapshot (restic is stopped
     /// before its input ends); `source_name` names it in the error.
-    pub fn backup_stream(
+    pub(crate) fn backup_stream(
         &self,
         source: Command,
         source_name: &str,
@@ -54,13 +53,13 @@ impl Repo {
             .filter(|line| message_type(line) == Some("summary"))
             .find_map(|line| serde_json::from_str::<BackupSummary>(line).ok())
             .ok_or_else(|| anyhow!("restic backup of {source_name} to {} printed no summary", self.location))?;
-        Ok(StreamBackup { summary, bytes: output.bytes, source: output.source })
+        Ok(StreamBackup { summary, bytes: output.bytes })
     }
 
     /// `restic dump <snapshot> /<file_name> | sink`; `inspect` sees the file on its way.
     /// The sink's output is returned whatever its exit code (the caller judges it); a failed
     /// `restic dump` is an error.
-    pub fn dump_into(
+    pub(crate) fn dump_into(
         &self,
         snapshot: &str,
         file_name: &str,

@@ -198,7 +198,7 @@ fn retention_keeps_what_the_policy_says() {
     assert_eq!(plan.removed.len(), 2);
     assert_eq!(fixture.repo.snapshots(&[]).unwrap().len(), 5, "a plan changes nothing");
     let report = fixture.repo.forget(&policy, true).unwrap();
-    let short = |snapshots: &[Snapshot]| snapshots.iter().map(|s| s.short_id.clone()).collect::<Vec<_>>();
+    let short = |snapshots: &[BackupSnapshot]| snapshots.iter().map(|s| s.short_id.clone()).collect::<Vec<_>>();
     assert_eq!(short(&report.removed), scheduled[..2]);
     assert_eq!(short(&report.kept), scheduled[2..]);
 

@@ -26,7 +26,7 @@ use crate::{
 /// A container with this label set to `true` may sit on the frontend networks of several
 /// clients (a shared reverse proxy such as Traefik); on any other tier it still counts as a
 /// cross-tenant attachment.
-pub use crate::drivers::docker::LABEL_SHARED_INGRESS;
+pub(crate) use crate::drivers::docker::LABEL_SHARED_INGRESS;
 
 /// The key in client.env recording the driver of the client's networks.
 pub const ENV_DRIVER: &str = "NETWORK_DRIVER";

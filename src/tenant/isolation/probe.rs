@@ -29,7 +29,6 @@ pub struct ProbeSettings {
 /// One probe container to run, and what each of its targets stands for.
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
-    pub client: String,
     pub network: String,
     pub internal: bool,
     pub spec: ProbeSpec,
@@ -106,7 +105,6 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
             targets.push(ProbeTarget { address: *address, icmp: true, ports: vec![443] });
         }
         plans.push(ProbePlan {
-            client: client.to_string(),
             network: network.name.clone(),
             internal,
             spec: ProbeSpec {

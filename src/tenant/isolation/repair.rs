@@ -50,6 +50,22 @@ pub(super) fn foreign_advice(network: &NetworkDetails, attached: &[String], clie
     }
 }
 
+/// `network` recreated as `expected` (keeping the recorded subnet, else its first) when no
+/// container is `attached`, else refused with `refusal`.
+fn recreate_unless_attached(
+    expected: Expected,
+    network: &NetworkDetails,
+    attached: &[String],
+    refusal: String,
+) -> Repair {
+    if attached.is_empty() {
+        let subnet = expected.subnet.or_else(|| network.subnets.first().copied());
+        Repair::Recreate { expected, id: network.id.clone(), subnet }
+    } else {
+        Repair::Refuse(refusal)
+    }
+}
+
 /// What `FIX=1` would do for the client's networks; with `adopt` (`ADOPT=1`), an empty
 /// network of exactly a client network's name, labelled for no other client, is replaced.
 pub fn plan_repairs(
@@ -78,18 +94,14 @@ pub fn plan_repairs(
                     continue;
                 }
                 let attached: Vec<String> = snapshot.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
-                if attached.is_empty() {
-                    let subnet = expected.subnet.or_else(|| network.subnets.first().copied());
-                    repairs.push(Repair::Recreate { expected, id: network.id.clone(), subnet });
-                } else {
-                    repairs.push(Repair::Refuse(format!(
-                        "{}'s bridge has no name of agency's ({}) but has containers attached ({}); not touched: the \
-                         firewall covers it by that name; detach them and run FIX=1 again to name it",
-                        expected.name,
-                        network.bridge.as_deref().unwrap_or_default(),
-                        attached.join(", ")
-                    )));
-                }
+                let refusal = format!(
+                    "{}'s bridge has no name of agency's ({}) but has containers attached ({}); not touched: the \
+                     firewall covers it by that name; detach them and run FIX=1 again to name it",
+                    expected.name,
+                    network.bridge.as_deref().unwrap_or_default(),
+                    attached.join(", ")
+                );
+                repairs.push(recreate_unless_attached(expected, network, &attached, refusal));
             }
             State::Missing => repairs.push(Repair::Create(expected)),
             State::Foreign => {
@@ -105,17 +117,13 @@ pub fn plan_repairs(
             State::Drift(problems) => {
                 let network = actual.expect("drift implies a network");
                 let attached: Vec<String> = snapshot.attached(&expected.name).iter().map(|c| c.name.clone()).collect();
-                if attached.is_empty() {
-                    let subnet = expected.subnet.or_else(|| network.subnets.first().copied());
-                    repairs.push(Repair::Recreate { expected, id: network.id.clone(), subnet });
-                } else {
-                    repairs.push(Repair::Refuse(format!(
-                        "{} {} but has containers attached ({}); not touched: detach them and run FIX=1 again",
-                        expected.name,
-                        problems.join(", "),
-                        attached.join(", ")
-                    )));
-                }
+                let refusal = format!(
+                    "{} {} but has containers attached ({}); not touched: detach them and run FIX=1 again",
+                    expected.name,
+                    problems.join(", "),
+                    attached.join(", ")
+                );
+                repairs.push(recreate_unless_attached(expected, network, &attached, refusal));
             }
         }
     }

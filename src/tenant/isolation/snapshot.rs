@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{
     drivers::docker::{ContainerSummary, LABEL_CLIENT, LABEL_MANAGED, LABEL_TIER, NetworkDetails, NetworkSummary},
     tenant::check::{Check, Status},
-    tenant::subnet::{Ipv4Net, Pool, PoolUsage},
+    tenant::subnet::Ipv4Net,
 };
 
 /// Every network and container of the engine, indexed for per-client questions. A light
@@ -147,10 +147,6 @@ impl Snapshot {
     /// Every IPv4 subnet in use on the engine.
     pub fn used_subnets(&self) -> Vec<Ipv4Net> {
         self.networks.iter().flat_map(|n| n.subnets.iter().copied()).collect()
-    }
-
-    pub fn pool_usage(&self, pool: &Pool) -> PoolUsage {
-        pool.usage(&self.used_subnets())
     }
 
     /// The networks check of one client: all four exist, carry its labels, and have the

@@ -32,12 +32,15 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    drivers::{container_logs, docker::Docker},
+    drivers::{
+        container_logs,
+        docker::{Docker, LABEL_MANAGED, LABEL_SHARED_INGRESS},
+    },
     effects::{Effects, Outcome},
     format::validate,
     fsutil,
     tenant::layout::{ClientLayout, Roots},
-    tenant::policy::LOG_FILE_MODE,
+    tenant::policy::{CLIENT_LABEL, LOG_DIR_MODE, LOG_FILE_MODE},
 };
 use errors::{ContainerCursor, ErrorLine};
 use source::FileCursor;
@@ -184,16 +187,14 @@ fn collect_errors(
     report: &mut Report,
 ) -> Result<BTreeMap<String, Vec<ErrorLine>>> {
     let engine = Docker::with_program(docker);
-    let containers = engine.list_containers_with_labels(&[
-        ("agency.managed".into(), "true".into()),
-        ("agency.client".into(), String::new()),
-    ])?;
+    let containers = engine
+        .list_containers_with_labels(&[(LABEL_MANAGED.into(), "true".into()), (CLIENT_LABEL.into(), String::new())])?;
     let mut found: BTreeMap<String, Vec<ErrorLine>> = BTreeMap::new();
     let mut seen = Vec::new();
     for container in &containers {
-        let Some(client) = container.label("agency.client") else { continue };
+        let Some(client) = container.label(CLIENT_LABEL) else { continue };
         if container.is_probe()
-            || container.label("agency.shared-ingress") == Some("true")
+            || container.label(LABEL_SHARED_INGRESS) == Some("true")
             || clients.binary_search_by(|c| c.as_str().cmp(client)).is_err()
         {
             continue;
@@ -328,7 +329,7 @@ fn collect_locked(roots: &Roots, effects: &Effects, scope: Scope, may_write: boo
         if let Some(parent) = path.parent().filter(|p| !p.is_dir()) {
             let shown = parent.display().to_string();
             effects.apply("mkdir", &shown, "mode 0750", Outcome::Created, || {
-                fsutil::create_dir(parent, 0o750).map(drop).with_context(|| format!("cannot create {shown}"))
+                fsutil::create_dir(parent, LOG_DIR_MODE).map(drop).with_context(|| format!("cannot create {shown}"))
             })?;
         }
         // A file that does not exist yet is recorded as inode 0: whatever it holds later is

@@ -4,11 +4,11 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 /// The variable that hands a stack the issuer of the client's realm (`${OIDC_ISSUER}`).
-pub const ISSUER_VARIABLE: &str = "OIDC_ISSUER";
+pub(crate) const ISSUER_VARIABLE: &str = "OIDC_ISSUER";
 
 /// The issuer of `realm` on the Keycloak at `keycloak_url` (KEYCLOAK_URL, with its `/auth`
 /// prefix when the server has one): `<url>/realms/<realm>`.
-pub fn issuer(keycloak_url: &str, realm: &str) -> String {
+pub(crate) fn issuer(keycloak_url: &str, realm: &str) -> String {
     format!("{}/realms/{realm}", keycloak_url.trim_end_matches('/'))
 }
 
@@ -24,12 +24,12 @@ pub struct OidcClientSpec {
 
 impl OidcClientSpec {
     /// `OIDC_SECRET_<SERVICE>`, the service name upper-cased with `-` as `_`.
-    pub fn secret_key(&self) -> String {
+    pub(crate) fn secret_key(&self) -> String {
         format!("OIDC_SECRET_{}", self.service.to_ascii_uppercase().replace('-', "_"))
     }
 
     /// The representation the runner manages (never with the secret).
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let root = format!("https://{}", self.domain);
         json!({
             "clientId": self.service,
@@ -47,7 +47,7 @@ impl OidcClientSpec {
     }
 
     /// The routed services named in `OIDC_SERVICES` (comma-separated), for `CLIENT_DOMAIN`.
-    pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Vec<Self>> {
+    pub(crate) fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Vec<Self>> {
         let services = get("OIDC_SERVICES").unwrap_or_default();
         let names: Vec<&str> = services.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         if names.is_empty() {

@@ -7,22 +7,24 @@ mod clients;
 pub mod reconcile;
 mod settings;
 
-pub use clients::{ISSUER_VARIABLE, OidcClientSpec, issuer};
-pub use settings::{RealmSettings, SETTING_KEYS};
+pub use clients::OidcClientSpec;
+pub(crate) use clients::{ISSUER_VARIABLE, issuer};
+pub use settings::RealmSettings;
+pub(crate) use settings::SETTING_KEYS;
 
 use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
 
 /// The role that administers a client's realm.
-pub const ROLE_REALM_ADMIN: &str = "realm_admin";
+pub(crate) const ROLE_REALM_ADMIN: &str = "realm_admin";
 /// The role that edits a client's content.
-pub const ROLE_EDITOR: &str = "editor";
+pub(crate) const ROLE_EDITOR: &str = "editor";
 /// The read-only role.
-pub const ROLE_VIEWER: &str = "viewer";
+pub(crate) const ROLE_VIEWER: &str = "viewer";
 /// The client Keycloak creates in every realm to hold that realm's admin permissions.
-pub const REALM_MANAGEMENT_CLIENT: &str = "realm-management";
+pub(crate) const REALM_MANAGEMENT_CLIENT: &str = "realm-management";
 /// The `realm-management` role that is the composite of every admin permission of the realm.
-pub const REALM_MANAGEMENT_ADMIN_ROLE: &str = "realm-admin";
+pub(crate) const REALM_MANAGEMENT_ADMIN_ROLE: &str = "realm-admin";
 
 /// A role of another client in the same realm, named by that client's `clientId`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub struct ClientRole {
 }
 
 impl ClientRole {
-    pub fn new(client_id: &str, role: &str) -> Self {
+    pub(crate) fn new(client_id: &str, role: &str) -> Self {
         Self { client_id: client_id.to_string(), role: role.to_string() }
     }
 }
@@ -55,7 +57,7 @@ pub struct RoleSpec {
 }
 
 impl RoleSpec {
-    pub fn is_composite(&self) -> bool {
+    pub(crate) fn is_composite(&self) -> bool {
         !self.composites.is_empty() || !self.client_composites.is_empty()
     }
 }
@@ -83,13 +85,13 @@ pub struct GroupSpec {
 
 impl GroupSpec {
     /// Keycloak's path of a top-level group, the way users name their groups in realm.json.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("/{}", self.name)
     }
 }
 
 /// The three standard groups: `admins`, `editors`, `viewers`, each holding its role.
-pub fn standard_groups() -> Vec<GroupSpec> {
+pub(crate) fn standard_groups() -> Vec<GroupSpec> {
     [("admins", ROLE_REALM_ADMIN), ("editors", ROLE_EDITOR), ("viewers", ROLE_VIEWER)]
         .into_iter()
         .map(|(name, role)| GroupSpec { name: name.into(), realm_roles: vec![role.into()] })
@@ -110,11 +112,11 @@ pub struct RealmSpec {
 }
 
 /// The username of the realm admin in every client's realm.
-pub const REALM_ADMIN_USER: &str = "realm-admin";
+pub(crate) const REALM_ADMIN_USER: &str = "realm-admin";
 
 /// The three standard roles: `realm_admin` (editor + the realm's own admin permissions),
 /// `editor` (viewer), `viewer`. Listed so that a role comes after the roles it contains.
-pub fn standard_roles() -> Vec<RoleSpec> {
+pub(crate) fn standard_roles() -> Vec<RoleSpec> {
     vec![
         RoleSpec {
             name: ROLE_VIEWER.into(),
@@ -161,7 +163,7 @@ impl RealmSpec {
     /// The realm attributes the runner owns: written to realm.json, sent on create, and
     /// converged (PUT) on a live realm whose values differ. `displayNameHtml` is deliberately
     /// absent: Keycloak renders it unescaped on the login page.
-    pub fn settings(&self) -> Map<String, Value> {
+    pub(crate) fn settings(&self) -> Map<String, Value> {
         let value = json!({
             "realm": self.realm,
             "enabled": true,
@@ -198,12 +200,12 @@ impl RealmSpec {
     }
 
     /// The group representation of realm.json (`groups[]`).
-    pub fn group_json(group: &GroupSpec) -> Value {
+    pub(crate) fn group_json(group: &GroupSpec) -> Value {
         json!({ "name": group.name, "path": group.path(), "realmRoles": group.realm_roles, "subGroups": [] })
     }
 
     /// The role representation of realm.json (`roles.realm[]`).
-    pub fn role_json(role: &RoleSpec) -> Value {
+    pub(crate) fn role_json(role: &RoleSpec) -> Value {
         let mut value = json!({
             "name": role.name,
             "description": role.description,
@@ -230,7 +232,7 @@ impl RealmSpec {
     }
 
     /// The user representation, without any credential.
-    pub fn user_json(user: &UserSpec) -> Value {
+    pub(crate) fn user_json(user: &UserSpec) -> Value {
         let mut value = json!({
             "username": user.username,
             "enabled": true,
@@ -270,7 +272,7 @@ impl RealmSpec {
     }
 
     /// realm.json as written to disk: pretty JSON and a final newline.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         render(&self.to_json())
     }
 
@@ -278,7 +280,7 @@ impl RealmSpec {
     /// the standard roles are added or completed (composites are only ever added), the admin
     /// user is added or gets its realm roles, and any `credentials` of that user are dropped.
     /// Everything else in the file (other roles, users, clients, settings) is kept.
-    pub fn update_json(&self, existing: &Value) -> Result<Value> {
+    pub(crate) fn update_json(&self, existing: &Value) -> Result<Value> {
         let Value::Object(existing) = existing else {
             bail!("realm.json does not hold a JSON object");
         };
@@ -396,7 +398,7 @@ fn add_unique(list: &mut Value, item: &str) {
 }
 
 /// Pretty JSON with a final newline, the form every realm.json is written in.
-pub fn render(value: &Value) -> String {
+pub(crate) fn render(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("a JSON value always serializes");
     text.push('\n');
     text

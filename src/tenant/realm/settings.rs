@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 
 /// The per-client realm settings an operator chooses (recorded in client.env under these
 /// names). Empty means the documented default; an unset theme is left to Keycloak.
-pub const SETTING_KEYS: &[&str] = &[
+pub(crate) const SETTING_KEYS: &[&str] = &[
     "KEYCLOAK_LOGIN_THEME",
     "KEYCLOAK_ACCOUNT_THEME",
     "KEYCLOAK_EMAIL_THEME",
@@ -46,7 +46,7 @@ impl Default for RealmSettings {
 
 impl RealmSettings {
     /// Reads the settings from `get` (a client.env or the task's variables), checking each.
-    pub fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_values(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let value = |key: &str| get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let theme = |key: &str| -> Result<Option<String>> {
             match value(key) {

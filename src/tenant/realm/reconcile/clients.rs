@@ -5,11 +5,11 @@
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use super::{Action, Change, Keycloak, Outcome, Secret, differing_fields, realm_path, segment};
+use super::{Action, Keycloak, RealmChange, RealmOutcome, Secret, differing_fields, realm_path, segment};
 use crate::tenant::realm::OidcClientSpec;
 
 impl Keycloak {
-    pub fn create_client(&self, realm: &str, rep: &Value) -> Result<()> {
+    pub(crate) fn create_client(&self, realm: &str, rep: &Value) -> Result<()> {
         let name = rep["clientId"].as_str().unwrap_or("");
         let path = format!("{}/clients", realm_path(realm));
         self.call("POST", &path, Some(rep), &[201], &format!("create client {name} in realm {realm}"))?;
@@ -31,11 +31,16 @@ impl Keycloak {
     }
 
     /// The client exists with the fields the runner manages.
-    pub fn check_oidc_client(&self, realm: &str, spec: &OidcClientSpec, secret: &Secret) -> Result<Option<Change>> {
+    pub(crate) fn check_oidc_client(
+        &self,
+        realm: &str,
+        spec: &OidcClientSpec,
+        secret: &Secret,
+    ) -> Result<Option<RealmChange>> {
         let wanted = spec.json();
         let Some(current) = self.client(realm, &spec.service)? else {
-            return Ok(Some(Change {
-                outcome: Outcome::Created,
+            return Ok(Some(RealmChange {
+                outcome: RealmOutcome::Created,
                 description: format!("create confidential client {} in realm {realm}", spec.service),
                 action: Action::CreateClient { realm: realm.into(), rep: wanted, secret: secret.clone() },
             }));
@@ -45,8 +50,8 @@ impl Keycloak {
             return Ok(None);
         }
         let keys: Vec<&str> = differing.keys().map(String::as_str).collect();
-        Ok(Some(Change {
-            outcome: Outcome::Updated,
+        Ok(Some(RealmChange {
+            outcome: RealmOutcome::Updated,
             description: format!("update client {} in realm {realm} ({})", spec.service, keys.join(", ")),
             action: Action::UpdateClient {
                 realm: realm.into(),
@@ -57,7 +62,12 @@ impl Keycloak {
     }
 
     /// Keycloak holds the secret of secrets.env for the client (checked only once it exists).
-    pub fn check_client_secret(&self, realm: &str, spec: &OidcClientSpec, secret: &Secret) -> Result<Option<Change>> {
+    pub(crate) fn check_client_secret(
+        &self,
+        realm: &str,
+        spec: &OidcClientSpec,
+        secret: &Secret,
+    ) -> Result<Option<RealmChange>> {
         let current = match self.client(realm, &spec.service)? {
             Some(client) => self.client_secret(realm, client_uuid(&client)?.as_str())?,
             // A client created by this run gets the secret with it.
@@ -66,8 +76,8 @@ impl Keycloak {
         if current.as_ref().is_some_and(|c| c.expose() == secret.expose()) {
             return Ok(None);
         }
-        Ok(Some(Change {
-            outcome: Outcome::Updated,
+        Ok(Some(RealmChange {
+            outcome: RealmOutcome::Updated,
             description: format!(
                 "set the secret of client {} in realm {realm} from {}",
                 spec.service,

@@ -5,7 +5,7 @@
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
-use super::{Action, Change, Keycloak, Outcome, brief_role, realm_path, segment, user_id};
+use super::{Action, Keycloak, RealmChange, RealmOutcome, brief_role, realm_path, segment, user_id};
 use crate::tenant::realm::{GroupSpec, UserSpec};
 
 impl Keycloak {
@@ -16,7 +16,7 @@ impl Keycloak {
     }
 
     /// The top-level group with exactly this name.
-    pub fn group(&self, realm: &str, name: &str) -> Result<Option<Value>> {
+    pub(crate) fn group(&self, realm: &str, name: &str) -> Result<Option<Value>> {
         Ok(self.groups(realm)?.into_iter().find(|g| g["name"] == name))
     }
 
@@ -32,7 +32,7 @@ impl Keycloak {
         self.get_list(&path, &format!("list the groups of a user in realm {realm}"))
     }
 
-    pub fn create_group(&self, realm: &str, name: &str) -> Result<()> {
+    pub(crate) fn create_group(&self, realm: &str, name: &str) -> Result<()> {
         let path = format!("{}/groups", realm_path(realm));
         self.call(
             "POST",
@@ -45,30 +45,35 @@ impl Keycloak {
     }
 
     /// Maps realm roles (representations with `id` and `name`) to a group.
-    pub fn add_group_realm_roles(&self, realm: &str, group_id: &str, roles: &[Value]) -> Result<()> {
+    pub(crate) fn add_group_realm_roles(&self, realm: &str, group_id: &str, roles: &[Value]) -> Result<()> {
         let path = format!("{}/groups/{}/role-mappings/realm", realm_path(realm), segment(group_id));
         let what = format!("map realm roles to a group of realm {realm}");
         self.call("POST", &path, Some(&Value::Array(roles.to_vec())), &[204], &what)?;
         Ok(())
     }
 
-    pub fn join_group(&self, realm: &str, user_id: &str, group_id: &str) -> Result<()> {
+    pub(crate) fn join_group(&self, realm: &str, user_id: &str, group_id: &str) -> Result<()> {
         let path = format!("{}/users/{}/groups/{}", realm_path(realm), segment(user_id), segment(group_id));
         self.call("PUT", &path, None, &[204], &format!("add a user to a group of realm {realm}"))?;
         Ok(())
     }
 
     /// The group exists. `current`: the realm's groups, read once for all of them.
-    pub fn check_group(&self, realm: &str, group: &GroupSpec, current: &[Value]) -> Option<Change> {
-        (!current.iter().any(|g| g["name"] == group.name.as_str())).then(|| Change {
-            outcome: Outcome::Created,
+    pub(crate) fn check_group(&self, realm: &str, group: &GroupSpec, current: &[Value]) -> Option<RealmChange> {
+        (!current.iter().any(|g| g["name"] == group.name.as_str())).then(|| RealmChange {
+            outcome: RealmOutcome::Created,
             description: format!("create group {} in realm {realm}", group.name),
             action: Action::CreateGroup { realm: realm.into(), name: group.name.clone() },
         })
     }
 
     /// The group has its realm roles mapped (roles are only ever added).
-    pub fn check_group_roles(&self, realm: &str, group: &GroupSpec, current: &[Value]) -> Result<Option<Change>> {
+    pub(crate) fn check_group_roles(
+        &self,
+        realm: &str,
+        group: &GroupSpec,
+        current: &[Value],
+    ) -> Result<Option<RealmChange>> {
         let mapped = match current.iter().find(|g| g["name"] == group.name.as_str()) {
             Some(found) => self.group_realm_roles(realm, &group_id(found)?)?,
             None => Vec::new(),
@@ -79,15 +84,15 @@ impl Keycloak {
             .filter(|role| !mapped.iter().any(|m| m["name"] == role.as_str()))
             .cloned()
             .collect();
-        Ok((!missing.is_empty()).then(|| Change {
-            outcome: if mapped.is_empty() { Outcome::Created } else { Outcome::Updated },
+        Ok((!missing.is_empty()).then(|| RealmChange {
+            outcome: if mapped.is_empty() { RealmOutcome::Created } else { RealmOutcome::Updated },
             description: format!("give group {} the realm roles {} in realm {realm}", group.name, missing.join(", ")),
             action: Action::MapGroupRoles { realm: realm.into(), group: group.name.clone(), roles: missing },
         }))
     }
 
     /// The user is a member of its groups (memberships are only ever added).
-    pub fn check_user_groups(&self, realm: &str, spec: &UserSpec) -> Result<Option<Change>> {
+    pub(crate) fn check_user_groups(&self, realm: &str, spec: &UserSpec) -> Result<Option<RealmChange>> {
         let user = self.user(realm, &spec.username)?;
         self.membership_change(realm, spec, user.as_ref())
     }
@@ -97,15 +102,15 @@ impl Keycloak {
         realm: &str,
         spec: &UserSpec,
         user: Option<&Value>,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<RealmChange>> {
         let joined = match user {
             Some(user) => self.user_groups(realm, &user_id(user)?)?,
             None => Vec::new(),
         };
         let missing: Vec<String> =
             spec.groups.iter().filter(|name| !joined.iter().any(|g| g["name"] == name.as_str())).cloned().collect();
-        Ok((!missing.is_empty()).then(|| Change {
-            outcome: if user.is_none() { Outcome::Created } else { Outcome::Updated },
+        Ok((!missing.is_empty()).then(|| RealmChange {
+            outcome: if user.is_none() { RealmOutcome::Created } else { RealmOutcome::Updated },
             description: format!("add user {} to the groups {} in realm {realm}", spec.username, missing.join(", ")),
             action: Action::JoinGroups { realm: realm.into(), username: spec.username.clone(), groups: missing },
         }))

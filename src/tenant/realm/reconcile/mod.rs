@@ -1,4 +1,4 @@
-//! Reconciling a realm with its model: each `check_*` only reads and returns the [`Change`]
+//! Reconciling a realm with its model: each `check_*` only reads and returns the [`RealmChange`]
 //! still needed (or `None`), [`Keycloak::apply`] carries one out, and the `ensure_*` helpers
 //! do both. A dry run runs the checks and shows the changes; a real run applies them.
 
@@ -16,23 +16,23 @@ use crate::tenant::realm::{ClientRole, RealmSpec, RoleSpec, UserSpec};
 
 /// What a created/updated/unchanged step reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RealmOutcome {
     Created,
     Updated,
     Unchanged,
 }
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
+impl RealmOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Outcome::Created => "created",
-            Outcome::Updated => "updated",
-            Outcome::Unchanged => "unchanged",
+            RealmOutcome::Created => "created",
+            RealmOutcome::Updated => "updated",
+            RealmOutcome::Unchanged => "unchanged",
         }
     }
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for RealmOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -42,18 +42,13 @@ impl fmt::Display for Outcome {
 /// a secret; [`Keycloak::apply`] carries it out (ids are looked up then, so a plan made before
 /// the realm exists still applies).
 #[derive(Debug, Clone)]
-pub struct Change {
-    pub outcome: Outcome,
+pub struct RealmChange {
+    pub outcome: RealmOutcome,
     pub description: String,
     action: Action,
 }
 
-impl Change {
-    /// True for the changes that send a password.
-    pub fn sets_password(&self) -> bool {
-        matches!(self.action, Action::SetPassword { .. })
-    }
-}
+impl RealmChange {}
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -82,21 +77,21 @@ pub struct Step {
     pub action: &'static str,
     /// `acme`, `acme/editor`, `acme/realm-admin`: the realm, and the role or user in it.
     pub target: String,
-    pub change: Option<Change>,
+    pub change: Option<RealmChange>,
 }
 
 impl Step {
-    fn new(action: &'static str, target: String, change: Option<Change>) -> Self {
+    fn new(action: &'static str, target: String, change: Option<RealmChange>) -> Self {
         Self { action, target, change }
     }
 
     /// `keycloak role acme/editor`.
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         format!("{} {}", self.action, self.target)
     }
 
-    pub fn outcome(&self) -> Outcome {
-        self.change.as_ref().map_or(Outcome::Unchanged, |c| c.outcome)
+    pub(crate) fn outcome(&self) -> RealmOutcome {
+        self.change.as_ref().map_or(RealmOutcome::Unchanged, |c| c.outcome)
     }
 }
 
@@ -104,11 +99,11 @@ impl Keycloak {
     // ---- checks: read-only, return the change still needed --------------------------------
 
     /// The realm exists with the managed settings of `spec`.
-    pub fn check_realm(&self, spec: &RealmSpec) -> Result<Option<Change>> {
+    pub(crate) fn check_realm(&self, spec: &RealmSpec) -> Result<Option<RealmChange>> {
         let desired = spec.settings();
         let Some(current) = self.realm(&spec.realm)? else {
-            return Ok(Some(Change {
-                outcome: Outcome::Created,
+            return Ok(Some(RealmChange {
+                outcome: RealmOutcome::Created,
                 description: format!("create realm {}", spec.realm),
                 action: Action::CreateRealm(Value::Object(desired)),
             }));
@@ -119,24 +114,24 @@ impl Keycloak {
         }
         let keys: Vec<_> = differing.keys().cloned().collect();
         differing.insert("realm".into(), json!(spec.realm));
-        Ok(Some(Change {
-            outcome: Outcome::Updated,
+        Ok(Some(RealmChange {
+            outcome: RealmOutcome::Updated,
             description: format!("update realm {} ({})", spec.realm, keys.join(", ")),
             action: Action::UpdateRealm { realm: spec.realm.clone(), rep: Value::Object(differing) },
         }))
     }
 
     /// The realm role exists with its description.
-    pub fn check_role(&self, realm: &str, role: &RoleSpec) -> Result<Option<Change>> {
+    pub(crate) fn check_role(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
         let rep = json!({"name": role.name, "description": role.description});
         match self.realm_role(realm, &role.name)? {
-            None => Ok(Some(Change {
-                outcome: Outcome::Created,
+            None => Ok(Some(RealmChange {
+                outcome: RealmOutcome::Created,
                 description: format!("create role {} in realm {realm}", role.name),
                 action: Action::CreateRole { realm: realm.into(), rep },
             })),
-            Some(current) if current["description"] != role.description.as_str() => Ok(Some(Change {
-                outcome: Outcome::Updated,
+            Some(current) if current["description"] != role.description.as_str() => Ok(Some(RealmChange {
+                outcome: RealmOutcome::Updated,
                 description: format!("update the description of role {} in realm {realm}", role.name),
                 action: Action::UpdateRole { realm: realm.into(), name: role.name.clone(), rep },
             })),
@@ -145,7 +140,7 @@ impl Keycloak {
     }
 
     /// The realm role contains the roles of `role` (composites are only ever added).
-    pub fn check_composites(&self, realm: &str, role: &RoleSpec) -> Result<Option<Change>> {
+    pub(crate) fn check_composites(&self, realm: &str, role: &RoleSpec) -> Result<Option<RealmChange>> {
         if !role.is_composite() {
             return Ok(None);
         }
@@ -186,8 +181,8 @@ impl Keycloak {
         }
         let names: Vec<String> =
             missing_realm.iter().cloned().chain(missing_client.iter().map(ToString::to_string)).collect();
-        Ok(Some(Change {
-            outcome: if current.is_empty() { Outcome::Created } else { Outcome::Updated },
+        Ok(Some(RealmChange {
+            outcome: if current.is_empty() { RealmOutcome::Created } else { RealmOutcome::Updated },
             description: format!("add {} to role {} in realm {realm}", names.join(", "), role.name),
             action: Action::AddComposites {
                 realm: realm.into(),
@@ -198,29 +193,17 @@ impl Keycloak {
         }))
     }
 
-    /// The user exists (exact username) with its names and email.
-    pub fn check_user(&self, realm: &str, user: &UserSpec) -> Result<Option<Change>> {
-        let current = self.user(realm, &user.username)?;
-        Ok(user_change(realm, user, current.as_ref()))
-    }
-
     /// The user has a password. A user that has one keeps it unless `reset` (rotation):
     /// Keycloak cannot say whether a stored password equals ours without a login.
-    pub fn check_password(
+    pub(crate) fn check_password(
         &self,
         realm: &str,
         username: &str,
         password: &Secret,
         reset: bool,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<RealmChange>> {
         let current = self.user(realm, username)?;
         self.password_change(realm, username, current.as_ref(), password, reset)
-    }
-
-    /// The user has the realm roles directly mapped.
-    pub fn check_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<Option<Change>> {
-        let current = self.user(realm, username)?;
-        self.mapping_change(realm, username, current.as_ref(), roles)
     }
 
     fn password_change(
@@ -230,17 +213,17 @@ impl Keycloak {
         user: Option<&Value>,
         password: &Secret,
         reset: bool,
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<RealmChange>> {
         let has_password = match user {
             None => false,
             Some(user) => self.user_credentials(realm, &user_id(user)?)?.iter().any(|c| c["type"] == "password"),
         };
         let (outcome, description) = match (has_password, reset) {
             (true, false) => return Ok(None),
-            (true, true) => (Outcome::Updated, format!("reset the password of user {username} in realm {realm}")),
-            (false, _) => (Outcome::Created, format!("set the password of user {username} in realm {realm}")),
+            (true, true) => (RealmOutcome::Updated, format!("reset the password of user {username} in realm {realm}")),
+            (false, _) => (RealmOutcome::Created, format!("set the password of user {username} in realm {realm}")),
         };
-        Ok(Some(Change {
+        Ok(Some(RealmChange {
             outcome,
             description,
             action: Action::SetPassword { realm: realm.into(), username: username.into(), password: password.clone() },
@@ -253,7 +236,7 @@ impl Keycloak {
         username: &str,
         user: Option<&Value>,
         roles: &[String],
-    ) -> Result<Option<Change>> {
+    ) -> Result<Option<RealmChange>> {
         let current = match user {
             None => Vec::new(),
             Some(user) => self.user_realm_roles(realm, &user_id(user)?)?,
@@ -263,8 +246,8 @@ impl Keycloak {
         if missing.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Change {
-            outcome: if user.is_none() { Outcome::Created } else { Outcome::Updated },
+        Ok(Some(RealmChange {
+            outcome: if user.is_none() { RealmOutcome::Created } else { RealmOutcome::Updated },
             description: format!("give user {username} the realm roles {} in realm {realm}", missing.join(", ")),
             action: Action::MapRealmRoles { realm: realm.into(), username: username.into(), roles: missing },
         }))
@@ -279,7 +262,7 @@ impl Keycloak {
 
     /// [`Keycloak::plan`], and each OIDC client of `spec` with its secret (`client_secrets`,
     /// in the order of `spec.clients`).
-    pub fn plan_with_clients(
+    pub(crate) fn plan_with_clients(
         &self,
         spec: &RealmSpec,
         password: Option<&Secret>,
@@ -329,7 +312,7 @@ impl Keycloak {
         spec: &RealmSpec,
         password: Option<&Secret>,
         reset_password: bool,
-    ) -> Result<Vec<(String, Outcome)>> {
+    ) -> Result<Vec<(String, RealmOutcome)>> {
         let steps = self.plan(spec, password, reset_password)?;
         let mut report = Vec::with_capacity(steps.len());
         for step in steps {
@@ -342,7 +325,7 @@ impl Keycloak {
     }
 
     /// Carries out a change found by a check.
-    pub fn apply(&self, change: &Change) -> Result<()> {
+    pub fn apply(&self, change: &RealmChange) -> Result<()> {
         match &change.action {
             Action::CreateRealm(rep) => self.create_realm(rep),
             Action::UpdateRealm { realm, rep } => self.update_realm(realm, rep),
@@ -392,9 +375,9 @@ impl Keycloak {
     }
 
     /// Check and apply in one: the outcome of one change-or-not.
-    pub fn ensure(&self, change: Option<Change>) -> Result<Outcome> {
+    pub(crate) fn ensure(&self, change: Option<RealmChange>) -> Result<RealmOutcome> {
         match change {
-            None => Ok(Outcome::Unchanged),
+            None => Ok(RealmOutcome::Unchanged),
             Some(change) => {
                 self.apply(&change)?;
                 Ok(change.outcome)
@@ -402,28 +385,20 @@ impl Keycloak {
         }
     }
 
-    pub fn ensure_realm(&self, spec: &RealmSpec) -> Result<Outcome> {
+    pub fn ensure_realm(&self, spec: &RealmSpec) -> Result<RealmOutcome> {
         self.ensure(self.check_realm(spec)?)
     }
 
-    pub fn ensure_role(&self, realm: &str, role: &RoleSpec) -> Result<Outcome> {
+    pub fn ensure_role(&self, realm: &str, role: &RoleSpec) -> Result<RealmOutcome> {
         self.ensure(self.check_role(realm, role)?)
     }
 
-    pub fn ensure_composites(&self, realm: &str, role: &RoleSpec) -> Result<Outcome> {
+    pub fn ensure_composites(&self, realm: &str, role: &RoleSpec) -> Result<RealmOutcome> {
         self.ensure(self.check_composites(realm, role)?)
     }
 
-    pub fn ensure_user(&self, realm: &str, user: &UserSpec) -> Result<Outcome> {
-        self.ensure(self.check_user(realm, user)?)
-    }
-
-    pub fn ensure_password(&self, realm: &str, username: &str, password: &Secret, reset: bool) -> Result<Outcome> {
+    pub fn ensure_password(&self, realm: &str, username: &str, password: &Secret, reset: bool) -> Result<RealmOutcome> {
         self.ensure(self.check_password(realm, username, password, reset)?)
-    }
-
-    pub fn ensure_role_mappings(&self, realm: &str, username: &str, roles: &[String]) -> Result<Outcome> {
-        self.ensure(self.check_role_mappings(realm, username, roles)?)
     }
 
     fn require_realm_role(&self, realm: &str, name: &str) -> Result<Value> {
@@ -439,7 +414,7 @@ impl Keycloak {
 
 /// The fields of `wanted` whose values `current` (a representation Keycloak returned) does
 /// not hold: what a PUT must send back.
-pub fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<String, Value> {
+pub(crate) fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<String, Value> {
     wanted
         .iter()
         .filter(|(key, value)| current.get(key.as_str()) != Some(*value))
@@ -447,11 +422,11 @@ pub fn differing_fields(wanted: &Map<String, Value>, current: &Value) -> Map<Str
         .collect()
 }
 
-fn user_change(realm: &str, user: &UserSpec, current: Option<&Value>) -> Option<Change> {
+fn user_change(realm: &str, user: &UserSpec, current: Option<&Value>) -> Option<RealmChange> {
     let desired = RealmSpec::user_json(user);
     let Some(current) = current else {
-        return Some(Change {
-            outcome: Outcome::Created,
+        return Some(RealmChange {
+            outcome: RealmOutcome::Created,
             description: format!("create user {} in realm {realm}", user.username),
             action: Action::CreateUser { realm: realm.into(), rep: desired },
         });
@@ -469,8 +444,8 @@ fn user_change(realm: &str, user: &UserSpec, current: Option<&Value>) -> Option<
         return None;
     }
     let keys: Vec<_> = differing.keys().cloned().collect();
-    Some(Change {
-        outcome: Outcome::Updated,
+    Some(RealmChange {
+        outcome: RealmOutcome::Updated,
         description: format!("update user {} in realm {realm} ({})", user.username, keys.join(", ")),
         action: Action::UpdateUser {
             realm: realm.into(),
