@@ -20,6 +20,7 @@ pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod host;
+pub mod parallel;
 pub mod run;
 pub mod task;
 pub mod tenant;

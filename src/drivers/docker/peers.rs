@@ -1,5 +1,5 @@
 //! The containers of a `PROBE=1` run besides the probes themselves ([`Docker::run_probe`]):
-//! peers (a TCP service on a client network, the positive control and the counter of forged
+//! peers (a TCP service on a client's networks, the positive control and the counter of forged
 //! pings that arrive) and forgers (a container that sends with a source address it does not
 //! own). All are throwaway: `--rm`, labelled `agency.probe=true`, never pulled, and each ends
 //! by itself after [`PEER_LIFETIME_SECS`] should the runner be killed before it removes them.
@@ -79,8 +79,16 @@ fn throwaway_args(name: &str, network: &str, labels: &BTreeMap<String, String>) 
 }
 
 impl Docker {
-    /// Starts a peer on `network` (detached) and returns its container id.
-    pub fn start_peer(&self, image: &str, network: &str, labels: &BTreeMap<String, String>) -> Result<String> {
+    /// Starts a peer on `networks` (detached): on the first, then connected to each other one
+    /// (a connect costs the engine a quarter of a start). The container id, and why it is not on
+    /// a network it could not be connected to; an error when it did not start.
+    pub fn start_peer(
+        &self,
+        image: &str,
+        networks: &[String],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(String, BTreeMap<String, String>)> {
+        let network = networks.first().ok_or_else(|| anyhow!("a peer needs a network"))?;
         let name = probe_name("peer");
         let mut args = throwaway_args(&name, network, labels);
         args.insert(1, "-d".into());
@@ -96,7 +104,18 @@ impl Docker {
                 ),
             });
         }
-        Ok(output.stdout.trim().to_string())
+        let id = output.stdout.trim().to_string();
+        let mut not_connected = BTreeMap::new();
+        for other in &networks[1..] {
+            let output = self.run(&self.command(["network", "connect", other, &id]))?;
+            if !output.success() {
+                not_connected.insert(
+                    other.clone(),
+                    format!("the probe's peer could not join network {other}: {}", docker_line(&output.stderr)),
+                );
+            }
+        }
+        Ok((id, not_connected))
     }
 
     /// The IPv4 address of each container on each of its networks (one `docker inspect`).

@@ -248,21 +248,7 @@ impl Docker {
 
     /// Runs several probes, at most `parallel` at a time; results in the order of `specs`.
     pub fn run_probes(&self, specs: &[ProbeSpec], parallel: usize) -> Vec<Result<ProbeReport>> {
-        let parallel = parallel.max(1);
-        let mut results: Vec<Option<Result<ProbeReport>>> = specs.iter().map(|_| None).collect();
-        for (chunk_index, chunk) in specs.chunks(parallel).enumerate() {
-            let chunk_results: Vec<Result<ProbeReport>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk.iter().map(|spec| scope.spawn(move || self.run_probe(spec))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a probe thread panicked"))))
-                    .collect()
-            });
-            for (offset, result) in chunk_results.into_iter().enumerate() {
-                results[chunk_index * parallel + offset] = Some(result);
-            }
-        }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow!("probe did not run")))).collect()
+        crate::parallel::map(specs, parallel, |spec| self.run_probe(spec))
     }
 
     /// The engine host's own IPv4 addresses and default gateway, read by a throwaway container

@@ -25,10 +25,13 @@ use crate::{
     tenant::isolation::{ProbeSettings, Snapshot},
 };
 
-/// Clients probed together: their peers, probes and forgers run at once.
-const BATCH: usize = 4;
+/// Clients probed together: their peers, probes and forgers run at once. Bounded so that a
+/// batch ends well within [`crate::drivers::docker::PEER_LIFETIME_SECS`].
+const BATCH: usize = 8;
 
-/// Containers started at once.
+/// Probe containers run at once; forgers run beside them, half as many. The engine, not the
+/// waits inside the containers, is what bounds a probe (measured here: a `docker run` ≈ 0.7 s,
+/// eight at once ≈ 0.4 s each).
 const PARALLEL: usize = 8;
 
 /// The peers of a batch, removed when dropped.
@@ -130,19 +133,6 @@ fn ask_peer(address: Ipv4Addr) -> Option<u64> {
     parse_in_echos(&text)
 }
 
-/// Runs `f` on every item, at most [`PARALLEL`] at a time; results in order.
-fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let mut results = Vec::with_capacity(items.len());
-    for chunk in items.chunks(PARALLEL) {
-        let chunk_results: Vec<R> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk.iter().map(|item| scope.spawn(|| f(item))).collect();
-            handles.into_iter().map(|h| h.join().expect("a probe thread panicked")).collect()
-        });
-        results.extend(chunk_results);
-    }
-    results
-}
-
 /// The `probe` check of every client of `ids`, in order.
 pub fn probe_clients(
     docker: &Docker,
@@ -173,26 +163,36 @@ fn probe_batch(
         ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed, known)).collect();
     let forgeries = super::plan_forgeries(snapshot, ids, known);
 
-    // Peers: one on every probed network (the controls), one per forger on the network it
-    // forges into (so what that one counts came from that forger alone).
-    let mut jobs: Vec<(Peer, String)> =
-        plans.iter().flatten().map(|p| (Peer::Control(p.base.network.clone()), p.base.network.clone())).collect();
-    jobs.extend(forgeries.iter().enumerate().map(|(i, f)| (Peer::Receiver(i), f.target_network.clone())));
+    // Peers: one per client on all its probed networks (the controls), one per forger on the
+    // network it forges into (so what that one counts came from that forger alone).
+    let mut jobs: Vec<Vec<(Peer, String)>> = plans
+        .iter()
+        .filter(|probes| !probes.is_empty())
+        .map(|probes| probes.iter().map(|p| (Peer::Control(p.base.network.clone()), p.base.network.clone())).collect())
+        .collect();
+    jobs.extend(forgeries.iter().enumerate().map(|(i, f)| vec![(Peer::Receiver(i), f.target_network.clone())]));
     let mut peers = Peers { docker, ids: Vec::new() };
-    let started = parallel(&jobs, |(_, network)| {
-        let owner = snapshot.owner(network).map(|(c, _)| c.to_string()).unwrap_or_default();
-        docker.start_peer(&settings.image, network, &BTreeMap::from([(LABEL_CLIENT.to_string(), owner)]))
+    let started = crate::parallel::map(&jobs, PARALLEL, |job| {
+        let networks: Vec<String> = job.iter().map(|(_, network)| network.clone()).collect();
+        let owner = snapshot.owner(&networks[0]).map(|(c, _)| c.to_string()).unwrap_or_default();
+        docker.start_peer(&settings.image, &networks, &BTreeMap::from([(LABEL_CLIENT.to_string(), owner)]))
     });
     let mut peer_errors: BTreeMap<Peer, String> = BTreeMap::new();
     let mut peer_ids: Vec<(Peer, String, String)> = Vec::new();
-    for ((key, network), result) in jobs.into_iter().zip(started) {
+    for (job, result) in jobs.into_iter().zip(started) {
         match result {
-            Ok(id) => {
+            Ok((id, not_connected)) => {
                 peers.ids.push(id.clone());
-                peer_ids.push((key, network, id));
+                for (key, network) in job {
+                    match not_connected.get(&network) {
+                        Some(error) => drop(peer_errors.insert(key, error.clone())),
+                        None => peer_ids.push((key, network, id.clone())),
+                    }
+                }
             }
             Err(error) => {
-                peer_errors.insert(key, format!("{error:#}"));
+                let error = format!("{error:#}");
+                peer_errors.extend(job.into_iter().map(|(key, _)| (key, error.clone())));
             }
         }
     }
@@ -216,7 +216,8 @@ fn probe_batch(
         .is_some_and(is_local);
     let socket = if local { Some(HostSocket::listen()?) } else { None };
 
-    // The probes and their second looks (see `isolation::retry_spec`), then the forgers.
+    // The probes and the forgers at once, then the probes' second looks (see
+    // `isolation::retry_spec`).
     let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
     let routes = on_host_routes(local);
     let specs: Vec<ProbeSpec> = flat
@@ -227,8 +228,6 @@ fn probe_batch(
             spec
         })
         .collect();
-    let reports = docker.run_probes(&specs, PARALLEL);
-    let retries = second_looks(docker, &flat, &reports, local);
     let forger_specs: Vec<ForgerSpec> = forgeries
         .iter()
         .enumerate()
@@ -244,13 +243,18 @@ fn probe_batch(
             labels: BTreeMap::from([(LABEL_CLIENT.to_string(), f.client.clone())]),
         })
         .collect();
-    let ran = parallel(&forger_specs, |spec| docker.run_forger(spec));
+    let (reports, ran) = std::thread::scope(|scope| {
+        let forgers = scope.spawn(|| crate::parallel::map(&forger_specs, PARALLEL / 2, |spec| docker.run_forger(spec)));
+        let reports = docker.run_probes(&specs, PARALLEL);
+        (reports, forgers.join().expect("a forger thread panicked"))
+    });
+    let retries = second_looks(docker, &flat, &reports, local);
     std::thread::sleep(Duration::from_millis(300));
 
     // Counters and host→container, from the runner (when the engine is here).
     let answered: BTreeMap<Peer, Option<u64>> = if local {
         let list: Vec<(Peer, Ipv4Addr)> = peer_address.iter().map(|(k, a)| (k.clone(), *a)).collect();
-        parallel(&list, |(key, address)| (key.clone(), ask_peer(*address))).into_iter().collect()
+        crate::parallel::map(&list, PARALLEL, |(key, address)| (key.clone(), ask_peer(*address))).into_iter().collect()
     } else {
         BTreeMap::new()
     };
