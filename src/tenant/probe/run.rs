@@ -1,7 +1,9 @@
-//! Runs `PROBE=1` against the engine: peers first (one on every probed network and on every
-//! network a forger sends into), then the probes and the forgers, the second looks, the
-//! counters, and the peers removed again (also when something fails: they are removed when
-//! [`Peers`] drops, and end by themselves should the runner be killed).
+//! Runs `PROBE=1` against the engine: peers first (one per client on all its probed networks,
+//! one on every network a forger sends into), then the probes (those on routed tiers forge at
+//! the end), the second looks, the counters, and the peers removed again (also when something
+//! fails: they are removed when [`Peers`] drops, and end by themselves should the runner be
+//! killed). Clients go in batches, and within a batch a pool of workers runs the containers: the
+//! engine's container starts are most of the time, so there are as few as the checks allow.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -216,7 +218,7 @@ fn probe_batch(
         .is_some_and(is_local);
     let socket = if local { Some(HostSocket::listen()?) } else { None };
 
-    // The probes and the forgers at once, then the probes' second looks (see
+    // The probes, the ones on routed tiers forging at the end, then their second looks (see
     // `isolation::retry_spec`).
     let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
     let routes = on_host_routes(local);
@@ -225,29 +227,19 @@ fn probe_batch(
         .map(|p| {
             let mut spec = p.spec();
             stay_on_host(&mut spec, &p.base.beyond, routes.as_deref());
+            spec.forge = forgeries.iter().enumerate().find(|(_, f)| f.network == p.base.network).and_then(|(i, f)| {
+                Some(ForgerSpec {
+                    gateway: f.gateway,
+                    forged: f.forged,
+                    target: *peer_address.get(&Peer::Receiver(i))?,
+                    host_port: socket.as_ref().map(|s| s.port),
+                    count: FORGED_COUNT,
+                })
+            });
             spec
         })
         .collect();
-    let forger_specs: Vec<ForgerSpec> = forgeries
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| peer_address.contains_key(&Peer::Receiver(*i)))
-        .map(|(i, f)| ForgerSpec {
-            image: settings.image.clone(),
-            network: f.network.clone(),
-            gateway: f.gateway,
-            forged: f.forged,
-            target: peer_address.get(&Peer::Receiver(i)).copied().unwrap_or(f.gateway),
-            host_port: socket.as_ref().map(|s| s.port),
-            count: FORGED_COUNT,
-            labels: BTreeMap::from([(LABEL_CLIENT.to_string(), f.client.clone())]),
-        })
-        .collect();
-    let (reports, ran) = std::thread::scope(|scope| {
-        let forgers = scope.spawn(|| crate::parallel::map(&forger_specs, PARALLEL / 2, |spec| docker.run_forger(spec)));
-        let reports = docker.run_probes(&specs, PARALLEL);
-        (reports, forgers.join().expect("a forger thread panicked"))
-    });
+    let reports = docker.run_probes(&specs, PARALLEL);
     let retries = second_looks(docker, &flat, &reports, local);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -258,7 +250,6 @@ fn probe_batch(
     } else {
         BTreeMap::new()
     };
-    let mut ran = ran.into_iter();
     let forged: Vec<Forged> = forgeries
         .iter()
         .enumerate()
@@ -267,7 +258,14 @@ fn probe_batch(
             let result = match (peer_errors.get(&key), peer_address.contains_key(&key)) {
                 (Some(error), _) => Err(format!("no peer on {}: {error}", forgery.target_network)),
                 (None, false) => Err(format!("the peer on {} has no address", forgery.target_network)),
-                (None, true) => count(forgery, ran.next(), answered.get(&key).copied(), socket.as_ref()),
+                (None, true) => {
+                    let probe = flat.iter().position(|p| p.base.network == forgery.network);
+                    let ran = probe.map(|i| match &reports[i] {
+                        Ok(report) => report.forged.clone().unwrap_or(Err("it was not asked to forge".into())),
+                        Err(error) => Err(format!("{error:#}")),
+                    });
+                    count(forgery, ran, answered.get(&key).copied(), socket.as_ref())
+                }
             };
             Forged { forgery: forgery.clone(), result }
         })
@@ -356,18 +354,15 @@ fn second_looks(
     retries
 }
 
-/// What one forger delivered: into its peer on the target network (that peer's echo counter;
-/// nothing else sends it echo requests) and to the runner's socket.
+/// What one forging probe delivered: into its peer on the target network (that peer's echo
+/// counter; nothing else sends it echo requests) and to the runner's socket.
 fn count(
     forgery: &Forgery,
-    ran: Option<Result<String>>,
+    ran: Option<Result<(), String>>,
     answered: Option<Option<u64>>,
     socket: Option<&HostSocket>,
 ) -> Result<(Option<u64>, Option<u64>), String> {
-    let output = ran.ok_or("it did not run")?.map_err(|e| format!("{e:#}"))?;
-    if !output.contains("forger done") {
-        return Err(format!("it did not finish: {}", output.trim()));
-    }
+    ran.ok_or("no probe ran on its network")??;
     let Some(socket) = socket else { return Ok((None, None)) };
     let into =
         answered.flatten().ok_or_else(|| format!("its peer on {} did not answer the host", forgery.target_network))?;
