@@ -47,14 +47,15 @@ pub fn forger_script(spec: &ForgerSpec) -> String {
         "if ! {{ ip addr flush dev eth0 && ip addr add {forged}/32 dev eth0 && ip route add {gateway} dev eth0 \
          && ip route add default via {gateway} dev eth0; }}; then echo 'forger setup failed'; exit 0; fi\n\
          echo 'forger ready'\n\
-         ping -q -c {count} -i 0.02 -W 1 {target} >/dev/null 2>&1\n"
+         ping -q -c {count} -i 0.02 -W 1 {target} >/dev/null 2>&1 &\n"
     );
+    // The datagrams go out while the pings do: each part is mostly a wait for answers.
     if let Some(port) = spec.host_port {
         script.push_str(&format!(
-            "for i in $(seq {count}); do timeout 1 tftp -g -r x -l /dev/null {gateway} {port} >/dev/null 2>&1 & done; wait\n"
+            "for i in $(seq {count}); do timeout 1 tftp -g -r x -l /dev/null {gateway} {port} >/dev/null 2>&1 & done\n"
         ));
     }
-    script.push_str("echo 'forger done'\n");
+    script.push_str("wait\necho 'forger done'\n");
     script
 }
 

@@ -31,10 +31,13 @@ use crate::{
 /// batch ends well within [`crate::drivers::docker::PEER_LIFETIME_SECS`].
 const BATCH: usize = 8;
 
-/// Probe containers run at once; forgers run beside them, half as many. The engine, not the
-/// waits inside the containers, is what bounds a probe (measured here: a `docker run` ≈ 0.7 s,
-/// eight at once ≈ 0.4 s each).
+/// Containers started at once (measured here: a `docker run` ≈ 0.7 s alone, eight at once
+/// ≈ 0.4 s each; a `network connect` ≈ 0.17 s).
 const PARALLEL: usize = 8;
+
+/// Probes run at once: more than [`PARALLEL`], as most of a probe is its wait for the answers
+/// of blocked paths (the timeout, then the forging), not the engine's work.
+const PROBES_AT_ONCE: usize = 2 * PARALLEL;
 
 /// The peers of a batch, removed when dropped.
 struct Peers<'a> {
@@ -239,7 +242,7 @@ fn probe_batch(
             spec
         })
         .collect();
-    let reports = docker.run_probes(&specs, PARALLEL);
+    let reports = docker.run_probes(&specs, PROBES_AT_ONCE);
     let retries = second_looks(docker, &flat, &reports, local);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -341,7 +344,7 @@ fn second_looks(
             })
             .collect();
         let mut next = Vec::new();
-        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, PARALLEL)) {
+        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, PROBES_AT_ONCE)) {
             if let Ok(report) = &result
                 && let Some(spec) = super::retry_spec(flat[*i], report)
             {
