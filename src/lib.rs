@@ -11,6 +11,7 @@
 //! - `drivers/`: external programs (docker, compose, restic, curl for Keycloak, nft);
 //! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators);
 //! - `builtin`: the repository's tasks, plugins and stacks compiled in (below every layer).
+//! - `fsutil`, `parallel`: file and thread helpers (below every layer).
 
 pub mod builtin;
 pub mod cli;
