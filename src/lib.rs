@@ -11,6 +11,7 @@
 //! - `drivers/`: external programs (docker, compose, restic, curl for Keycloak, nft);
 //! - `format/`: text formats and values (YAML, env files, IPv4 nets, validators);
 //! - `builtin`: the repository's tasks, plugins and stacks compiled in (below every layer).
+//! - `fsutil`, `parallel`: file and thread helpers (below every layer).
 
 pub(crate) mod builtin;
 pub(crate) mod cli;
@@ -20,6 +21,7 @@ pub(crate) mod error;
 pub mod format;
 pub(crate) mod fsutil;
 pub(crate) mod host;
+pub(crate) mod parallel;
 pub(crate) mod run;
 pub mod task;
 pub mod tenant;

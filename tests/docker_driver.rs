@@ -271,6 +271,7 @@ fn probe_on_an_internal_network_reaches_the_host_but_not_another_network() {
         targets,
         timeout_secs: 2,
         labels: BTreeMap::from([(TEST_LABEL.to_string(), "true".to_string())]),
+        forge: None,
     };
     let report = docker.run_probe(&probe).unwrap();
     assert_eq!(report.source.len(), 1);

@@ -11,10 +11,10 @@ use std::{
 /// Each layer and the top-level modules of the crate it may name (besides itself).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("format", &[]),
-    ("drivers", &["format", "fsutil", "error"]),
-    ("effects", &["drivers", "format", "fsutil", "error"]),
-    ("tenant", &["effects", "drivers", "format", "fsutil", "error", "builtin"]),
-    ("host", &["tenant", "effects", "drivers", "format", "fsutil", "error"]),
+    ("drivers", &["format", "fsutil", "parallel", "error"]),
+    ("effects", &["drivers", "format", "fsutil", "parallel", "error"]),
+    ("tenant", &["effects", "drivers", "format", "fsutil", "parallel", "error", "builtin"]),
+    ("host", &["tenant", "effects", "drivers", "format", "fsutil", "parallel", "error"]),
 ];
 
 /// The top-level modules `text` names through `crate::` paths, each with its line: plain

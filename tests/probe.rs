@@ -163,3 +163,71 @@ fn probe_passes_with_the_table_and_names_every_open_path_without_it() {
     let ours = |n: &String| n.starts_with(&format!("{a}_")) || n.starts_with(&format!("{b}_"));
     assert!(docker.list_containers().unwrap().iter().all(|c| !c.is_probe() || !c.networks.iter().any(ours)));
 }
+
+/// Clients are probed together (several at once): one path opened for one client's database
+/// tier alone (agency's table let through to a host port from that one bridge) is reported
+/// for that client and that tier only, and every other client's probe passes.
+#[test]
+fn probes_of_several_clients_report_one_open_path_for_exactly_its_client() {
+    let docker = require_docker!();
+    let scratch = Scratch::new(&docker);
+    let site = Site::with_docker();
+    let pool = scratch_pool(22);
+    let ids: Vec<String> = ["pma", "pmb", "pmc"].iter().map(|p| scratch.client(&unique(p))).collect();
+    for id in &ids {
+        create(&site, id, &pool);
+        scratch.server(&unique(&format!("{id}-db")), &format!("{id}_database"), &[("agency.client", id)]);
+    }
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let listening = listener.local_addr().unwrap().port();
+    let acceptor = listener.try_clone().unwrap();
+    std::thread::spawn(move || acceptor.incoming().for_each(drop));
+    let (open, open_tier) = (&ids[1], format!("{}_database", ids[1]));
+    let bridge = scratch.docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        &open_tier,
+    ]);
+    let rule = format!("iifname \"{}\" tcp dport {listening} accept", bridge.trim());
+    let inserted = std::process::Command::new("nft")
+        .args(["insert", "rule", "inet", site.firewall_table(), "input"])
+        .args(rule.split(' '))
+        .status()
+        .unwrap();
+    assert!(inserted.success(), "nft insert rule {rule}");
+
+    let output = site
+        .test()
+        .args(["--json", "multi-tenancy-status", "AGENCY_BACKUPS=off", "PROBE=1", &format!("PROBE_IMAGE={TEST_IMAGE}")])
+        .run_unchecked();
+    assert_eq!(output.status, 1);
+    let json = output.json();
+    for id in &ids {
+        let checked = check(report(&json, id), "probe");
+        let summary = checked["summary"].as_str().unwrap();
+        if id == open {
+            assert_eq!(checked["status"], "fail", "{checked:#}");
+            assert!(summary.contains(&format!("{open_tier} reaches the host's port {listening} on")), "{summary}");
+            assert_eq!(summary.matches(" reaches the host's port ").count(), 1, "{summary}");
+        } else {
+            assert_eq!(checked["status"], "ok", "{checked:#}");
+        }
+        for tier in ["frontend", "backend", "database", "network"] {
+            let network = format!("{id}_{tier}");
+            let evidence = network_evidence(checked, &network);
+            let reached = evidence["listeners"].as_array().unwrap();
+            if network == open_tier {
+                assert!(
+                    reached.iter().any(|l| l.as_str().unwrap().ends_with(&format!(":{listening}"))),
+                    "{evidence:#}"
+                );
+            } else {
+                assert_eq!(evidence["listeners"], serde_json::json!([]), "{evidence:#}");
+            }
+            assert_eq!(evidence["intra_client"]["works"], true, "{evidence:#}");
+            assert_eq!(evidence["host_to_container"], true, "{evidence:#}");
+        }
+    }
+}

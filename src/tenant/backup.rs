@@ -5,10 +5,6 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
     time::{Duration, SystemTime},
 };
 
@@ -520,25 +516,8 @@ pub fn status_many(
             None => status_cheap(layout, config, now),
         },
     };
-    if restic.is_none() || clients.len() < 2 {
-        return clients.iter().map(one).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(vec![None; clients.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..workers.clamp(1, clients.len()) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(client) = clients.get(index) else { break };
-                    let status = one(client);
-                    results.lock().expect("status results")[index] = Some(status);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().expect("status results");
-    results.into_iter().map(|s| s.expect("every client was checked")).collect()
+    // Cheap checks read a few files each: not worth a thread.
+    crate::parallel::map(clients, if restic.is_some() { workers } else { 1 }, one)
 }
 
 /// How many repositories to open at once: restic's key derivation is CPU-bound.

@@ -87,7 +87,8 @@ pub use error::*;
 pub use image::*;
 pub use model::*;
 pub(crate) use parse::*;
-pub(crate) use peers::{ForgerSpec, PEER_PORT, parse_in_echos};
+pub use peers::ForgerSpec;
+pub(crate) use peers::{PEER_PORT, forger_script, parse_in_echos};
 pub use probe::*;
 
 impl Docker {

@@ -1,8 +1,9 @@
 //! The containers of a `PROBE=1` run besides the probes themselves ([`Docker::run_probe`]):
-//! peers (a TCP service on a client network, the positive control and the counter of forged
-//! pings that arrive) and forgers (a container that sends with a source address it does not
-//! own). All are throwaway: `--rm`, labelled `agency.probe=true`, never pulled, and each ends
-//! by itself after [`PEER_LIFETIME_SECS`] should the runner be killed before it removes them.
+//! peers (a TCP service on a client's networks, the positive control and the counter of forged
+//! pings that arrive), and what a probe does when it also forges (sends with a source address
+//! it does not own). All are throwaway: `--rm`, labelled `agency.probe=true`, never pulled, and
+//! each peer ends by itself after [`PEER_LIFETIME_SECS`] should the runner be killed before it
+//! removes them.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, sync::atomic::Ordering};
 
@@ -23,38 +24,38 @@ fn peer_script() -> String {
     format!("exec timeout {PEER_LIFETIME_SECS} nc -ll -p {PEER_PORT} -e grep ^Icmp: /proc/net/snmp")
 }
 
-/// What a forger does: take `forged` as its only address, then send `count` echo requests to
-/// `target` and `count` UDP datagrams (tftp read requests) to the host at `gateway:host_port`.
+/// What a forging probe does after its tries: take `forged` as its only address, then send
+/// `count` echo requests to `target` and `count` UDP datagrams (tftp read requests) to the host
+/// at `gateway:host_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ForgerSpec {
-    pub image: String,
-    pub network: String,
+pub struct ForgerSpec {
     pub gateway: Ipv4Addr,
     pub forged: Ipv4Addr,
     pub target: Ipv4Addr,
     /// `None`: nothing is sent to the host.
     pub host_port: Option<u16>,
     pub count: u32,
-    pub labels: BTreeMap<String, String>,
 }
 
 /// The forger's script: it prints `forger ready` once its address is set, `forger done` at
-/// the end. The address change needs NET_ADMIN, in the forger's own namespace only; what it
-/// then sends is what any container with NET_RAW can send through a raw socket.
+/// the end (or `forger setup failed`). The address change needs NET_ADMIN, in the forger's own
+/// namespace only; what it then sends is what any container with NET_RAW can send through a
+/// raw socket.
 pub(crate) fn forger_script(spec: &ForgerSpec) -> String {
     let (forged, gateway, target, count) = (spec.forged, spec.gateway, spec.target, spec.count);
     let mut script = format!(
-        "ip addr flush dev eth0 && ip addr add {forged}/32 dev eth0 && ip route add {gateway} dev eth0 \
-         && ip route add default via {gateway} dev eth0 || {{ echo 'forger setup failed'; exit 1; }}\n\
+        "if ! {{ ip addr flush dev eth0 && ip addr add {forged}/32 dev eth0 && ip route add {gateway} dev eth0 \
+         && ip route add default via {gateway} dev eth0; }}; then echo 'forger setup failed'; exit 0; fi\n\
          echo 'forger ready'\n\
-         ping -q -c {count} -i 0.02 -W 1 {target} >/dev/null 2>&1\n"
+         ping -q -c {count} -i 0.02 -W 1 {target} >/dev/null 2>&1 &\n"
     );
+    // The datagrams go out while the pings do: each part is mostly a wait for answers.
     if let Some(port) = spec.host_port {
         script.push_str(&format!(
-            "for i in $(seq {count}); do timeout 1 tftp -g -r x -l /dev/null {gateway} {port} >/dev/null 2>&1 & done; wait\n"
+            "for i in $(seq {count}); do timeout 1 tftp -g -r x -l /dev/null {gateway} {port} >/dev/null 2>&1 & done\n"
         ));
     }
-    script.push_str("echo 'forger done'\n");
+    script.push_str("wait\necho 'forger done'\n");
     script
 }
 
@@ -79,8 +80,16 @@ fn throwaway_args(name: &str, network: &str, labels: &BTreeMap<String, String>) 
 }
 
 impl Docker {
-    /// Starts a peer on `network` (detached) and returns its container id.
-    pub(crate) fn start_peer(&self, image: &str, network: &str, labels: &BTreeMap<String, String>) -> Result<String> {
+    /// Starts a peer on `networks` (detached): on the first, then connected to each other one
+    /// (a connect costs the engine a quarter of a start). The container id, and why it is not on
+    /// a network it could not be connected to; an error when it did not start.
+    pub(crate) fn start_peer(
+        &self,
+        image: &str,
+        networks: &[String],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(String, BTreeMap<String, String>)> {
+        let network = networks.first().ok_or_else(|| anyhow!("a peer needs a network"))?;
         let name = probe_name("peer");
         let mut args = throwaway_args(&name, network, labels);
         args.insert(1, "-d".into());
@@ -96,7 +105,18 @@ impl Docker {
                 ),
             });
         }
-        Ok(output.stdout.trim().to_string())
+        let id = output.stdout.trim().to_string();
+        let mut not_connected = BTreeMap::new();
+        for other in &networks[1..] {
+            let output = self.run(&self.command(["network", "connect", other, &id]))?;
+            if !output.success() {
+                not_connected.insert(
+                    other.clone(),
+                    format!("the probe's peer could not join network {other}: {}", docker_line(&output.stderr)),
+                );
+            }
+        }
+        Ok((id, not_connected))
     }
 
     /// The IPv4 address of each container on each of its networks (one `docker inspect`).
@@ -109,30 +129,6 @@ impl Docker {
         args.extend_from_slice(ids);
         let output = self.checked("inspect", &args)?;
         Ok(parse_addresses(&output.stdout))
-    }
-
-    /// Runs a forger to its end and returns its output.
-    pub(crate) fn run_forger(&self, spec: &ForgerSpec) -> Result<String> {
-        let name = probe_name("forger");
-        let mut args = throwaway_args(&name, &spec.network, &spec.labels);
-        args.extend(
-            ["--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN", "--entrypoint", "/bin/sh", &spec.image, "-c"]
-                .map(String::from),
-        );
-        args.push(forger_script(spec));
-        let output = self.run(&self.command(args))?;
-        if !output.success() {
-            return Err(match classify_connect_failure(&output.stderr) {
-                Some(connect) => connect.into(),
-                None => anyhow!(
-                    "the forged-source probe on network {} did not run (image {}): {}",
-                    spec.network,
-                    spec.image,
-                    docker_line(&format!("{}{}", output.stdout, output.stderr))
-                ),
-            });
-        }
-        Ok(output.stdout)
     }
 
     /// Removes containers, running or not (`docker rm -f`); ones already gone are fine.
@@ -188,17 +184,17 @@ mod tests {
     #[test]
     fn forger_script_and_peer_answers() {
         let spec = ForgerSpec {
-            image: "img".into(),
-            network: "a_network".into(),
             gateway: Ipv4Addr::new(10, 201, 0, 193),
             forged: Ipv4Addr::new(10, 201, 1, 190),
             target: Ipv4Addr::new(10, 201, 1, 130),
             host_port: Some(40000),
             count: 20,
-            labels: BTreeMap::new(),
         };
         let script = forger_script(&spec);
-        assert!(script.starts_with("ip addr flush dev eth0 && ip addr add 10.201.1.190/32 dev eth0"), "{script}");
+        assert!(
+            script.starts_with("if ! { ip addr flush dev eth0 && ip addr add 10.201.1.190/32 dev eth0"),
+            "{script}"
+        );
         assert!(script.contains("ping -q -c 20 -i 0.02 -W 1 10.201.1.130"), "{script}");
         assert!(script.contains("tftp -g -r x -l /dev/null 10.201.0.193 40000"), "{script}");
         let no_host = forger_script(&ForgerSpec { host_port: None, ..spec });

@@ -32,6 +32,9 @@ pub struct ProbeSpec {
     pub timeout_secs: u32,
     /// Extra labels for the probe container (it always carries `agency.probe=true`).
     pub labels: BTreeMap<String, String>,
+    /// After its tries the probe forges (with NET_ADMIN too, in its own namespace, to take the
+    /// forged address): one container does both, since a container start is most of a probe.
+    pub forge: Option<ForgerSpec>,
 }
 
 /// How a TCP connection attempt ended.
@@ -84,6 +87,8 @@ pub struct ProbeReport {
     /// The probe's own addresses on the network.
     pub source: Vec<Ipv4Addr>,
     pub results: Vec<ProbeResult>,
+    /// Whether the forging asked for ran to its end (`None`: none was asked for).
+    pub forged: Option<Result<(), String>>,
 }
 
 impl ProbeReport {
@@ -157,7 +162,7 @@ pub(crate) fn parse_probe_output(network: &str, targets: &[ProbeTarget], stdout:
         // Keep the ports in the order asked for.
         result.tcp.sort_by_key(|(port, _)| target.ports.iter().position(|p| p == port));
     }
-    ProbeReport { network: network.to_string(), source, results }
+    ProbeReport { network: network.to_string(), source, results, forged: None }
 }
 
 /// Parses `ip -4 -o addr`, `ip -4 route` and `/proc/net/tcp{,6}`, separated by `---` lines.
@@ -207,11 +212,14 @@ impl Docker {
             "--cap-add",
             "NET_RAW",
             "--read-only",
-            "--label",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if spec.forge.is_some() {
+            args.extend(["--cap-add".into(), "NET_ADMIN".into()]);
+        }
+        args.push("--label".into());
         args.push(format!("{LABEL_PROBE}=true"));
         args.push("--label".into());
         args.push(format!("{LABEL_MANAGED}=true"));
@@ -220,7 +228,11 @@ impl Docker {
             args.push(format!("{key}={value}"));
         }
         args.extend(["--entrypoint", "/bin/sh", &spec.image, "-c"].iter().map(|s| s.to_string()));
-        args.push(probe_script(&spec.targets, spec.timeout_secs));
+        let mut script = probe_script(&spec.targets, spec.timeout_secs);
+        if let Some(forge) = &spec.forge {
+            script.push_str(&forger_script(forge));
+        }
+        args.push(script);
         let output = self.run(&self.command(args))?;
         if !output.success() {
             return Err(match classify_connect_failure(&output.stderr) {
@@ -233,26 +245,20 @@ impl Docker {
                 ),
             });
         }
-        Ok(parse_probe_output(&spec.network, &spec.targets, &output.stdout))
+        let mut report = parse_probe_output(&spec.network, &spec.targets, &output.stdout);
+        report.forged = spec.forge.as_ref().map(|_| match output.stdout.contains("forger done") {
+            true => Ok(()),
+            false => Err(format!(
+                "it did not finish: {}",
+                output.stdout.lines().find(|l| l.starts_with("forger")).unwrap_or("no forger output")
+            )),
+        });
+        Ok(report)
     }
 
     /// Runs several probes, at most `parallel` at a time; results in the order of `specs`.
     pub fn run_probes(&self, specs: &[ProbeSpec], parallel: usize) -> Vec<Result<ProbeReport>> {
-        let parallel = parallel.max(1);
-        let mut results: Vec<Option<Result<ProbeReport>>> = specs.iter().map(|_| None).collect();
-        for (chunk_index, chunk) in specs.chunks(parallel).enumerate() {
-            let chunk_results: Vec<Result<ProbeReport>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk.iter().map(|spec| scope.spawn(move || self.run_probe(spec))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a probe thread panicked"))))
-                    .collect()
-            });
-            for (offset, result) in chunk_results.into_iter().enumerate() {
-                results[chunk_index * parallel + offset] = Some(result);
-            }
-        }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow!("probe did not run")))).collect()
+        crate::parallel::map(specs, parallel, |spec| self.run_probe(spec))
     }
 
     /// The engine host's own IPv4 addresses and default gateway, read by a throwaway container

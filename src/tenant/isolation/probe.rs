@@ -113,6 +113,7 @@ pub fn plan_probes(snapshot: &Snapshot, client: &str, host: &HostNetInfo, settin
                 targets,
                 timeout_secs: settings.timeout_secs,
                 labels: BTreeMap::from([(LABEL_CLIENT.to_string(), client.to_string())]),
+                forge: None,
             },
             tenants: tenants.clone(),
             host: host_targets,

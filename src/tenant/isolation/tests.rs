@@ -385,6 +385,7 @@ fn probe_plan_and_verdicts() {
                     }
                 })
                 .collect(),
+            forged: None,
         })
     };
     let reports: Vec<_> = plans.iter().map(answer).collect();

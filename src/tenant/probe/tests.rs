@@ -190,6 +190,7 @@ fn report(probe: &NetworkProbe, open: &[(Ipv4Addr, u16)]) -> anyhow::Result<Prob
                     .collect(),
             })
             .collect(),
+        forged: None,
     })
 }
 
