@@ -85,22 +85,19 @@ impl Effects {
     /// failed (again on a later wait of the same step).
     pub fn wait(&self, step: &Background) -> Result<Outcome> {
         let Some(index) = step.step else { return Ok(step.outcome) };
-        let finish = {
+        let (finish, mut change, number) = {
             let mut steps = self.background.borrow_mut();
-            match std::mem::replace(&mut steps[index].state, State::Done(Ok(step.outcome))) {
-                State::Running(finish) => finish,
+            let entry = &mut steps[index];
+            match std::mem::replace(&mut entry.state, State::Done(Ok(entry.change.outcome))) {
+                State::Running(finish) => (finish, entry.change.clone(), entry.number),
                 State::Done(done) => {
-                    steps[index].state = State::Done(done.clone());
+                    entry.state = State::Done(done.clone());
                     return done.map_err(|message| anyhow!(message));
                 }
             }
         };
-        let result = finish();
-        let (mut change, number) = {
-            let steps = self.background.borrow();
-            (steps[index].change.clone(), steps[index].number)
-        };
-        let result = result.map_err(|error| error.context(format!("{} {} failed", change.action, change.target)));
+        self.output.waiting_for(&change.action, &change.target);
+        let result = finish().map_err(|error| error.context(format!("{} {} failed", change.action, change.target)));
         if let Err(error) = &result {
             change.outcome = Outcome::Failed;
             change.error = Some(format!("{error:#}"));
