@@ -267,3 +267,109 @@ fn allow_list_and_forward_auth_survive_a_rerun_without_them() {
     assert!(replaced.contains("192.0.2.0/24") && !replaced.contains("10.0.0.0/8"), "{replaced}");
     assert!(replaced.contains("forwardAuth"));
 }
+
+/// Writes an executable `fake-bin/NAME` (first on the site's PATH) holding `script`.
+fn fake_program(site: &Site, name: &str, script: &str) {
+    let path = site.path().join("fake-bin").join(name);
+    let _ = fs::remove_file(&path);
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A shell loop that waits (at most 30 s, so a wrong order fails instead of hanging) until
+/// `file` exists, else says `why` on stderr and exits 1.
+fn wait_for(file: &Path, why: &str) -> String {
+    format!(
+        "i=0; until [ -e '{}' ]; do i=$((i+1)); if [ $i -gt 300 ]; then echo '{why}' >&2; exit 1; fi; sleep 0.1; done",
+        file.display()
+    )
+}
+
+#[test]
+fn a_new_clients_restic_init_runs_while_its_networks_are_created() {
+    let site = Site::new();
+    let init_started = site.path().join("init-started");
+    let network_made = site.path().join("fake-docker/networks/acme_frontend.json");
+    let real_restic = which::which("restic").expect("restic is installed");
+    let fake_docker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-docker");
+    // Each side waits for the other to have begun: run one after the other (either way
+    // round), the first waits for the second in vain and fails.
+    fake_program(
+        &site,
+        "restic",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *' init '*)\n  touch '{}'\n  {}\nesac\nexec '{}' \"$@\"\n",
+            init_started.display(),
+            wait_for(&network_made, "restic init ran alone: no network was created meanwhile"),
+            real_restic.display()
+        ),
+    );
+    fake_program(
+        &site,
+        "docker",
+        &format!(
+            "#!/bin/sh\ncase \"$1 ${{2:-}}\" in 'network create')\n  {}\nesac\nexec '{}' \"$@\"\n",
+            wait_for(&init_started, "the networks were created before restic init started"),
+            fake_docker.display()
+        ),
+    );
+    let output = create(&site, "acme", "ACME");
+    assert!(output.stdout.contains("  created      restic init "), "{}", output.stdout);
+    assert!(site.backup_root().join("client-acme/config").is_file(), "the repository is initialized");
+    for tier in ["frontend", "backend", "database", "network"] {
+        assert!(site.path().join(format!("fake-docker/networks/acme_{tier}.json")).is_file(), "{tier}");
+    }
+    let again = create(&site, "acme", "ACME");
+    assert!(again.stdout.contains("0 created, 0 updated, 0 removed"), "{}", again.stdout);
+}
+
+#[test]
+fn a_failing_restic_init_fails_create_client_with_restics_error_after_the_networks() {
+    let site = Site::new();
+    let real_restic = which::which("restic").expect("restic is installed");
+    fake_program(
+        &site,
+        "restic",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *' init '*)\n  \
+             echo 'Fatal: create key in repository failed: disk quota exceeded' >&2; exit 1;;\nesac\n\
+             exec '{}' \"$@\"\n",
+            real_restic.display()
+        ),
+    );
+    let repository = site.backup_root().join("client-acme").display().to_string();
+    let failed = site
+        .test()
+        .args(["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .status(1)
+        .stderr_contains(&format!(
+            "create-client failed: restic init {repository} failed: restic init on {repository} failed (exit 1): \
+             create key in repository failed: disk quota exceeded"
+        ))
+        .run();
+    assert!(failed.stdout.contains(&format!("  failed       restic init {repository}")), "{}", failed.stdout);
+    for tier in ["frontend", "backend", "database", "network"] {
+        assert!(site.path().join(format!("fake-docker/networks/acme_{tier}.json")).is_file(), "{tier}");
+    }
+    let audit = crate::test::audit_lines(&site, "acme").pop().unwrap();
+    assert_eq!(audit["outcome"], "failed", "{audit}");
+
+    // A task that starts an init and never waits for it still fails with restic's error.
+    site.site_file(
+        "tasks/init-unawaited.toml",
+        "description = \"starts an init, never waits\"\nscript = \"restic::start_init(CLIENT_ID); #{}\"\n\
+         [vars.CLIENT_ID]\nrequired = true\nkind = \"client_id\"\n",
+    );
+    site.test()
+        .args(["init-unawaited", "CLIENT_ID=acme"])
+        .status(1)
+        .stderr_contains(&format!("init-unawaited failed: restic init {repository} failed: "))
+        .stderr_contains("disk quota exceeded")
+        .run();
+
+    // With a working restic a plain re-run completes the client.
+    fs::remove_file(site.path().join("fake-bin/restic")).unwrap();
+    let rerun = create(&site, "acme", "ACME");
+    assert!(rerun.stdout.contains(&format!("  created      restic init {repository}")), "{}", rerun.stdout);
+    assert!(site.backup_root().join("client-acme/config").is_file());
+}

@@ -145,21 +145,19 @@ impl Command {
     /// Runs to completion and returns the output whatever the exit code. A child stopped
     /// by the task's deadline or by an interruption is an error saying so.
     pub fn output(&self) -> Result<ProcessOutput> {
+        self.start()?.wait()
+    }
+
+    /// Starts the child and returns at once; [`Running::wait`] collects what
+    /// [`Command::output`] returns. Call it from the thread that waits for everything else
+    /// (the child dies with the thread that spawned it).
+    pub(crate) fn start(&self) -> Result<Running> {
         if let Some(signal) = lifetime::interrupted() {
             return Err(lifetime::interrupted_error(signal));
         }
         let handle = self.expression(true).start().with_context(|| self.not_started())?;
         let watch = lifetime::Watch::start(handle.pids()[0]);
-        let output = handle.wait().with_context(|| self.not_started())?;
-        if let Some(stopped) = watch.stopped() {
-            let name = self.program.file_name().unwrap_or_default().to_string_lossy();
-            return Err(stopped.context(format!("{name} was stopped")));
-        }
-        Ok(ProcessOutput {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        Ok(Running { handle, watch, name: self.name(), not_started: self.not_started() })
     }
 
     /// Runs to completion; a non-zero exit is an error quoting the child's stderr.
@@ -181,6 +179,30 @@ impl Command {
         let handle = self.expression(false).reader().with_context(|| self.not_started())?;
         let watch = lifetime::Watch::start(handle.pids()[0]);
         Ok(Reader { handle, watch })
+    }
+}
+
+/// A child started by [`Command::start`], inside agency's lifetime until it is awaited.
+pub(crate) struct Running {
+    handle: duct::Handle,
+    watch: lifetime::Watch,
+    name: String,
+    not_started: String,
+}
+
+impl Running {
+    /// Waits for the child's exit and returns its output whatever the exit code; a child
+    /// stopped by the task's deadline or by an interruption is an error saying so.
+    pub(crate) fn wait(self) -> Result<ProcessOutput> {
+        let output = self.handle.wait().with_context(|| self.not_started.clone())?;
+        if let Some(stopped) = self.watch.stopped() {
+            return Err(stopped.context(format!("{} was stopped", self.name)));
+        }
+        Ok(ProcessOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
     }
 }
 

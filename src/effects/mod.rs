@@ -2,6 +2,7 @@
 //! action instead of doing it; otherwise it does it and records the outcome for the step
 //! list, the audit log and `--json`. Details never hold secret values, only names.
 
+mod background;
 mod files;
 pub mod output;
 pub(crate) mod progress;
@@ -11,6 +12,8 @@ use std::{cell::RefCell, rc::Rc};
 use serde::Serialize;
 
 use crate::{drivers::lifetime, effects::output::Output};
+
+pub use background::{Background, Finish};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,11 +101,18 @@ pub struct Effects {
     output: Rc<Output>,
     state: RefCell<State>,
     planned_files: RefCell<files::PlannedFiles>,
+    background: RefCell<Vec<background::Step>>,
 }
 
 impl Effects {
     pub fn new(mode: Mode, output: Rc<Output>) -> Self {
-        Self { dry_run: mode == Mode::Plan, output, state: RefCell::default(), planned_files: RefCell::default() }
+        Self {
+            dry_run: mode == Mode::Plan,
+            output,
+            state: RefCell::default(),
+            planned_files: RefCell::default(),
+            background: RefCell::default(),
+        }
     }
 
     /// `verb` as a message of this run says it: `would repair` in a dry run, `repair` when the
@@ -145,22 +155,23 @@ impl Effects {
         self.len() == 0
     }
 
+    fn change(&self, action: &str, target: &str, detail: &str, outcome: Outcome, error: Option<String>) -> Change {
+        let state = self.state.borrow();
+        Change {
+            task: state.task.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            outcome,
+            detail: detail.to_string(),
+            planned: self.dry_run && outcome != Outcome::Unchanged,
+            error,
+            plugin: state.plugin.clone(),
+        }
+    }
+
     fn push(&self, action: &str, target: &str, detail: &str, outcome: Outcome, error: Option<String>) {
-        let change = {
-            let mut state = self.state.borrow_mut();
-            let change = Change {
-                task: state.task.clone(),
-                action: action.to_string(),
-                target: target.to_string(),
-                outcome,
-                detail: detail.to_string(),
-                planned: self.dry_run && outcome != Outcome::Unchanged,
-                error,
-                plugin: state.plugin.clone(),
-            };
-            state.changes.push(change.clone());
-            change
-        };
+        let change = self.change(action, target, detail, outcome, error);
+        self.state.borrow_mut().changes.push(change.clone());
         self.output.step(&change);
     }
 
@@ -204,15 +215,7 @@ impl Effects {
             self.push(action, target, detail, needed, None);
             return Ok(Applied { outcome: needed, value: None });
         }
-        if let Some(signal) = lifetime::interrupted() {
-            return Err(lifetime::interrupted_error(signal).context(format!("{action} {target} not started")));
-        }
-        self.output.begin(action, target);
-        let number = {
-            let mut state = self.state.borrow_mut();
-            state.mutations += 1;
-            state.mutations
-        };
+        let number = self.begin_mutation(action, target)?;
         let result = fault::before(number).and_then(|()| {
             fault::enter(number);
             let result = apply();
@@ -225,12 +228,26 @@ impl Effects {
                 fault::after(number);
                 Ok(Applied { outcome: needed, value: Some(value) })
             }
-            Err(error) => {
-                let error = error.context(format!("{action} {target} failed"));
-                self.push(action, target, detail, Outcome::Failed, Some(format!("{error:#}")));
-                Err(error)
-            }
+            Err(error) => Err(self.failed(action, target, detail, error)),
         }
+    }
+
+    /// The number of the mutation about to start, shown as begun; none once interrupted.
+    fn begin_mutation(&self, action: &str, target: &str) -> anyhow::Result<usize> {
+        if let Some(signal) = lifetime::interrupted() {
+            return Err(lifetime::interrupted_error(signal).context(format!("{action} {target} not started")));
+        }
+        self.output.begin(action, target);
+        let mut state = self.state.borrow_mut();
+        state.mutations += 1;
+        Ok(state.mutations)
+    }
+
+    /// Records a failed step; its error, naming the step.
+    fn failed(&self, action: &str, target: &str, detail: &str, error: anyhow::Error) -> anyhow::Error {
+        let error = error.context(format!("{action} {target} failed"));
+        self.push(action, target, detail, Outcome::Failed, Some(format!("{error:#}")));
+        error
     }
 }
 
@@ -243,7 +260,9 @@ pub fn crash_point(place: &str) {
 
 /// Test-only fault points: `AGENCY_FAULT_FAIL_AT=N` makes the Nth mutation fail,
 /// `AGENCY_FAULT_CRASH_AFTER=N` aborts the process right after the Nth mutation, and
-/// `AGENCY_FAULT_CRASH_DURING=N` at the [`crash_point`] inside it.
+/// `AGENCY_FAULT_CRASH_DURING=N` at the [`crash_point`] inside it. With a crash point set,
+/// a background step ([`Effects::start`]) is awaited where it starts, so "after N" is one
+/// moment at which mutations 1..=N are done and none after them has begun.
 #[cfg(feature = "fault-injection")]
 mod fault {
     use std::cell::Cell;
@@ -286,6 +305,11 @@ mod fault {
             std::process::abort();
         }
     }
+
+    /// Whether a crash point is set: background steps then end before the next step starts.
+    pub fn sequential() -> bool {
+        point("AGENCY_FAULT_CRASH_AFTER").is_some() || point("AGENCY_FAULT_CRASH_DURING").is_some()
+    }
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -306,4 +330,9 @@ mod fault {
 
     #[inline(always)]
     pub fn after(_: usize) {}
+
+    #[inline(always)]
+    pub fn sequential() -> bool {
+        false
+    }
 }

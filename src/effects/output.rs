@@ -123,6 +123,13 @@ impl Output {
         }
     }
 
+    /// On a TTY, names the step the run now waits for (one started earlier, in the background).
+    pub fn waiting_for(&self, action: &str, target: &str) {
+        if let Some(spinner) = self.spinner.borrow().as_ref() {
+            spinner.set_message(format!("{action} {target}"));
+        }
+    }
+
     /// The TTY spinner, to be turned into a byte progress bar (a long backup) with
     /// [`Output::bar_style`] once the total is known, until [`Output::end_bar`]; `None`
     /// without a TTY, under `--json` or `-q`.

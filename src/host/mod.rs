@@ -85,6 +85,13 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<checks::StatusReport>("StatusReport");
     engine.register_type_with_name::<docker::DockerSnapshot>("DockerSnapshot");
     engine.register_type_with_name::<UsageError>("UsageError");
+    // `step.wait()`: a step started in the background (`restic::start_init`) ends; its
+    // outcome ("created", "unchanged"), or its error.
+    engine.register_type_with_name::<crate::effects::Background>("Background");
+    let h = host.clone();
+    engine.register_fn("wait", move |step: &mut crate::effects::Background| -> ScriptResult<String> {
+        Ok(h.effects.wait(step).map_err(script_error)?.as_str().into())
+    });
     engine.register_fn("to_string", |e: &mut UsageError| e.0.clone());
     engine.register_fn("timestamp_utc", crate::tenant::audit::now_rfc3339);
 }

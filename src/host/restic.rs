@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `restic::config(id)` | no | map of `backup/config.sh` over the defaults (what create-client writes back) |
 //! | `restic::init(id)` | yes | "created" / "unchanged"; a local repository with its config file is not opened (no key derivation); a stopped init (keys, no config, no data) is redone, and a key of the password that does not open the config is removed |
+//! | `restic::start_init(id)` | yes | a `Background` step: decided (and recorded, in a dry run) as `init` is, restic started and left running; `step.wait()` returns what `init` returns, or throws restic's error. A task's steps nobody awaited are awaited when it ends |
 //! | `restic::open(id)` | no | proves the password in secrets.env opens the repository (≈ 0.75 s), or throws why not; nothing to open when this dry run only planned the repository |
 //! | `restic::volumes(id)` | no | `[#{name, mountpoint}]`: Docker volumes labelled exactly `agency.client=<id>` |
 //! | `restic::backup(id)` | yes | `#{snapshot, files, files_new, files_changed, bytes, added, seconds, paths, volumes, tags, planned}`; appends to backup.log |
@@ -41,16 +42,15 @@ use rhai::{Array, Dynamic, INT, Map, Module};
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
-    drivers::restic::{BackupSnapshot, BackupSummary, Location, ResticError},
-    effects::Outcome,
+    drivers::restic::{BackupSnapshot, BackupSummary, ResticError},
     effects::progress::Progress,
+    effects::{Background, Outcome},
     format::envfile,
     tenant::backup::{self, BackupConfig, RepoStatus},
     tenant::client_data,
     tenant::dump_verify,
     tenant::layout::ClientLayout,
     tenant::repository,
-    tenant::secrets,
 };
 
 fn text(value: impl Into<String>) -> Dynamic {
@@ -130,7 +130,15 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
 
     let h = host.clone();
-    module.set_native_fn("init", move |id: &str| -> ScriptResult<String> { init(&h, id).map_err(script_error) });
+    module.set_native_fn("init", move |id: &str| -> ScriptResult<String> {
+        let started = repository::start_init(&h, id).map_err(script_error)?;
+        Ok(h.effects.wait(&started).map_err(script_error)?.as_str().into())
+    });
+
+    let h = host.clone();
+    module.set_native_fn("start_init", move |id: &str| -> ScriptResult<Background> {
+        repository::start_init(&h, id).map_err(script_error)
+    });
 
     let h = host.clone();
     module.set_native_fn("open", move |id: &str| -> ScriptResult<()> {
@@ -238,65 +246,6 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(repository::remove_previous_keys(&h, id).map_err(script_error)? as INT)
     });
     module
-}
-
-/// `restic::init`: cheap for a local repository (its config file), one open for a remote
-/// one (only restic can tell whether it exists).
-fn init(host: &Host, id: &str) -> Result<String> {
-    if !repository::backups_on(host)? {
-        let layout = repository::layout(host, id)?;
-        host.effects.unchanged("restic init", &layout.repository, "skipped: AGENCY_BACKUPS=off");
-        return Ok(Outcome::Unchanged.as_str().into());
-    }
-    let (layout, config) = repository::setup(host, id)?;
-    let location = config.repository.clone();
-    let target = location.to_string();
-    let needed = match location.is_initialized() {
-        Some(true) => Outcome::Unchanged,
-        Some(false) => Outcome::Created,
-        None => {
-            // A dry run of a new client reads the secrets.env it planned.
-            let secrets = secrets::read_planned(&host.effects, &layout.secrets_file)?;
-            let password = repository::password_in(&secrets, &layout.secrets_file)?;
-            let repo = repository::locate()?.repo(location.clone(), password);
-            match repo.open() {
-                Ok(()) => Outcome::Unchanged,
-                Err(e) if matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) => {
-                    Outcome::Created
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let half_done = location.is_half_initialized()?;
-    let detail = if half_done {
-        "password from secrets.env; again: a stopped init had left keys but no config"
-    } else {
-        "password from secrets.env"
-    };
-    let outcome = host
-        .effects
-        .apply("restic init", &target, detail, needed, || {
-            let repo = backup::repo(&repository::locate()?, &layout, &config)?;
-            if let Location::Local(path) = &config.repository {
-                // restic makes the directory 0700 itself; its parent must exist.
-                if let Some(parent) = path.parent() {
-                    crate::fsutil::create_dir(parent, 0o700)
-                        .with_context(|| format!("cannot create {}", parent.display()))?;
-                }
-            }
-            if half_done {
-                location.clear_half_init()?;
-            }
-            repo.init()
-        })?
-        .outcome;
-    // A second init of an earlier run may have left a key whose master key does not open the
-    // config (restic then fails for the password on disk whenever it tries that key first).
-    if outcome == Outcome::Unchanged {
-        repository::recover(host, &layout, &config)?;
-    }
-    Ok(outcome.as_str().into())
 }
 
 fn run_backup(host: &Host, id: &str, extra_tags: &[String], excludes: &[String]) -> Result<Map> {

@@ -285,6 +285,9 @@ impl TaskRunner<'_> {
         let first_change = host.effects.len();
         let mut hooks_ran = Vec::new();
         let result = self.run_script_with_hooks(engine, task, ast, typed_vars, &mut hooks_ran);
+        // Steps the task left running in the background end with it (their error, if it has none).
+        let waited = host.effects.wait_all().map_err(|e| Error::failure(format!("{e:#}")));
+        let result = result.and_then(|value| waited.map(|()| value));
         let changes = host.effects.changes_since(first_change);
         let (ok, error, value, result) = match result {
             Ok(value) => match reported_problem(&value, &task.name) {

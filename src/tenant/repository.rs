@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
-    drivers::restic::{Password, Restic, ResticError},
-    effects::Outcome,
+    drivers::restic::{Location, Password, Restic, ResticError},
+    effects::{Background, Finish, Outcome},
     tenant::{
         backup::{self, BackupConfig},
         context::Context,
@@ -50,6 +50,63 @@ pub fn setup(cx: &Context, id: &str) -> Result<(ClientLayout, BackupConfig)> {
     let layout = layout(cx, id)?;
     let config = BackupConfig::load(&layout)?;
     Ok((layout, config))
+}
+
+/// `restic::start_init`: decides whether the repository needs an init and starts it — cheap
+/// for a local repository (its config file), one open for a remote one (only restic can tell
+/// whether it exists). restic derives its key (≈ 2.5 s) while the caller goes on; the
+/// returned step is awaited with [`Effects::wait`](crate::effects::Effects::wait).
+pub fn start_init(cx: &Context, id: &str) -> Result<Background> {
+    if !backups_on(cx)? {
+        let layout = layout(cx, id)?;
+        cx.effects.unchanged("restic init", &layout.repository, "skipped: AGENCY_BACKUPS=off");
+        return Ok(Background::done(Outcome::Unchanged));
+    }
+    let (layout, config) = setup(cx, id)?;
+    let location = config.repository.clone();
+    let needed = match location.is_initialized() {
+        Some(true) => Outcome::Unchanged,
+        Some(false) => Outcome::Created,
+        None => {
+            // A dry run of a new client reads the secrets.env it planned.
+            let secrets = secrets::read_planned(&cx.effects, &layout.secrets_file)?;
+            let password = password_in(&secrets, &layout.secrets_file)?;
+            match locate()?.repo(location.clone(), password).open() {
+                Ok(()) => Outcome::Unchanged,
+                Err(e) if matches!(ResticError::of(&e), Some(ResticError::RepositoryMissing { .. })) => {
+                    Outcome::Created
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let half_done = location.is_half_initialized()?;
+    let detail = if half_done {
+        "password from secrets.env; again: a stopped init had left keys but no config"
+    } else {
+        "password from secrets.env"
+    };
+    let started = cx.effects.start("restic init", &location.to_string(), detail, needed, || {
+        let repo = backup::repo(&locate()?, &layout, &config)?;
+        if let Location::Local(path) = &location {
+            // restic makes the directory 0700 itself; its parent must exist.
+            if let Some(parent) = path.parent() {
+                crate::fsutil::create_dir(parent, 0o700)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+        }
+        if half_done {
+            location.clear_half_init()?;
+        }
+        let running = repo.start_init()?;
+        Ok(Box::new(move || running.wait()) as Finish)
+    })?;
+    // A second init of an earlier run may have left a key whose master key does not open the
+    // config (restic then fails for the password on disk whenever it tries that key first).
+    if needed == Outcome::Unchanged {
+        recover(cx, &layout, &config)?;
+    }
+    Ok(started)
 }
 
 /// The `RESTIC_PASSWORD` of an env file of the client's secrets.

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::process::{Command, ProcessOutput};
+use super::process::{Command, ProcessOutput, Running};
 
 /// A handle on one repository with its password.
 #[derive(Debug, Clone)]
@@ -78,11 +78,16 @@ impl Repo {
     /// Creates the repository (≈ 2.5 s of key derivation). An existing one is
     /// [`ResticError::AlreadyInitialized`].
     pub fn init(&self) -> Result<()> {
+        self.start_init()?.wait()
+    }
+
+    /// Starts creating the repository and returns while restic derives its key, so other
+    /// work can run meanwhile; [`InitRunning::wait`] says how it ended, as [`Repo::init`].
+    pub fn start_init(&self) -> Result<InitRunning> {
         if self.location.is_initialized() == Some(true) {
             return Err(ResticError::AlreadyInitialized { repo: self.location.to_string() }.into());
         }
-        self.run("init", self.command().arg("init"))?;
-        Ok(())
+        Ok(InitRunning { repo: self.clone(), child: self.command().arg("init").start()? })
     }
 
     /// Initializes unless already initialized; `true` when it created the repository.
@@ -290,5 +295,19 @@ impl Repo {
     pub(crate) fn unlock(&self) -> Result<()> {
         self.run("unlock", self.command().arg("unlock"))?;
         Ok(())
+    }
+}
+
+/// A `restic init` started by [`Repo::start_init`].
+pub struct InitRunning {
+    repo: Repo,
+    child: Running,
+}
+
+impl InitRunning {
+    /// Waits for restic; a non-zero exit is classified as for any restic command.
+    pub fn wait(self) -> Result<()> {
+        let output = self.child.wait()?;
+        if output.success() { Ok(()) } else { Err(self.repo.classify("init", &output).into()) }
     }
 }
