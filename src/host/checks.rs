@@ -169,10 +169,10 @@ impl StatusReport {
     fn invalid(&mut self, id: &str, reason: &str) {
         let mut state = self.0.borrow_mut();
         let repairs = state.pending_repairs.remove(id).unwrap_or_default();
-        let check: Array = vec![check_map("client", Status::Fail, reason, Dynamic::UNIT).into()];
+        let checks: Array = vec![check_map("client", Status::Fail, reason, Dynamic::UNIT).into()];
         state.clients.push(Entry {
             report: ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs),
-            checks_json: serde_json::to_string(&check).expect("plain data serializes"),
+            checks_json: serde_json::to_string(&checks).expect("plain data serializes"),
         });
     }
 
