@@ -144,44 +144,125 @@ def scaled_id(prefix, i):
 
 
 def scale_docker(recorded, out, prefix, template, count):
-    """Scales the answers bench/docker-replay recorded (one file per distinct call) to `count`
-    clients: every output line of the bench's own clients is dropped, the template client's
-    lines are repeated once per scaled client (its id replaced, a fresh ID), and every other
-    line (the engine's own networks, other people's) is kept as recorded. Lines are kept whole,
-    so the shapes the runner reads (`{{json .}}` plus tab-separated label fields) stay real."""
+    """Scales the answers bench/docker-replay recorded to `count` clients. Every object of the
+    bench's own clients is dropped, the template client's are repeated once per scaled client
+    (its id replaced, each Docker ID mapped to one fresh ID per client, the same in every
+    answer), and every other object (the engine's own networks, other people's) is kept.
+
+    A call naming objects after `--` (`inspect -- <ids>`) is answered for any list of them:
+    its objects go into a table (table-N.args: the arguments up to `--`; table-N/: one file per
+    id and name), line per object for `--format`, else the pieces of docker's indented JSON
+    array, so bench/docker-replay answers with one `cat`. Every other call keeps its
+    argument line and gets its output scaled line by line (`{{json .}}` lines, `-q` IDs)."""
     os.makedirs(out, exist_ok=True)
-    bench_line = re.compile(re.escape(prefix) + r"-")
-    for name in os.listdir(recorded):
-        src = os.path.join(recorded, name)
-        if not name.endswith(".out"):
-            shutil.copy(src, os.path.join(out, name))
+    calls = []
+    for name in sorted(os.listdir(recorded)):
+        if name.endswith(".args"):
+            base = os.path.join(recorded, name[: -len(".args")])
+            with open(base + ".args") as f:
+                args = f.read().rstrip("\n")
+            with open(base + ".out") as f:
+                output = f.read()
+            with open(base + ".rc") as f:
+                rc = f.read().strip()
+            calls.append((args, output, rc))
+    bench_name = re.compile(re.escape(prefix) + r"-")
+    ids = [set(), set()]  # [the template's Docker IDs, the other bench clients' ones]
+    for _, output, _ in calls:
+        for text, oid in docker_objects(output):
+            if oid and bench_name.search(text):
+                ids[template not in text].add(oid)
+    scaled_ids = {}
+    for i in range(1, count + 1):
+        cid = scaled_id(prefix, i)
+        scaled_ids[cid] = {oid: sha(oid + cid) for oid in ids[0]}
+
+    def owner(text):
+        """0: the template's, 1: another bench client's, 2: nobody's (kept as it is)."""
+        if template in text or any(oid in text for oid in ids[0]):
+            return 0
+        if bench_name.search(text) or any(oid in text for oid in ids[1]):
+            return 1
+        return 2
+
+    def copies(text):
+        """The text of one object for each client it stands for."""
+        kind = owner(text)
+        if kind == 2:
+            return [text]
+        if kind == 1:
+            return []
+        result = []
+        for cid, mapping in scaled_ids.items():
+            copy = text.replace(template, cid)
+            for oid, new in mapping.items():
+                copy = copy.replace(oid, new)
+            result.append(copy)
+        return result
+
+    tables = 0
+    for n, (args, output, rc) in enumerate(calls):
+        if " -- " in args:
+            write_table(os.path.join(out, f"table-{tables}"), args, output, copies)
+            tables += 1
             continue
-        kept, tpl = [], []
-        with open(src) as f:
-            for line in f.read().splitlines():
-                if template in line:
-                    tpl.append(line)
-                elif not bench_line.search(line):
-                    kept.append(line)
-        with open(os.path.join(out, name), "w") as f:
-            for line in kept:
-                f.write(line + "\n")
-            for i in range(1, count + 1):
-                f.write("\n".join(fresh_id(line.replace(template, scaled_id(prefix, i))) for line in tpl))
-                f.write("\n" if tpl else "")
+        with open(os.path.join(out, f"call-{n}.args"), "w") as f:
+            f.write(args + "\n")
+        with open(os.path.join(out, f"call-{n}.rc"), "w") as f:
+            f.write(rc + "\n")
+        with open(os.path.join(out, f"call-{n}.out"), "w") as f:
+            for line in output.splitlines():
+                for copy in copies(line):
+                    f.write(copy + "\n")
 
 
-def fresh_id(line):
-    """A replicated `{{json .}}` line gets an ID of its own (derived from the line)."""
-    first, tab, rest = line.partition("\t")
-    try:
-        obj = json.loads(first)
-    except ValueError:
-        return line
-    if isinstance(obj, dict) and "ID" in obj:
-        obj["ID"] = sha(line)
-        first = json.dumps(obj, separators=(",", ":"))
-    return first + tab + rest
+def docker_objects(output):
+    """(text, Docker ID) of each object in an answer: the elements of a JSON array, else its
+    lines (the ID of a `{{json .}}` line, a `-q` line, or a `--format` line's first field)."""
+    if output.lstrip().startswith("["):
+        return [(json.dumps(o), o.get("Id", "")) for o in json.loads(output)]
+    objects = []
+    for line in output.splitlines():
+        first = line.split("\t", 1)[0]
+        try:
+            oid = json.loads(first).get("ID", "")
+        except (ValueError, AttributeError):
+            oid = first if re.fullmatch(r"[0-9a-f]{64}", first) else ""
+        objects.append((line, oid))
+    return objects
+
+
+def write_table(table, args, output, copies):
+    """The objects of an `inspect -- <ids>` answer, by ID and name, for bench/docker-replay:
+    first/ and rest/ (with the separating comma) hold the pieces of a JSON array, lines/ a
+    `--format` line."""
+    requested = args.split(" -- ", 1)[1].split()
+    with open(table + ".args", "w") as f:
+        f.write(args.split(" -- ", 1)[0] + " --\n")
+    if output.lstrip().startswith("["):
+        os.makedirs(os.path.join(table, "first"))
+        os.makedirs(os.path.join(table, "rest"))
+        for obj in json.loads(output):
+            for copy in copies(json.dumps(obj)):
+                scaled = json.loads(copy)
+                # docker's own layout: the array's elements indented by four spaces
+                text = "    " + json.dumps(scaled, indent=4).replace("\n", "\n    ")
+                for key in {scaled["Id"], scaled.get("Name", "").lstrip("/")} - {""}:
+                    with open(os.path.join(table, "first", key), "w") as f:
+                        f.write(text)
+                    with open(os.path.join(table, "rest", key), "w") as f:
+                        f.write(",\n" + text)
+        return
+    os.makedirs(os.path.join(table, "lines"))
+    lines = output.splitlines()
+    if len(lines) != len(requested):
+        sys.exit(f"scale-docker: `docker {args[:60]}...` answered {len(lines)} lines for {len(requested)} objects")
+    for key, line in zip(requested, lines):
+        # the name or ID asked for and its line are one object: scaled together
+        for copy in copies(key + "\n" + line):
+            scaled_key, scaled_line = copy.split("\n", 1)
+            with open(os.path.join(table, "lines", scaled_key), "w") as f:
+                f.write(scaled_line + "\n")
 
 
 def scale_files(pairs, prefix, template, count, pool):

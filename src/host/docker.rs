@@ -30,7 +30,11 @@
 //!
 //! ¹ a probe starts and removes throwaway containers; dry runs skip it.
 
-use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashSet},
+    rc::Rc,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rhai::{Array, Dynamic, INT, Map, Module, NativeCallContext};
@@ -216,21 +220,24 @@ fn probe_now(host: &Host, state: &DockerState, snapshot: &Snapshot, ids: &[Strin
 /// Per client of `ids`, the names of its containers (labelled for it or on its networks,
 /// running or not) that have NET_RAW: one `docker inspect` of them all.
 fn net_raw(state: &DockerState, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
+    // Sets: thousands of clients each with containers made the lookups below quadratic.
+    let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut owned: Vec<(&ContainerSummary, Vec<&str>)> = Vec::new();
     for container in &snapshot.containers {
         let mut owners: Vec<&str> =
             container.networks.iter().filter_map(|n| snapshot.owner(n).map(|(c, _)| c)).collect();
         owners.extend(container.label(LABEL_CLIENT));
-        owners.retain(|o| ids.iter().any(|id| id == o));
+        owners.retain(|o| wanted.contains(o));
         owners.dedup();
         if !owners.is_empty() {
             owned.push((container, owners));
         }
     }
     let all: Vec<&str> = owned.iter().map(|(c, _)| c.id.as_str()).collect();
-    let raw = if all.is_empty() { Vec::new() } else { state.docker()?.with_net_raw(&all)? };
+    let raw: HashSet<String> =
+        if all.is_empty() { HashSet::new() } else { state.docker()?.with_net_raw(&all)?.into_iter().collect() };
     let mut result: Map = ids.iter().map(|id| (id.as_str().into(), Array::new().into())).collect();
-    for (container, owners) in owned.iter().filter(|(c, _)| raw.iter().any(|r| r == &c.id)) {
+    for (container, owners) in owned.iter().filter(|(c, _)| raw.contains(&c.id)) {
         for owner in owners {
             if let Some(list) = result.get_mut(*owner).and_then(|v| v.write_lock::<Array>()).as_mut() {
                 list.push(container.name.clone().into());

@@ -47,7 +47,9 @@ fn write_report(host: &Host, path: &str, status: &StatusReport, pool: &Map) -> R
         bail!("REPORT {path} is a directory; name the .html file to write");
     }
     let mut rows = Vec::new();
-    status.visit(|report, checks| rows.push(Row { report: report.clone(), backup_age_seconds: backup_age(checks) }));
+    status.visit_with_checks(|report, checks| {
+        rows.push(Row { report: report.clone(), backup_age_seconds: backup_age(checks) })
+    });
     let number = |key: &str| pool.get(key).and_then(|v| v.as_int().ok()).map_or(0, |n| n.max(0) as u64);
     let pool_name = pool.get("pool").map(|p| p.to_string()).unwrap_or_default();
     let page = Page {

@@ -10,6 +10,7 @@
 //! | `layout::setting(name)` | a host-wide setting (`AGENCY_SUBNET_POOL` ...), see `agency --explain` |
 //! | `layout::policy()` | the tenant policy, the table the Rust checks read too: `tiers` (`[#{name, internal, network_key, subnet_key, bridge_key}]`), `subnet_keys` and `bridge_keys` (tier → client.env key), `log_files`, `log_dir_mode`, `log_file_mode`, `secrets_dir_mode`, `secrets_file_mode`, `client_label` |
 //! | `layout::verb(verb)` | `verb` as this run's messages say it: `"would repair"` in a dry run, `"repair"` otherwise |
+//! | `layout::json()` | whether this run prints the `--json` document, which shows a task's result (status builds its per-client maps for it, or for a failed run's notification) |
 //! | `layout::target()` | the task the operator asked for (deps run for it: `create-client` when `setup-log-segmentation` runs as its dep) |
 
 use std::{path::Path, rc::Rc};
@@ -139,6 +140,9 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("verb", move |verb: &str| -> ScriptResult<String> { Ok(h.effects.verb(verb)) });
+
+    let h = host.clone();
+    module.set_native_fn("json", move || -> ScriptResult<bool> { Ok(h.output.json) });
 
     let h = host.clone();
     module.set_native_fn("target", move || -> ScriptResult<String> { Ok(h.target.clone()) });

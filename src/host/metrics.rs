@@ -57,7 +57,7 @@ fn pool_usage(pool: &Map) -> PoolUsage {
 fn status(host: &Host, report: &StatusReport, pool: &Map) -> Result<String> {
     write(host, "agency-status", || {
         let mut reports: Vec<ClientReport> = Vec::new();
-        report.visit(|client, _| reports.push(client.clone()));
+        report.visit(|client| reports.push(client.clone()));
         let heads: Vec<&ClientReport> = reports.iter().collect();
         Ok(metrics::status(&heads, &pool_usage(pool), SystemTime::now()))
     })

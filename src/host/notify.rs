@@ -31,7 +31,7 @@ fn digest(host: &Host, report: &StatusReport, pool: &Map) -> Result<bool> {
     }
     let (mut clients, mut isolated, mut warnings) = (0, 0, 0);
     let mut not_isolated = Vec::new();
-    report.visit(|client, _| {
+    report.visit(|client| {
         clients += 1;
         warnings += client.checks.iter().filter(|c| c.status == Status::Warn).count();
         if client.isolated {
