@@ -176,32 +176,31 @@ def noop(t, args):
     t.p()
 
 
-def firewall(t, args):
-    rows = sorted(t.rows("firewall"), key=lambda r: int(r.get("clients", 0)))
-    thousand = next((r for r in rows if int(r.get("clients", 0)) == 1000), None)
+def by_clients(t, section, title, clients, limit_ms, what, columns):
+    """A section of rows at several client counts, judged at `clients`: median under `limit_ms`."""
+    rows = sorted(t.rows(section), key=lambda r: int(r.get("clients", 0)))
+    judged = next((r for r in rows if int(r.get("clients", 0)) == clients), None)
     if rows:
-        t.p("5. setup-firewall: agency's nftables table from every client's record, replaced in one nft -f (median)")
+        t.p(title)
         for r in rows:
-            t.row(r, f"{ms(r['median_ms']):>9} {'':>7} {mb(r.get('rss_kb')):>9}")
-    v = t.target("setup-firewall under 100 ms at 1,000 clients", None if thousand is None else thousand["median_ms"] < 100,
-                 ms(thousand["median_ms"]) if thousand else "-")
+            t.row(r, columns(r))
+    limit = f"{limit_ms / 1000:g} s" if limit_ms >= 1000 else f"{limit_ms:g} ms"
+    target = f"under {limit} at {clients:,} clients"
+    v = t.target(f"{what} {target}", None if judged is None else judged["median_ms"] < limit_ms,
+                 ms(judged["median_ms"]) if judged else "-")
     if rows:
-        t.p(f"   target under 100 ms at 1,000 clients: {v}")
+        t.p(f"   target {target}: {v}")
         t.p()
+
+
+def firewall(t, args):
+    by_clients(t, "firewall", "5. setup-firewall: agency's nftables table from every client's record, replaced in one nft -f (median)",
+               1000, 100, "setup-firewall", lambda r: f"{ms(r['median_ms']):>9} {'':>7} {mb(r.get('rss_kb')):>9}")
 
 
 def probe(t, args):
-    rows = sorted(t.rows("probe"), key=lambda r: int(r.get("clients", 0)))
-    fifty = next((r for r in rows if int(r.get("clients", 0)) == 50), None)
-    if rows:
-        t.p("6. multi-tenancy-status PROBE=1: packets on every path of every client (real clients, median)")
-        for r in rows:
-            t.row(r, f"{ms(r['median_ms']):>9} {r['runs']:>5} {mb(r.get('rss_kb')):>9}")
-    v = t.target("PROBE=1 under 10 s at 50 clients", None if fifty is None else fifty["median_ms"] < 10_000,
-                 ms(fifty["median_ms"]) if fifty else "-")
-    if rows:
-        t.p(f"   target under 10 s at 50 clients: {v}")
-        t.p()
+    by_clients(t, "probe", "6. multi-tenancy-status PROBE=1: packets on every path of every client (real clients, median)",
+               50, 10_000, "PROBE=1", lambda r: f"{ms(r['median_ms']):>9} {r['runs']:>5} {mb(r.get('rss_kb')):>9}")
 
 
 def logs(t, args):
