@@ -53,20 +53,10 @@ impl Effects {
         needed: Outcome,
         start: impl FnOnce() -> Result<Finish>,
     ) -> Result<Background> {
-        if needed == Outcome::Unchanged || self.dry_run {
-            self.push(action, target, detail, needed, None);
-            return Ok(Background { outcome: needed, step: None });
-        }
-        let number = self.begin_mutation(action, target)?;
-        let started = fault::before(number).and_then(|()| {
-            fault::enter(number);
-            let started = start();
-            fault::leave();
-            started
-        });
-        let finish = match started {
-            Ok(finish) => finish,
-            Err(error) => return Err(self.failed(action, target, detail, error)),
+        let (number, finish) = match self.mutate(action, target, detail, needed, start)? {
+            None => return Ok(Background { outcome: needed, step: None }),
+            Some((number, Ok(finish))) => (number, finish),
+            Some((_, Err(error))) => return Err(self.failed(action, target, detail, error)),
         };
         let change = self.change(action, target, detail, needed, None);
         let slot = self.len();

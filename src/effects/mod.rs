@@ -211,25 +211,40 @@ impl Effects {
         needed: Outcome,
         apply: impl FnOnce() -> anyhow::Result<T>,
     ) -> anyhow::Result<Applied<T>> {
-        if needed == Outcome::Unchanged || self.dry_run {
-            self.push(action, target, detail, needed, None);
-            return Ok(Applied { outcome: needed, value: None });
-        }
-        let number = self.begin_mutation(action, target)?;
-        let result = fault::before(number).and_then(|()| {
-            fault::enter(number);
-            let result = apply();
-            fault::leave();
-            result
-        });
-        match result {
-            Ok(value) => {
+        match self.mutate(action, target, detail, needed, apply)? {
+            None => Ok(Applied { outcome: needed, value: None }),
+            Some((number, Ok(value))) => {
                 self.push(action, target, detail, needed, None);
                 fault::after(number);
                 Ok(Applied { outcome: needed, value: Some(value) })
             }
-            Err(error) => Err(self.failed(action, target, detail, error)),
+            Some((_, Err(error))) => Err(self.failed(action, target, detail, error)),
         }
+    }
+
+    /// The door `apply` and `start` share: a change that is not needed, or only planned, is
+    /// recorded and `None`; otherwise `call` runs as the next mutation inside its fault points,
+    /// and its number comes back with what `call` returned (not yet recorded).
+    fn mutate<T>(
+        &self,
+        action: &str,
+        target: &str,
+        detail: &str,
+        needed: Outcome,
+        call: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<(usize, anyhow::Result<T>)>> {
+        if needed == Outcome::Unchanged || self.dry_run {
+            self.push(action, target, detail, needed, None);
+            return Ok(None);
+        }
+        let number = self.begin_mutation(action, target)?;
+        let result = fault::before(number).and_then(|()| {
+            fault::enter(number);
+            let result = call();
+            fault::leave();
+            result
+        });
+        Ok(Some((number, result)))
     }
 
     /// The number of the mutation about to start, shown as begun; none once interrupted.
