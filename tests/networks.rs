@@ -381,42 +381,48 @@ impl Drop for RemoveByLabel<'_> {
     }
 }
 
-/// What a create killed after Docker made the network, and a re-run that made it again,
-/// leave: two networks of one name. The engine checks the name before it creates, so
-/// concurrent creates of one name each pass the check; tried until two exist (the first
-/// round nearly always makes them here).
+/// Replaces `<id>_backend` with two networks of that name, on `subnets[0]` (keeping agency's
+/// bridge name) and `subnets[1]`: what a create killed mid-way and then re-run leaves. The
+/// docker CLI always asks the daemon to refuse a taken name (`CheckDuplicate`), and racing two
+/// creates makes twins only sometimes, so the second comes from the Engine API without it.
 fn make_twins(docker: &agency::drivers::docker::Docker, id: &str, subnets: [Ipv4Net; 2]) -> usize {
     let name = format!("{id}_backend");
     let bridge = docker.inspect_networks(&[&name]).unwrap()[0].bridge.clone().unwrap();
     docker.remove_network(&name).unwrap();
-    for _ in 0..20 {
-        std::thread::scope(|threads| {
-            for (index, subnet) in subnets.iter().enumerate() {
-                let (name, bridge) = (&name, &bridge);
-                threads.spawn(move || {
-                    let client = format!("agency.client={id}");
-                    let subnet = subnet.to_string();
-                    // The recorded subnet's network keeps agency's bridge name; the other's is Docker's.
-                    let bridge_option = format!("com.docker.network.bridge.name={bridge}");
-                    let mut args = vec!["network", "create", "--internal", "--label", "agency.managed=true"];
-                    args.extend(["--label", &client, "--label", "agency.tier=backend", "--subnet", &subnet]);
-                    if index == 0 {
-                        args.extend(["-o", &bridge_option]);
-                    }
-                    args.push(name);
-                    let _ = Command::new(docker.program()).args(&args).output();
-                });
-            }
-        });
-        let count = networks_named(docker, &name).len();
-        if count > 1 {
-            return count;
-        }
-        for (network_id, _) in networks_named(docker, &name).into_iter().skip(1) {
-            docker.remove_network(&network_id).unwrap();
-        }
-    }
-    panic!("twenty rounds of concurrent creates never made two networks named {name}");
+    let client = format!("agency.client={id}");
+    let (first, bridge_option) = (subnets[0].to_string(), format!("com.docker.network.bridge.name={bridge}"));
+    let mut args = vec!["network", "create", "--internal", "--label", "agency.managed=true"];
+    args.extend([
+        "--label",
+        &client,
+        "--label",
+        "agency.tier=backend",
+        "--subnet",
+        &first,
+        "-o",
+        &bridge_option,
+        &name,
+    ]);
+    let created = Command::new(docker.program()).args(&args).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let body = serde_json::json!({
+        "Name": name, "CheckDuplicate": false, "Internal": true,
+        "Labels": { "agency.managed": "true", "agency.client": id, "agency.tier": "backend" },
+        "IPAM": { "Config": [{ "Subnet": subnets[1].to_string() }] },
+    });
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let twin = Command::new("curl")
+        .args(["-sS", "--fail", "--unix-socket", &socket, "-H", "Content-Type: application/json", "-X", "POST"])
+        .args(["-d", &body.to_string(), "http://localhost/v1.41/networks/create"])
+        .output()
+        .unwrap();
+    assert!(twin.status.success(), "{}", String::from_utf8_lossy(&twin.stderr));
+    let count = networks_named(docker, &name).len();
+    assert_eq!(count, 2, "the Engine API made no twin of {name}");
+    count
 }
 
 #[test]

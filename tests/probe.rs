@@ -208,11 +208,11 @@ fn probes_of_several_clients_report_one_open_path_for_exactly_its_client() {
         let checked = check(report(&json, id), "probe");
         let summary = checked["summary"].as_str().unwrap();
         if id == open {
-            assert_eq!(checked["status"], "fail", "{checked:#}");
+            assert_eq!(checked["status"], "fail", "{summary}\n{checked:#}");
             assert!(summary.contains(&format!("{open_tier} reaches the host's port {listening} on")), "{summary}");
             assert_eq!(summary.matches(" reaches the host's port ").count(), 1, "{summary}");
         } else {
-            assert_eq!(checked["status"], "ok", "{checked:#}");
+            assert_eq!(checked["status"], "ok", "{summary}\n{checked:#}");
         }
         for tier in ["frontend", "backend", "database", "network"] {
             let network = format!("{id}_{tier}");
