@@ -98,15 +98,16 @@ impl ProbeReport {
 }
 
 /// The shell script a probe container runs: every attempt in the background at once, one
-/// result line per attempt.
+/// result line per attempt. A port counts as open only when nc ran its `-e` program, i.e. it
+/// connected: an nc that `timeout` had to stop (a starved machine) proves nothing.
 pub(crate) fn probe_script(targets: &[ProbeTarget], timeout_secs: u32) -> String {
     let t = timeout_secs.max(1);
     let mut script = format!(
         "T={t}\n\
          icmp() {{ if ping -c 1 -W $T \"$1\" >/dev/null 2>&1; then echo \"icmp $1 ok\"; else echo \"icmp $1 fail\"; fi; }}\n\
-         tcp() {{ r=$(timeout $((T+1)) nc -w $T \"$1\" \"$2\" </dev/null 2>&1 >/dev/null); c=$?; \
-         case \"$r\" in *efused*) o=refused;; *'timed out'*) o=timeout;; *nreachable*|*'No route'*) o=unreachable;; \
-         '') if [ $c = 0 ] || [ $c = 143 ] || [ $c = 124 ]; then o=open; else o=error; fi;; *) o=error;; esac; \
+         tcp() {{ r=$(timeout $((T+1)) nc -w $T \"$1\" \"$2\" -e sh -c 'echo connected >&2' </dev/null 2>&1 >/dev/null); \
+         case \"$r\" in *connected*) o=open;; *efused*) o=refused;; *'timed out'*|'') o=timeout;; \
+         *nreachable*|*'No route'*) o=unreachable;; *) o=error;; esac; \
          echo \"tcp $1 $2 $o\"; }}\n\
          ip -4 -o addr | while read n i f a rest; do [ \"$i\" = lo ] || echo \"self $a\"; done\n"
     );

@@ -186,6 +186,38 @@ fn probe_script_and_output() {
     assert!(!other.reachable());
 }
 
+/// The probe script run by busybox on this host against loopback: a listener is open, a closed
+/// port refused, and an nc that hangs without connecting (as on a starved machine, until
+/// `timeout` stops it) is a timeout, never an open port.
+#[test]
+fn probe_script_counts_only_a_connection_as_open() {
+    let busybox = std::path::Path::new("/usr/bin/busybox");
+    if !busybox.exists() {
+        assert!(std::env::var_os("CI").is_none(), "busybox is required in CI (apt-get install busybox-static)");
+        eprintln!("*** SKIP probe_script_counts_only_a_connection_as_open: busybox is not installed ***");
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = |port: u16, hanging_nc: bool| {
+        let targets = [ProbeTarget { address: Ipv4Addr::LOCALHOST, icmp: false, ports: vec![port] }];
+        let mut script = probe_script(&targets, 1);
+        if hanging_nc {
+            let connect = "nc -w $T \"$1\" \"$2\" -e sh -c 'echo connected >&2'";
+            assert!(script.contains(connect), "{script}");
+            script = script.replace(connect, "sleep 10");
+        }
+        let out = std::process::Command::new(busybox).args(["sh", "-c", &script]).output().unwrap();
+        let report = parse_probe_output("lo", &targets, &String::from_utf8_lossy(&out.stdout));
+        report.result(Ipv4Addr::LOCALHOST).unwrap().tcp.clone()
+    };
+    assert_eq!(run(open, false), vec![(open, TcpOutcome::Open)]);
+    assert_eq!(run(closed, false), vec![(closed, TcpOutcome::Refused)]);
+    assert_eq!(run(open, true), vec![(open, TcpOutcome::Timeout)]);
+    drop(listener);
+}
+
 #[test]
 fn parses_host_net_info() {
     let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
