@@ -96,13 +96,18 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
     }
     let nft = Nft::locate()?;
     let _lock = apply_lock(host)?;
-    let mut records = records(host)?;
+    // The kernel's table is listed while the records are read: neither needs the other.
+    let (records, listing) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| nft.list_table(&settings.table));
+        (records(host), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let mut records = records?;
     if let Some((id, env)) = planned {
         records.retain(|(r, _)| r != id);
         records.extend(env.map(|env| (id.to_string(), env)));
     }
     let ruleset = Ruleset::new(&settings, all_bridges(&records));
-    let live = nft.list_table(&settings.table)?.map(|text| firewall::parse_listing(&text));
+    let live = listing?.map(|text| firewall::parse_listing(&text));
     let comparison = ruleset.compare(live.as_ref());
     let needed = match (comparison.present, comparison.is_equal()) {
         (false, _) => Outcome::Created,

@@ -109,13 +109,8 @@ pub(crate) fn client_bridges(client: &str, env: &BTreeMap<String, String>) -> (V
 }
 
 /// (name, type) of the sets every table has.
-const SETS: [(&str, &str); 5] = [
-    ("bridges", "ifname"),
-    ("internal", "ifname"),
-    ("same_bridge", "ifname . ifname"),
-    ("host_tcp", "inet_service"),
-    ("host_udp", "inet_service"),
-];
+const SETS: [(&str, &str); 4] =
+    [("bridges", "ifname"), ("internal", "ifname"), ("host_tcp", "inet_service"), ("host_udp", "inet_service")];
 
 /// A bridge's sources are checked by one exact lookup of (interface, source address masked
 /// to the bridge's prefix) per prefix length in use, in `sources_<len>`; a rule applies to the
@@ -139,8 +134,18 @@ fn source_rule(length: u8, one_length: bool) -> String {
     )
 }
 
+/// Traffic within one bridge, of the bridges of `length`: a destination inside the bridge's own
+/// subnet (its source already checked) leaves through that bridge. The same lookup as the
+/// source check, so it costs no set of its own: a set of (interface, interface) pairs did the
+/// same, but was a third of `nft -f`'s work at 1,000 clients.
+fn within_rule(length: u8) -> String {
+    let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0));
+    format!("iifname . ip daddr & {mask} @sources_{length} accept comment \"within one bridge\"")
+}
+
 /// The chains' fixed rules, written as `nft list` prints them back (that is how they are
-/// compared); the source checks (`source_rule`) come first in both. Docker's bridges are
+/// compared); the source checks (`source_rule`) come first in both, then in forward the
+/// accepts of traffic within one bridge (`within_rule`). Docker's bridges are
 /// `docker0`, `docker_gwbridge` and `br-<id>`, agency's `agb-<hex>`; an uplink that is itself
 /// a bridge (`br0`) is not among them, so outbound traffic still flows.
 const CHAINS: [(&str, &str, &[&str]); 2] = [
@@ -148,7 +153,6 @@ const CHAINS: [(&str, &str, &[&str]); 2] = [
         "forward",
         "type filter hook forward priority filter - 10; policy accept;",
         &[
-            "iifname . oifname @same_bridge accept comment \"within one bridge\"",
             "iifname @bridges meta nfproto ipv6 drop comment \"client networks are IPv4\"",
             "iifname @internal drop comment \"nothing routed out of an internal tier\"",
             "oifname @internal drop comment \"nothing routed into an internal tier\"",
@@ -187,7 +191,6 @@ fn bridge_sets(bridges: &[Bridge], one_length: bool) -> BTreeMap<String, BTreeSe
         if bridge.internal {
             set("internal".into(), name.clone());
         }
-        set("same_bridge".into(), format!("{name} . {name}"));
         let length = bridge.subnet.prefix();
         if !one_length {
             set(source_bridges(length, false), name.clone());
@@ -244,11 +247,14 @@ impl Ruleset {
     fn chains(&self) -> Vec<(&'static str, Vec<String>)> {
         let one = self.one_length();
         let source_rules: Vec<String> = self.prefix_lengths().into_iter().map(|l| source_rule(l, one)).collect();
+        let within_rules: Vec<String> = self.prefix_lengths().into_iter().map(within_rule).collect();
         CHAINS
             .iter()
             .map(|(name, header, rules)| {
+                let within = if *name == "forward" { within_rules.as_slice() } else { &[] };
                 let lines = std::iter::once(header.to_string())
                     .chain(source_rules.iter().cloned())
+                    .chain(within.iter().cloned())
                     .chain(rules.iter().map(|r| r.to_string()));
                 (*name, lines.collect())
             })
@@ -501,7 +507,10 @@ mod tests {
         assert_eq!(sets["internal"].len(), 4);
         assert!(sets["sources_26"].contains("\"agb-0ac90140\" . 10.201.1.64"));
         assert!(!sets.contains_key("bridges_26"));
-        assert!(sets["same_bridge"].contains("\"agb-0ac90000\" . \"agb-0ac90000\""));
+        assert!(!sets.contains_key("same_bridge"));
+        assert!(
+            script.contains("iifname . ip daddr & 255.255.255.192 @sources_26 accept comment \"within one bridge\"")
+        );
         assert_eq!(sets["host_udp"], BTreeSet::from(["53".to_string()]));
         assert!(script.contains("priority filter - 10; policy accept;"));
         assert!(script.contains("\"agb-0ac90140\" . 10.201.1.64"));
@@ -523,11 +532,11 @@ mod tests {
 
         let fewer = ruleset(&[("acme", 0)]);
         let diff = fewer.compare(Some(&listing));
-        assert_eq!(diff.removed.len(), 4 + 2 + 4 + 4, "{diff:?}");
+        assert_eq!(diff.removed.len(), 4 + 2 + 4, "{diff:?}");
         assert!(diff.added.is_empty());
         assert!(diff.lines().contains(&"- bridges \"agb-0ac90100\"".to_string()), "{:?}", diff.lines());
         let more = ruleset(&[("acme", 0), ("beta", 1), ("gamma", 2)]);
-        assert_eq!(more.compare(Some(&listing)).added.len(), 14);
+        assert_eq!(more.compare(Some(&listing)).added.len(), 10);
 
         let mut edited = listing.clone();
         edited.chains.get_mut("input").unwrap().pop();
