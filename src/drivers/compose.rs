@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow, bail};
 
 use crate::drivers::{
-    docker::{ContainerSummary, EXACT_LABELS, exact_format, parse_ps},
+    docker::{ContainerSummary, EXACT_LABELS, container_format, parse_ps},
     process::{self, Command},
 };
 
@@ -126,7 +126,7 @@ pub fn project_containers(docker: &Path, name: &str) -> Result<Vec<ContainerSumm
         crate::drivers::docker::LABEL_SERVICE,
     ]);
     let filter = format!("label={LABEL_PROJECT}={name}");
-    let format = exact_format(&keys);
+    let format = container_format(&keys);
     let output =
         Command::new(docker).args(["ps", "-a", "--no-trunc", "--filter", &filter, "--format", &format]).output()?;
     if !output.success() {

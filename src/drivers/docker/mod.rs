@@ -301,7 +301,7 @@ impl Docker {
 
     /// Every container, running or not, with its networks, in one `docker ps -a` call.
     pub fn list_containers(&self) -> Result<Vec<ContainerSummary>> {
-        let format = exact_format(&EXACT_LABELS);
+        let format = container_format(&EXACT_LABELS);
         let output = self.checked("ps", &["ps", "-a", "--no-trunc", "--format", &format])?;
         parse_ps(&output.stdout, &EXACT_LABELS)
     }
@@ -326,7 +326,7 @@ impl Docker {
             args.push("--filter".into());
             args.push(if value.is_empty() { format!("label={key}") } else { format!("label={key}={value}") });
         }
-        args.extend(["--format".into(), exact_format(&keys)]);
+        args.extend(["--format".into(), container_format(&keys)]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let output = self.checked("ps", &args)?;
         parse_ps(&output.stdout, &keys)

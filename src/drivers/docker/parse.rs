@@ -31,7 +31,25 @@ pub(crate) fn network_age_key(network: &NetworkDetails) -> (String, String) {
 /// The `--format` of an `ls`/`ps` call: the `{{json .}}` line, then a tab and the JSON string
 /// of each of `keys` (`.Label`, exact). JSON never holds a raw tab, so the fields split cleanly.
 pub(crate) fn exact_format(keys: &[&str]) -> String {
-    let mut format = "{{json .}}".to_string();
+    with_labels("{{json .}}", keys)
+}
+
+/// The fields of a `docker ps` line that [`parse_ps`] reads, as one JSON object. `{{json .}}`
+/// would do, but the CLI sees such a template touch `.Size` and asks the daemon for every
+/// container's size, which walks each container's files: 2 s for one MariaDB container here,
+/// against 25 ms for these fields.
+const CONTAINER_FIELDS: &str = concat!(
+    r#"{"ID":{{json .ID}},"Names":{{json .Names}},"Image":{{json .Image}},"State":{{json .State}},"#,
+    r#""Labels":{{json .Labels}},"Networks":{{json .Networks}},"Ports":{{json .Ports}}}"#
+);
+
+/// [`exact_format`] for `docker ps` (see [`CONTAINER_FIELDS`]).
+pub(crate) fn container_format(keys: &[&str]) -> String {
+    with_labels(CONTAINER_FIELDS, keys)
+}
+
+fn with_labels(head: &str, keys: &[&str]) -> String {
+    let mut format = head.to_string();
     for key in keys {
         format.push_str(&format!("\t{{{{json (.Label \"{key}\")}}}}"));
     }
@@ -285,7 +303,7 @@ struct RawContainerLine {
     ports: String,
 }
 
-/// Parses `docker ps -a --no-trunc --format` [`exact_format`]`(keys)`.
+/// Parses `docker ps -a --no-trunc --format` [`container_format`]`(keys)`.
 pub(crate) fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
     Ok(exact_lines::<RawContainerLine>("ps", stdout, keys)?
         .into_iter()

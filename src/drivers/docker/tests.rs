@@ -152,6 +152,25 @@ fn parses_ps_and_volume_ls() {
     assert_eq!(volumes[0].labels.get("agency.client").map(String::as_str), Some("zz"));
 }
 
+/// `docker ps` names its fields: a template that touches `.Size` (as `{{json .}}` does) has the
+/// CLI ask the daemon to measure every container's files.
+#[test]
+fn ps_asks_for_its_fields_and_never_for_sizes() {
+    let format = container_format(&[LABEL_CLIENT]);
+    assert!(!format.contains("{{json .}}") && !format.contains("Size"), "{format}");
+    assert!(format.ends_with("\t{{json (.Label \"agency.client\")}}"), "{format}");
+    // Real Docker 20.10 output for that format.
+    let line = concat!(
+        r#"{"ID":"c3ca05fd3b22","Names":"db_1","Image":"agency-test/mariadb:bookworm","State":"running","#,
+        r#""Labels":"agency.client=acme,zz=1","Networks":"acme_database","Ports":""}"#,
+        "\t\"acme\"\n"
+    );
+    let containers = parse_ps(line, &[LABEL_CLIENT]).unwrap();
+    assert_eq!(containers[0].name, "db_1");
+    assert_eq!(containers[0].networks, vec!["acme_database"]);
+    assert_eq!(containers[0].label(LABEL_CLIENT), Some("acme"));
+}
+
 #[test]
 fn create_args_put_the_name_last_after_a_separator() {
     let spec = NetworkSpec { internal: true, attachable: true, ..NetworkSpec::bridge("acme_database") }
