@@ -103,3 +103,68 @@ fn a_deployed_routed_service_gets_an_oidc_client_of_the_realm_and_names_its_issu
     let output = run(&["multi-tenancy-status", &client_id], 1);
     assert!(output.stdout.contains(&format!("does not name the realm's issuer {issuer}")), "{}", output.stdout);
 }
+
+/// The checks of the one client of a `--json` multi-tenancy-status report.
+fn checks_of(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["tasks"][0]["result"]["clients"][0]["checks"].as_array().unwrap().clone()
+}
+
+fn check<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
+}
+
+/// A legacy Keycloak under `/auth` (KEYCLOAK_URL without it, the prefix detected, or set):
+/// the stack gets `<url>/auth/realms/<realm>` and status checks that one.
+#[test]
+fn on_a_legacy_keycloak_the_issuer_carries_the_auth_prefix() {
+    if !containers::engine_or_skip("oidc::auth_prefix") {
+        return;
+    }
+    if crate::compose::compose_tool().is_none() {
+        containers::skip("oidc::auth_prefix", "neither `docker compose` nor `docker-compose` is installed");
+        return;
+    }
+    let fake = FakeKeycloak::builder().prefix("/auth").admin("admin", ADMIN_PASSWORD).start();
+    let site = Site::with_docker();
+    site.site_file("stacks/bb/compose.yml", &stack_with_issuer("${OIDC_ISSUER}"));
+    let id = containers::unique("oa");
+    let _cleanup = Deployed::new(std::slice::from_ref(&id));
+    let run = |args: &[&str], prefix: Option<&str>, status: i32| {
+        let mut test = site
+            .test()
+            .env("AGENCY_BACKUPS", "off")
+            .env("KEYCLOAK_URL", &fake.url())
+            .env("KEYCLOAK_ADMIN", "admin")
+            .env("KEYCLOAK_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        if let Some(prefix) = prefix {
+            test = test.env("KEYCLOAK_PATH_PREFIX", prefix);
+        }
+        test.args(args).status(status).run()
+    };
+    let client_id = format!("CLIENT_ID={id}");
+    run(
+        &["create-client", &client_id, "CLIENT_NAME=OIDC", &format!("CLIENT_DOMAIN={id}.example.test"), "STACK=bb"],
+        None,
+        0,
+    );
+    run(&["deploy-client", &client_id], None, 0);
+    let issuer = format!("{}/auth/realms/{id}", fake.url().trim_end_matches('/'));
+    let web = project(&id).into_iter().find(|(s, _)| s == "web").unwrap().1;
+    assert_eq!(env_of(&web, "ISSUER"), issuer, "the issuer of the realm under /auth");
+    assert!(fake.client_rep(&id, "web").is_some());
+
+    // Status: the prefix detected, or set, the service's issuer checks out.
+    for prefix in [None, Some("/auth")] {
+        let checks = checks_of(&run(&["--json", "multi-tenancy-status", &client_id], prefix, 0).json());
+        assert_eq!(check(&checks, "stack")["status"], "ok", "{prefix:?}: {checks:#?}");
+        assert_eq!(check(&checks, "realm")["status"], "ok", "{prefix:?}: {checks:#?}");
+    }
+
+    // The service naming the issuer without the prefix signs its users in nowhere: status fails it.
+    let bare = format!("{}/realms/{id}", fake.url().trim_end_matches('/'));
+    site.site_file("stacks/bb/compose.yml", &stack_with_issuer(&bare));
+    run(&["deploy-client", &client_id], None, 0);
+    assert_eq!(env_of(&project(&id).into_iter().find(|(s, _)| s == "web").unwrap().1, "ISSUER"), bare);
+    let output = run(&["multi-tenancy-status", &client_id], None, 1);
+    assert!(output.stdout.contains(&format!("does not name the realm's issuer {issuer} ")), "{}", output.stdout);
+}

@@ -74,9 +74,10 @@ pub fn resolve_settings(host: &Host) -> Result<Option<KeycloakSettings>> {
     KeycloakSettings::from_vars(lookup)
 }
 
-/// The run's Keycloak connection, made on first use and shared by every call (one token).
+/// The run's Keycloak connection, made on first use and shared by every call (one token, one
+/// path prefix detection): the `keycloak::` functions and the issuer handed to stacks.
 #[derive(Default)]
-struct Connection {
+pub struct Connection {
     client: RefCell<Option<Rc<Keycloak>>>,
     live: std::cell::OnceCell<bool>,
 }
@@ -101,6 +102,16 @@ impl Connection {
         *self.client.borrow_mut() = Some(client.clone());
         Ok(client)
     }
+}
+
+/// Where the issuers of the realms of the run's Keycloak start: `KEYCLOAK_URL` with the path
+/// prefix as the driver resolves it (`KEYCLOAK_PATH_PREFIX`, else detected through the run's
+/// connection); `None` without Keycloak.
+pub fn issuer_base(host: &Host) -> Result<Option<String>> {
+    if !host.keycloak.live(host)? {
+        return Ok(None);
+    }
+    host.keycloak.get(host)?.base().map(Some)
 }
 
 fn outcome(outcome: reconcile::RealmOutcome) -> Outcome {
@@ -294,7 +305,6 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
 
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
-    let connection = Rc::new(Connection::default());
 
     let h = host.clone();
     module.set_native_fn("live", move || -> ScriptResult<bool> {
@@ -334,16 +344,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "setup_realm",
         move |realm: &str, display_name: &str, secrets_file: &str, settings: Map| -> ScriptResult<Array> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, false)
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "setup_realm",
         move |realm: &str,
@@ -352,16 +362,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               settings: Map,
               reset_password: bool|
               -> ScriptResult<Array> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset_password)
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "set_admin_password",
         move |realm: &str, secrets_file: &str, key: &str| -> ScriptResult<String> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             let password = read_password(&h, secrets_file, key).map_err(script_error)?;
             let username = realm::REALM_ADMIN_USER;
             let change = kc.check_password(realm, username, &password, true).map_err(script_error)?;
@@ -383,7 +393,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(spec.clients.iter().map(|c| Dynamic::from(c.secret_key())).collect())
     });
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "set_client_secret",
         move |realm: &str, settings: Map, secrets_file: &str, key: &str| -> ScriptResult<String> {
@@ -393,7 +403,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 .iter()
                 .find(|c| c.secret_key() == key)
                 .ok_or_else(|| script_error(anyhow!("{key} is the secret of no service in OIDC_SERVICES")))?;
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             let secret = read_password(&h, secrets_file, key).map_err(script_error)?;
             let change = kc.check_client_secret(realm, client, &secret).map_err(script_error)?;
             let target = format!("{realm}/{}", client.service);
@@ -408,7 +418,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn("partial_import", move |realm: &str, json: &str, policy: &str| -> ScriptResult<Map> {
         let policy = IfExists::parse(policy).map_err(script_error)?;
         let rep: Value =
@@ -416,7 +426,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let count = |key: &str| rep.pointer(key).and_then(Value::as_array).map_or(0, Vec::len);
         let detail =
             format!("policy {}; {} realm role(s), {} user(s)", policy.as_str(), count("/roles/realm"), count("/users"));
-        let kc = c.get(&h).map_err(script_error)?;
+        let kc = h.keycloak.get(&h).map_err(script_error)?;
         let imported = h
             .effects
             .apply("keycloak partial import", realm, &detail, Outcome::Updated, || {
@@ -432,16 +442,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(map)
     });
 
-    let (h, c) = (host.clone(), connection);
+    let h = host.clone();
     module.set_native_fn("realm_status", move |realm: &str, realm_file: &str, settings: Map| -> ScriptResult<Map> {
         // The display name is checked when the settings (a client.env) name the client.
         let name = settings.get("CLIENT_NAME").map(ToString::to_string);
         let spec = client_realm(realm, name.as_deref().unwrap_or(realm), &settings)?;
         let path = h.roots.confine(realm_file).map_err(script_error)?;
         let mut problems = file_problems(&path, &spec);
-        let live = c.live(&h).map_err(script_error)?;
+        let live = h.keycloak.live(&h).map_err(script_error)?;
         if live {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             problems.extend(live_problems(&kc, &spec, name.is_some()).map_err(script_error)?);
         }
         let mut map = Map::new();
