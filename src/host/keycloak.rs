@@ -13,7 +13,8 @@
 //! | `keycloak::client_secret_names(settings)` | no | the secrets.env keys of the OIDC clients of the routed services in `settings.OIDC_SERVICES` (`OIDC_SECRET_WEB` for `web`) |
 //! | `keycloak::set_client_secret(realm, settings, secrets_file, key)` | yes | outcome: the OIDC client whose secret is `key` gets the value of `key` in `secrets_file` in Keycloak (rotation) |
 //! | `keycloak::partial_import(realm, json, policy)` | yes | `#{added, skipped, overwritten}`; policy `FAIL`, `SKIP` or `OVERWRITE` |
-//! | `keycloak::realm_status(realm, realm_file, settings)` | no | `#{ok, source, problems}`: the file always (roles, groups, admin user); when live the realm's settings (and display name, when `settings` holds `CLIENT_NAME`), roles, groups with their roles, and the admin user in its groups |
+//! | `keycloak::realm_status(realm, realm_file, settings)` | no | `#{ok, source, problems}`: the file always (roles, groups, admin user); when live the realm's settings (and display name, when `settings` holds `CLIENT_NAME`), roles, groups with their roles, the OIDC clients' fields, and the admin user in its groups |
+//! | `keycloak::realm_status(realm, realm_file, settings, secrets_file)` | no | the same, and when live each OIDC client's secret in Keycloak compared with its key in `secrets_file` (never shown) |
 //!
 //! Example: `let env = envfile::read(c.env_file);
 //! keycloak::write_realm_file(c.realm_file, CLIENT_ID, CLIENT_NAME, env);
@@ -74,9 +75,10 @@ pub fn resolve_settings(host: &Host) -> Result<Option<KeycloakSettings>> {
     KeycloakSettings::from_vars(lookup)
 }
 
-/// The run's Keycloak connection, made on first use and shared by every call (one token).
+/// The run's Keycloak connection, made on first use and shared by every call (one token, one
+/// path prefix detection): the `keycloak::` functions and the issuer handed to stacks.
 #[derive(Default)]
-struct Connection {
+pub struct Connection {
     client: RefCell<Option<Rc<Keycloak>>>,
     live: std::cell::OnceCell<bool>,
 }
@@ -101,6 +103,16 @@ impl Connection {
         *self.client.borrow_mut() = Some(client.clone());
         Ok(client)
     }
+}
+
+/// Where the issuers of the realms of the run's Keycloak start: `KEYCLOAK_URL` with the path
+/// prefix as the driver resolves it (`KEYCLOAK_PATH_PREFIX`, else detected through the run's
+/// connection); `None` without Keycloak.
+pub fn issuer_base(host: &Host) -> Result<Option<String>> {
+    if !host.keycloak.live(host)? {
+        return Ok(None);
+    }
+    host.keycloak.get(host)?.base().map(Some)
 }
 
 fn outcome(outcome: reconcile::RealmOutcome) -> Outcome {
@@ -224,8 +236,14 @@ fn file_problems(path: &Path, spec: &RealmSpec) -> Vec<String> {
 }
 
 /// The live realm checked: exists with the recorded settings, has the roles, the groups with
-/// their roles, and the admin user in its groups.
-fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> Result<Vec<String>> {
+/// their roles, the OIDC clients with their fields and (given `client_secrets`, in the order
+/// of `spec.clients`) the secrets of secrets.env, and the admin user in its groups.
+fn live_problems(
+    kc: &Keycloak,
+    spec: &RealmSpec,
+    check_display_name: bool,
+    client_secrets: Option<&[Result<Secret>]>,
+) -> Result<Vec<String>> {
     if kc.realm(&spec.realm)?.is_none() {
         return Ok(vec![format!("realm {} does not exist in Keycloak", spec.realm)]);
     }
@@ -260,7 +278,7 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
             ));
         }
     }
-    for client in &spec.clients {
+    for (index, client) in spec.clients.iter().enumerate() {
         match kc.client(&spec.realm, &client.service)? {
             None => problems.push(format!("realm {} lacks client {} in Keycloak", spec.realm, client.service)),
             Some(current) => {
@@ -278,6 +296,19 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
                         differing.join(", ")
                     ));
                 }
+                // Only compared, never shown: neither value reaches a problem.
+                match client_secrets.and_then(|secrets| secrets.get(index)) {
+                    Some(Err(e)) => problems.push(format!("client {} of realm {}: {e:#}", client.service, spec.realm)),
+                    Some(Ok(secret)) if kc.check_client_secret(&spec.realm, client, secret)?.is_some() => problems
+                        .push(format!(
+                            "client {} of realm {} has another secret in Keycloak than {} in secrets.env \
+                             (setup-roles puts it back)",
+                            client.service,
+                            spec.realm,
+                            client.secret_key()
+                        )),
+                    None | Some(Ok(_)) => {}
+                }
             }
         }
     }
@@ -294,7 +325,6 @@ fn live_problems(kc: &Keycloak, spec: &RealmSpec, check_display_name: bool) -> R
 
 pub fn create_module(host: &Rc<Host>) -> Module {
     let mut module = Module::new();
-    let connection = Rc::new(Connection::default());
 
     let h = host.clone();
     module.set_native_fn("live", move || -> ScriptResult<bool> {
@@ -334,16 +364,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "setup_realm",
         move |realm: &str, display_name: &str, secrets_file: &str, settings: Map| -> ScriptResult<Array> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, false)
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "setup_realm",
         move |realm: &str,
@@ -352,16 +382,16 @@ pub fn create_module(host: &Rc<Host>) -> Module {
               settings: Map,
               reset_password: bool|
               -> ScriptResult<Array> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             setup_realm(&h, &kc, &client_realm(realm, display_name, &settings)?, secrets_file, reset_password)
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "set_admin_password",
         move |realm: &str, secrets_file: &str, key: &str| -> ScriptResult<String> {
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             let password = read_password(&h, secrets_file, key).map_err(script_error)?;
             let username = realm::REALM_ADMIN_USER;
             let change = kc.check_password(realm, username, &password, true).map_err(script_error)?;
@@ -383,7 +413,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(spec.clients.iter().map(|c| Dynamic::from(c.secret_key())).collect())
     });
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn(
         "set_client_secret",
         move |realm: &str, settings: Map, secrets_file: &str, key: &str| -> ScriptResult<String> {
@@ -393,7 +423,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
                 .iter()
                 .find(|c| c.secret_key() == key)
                 .ok_or_else(|| script_error(anyhow!("{key} is the secret of no service in OIDC_SERVICES")))?;
-            let kc = c.get(&h).map_err(script_error)?;
+            let kc = h.keycloak.get(&h).map_err(script_error)?;
             let secret = read_password(&h, secrets_file, key).map_err(script_error)?;
             let change = kc.check_client_secret(realm, client, &secret).map_err(script_error)?;
             let target = format!("{realm}/{}", client.service);
@@ -408,7 +438,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         },
     );
 
-    let (h, c) = (host.clone(), connection.clone());
+    let h = host.clone();
     module.set_native_fn("partial_import", move |realm: &str, json: &str, policy: &str| -> ScriptResult<Map> {
         let policy = IfExists::parse(policy).map_err(script_error)?;
         let rep: Value =
@@ -416,7 +446,7 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         let count = |key: &str| rep.pointer(key).and_then(Value::as_array).map_or(0, Vec::len);
         let detail =
             format!("policy {}; {} realm role(s), {} user(s)", policy.as_str(), count("/roles/realm"), count("/users"));
-        let kc = c.get(&h).map_err(script_error)?;
+        let kc = h.keycloak.get(&h).map_err(script_error)?;
         let imported = h
             .effects
             .apply("keycloak partial import", realm, &detail, Outcome::Updated, || {
@@ -432,26 +462,48 @@ pub fn create_module(host: &Rc<Host>) -> Module {
         Ok(map)
     });
 
-    let (h, c) = (host.clone(), connection);
+    let h = host.clone();
     module.set_native_fn("realm_status", move |realm: &str, realm_file: &str, settings: Map| -> ScriptResult<Map> {
-        // The display name is checked when the settings (a client.env) name the client.
-        let name = settings.get("CLIENT_NAME").map(ToString::to_string);
-        let spec = client_realm(realm, name.as_deref().unwrap_or(realm), &settings)?;
-        let path = h.roots.confine(realm_file).map_err(script_error)?;
-        let mut problems = file_problems(&path, &spec);
-        let live = c.live(&h).map_err(script_error)?;
-        if live {
-            let kc = c.get(&h).map_err(script_error)?;
-            problems.extend(live_problems(&kc, &spec, name.is_some()).map_err(script_error)?);
-        }
-        let mut map = Map::new();
-        map.insert("ok".into(), problems.is_empty().into());
-        map.insert("source".into(), (if live { "live" } else { "file" }).into());
-        map.insert("problems".into(), problems.into_iter().map(Dynamic::from).collect::<Array>().into());
-        Ok(map)
+        realm_status(&h, realm, realm_file, &settings, None)
     });
 
+    let h = host.clone();
+    module.set_native_fn(
+        "realm_status",
+        move |realm: &str, realm_file: &str, settings: Map, secrets_file: &str| -> ScriptResult<Map> {
+            realm_status(&h, realm, realm_file, &settings, Some(secrets_file))
+        },
+    );
+
     module
+}
+
+/// `keycloak::realm_status`: the realm file, and the live realm when Keycloak is configured
+/// (with `secrets_file`, its OIDC clients' secrets compared with the file's).
+fn realm_status(
+    host: &Host,
+    realm: &str,
+    realm_file: &str,
+    settings: &Map,
+    secrets_file: Option<&str>,
+) -> ScriptResult<Map> {
+    // The display name is checked when the settings (a client.env) name the client.
+    let name = settings.get("CLIENT_NAME").map(ToString::to_string);
+    let spec = client_realm(realm, name.as_deref().unwrap_or(realm), settings)?;
+    let path = host.roots.confine(realm_file).map_err(script_error)?;
+    let mut problems = file_problems(&path, &spec);
+    let live = host.keycloak.live(host).map_err(script_error)?;
+    if live {
+        let kc = host.keycloak.get(host).map_err(script_error)?;
+        let secrets: Option<Vec<Result<Secret>>> = secrets_file
+            .map(|file| spec.clients.iter().map(|client| read_password(host, file, &client.secret_key())).collect());
+        problems.extend(live_problems(&kc, &spec, name.is_some(), secrets.as_deref()).map_err(script_error)?);
+    }
+    let mut map = Map::new();
+    map.insert("ok".into(), problems.is_empty().into());
+    map.insert("source".into(), (if live { "live" } else { "file" }).into());
+    map.insert("problems".into(), problems.into_iter().map(Dynamic::from).collect::<Array>().into());
+    Ok(map)
 }
 
 /// A client's realm with the settings recorded in `settings` (a client.env map; other keys

@@ -36,6 +36,8 @@ pub struct Host {
     /// Values of the running task's secret variables, redacted wherever a host function
     /// writes script data out (audit events).
     pub secret_values: std::cell::RefCell<Vec<String>>,
+    /// The run's Keycloak connection, shared by `keycloak::` and `stack::` (the issuer).
+    pub keycloak: keycloak::Connection,
 }
 
 impl std::ops::Deref for Host {
@@ -52,6 +54,7 @@ impl Host {
             context: Context::new(settings, mode, output),
             target: target.to_string(),
             secret_values: Default::default(),
+            keycloak: Default::default(),
         }
     }
 

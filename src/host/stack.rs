@@ -77,7 +77,8 @@ fn upstream(stack: &Stack, id: &str) -> String {
 
 fn deploy(host: &Host, state: &State, id: &str, before_change: &dyn Fn() -> Result<()>) -> Result<Map> {
     let docker = state.docker()?;
-    let deployed = stack_run::deploy(host, &docker, &|| state.compose(), before_change, id)?;
+    let keycloak_base = || super::keycloak::issuer_base(host);
+    let deployed = stack_run::deploy(host, &docker, &|| state.compose(), &keycloak_base, before_change, id)?;
     let services: Array = deployed.services.into_iter().map(Dynamic::from).collect();
     let runner = match deployed.runner {
         Runner::Compose => "compose",
@@ -238,7 +239,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let (h, s) = (host.clone(), state.clone());
     module.set_native_fn("inspect", move || -> ScriptResult<StackInspection> {
         let docker = s.docker().map_err(script_error)?;
-        Inspection::take(&docker, &h.roots, h.settings.get("KEYCLOAK_URL"))
+        let keycloak_base = super::keycloak::issuer_base(&h).map_err(|e| format!("{e:#}"));
+        Inspection::take(&docker, &h.roots, keycloak_base.transpose())
             .map(|i| StackInspection(Rc::new(i)))
             .map_err(script_error)
     });

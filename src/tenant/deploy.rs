@@ -52,21 +52,22 @@ impl Limits {
 }
 
 /// The compose process's environment: client.env, then secrets.env, the issuer of the
-/// client's realm as `OIDC_ISSUER` when Keycloak is configured (`keycloak_url`), then (for
+/// client's realm as `OIDC_ISSUER` when Keycloak is configured (`keycloak_base`: KEYCLOAK_URL
+/// with its path prefix), then (for
 /// variables the stack names that none of them sets) the runner's own environment; every
 /// reference without a default must be set.
 pub fn compose_env(
     stack: &Stack,
     client: &BTreeMap<String, String>,
     secrets: &BTreeMap<String, String>,
-    keycloak_url: &str,
+    keycloak_base: Option<&str>,
     outside: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, String>> {
     let mut env = client.clone();
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-    if !keycloak_url.is_empty() {
+    if let Some(base) = keycloak_base {
         let realm = client.get("CLIENT_REALM").or_else(|| client.get("CLIENT_ID")).cloned().unwrap_or_default();
-        env.insert(crate::tenant::realm::ISSUER_VARIABLE.into(), crate::tenant::realm::issuer(keycloak_url, &realm));
+        env.insert(crate::tenant::realm::ISSUER_VARIABLE.into(), crate::tenant::realm::issuer(base, &realm));
     }
     let mut missing = Vec::new();
     for reference in stack.references() {

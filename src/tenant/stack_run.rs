@@ -111,10 +111,13 @@ fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
 /// deploy-client's work: the files, then Compose or Swarm unless every service already runs
 /// as deployed. `compose` locates Compose, looked for only when something is to be done;
 /// `before_change` runs just before containers change (log collection), never on a no-op.
+/// `keycloak_base` gives where the realms' issuers start (KEYCLOAK_URL with its path
+/// prefix), `None` without Keycloak.
 pub fn deploy(
     cx: &Context,
     docker: &Path,
     compose: &dyn Fn() -> Result<Compose>,
+    keycloak_base: &dyn Fn() -> Result<Option<String>>,
     before_change: &dyn Fn() -> Result<()>,
     id: &str,
 ) -> Result<Deployed> {
@@ -133,9 +136,9 @@ pub fn deploy(
     write_shown(cx, &base, &stack.text)?;
     write_shown(cx, &layout.compose_override, &override_text)?;
 
-    let mut env = deploy::compose_env(&stack, &client, &secrets, cx.settings.get("KEYCLOAK_URL"), &|name| {
-        std::env::var(name).ok()
-    })?;
+    let keycloak_base = keycloak_base()?;
+    let mut env =
+        deploy::compose_env(&stack, &client, &secrets, keycloak_base.as_deref(), &|name| std::env::var(name).ok())?;
     let images = deploy::images(&stack, &env);
     let mut names: Vec<&str> = images.values().map(String::as_str).collect();
     names.sort_unstable();

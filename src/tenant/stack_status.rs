@@ -51,8 +51,9 @@ pub struct Inspection {
     services: HashMap<String, Vec<swarm::Service>>,
     domains: BTreeMap<String, Vec<String>>,
     env: HashMap<String, BTreeMap<String, String>>,
-    /// KEYCLOAK_URL: when set, a routed service with an OIDC client must name its realm's issuer.
-    keycloak_url: String,
+    /// With Keycloak, where its realms' issuers start (KEYCLOAK_URL with the path prefix), or
+    /// why that is not known: a routed service with an OIDC client must name its realm's issuer.
+    keycloak_base: Option<std::result::Result<String, String>>,
 }
 
 /// Domain → the clients whose client.env records it.
@@ -89,7 +90,11 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 impl Inspection {
-    pub fn take(docker: &Path, roots: &Roots, keycloak_url: &str) -> Result<Inspection> {
+    pub fn take(
+        docker: &Path,
+        roots: &Roots,
+        keycloak_base: Option<std::result::Result<String, String>>,
+    ) -> Result<Inspection> {
         let listed = Command::new(docker)
             .args(["ps", "-a", "-q", "--no-trunc", "--filter", "label=agency.managed=true"])
             .output()?;
@@ -151,7 +156,7 @@ impl Inspection {
             services,
             domains: domains_of(&envs),
             env: envs.into_iter().collect(),
-            keycloak_url: keycloak_url.to_string(),
+            keycloak_base,
         })
     }
 
@@ -269,11 +274,15 @@ impl Inspection {
         containers: &[&Container],
     ) -> Vec<String> {
         let has_client = env.get("OIDC_SERVICES").is_some_and(|s| s.split(',').any(|s| s.trim() == routed));
-        if self.keycloak_url.is_empty() || !has_client {
+        let Some(base) = self.keycloak_base.as_ref().filter(|_| has_client) else {
             return Vec::new();
-        }
+        };
         let realm = env.get("CLIENT_REALM").map_or(id, String::as_str);
-        let issuer = crate::tenant::realm::issuer(&self.keycloak_url, realm);
+        let base = match base {
+            Ok(base) => base,
+            Err(e) => return vec![format!("the issuer of realm {realm} is not known: {e}")],
+        };
+        let issuer = crate::tenant::realm::issuer(base, realm);
         containers
             .iter()
             .filter(|c| c.service == routed && !c.env_values.iter().any(|v| v.trim_end_matches('/') == issuer))

@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 /// The variable that hands a stack the issuer of the client's realm (`${OIDC_ISSUER}`).
 pub(crate) const ISSUER_VARIABLE: &str = "OIDC_ISSUER";
 
-/// The issuer of `realm` on the Keycloak at `keycloak_url` (KEYCLOAK_URL, with its `/auth`
-/// prefix when the server has one): `<url>/realms/<realm>`.
-pub(crate) fn issuer(keycloak_url: &str, realm: &str) -> String {
-    format!("{}/realms/{realm}", keycloak_url.trim_end_matches('/'))
+/// The issuer of `realm` on the Keycloak whose realms start at `keycloak_base` (KEYCLOAK_URL
+/// with the path prefix the driver resolves, `/auth` on a legacy server; see
+/// `Keycloak::base`): `<url><prefix>/realms/<realm>`.
+pub(crate) fn issuer(keycloak_base: &str, realm: &str) -> String {
+    format!("{}/realms/{realm}", keycloak_base.trim_end_matches('/'))
 }
 
 /// A confidential OpenID Connect client of the realm for one routed service of the client's
@@ -69,5 +70,52 @@ impl OidcClientSpec {
                 Ok(Self { service: name.to_string(), domain: domain.clone() })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::drivers::keycloak::{Keycloak, KeycloakSettings, Secret};
+
+    fn keycloak(url: &str, prefix: Option<&str>, curl: &str) -> Keycloak {
+        let mut settings = KeycloakSettings::new(url, "admin", Secret::new("pw")).unwrap();
+        settings.path_prefix = prefix.map(str::to_string);
+        Keycloak::with_curl(settings, Path::new(curl))
+    }
+
+    #[test]
+    fn the_issuer_carries_the_path_prefix_the_driver_resolves() {
+        // A set KEYCLOAK_PATH_PREFIX is taken as it is (no call to Keycloak: curl is missing).
+        let legacy = keycloak("https://sso.example.com/", Some("auth/"), "/nonexistent/curl");
+        assert_eq!(issuer(&legacy.base().unwrap(), "acme"), "https://sso.example.com/auth/realms/acme");
+        let current = keycloak("https://sso.example.com", Some(""), "/nonexistent/curl");
+        assert_eq!(issuer(&current.base().unwrap(), "acme"), "https://sso.example.com/realms/acme");
+        // Unset, it is detected: never guessed as none when Keycloak cannot be asked.
+        let unset = keycloak("https://sso.example.com", None, "/bin/false");
+        assert!(unset.base().is_err());
+        assert_eq!(legacy.requests_sent() + current.requests_sent(), 0);
+    }
+
+    #[test]
+    fn a_stack_gets_the_issuer_with_the_prefix() {
+        let text = "services:\n  web:\n    image: x\n    labels: {agency.tiers: 'frontend', agency.http.port: 80}\n    \
+                    environment:\n      ISSUER: ${OIDC_ISSUER:-none}\n";
+        let stack = crate::tenant::stack::Stack::parse("s", "test", text).unwrap();
+        let client = [("CLIENT_ID".to_string(), "acme".to_string())].into();
+        let env = crate::tenant::deploy::compose_env(
+            &stack,
+            &client,
+            &Default::default(),
+            Some("http://kc:8080/auth"),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(env[ISSUER_VARIABLE], "http://kc:8080/auth/realms/acme");
+        let offline =
+            crate::tenant::deploy::compose_env(&stack, &client, &Default::default(), None, &|_| None).unwrap();
+        assert!(!offline.contains_key(ISSUER_VARIABLE));
     }
 }

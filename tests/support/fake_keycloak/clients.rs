@@ -72,4 +72,13 @@ impl FakeKeycloak {
         let r = state.realms.get(realm)?;
         r.client_by_client_id(client_id).map(|c| r.client_rep(c))
     }
+
+    /// Gives a confidential client another secret, as an operator in the admin console would
+    /// (nothing else of the client changes); panics when there is no such client.
+    pub fn set_client_secret(&self, realm: &str, client_id: &str, secret: &str) {
+        let mut state = self.state();
+        let r = state.realms.get_mut(realm).expect("the realm exists");
+        let client = r.clients.iter_mut().find(|c| c.client_id == client_id).expect("the client exists");
+        client.secret = Some(secret.to_string());
+    }
 }
