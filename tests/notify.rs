@@ -249,3 +249,53 @@ fn a_standing_problem_is_sent_once_and_its_end_once() {
         .stderr_contains("invalid NOTIFY_REPEAT")
         .run();
 }
+
+#[test]
+fn a_job_that_reported_its_problem_is_not_reported_again_by_systemd() {
+    let receiver = Receiver::start();
+    let site = site_with_a_broken_client();
+    let hook = format!("NOTIFY_URL={}", receiver.url("/hook"));
+    let ping = format!("HEALTHCHECK_URL={}", receiver.url("/hc/{task}-{client}"));
+    let kinds = |requests: &[Request]| -> Vec<String> {
+        events(requests).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+    };
+    let (start, fail) = ("/hc/multi-tenancy-status-all/start", "/hc/multi-tenancy-status-all/fail");
+
+    // The status job every 15 minutes exits 1 on its standing problem, and systemd starts
+    // the OnFailure= unit each time: the run's own event (sent once) and pings are all.
+    for _ in 0..3 {
+        site.test().args(["multi-tenancy-status", &hook, &ping]).status(1).run();
+        site.test().args(["notify-failure", "UNIT=agency-status.service", &hook, &ping]).run();
+    }
+    let requests = receiver.take();
+    assert_eq!(kinds(&requests), ["failure"], "{requests:?}");
+    assert_eq!(pings(&requests), [start, fail, start, fail, start, fail]);
+
+    // A run killed half-way reported nothing of its end: the unit's failure is sent, with the
+    // /fail ping the run never sent; the same failure again is old news, pinged all the same.
+    let killed = site
+        .test()
+        .args(["multi-tenancy-status", "FIX=1", &hook, &ping])
+        .env("AGENCY_FAULT_CRASH_AFTER", "1")
+        .run_unchecked();
+    assert_eq!(killed.status, -1, "aborted: {}", killed.stderr);
+    site.test().args(["notify-failure", "UNIT=agency-status.service", &hook, &ping]).run();
+    site.test().args(["notify-failure", "UNIT=agency-status.service", &hook, &ping]).run();
+    let requests = receiver.take();
+    assert_eq!(kinds(&requests), ["unit-failed"], "{requests:?}");
+    assert_eq!(pings(&requests), [start, fail, fail], "{requests:?}");
+    assert_eq!(events(&requests)[0]["unit"], "agency-status.service");
+
+    // A backup unit whose run never got to start (binary missing, docker unreachable at
+    // start-up): one unit-failed event for the standing failure, every failure pinged.
+    for _ in 0..2 {
+        site.test().args(["notify-failure", "UNIT=agency-backup@acme.service", &hook, &ping]).run();
+    }
+    let requests = receiver.take();
+    assert_eq!(kinds(&requests), ["unit-failed"], "{requests:?}");
+    assert_eq!(pings(&requests), ["/hc/backup-client-acme/fail", "/hc/backup-client-acme/fail"]);
+    assert_eq!(events(&requests)[0]["client"], "acme");
+
+    site.test().args(["notify-failure", "UNIT=agency-backup@acme.service", &hook, "NOTIFY_REPEAT=0"]).run();
+    assert_eq!(kinds(&receiver.take()), ["unit-failed"], "NOTIFY_REPEAT=0 sends every one");
+}

@@ -4,7 +4,7 @@
 //! | function | mutates | does |
 //! |---|---|---|
 //! | `notify::digest(report, pool)` | no | one `digest` event for all clients of a `StatusReport` to `NOTIFY_URL`: counts, the clients not isolated with their failing checks, the pool; true when sent |
-//! | `notify::unit_failed(unit)` | no | a `unit-failed` event for a failed `agency-*` systemd unit, and the `/fail` ping of its job; true when sent |
+//! | `notify::unit_failed(unit)` | no | for a failed `agency-*` systemd unit, what its run did not report itself: a `unit-failed` event (once per `NOTIFY_REPEAT`) and the `/fail` ping of its job, nothing after a run that reported its findings; true when an event was sent |
 
 use std::rc::Rc;
 
@@ -74,20 +74,29 @@ fn job_of(unit: &str) -> Result<(String, String)> {
     Ok((task.to_string(), client.to_string()))
 }
 
+/// What the unit's own run did not report (see `tenant::notify::Ending`): nothing after a run
+/// that sent or de-duplicated its findings itself, else the `unit-failed` event (once per
+/// `NOTIFY_REPEAT`) and the `/fail` ping when its run did not send one.
 fn unit_failed(host: &Host, unit: &str) -> Result<bool> {
     let (task, client) = job_of(unit)?;
-    let notifier = notifier(host, &task, &client);
+    let settings = &host.settings;
+    let notifier =
+        notifier(host, &task, &client).with_run_state(settings.get("AGENCY_ROOT"), settings.get("NOTIFY_REPEAT"))?;
+    let monitored = std::env::var("MONITOR_INVOCATION_ID").ok().filter(|i| !i.is_empty());
+    let report = notifier.unit_report(monitored.as_deref());
     let message = format!("systemd reports that {unit} failed (journalctl -u {unit})");
     let mut event = notifier.envelope("unit-failed");
     event["unit"] = json!(unit);
     event["outcome"] = json!("failed");
     event["message"] = json!(message);
     let sent = host.effects.side_effect(|| {
-        let webhook = notifier.send(&event);
-        notifier.failed_ping(&message)?;
+        let webhook = if report.event { notifier.send_unit_failed(&event) } else { Ok(false) };
+        if report.ping {
+            notifier.failed_ping(&message)?;
+        }
         webhook
     })?;
-    Ok(sent.is_some() && notifier.has_webhook())
+    Ok(sent.unwrap_or(false))
 }
 
 pub fn create_module(host: &Rc<Host>) -> Module {

@@ -68,7 +68,7 @@ pub fn problems_of(result: &Value) -> Vec<Problem> {
 }
 
 /// Where notifications go, for one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Notifier {
     webhook: Option<String>,
     /// With `{task}` and `{client}` filled in.
@@ -77,6 +77,12 @@ pub struct Notifier {
     pub client: String,
     /// The last failure event sent for this task and client; `None`: every failure is sent.
     memory: Option<Memory>,
+    /// The last `unit-failed` event sent for this task and client's units.
+    unit_memory: Option<Memory>,
+    /// How this task and client's last run ended (`<key>.run.json`), for [`Self::unit_report`].
+    last_run: Option<PathBuf>,
+    /// systemd's `INVOCATION_ID` of this run.
+    invocation: Option<String>,
 }
 
 /// What the last failure event of a task (for a client) reported, kept under AGENCY_ROOT, so a
@@ -122,6 +128,68 @@ impl Memory {
     /// Forgets the last failure; whether there was one.
     fn forget(&self) -> bool {
         std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// How a run ended, as the runner records it for the `OnFailure=` unit that systemd starts
+/// when the run exits non-zero. Status exits 1 when it finds a problem (the spec's exit code,
+/// so no `SuccessExitStatus=` can tell it from a crash): that run has already sent its event
+/// (or left it out as old news, the `NOTIFY_REPEAT` rule) and its `/fail` ping, and a
+/// `unit-failed` event on top would defeat the de-duplication. Only the runner knows whether
+/// its run got that far, so it says so here; a unit whose run did not (killed, timed out,
+/// never started, failed without findings) is still reported, once per `NOTIFY_REPEAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// Started and not finished (yet, or ever: killed, timed out, aborted).
+    Running,
+    /// Succeeded.
+    Ok,
+    /// Failed with findings (status's failing checks, verify-backup's failed clients),
+    /// reported by its own event and `/fail` ping.
+    Reported,
+    /// Failed with an error (docker unreachable, a bad variable): its `/fail` ping went out.
+    Failed,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LastRun {
+    ending: Ending,
+    unix: u64,
+    /// systemd's `INVOCATION_ID` of the run, matched against `MONITOR_INVOCATION_ID` (which
+    /// systemd ≥ 251 gives the `OnFailure=` unit) when both are known.
+    invocation: Option<String>,
+}
+
+/// How long after its run ended a unit's failure is that run's: `OnFailure=` starts at once;
+/// an older record is a run before the one that could not start.
+const RUN_FRESH_SECS: u64 = 600;
+
+/// What a failed unit still needs: its `unit-failed` event, and the `/fail` ping its run did
+/// not send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitReport {
+    pub event: bool,
+    pub ping: bool,
+}
+
+/// What to report of a failed unit whose run recorded `last` (`None`: no record, or one of
+/// another invocation), `now`.
+fn unit_report(last: Option<(Ending, u64)>, now: u64) -> UnitReport {
+    match last.filter(|(_, unix)| now.saturating_sub(*unix) <= RUN_FRESH_SECS).map(|(ending, _)| ending) {
+        Some(Ending::Reported) => UnitReport { event: false, ping: false },
+        Some(Ending::Failed) => UnitReport { event: true, ping: false },
+        Some(Ending::Running | Ending::Ok) | None => UnitReport { event: true, ping: true },
+    }
+}
+
+/// `NOTIFY_REPEAT`: `None` for `0` (every failure is sent).
+fn parse_repeat(text: &str) -> Result<Option<Duration>, Error> {
+    match text {
+        "0" => Ok(None),
+        text => humantime::parse_duration(text)
+            .map(Some)
+            .map_err(|e| Error::usage(format!("invalid NOTIFY_REPEAT {text:?}: {e}"))),
     }
 }
 
@@ -193,21 +261,26 @@ impl Notifier {
         if webhook.is_none() && healthcheck.is_none() {
             return Ok(None);
         }
-        let repeat = value("NOTIFY_REPEAT").unwrap_or_else(|| "24h".into());
-        let repeat = match repeat.as_str() {
-            "0" => None,
-            text => Some(
-                humantime::parse_duration(text)
-                    .map_err(|e| Error::usage(format!("invalid NOTIFY_REPEAT {text:?}: {e}")))?,
-            ),
-        };
-        // Only under a root that exists: a run that fails because it does not still reports.
-        let root = PathBuf::from(value("AGENCY_ROOT").unwrap_or_else(|| "/opt/agency_stack".into()));
-        let memory = repeat.filter(|_| root.is_dir()).map(|repeat| Memory {
-            path: root.join("notify").join(format!("{}@{}.json", fill("{task}".into()), fill("{client}".into()))),
-            repeat,
-        });
-        Ok(Some(Self { webhook, healthcheck, task: task.clone(), client, memory }))
+        let repeat = parse_repeat(&value("NOTIFY_REPEAT").unwrap_or_else(|| "24h".into()))?;
+        let root = value("AGENCY_ROOT").unwrap_or_else(|| "/opt/agency_stack".into());
+        let key = format!("{}@{}", fill("{task}".into()), fill("{client}".into()));
+        let notifier = Self { webhook, healthcheck, task: task.clone(), client, ..Self::default() };
+        Ok(Some(notifier.with_state(&root, &key, repeat, env("INVOCATION_ID"))))
+    }
+
+    /// The notify state of `key` under `root`. Only under a root that exists: a run that fails
+    /// because it does not still reports.
+    fn with_state(mut self, root: &str, key: &str, repeat: Option<Duration>, invocation: Option<String>) -> Self {
+        let dir = PathBuf::from(root).join("notify");
+        if PathBuf::from(root).is_dir() {
+            let memory =
+                |suffix: &str| repeat.map(|repeat| Memory { path: dir.join(format!("{key}{suffix}")), repeat });
+            self.memory = memory(".json");
+            self.unit_memory = memory(".unit.json");
+            self.last_run = Some(dir.join(format!("{key}.run.json")));
+        }
+        self.invocation = invocation.filter(|i| !i.is_empty());
+        self
     }
 
     /// A notifier for host functions, from the run's settings.
@@ -216,25 +289,74 @@ impl Notifier {
         // As a run's own pings name a host-wide job: `all`.
         let named = if client.is_empty() { "all" } else { client };
         let healthcheck = some(healthcheck).map(|u| u.replace("{task}", task).replace("{client}", named));
-        Self { webhook: some(webhook), healthcheck, task: task.to_string(), client: client.to_string(), memory: None }
+        Self {
+            webhook: some(webhook),
+            healthcheck,
+            task: task.to_string(),
+            client: client.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// With the notify state the runs of `task` and `client` keep under `root` (the one
+    /// [`Self::for_run`] reads), for a failed unit of that job.
+    pub fn with_run_state(self, root: &str, repeat: &str) -> Result<Self, Error> {
+        let repeat = parse_repeat(repeat)?;
+        let key = format!("{}@{}", self.task, if self.client.is_empty() { "all" } else { &self.client });
+        Ok(self.with_state(root, &key, repeat, None))
+    }
+
+    fn record_run(&self, ending: Ending) -> Result<()> {
+        let Some(path) = &self.last_run else { return Ok(()) };
+        fsutil::create_dir(path.parent().expect("the record is in a dir"), 0o700)?;
+        let record = LastRun { ending, unix: unix_now(), invocation: self.invocation.clone() };
+        fsutil::write_atomic_unlocked(path, &serde_json::to_vec(&record)?, 0o600)?;
+        Ok(())
+    }
+
+    /// What a failed unit of this job still needs, given the run it started recorded how it
+    /// ended; `monitored`: the failed run's `INVOCATION_ID` when systemd gives it.
+    pub fn unit_report(&self, monitored: Option<&str>) -> UnitReport {
+        let last = self.last_run.as_ref().and_then(|p| serde_json::from_slice::<LastRun>(&std::fs::read(p).ok()?).ok());
+        let last = last.filter(|run| match (monitored, &run.invocation) {
+            (Some(failed), Some(recorded)) => failed == recorded,
+            _ => true,
+        });
+        unit_report(last.map(|run| (run.ending, run.unix)), unix_now())
+    }
+
+    /// A `unit-failed` event, unless it is the same as the last one and within `NOTIFY_REPEAT`;
+    /// whether it was sent.
+    pub fn send_unit_failed(&self, event: &Value) -> Result<bool> {
+        let fingerprint = json!(["unit-failed", event["unit"]]).to_string();
+        if !self.has_webhook() || !self.unit_memory.as_ref().is_none_or(|m| m.is_news(&fingerprint)) {
+            return Ok(false);
+        }
+        self.send(event)?;
+        if let Some(memory) = &self.unit_memory {
+            memory.remember(&fingerprint)?;
+        }
+        Ok(true)
     }
 
     pub fn has_webhook(&self) -> bool {
         self.webhook.is_some()
     }
 
-    /// `<url>/start`.
+    /// `<url>/start`; the run is recorded as running until it finishes.
     pub fn started(&self) -> Result<()> {
-        match &self.healthcheck {
-            Some(url) => post(&format!("{}/start", url.trim_end_matches('/')), "text/plain", ""),
-            None => Ok(()),
+        let recorded = self.record_run(Ending::Running);
+        if let Some(url) = &self.healthcheck {
+            post(&format!("{}/start", url.trim_end_matches('/')), "text/plain", "")?;
         }
+        recorded
     }
 
     /// The run's end: the success ping, or the failure event and `/fail` ping.
     pub fn finished(&self, failure: Option<&Error>, problems: &[Problem]) -> Result<()> {
         let mut errors = Vec::new();
         if let Some(error) = failure {
+            let ending = if problems.is_empty() { Ending::Failed } else { Ending::Reported };
             let fingerprint = fingerprint(error, problems);
             if self.webhook.is_some() && self.memory.as_ref().is_none_or(|m| m.is_news(&fingerprint)) {
                 let event = self.event("failure", error, problems);
@@ -247,11 +369,16 @@ impl Notifier {
                 let body = format!("{} failed (exit {}): {}", self.task, error.code as i32, error.message);
                 errors.extend(post(&format!("{}/fail", url.trim_end_matches('/')), "text/plain", &body).err());
             }
+            errors.extend(self.record_run(ending).err());
         } else {
             if let Some(url) = &self.healthcheck {
                 errors.extend(post(url, "text/plain", "").err());
             }
-            if self.webhook.is_some() && self.memory.as_ref().is_some_and(Memory::forget) {
+            errors.extend(self.record_run(Ending::Ok).err());
+            // Both forgotten: a failure after this success is news.
+            let unit_failed = self.unit_memory.as_ref().is_some_and(Memory::forget);
+            let failed = self.memory.as_ref().is_some_and(Memory::forget);
+            if self.webhook.is_some() && (failed || unit_failed) {
                 let mut event = self.envelope("recovered");
                 event["outcome"] = json!("ok");
                 event["message"] = json!(format!("{} succeeded after a failure that was reported", self.task));
@@ -350,6 +477,41 @@ mod tests {
         assert_eq!(job.healthcheck.as_deref(), Some("http://127.0.0.1:9/ping/multi-tenancy-status-all"));
         let client = Notifier::from_settings("", url, "backup-client", "acme");
         assert_eq!(client.healthcheck.as_deref(), Some("http://127.0.0.1:9/ping/backup-client-acme"));
+    }
+
+    #[test]
+    fn a_failed_unit_reports_only_what_its_run_did_not() {
+        let now = 10_000;
+        let (nothing, event, both) = (
+            UnitReport { event: false, ping: false },
+            UnitReport { event: true, ping: false },
+            UnitReport { event: true, ping: true },
+        );
+        assert_eq!(unit_report(Some((Ending::Reported, now - 5)), now), nothing, "its findings were its own news");
+        assert_eq!(unit_report(Some((Ending::Failed, now - 5)), now), event, "it pinged /fail itself");
+        assert_eq!(unit_report(Some((Ending::Running, now - 5)), now), both, "killed or timed out");
+        assert_eq!(unit_report(None, now), both, "never ran");
+        // A record from a run before the one that could not start is not this failure's.
+        assert_eq!(unit_report(Some((Ending::Reported, now - RUN_FRESH_SECS - 1)), now), both);
+    }
+
+    #[test]
+    fn a_failed_unit_is_matched_to_its_run_by_invocation() {
+        let root = std::env::temp_dir().join(format!("agency-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let root_text = root.to_str().unwrap();
+        let run = Notifier::from_settings("", "", "multi-tenancy-status", "").with_state(
+            root_text,
+            "multi-tenancy-status@all",
+            None,
+            Some("abc".into()),
+        );
+        run.record_run(Ending::Reported).unwrap();
+        let unit = Notifier::from_settings("", "", "multi-tenancy-status", "").with_run_state(root_text, "0").unwrap();
+        assert_eq!(unit.unit_report(None), UnitReport { event: false, ping: false });
+        assert_eq!(unit.unit_report(Some("abc")), UnitReport { event: false, ping: false });
+        assert_eq!(unit.unit_report(Some("def")), UnitReport { event: true, ping: true }, "another invocation");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

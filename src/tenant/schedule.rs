@@ -78,6 +78,8 @@ pub fn unit_files(plan: &Plan) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for job in &plan.jobs {
         let unit = job.unit();
+        // No `SuccessExitStatus=`: status's exit 1 on a problem is the spec's; the runner's
+        // record of the run (`tenant::notify::Ending`) tells notify-failure it was reported.
         let (who, instance) = if job.per_client { (" of client %i", "%i") } else { ("", "") };
         files.push((
             format!("{unit}.service"),
