@@ -37,6 +37,14 @@ pub fn create(site: &Site, id: &str, name: &str) -> crate::test::Output {
         .run()
 }
 
+/// Records `service` as the client's routed service with an OIDC client (what an operator or a
+/// site plugin writes into client.env).
+pub fn record_oidc_service(site: &Site, id: &str, service: &str) {
+    let env_file = site.client_dir(id).join("client.env");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    std::fs::write(&env_file, format!("{env}OIDC_SERVICES='{service}'\n")).unwrap();
+}
+
 #[test]
 fn creates_every_file_with_contents_and_modes() {
     let site = Site::new();

@@ -8,7 +8,7 @@ use std::fs;
 
 use crate::{
     containers,
-    create_client::{bash_value, create},
+    create_client::{bash_value, create, record_oidc_service},
     stacks::{Deployed, busybox_stack, inspect, project},
     support::fake_keycloak::FakeKeycloak,
     test::Site,
@@ -176,10 +176,7 @@ fn on_a_legacy_keycloak_the_issuer_carries_the_auth_prefix() {
 fn a_client_secret_changed_in_keycloak_fails_status_until_setup_roles() {
     let site = Site::new();
     create(&site, "acme", "ACME");
-    let env_file = site.client_dir("acme").join("client.env");
-    let mut env = fs::read_to_string(&env_file).unwrap();
-    env.push_str("OIDC_SERVICES='web'\n");
-    fs::write(&env_file, env).unwrap();
+    record_oidc_service(&site, "acme", "web");
     let fake = FakeKeycloak::builder().admin("admin", ADMIN_PASSWORD).start();
     let live = |args: &[&str]| {
         site.test()

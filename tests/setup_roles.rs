@@ -202,8 +202,7 @@ fn curl_argv_on_path_never_holds_a_password_or_token() {
     let args = ["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"];
     live(site.test(), &fake).env("PATH", &path).args(args).run();
     // With a routed service, so a client secret travels too.
-    let env_file = site.client_dir("acme").join("client.env");
-    fs::write(&env_file, fs::read_to_string(&env_file).unwrap() + "OIDC_SERVICES='web'\n").unwrap();
+    crate::create_client::record_oidc_service(&site, "acme", "web");
     live(site.test(), &fake).env("PATH", &path).args(["setup-roles", "CLIENT_ID=acme", "RESET_PASSWORD=1"]).run();
     live(site.test(), &fake)
         .env("PATH", &path)
@@ -436,8 +435,7 @@ fn real_keycloak_setup_roles_twice() {
     assert!(joined.iter().any(|g| g["name"] == "admins"), "{joined:?}");
 
     // A routed service's confidential client, then its rotated secret.
-    let env_file = site.client_dir(&id).join("client.env");
-    fs::write(&env_file, fs::read_to_string(&env_file).unwrap() + "OIDC_SERVICES='web'\n").unwrap();
+    crate::create_client::record_oidc_service(&site, &id, "web");
     let output = run(&["--json", "setup-roles", &format!("CLIENT_ID={id}")]);
     assert!(
         keycloak_steps(&output).iter().any(|(a, _, o)| a == "keycloak client" && o == "created"),
@@ -600,10 +598,7 @@ kind = "client_id"
 fn a_routed_service_gets_a_confidential_client_with_the_secret_from_secrets_env() {
     let site = Site::new();
     create(&site, "acme", "ACME");
-    let env_file = site.client_dir("acme").join("client.env");
-    let mut env = fs::read_to_string(&env_file).unwrap();
-    env.push_str("OIDC_SERVICES='web'\n");
-    fs::write(&env_file, env).unwrap();
+    crate::create_client::record_oidc_service(&site, "acme", "web");
 
     let fake = fake();
     let output = live(site.test(), &fake).args(["--json", "setup-roles", "CLIENT_ID=acme"]).run();
