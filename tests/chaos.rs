@@ -251,7 +251,11 @@ fn one_run(scenario: Scenario, seed: u64, run: u64) -> Result<(), String> {
 
     // The secrets a killed create-client had written are the ones the re-run must keep.
     let before = if matches!(scenario, Scenario::Create) { secrets_of(&site.secrets_file(&id)) } else { before };
-    let still_there = site.client_dir(&id).exists() || site.secrets_file(&id).exists();
+    // What delete-client itself takes as still there (its config dir, its secrets dir, or its
+    // repository in the active place): a kill between two of its renames leaves a part.
+    let still_there = site.client_dir(&id).exists()
+        || site.secrets_file(&id).parent().is_some_and(Path::exists)
+        || site.backup_root().join(format!("client-{id}")).exists();
     if !matches!(scenario, Scenario::Delete) || still_there {
         let rerun = agency(&site, &args);
         if rerun.status != 0 {
