@@ -262,6 +262,50 @@ fn an_interrupted_delete_is_completed_by_a_rerun() {
     site.test().arg("list-clients").stdout_lacks("acme").run();
 }
 
+/// The state a kill between the secrets' rename and the repository's leaves: config and
+/// secrets in an archive without archive.env, the repository still in its place.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_half_finished_delete_is_reported_and_named_by_create_client() {
+    let site = Site::new();
+    create(&site, "acme", "ACME");
+    let plan = site.test().args(["--json", "-n", "delete-client", "CLIENT_ID=acme"]).run().json();
+    let planned: Vec<serde_json::Value> =
+        plan["tasks"][0]["changes"].as_array().unwrap().iter().filter(|c| c["planned"] == true).cloned().collect();
+    let secrets = site.secrets_file("acme").parent().unwrap().display().to_string();
+    let number = 1 + planned
+        .iter()
+        .position(|c| c["action"] == "rename" && c["target"] == secrets.as_str())
+        .unwrap_or_else(|| panic!("no rename of {secrets} in the plan: {planned:?}"));
+    site.test()
+        .args(["--yes", "delete-client", "CLIENT_ID=acme"])
+        .env("AGENCY_FAULT_CRASH_AFTER", &number.to_string())
+        .status(-1)
+        .run();
+    assert!(!site.client_dir("acme").exists());
+    assert!(!site.secrets_file("acme").exists());
+    assert!(site.backup_root().join("client-acme").exists(), "crashed before the repository moved");
+
+    let finish = "delete-client was interrupted; run delete-client CLIENT_ID=acme again to finish";
+    site.test().arg("list-clients").stdout_contains("acme").stdout_contains(finish).run();
+    let listed = site.test().args(["--json", "list-clients"]).run().json();
+    let row = &listed["tasks"][0]["result"]["clients"][0];
+    assert_eq!(row["health"], "broken", "{listed}");
+    site.test().arg("multi-tenancy-status").status(1).stdout_contains(finish).run();
+    site.test()
+        .args(["create-client", "CLIENT_ID=acme", "CLIENT_NAME=ACME", "CLIENT_DOMAIN=acme.example.com"])
+        .status(1)
+        .stderr_contains("delete-client was interrupted; run delete-client CLIENT_ID=acme again to finish")
+        .run();
+    // The refusal made nothing that would stand in the way of the delete's re-run.
+    assert!(!site.client_dir("acme").exists());
+    assert!(!site.secrets_file("acme").parent().unwrap().exists());
+
+    delete(&site, "acme");
+    site.test().arg("list-clients").stdout_lacks("acme").run();
+    site.test().arg("multi-tenancy-status").stdout_lacks("acme").run();
+}
+
 // ---- the real engine --------------------------------------------------
 
 mod engine {

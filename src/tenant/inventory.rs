@@ -157,7 +157,59 @@ pub fn inspect(roots: &Roots, id: &str, backups: bool) -> ClientInfo {
     info
 }
 
-/// Every client with a config dir, sorted by id.
+/// What list-clients and status say of a client whose delete stopped half-way.
+pub fn interrupted_delete_problem(id: &str) -> String {
+    format!("delete-client was interrupted; run delete-client CLIENT_ID={id} again to finish")
+}
+
+/// Clients whose delete-client stopped half-way, sorted: an archive `<id>-<stamp>` without
+/// its archive.env (written last) while something of the client is still in its active
+/// place (config dir, secrets dir or local repository), which is what a re-run completes.
+pub fn interrupted_deletes(roots: &Roots) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(roots.root.join("archive")) else { return Vec::new() };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok().map(|name| (e.path(), name)))
+        .filter(|(path, _)| path.is_dir() && !path.join("archive.env").exists())
+        .filter_map(|(_, name)| {
+            // `<id>-<stamp>`: the stamp holds no `-` (delete-client.rhai).
+            let (id, stamp) = name.rsplit_once('-')?;
+            (stamp.len() >= 16).then(|| id.to_string())
+        })
+        .filter(|id| {
+            ClientLayout::new(roots, id).is_ok_and(|c| {
+                c.config_dir.exists()
+                    || c.secrets_dir.exists()
+                    || (c.repository.starts_with('/') && Path::new(&c.repository).exists())
+            })
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Every client with a config dir, and every client whose delete stopped half-way, sorted
+/// by id.
 pub fn all(roots: &Roots, backups: bool) -> anyhow::Result<Vec<ClientInfo>> {
-    Ok(roots.client_ids()?.iter().map(|id| inspect(roots, id, backups)).collect())
+    let mut clients: Vec<ClientInfo> = roots.client_ids()?.iter().map(|id| inspect(roots, id, backups)).collect();
+    for id in interrupted_deletes(roots) {
+        let problem = interrupted_delete_problem(&id);
+        match clients.iter_mut().find(|c| c.id == id) {
+            Some(client) => {
+                client.health = Health::Broken;
+                client.problems.insert(0, problem);
+            }
+            None => clients.push(ClientInfo {
+                id,
+                name: String::new(),
+                domain: String::new(),
+                created: String::new(),
+                health: Health::Broken,
+                problems: vec![problem],
+            }),
+        }
+    }
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(clients)
 }

@@ -65,9 +65,14 @@ pub fn lost(cx: &Context, id: &str) -> Result<String> {
         (false, true) => format!("a restic repository ({repository})"),
         (false, false) => return Ok(String::new()),
     };
+    let interrupted = if crate::tenant::inventory::interrupted_deletes(&cx.roots).iter().any(|i| i == id) {
+        format!("{}. ", crate::tenant::inventory::interrupted_delete_problem(id))
+    } else {
+        String::new()
+    };
     Ok(format!(
         "client {id} has {exists} but {missing}; new secrets would not open what the old ones protect. \
-         Restore {} from {} or from the archive of a delete-client ({}/archive/{id}-*/), \
+         {interrupted}Restore {} from {} or from the archive of a delete-client ({}/archive/{id}-*/), \
          or run again with REGENERATE_SECRETS=1 to make new ones",
         layout.secrets_file.display(),
         layout.secrets_history_dir.display(),
