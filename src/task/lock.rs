@@ -16,7 +16,17 @@ use crate::{
 
 /// Held locks; dropping it releases them.
 pub struct LockGuard {
-    _files: Vec<File>,
+    files: Vec<File>,
+}
+
+impl Drop for LockGuard {
+    /// Unlocks before the files close: a child forked at this moment shares the open files
+    /// until its exec, and closing alone would leave the lock held through it.
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = file.unlock();
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -75,7 +85,7 @@ pub fn acquire(
     output: &Output,
 ) -> Result<LockGuard> {
     if !create && !locks_dir.is_dir() {
-        return Ok(LockGuard { _files: Vec::new() });
+        return Ok(LockGuard { files: Vec::new() });
     }
     if create {
         // The root itself must stay traversable for the group that reads client configs.
@@ -101,5 +111,5 @@ pub fn acquire(
         ],
         None => vec![take(locks_dir, "all.lock", Mode::Exclusive, create, no_wait, output, "all clients")?],
     };
-    Ok(LockGuard { _files: files.into_iter().flatten().collect() })
+    Ok(LockGuard { files: files.into_iter().flatten().collect() })
 }
