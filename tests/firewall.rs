@@ -513,5 +513,10 @@ fn setup_firewall_applies_the_table_and_writes_a_boot_unit_systemd_accepts() {
     let words: Vec<&str> = exec.split(' ').collect();
     assert!(Command::new(std::path::Path::new(words[0])).args(&words[1..]).output().unwrap().success(), "{exec}");
     site.test().args(["multi-tenancy-status"]).stdout_contains("isolated").run();
+    // A run killed while it wrote the saved table left a temp file: the next run removes it,
+    // though the table itself needs no writing.
+    let crashed = site.root().join("firewall").join(format!(".{}.nft.aB3dE9.tmp", site.firewall_table()));
+    std::fs::write(&crashed, "table inet x {}\n").unwrap();
     site.test().args(["setup-firewall"]).stdout_contains("0 created, 0 updated").run();
+    assert!(!crashed.exists(), "the killed write's temp file is still there");
 }

@@ -128,6 +128,11 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
 fn save(host: &Host, settings: &FirewallSettings, script: &str) -> Result<()> {
     let path = saved_path(host, settings);
     if std::fs::read_to_string(&path).ok().as_deref() == Some(script) {
+        // A run killed while writing it left its temp file; the firewall lock is held, so no
+        // write is live (an unchanged file is not written, which would sweep them).
+        let dir = path.parent().expect("in a dir");
+        let prefix = format!(".{}.", path.file_name().expect("a file").to_string_lossy());
+        host.effects.side_effect(|| Ok(fsutil::remove_stale_temp_files(dir, &prefix, std::time::Duration::ZERO)?))?;
         return Ok(());
     }
     let needed = if path.exists() { Outcome::Updated } else { Outcome::Created };
