@@ -171,12 +171,36 @@ pub fn rotation_commit(cx: &Context, id: &str) -> Result<Committed> {
     Ok(Committed { rotated, history_file: history_file.display().to_string(), planned })
 }
 
+/// Removes the temp files of generations that killed rotations were writing
+/// (`.secrets.env.<stamp>.XXXXXX.tmp`): no later write has that name, so none sweeps them, and
+/// the client's lock is held, so none of them is live.
+fn sweep_history_temp_files(cx: &Context, layout: &ClientLayout) -> Result<()> {
+    let dir = &layout.secrets_history_dir;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let prefix = format!(".{}", rotation::HISTORY_PREFIX);
+    cx.effects.side_effect(|| {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Step 5 of a rotation: only the newest `keep` previous generations stay.
 pub fn prune_history(cx: &Context, id: &str, keep: i64) -> Result<usize> {
     if keep < 1 {
         anyhow::bail!("SECRETS_HISTORY must keep at least 1 previous generation, got {keep}");
     }
     let layout = ClientLayout::new(&cx.roots, id)?;
+    sweep_history_temp_files(cx, &layout)?;
     let files = rotation::history_files(&cx.effects, &layout);
     let excess = files.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
     for file in &files[..excess] {
