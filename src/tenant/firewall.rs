@@ -127,7 +127,7 @@ fn source_sets(length: u8, one_length: bool) -> Vec<(String, &'static str)> {
 }
 
 fn source_rule(length: u8, one_length: bool) -> String {
-    let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0));
+    let mask = crate::format::ipv4::netmask(length);
     let bridges = source_bridges(length, one_length);
     format!(
         "iifname @{bridges} iifname . ip saddr & {mask} != @sources_{length} drop comment \"source outside its bridge subnet\""
@@ -139,7 +139,7 @@ fn source_rule(length: u8, one_length: bool) -> String {
 /// source check, so it costs no set of its own: a set of (interface, interface) pairs did the
 /// same, but was a third of `nft -f`'s work at 1,000 clients.
 fn within_rule(length: u8) -> String {
-    let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0));
+    let mask = crate::format::ipv4::netmask(length);
     format!("iifname . ip daddr & {mask} @sources_{length} accept comment \"within one bridge\"")
 }
 
