@@ -102,14 +102,33 @@ pub fn secret_temp_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<temp
 /// Removes `PREFIX` + 6 random characters + `.tmp` files in `dir`: the temp files of
 /// earlier writes that killed runs left (those older than `stale_after`; zero: all).
 pub fn remove_stale_temp_files(dir: &Path, prefix: &str, stale_after: Duration) -> io::Result<()> {
+    remove_temp_files(dir, stale_after, |name| {
+        name.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(".tmp")).is_some_and(is_temp_random)
+    })
+}
+
+/// Removes the temp files (`.NAME.XXXXXX.tmp`) of every file whose NAME starts with
+/// `names_starting`: those of writes of files no later write names again (stamped ones).
+pub fn remove_temp_files_of_names(dir: &Path, names_starting: &str) -> io::Result<()> {
+    remove_temp_files(dir, Duration::ZERO, |name| {
+        name.strip_prefix('.')
+            .and_then(|rest| rest.strip_prefix(names_starting))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.rsplit_once('.'))
+            .is_some_and(|(_, random)| is_temp_random(random))
+    })
+}
+
+fn is_temp_random(text: &str) -> bool {
+    text.len() == TEMP_RANDOM_LEN && text.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn remove_temp_files(dir: &Path, stale_after: Duration, is_temp: impl Fn(&str) -> bool) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else { continue };
-        let stale = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix(".tmp"))
-            .is_some_and(|random| random.len() == TEMP_RANDOM_LEN && random.chars().all(|c| c.is_ascii_alphanumeric()));
+        let stale = is_temp(name);
         let old_enough = || {
             stale_after.is_zero()
                 || entry
@@ -242,6 +261,28 @@ mod tests {
         left.sort();
         let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
         expected.push("secrets.env".into());
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn temp_files_of_stamped_names_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = [".secrets.env.20261203T202450.028089364Z.72HVqI.tmp", ".secrets.env.x.a1B2c3.tmp"];
+        let others = [
+            "secrets.env.20261203T202450.028089364Z",
+            ".secrets.env.20261203T202450Z.toolong1.tmp",
+            ".client.env.x.a1B2c3.tmp",
+            "notes.tmp",
+        ];
+        for name in crashed.iter().chain(&others) {
+            fs::write(dir.path().join(name), "A='old'\n").unwrap();
+        }
+        remove_temp_files_of_names(dir.path(), "secrets.env.").unwrap();
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
         expected.sort();
         assert_eq!(left, expected);
     }

@@ -179,18 +179,7 @@ fn sweep_history_temp_files(cx: &Context, layout: &ClientLayout) -> Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
-    let prefix = format!(".{}", rotation::HISTORY_PREFIX);
-    cx.effects.side_effect(|| {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(&prefix) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(())
-    })?;
+    cx.effects.side_effect(|| Ok(fsutil::remove_temp_files_of_names(dir, rotation::HISTORY_PREFIX)?))?;
     Ok(())
 }
 
