@@ -5,6 +5,7 @@
 //! | `layout::client(id)` | map of the client's paths: `config_dir`, `env_file`, `compose_override`, `keycloak_dir`, `realm_file`, `backup_dir`, `backup_config`, `traefik_file`, `secrets_dir`, `secrets_file`, `secrets_history_dir`, `log_dir`, `audit_log`, `logrotate_file`, `repository`, and `networks` (tier → network name) |
 //! | `layout::clients()` | ids of the clients that have a config dir, sorted |
 //! | `layout::interrupted_deletes()` | ids of clients whose delete-client stopped half-way (an archive without archive.env while config, secrets or repository are still in place) |
+//! | `layout::interrupted_delete_problem(id)` | what list-clients and status say of such a client (how to finish it) |
 //! | `layout::inventory()` | one map per client (sorted by id): `id`, `name`, `domain`, `created`, `health` ("ok", "incomplete", "insecure", "broken") and `problems` (array of phrases); read from disk only, no Docker |
 //! | `layout::inspect(id)` | the same map for one client |
 //! | `layout::roots()` | map of `root`, `log_root`, `backup_root`, `logrotate_dir` |
@@ -102,6 +103,10 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("interrupted_deletes", move || -> ScriptResult<Array> {
         Ok(crate::tenant::inventory::interrupted_deletes(&h.roots).into_iter().map(Dynamic::from).collect())
+    });
+
+    module.set_native_fn("interrupted_delete_problem", |id: &str| -> ScriptResult<String> {
+        Ok(crate::tenant::inventory::interrupted_delete_problem(id))
     });
 
     let h = host.clone();
