@@ -448,7 +448,7 @@ fn fix_names_the_bridge_of_a_network_made_before_bridges_were_named() {
     assert_eq!(code, 0, "{json:#}");
     assert_eq!(check(report(&json, &a), "firewall")["status"], "ok", "{json:#}");
     let table = agency::drivers::nft::Nft::locate().unwrap().list_table(site.firewall_table()).unwrap().unwrap();
-    assert!(table.contains(&format!("\"{named}\" . {}", recorded.network())), "{table}");
+    assert!(table.contains(&format!("\"{named}\"")), "{table}");
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn setup_firewall_applies_the_table_and_writes_a_boot_unit_systemd_accepts() {
     let env = std::fs::read_to_string(site.client_dir("acme").join("client.env")).unwrap();
     let bridge = env.lines().find_map(|l| l.strip_prefix("DATABASE_BRIDGE=")).unwrap().trim_matches('\'').to_string();
     let table = nft.list_table(site.firewall_table()).unwrap().expect("create-client applied the table");
-    assert!(table.contains(&format!("\"{bridge}\" . ")), "{table}");
+    assert!(table.contains(&format!("\"{bridge}\"")), "{table}");
 
     // A dry run shows what it would apply and changes nothing.
     assert!(nft.delete_table(site.firewall_table()).unwrap());

@@ -16,11 +16,6 @@ fn mask(prefix: u8) -> u32 {
     if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
 }
 
-/// The netmask of a prefix length (`26` → `255.255.255.192`).
-pub(crate) fn netmask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(mask(prefix.min(32)))
-}
-
 impl Ipv4Net {
     /// A network from an address and prefix; the address must have no host bits set.
     pub fn new(address: Ipv4Addr, prefix: u8) -> Result<Self> {

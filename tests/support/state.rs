@@ -147,12 +147,7 @@ pub fn client_state(site: &Site, id: &str, docker: &Docker, pool: &str) -> BTree
                     _ if path.parent().is_some_and(|p| p.ends_with("firewall")) => {
                         // The saved table: holds each of the client's recorded bridges.
                         for (key, bridge) in recorded.iter().filter(|(k, _)| k.ends_with("_BRIDGE")) {
-                            let tier = key.trim_end_matches("_BRIDGE");
-                            let subnet: Ipv4Net = recorded[&format!("{tier}_SUBNET")].parse().unwrap();
-                            assert!(
-                                text.contains(&format!("\"{bridge}\" . {}", subnet.network())),
-                                "{key} {bridge} not in {text}"
-                            );
+                            assert!(text.contains(&format!("\"{bridge}\"")), "{key} {bridge} not in {text}");
                         }
                         value += "; the table with the client's bridges";
                     }
