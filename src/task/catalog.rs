@@ -176,3 +176,27 @@ pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compiled_in_pattern_is_a_regex() {
+        let catalog = Catalog::load(Path::new("/nonexistent-agency-site")).unwrap();
+        let patterns: Vec<(&str, &str, &str)> = catalog
+            .tasks
+            .values()
+            .filter(|task| task.origin.is_compiled_in())
+            .flat_map(|task| {
+                task.vars
+                    .iter()
+                    .filter_map(|(var, spec)| Some((task.name.as_str(), var.as_str(), spec.pattern.as_deref()?)))
+            })
+            .collect();
+        assert!(patterns.len() >= 20, "{patterns:?}");
+        for (task, var, pattern) in patterns {
+            assert!(regex_syntax::Parser::new().parse(pattern).is_ok(), "{task} {var}: {pattern}");
+        }
+    }
+}
