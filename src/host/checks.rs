@@ -29,11 +29,15 @@
 //! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes; a `fail` of a
 //! health check (`backup`, `logs`) makes the client unhealthy (HEALTH FAIL), not NOT ISOLATED.
 
-use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+};
 
 use rhai::{Array, Dynamic, INT, Map, Module};
 
-use super::{Host, ScriptResult, script_error};
+use super::{Host, ScriptResult, script_error, status};
 use crate::{
     tenant::check::{Check, ClientReport, Status, render_table},
     tenant::filecheck,
@@ -138,9 +142,36 @@ fn checks_array(checks_json: &str) -> Array {
     }
 }
 
+/// A check made in Rust as the report keeps it: its head (no evidence) for the table and the
+/// verdicts, and the whole check as compact JSON for `checks::clients` (as the serialized
+/// list of them all would hold it).
+pub(super) struct KeptCheck {
+    head: Check,
+    json: String,
+}
+
+impl From<Check> for KeptCheck {
+    fn from(mut check: Check) -> Self {
+        let json = serde_json::to_string(&check).expect("plain data serializes");
+        check.evidence = serde_json::Value::Null;
+        Self { head: check, json }
+    }
+}
+
+/// Two JSON arrays, as `serde_json` writes them, as one.
+fn joined_arrays(first: &str, second: &str) -> String {
+    match (first, second) {
+        ("[]", _) => second.to_string(),
+        (_, "[]") => first.to_string(),
+        _ => format!("{},{}", &first[..first.len() - 1], &second[1..]),
+    }
+}
+
 #[derive(Default)]
 struct ReportState {
     clients: Vec<Entry>,
+    /// Where each client's entry is (`checks::append`).
+    positions: HashMap<String, usize>,
     pending_repairs: BTreeMap<String, Vec<String>>,
     /// `checks::clients` gave the check maps away.
     handed_over: bool,
@@ -149,6 +180,13 @@ struct ReportState {
 impl ReportState {
     fn reports(&self) -> impl Iterator<Item = &ClientReport> {
         self.clients.iter().map(|e| &e.report)
+    }
+
+    /// A client's entry, with the repairs noted for it so far.
+    fn push(&mut self, id: &str, valid: bool, heads: Vec<Check>, checks_json: String) {
+        let repairs = self.pending_repairs.remove(id).unwrap_or_default();
+        self.positions.insert(id.to_string(), self.clients.len());
+        self.clients.push(Entry { report: ClientReport::new(id, valid, heads, repairs), checks_json });
     }
 }
 
@@ -160,20 +198,43 @@ impl StatusReport {
     fn add(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
         let heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
         let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
+        self.0.borrow_mut().push(id, true, heads, checks_json);
+        Ok(())
+    }
+
+    /// A client's checks made in Rust.
+    fn add_kept(&mut self, id: &str, checks: Vec<KeptCheck>) {
+        let json: Vec<String> = checks.iter().map(|c| c.json.clone()).collect();
+        let heads = checks.into_iter().map(|c| c.head).collect();
+        self.0.borrow_mut().push(id, true, heads, format!("[{}]", json.join(",")));
+    }
+
+    /// More checks of a client after those it has (a client not reported yet gets them as its
+    /// checks; an invalid one keeps its one reason).
+    fn append(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
+        let Some(position) = self.0.borrow().positions.get(id).copied() else { return self.add(id, checks) };
+        let mut heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
+        let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
         let mut state = self.0.borrow_mut();
-        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
-        state.clients.push(Entry { report: ClientReport::new(id, true, heads, repairs), checks_json });
+        if state.handed_over {
+            return Err("checks::append after checks::clients: the check maps were handed over".into());
+        }
+        let entry = &mut state.clients[position];
+        if !entry.report.valid {
+            return Ok(());
+        }
+        let report = std::mem::replace(&mut entry.report, ClientReport::new(id, false, vec![], vec![]));
+        let mut all = report.checks;
+        all.append(&mut heads);
+        entry.report = ClientReport::new(id, true, all, report.repairs);
+        entry.checks_json = joined_arrays(&entry.checks_json, &checks_json);
         Ok(())
     }
 
     fn invalid(&mut self, id: &str, reason: &str) {
-        let mut state = self.0.borrow_mut();
-        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
         let checks: Array = vec![check_map("client", Status::Fail, reason, Dynamic::UNIT).into()];
-        state.clients.push(Entry {
-            report: ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs),
-            checks_json: serde_json::to_string(&checks).expect("plain data serializes"),
-        });
+        let checks_json = serde_json::to_string(&checks).expect("plain data serializes");
+        self.0.borrow_mut().push(id, false, vec![Check::new("client", Status::Fail, reason)], checks_json);
     }
 
     fn repairs(&mut self, id: &str, repairs: Array) {
@@ -285,6 +346,23 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     module.set_native_fn("report", || -> ScriptResult<StatusReport> { Ok(StatusReport::default()) });
     module.set_native_fn("add", |mut r: StatusReport, id: &str, checks: Array| r.add(id, checks));
+    let h = host.clone();
+    module.set_native_fn(
+        "builtin",
+        move |mut r: StatusReport, ids: Array, names: Array, options: Map| -> ScriptResult<()> {
+            let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+            let names: Vec<String> = names.iter().map(|v| v.to_string()).collect();
+            let options = status::Options::parse(&names, &options).map_err(script_error)?;
+            for (id, checks) in status::builtin_checks(&h, &ids, &options).map_err(script_error)? {
+                match checks {
+                    Ok(checks) => r.add_kept(&id, checks),
+                    Err(reason) => r.invalid(&id, &reason),
+                }
+            }
+            Ok(())
+        },
+    );
+    module.set_native_fn("append", |mut r: StatusReport, id: &str, checks: Array| r.append(id, checks));
     module.set_native_fn("repairs", |mut r: StatusReport, id: &str, repairs: Array| -> ScriptResult<()> {
         r.repairs(id, repairs);
         Ok(())

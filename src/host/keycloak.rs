@@ -464,32 +464,46 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("realm_status", move |realm: &str, realm_file: &str, settings: Map| -> ScriptResult<Map> {
-        realm_status(&h, realm, realm_file, &settings, None)
+        realm_status(&h, realm, realm_file, &setting_of(&settings), None).map(realm_status_map)
     });
 
     let h = host.clone();
     module.set_native_fn(
         "realm_status",
         move |realm: &str, realm_file: &str, settings: Map, secrets_file: &str| -> ScriptResult<Map> {
-            realm_status(&h, realm, realm_file, &settings, Some(secrets_file))
+            realm_status(&h, realm, realm_file, &setting_of(&settings), Some(secrets_file)).map(realm_status_map)
         },
     );
 
     module
 }
 
+/// What `keycloak::realm_status` found: the problems of the realm file, and of the live realm
+/// when Keycloak is configured.
+pub(super) struct RealmStatus {
+    pub live: bool,
+    pub problems: Vec<String>,
+}
+
+impl RealmStatus {
+    pub(super) fn source(&self) -> &'static str {
+        if self.live { "live" } else { "file" }
+    }
+}
+
 /// `keycloak::realm_status`: the realm file, and the live realm when Keycloak is configured
-/// (with `secrets_file`, its OIDC clients' secrets compared with the file's).
-fn realm_status(
+/// (with `secrets_file`, its OIDC clients' secrets compared with the file's). `setting` reads
+/// the client's settings (its client.env).
+pub(super) fn realm_status(
     host: &Host,
     realm: &str,
     realm_file: &str,
-    settings: &Map,
+    setting: &dyn Fn(&str) -> Option<String>,
     secrets_file: Option<&str>,
-) -> ScriptResult<Map> {
+) -> ScriptResult<RealmStatus> {
     // The display name is checked when the settings (a client.env) name the client.
-    let name = settings.get("CLIENT_NAME").map(ToString::to_string);
-    let spec = client_realm(realm, name.as_deref().unwrap_or(realm), settings)?;
+    let name = setting("CLIENT_NAME");
+    let spec = realm_from_settings(realm, name.as_deref().unwrap_or(realm), setting)?;
     let path = host.roots.confine(realm_file).map_err(script_error)?;
     let mut problems = file_problems(&path, &spec);
     let live = host.keycloak.live(host).map_err(script_error)?;
@@ -499,17 +513,33 @@ fn realm_status(
             .map(|file| spec.clients.iter().map(|client| read_password(host, file, &client.secret_key())).collect());
         problems.extend(live_problems(&kc, &spec, name.is_some(), secrets.as_deref()).map_err(script_error)?);
     }
+    Ok(RealmStatus { live, problems })
+}
+
+fn realm_status_map(status: RealmStatus) -> Map {
     let mut map = Map::new();
-    map.insert("ok".into(), problems.is_empty().into());
-    map.insert("source".into(), (if live { "live" } else { "file" }).into());
-    map.insert("problems".into(), problems.into_iter().map(Dynamic::from).collect::<Array>().into());
-    Ok(map)
+    map.insert("ok".into(), status.problems.is_empty().into());
+    map.insert("source".into(), status.source().into());
+    map.insert("problems".into(), status.problems.into_iter().map(Dynamic::from).collect::<Array>().into());
+    map
 }
 
 /// A client's realm with the settings recorded in `settings` (a client.env map; other keys
 /// are ignored), and an OIDC client for each of its `OIDC_SERVICES`.
 fn client_realm(realm: &str, display_name: &str, settings: &Map) -> ScriptResult<RealmSpec> {
-    let get = |key: &str| settings.get(key).map(ToString::to_string);
+    realm_from_settings(realm, display_name, &setting_of(settings))
+}
+
+/// A script's settings map read as `realm_status` reads settings.
+fn setting_of(settings: &Map) -> impl Fn(&str) -> Option<String> + '_ {
+    |key: &str| settings.get(key).map(ToString::to_string)
+}
+
+fn realm_from_settings(
+    realm: &str,
+    display_name: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> ScriptResult<RealmSpec> {
     let options = RealmSettings::from_values(get).map_err(script_error)?;
     let mut spec = RealmSpec::for_client(realm, display_name, options);
     spec.clients = OidcClientSpec::from_values(get).map_err(script_error)?;
