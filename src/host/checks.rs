@@ -11,6 +11,8 @@
 //! | `checks::skip(name, summary, evidence)` | not checked; the summary says why (also without evidence) |
 //! | `checks::report()` | an empty `StatusReport` (kept in Rust: thousands of clients cost no re-scan of a growing script array) |
 //! | `checks::add(report, id, checks)` | adds a client's array of checks (and the repairs noted for it) |
+//! | `checks::builtin(report, ids, names, options)` | adds every client of `ids` with the built-in checks `names` (in that order; any of `networks firewall cross_tenant capabilities logs secrets config realm backup stack`), made in Rust over all clients at once, each client's client.env read once; a client without a valid client.env is added invalid. `options`: `snap` (`docker::snapshot()`, for `networks firewall cross_tenant`), `net_raw` (`docker::net_raw(snap, ids)`, for `capabilities`), `stacks` (`stack::inspect()`, for `stack`), `deep` (DEEP=1, for `backup`) |
+//! | `checks::append(report, id, checks)` | more checks of a client after those it has (a site's own checks, the probe's); a client not reported yet gets them as its checks, an invalid one keeps its one reason |
 //! | `checks::repairs(report, id, texts)` | notes what FIX=1 did (or refused) for a client |
 //! | `checks::invalid(report, id, reason)` | a directory that is not a valid client |
 //! | `checks::table(report)` | a row per client, a column per check, the verdict; a line per problem and repair |

@@ -37,6 +37,7 @@ use crate::{
     drivers::keycloak::{IfExists, Keycloak, KeycloakSettings, Secret},
     effects::Outcome,
     fsutil,
+    tenant::layout::Roots,
     tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec, reconcile},
     tenant::settings::SETTINGS,
 };
@@ -491,9 +492,23 @@ impl RealmStatus {
     }
 }
 
+/// A client's realm as its settings (`setting`: its client.env) describe it, and the problems
+/// of its realm file. Needs nothing of the run but the roots, so status runs it for many clients
+/// at once.
+pub(super) fn realm_file_status(
+    roots: &Roots,
+    realm: &str,
+    realm_file: &str,
+    setting: &dyn Fn(&str) -> Option<String>,
+) -> Result<(RealmSpec, Vec<String>)> {
+    // The display name is checked when the settings (a client.env) name the client.
+    let spec = realm_from_settings(realm, setting("CLIENT_NAME").as_deref().unwrap_or(realm), setting)?;
+    let problems = file_problems(&roots.confine(realm_file)?, &spec);
+    Ok((spec, problems))
+}
+
 /// `keycloak::realm_status`: the realm file, and the live realm when Keycloak is configured
-/// (with `secrets_file`, its OIDC clients' secrets compared with the file's). `setting` reads
-/// the client's settings (its client.env).
+/// (with `secrets_file`, its OIDC clients' secrets compared with the file's).
 pub(super) fn realm_status(
     host: &Host,
     realm: &str,
@@ -501,19 +516,21 @@ pub(super) fn realm_status(
     setting: &dyn Fn(&str) -> Option<String>,
     secrets_file: Option<&str>,
 ) -> ScriptResult<RealmStatus> {
-    // The display name is checked when the settings (a client.env) name the client.
-    let name = setting("CLIENT_NAME");
-    let spec = realm_from_settings(realm, name.as_deref().unwrap_or(realm), setting)?;
-    let path = host.roots.confine(realm_file).map_err(script_error)?;
-    let mut problems = file_problems(&path, &spec);
+    let (spec, mut problems) = realm_file_status(&host.roots, realm, realm_file, setting).map_err(script_error)?;
     let live = host.keycloak.live(host).map_err(script_error)?;
     if live {
         let kc = host.keycloak.get(host).map_err(script_error)?;
         let secrets: Option<Vec<Result<Secret>>> = secrets_file
             .map(|file| spec.clients.iter().map(|client| read_password(host, file, &client.secret_key())).collect());
-        problems.extend(live_problems(&kc, &spec, name.is_some(), secrets.as_deref()).map_err(script_error)?);
+        let named = setting("CLIENT_NAME").is_some();
+        problems.extend(live_problems(&kc, &spec, named, secrets.as_deref()).map_err(script_error)?);
     }
     Ok(RealmStatus { live, problems })
+}
+
+/// Whether realms are checked live (`KEYCLOAK_URL` set).
+pub(super) fn live(host: &Host) -> Result<bool> {
+    host.keycloak.live(host)
 }
 
 fn realm_status_map(status: RealmStatus) -> Map {
@@ -527,7 +544,7 @@ fn realm_status_map(status: RealmStatus) -> Map {
 /// A client's realm with the settings recorded in `settings` (a client.env map; other keys
 /// are ignored), and an OIDC client for each of its `OIDC_SERVICES`.
 fn client_realm(realm: &str, display_name: &str, settings: &Map) -> ScriptResult<RealmSpec> {
-    realm_from_settings(realm, display_name, &setting_of(settings))
+    realm_from_settings(realm, display_name, &setting_of(settings)).map_err(script_error)
 }
 
 /// A script's settings map read as `realm_status` reads settings.
@@ -535,14 +552,10 @@ fn setting_of(settings: &Map) -> impl Fn(&str) -> Option<String> + '_ {
     |key: &str| settings.get(key).map(ToString::to_string)
 }
 
-fn realm_from_settings(
-    realm: &str,
-    display_name: &str,
-    get: &dyn Fn(&str) -> Option<String>,
-) -> ScriptResult<RealmSpec> {
-    let options = RealmSettings::from_values(get).map_err(script_error)?;
+fn realm_from_settings(realm: &str, display_name: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<RealmSpec> {
+    let options = RealmSettings::from_values(get)?;
     let mut spec = RealmSpec::for_client(realm, display_name, options);
-    spec.clients = OidcClientSpec::from_values(get).map_err(script_error)?;
+    spec.clients = OidcClientSpec::from_values(get)?;
     Ok(spec)
 }
 

@@ -1,10 +1,14 @@
 //! `checks::builtin` — the built-in checks of multi-tenancy-status over all clients in one
-//! call: each client's client.env is read once, every check is made in Rust and handed to the
-//! report as it is (no Rhai map per client), and the firewall table is listed while the files
-//! are checked. The task's script names the checks and their order, so a site's copy of the
-//! task drops or reorders them, and adds its own with `checks::append`.
+//! call: each client's client.env is read once, every check is made in Rust and kept as JSON
+//! in the report (no Rhai map per client), the files of the clients are checked by two
+//! workers, and the firewall table is listed meanwhile. The task's script names the checks and
+//! their order, so a site's copy of the task drops or reorders them, and adds its own with
+//! `checks::append`.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
 
 use anyhow::{Result, anyhow, bail};
 use rhai::{Array, Map};
@@ -15,22 +19,27 @@ use crate::{
     tenant::check::{Check, Status},
     tenant::filecheck,
     tenant::isolation::{self, Snapshot},
-    tenant::layout::ClientLayout,
+    tenant::layout::{ClientLayout, Roots},
+    tenant::stack_status::Inspection,
 };
 
 /// The checks `checks::builtin` makes, in the order status shows them.
-pub const BUILTIN_CHECKS: [&str; 10] =
+const BUILTIN_CHECKS: [&str; 10] =
     ["networks", "firewall", "cross_tenant", "capabilities", "logs", "secrets", "config", "realm", "backup", "stack"];
+
+/// Workers checking the clients' files: the files are most of status's work, and the
+/// machines it runs on have a few cores.
+const FILE_WORKERS: usize = 2;
 
 /// What `checks::builtin` is given: the checks to make and what they read.
 pub(super) struct Options {
-    pub names: Vec<String>,
-    pub snapshot: Option<DockerSnapshot>,
-    pub stacks: Option<StackInspection>,
+    names: Vec<String>,
+    snapshot: Option<DockerSnapshot>,
+    stacks: Option<StackInspection>,
     /// Per client, its containers that have NET_RAW (`docker::net_raw`).
-    pub net_raw: Option<Map>,
+    net_raw: Option<HashMap<String, Vec<String>>>,
     /// DEEP=1: open each repository with its password.
-    pub deep: bool,
+    deep: bool,
 }
 
 impl Options {
@@ -38,11 +47,17 @@ impl Options {
         if let Some(unknown) = names.iter().find(|n| !BUILTIN_CHECKS.contains(&n.as_str())) {
             bail!("checks::builtin: no built-in check {unknown:?} (there are {})", BUILTIN_CHECKS.join(", "));
         }
+        let net_raw = options.get("net_raw").and_then(|m| m.read_lock::<Map>()).map(|clients| {
+            let names = |list: &rhai::Dynamic| {
+                list.read_lock::<Array>().map(|l| l.iter().map(|n| n.to_string()).collect()).unwrap_or_default()
+            };
+            clients.iter().map(|(id, list)| (id.to_string(), names(list))).collect()
+        });
         Ok(Self {
             names: names.to_vec(),
             snapshot: options.get("snap").and_then(|s| s.clone().try_cast::<DockerSnapshot>()),
             stacks: options.get("stacks").and_then(|s| s.clone().try_cast::<StackInspection>()),
-            net_raw: options.get("net_raw").and_then(|m| m.clone().try_cast::<Map>()),
+            net_raw,
             deep: options.get("deep").and_then(|d| d.as_bool().ok()).unwrap_or(false),
         })
     }
@@ -50,12 +65,31 @@ impl Options {
     fn wants(&self, name: &str) -> bool {
         self.names.iter().any(|n| n == name)
     }
+}
 
-    fn snapshot(&self, check: &str) -> Result<&Snapshot> {
-        self.snapshot
-            .as_ref()
-            .map(|s| &*s.0)
-            .ok_or_else(|| anyhow!("checks::builtin: the {check} check needs `snap` (docker::snapshot())"))
+/// An option a check needs, or the error naming it.
+fn needed<'a, T>(value: Option<&'a T>, check: &str, option: &str) -> Result<&'a T> {
+    value.ok_or_else(|| anyhow!("checks::builtin: the {check} check needs `{option}`"))
+}
+
+/// What the workers read to check one client.
+struct Shared<'a> {
+    names: &'a [String],
+    roots: &'a Roots,
+    site_dir: &'a Path,
+    network_driver: &'a str,
+    snapshot: Option<&'a Snapshot>,
+    stacks: Option<&'a Inspection>,
+    net_raw: Option<&'a HashMap<String, Vec<String>>>,
+    /// Realms are checked live, with the run's connection: by the calling thread, in turn.
+    realm_live: bool,
+}
+
+impl Shared<'_> {
+    /// Whether the workers make check `name` (the others need the run: each made in turn, or
+    /// for all clients at once).
+    fn by_workers(&self, name: &str) -> bool {
+        !matches!(name, "firewall" | "backup") && !(name == "realm" && self.realm_live)
     }
 }
 
@@ -80,116 +114,133 @@ fn client_env(host: &Host, layout: &ClientLayout) -> Result<BTreeMap<String, Str
     }
 }
 
-/// The checks made for all clients at once, after the others: each goes to its place in
-/// the order of the names.
-const BATCH_CHECKS: [&str; 2] = ["firewall", "backup"];
+/// A client to check: its layout, and its client.env or why it is not a valid client.
+type Client = (ClientLayout, Result<BTreeMap<String, String>, String>);
 
 /// Each client of `ids` with the checks `options` names (in the order of the names), or why
-/// it is not a valid client. A client's checks are kept as JSON as soon as they are made,
-/// and its client.env is dropped, so thousands of clients hold little at once.
+/// it is not a valid client. Checks are kept as JSON as soon as they are made.
 pub(super) fn builtin_checks(
     host: &Host,
     ids: &[String],
     options: &Options,
 ) -> Result<Vec<(String, Result<Vec<KeptCheck>, String>)>> {
-    let firewall =
-        if options.wants("firewall") { Some((firewall::settings(host)?, options.snapshot("firewall")?)) } else { None };
-    let roots = &host.roots;
-    // `nft list table` takes a third of a second at thousands of clients: it runs meanwhile
-    // (for every id: a client found invalid below drops its check).
+    let snapshot = options.snapshot.as_ref().map(|s| &*s.0);
+    let firewall = match options.wants("firewall") {
+        true => Some((firewall::settings(host)?, needed(snapshot, "firewall", "snap")?)),
+        false => None,
+    };
+    let clients: Vec<Client> = ids
+        .iter()
+        .map(|id| {
+            let layout = ClientLayout::new(&host.roots, id)?;
+            let env = client_env(host, &layout);
+            Ok((layout, env))
+        })
+        .collect::<Result<_>>()?;
+    let any_valid = clients.iter().any(|(_, env)| env.is_ok());
+    let shared = Shared {
+        names: &options.names,
+        roots: &host.roots,
+        site_dir: &host.site_dir,
+        network_driver: host.settings.get("NETWORK_DRIVER"),
+        snapshot,
+        stacks: options.stacks.as_ref().map(|s| &*s.0),
+        net_raw: options.net_raw.as_ref(),
+        realm_live: options.wants("realm") && any_valid && keycloak::live(host)?,
+    };
+    let (shared, clients) = (&shared, &clients);
     std::thread::scope(|scope| {
+        // `nft list table` takes a third of a second at thousands of clients: it runs meanwhile
+        // (for every id: an invalid client's is dropped).
         let firewall = firewall.as_ref().map(|(settings, snapshot)| {
             scope.spawn(move || {
-                let checks = firewall::checks(settings, roots, snapshot, ids)?;
+                let checks = firewall::checks(settings, shared.roots, snapshot, ids)?;
                 Ok::<Vec<KeptCheck>, anyhow::Error>(checks.into_iter().map(KeptCheck::from).collect())
             })
         });
-        let mut clients = ids
-            .iter()
-            .map(|id| {
-                let layout = ClientLayout::new(roots, id)?;
-                let checks = match client_env(host, &layout) {
-                    Ok(env) => Ok(options
-                        .names
-                        .iter()
-                        .filter(|name| !BATCH_CHECKS.contains(&name.as_str()))
-                        .map(|name| client_check(host, options, name, &layout, &env).map(KeptCheck::from))
-                        .collect::<Result<Vec<_>>>()?),
-                    Err(reason) => Err(reason),
-                };
-                Ok((layout.id, checks))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let workers = scope.spawn(move || {
+            Ok(crate::parallel::map(clients, FILE_WORKERS, |(layout, env)| {
+                env.as_ref().ok().map(|env| worker_checks(shared, layout, env)).transpose()
+            }))
+        });
         let valid: Vec<String> =
-            clients.iter().filter(|(_, checks)| checks.is_ok()).map(|(id, _)| id.clone()).collect();
+            clients.iter().filter(|(_, env)| env.is_ok()).map(|(layout, _)| layout.id.clone()).collect();
         let backups = if options.wants("backup") { restic::backup_checks(host, &valid, options.deep)? } else { vec![] };
-        let firewalls = match firewall {
-            Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-            None => vec![],
-        };
-        let (mut backups, mut firewalls) = (backups.into_iter(), firewalls.into_iter());
-        for (_, checks) in &mut clients {
+        let (mut backups, mut firewalls) = (backups.into_iter(), join(firewall)?.into_iter());
+        let mut made = Vec::with_capacity(clients.len());
+        for ((layout, env), checks) in clients.iter().zip(join(Some(workers))?) {
             // One per id, in their order (none when not wanted).
             let mut firewall = firewalls.next();
-            let Ok(checks) = checks else { continue };
+            let (env, mut checks) = match (env, checks?) {
+                (Ok(env), Some(checks)) => (env, checks),
+                (env, _) => {
+                    made.push((layout.id.clone(), Err(env.as_ref().err().cloned().unwrap_or_default())));
+                    continue;
+                }
+            };
             // In the order of the names, so each lands after those named before it.
-            for (position, name) in options.names.iter().enumerate() {
+            for (position, name) in options.names.iter().enumerate().filter(|(_, n)| !shared.by_workers(n)) {
                 let check = match name.as_str() {
                     "firewall" => firewall.take().expect("a firewall check per id"),
                     "backup" => KeptCheck::from(backups.next().expect("a backup check per valid client")),
-                    _ => continue,
+                    _ => KeptCheck::from(realm_check(host, layout, env)?),
                 };
                 checks.insert(position, check);
             }
+            made.push((layout.id.clone(), Ok(checks)));
         }
-        Ok(clients)
+        Ok(made)
     })
 }
 
-/// One check of one valid client (all but the batch checks).
-fn client_check(
-    host: &Host,
-    options: &Options,
-    name: &str,
-    layout: &ClientLayout,
-    env: &BTreeMap<String, String>,
-) -> Result<Check> {
+/// A scoped thread's result (its panic goes on); nothing when there is no thread.
+fn join<T: Default>(thread: Option<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Result<T> {
+    match thread {
+        Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        None => Ok(T::default()),
+    }
+}
+
+/// The checks of one valid client that the workers make, in the order of the names.
+fn worker_checks(shared: &Shared, layout: &ClientLayout, env: &BTreeMap<String, String>) -> Result<Vec<KeptCheck>> {
     let id = layout.id.as_str();
-    Ok(match name {
-        "networks" => {
-            let driver = isolation::client_driver(env, host.settings.get("NETWORK_DRIVER"));
-            options.snapshot(name)?.network_check(id, &driver, env)
-        }
-        "cross_tenant" => options.snapshot(name)?.cross_tenant_check(id),
-        "capabilities" => {
-            let net_raw = options.net_raw.as_ref().ok_or_else(|| {
-                anyhow!("checks::builtin: the capabilities check needs `net_raw` (docker::net_raw(snap, ids))")
-            })?;
-            let names: Vec<String> = net_raw
-                .get(id)
-                .and_then(|list| list.read_lock::<Array>().map(|l| l.iter().map(|n| n.to_string()).collect()))
-                .unwrap_or_default();
-            capabilities_check(names)
-        }
-        "logs" => filecheck::logs(&host.roots.confine_entry(&layout.log_dir.to_string_lossy())?),
-        "secrets" => {
-            let secrets_dir = host.roots.confine_entry(&layout.secrets_dir.to_string_lossy())?;
-            filecheck::secrets(&secrets_dir, &layout.secrets_file)
-        }
-        "config" => {
-            host.roots.confine_entry(&layout.config_dir.to_string_lossy())?;
-            filecheck::config(layout)
-        }
-        "realm" => realm_check(host, layout, env)?,
-        "stack" => {
-            let stacks = options
-                .stacks
-                .as_ref()
-                .ok_or_else(|| anyhow!("checks::builtin: the stack check needs `stacks` (stack::inspect())"))?;
-            stacks.0.check(&host.site_dir, id)
-        }
-        other => bail!("checks::builtin: {other} is made for all clients at once"),
-    })
+    let roots = shared.roots;
+    let mut checks = Vec::with_capacity(shared.names.len());
+    for name in shared.names.iter().filter(|n| shared.by_workers(n)) {
+        let check = match name.as_str() {
+            "networks" => {
+                let driver = isolation::client_driver(env, shared.network_driver);
+                needed(shared.snapshot, name, "snap")?.network_check(id, &driver, env)
+            }
+            "cross_tenant" => needed(shared.snapshot, name, "snap")?.cross_tenant_check(id),
+            "capabilities" => {
+                let net_raw = needed(shared.net_raw, name, "net_raw")?;
+                capabilities_check(net_raw.get(id).cloned().unwrap_or_default())
+            }
+            "logs" => filecheck::logs(&roots.confine_entry(&layout.log_dir.to_string_lossy())?),
+            "secrets" => {
+                let secrets_dir = roots.confine_entry(&layout.secrets_dir.to_string_lossy())?;
+                filecheck::secrets(&secrets_dir, &layout.secrets_file)
+            }
+            "config" => {
+                roots.confine_entry(&layout.config_dir.to_string_lossy())?;
+                filecheck::config(layout)
+            }
+            "realm" => {
+                let (_, problems) = keycloak::realm_file_status(
+                    roots,
+                    realm_name(layout, env),
+                    &layout.realm_file.display().to_string(),
+                    &|key| env.get(key).cloned(),
+                )?;
+                realm_check_of(layout, false, problems)
+            }
+            "stack" => needed(shared.stacks, name, "stacks")?.check(shared.site_dir, id),
+            other => bail!("checks::builtin: {other} is not made by the workers"),
+        };
+        checks.push(KeptCheck::from(check));
+    }
+    Ok(checks)
 }
 
 /// Containers of the client that have NET_RAW, which sends packets with forged sources (the
@@ -203,29 +254,39 @@ fn capabilities_check(net_raw: Vec<String>) -> Check {
         .fix("FIX=1 cannot: recreate them with cap_drop: [NET_RAW]")
 }
 
-/// The realm file, and the live realm with its settings, roles, groups and OIDC clients (their
-/// secrets compared with secrets.env, never shown) when KEYCLOAK_URL is set.
+/// The realm the client's Keycloak realm is named: `CLIENT_REALM`, else its id.
+fn realm_name<'a>(layout: &'a ClientLayout, env: &'a BTreeMap<String, String>) -> &'a str {
+    env.get("CLIENT_REALM").map_or(layout.id.as_str(), String::as_str)
+}
+
+/// The realm check with the live realm (its settings, roles, groups and OIDC clients, their
+/// secrets compared with secrets.env, never shown), made with the run's connection.
 fn realm_check(host: &Host, layout: &ClientLayout, env: &BTreeMap<String, String>) -> Result<Check> {
-    let id = layout.id.as_str();
-    let realm_name = env.get("CLIENT_REALM").map_or(id, String::as_str);
     let realm_file = layout.realm_file.display().to_string();
     let secrets_file = layout.secrets_file.display().to_string();
     let setting = |key: &str| env.get(key).cloned();
-    let realm = keycloak::realm_status(host, realm_name, &realm_file, &setting, Some(&secrets_file))
+    let realm = keycloak::realm_status(host, realm_name(layout, env), &realm_file, &setting, Some(&secrets_file))
         .map_err(|e| anyhow!("{e}"))?;
-    let evidence = serde_json::json!({ "file": realm_file, "source": realm.source(), "problems": realm.problems });
-    Ok(if realm.problems.is_empty() {
-        let summary = if realm.live {
+    Ok(realm_check_of(layout, realm.live, realm.problems))
+}
+
+/// The `realm` check from the problems found in the realm file (and the live realm).
+fn realm_check_of(layout: &ClientLayout, live: bool, problems: Vec<String>) -> Check {
+    let source = if live { "live" } else { "file" };
+    let evidence =
+        serde_json::json!({ "file": layout.realm_file.display().to_string(), "source": source, "problems": problems });
+    if problems.is_empty() {
+        let summary = if live {
             "realm.json and the live realm with its settings, roles and groups"
         } else {
             "realm.json with its roles and admin user"
         };
         Check::new("realm", Status::Ok, summary).evidence(evidence)
     } else {
-        Check::new("realm", Status::Fail, realm.problems.join("; "))
+        Check::new("realm", Status::Fail, problems.join("; "))
             .evidence(evidence)
-            .fix(format!("FIX=1 cannot: run setup-roles CLIENT_ID={id}"))
-    })
+            .fix(format!("FIX=1 cannot: run setup-roles CLIENT_ID={}", layout.id))
+    }
 }
 
 #[cfg(test)]
