@@ -430,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn rust_checks_and_appended_ones_read_as_one_list() {
+        let mut report = StatusReport::default();
+        let networks = Check::new("networks", Status::Ok, "4 ok").evidence(serde_json::json!({ "count": 4 }));
+        let logs = Check::new("logs", Status::Warn, "audit.log is missing").fix("FIX=1 creates it");
+        report.add_kept("acme", vec![KeptCheck::from(networks), KeptCheck::from(logs)]);
+        report.invalid("broken", "client.env is missing");
+        let probe = check_map("probe", Status::Fail, "acme reaches beta", Dynamic::UNIT).into();
+        report.append("acme", vec![probe]).unwrap();
+        // An invalid client keeps its one reason; a new one is added.
+        report.append("broken", vec![check_dynamic(&Check::new("probe", Status::Ok, "fine"))]).unwrap();
+        report.append("late", vec![check_dynamic(&Check::new("site", Status::Ok, "fine"))]).unwrap();
+        assert!(report.table().contains("FAIL acme: probe: acme reaches beta"));
+        assert_eq!(report.0.borrow().clients.len(), 3);
+        let clients = report.clients().unwrap();
+        let acme = clients[0].read_lock::<Map>().unwrap();
+        assert_eq!(acme["verdict"].to_string(), "NOT ISOLATED");
+        let checks = acme["checks"].read_lock::<Array>().unwrap();
+        let names: Vec<String> = checks.iter().map(|c| c.read_lock::<Map>().unwrap()["name"].to_string()).collect();
+        assert_eq!(names, ["networks", "logs", "probe"]);
+        let first = checks[0].read_lock::<Map>().unwrap();
+        assert_eq!(first["evidence"].read_lock::<Map>().unwrap()["count"].as_int().unwrap(), 4);
+        assert_eq!(checks[1].read_lock::<Map>().unwrap()["fix"].to_string(), "FIX=1 creates it");
+        let broken = clients[1].read_lock::<Map>().unwrap();
+        assert_eq!(broken["checks"].read_lock::<Array>().unwrap().len(), 1);
+        assert!(report.append("acme", vec![]).unwrap_err().to_string().contains("handed over"));
+    }
+
+    #[test]
+    fn json_arrays_join() {
+        assert_eq!(joined_arrays("[]", "[1]"), "[1]");
+        assert_eq!(joined_arrays("[1]", "[]"), "[1]");
+        assert_eq!(joined_arrays("[1,2]", "[3]"), "[1,2,3]");
+    }
+
+    #[test]
     fn clients_hands_the_checks_over_once() {
         let mut report = StatusReport::default();
         let check = check_dynamic(&Check::new("logs", Status::Ok, "fine"));

@@ -117,6 +117,18 @@ fn client_env(host: &Host, layout: &ClientLayout) -> Result<BTreeMap<String, Str
 /// A client to check: its layout, and its client.env or why it is not a valid client.
 type Client = (ClientLayout, Result<BTreeMap<String, String>, String>);
 
+/// Clients read and checked at a time: their layouts and client.env files are dropped once
+/// their checks are made, so thousands of clients never hold them all.
+const CHUNK: usize = 256;
+
+/// A client's checks so far, or why it is not a valid client; and its realm check when that
+/// is made with the run's live connection.
+struct Made {
+    id: String,
+    checks: Result<Vec<KeptCheck>, String>,
+    live_realm: Option<KeptCheck>,
+}
+
 /// Each client of `ids` with the checks `options` names (in the order of the names), or why
 /// it is not a valid client. Checks are kept as JSON as soon as they are made.
 pub(super) fn builtin_checks(
@@ -129,16 +141,7 @@ pub(super) fn builtin_checks(
         true => Some((firewall::settings(host)?, needed(snapshot, "firewall", "snap")?)),
         false => None,
     };
-    let clients: Vec<Client> = ids
-        .iter()
-        .map(|id| {
-            let layout = ClientLayout::new(&host.roots, id)?;
-            let env = client_env(host, &layout);
-            Ok((layout, env))
-        })
-        .collect::<Result<_>>()?;
-    let any_valid = clients.iter().any(|(_, env)| env.is_ok());
-    let shared = Shared {
+    let mut shared = Shared {
         names: &options.names,
         roots: &host.roots,
         site_dir: &host.site_dir,
@@ -146,50 +149,72 @@ pub(super) fn builtin_checks(
         snapshot,
         stacks: options.stacks.as_ref().map(|s| &*s.0),
         net_raw: options.net_raw.as_ref(),
-        realm_live: options.wants("realm") && any_valid && keycloak::live(host)?,
+        realm_live: false,
     };
-    let (shared, clients) = (&shared, &clients);
+    let roots = &host.roots;
     std::thread::scope(|scope| {
         // `nft list table` takes a third of a second at thousands of clients: it runs meanwhile
         // (for every id: an invalid client's is dropped).
         let firewall = firewall.as_ref().map(|(settings, snapshot)| {
             scope.spawn(move || {
-                let checks = firewall::checks(settings, shared.roots, snapshot, ids)?;
+                let checks = firewall::checks(settings, roots, snapshot, ids)?;
                 Ok::<Vec<KeptCheck>, anyhow::Error>(checks.into_iter().map(KeptCheck::from).collect())
             })
         });
-        let workers = scope.spawn(move || {
-            Ok(crate::parallel::map(clients, FILE_WORKERS, |(layout, env)| {
+        let mut made = Vec::with_capacity(ids.len());
+        let mut live_known = false;
+        for chunk in ids.chunks(CHUNK) {
+            let clients: Vec<Client> = chunk
+                .iter()
+                .map(|id| {
+                    let layout = ClientLayout::new(roots, id)?;
+                    let env = client_env(host, &layout);
+                    Ok((layout, env))
+                })
+                .collect::<Result<_>>()?;
+            // Asked once there is a realm to check.
+            if !live_known && options.wants("realm") && clients.iter().any(|(_, env)| env.is_ok()) {
+                shared.realm_live = keycloak::live(host)?;
+                live_known = true;
+            }
+            let shared = &shared;
+            let checks = crate::parallel::map(&clients, FILE_WORKERS, |(layout, env)| {
                 env.as_ref().ok().map(|env| worker_checks(shared, layout, env)).transpose()
-            }))
-        });
-        let valid: Vec<String> =
-            clients.iter().filter(|(_, env)| env.is_ok()).map(|(layout, _)| layout.id.clone()).collect();
+            });
+            for ((layout, env), checks) in clients.iter().zip(checks) {
+                let (checks, live_realm) = match (env, checks?) {
+                    (Ok(env), Some(checks)) => {
+                        let live_realm = shared.realm_live.then(|| realm_check(host, layout, env)).transpose()?;
+                        (Ok(checks), live_realm.map(KeptCheck::from))
+                    }
+                    (env, _) => (Err(env.as_ref().err().cloned().unwrap_or_default()), None),
+                };
+                made.push(Made { id: layout.id.clone(), checks, live_realm });
+            }
+        }
+        let valid: Vec<String> = made.iter().filter(|m| m.checks.is_ok()).map(|m| m.id.clone()).collect();
         let backups = if options.wants("backup") { restic::backup_checks(host, &valid, options.deep)? } else { vec![] };
         let (mut backups, mut firewalls) = (backups.into_iter(), join(firewall)?.into_iter());
-        let mut made = Vec::with_capacity(clients.len());
-        for ((layout, env), checks) in clients.iter().zip(join(Some(workers))?) {
-            // One per id, in their order (none when not wanted).
-            let mut firewall = firewalls.next();
-            let (env, mut checks) = match (env, checks?) {
-                (Ok(env), Some(checks)) => (env, checks),
-                (env, _) => {
-                    made.push((layout.id.clone(), Err(env.as_ref().err().cloned().unwrap_or_default())));
-                    continue;
-                }
-            };
-            // In the order of the names, so each lands after those named before it.
-            for (position, name) in options.names.iter().enumerate().filter(|(_, n)| !shared.by_workers(n)) {
-                let check = match name.as_str() {
-                    "firewall" => firewall.take().expect("a firewall check per id"),
-                    "backup" => KeptCheck::from(backups.next().expect("a backup check per valid client")),
-                    _ => KeptCheck::from(realm_check(host, layout, env)?),
-                };
-                checks.insert(position, check);
-            }
-            made.push((layout.id.clone(), Ok(checks)));
-        }
-        Ok(made)
+        Ok(made
+            .into_iter()
+            .map(|Made { id, checks, mut live_realm }| {
+                // One per id, in their order (none when not wanted).
+                let mut firewall = firewalls.next();
+                let checks = checks.map(|mut checks| {
+                    // In the order of the names, so each lands after those named before it.
+                    for (position, name) in options.names.iter().enumerate().filter(|(_, n)| !shared.by_workers(n)) {
+                        let check = match name.as_str() {
+                            "firewall" => firewall.take().expect("a firewall check per id"),
+                            "backup" => KeptCheck::from(backups.next().expect("a backup check per valid client")),
+                            _ => live_realm.take().expect("a live realm check per valid client"),
+                        };
+                        checks.insert(position, check);
+                    }
+                    checks
+                });
+                (id, checks)
+            })
+            .collect())
     })
 }
 
@@ -311,6 +336,6 @@ mod tests {
         assert!(error.to_string().contains("no built-in check \"weather\""), "{error}");
         let parsed = Options::parse(&["logs".into()], &options).unwrap();
         assert!(parsed.wants("logs") && !parsed.wants("networks"));
-        assert!(parsed.snapshot("networks").is_err());
+        assert!(needed(parsed.snapshot.as_ref(), "networks", "snap").is_err());
     }
 }
