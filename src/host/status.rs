@@ -89,7 +89,8 @@ impl Shared<'_> {
     /// Whether the workers make check `name` (the others need the run: each made in turn, or
     /// for all clients at once).
     fn by_workers(&self, name: &str) -> bool {
-        !matches!(name, "firewall" | "backup") && !(name == "realm" && self.realm_live)
+        let by_the_run = matches!(name, "firewall" | "backup") || (name == "realm" && self.realm_live);
+        !by_the_run
     }
 }
 
@@ -117,6 +118,9 @@ fn client_env(host: &Host, layout: &ClientLayout) -> Result<BTreeMap<String, Str
 /// A client to check: its layout, and its client.env or why it is not a valid client.
 type Client = (ClientLayout, Result<BTreeMap<String, String>, String>);
 
+/// A client's checks, in the order of the names, or why it is not a valid client.
+pub(super) type ClientChecks = (String, Result<Vec<KeptCheck>, String>);
+
 /// Clients read and checked at a time: their layouts and client.env files are dropped once
 /// their checks are made, so thousands of clients never hold them all.
 const CHUNK: usize = 256;
@@ -131,11 +135,7 @@ struct Made {
 
 /// Each client of `ids` with the checks `options` names (in the order of the names), or why
 /// it is not a valid client. Checks are kept as JSON as soon as they are made.
-pub(super) fn builtin_checks(
-    host: &Host,
-    ids: &[String],
-    options: &Options,
-) -> Result<Vec<(String, Result<Vec<KeptCheck>, String>)>> {
+pub(super) fn builtin_checks(host: &Host, ids: &[String], options: &Options) -> Result<Vec<ClientChecks>> {
     let snapshot = options.snapshot.as_ref().map(|s| &*s.0);
     let firewall = match options.wants("firewall") {
         true => Some((firewall::settings(host)?, needed(snapshot, "firewall", "snap")?)),
