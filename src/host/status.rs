@@ -94,21 +94,23 @@ impl Shared<'_> {
     }
 }
 
-/// A client's client.env, or why it is not a valid client: missing, unreadable (path:line), or
-/// naming another client. Read through the effects, so a dry run's planned file is what counts.
+/// A client's client.env, or why it is not a valid client: missing, outside the roots through
+/// a symlink, unreadable (path:line), or naming another client. Read through the effects, so a
+/// dry run's planned file is what counts.
 fn client_env(host: &Host, layout: &ClientLayout) -> Result<BTreeMap<String, String>, String> {
     let path = &layout.env_file;
-    let read = host.effects.read(path);
-    if read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+    if !host.effects.exists(path) {
         return Err(format!("{} is missing: not a valid client (run create-client)", path.display()));
     }
+    let path = host.roots.confine(&path.to_string_lossy()).map_err(|e| format!("{e:#}"))?;
+    let read = host.effects.read(&path);
     let env: BTreeMap<String, String> =
-        envfile::parse_read(path, read).map_err(|e| format!("{e:#}"))?.into_iter().collect();
+        envfile::parse_read(&path, read).map_err(|e| format!("{e:#}"))?.into_iter().collect();
     match env.get("CLIENT_ID") {
         Some(id) if *id == layout.id => Ok(env),
         other => Err(format!(
             "{}: CLIENT_ID is {}, not {}",
-            path.display(),
+            layout.env_file.display(),
             other.map_or("missing", String::as_str),
             layout.id
         )),
