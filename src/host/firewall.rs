@@ -181,20 +181,43 @@ pub(super) fn checks(
         Ok(live) => live.map(|text| firewall::parse_listing(&text)),
         Err(error) => return Ok(every(not_enforced(&error))),
     };
-    let records = records?;
-    let comparison = Ruleset::new(settings, all_bridges(&records)).compare(live.as_ref());
+    // Only the bridges of each record are kept: thousands of whole client.env maps are not.
+    let records: BTreeMap<String, RecordedBridges> =
+        records?.into_iter().map(|(id, env)| (id.clone(), RecordedBridges::of(&id, &env))).collect();
+    let bridges = records.values().flat_map(|r| r.bridges.iter().cloned()).collect();
+    let comparison = Ruleset::new(settings, bridges).compare(live.as_ref());
     // The same for every client: made once (a whole missing table is thousands of lines).
     let diff = capped(comparison.lines());
     let listing = live.unwrap_or_default();
-    let records: BTreeMap<String, BTreeMap<String, String>> = records.into_iter().collect();
-    let no_record = BTreeMap::new();
     Ok(ids
         .iter()
         .map(|id| {
-            let env = records.get(id).unwrap_or(&no_record);
-            client_check(settings, snapshot, id, env, &listing, &comparison, &diff)
+            let unrecorded;
+            let record = match records.get(id) {
+                Some(record) => record,
+                None => {
+                    unrecorded = RecordedBridges::of(id, &BTreeMap::new());
+                    &unrecorded
+                }
+            };
+            client_check(settings, snapshot, record, &listing, &comparison, &diff)
         })
         .collect())
+}
+
+/// What the firewall check reads of a client's record: whether its networks are bridges
+/// (overlay networks are not in the table), its bridges, and what keeps a network out.
+struct RecordedBridges {
+    bridge_driver: bool,
+    bridges: Vec<Bridge>,
+    problems: Vec<String>,
+}
+
+impl RecordedBridges {
+    fn of(id: &str, env: &BTreeMap<String, String>) -> Self {
+        let (bridges, problems) = firewall::client_bridges(id, env);
+        Self { bridge_driver: isolation::client_driver(env, "") == "bridge", bridges, problems }
+    }
 }
 
 fn not_enforced(error: &anyhow::Error) -> Check {
@@ -204,23 +227,22 @@ fn not_enforced(error: &anyhow::Error) -> Check {
 fn client_check(
     settings: &FirewallSettings,
     snapshot: &Snapshot,
-    id: &str,
-    env: &BTreeMap<String, String>,
+    record: &RecordedBridges,
     listing: &firewall::Listing,
     comparison: &firewall::Comparison,
     diff: &[String],
 ) -> Check {
     let table = format!("table inet {}", settings.table);
-    if isolation::client_driver(env, "") != "bridge" {
+    if !record.bridge_driver {
         return Check::new(
             "firewall",
             Status::Warn,
             format!("overlay networks: their traffic runs in Swarm's own namespaces, {table} does not see it"),
         );
     }
-    let (bridges, mut problems) = firewall::client_bridges(id, env);
+    let (bridges, mut problems) = (&record.bridges, record.problems.clone());
     let mut notes = Vec::new();
-    for bridge in &bridges {
+    for bridge in bridges {
         let Some(actual) = snapshot.network(&bridge.network).and_then(|n| n.bridge.clone().map(|b| (n, b))) else {
             continue;
         };
@@ -238,7 +260,7 @@ fn client_check(
         }
     }
     // The client's own elements in the kernel's sets (the rules are shared by all).
-    let missing = firewall::missing(&bridges, listing);
+    let missing = firewall::missing(bridges, listing);
     if !comparison.present {
         problems.push(format!("{table} is missing"));
     } else {

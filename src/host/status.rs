@@ -189,7 +189,8 @@ pub(super) fn builtin_checks(host: &Host, ids: &[String], options: &Options) -> 
                         let live_realm = shared.realm_live.then(|| realm_check(host, layout, env)).transpose()?;
                         (Ok(checks), live_realm.map(KeptCheck::from))
                     }
-                    (env, _) => (Err(env.as_ref().err().cloned().unwrap_or_default()), None),
+                    (Err(reason), _) => (Err(reason.clone()), None),
+                    (Ok(_), None) => unreachable!("the workers check every valid client"),
                 };
                 made.push(Made { id: layout.id.clone(), checks, live_realm });
             }
