@@ -194,16 +194,22 @@ impl Running {
     /// Waits for the child's exit and returns its output whatever the exit code; a child
     /// stopped by the task's deadline or by an interruption is an error saying so.
     pub(crate) fn wait(self) -> Result<ProcessOutput> {
-        let output = self.handle.wait().with_context(|| self.not_started.clone())?;
+        let output = self.handle.into_output().with_context(|| self.not_started.clone())?;
         if let Some(stopped) = self.watch.stopped() {
             return Err(stopped.context(format!("{} was stopped", self.name)));
         }
         Ok(ProcessOutput {
             code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            stdout: text_of(output.stdout),
+            stderr: text_of(output.stderr),
         })
     }
+}
+
+/// A child's output as text, taken over when it is UTF-8 (`docker network ls` of thousands of
+/// networks is megabytes: no copy of it).
+fn text_of(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A running child whose stdout is read as it comes.
@@ -227,5 +233,14 @@ impl Reader {
             Some(stopped) => Err(stopped),
             None => Ok(output.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn output_text_is_taken_over_or_read_lossily() {
+        assert_eq!(super::text_of(b"ok\n".to_vec()), "ok\n");
+        assert_eq!(super::text_of(vec![b'a', 0xff]), "a\u{fffd}");
     }
 }

@@ -11,6 +11,8 @@
 //! | `checks::skip(name, summary, evidence)` | not checked; the summary says why (also without evidence) |
 //! | `checks::report()` | an empty `StatusReport` (kept in Rust: thousands of clients cost no re-scan of a growing script array) |
 //! | `checks::add(report, id, checks)` | adds a client's array of checks (and the repairs noted for it) |
+//! | `checks::builtin(report, ids, names, options)` | adds every client of `ids` with the built-in checks `names` (in that order; any of `networks firewall cross_tenant capabilities logs secrets config realm backup stack`), made in Rust over all clients at once, each client's client.env read once; a client without a valid client.env is added invalid. `options`: `snap` (`docker::snapshot()`, for `networks firewall cross_tenant`), `net_raw` (`docker::net_raw(snap, ids)`, for `capabilities`), `stacks` (`stack::inspect()`, for `stack`), `deep` (DEEP=1, for `backup`) |
+//! | `checks::append(report, id, checks)` | more checks of a client after those it has (a site's own checks, the probe's); a client not reported yet gets them as its checks, an invalid one keeps its one reason |
 //! | `checks::repairs(report, id, texts)` | notes what FIX=1 did (or refused) for a client |
 //! | `checks::invalid(report, id, reason)` | a directory that is not a valid client |
 //! | `checks::table(report)` | a row per client, a column per check, the verdict; a line per problem and repair |
@@ -29,11 +31,15 @@
 //! client NOT ISOLATED and the status run exit 1, a `warn` is shown but passes; a `fail` of a
 //! health check (`backup`, `logs`) makes the client unhealthy (HEALTH FAIL), not NOT ISOLATED.
 
-use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+};
 
 use rhai::{Array, Dynamic, INT, Map, Module};
 
-use super::{Host, ScriptResult, script_error};
+use super::{Host, ScriptResult, script_error, status};
 use crate::{
     tenant::check::{Check, ClientReport, Status, render_table},
     tenant::filecheck,
@@ -138,9 +144,36 @@ fn checks_array(checks_json: &str) -> Array {
     }
 }
 
+/// A check made in Rust as the report keeps it: its head (no evidence) for the table and the
+/// verdicts, and the whole check as compact JSON for `checks::clients` (as the serialized
+/// list of them all would hold it).
+pub(super) struct KeptCheck {
+    head: Check,
+    json: String,
+}
+
+impl From<Check> for KeptCheck {
+    fn from(mut check: Check) -> Self {
+        let json = serde_json::to_string(&check).expect("plain data serializes");
+        check.evidence = serde_json::Value::Null;
+        Self { head: check, json }
+    }
+}
+
+/// Two JSON arrays, as `serde_json` writes them, as one.
+fn joined_arrays(first: &str, second: &str) -> String {
+    match (first, second) {
+        ("[]", _) => second.to_string(),
+        (_, "[]") => first.to_string(),
+        _ => format!("{},{}", &first[..first.len() - 1], &second[1..]),
+    }
+}
+
 #[derive(Default)]
 struct ReportState {
     clients: Vec<Entry>,
+    /// Where each client's entry is (`checks::append`).
+    positions: HashMap<String, usize>,
     pending_repairs: BTreeMap<String, Vec<String>>,
     /// `checks::clients` gave the check maps away.
     handed_over: bool,
@@ -149,6 +182,13 @@ struct ReportState {
 impl ReportState {
     fn reports(&self) -> impl Iterator<Item = &ClientReport> {
         self.clients.iter().map(|e| &e.report)
+    }
+
+    /// A client's entry, with the repairs noted for it so far.
+    fn push(&mut self, id: &str, valid: bool, heads: Vec<Check>, checks_json: String) {
+        let repairs = self.pending_repairs.remove(id).unwrap_or_default();
+        self.positions.insert(id.to_string(), self.clients.len());
+        self.clients.push(Entry { report: ClientReport::new(id, valid, heads, repairs), checks_json });
     }
 }
 
@@ -160,20 +200,43 @@ impl StatusReport {
     fn add(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
         let heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
         let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
+        self.0.borrow_mut().push(id, true, heads, checks_json);
+        Ok(())
+    }
+
+    /// A client's checks made in Rust.
+    fn add_kept(&mut self, id: &str, checks: Vec<KeptCheck>) {
+        let json: Vec<String> = checks.iter().map(|c| c.json.clone()).collect();
+        let heads = checks.into_iter().map(|c| c.head).collect();
+        self.0.borrow_mut().push(id, true, heads, format!("[{}]", json.join(",")));
+    }
+
+    /// More checks of a client after those it has (a client not reported yet gets them as its
+    /// checks; an invalid one keeps its one reason).
+    fn append(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
+        let Some(position) = self.0.borrow().positions.get(id).copied() else { return self.add(id, checks) };
+        let mut heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
+        let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
         let mut state = self.0.borrow_mut();
-        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
-        state.clients.push(Entry { report: ClientReport::new(id, true, heads, repairs), checks_json });
+        if state.handed_over {
+            return Err("checks::append after checks::clients: the check maps were handed over".into());
+        }
+        let entry = &mut state.clients[position];
+        if !entry.report.valid {
+            return Ok(());
+        }
+        let report = std::mem::replace(&mut entry.report, ClientReport::new(id, false, vec![], vec![]));
+        let mut all = report.checks;
+        all.append(&mut heads);
+        entry.report = ClientReport::new(id, true, all, report.repairs);
+        entry.checks_json = joined_arrays(&entry.checks_json, &checks_json);
         Ok(())
     }
 
     fn invalid(&mut self, id: &str, reason: &str) {
-        let mut state = self.0.borrow_mut();
-        let repairs = state.pending_repairs.remove(id).unwrap_or_default();
         let checks: Array = vec![check_map("client", Status::Fail, reason, Dynamic::UNIT).into()];
-        state.clients.push(Entry {
-            report: ClientReport::new(id, false, vec![Check::new("client", Status::Fail, reason)], repairs),
-            checks_json: serde_json::to_string(&checks).expect("plain data serializes"),
-        });
+        let checks_json = serde_json::to_string(&checks).expect("plain data serializes");
+        self.0.borrow_mut().push(id, false, vec![Check::new("client", Status::Fail, reason)], checks_json);
     }
 
     fn repairs(&mut self, id: &str, repairs: Array) {
@@ -285,6 +348,23 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     });
     module.set_native_fn("report", || -> ScriptResult<StatusReport> { Ok(StatusReport::default()) });
     module.set_native_fn("add", |mut r: StatusReport, id: &str, checks: Array| r.add(id, checks));
+    let h = host.clone();
+    module.set_native_fn(
+        "builtin",
+        move |mut r: StatusReport, ids: Array, names: Array, options: Map| -> ScriptResult<()> {
+            let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+            let names: Vec<String> = names.iter().map(|v| v.to_string()).collect();
+            let options = status::Options::parse(&names, &options).map_err(script_error)?;
+            for (id, checks) in status::builtin_checks(&h, &ids, &options).map_err(script_error)? {
+                match checks {
+                    Ok(checks) => r.add_kept(&id, checks),
+                    Err(reason) => r.invalid(&id, &reason),
+                }
+            }
+            Ok(())
+        },
+    );
+    module.set_native_fn("append", |mut r: StatusReport, id: &str, checks: Array| r.append(id, checks));
     module.set_native_fn("repairs", |mut r: StatusReport, id: &str, repairs: Array| -> ScriptResult<()> {
         r.repairs(id, repairs);
         Ok(())
@@ -347,6 +427,41 @@ mod tests {
         assert!(is_plain(&value));
         assert_eq!(parse_check(&value).unwrap(), check.clone().evidence(serde_json::Value::Null));
         assert!(!check_dynamic(&Check::new("x", Status::Ok, "fine")).read_lock::<Map>().unwrap().contains_key("fix"));
+    }
+
+    #[test]
+    fn rust_checks_and_appended_ones_read_as_one_list() {
+        let mut report = StatusReport::default();
+        let networks = Check::new("networks", Status::Ok, "4 ok").evidence(serde_json::json!({ "count": 4 }));
+        let logs = Check::new("logs", Status::Warn, "audit.log is missing").fix("FIX=1 creates it");
+        report.add_kept("acme", vec![KeptCheck::from(networks), KeptCheck::from(logs)]);
+        report.invalid("broken", "client.env is missing");
+        let probe = check_map("probe", Status::Fail, "acme reaches beta", Dynamic::UNIT).into();
+        report.append("acme", vec![probe]).unwrap();
+        // An invalid client keeps its one reason; a new one is added.
+        report.append("broken", vec![check_dynamic(&Check::new("probe", Status::Ok, "fine"))]).unwrap();
+        report.append("late", vec![check_dynamic(&Check::new("site", Status::Ok, "fine"))]).unwrap();
+        assert!(report.table().contains("FAIL acme: probe: acme reaches beta"));
+        assert_eq!(report.0.borrow().clients.len(), 3);
+        let clients = report.clients().unwrap();
+        let acme = clients[0].read_lock::<Map>().unwrap();
+        assert_eq!(acme["verdict"].to_string(), "NOT ISOLATED");
+        let checks = acme["checks"].read_lock::<Array>().unwrap();
+        let names: Vec<String> = checks.iter().map(|c| c.read_lock::<Map>().unwrap()["name"].to_string()).collect();
+        assert_eq!(names, ["networks", "logs", "probe"]);
+        let first = checks[0].read_lock::<Map>().unwrap();
+        assert_eq!(first["evidence"].read_lock::<Map>().unwrap()["count"].as_int().unwrap(), 4);
+        assert_eq!(checks[1].read_lock::<Map>().unwrap()["fix"].to_string(), "FIX=1 creates it");
+        let broken = clients[1].read_lock::<Map>().unwrap();
+        assert_eq!(broken["checks"].read_lock::<Array>().unwrap().len(), 1);
+        assert!(report.append("acme", vec![]).unwrap_err().to_string().contains("handed over"));
+    }
+
+    #[test]
+    fn json_arrays_join() {
+        assert_eq!(joined_arrays("[]", "[1]"), "[1]");
+        assert_eq!(joined_arrays("[1]", "[]"), "[1]");
+        assert_eq!(joined_arrays("[1,2]", "[3]"), "[1,2,3]");
     }
 
     #[test]

@@ -30,10 +30,10 @@ use crate::{
     tenant::check::{Check, Status},
     tenant::firewall::{self, Bridge, FirewallSettings, Ruleset},
     tenant::isolation::{self, Snapshot},
-    tenant::layout::ClientLayout,
+    tenant::layout::{ClientLayout, Roots},
 };
 
-fn settings(host: &Host) -> Result<FirewallSettings> {
+pub(super) fn settings(host: &Host) -> Result<FirewallSettings> {
     FirewallSettings::parse(
         host.settings.get("AGENCY_FIREWALL_TABLE"),
         host.settings.get("FIREWALL"),
@@ -43,13 +43,12 @@ fn settings(host: &Host) -> Result<FirewallSettings> {
 
 /// Every client of this root with its client.env, in id order. An unreadable clients dir is
 /// an error: a table made without its clients would drop their rules.
-fn records(host: &Host) -> Result<Vec<(String, BTreeMap<String, String>)>> {
-    Ok(host
-        .roots
+fn records(roots: &Roots) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+    Ok(roots
         .client_ids()?
         .into_iter()
         .filter_map(|id| {
-            let layout = ClientLayout::new(&host.roots, &id).ok()?;
+            let layout = ClientLayout::new(roots, &id).ok()?;
             let text = std::fs::read_to_string(&layout.env_file).ok()?;
             let env = crate::format::envfile::parse(&text).ok()?.into_iter().collect();
             Some((id, env))
@@ -99,7 +98,7 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
     // The kernel's table is listed while the records are read: neither needs the other.
     let (records, listing) = std::thread::scope(|scope| {
         let listing = scope.spawn(|| nft.list_table(&settings.table));
-        (records(host), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (records(&host.roots), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     let mut records = records?;
     if let Some((id, env)) = planned {
@@ -150,10 +149,15 @@ fn save(host: &Host, settings: &FirewallSettings, script: &str) -> Result<()> {
     Ok(())
 }
 
-/// The firewall check of each of `ids`.
-fn checks(host: &Host, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
-    let settings = settings(host)?;
-    let every = |check: Check| -> Map { ids.iter().map(|id| (id.as_str().into(), check_dynamic(&check))).collect() };
+/// The firewall check of each of `ids`, in their order. Needs nothing of the run but the
+/// settings and the roots, so status runs it beside its other checks.
+pub(super) fn checks(
+    settings: &FirewallSettings,
+    roots: &Roots,
+    snapshot: &Snapshot,
+    ids: &[String],
+) -> Result<Vec<Check>> {
+    let every = |check: Check| ids.iter().map(|_| check.clone()).collect();
     if !settings.enabled {
         return Ok(every(
             Check::new(
@@ -164,49 +168,81 @@ fn checks(host: &Host, snapshot: &Snapshot, ids: &[String]) -> Result<Map> {
             .fix("set FIREWALL=on (the default) and run setup-firewall"),
         ));
     }
-    let live = Nft::locate().and_then(|nft| nft.list_table(&settings.table));
+    let nft = match Nft::locate() {
+        Ok(nft) => nft,
+        Err(error) => return Ok(every(not_enforced(&error))),
+    };
+    // The kernel's table is listed while the records are read: neither needs the other.
+    let (records, live) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| nft.list_table(&settings.table));
+        (records(roots), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
     let live = match live {
         Ok(live) => live.map(|text| firewall::parse_listing(&text)),
-        Err(error) => {
-            return Ok(every(Check::new("firewall", Status::Fail, format!("isolation not enforced: {error:#}"))));
-        }
+        Err(error) => return Ok(every(not_enforced(&error))),
     };
-    let records = records(host)?;
-    let comparison = Ruleset::new(&settings, all_bridges(&records)).compare(live.as_ref());
+    // Only the bridges of each record are kept: thousands of whole client.env maps are not.
+    let records: BTreeMap<String, RecordedBridges> =
+        records?.into_iter().map(|(id, env)| (id.clone(), RecordedBridges::of(&id, &env))).collect();
+    let bridges = records.values().flat_map(|r| r.bridges.iter().cloned()).collect();
+    let comparison = Ruleset::new(settings, bridges).compare(live.as_ref());
     // The same for every client: made once (a whole missing table is thousands of lines).
     let diff = capped(comparison.lines());
     let listing = live.unwrap_or_default();
-    let records: BTreeMap<String, BTreeMap<String, String>> = records.into_iter().collect();
-    let no_record = BTreeMap::new();
-    let mut result = Map::new();
-    for id in ids {
-        let env = records.get(id).unwrap_or(&no_record);
-        let check = client_check(&settings, snapshot, id, env, &listing, &comparison, &diff);
-        result.insert(id.as_str().into(), check_dynamic(&check));
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let unrecorded;
+            let record = match records.get(id) {
+                Some(record) => record,
+                None => {
+                    unrecorded = RecordedBridges::of(id, &BTreeMap::new());
+                    &unrecorded
+                }
+            };
+            client_check(settings, snapshot, record, &listing, &comparison, &diff)
+        })
+        .collect())
+}
+
+/// What the firewall check reads of a client's record: whether its networks are bridges
+/// (overlay networks are not in the table), its bridges, and what keeps a network out.
+struct RecordedBridges {
+    bridge_driver: bool,
+    bridges: Vec<Bridge>,
+    problems: Vec<String>,
+}
+
+impl RecordedBridges {
+    fn of(id: &str, env: &BTreeMap<String, String>) -> Self {
+        let (bridges, problems) = firewall::client_bridges(id, env);
+        Self { bridge_driver: isolation::client_driver(env, "") == "bridge", bridges, problems }
     }
-    Ok(result)
+}
+
+fn not_enforced(error: &anyhow::Error) -> Check {
+    Check::new("firewall", Status::Fail, format!("isolation not enforced: {error:#}"))
 }
 
 fn client_check(
     settings: &FirewallSettings,
     snapshot: &Snapshot,
-    id: &str,
-    env: &BTreeMap<String, String>,
+    record: &RecordedBridges,
     listing: &firewall::Listing,
     comparison: &firewall::Comparison,
     diff: &[String],
 ) -> Check {
     let table = format!("table inet {}", settings.table);
-    if isolation::client_driver(env, "") != "bridge" {
+    if !record.bridge_driver {
         return Check::new(
             "firewall",
             Status::Warn,
             format!("overlay networks: their traffic runs in Swarm's own namespaces, {table} does not see it"),
         );
     }
-    let (bridges, mut problems) = firewall::client_bridges(id, env);
+    let (bridges, mut problems) = (&record.bridges, record.problems.clone());
     let mut notes = Vec::new();
-    for bridge in &bridges {
+    for bridge in bridges {
         let Some(actual) = snapshot.network(&bridge.network).and_then(|n| n.bridge.clone().map(|b| (n, b))) else {
             continue;
         };
@@ -224,7 +260,7 @@ fn client_check(
         }
     }
     // The client's own elements in the kernel's sets (the rules are shared by all).
-    let missing = firewall::missing(&bridges, listing);
+    let missing = firewall::missing(bridges, listing);
     if !comparison.present {
         problems.push(format!("{table} is missing"));
     } else {
@@ -359,7 +395,8 @@ pub fn create_module(host: &Rc<Host>) -> Module {
     let h = host.clone();
     module.set_native_fn("checks", move |snap: DockerSnapshot, ids: Array| -> ScriptResult<Map> {
         let ids: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
-        checks(&h, &snap.0, &ids).map_err(script_error)
+        let checks = settings(&h).and_then(|s| checks(&s, &h.roots, &snap.0, &ids)).map_err(script_error)?;
+        Ok(ids.iter().zip(&checks).map(|(id, check)| (id.as_str().into(), check_dynamic(check))).collect())
     });
 
     let h = host.clone();

@@ -37,6 +37,7 @@ use crate::{
     drivers::keycloak::{IfExists, Keycloak, KeycloakSettings, Secret},
     effects::Outcome,
     fsutil,
+    tenant::layout::Roots,
     tenant::realm::{self, OidcClientSpec, RealmSettings, RealmSpec, reconcile},
     tenant::settings::SETTINGS,
 };
@@ -464,55 +465,97 @@ pub fn create_module(host: &Rc<Host>) -> Module {
 
     let h = host.clone();
     module.set_native_fn("realm_status", move |realm: &str, realm_file: &str, settings: Map| -> ScriptResult<Map> {
-        realm_status(&h, realm, realm_file, &settings, None)
+        realm_status(&h, realm, realm_file, &setting_of(&settings), None).map(realm_status_map)
     });
 
     let h = host.clone();
     module.set_native_fn(
         "realm_status",
         move |realm: &str, realm_file: &str, settings: Map, secrets_file: &str| -> ScriptResult<Map> {
-            realm_status(&h, realm, realm_file, &settings, Some(secrets_file))
+            realm_status(&h, realm, realm_file, &setting_of(&settings), Some(secrets_file)).map(realm_status_map)
         },
     );
 
     module
 }
 
+/// What `keycloak::realm_status` found: the problems of the realm file, and of the live realm
+/// when Keycloak is configured.
+pub(super) struct RealmStatus {
+    pub live: bool,
+    pub problems: Vec<String>,
+}
+
+impl RealmStatus {
+    pub(super) fn source(&self) -> &'static str {
+        if self.live { "live" } else { "file" }
+    }
+}
+
+/// A client's realm as its settings (`setting`: its client.env) describe it, and the problems
+/// of its realm file. Needs nothing of the run but the roots, so status runs it for many clients
+/// at once.
+pub(super) fn realm_file_status(
+    roots: &Roots,
+    realm: &str,
+    realm_file: &str,
+    setting: &dyn Fn(&str) -> Option<String>,
+) -> Result<(RealmSpec, Vec<String>)> {
+    // The display name is checked when the settings (a client.env) name the client.
+    let spec = realm_from_settings(realm, setting("CLIENT_NAME").as_deref().unwrap_or(realm), setting)?;
+    let problems = file_problems(&roots.confine(realm_file)?, &spec);
+    Ok((spec, problems))
+}
+
 /// `keycloak::realm_status`: the realm file, and the live realm when Keycloak is configured
 /// (with `secrets_file`, its OIDC clients' secrets compared with the file's).
-fn realm_status(
+pub(super) fn realm_status(
     host: &Host,
     realm: &str,
     realm_file: &str,
-    settings: &Map,
+    setting: &dyn Fn(&str) -> Option<String>,
     secrets_file: Option<&str>,
-) -> ScriptResult<Map> {
-    // The display name is checked when the settings (a client.env) name the client.
-    let name = settings.get("CLIENT_NAME").map(ToString::to_string);
-    let spec = client_realm(realm, name.as_deref().unwrap_or(realm), settings)?;
-    let path = host.roots.confine(realm_file).map_err(script_error)?;
-    let mut problems = file_problems(&path, &spec);
+) -> ScriptResult<RealmStatus> {
+    let (spec, mut problems) = realm_file_status(&host.roots, realm, realm_file, setting).map_err(script_error)?;
     let live = host.keycloak.live(host).map_err(script_error)?;
     if live {
         let kc = host.keycloak.get(host).map_err(script_error)?;
         let secrets: Option<Vec<Result<Secret>>> = secrets_file
             .map(|file| spec.clients.iter().map(|client| read_password(host, file, &client.secret_key())).collect());
-        problems.extend(live_problems(&kc, &spec, name.is_some(), secrets.as_deref()).map_err(script_error)?);
+        let named = setting("CLIENT_NAME").is_some();
+        problems.extend(live_problems(&kc, &spec, named, secrets.as_deref()).map_err(script_error)?);
     }
+    Ok(RealmStatus { live, problems })
+}
+
+/// Whether realms are checked live (`KEYCLOAK_URL` set).
+pub(super) fn live(host: &Host) -> Result<bool> {
+    host.keycloak.live(host)
+}
+
+fn realm_status_map(status: RealmStatus) -> Map {
     let mut map = Map::new();
-    map.insert("ok".into(), problems.is_empty().into());
-    map.insert("source".into(), (if live { "live" } else { "file" }).into());
-    map.insert("problems".into(), problems.into_iter().map(Dynamic::from).collect::<Array>().into());
-    Ok(map)
+    map.insert("ok".into(), status.problems.is_empty().into());
+    map.insert("source".into(), status.source().into());
+    map.insert("problems".into(), status.problems.into_iter().map(Dynamic::from).collect::<Array>().into());
+    map
 }
 
 /// A client's realm with the settings recorded in `settings` (a client.env map; other keys
 /// are ignored), and an OIDC client for each of its `OIDC_SERVICES`.
 fn client_realm(realm: &str, display_name: &str, settings: &Map) -> ScriptResult<RealmSpec> {
-    let get = |key: &str| settings.get(key).map(ToString::to_string);
-    let options = RealmSettings::from_values(get).map_err(script_error)?;
+    realm_from_settings(realm, display_name, &setting_of(settings)).map_err(script_error)
+}
+
+/// A script's settings map read as `realm_status` reads settings.
+fn setting_of(settings: &Map) -> impl Fn(&str) -> Option<String> + '_ {
+    |key: &str| settings.get(key).map(ToString::to_string)
+}
+
+fn realm_from_settings(realm: &str, display_name: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<RealmSpec> {
+    let options = RealmSettings::from_values(get)?;
     let mut spec = RealmSpec::for_client(realm, display_name, options);
-    spec.clients = OidcClientSpec::from_values(get).map_err(script_error)?;
+    spec.clients = OidcClientSpec::from_values(get)?;
     Ok(spec)
 }
 

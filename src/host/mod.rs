@@ -20,6 +20,7 @@ pub mod restic;
 pub mod schedule;
 pub mod secrets;
 pub mod stack;
+mod status;
 
 use std::rc::Rc;
 

@@ -39,6 +39,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use rhai::{Array, Dynamic, INT, Map, Module};
+use serde_json::json;
 
 use super::{Host, ScriptResult, script_error};
 use crate::{
@@ -47,6 +48,7 @@ use crate::{
     effects::{Background, Outcome},
     format::envfile,
     tenant::backup::{self, BackupConfig, RepoStatus},
+    tenant::check::{Check, Status},
     tenant::client_data,
     tenant::dump_verify,
     tenant::layout::ClientLayout,
@@ -502,8 +504,12 @@ fn verify(host: &Host, id: &str, subset: Option<&str>) -> Result<Map> {
     Ok(map)
 }
 
+/// Why every backup check is skipped when backups are off.
+const BACKUPS_OFF: &str = "backups are off on this host (AGENCY_BACKUPS=off)";
+
 fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
-    if !repository::backups_on(host)? {
+    let now = SystemTime::now();
+    let Some(statuses) = repo_statuses(host, ids, deep)? else {
         return ids
             .iter()
             .map(|id| {
@@ -513,10 +519,18 @@ fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
                 map.insert("repository".into(), text(layout.repository));
                 map.insert("level".into(), text("unchecked"));
                 map.insert("ok".into(), Dynamic::from(true));
-                map.insert("message".into(), text("backups are off on this host (AGENCY_BACKUPS=off)"));
+                map.insert("message".into(), text(BACKUPS_OFF));
                 Ok(map)
             })
             .collect();
+    };
+    Ok(statuses.iter().map(|s| status_map(s, now)).collect())
+}
+
+/// The repository status of each of `ids`; `None` when backups are off on this host.
+fn repo_statuses(host: &Host, ids: &[String], deep: bool) -> Result<Option<Vec<RepoStatus>>> {
+    if !repository::backups_on(host)? {
+        return Ok(None);
     }
     let clients: Vec<(ClientLayout, Result<BackupConfig, String>)> = ids
         .iter()
@@ -527,7 +541,48 @@ fn status(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Map>> {
         })
         .collect::<Result<_>>()?;
     let restic = if deep { Some(repository::locate()?) } else { None };
+    Ok(Some(backup::status_many(restic.as_ref(), &clients, backup::deep_workers())))
+}
+
+/// The `backup` check of each of `ids` (clients with a client.env), in their order: the
+/// repository present and initialized, the age of its newest snapshot; with `deep` opened
+/// with the password on disk.
+pub(super) fn backup_checks(host: &Host, ids: &[String], deep: bool) -> Result<Vec<Check>> {
     let now = SystemTime::now();
-    let statuses = backup::status_many(restic.as_ref(), &clients, backup::deep_workers());
-    Ok(statuses.iter().map(|s| status_map(s, now)).collect())
+    let mut checks = Vec::with_capacity(ids.len());
+    // A few hundred at a time: their layouts and backup configs are dropped once checked.
+    for chunk in ids.chunks(256) {
+        let Some(statuses) = repo_statuses(host, chunk, deep)? else {
+            for id in chunk {
+                let repository = repository::layout(host, id)?.repository;
+                let evidence = json!({
+                    "repository": repository, "deep": null, "snapshots": null, "newest": null, "age_seconds": null,
+                });
+                checks.push(Check::new("backup", Status::Skip, BACKUPS_OFF).evidence(evidence));
+            }
+            continue;
+        };
+        checks.extend(statuses.iter().map(|s| backup_check(s, now)));
+    }
+    Ok(checks)
+}
+
+fn backup_check(status: &RepoStatus, now: SystemTime) -> Check {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let evidence = json!({
+        "repository": status.repository,
+        "deep": status.deep,
+        "snapshots": status.snapshots.map(|n| count(n as u64)),
+        "newest": status.newest.map(rfc3339),
+        "age_seconds": status.age(now).map(|age| count(age.as_secs())),
+    });
+    let check = |level| Check::new("backup", level, &status.message).evidence(evidence.clone());
+    match status.level {
+        backup::Level::Ok => check(Status::Ok),
+        backup::Level::Warning => check(Status::Warn),
+        backup::Level::Unchecked => check(Status::Skip),
+        backup::Level::Problem => check(Status::Fail).fix(
+            "FIX=1 cannot: create-client initializes a missing repository; a password that does not open it must be restored from the secrets history",
+        ),
+    }
 }

@@ -90,7 +90,15 @@ fn merge_labels(joined: &str, exact: ExactLabels) -> BTreeMap<String, String> {
 /// Labels read with `.Label`, as (key, value) pairs.
 type ExactLabels = Vec<(String, String)>;
 
-fn exact_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str, keys: &[&str]) -> Result<Vec<(T, ExactLabels)>> {
+/// Each line of `docker {what}` output read as `T` (its JSON) and its exact labels, then made
+/// into what the caller keeps by `make`, line by line: thousands of networks never hold
+/// their raw lines all at once.
+fn exact_lines<T: for<'de> Deserialize<'de>, R>(
+    what: &str,
+    stdout: &str,
+    keys: &[&str],
+    make: impl Fn(T, ExactLabels) -> R,
+) -> Result<Vec<R>> {
     stdout
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -98,7 +106,7 @@ fn exact_lines<T: for<'de> Deserialize<'de>>(what: &str, stdout: &str, keys: &[&
             let (json, exact) = split_exact_line(what, line, keys)?;
             let raw = serde_json::from_str(json)
                 .with_context(|| format!("could not read the output of `docker {what}`: {line}"))?;
-            Ok((raw, exact))
+            Ok(make(raw, exact))
         })
         .collect()
 }
@@ -133,17 +141,14 @@ struct RawNetworkLine {
 
 /// Parses `docker network ls --no-trunc --format` [`exact_format`]`(&EXACT_LABELS)`.
 pub(crate) fn parse_network_ls(stdout: &str) -> Result<Vec<NetworkSummary>> {
-    Ok(exact_lines::<RawNetworkLine>("network ls", stdout, &EXACT_LABELS)?
-        .into_iter()
-        .map(|(raw, exact)| NetworkSummary {
-            id: raw.id,
-            name: raw.name,
-            driver: raw.driver,
-            scope: raw.scope,
-            internal: raw.internal == "true",
-            labels: merge_labels(&raw.labels, exact),
-        })
-        .collect())
+    exact_lines("network ls", stdout, &EXACT_LABELS, |raw: RawNetworkLine, exact| NetworkSummary {
+        id: raw.id,
+        name: raw.name,
+        driver: raw.driver,
+        scope: raw.scope,
+        internal: raw.internal == "true",
+        labels: merge_labels(&raw.labels, exact),
+    })
 }
 
 #[derive(Deserialize)]
@@ -305,18 +310,15 @@ struct RawContainerLine {
 
 /// Parses `docker ps -a --no-trunc --format` [`container_format`]`(keys)`.
 pub(crate) fn parse_ps(stdout: &str, keys: &[&str]) -> Result<Vec<ContainerSummary>> {
-    Ok(exact_lines::<RawContainerLine>("ps", stdout, keys)?
-        .into_iter()
-        .map(|(raw, exact)| ContainerSummary {
-            id: raw.id,
-            name: raw.names.split(',').next().unwrap_or("").to_string(),
-            image: raw.image,
-            state: raw.state,
-            labels: merge_labels(&raw.labels, exact),
-            networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
-            ports: raw.ports,
-        })
-        .collect())
+    exact_lines("ps", stdout, keys, |raw: RawContainerLine, exact| ContainerSummary {
+        id: raw.id,
+        name: raw.names.split(',').next().unwrap_or("").to_string(),
+        image: raw.image,
+        state: raw.state,
+        labels: merge_labels(&raw.labels, exact),
+        networks: raw.networks.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
+        ports: raw.ports,
+    })
 }
 
 #[derive(Deserialize)]
@@ -333,15 +335,12 @@ struct RawVolumeLine {
 
 /// Parses `docker volume ls --format` [`exact_format`]`(&EXACT_LABELS)`.
 pub(crate) fn parse_volume_ls(stdout: &str) -> Result<Vec<Volume>> {
-    Ok(exact_lines::<RawVolumeLine>("volume ls", stdout, &EXACT_LABELS)?
-        .into_iter()
-        .map(|(raw, exact)| Volume {
-            name: raw.name,
-            driver: raw.driver,
-            labels: merge_labels(&raw.labels, exact),
-            mountpoint: raw.mountpoint,
-        })
-        .collect())
+    exact_lines("volume ls", stdout, &EXACT_LABELS, |raw: RawVolumeLine, exact| Volume {
+        name: raw.name,
+        driver: raw.driver,
+        labels: merge_labels(&raw.labels, exact),
+        mountpoint: raw.mountpoint,
+    })
 }
 
 /// Masks every word of `secret` (longer than 3 bytes) found in `text`, so a tool that echoes
