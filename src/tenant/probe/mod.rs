@@ -16,6 +16,8 @@
 //! This module plans and judges (pure); [`run`] runs it against the engine.
 
 pub mod listeners;
+mod namespaces;
+mod place;
 pub mod run;
 
 use std::{
