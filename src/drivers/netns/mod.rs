@@ -3,8 +3,8 @@
 //! bridge), without an engine starting anything. They are anonymous, held only by a file
 //! descriptor of the runner: when the runner ends, killed too, the kernel frees them and their
 //! veth pairs, so no run leaves one behind and there is nothing for a later run to sweep.
-//! [`Namespaces`] deletes the host ends of its links itself when dropped, so they are gone at
-//! once rather than when the kernel gets to it.
+//! [`Namespaces`] waits for the host ends of its links to be gone when the namespaces are
+//! dropped, so that a run ends with nothing of it left.
 
 pub mod attempts;
 
@@ -14,6 +14,7 @@ use std::{
     os::fd::{AsFd, OwnedFd},
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -84,6 +85,9 @@ pub struct Link {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// How long the kernel may take to remove the links of dropped namespaces.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
 static NEXT_LINK: AtomicUsize = AtomicUsize::new(0);
 
 /// A host end's name: the prefix, the runner's pid and a counter, in hex (15 characters at
@@ -120,7 +124,7 @@ fn batches(links: &[(String, Link)], namespace: &str) -> (String, String) {
     (host, inside)
 }
 
-/// Namespaces joined to bridges; the host ends of their links are deleted when this drops.
+/// Namespaces joined to bridges: the links made, to see them gone.
 pub struct Namespaces {
     ip: PathBuf,
     host_links: std::sync::Mutex<Vec<String>>,
@@ -152,21 +156,27 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Deletes the host ends of every link made so far (so the pairs: the namespaces, once
-    /// dropped, are empty). A link never made is fine.
-    pub fn remove_links(&self) {
+    /// Waits until the host ends of every link made so far are gone, once their namespaces
+    /// have been dropped: the kernel then removes them all in one go, in the background, far
+    /// faster than `ip link del` does one by one (each waits for the others' traffic to
+    /// settle). What is still there after a while is deleted.
+    pub fn await_removal(&self) {
         let links = std::mem::take(&mut *self.host_links.lock().unwrap_or_else(|e| e.into_inner()));
-        if links.is_empty() {
-            return;
+        let present = |l: &&String| std::path::Path::new("/sys/class/net").join(l).exists();
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        while links.iter().any(|l| present(&l)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let commands: String = links.iter().map(|l| format!("link del {l}\n")).collect();
-        let _ = Command::new(&self.ip).args(["-force", "-batch", "-"]).stdin(commands).output();
+        let left: String = links.iter().filter(present).map(|l| format!("link del {l}\n")).collect();
+        if !left.is_empty() {
+            let _ = Command::new(&self.ip).args(["-force", "-batch", "-"]).stdin(left).output();
+        }
     }
 }
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        self.remove_links();
+        self.await_removal();
     }
 }
 

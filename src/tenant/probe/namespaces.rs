@@ -164,10 +164,16 @@ impl Place for Namespaces<'_> {
     }
 
     fn end_batch(&mut self) {
-        self.links.remove_links();
         self.probes.clear();
         self.peers.clear();
+        self.links.await_removal();
         self.taken.clear();
+    }
+}
+
+impl Drop for Namespaces<'_> {
+    fn drop(&mut self) {
+        self.end_batch();
     }
 }
 
