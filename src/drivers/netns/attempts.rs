@@ -1,7 +1,7 @@
 //! The packets of a probe, sent by the runner itself from inside a namespace (see
-//! [`super::Namespace::run_inside`]): every TCP connect and ICMP echo of a probe at once on
-//! non-blocking sockets, one `poll` waiting for them all; forged packets through a raw socket;
-//! a peer's listening socket and its namespace's echo counter.
+//! [`super::Namespace::run_inside`]): every TCP SYN and ICMP echo of a probe at once through
+//! raw sockets, one `poll` waiting for the answers; forged packets the same way; a peer's
+//! listening socket and its namespace's echo counter.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -18,6 +18,7 @@ use rustix::{
 
 use crate::drivers::docker::{ForgerSpec, ProbeResult, ProbeTarget, TcpOutcome};
 
+const ICMP: u8 = 1;
 const ECHO_REQUEST: u8 = 8;
 const ECHO_REPLY: u8 = 0;
 
@@ -71,105 +72,166 @@ fn udp_datagram(source_port: u16, port: u16, payload: &[u8]) -> Vec<u8> {
 
 /// The sequence number of an echo reply to `identifier` in a received IPv4 packet.
 fn echo_reply_sequence(packet: &[u8], identifier: u16) -> Option<u16> {
+    if *packet.get(9)? != ICMP {
+        return None;
+    }
     let header = usize::from(packet.first()? & 0x0f) * 4;
     let icmp = packet.get(header..header + 8)?;
     (icmp[0] == ECHO_REPLY && u16::from_be_bytes([icmp[4], icmp[5]]) == identifier)
         .then(|| u16::from_be_bytes([icmp[6], icmp[7]]))
 }
 
-/// How a connect that ended with `error` went.
-fn outcome(error: Option<Errno>) -> TcpOutcome {
-    match error {
-        None => TcpOutcome::Open,
-        Some(Errno::CONNREFUSED) => TcpOutcome::Refused,
-        Some(Errno::TIMEDOUT) => TcpOutcome::Timeout,
-        Some(Errno::HOSTUNREACH | Errno::NETUNREACH | Errno::HOSTDOWN) => TcpOutcome::Unreachable,
-        Some(_) => TcpOutcome::Error,
+/// The first source port of a probe's SYNs: attempt `i` sends from `FIRST_PORT + i` (above
+/// Linux's ephemeral range, so no socket of the namespace answers for it).
+const FIRST_PORT: u16 = 61000;
+
+/// Attempts of one probe at most (one source port each).
+pub const MAX_ATTEMPTS: usize = (u16::MAX - FIRST_PORT) as usize;
+
+const TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const DESTINATION_UNREACHABLE: u8 = 3;
+
+/// A TCP SYN from `source:source_port` to `destination:port`, its checksum over the
+/// pseudo-header.
+fn tcp_syn(source: Ipv4Addr, source_port: u16, destination: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut segment = Vec::with_capacity(20);
+    segment.extend(source_port.to_be_bytes());
+    segment.extend(port.to_be_bytes());
+    segment.extend(u32::from(source_port).wrapping_mul(2_654_435_761).to_be_bytes());
+    segment.extend([0, 0, 0, 0, 0x50, TCP_SYN, 0xfa, 0xf0, 0, 0, 0, 0]);
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend(source.octets());
+    pseudo.extend(destination.octets());
+    pseudo.extend([0, TCP, 0, 20]);
+    pseudo.extend(&segment);
+    let sum = checksum(&pseudo);
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
+    segment
+}
+
+/// What a received IPv4 packet says of a SYN of ours: (its source port, the remote address
+/// and port, the outcome). A SYN-ACK is open, a reset refused, an ICMP destination unreachable
+/// quoting the SYN unreachable.
+fn syn_answer(packet: &[u8]) -> Option<(u16, Ipv4Addr, u16, TcpOutcome)> {
+    let header = usize::from(packet.first()? & 0x0f) * 4;
+    let from = Ipv4Addr::new(*packet.get(12)?, packet[13], packet[14], packet[15]);
+    let body = packet.get(header..)?;
+    match *packet.get(9)? {
+        TCP => {
+            let flags = *body.get(13)?;
+            let outcome = match flags {
+                f if f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK => TcpOutcome::Open,
+                f if f & TCP_RST != 0 => TcpOutcome::Refused,
+                _ => return None,
+            };
+            Some((u16::from_be_bytes([body[2], body[3]]), from, u16::from_be_bytes([body[0], body[1]]), outcome))
+        }
+        ICMP if body.first() == Some(&DESTINATION_UNREACHABLE) => {
+            let quoted = body.get(8..)?;
+            let quoted_header = usize::from(quoted.first()? & 0x0f) * 4;
+            if *quoted.get(9)? != TCP {
+                return None;
+            }
+            let to = Ipv4Addr::new(*quoted.get(16)?, quoted[17], quoted[18], quoted[19]);
+            let ports = quoted.get(quoted_header..quoted_header + 4)?;
+            Some((
+                u16::from_be_bytes([ports[0], ports[1]]),
+                to,
+                u16::from_be_bytes([ports[2], ports[3]]),
+                TcpOutcome::Unreachable,
+            ))
+        }
+        _ => None,
     }
 }
 
-/// Tries every target at once, each for at most `timeout`: one echo request where asked, a
-/// TCP connect to each port (open only when it connected). Results in the order of `targets`,
-/// ports in the order asked.
-pub fn try_targets(targets: &[ProbeTarget], timeout: Duration) -> Result<Vec<ProbeResult>> {
+/// Tries every target at once from `source` (the namespace's address), each for at most
+/// `timeout`: one echo request where asked, and a TCP SYN to each port (resent once halfway),
+/// its answer telling open (a SYN-ACK: a connection would be made; the namespace's kernel
+/// then resets it) from refused. Raw sockets, two for the whole probe, rather than a socket
+/// per connect: hundreds of probes at once would take more files than a process may open.
+/// Results in the order of `targets`, ports in the order asked.
+pub fn try_targets(source: Ipv4Addr, targets: &[ProbeTarget], timeout: Duration) -> Result<Vec<ProbeResult>> {
     let mut results: Vec<ProbeResult> = targets
         .iter()
         .map(|t| ProbeResult { address: t.address, icmp: t.icmp.then_some(false), tcp: Vec::new() })
         .collect();
-    let mut echoes_pending = targets.iter().filter(|t| t.icmp).count();
-    // A raw socket (root's; a namespace allows no unprivileged ping): it sees every echo reply.
-    let icmp = match echoes_pending {
-        0 => None,
-        _ => Some(socket(SocketType::RAW, Some(ipproto::ICMP)).context("an ICMP socket for the probe")?),
-    };
+    let attempts: Vec<(usize, u16)> =
+        targets.iter().enumerate().flat_map(|(i, t)| t.ports.iter().map(move |p| (i, *p))).collect();
+    if attempts.len() > MAX_ATTEMPTS {
+        anyhow::bail!("{} TCP attempts are more than one probe makes ({MAX_ATTEMPTS})", attempts.len());
+    }
+    let mut outcomes: Vec<Option<TcpOutcome>> = vec![None; attempts.len()];
+    // Raw sockets (root's; a namespace allows no unprivileged ping): they see every ICMP
+    // packet and TCP segment that arrives, and send SYNs with the headers made here.
+    let icmp = socket(SocketType::RAW, Some(ipproto::ICMP)).context("an ICMP socket for the probe")?;
+    let tcp = socket(SocketType::RAW, Some(ipproto::TCP)).context("a raw TCP socket for the probe")?;
+    let raw = socket(SocketType::RAW, Some(ipproto::RAW)).context("a raw socket for the probe's SYNs")?;
+    for socket in [&icmp, &tcp] {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, 1 << 20);
+    }
     let identifier = (std::process::id() & 0xffff) as u16;
-    if let Some(icmp) = &icmp {
-        for (index, target) in targets.iter().enumerate().filter(|(_, t)| t.icmp) {
-            let to = SocketAddrV4::new(target.address, 0);
-            if rustix::net::sendto(icmp, &echo_request(identifier, index as u16), SendFlags::empty(), &to).is_err() {
-                echoes_pending -= 1;
-            }
+    let mut echoes_pending = 0;
+    for (index, target) in targets.iter().enumerate().filter(|(_, t)| t.icmp) {
+        let to = SocketAddrV4::new(target.address, 0);
+        if rustix::net::sendto(&icmp, &echo_request(identifier, index as u16), SendFlags::empty(), &to).is_ok() {
+            echoes_pending += 1;
         }
     }
-    // (target, port, socket) of the connects still waiting; the others are done.
-    let mut waiting: Vec<(usize, u16, OwnedFd)> = Vec::new();
-    for (index, target) in targets.iter().enumerate() {
-        for port in &target.ports {
-            let stream = socket(SocketType::STREAM, None).context("a TCP socket for the probe")?;
-            match rustix::net::connect(&stream, &SocketAddrV4::new(target.address, *port)) {
-                Ok(()) => results[index].tcp.push((*port, TcpOutcome::Open)),
-                Err(Errno::INPROGRESS) => waiting.push((index, *port, stream)),
-                Err(error) => results[index].tcp.push((*port, outcome(Some(error)))),
-            }
+    let send_syns = |outcomes: &[Option<TcpOutcome>]| {
+        for (attempt, (target, port)) in attempts.iter().enumerate().filter(|(a, _)| outcomes[*a].is_none()) {
+            let address = targets[*target].address;
+            let syn = tcp_syn(source, FIRST_PORT + attempt as u16, address, *port);
+            let to = SocketAddrV4::new(address, 0);
+            let _ = rustix::net::sendto(&raw, &ipv4_packet(source, address, TCP, &syn), SendFlags::empty(), &to);
         }
-    }
-    let deadline = Instant::now() + timeout;
-    while (!waiting.is_empty() || echoes_pending > 0) && Instant::now() < deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (ready_icmp, ready): (bool, Vec<bool>) = {
-            let mut fds: Vec<PollFd> = icmp
-                .iter()
-                .map(|s| PollFd::new(s, PollFlags::IN))
-                .chain(waiting.iter().map(|(_, _, s)| PollFd::new(s, PollFlags::OUT)))
-                .collect();
-            let skip = usize::from(icmp.is_some());
-            let wait = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
-            match rustix::event::poll(&mut fds, Some(&wait)) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(error) => return Err(error).context("waiting for the probe's answers"),
-            }
-            (skip == 1 && !fds[0].revents().is_empty(), fds[skip..].iter().map(|f| !f.revents().is_empty()).collect())
-        };
-        if let Some(icmp) = icmp.as_ref().filter(|_| ready_icmp) {
-            let mut buffer = [0u8; 1500];
-            while let Ok((_, length, from)) = rustix::net::recvfrom(icmp, &mut buffer[..], RecvFlags::empty()) {
-                let from = from.and_then(|a| SocketAddrV4::try_from(a).ok()).map(|a| *a.ip());
-                let Some(sequence) = echo_reply_sequence(&buffer[..length], identifier) else { continue };
-                if let Some(result) = results.get_mut(usize::from(sequence))
-                    && Some(result.address) == from
+    };
+    send_syns(&outcomes);
+    let started = Instant::now();
+    let (resend, deadline) = (started + timeout / 2, started + timeout);
+    let mut resent = false;
+    let mut buffer = [0u8; 1500];
+    while (outcomes.iter().any(Option::is_none) || echoes_pending > 0) && Instant::now() < deadline {
+        if !resent && Instant::now() >= resend {
+            send_syns(&outcomes);
+            resent = true;
+        }
+        let until = if resent { deadline } else { resend };
+        let left = until.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(&icmp, PollFlags::IN), PollFd::new(&tcp, PollFlags::IN)];
+        let wait = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(error) => return Err(error).context("waiting for the probe's answers"),
+        }
+        for socket in [&icmp, &tcp] {
+            while let Ok((_, length, _)) = rustix::net::recvfrom(socket, &mut buffer[..], RecvFlags::DONTWAIT) {
+                let packet = &buffer[..length.min(buffer.len())];
+                if let Some(sequence) = echo_reply_sequence(packet, identifier)
+                    && let Some(result) = results.get_mut(usize::from(sequence))
+                    && packet.get(12..16) == Some(&result.address.octets()[..])
                     && result.icmp == Some(false)
                 {
                     result.icmp = Some(true);
                     echoes_pending -= 1;
                 }
+                let Some((own_port, address, port, outcome)) = syn_answer(packet) else { continue };
+                let Some(attempt) = own_port.checked_sub(FIRST_PORT).map(usize::from) else { continue };
+                if let Some((target, tried)) = attempts.get(attempt)
+                    && targets[*target].address == address
+                    && *tried == port
+                    && outcomes[attempt].is_none()
+                {
+                    outcomes[attempt] = Some(outcome);
+                }
             }
         }
-        let mut index = 0;
-        waiting.retain(|(target, port, stream)| {
-            let done = ready[index];
-            index += 1;
-            if done {
-                let error = rustix::net::sockopt::socket_error(stream).ok().and_then(Result::err);
-                results[*target].tcp.push((*port, outcome(error)));
-            }
-            !done
-        });
     }
-    for (target, port, _) in waiting {
-        results[target].tcp.push((port, TcpOutcome::Timeout));
-    }
-    for (result, target) in results.iter_mut().zip(targets) {
-        result.tcp.sort_by_key(|(port, _)| target.ports.iter().position(|p| p == port));
+    for ((target, port), outcome) in attempts.iter().zip(outcomes) {
+        results[*target].tcp.push((*port, outcome.unwrap_or(TcpOutcome::Timeout)));
     }
     Ok(results)
 }
@@ -187,7 +249,7 @@ pub fn forge(spec: &ForgerSpec) -> Result<()> {
     };
     for sequence in 0..spec.count {
         let echo = echo_request(identifier, sequence as u16);
-        send(spec.target, ipv4_packet(spec.forged, spec.target, 1, &echo))?;
+        send(spec.target, ipv4_packet(spec.forged, spec.target, ICMP, &echo))?;
         if let Some(port) = spec.host_port {
             let datagram = udp_datagram(40000 + sequence as u16, port, b"agency forged");
             send(spec.gateway, ipv4_packet(spec.forged, spec.gateway, 17, &datagram))?;
@@ -233,19 +295,30 @@ mod tests {
         assert_eq!(echo_reply_sequence(&reply, 0x1234), Some(7));
         assert_eq!(echo_reply_sequence(&reply, 0x4321), None);
         assert_eq!(echo_reply_sequence(&packet, 0x1234), None, "a request is no reply");
-        assert_eq!(outcome(None), TcpOutcome::Open);
-        assert_eq!(outcome(Some(Errno::CONNREFUSED)), TcpOutcome::Refused);
-        assert_eq!(outcome(Some(Errno::HOSTUNREACH)), TcpOutcome::Unreachable);
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 1, 2));
+        let syn = tcp_syn(a, 61003, b, 443);
+        assert_eq!((syn[13], &syn[..4]), (TCP_SYN, &[0xee, 0x4b, 0x01, 0xbb][..]));
+        let mut answer = ipv4_packet(b, a, TCP, &[&syn[2..4], &syn[..2], &syn[4..]].concat());
+        answer[20 + 13] = TCP_SYN | TCP_ACK;
+        assert_eq!(syn_answer(&answer), Some((61003, b, 443, TcpOutcome::Open)));
+        answer[20 + 13] = TCP_RST | TCP_ACK;
+        assert_eq!(syn_answer(&answer), Some((61003, b, 443, TcpOutcome::Refused)));
+        let quoted = ipv4_packet(a, b, TCP, &syn);
+        let unreachable =
+            ipv4_packet(b, a, 1, &[&[DESTINATION_UNREACHABLE, 1, 0, 0, 0, 0, 0, 0][..], &quoted].concat());
+        assert_eq!(syn_answer(&unreachable), Some((61003, b, 443, TcpOutcome::Unreachable)));
     }
 
-    /// Real sockets on loopback (this namespace's own): an open and a refused port.
+    /// Real packets on loopback (this namespace's own; raw sockets need root): an open and a
+    /// refused port.
     #[test]
     fn connects_on_loopback_tell_open_from_refused() {
         let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = open.local_addr().unwrap().port();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let target = ProbeTarget { address: Ipv4Addr::LOCALHOST, icmp: false, ports: vec![closed, port] };
-        let results = try_targets(&[target], Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e:#}"));
+        let results =
+            try_targets(Ipv4Addr::LOCALHOST, &[target], Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(results[0].tcp, vec![(closed, TcpOutcome::Refused), (port, TcpOutcome::Open)]);
     }
 }

@@ -3,7 +3,7 @@
 //! bridge), without an engine starting anything. They are anonymous, held only by a file
 //! descriptor of the runner: when the runner ends, killed too, the kernel frees them and their
 //! veth pairs, so no run leaves one behind and there is nothing for a later run to sweep.
-//! [`Namespaces`] waits for the host ends of its links to be gone when the namespaces are
+//! [`Veths`] waits for the host ends of its links to be gone when the namespaces are
 //! dropped, so that a run ends with nothing of it left.
 
 pub mod attempts;
@@ -124,13 +124,13 @@ fn batches(links: &[(String, Link)], namespace: &str) -> (String, String) {
     (host, inside)
 }
 
-/// Namespaces joined to bridges: the links made, to see them gone.
-pub struct Namespaces {
+/// The veth pairs that join namespaces to bridges: made, and seen gone.
+pub struct Veths {
     ip: PathBuf,
     host_links: std::sync::Mutex<Vec<String>>,
 }
 
-impl Namespaces {
+impl Veths {
     pub fn new() -> Result<Self> {
         let ip = process::locate("ip", "install iproute2")?;
         Ok(Self { ip, host_links: Default::default() })
@@ -174,7 +174,7 @@ impl Namespaces {
     }
 }
 
-impl Drop for Namespaces {
+impl Drop for Veths {
     fn drop(&mut self) {
         self.await_removal();
     }

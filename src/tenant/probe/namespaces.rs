@@ -27,16 +27,16 @@ use crate::{
 /// Namespaces joined at once (each costs two `ip` processes and the kernel's work).
 const PARALLEL: usize = 16;
 
-/// The highest address of `network`'s subnet that no container, gateway or `taken` holds.
-pub(super) fn free_address(network: &NetworkDetails, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+/// The highest address of `network`'s subnet that no container or gateway holds, nor is `taken`.
+pub(super) fn free_address(network: &NetworkDetails, taken: impl Fn(&Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
     let subnet = network.subnets.first()?;
     let used: BTreeSet<Ipv4Addr> = network.containers.iter().filter_map(|e| e.ipv4).collect();
     (1..subnet.size().saturating_sub(1))
         .map(|k| Ipv4Addr::from(u32::from(subnet.broadcast()) - k as u32))
-        .find(|a| !used.contains(a) && !network.gateways.contains(a) && !taken.contains(a))
+        .find(|a| !used.contains(a) && !network.gateways.contains(a) && !taken(a))
 }
 
-struct Peer {
+struct PeerNamespace {
     namespace: Namespace,
     addresses: Vec<Ipv4Addr>,
     _listener: OwnedFd,
@@ -44,11 +44,11 @@ struct Peer {
 
 pub(super) struct Namespaces<'a> {
     snapshot: &'a Snapshot,
-    links: netns::Namespaces,
+    veths: netns::Veths,
     /// Addresses this run's namespaces took, per batch.
     taken: BTreeSet<Ipv4Addr>,
     probes: BTreeMap<String, (Namespace, Ipv4Addr)>,
-    peers: Vec<Peer>,
+    peers: Vec<PeerNamespace>,
 }
 
 impl<'a> Namespaces<'a> {
@@ -58,35 +58,31 @@ impl<'a> Namespaces<'a> {
             return None;
         }
         raise_open_files();
-        let links = netns::Namespaces::new().ok()?;
-        Some(Self { snapshot, links, taken: BTreeSet::new(), probes: BTreeMap::new(), peers: Vec::new() })
+        let veths = netns::Veths::new().ok()?;
+        Some(Self { snapshot, veths, taken: BTreeSet::new(), probes: BTreeMap::new(), peers: Vec::new() })
     }
 
-    /// A link on `network` at a free address (taken from now on); `gateway`: its default route.
+    /// A link on `network` at a free address (taken from now on), with the default route via
+    /// the gateway when `route`.
     fn link(&mut self, network: &str, avoid: &[Ipv4Addr], route: bool) -> Result<Link> {
         let details = self.snapshot.network(network).ok_or_else(|| anyhow!("network {network} is gone"))?;
         let bridge = details.bridge.clone().ok_or_else(|| anyhow!("network {network} has no bridge on this host"))?;
-        let mut taken = self.taken.clone();
-        taken.extend(avoid);
-        let address = free_address(details, &taken).ok_or_else(|| anyhow!("network {network} has no free address"))?;
+        let taken = |a: &Ipv4Addr| self.taken.contains(a) || avoid.contains(a);
+        let address = free_address(details, taken).ok_or_else(|| anyhow!("network {network} has no free address"))?;
         self.taken.insert(address);
         let prefix = details.subnets[0].prefix();
         Ok(Link { bridge, address, prefix, gateway: route.then(|| details.gateways.first().copied()).flatten() })
     }
 }
 
-/// Every connect of a probe holds a socket, all at once: the soft limit of open files goes up
-/// to what the runner may have (root may raise the hard one too).
+/// Every connect of a probe holds a socket, all at once: the limit of open files goes up to
+/// what that may take (root may raise the hard limit too), or as far as it may.
 fn raise_open_files() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let wanted = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20)
-        .min(1 << 18);
+    const WANTED: u64 = 1 << 18;
     let now = getrlimit(Resource::Nofile);
-    let maximum = now.maximum.map(|m| m.max(wanted));
-    if setrlimit(Resource::Nofile, Rlimit { current: maximum, maximum }).is_err() {
+    let raised = Rlimit { current: now.current.map(|c| c.max(WANTED)), maximum: now.maximum.map(|m| m.max(WANTED)) };
+    if setrlimit(Resource::Nofile, raised).is_err() {
         let _ = setrlimit(Resource::Nofile, Rlimit { current: now.maximum, maximum: now.maximum });
     }
 }
@@ -101,14 +97,14 @@ impl Place for Namespaces<'_> {
             .iter()
             .map(|(_, networks)| networks.iter().map(|n| Ok((n.clone(), self.link(n, avoid, false)?))).collect())
             .collect();
-        let links = &self.links;
-        let started = crate::parallel::map(&planned, PARALLEL, |planned| -> Result<(Peer, Joined)> {
+        let veths = &self.veths;
+        let started = crate::parallel::map(&planned, PARALLEL, |planned| -> Result<(PeerNamespace, Joined)> {
             let planned = planned.as_ref().map_err(|e| anyhow!("{e:#}"))?;
-            let namespace = links.join(&planned.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>())?;
+            let namespace = veths.join(&planned.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>())?;
             let listener = namespace.run_inside(|| attempts::listen(PEER_PORT))??;
             let on: BTreeMap<String, Ipv4Addr> = planned.iter().map(|(n, l)| (n.clone(), l.address)).collect();
             let addresses = on.values().copied().collect();
-            Ok((Peer { namespace, addresses, _listener: listener }, (on, BTreeMap::new())))
+            Ok((PeerNamespace { namespace, addresses, _listener: listener }, (on, BTreeMap::new())))
         });
         started
             .into_iter()
@@ -125,9 +121,9 @@ impl Place for Namespaces<'_> {
             specs.iter().map(|s| s.network.as_str()).filter(|n| !self.probes.contains_key(*n)).collect();
         let planned: Vec<(String, Result<Link>)> =
             new.into_iter().map(|n| (n.to_string(), self.link(n, avoid, true))).collect();
-        let links = &self.links;
+        let veths = &self.veths;
         let joined = crate::parallel::map(&planned, PARALLEL, |(_, link)| match link {
-            Ok(link) => links.join(std::slice::from_ref(link)).map(|n| (n, link.address)),
+            Ok(link) => veths.join(std::slice::from_ref(link)).map(|n| (n, link.address)),
             Err(error) => Err(anyhow!("{error:#}")),
         });
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
@@ -148,7 +144,7 @@ impl Place for Namespaces<'_> {
             namespace.run_inside(|| -> Result<ProbeReport> {
                 // Forged first: what arrives is counted after the tries, which take the timeout.
                 let forged = spec.forge.as_ref().map(|f| attempts::forge(f).map_err(|e| format!("{e:#}")));
-                let results = attempts::try_targets(&spec.targets, timeout)?;
+                let results = attempts::try_targets(*address, &spec.targets, timeout)?;
                 Ok(ProbeReport { network: spec.network.clone(), source: vec![*address], results, forged })
             })?
         })
@@ -166,7 +162,7 @@ impl Place for Namespaces<'_> {
     fn end_batch(&mut self) {
         self.probes.clear();
         self.peers.clear();
-        self.links.await_removal();
+        self.veths.await_removal();
         self.taken.clear();
     }
 }
@@ -204,8 +200,8 @@ mod tests {
             bridge: Some("agb-0ac90040".into()),
         };
         let mut taken = BTreeSet::from([Ipv4Addr::new(10, 201, 0, 125)]);
-        assert_eq!(free_address(&network, &taken), Some(Ipv4Addr::new(10, 201, 0, 124)));
+        assert_eq!(free_address(&network, |a| taken.contains(a)), Some(Ipv4Addr::new(10, 201, 0, 124)));
         taken.extend((66..=124).map(|d| Ipv4Addr::new(10, 201, 0, d)));
-        assert_eq!(free_address(&network, &taken), None, "neither the gateway nor the network address");
+        assert_eq!(free_address(&network, |a| taken.contains(a)), None, "neither the gateway nor the network address");
     }
 }
