@@ -79,16 +79,12 @@ impl<'a> Namespaces<'a> {
     }
 }
 
-/// Every connect of a probe holds a socket, all at once: the limit of open files goes up to
-/// what that may take (root may raise the hard limit too), or as far as it may.
+/// Each probe and peer holds a few files (its namespace, raw sockets, a listener): a batch
+/// passes the usual soft limit of 1024, which a process may raise to its hard one.
 fn raise_open_files() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    const WANTED: u64 = 1 << 18;
-    let now = getrlimit(Resource::Nofile);
-    let raised = Rlimit { current: now.current.map(|c| c.max(WANTED)), maximum: now.maximum.map(|m| m.max(WANTED)) };
-    if setrlimit(Resource::Nofile, raised).is_err() {
-        let _ = setrlimit(Resource::Nofile, Rlimit { current: now.maximum, maximum: now.maximum });
-    }
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
 }
 
 impl Place for Namespaces<'_> {
