@@ -3,6 +3,7 @@ pub(crate) mod container_logs;
 pub mod docker;
 pub mod keycloak;
 pub(crate) mod lifetime;
+pub mod netns;
 pub mod nft;
 pub(crate) mod pipeline;
 pub mod process;

@@ -6,16 +6,18 @@
 //! - other tenants' **published ports** on the host's addresses, from every routed tier;
 //! - the host's **listening ports**, as the host's `/proc/net/tcp` and `tcp6` list them, on
 //!   the host's addresses, from every tier (internal ones too);
-//! - **forged sources**: a container (NET_RAW, and NET_ADMIN in its own namespace to take the
-//!   address) on each routed tier sends echo requests into another tenant's internal network,
-//!   and UDP to the host, from an address inside that internal subnet; what arrives is counted
-//!   where it lands (the receiving peer's `/proc/net/snmp`, a socket of the runner);
+//! - **forged sources**: the probe on each routed tier sends echo requests into another
+//!   tenant's internal network, and UDP to the host, from an address inside that internal
+//!   subnet (a raw socket, as NET_RAW allows any container); what arrives is counted where it
+//!   lands (the receiving peer's `/proc/net/snmp`, a socket of the runner);
 //! - **controls**: a probe connects to a peer on its own network, and the host connects to
 //!   every peer; either failing fails the check.
 //!
-//! This module plans and judges (pure); [`run`] runs it against the engine.
+//! This module plans and judges (pure); [`run`] runs it, in the places of [`place`].
 
 pub mod listeners;
+mod namespaces;
+mod place;
 pub mod run;
 
 use std::{
@@ -445,7 +447,7 @@ fn forged_evidence(forged: &Forged, failures: &mut Vec<String>, warnings: &mut V
     }
     if let Some(n) = to_host.filter(|n| *n > 0) {
         failures.push(format!(
-            "{n} forged UDP datagrams from {} (source {}; {FORGED_COUNT} tftp requests and their resends) reached the host",
+            "{n} forged UDP datagrams from {} (source {}; {FORGED_COUNT} sent, resends of a container's tftp too) reached the host",
             f.network, f.forged
         ));
     }

@@ -1,14 +1,12 @@
-//! Runs `PROBE=1` against the engine: peers first (one per client on all its probed networks,
-//! one on every network a forger sends into), then the probes (those on routed tiers forge at
-//! the end), the second looks, the counters, and the peers removed again (also when something
-//! fails: they are removed when [`Peers`] drops, and end by themselves should the runner be
-//! killed). Clients go in batches, and within a batch a pool of workers runs the containers: the
-//! engine's container starts are most of the time, so there are as few as the checks allow.
+//! Runs `PROBE=1`: peers first (one per client on all its probed networks, one on every network
+//! a forger sends into), then the probes (those on routed tiers forge too), the second looks,
+//! the counters, and the peers removed again at the end of each batch of clients, also when
+//! something fails. Where they run is the [`Place`]'s: network namespaces of the runner when
+//! the engine is on this machine, throwaway containers otherwise.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    io::Read,
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -18,39 +16,16 @@ use std::{
 
 use anyhow::Result;
 
-use super::{Answers, FORGED_COUNT, Forged, Forgery, NetworkProbe};
+use super::{
+    Answers, FORGED_COUNT, Forged, Forgery, NetworkProbe,
+    namespaces::Namespaces,
+    place::{Containers, Place},
+};
 use crate::{
-    drivers::docker::{
-        Docker, ForgerSpec, HostNetInfo, LABEL_CLIENT, PEER_PORT, ProbeReport, ProbeSpec, parse_in_echos,
-    },
+    drivers::docker::{Docker, ForgerSpec, HostNetInfo, ProbeReport, ProbeSpec},
     tenant::check::Check,
     tenant::isolation::{ProbeSettings, Snapshot},
 };
-
-/// Clients probed together: their peers, probes and forgers run at once. Bounded so that a
-/// batch ends well within [`crate::drivers::docker::PEER_LIFETIME_SECS`].
-const BATCH: usize = 8;
-
-/// Containers started at once (measured here: a `docker run` ≈ 0.7 s alone, eight at once
-/// ≈ 0.4 s each; a `network connect` ≈ 0.17 s).
-const PARALLEL: usize = 8;
-
-/// Probes run at once: more than [`PARALLEL`], as most of a probe is its wait for the answers
-/// of blocked paths (the timeout, then the forging), not the engine's work.
-const PROBES_AT_ONCE: usize = 2 * PARALLEL;
-
-/// The peers of a batch, removed when dropped.
-struct Peers<'a> {
-    docker: &'a Docker,
-    ids: Vec<String>,
-}
-
-impl Drop for Peers<'_> {
-    fn drop(&mut self) {
-        let ids: Vec<&str> = self.ids.iter().map(String::as_str).collect();
-        let _ = self.docker.remove_containers(&ids);
-    }
-}
 
 /// Datagrams that reach a socket of the runner on every host address, counted by source.
 struct HostSocket {
@@ -128,16 +103,6 @@ fn stay_on_host(spec: &mut ProbeSpec, beyond: &[Ipv4Addr], routes: Option<&[crat
         .retain(|t| beyond.contains(&t.address) || is_local(t.address) || routes.iter().any(|r| r.contains(t.address)));
 }
 
-/// What a peer answers: its count of echo requests received; `None` when it did not answer.
-fn ask_peer(address: Ipv4Addr) -> Option<u64> {
-    let mut stream =
-        TcpStream::connect_timeout(&SocketAddr::from((address, PEER_PORT)), Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    parse_in_echos(&text)
-}
-
 /// The `probe` check of every client of `ids`, in order.
 pub fn probe_clients(
     docker: &Docker,
@@ -148,177 +113,191 @@ pub fn probe_clients(
     allowed: &BTreeSet<u16>,
     known: &[String],
 ) -> Result<Vec<(String, Check)>> {
+    // The engine is here when a bridge's gateway is one of this machine's addresses.
+    let local = ids
+        .iter()
+        .flat_map(|id| snapshot.client_networks(id))
+        .flat_map(|n| n.gateways.iter().copied())
+        .next()
+        .is_some_and(is_local);
+    let mut place: Box<dyn Place + '_> = match local.then(|| Namespaces::new(snapshot)).flatten() {
+        Some(namespaces) => Box::new(namespaces),
+        None => Box::new(Containers { docker, image: settings.image.clone(), peers: Vec::new() }),
+    };
     let mut checks = Vec::new();
-    for batch in ids.chunks(BATCH) {
-        checks.extend(probe_batch(docker, snapshot, batch, host, settings, allowed, known)?);
+    for batch in ids.chunks(place.batch_size()) {
+        let batch = Batch { snapshot, ids: batch, host, settings, allowed, known, local };
+        let result = batch.probe(place.as_mut());
+        place.end_batch();
+        checks.extend(result?);
     }
     Ok(checks)
 }
 
-fn probe_batch(
-    docker: &Docker,
-    snapshot: &Snapshot,
-    ids: &[String],
-    host: &HostNetInfo,
-    settings: &ProbeSettings,
-    allowed: &BTreeSet<u16>,
-    known: &[String],
-) -> Result<Vec<(String, Check)>> {
-    let mut plans: Vec<Vec<NetworkProbe>> =
-        ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed, known)).collect();
-    let forgeries = super::plan_forgeries(snapshot, ids, known);
+/// Clients probed together, and what their probes need to know.
+struct Batch<'a> {
+    snapshot: &'a Snapshot,
+    ids: &'a [String],
+    host: &'a HostNetInfo,
+    settings: &'a ProbeSettings,
+    allowed: &'a BTreeSet<u16>,
+    known: &'a [String],
+    /// The runner is on the engine's host: it counts and connects itself.
+    local: bool,
+}
 
-    // Peers: one per client on all its probed networks (the controls), one per forger on the
-    // network it forges into (so what that one counts came from that forger alone).
-    let mut jobs: Vec<Vec<(Peer, String)>> = plans
-        .iter()
-        .filter(|probes| !probes.is_empty())
-        .map(|probes| probes.iter().map(|p| (Peer::Control(p.base.network.clone()), p.base.network.clone())).collect())
-        .collect();
-    jobs.extend(forgeries.iter().enumerate().map(|(i, f)| vec![(Peer::Receiver(i), f.target_network.clone())]));
-    let mut peers = Peers { docker, ids: Vec::new() };
-    let started = crate::parallel::map(&jobs, PARALLEL, |job| {
-        let networks: Vec<String> = job.iter().map(|(_, network)| network.clone()).collect();
-        let owner = snapshot.owner(&networks[0]).map(|(c, _)| c.to_string()).unwrap_or_default();
-        docker.start_peer(&settings.image, &networks, &BTreeMap::from([(LABEL_CLIENT.to_string(), owner)]))
-    });
-    let mut peer_errors: BTreeMap<Peer, String> = BTreeMap::new();
-    let mut peer_ids: Vec<(Peer, String, String)> = Vec::new();
-    for (job, result) in jobs.into_iter().zip(started) {
-        match result {
-            Ok((id, not_connected)) => {
-                peers.ids.push(id.clone());
-                for (key, network) in job {
-                    match not_connected.get(&network) {
-                        Some(error) => drop(peer_errors.insert(key, error.clone())),
-                        None => peer_ids.push((key, network, id.clone())),
+impl Batch<'_> {
+    fn probe(&self, place: &mut dyn Place) -> Result<Vec<(String, Check)>> {
+        let Batch { snapshot, ids, host, settings, allowed, known, local } = *self;
+        let mut plans: Vec<Vec<NetworkProbe>> =
+            ids.iter().map(|id| super::plan(snapshot, id, host, settings, allowed, known)).collect();
+        let forgeries = super::plan_forgeries(snapshot, ids, known);
+        let avoid: Vec<Ipv4Addr> = forgeries.iter().map(|f| f.forged).collect();
+
+        // Peers: one per client on all its probed networks (the controls), one per forger on
+        // the network it forges into (so what that one counts came from that forger alone).
+        let mut jobs: Vec<Vec<(Peer, String)>> = plans
+            .iter()
+            .filter(|probes| !probes.is_empty())
+            .map(|probes| {
+                probes.iter().map(|p| (Peer::Control(p.base.network.clone()), p.base.network.clone())).collect()
+            })
+            .collect();
+        jobs.extend(forgeries.iter().enumerate().map(|(i, f)| vec![(Peer::Receiver(i), f.target_network.clone())]));
+        let owned: Vec<(String, Vec<String>)> = jobs
+            .iter()
+            .map(|job| {
+                let networks: Vec<String> = job.iter().map(|(_, network)| network.clone()).collect();
+                let owner = snapshot.owner(&networks[0]).map(|(c, _)| c.to_string()).unwrap_or_default();
+                (owner, networks)
+            })
+            .collect();
+        let mut peer_errors: BTreeMap<Peer, String> = BTreeMap::new();
+        let mut peer_address: BTreeMap<Peer, Ipv4Addr> = BTreeMap::new();
+        for (job, started) in jobs.into_iter().zip(place.start_peers(&owned, &avoid)) {
+            match started {
+                Ok((addresses, not_connected)) => {
+                    for (key, network) in job {
+                        match (not_connected.get(&network), addresses.get(&network)) {
+                            (Some(error), _) => drop(peer_errors.insert(key, error.clone())),
+                            (None, Some(address)) => drop(peer_address.insert(key, *address)),
+                            (None, None) => {}
+                        }
                     }
                 }
-            }
-            Err(error) => {
-                let error = format!("{error:#}");
-                peer_errors.extend(job.into_iter().map(|(key, _)| (key, error.clone())));
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    peer_errors.extend(job.into_iter().map(|(key, _)| (key, error.clone())));
+                }
             }
         }
-    }
-    let ids_started: Vec<&str> = peers.ids.iter().map(String::as_str).collect();
-    let addresses = docker.container_addresses(&ids_started)?;
-    let peer_address: BTreeMap<Peer, Ipv4Addr> = peer_ids
-        .iter()
-        .filter_map(|(key, network, id)| Some((key.clone(), *addresses.get(id)?.get(network)?)))
-        .collect();
-    for probe in plans.iter_mut().flatten() {
-        probe.peer = peer_address.get(&Peer::Control(probe.base.network.clone())).copied();
-    }
+        for probe in plans.iter_mut().flatten() {
+            probe.peer = peer_address.get(&Peer::Control(probe.base.network.clone())).copied();
+        }
+        let socket = if local { Some(HostSocket::listen()?) } else { None };
 
-    // The engine is here when a bridge's gateway is one of this machine's addresses.
-    let local = plans
-        .iter()
-        .flatten()
-        .filter_map(|p| snapshot.network(&p.base.network))
-        .flat_map(|n| n.gateways.iter().copied())
-        .next()
-        .is_some_and(is_local);
-    let socket = if local { Some(HostSocket::listen()?) } else { None };
-
-    // The probes, the ones on routed tiers forging at the end, then their second looks (see
-    // `isolation::retry_spec`).
-    let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
-    let routes = on_host_routes(local);
-    let specs: Vec<ProbeSpec> = flat
-        .iter()
-        .map(|p| {
-            let mut spec = p.spec();
-            stay_on_host(&mut spec, &p.base.beyond, routes.as_deref());
-            spec.forge = forgeries.iter().enumerate().find(|(_, f)| f.network == p.base.network).and_then(|(i, f)| {
-                Some(ForgerSpec {
-                    gateway: f.gateway,
-                    forged: f.forged,
-                    target: *peer_address.get(&Peer::Receiver(i))?,
-                    host_port: socket.as_ref().map(|s| s.port),
-                    count: FORGED_COUNT,
-                })
-            });
-            spec
-        })
-        .collect();
-    let reports = docker.run_probes(&specs, PROBES_AT_ONCE);
-    let retries = second_looks(docker, &flat, &reports, local);
-    std::thread::sleep(Duration::from_millis(300));
-
-    // Counters and host→container, from the runner (when the engine is here).
-    let answered: BTreeMap<Peer, Option<u64>> = if local {
-        let list: Vec<(Peer, Ipv4Addr)> = peer_address.iter().map(|(k, a)| (k.clone(), *a)).collect();
-        crate::parallel::map(&list, PARALLEL, |(key, address)| (key.clone(), ask_peer(*address))).into_iter().collect()
-    } else {
-        BTreeMap::new()
-    };
-    let forged: Vec<Forged> = forgeries
-        .iter()
-        .enumerate()
-        .map(|(i, forgery)| {
-            let key = Peer::Receiver(i);
-            let result = match (peer_errors.get(&key), peer_address.contains_key(&key)) {
-                (Some(error), _) => Err(format!("no peer on {}: {error}", forgery.target_network)),
-                (None, false) => Err(format!("the peer on {} has no address", forgery.target_network)),
-                (None, true) => {
-                    let probe = flat.iter().position(|p| p.base.network == forgery.network);
-                    let ran = probe.map(|i| match &reports[i] {
-                        Ok(report) => report.forged.clone().unwrap_or(Err("it was not asked to forge".into())),
-                        Err(error) => Err(format!("{error:#}")),
+        // The probes, forging too on routed tiers, then their second looks (see
+        // `isolation::retry_spec`).
+        let flat: Vec<&NetworkProbe> = plans.iter().flatten().collect();
+        let routes = on_host_routes(local);
+        let specs: Vec<ProbeSpec> = flat
+            .iter()
+            .map(|p| {
+                let mut spec = p.spec();
+                stay_on_host(&mut spec, &p.base.beyond, routes.as_deref());
+                spec.forge =
+                    forgeries.iter().enumerate().find(|(_, f)| f.network == p.base.network).and_then(|(i, f)| {
+                        Some(ForgerSpec {
+                            gateway: f.gateway,
+                            forged: f.forged,
+                            target: *peer_address.get(&Peer::Receiver(i))?,
+                            host_port: socket.as_ref().map(|s| s.port),
+                            count: FORGED_COUNT,
+                        })
                     });
-                    count(forgery, ran, answered.get(&key).copied(), socket.as_ref())
-                }
-            };
-            Forged { forgery: forgery.clone(), result }
-        })
-        .collect();
-    drop(socket);
-    drop(peers);
+                spec
+            })
+            .collect();
+        let reports = place.run_probes(&specs, &avoid);
+        let retries = second_looks(place, &flat, &reports, local, &avoid);
+        std::thread::sleep(Duration::from_millis(300));
 
-    let control_errors: BTreeMap<String, String> = peer_errors
-        .into_iter()
-        .filter_map(|(key, error)| match key {
-            Peer::Control(network) => Some((network, error)),
-            Peer::Receiver(_) => None,
-        })
-        .collect();
-    let host_to_peer: BTreeMap<String, Option<bool>> = peer_address
-        .keys()
-        .filter_map(|key| match key {
-            Peer::Control(network) => {
-                Some((network.clone(), if local { Some(answered.get(key).copied().flatten().is_some()) } else { None }))
-            }
-            Peer::Receiver(_) => None,
-        })
-        .collect();
-    let mut reports = reports.into_iter();
-    let mut retries = retries.into_iter();
-    let mut checks = Vec::new();
-    for (id, probes) in ids.iter().zip(&plans) {
-        let reports: Vec<_> = reports.by_ref().take(probes.len()).collect();
-        let retries: Vec<_> = retries.by_ref().take(probes.len()).collect();
-        let forged: Vec<Forged> = forged.iter().filter(|f| f.forgery.client == *id).cloned().collect();
-        let answers = Answers {
-            probes,
-            forgeable: forged.iter().any(|f| f.forgery.client == *id) || !probes.iter().any(|p| !p.base.internal),
-            reports: &reports,
-            retries: &retries,
-            peer_errors: &control_errors,
-            host_to_peer: &host_to_peer,
-            forged: &forged,
+        // Counters and host→container, from the runner (when the engine is here).
+        let answered: BTreeMap<Peer, Option<u64>> = if local {
+            let (keys, addresses): (Vec<Peer>, Vec<Ipv4Addr>) =
+                peer_address.iter().map(|(k, a)| (k.clone(), *a)).unzip();
+            keys.into_iter().zip(place.ask_peers(&addresses)).collect()
+        } else {
+            BTreeMap::new()
         };
-        checks.push((id.clone(), super::judge(&answers)));
+        let forged: Vec<Forged> = forgeries
+            .iter()
+            .enumerate()
+            .map(|(i, forgery)| {
+                let key = Peer::Receiver(i);
+                let result = match (peer_errors.get(&key), peer_address.contains_key(&key)) {
+                    (Some(error), _) => Err(format!("no peer on {}: {error}", forgery.target_network)),
+                    (None, false) => Err(format!("the peer on {} has no address", forgery.target_network)),
+                    (None, true) => {
+                        let probe = flat.iter().position(|p| p.base.network == forgery.network);
+                        let ran = probe.map(|i| match &reports[i] {
+                            Ok(report) => report.forged.clone().unwrap_or(Err("it was not asked to forge".into())),
+                            Err(error) => Err(format!("{error:#}")),
+                        });
+                        count(forgery, ran, answered.get(&key).copied(), socket.as_ref())
+                    }
+                };
+                Forged { forgery: forgery.clone(), result }
+            })
+            .collect();
+        drop(socket);
+
+        let control_errors: BTreeMap<String, String> = peer_errors
+            .into_iter()
+            .filter_map(|(key, error)| match key {
+                Peer::Control(network) => Some((network, error)),
+                Peer::Receiver(_) => None,
+            })
+            .collect();
+        let host_to_peer: BTreeMap<String, Option<bool>> = peer_address
+            .keys()
+            .filter_map(|key| match key {
+                Peer::Control(network) => Some((
+                    network.clone(),
+                    if local { Some(answered.get(key).copied().flatten().is_some()) } else { None },
+                )),
+                Peer::Receiver(_) => None,
+            })
+            .collect();
+        let mut reports = reports.into_iter();
+        let mut retries = retries.into_iter();
+        let mut checks = Vec::new();
+        for (id, probes) in ids.iter().zip(&plans) {
+            let reports: Vec<_> = reports.by_ref().take(probes.len()).collect();
+            let retries: Vec<_> = retries.by_ref().take(probes.len()).collect();
+            let forged: Vec<Forged> = forged.iter().filter(|f| f.forgery.client == *id).cloned().collect();
+            let answers = Answers {
+                probes,
+                forgeable: forged.iter().any(|f| f.forgery.client == *id) || !probes.iter().any(|p| !p.base.internal),
+                reports: &reports,
+                retries: &retries,
+                peer_errors: &control_errors,
+                host_to_peer: &host_to_peer,
+                forged: &forged,
+            };
+            checks.push((id.clone(), super::judge(&answers)));
+        }
+        Ok(checks)
     }
-    Ok(checks)
 }
 
 /// Tries every forbidden reach twice more, 0.5 s apart: it counts only when every try reaches it.
 fn second_looks(
-    docker: &Docker,
+    place: &mut dyn Place,
     flat: &[&NetworkProbe],
     reports: &[Result<ProbeReport>],
     local: bool,
+    avoid: &[Ipv4Addr],
 ) -> Vec<Option<Result<ProbeReport>>> {
     let mut retries: Vec<Option<Result<ProbeReport>>> = flat.iter().map(|_| None).collect();
     let mut pending: Vec<(usize, ProbeSpec)> = flat
@@ -344,7 +323,7 @@ fn second_looks(
             })
             .collect();
         let mut next = Vec::new();
-        for ((i, _), result) in pending.iter().zip(docker.run_probes(&specs, PROBES_AT_ONCE)) {
+        for ((i, _), result) in pending.iter().zip(place.run_probes(&specs, avoid)) {
             if let Ok(report) = &result
                 && let Some(spec) = super::retry_spec(flat[*i], report)
             {
