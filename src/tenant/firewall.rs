@@ -134,6 +134,7 @@ const CHAINS: [(&str, &str, &[&str]); 2] = [
             "iifname @bridges meta nfproto ipv6 drop comment \"client networks are IPv4\"",
             "iifname @internal drop comment \"nothing routed out of an internal tier\"",
             "oifname @internal drop comment \"nothing routed into an internal tier\"",
+            "iifname @bridges oifname @bridges drop comment \"to another client bridge\"",
             "iifname @bridges oifname \"agb-*\" drop comment \"to another bridge\"",
             "iifname @bridges oifname \"br-*\" drop comment \"to another bridge\"",
             "iifname @bridges oifname \"docker*\" drop comment \"to another bridge\"",
@@ -453,6 +454,8 @@ mod tests {
             assert!(body.lines().nth(2).unwrap().ends_with(SOURCE_RULE), "{body}");
         }
         assert!(script.contains("iifname @bridges fib daddr . iif oif exists accept comment \"within one bridge\""));
+        // Client bridges are kept apart whatever their names (one Docker named itself, say).
+        assert!(script.contains("iifname @bridges oifname @bridges drop"), "{script}");
         assert!(!script.contains("10.201."), "{script}");
     }
 
