@@ -85,7 +85,11 @@ fn a_site_stack_runs_as_a_swarm_stack_on_overlay_networks() {
     }
     let Some(_swarm) = SingleNodeSwarm::init("swarm::site_stack") else { return };
     let site = Site::with_docker();
-    site.site_file("stacks/bb/compose.yml", &busybox_stack());
+    // By its image ID: a Swarm task of an image named by tag asks the registry for it first
+    // (docker.io here, a lookup off the machine), whatever `--resolve-image` says.
+    let image_id = lines(docker(&["image", "inspect", "--format", "{{.Id}}", containers::busybox_image()]));
+    let stack = busybox_stack().replace(containers::busybox_image(), &image_id[0]);
+    site.site_file("stacks/bb/compose.yml", &stack);
     let id = containers::unique("sw");
     let _client = SwarmClient { id: id.clone(), _networks: ClientNetworks(vec![id.clone()]) };
     let (shim_dir, argv_log) = containers::docker_argv_shim(site.path());
