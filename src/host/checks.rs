@@ -169,6 +169,13 @@ fn joined_arrays(first: &str, second: &str) -> String {
     }
 }
 
+/// A script's array of checks: their heads and the array as JSON.
+fn parsed_checks(id: &str, checks: &Array) -> ScriptResult<(Vec<Check>, String)> {
+    let heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
+    let json = serde_json::to_string(checks).map_err(|e| format!("checks of {id}: {e}"))?;
+    Ok((heads, json))
+}
+
 #[derive(Default)]
 struct ReportState {
     clients: Vec<Entry>,
@@ -198,16 +205,14 @@ pub struct StatusReport(Rc<RefCell<ReportState>>);
 
 impl StatusReport {
     fn add(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
-        let heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
-        let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
+        let (heads, checks_json) = parsed_checks(id, &checks)?;
         self.0.borrow_mut().push(id, true, heads, checks_json);
         Ok(())
     }
 
     /// A client's checks made in Rust.
     fn add_kept(&mut self, id: &str, checks: Vec<KeptCheck>) {
-        let json: Vec<String> = checks.iter().map(|c| c.json.clone()).collect();
-        let heads = checks.into_iter().map(|c| c.head).collect();
+        let (heads, json): (Vec<Check>, Vec<String>) = checks.into_iter().map(|c| (c.head, c.json)).unzip();
         self.0.borrow_mut().push(id, true, heads, format!("[{}]", json.join(",")));
     }
 
@@ -215,8 +220,7 @@ impl StatusReport {
     /// checks; an invalid one keeps its one reason).
     fn append(&mut self, id: &str, checks: Array) -> ScriptResult<()> {
         let Some(position) = self.0.borrow().positions.get(id).copied() else { return self.add(id, checks) };
-        let mut heads = checks.iter().map(parse_check).collect::<ScriptResult<Vec<_>>>()?;
-        let checks_json = serde_json::to_string(&checks).map_err(|e| format!("checks of {id}: {e}"))?;
+        let (mut heads, checks_json) = parsed_checks(id, &checks)?;
         let mut state = self.0.borrow_mut();
         if state.handed_over {
             return Err("checks::append after checks::clients: the check maps were handed over".into());

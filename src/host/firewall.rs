@@ -41,9 +41,21 @@ pub(super) fn settings(host: &Host) -> Result<FirewallSettings> {
     )
 }
 
+/// A client's id and its client.env.
+type Record = (String, BTreeMap<String, String>);
+
+/// The records and the kernel's table (`nft list`), the table listed while the records are
+/// read: neither needs the other.
+fn records_and_table(roots: &Roots, nft: &Nft, table: &str) -> (Result<Vec<Record>>, Result<Option<String>>) {
+    std::thread::scope(|scope| {
+        let listing = scope.spawn(|| nft.list_table(table));
+        (records(roots), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
 /// Every client of this root with its client.env, in id order. An unreadable clients dir is
 /// an error: a table made without its clients would drop their rules.
-fn records(roots: &Roots) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+fn records(roots: &Roots) -> Result<Vec<Record>> {
     Ok(roots
         .client_ids()?
         .into_iter()
@@ -95,11 +107,7 @@ fn apply(host: &Host, planned: Option<(&str, Option<BTreeMap<String, String>>)>)
     }
     let nft = Nft::locate()?;
     let _lock = apply_lock(host)?;
-    // The kernel's table is listed while the records are read: neither needs the other.
-    let (records, listing) = std::thread::scope(|scope| {
-        let listing = scope.spawn(|| nft.list_table(&settings.table));
-        (records(&host.roots), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    });
+    let (records, listing) = records_and_table(&host.roots, &nft, &settings.table);
     let mut records = records?;
     if let Some((id, env)) = planned {
         records.retain(|(r, _)| r != id);
@@ -172,11 +180,7 @@ pub(super) fn checks(
         Ok(nft) => nft,
         Err(error) => return Ok(every(not_enforced(&error))),
     };
-    // The kernel's table is listed while the records are read: neither needs the other.
-    let (records, live) = std::thread::scope(|scope| {
-        let listing = scope.spawn(|| nft.list_table(&settings.table));
-        (records(roots), listing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    });
+    let (records, live) = records_and_table(roots, &nft, &settings.table);
     let live = match live {
         Ok(live) => live.map(|text| firewall::parse_listing(&text)),
         Err(error) => return Ok(every(not_enforced(&error))),
